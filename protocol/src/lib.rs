@@ -1,0 +1,16 @@
+//! tapes-protocol: the sans-IO heart of tapes.
+//!
+//! This crate owns what two tapes peers must agree on byte for byte: the node model, its
+//! canonical encoding, how ids are derived from it, and the stored-object layout. It does no
+//! I/O: no files, no sockets, no clocks. Everything here is specified normatively in `SPEC.md`
+//! at the repository root and pinned by the conformance vectors in `protocol/vectors/`.
+
+pub mod canonical;
+pub mod canonical_json;
+pub mod id;
+pub mod node;
+pub mod object;
+
+pub use id::{IdParseError, NodeId, SessionId};
+pub use node::{ContentBlock, ImageSource, Node, NodeBody, NodeMeta, Role, ToolResultPart, Usage};
+pub use object::{ObjectError, StoredObject};

@@ -1,0 +1,149 @@
+//! The stored object: how a node sits in a store, a bundle or on the wire (SPEC.md §2.4).
+//!
+//! ```text
+//! object := format:u8 (=1) || body_len:u32le || body (canonical, hashed) || meta (postcard)
+//! ```
+//! The key of an object is the BLAKE3 id of `body`; verifying an object means recomputing that
+//! id from these exact bytes and decoding both parts strictly.
+
+use crate::canonical::{self, DecodeError};
+use crate::id::NodeId;
+use crate::node::{Node, NodeMeta};
+
+pub const OBJECT_FORMAT: u8 = 1;
+
+/// Why bytes are not a valid stored object.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ObjectError {
+    #[error("object is {0} bytes, shorter than its 5-byte header")]
+    TooShort(usize),
+    #[error("object format {0} is newer than this tapes understands (format {OBJECT_FORMAT}); upgrade tapes")]
+    Format(u8),
+    #[error("object body length {claimed} exceeds the {available} bytes present")]
+    BodyLength { claimed: usize, available: usize },
+    #[error("object body is not canonical: {0}")]
+    Body(#[from] DecodeError),
+    #[error("object metadata does not decode: {0}")]
+    Meta(String),
+    #[error("object hashes to {actual}, not to the id {expected} it was stored or sent under")]
+    IdMismatch { expected: NodeId, actual: NodeId },
+}
+
+/// An encoded object together with its id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredObject {
+    pub id: NodeId,
+    pub bytes: Vec<u8>,
+}
+
+impl StoredObject {
+    /// Encodes a node; the id is computed from the canonical body.
+    pub fn encode(node: &Node) -> StoredObject {
+        let body = canonical::encode_body(&node.body);
+        let id = canonical::node_id_of_bytes(&body);
+        let meta = postcard::to_stdvec(&node.meta).expect("postcard encoding to a Vec cannot fail");
+        let mut bytes = Vec::with_capacity(5 + body.len() + meta.len());
+        bytes.push(OBJECT_FORMAT);
+        bytes.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(&body);
+        bytes.extend_from_slice(&meta);
+        StoredObject { id, bytes }
+    }
+
+    /// Decodes and verifies `bytes` as the object `expected`: the body must hash to it.
+    pub fn verify(expected: &NodeId, bytes: &[u8]) -> Result<Node, ObjectError> {
+        let (body_bytes, meta_bytes) = split(bytes)?;
+        let actual = canonical::node_id_of_bytes(body_bytes);
+        if &actual != expected {
+            return Err(ObjectError::IdMismatch { expected: *expected, actual });
+        }
+        let body = canonical::decode_body(body_bytes)?;
+        let meta = decode_meta(meta_bytes)?;
+        Ok(Node { body, meta })
+    }
+
+    /// Decodes without checking the id (for bytes a verified store already holds).
+    pub fn decode(bytes: &[u8]) -> Result<Node, ObjectError> {
+        let (body_bytes, meta_bytes) = split(bytes)?;
+        Ok(Node { body: canonical::decode_body(body_bytes)?, meta: decode_meta(meta_bytes)? })
+    }
+
+    /// The parent id, read from the body without decoding the rest (for walking chains fast).
+    pub fn parent_of(bytes: &[u8]) -> Result<Option<NodeId>, ObjectError> {
+        let (body, _) = split(bytes)?;
+        match body.get(1) {
+            Some(0) => Ok(None),
+            Some(1) if body.len() >= 34 => Ok(NodeId::from_slice(&body[2..34])),
+            _ => Err(ObjectError::Body(DecodeError::Truncated { offset: 1, needed: 1 })),
+        }
+    }
+}
+
+fn split(bytes: &[u8]) -> Result<(&[u8], &[u8]), ObjectError> {
+    if bytes.len() < 5 {
+        return Err(ObjectError::TooShort(bytes.len()));
+    }
+    if bytes[0] != OBJECT_FORMAT {
+        return Err(ObjectError::Format(bytes[0]));
+    }
+    let claimed = u32::from_le_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]) as usize;
+    let rest = &bytes[5..];
+    if claimed > rest.len() {
+        return Err(ObjectError::BodyLength { claimed, available: rest.len() });
+    }
+    Ok(rest.split_at(claimed))
+}
+
+fn decode_meta(bytes: &[u8]) -> Result<NodeMeta, ObjectError> {
+    match postcard::take_from_bytes::<NodeMeta>(bytes) {
+        Ok((meta, [])) => Ok(meta),
+        Ok((_, rest)) => Err(ObjectError::Meta(format!("{} trailing bytes", rest.len()))),
+        Err(e) => Err(ObjectError::Meta(e.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node::{ContentBlock, NodeBody, Role, Usage};
+
+    fn node() -> Node {
+        Node {
+            body: NodeBody { parent: None, role: Role::User, model: String::new(), blocks: vec![ContentBlock::text("hi")] },
+            meta: NodeMeta {
+                usage: Some(Usage { input_tokens: 3, ..Usage::default() }),
+                timestamp_ms: Some(1_700_000_000_000),
+                ..NodeMeta::default()
+            },
+        }
+    }
+
+    #[test]
+    fn verify_accepts_its_own_encoding() {
+        let obj = StoredObject::encode(&node());
+        assert_eq!(StoredObject::verify(&obj.id, &obj.bytes).unwrap(), node());
+        assert_eq!(StoredObject::parent_of(&obj.bytes).unwrap(), None);
+    }
+
+    #[test]
+    fn any_flipped_byte_is_caught() {
+        let obj = StoredObject::encode(&node());
+        for i in 0..obj.bytes.len() {
+            let mut bad = obj.bytes.clone();
+            bad[i] ^= 0x40;
+            let verdict = StoredObject::verify(&obj.id, &bad);
+            // Flips in the metadata may still decode; they must not change the body.
+            if let Ok(n) = verdict {
+                assert!(i >= 5 + canonical::encode_body(&node().body).len(), "body flip at {i} accepted");
+                assert_eq!(n.body, node().body);
+            }
+        }
+    }
+
+    #[test]
+    fn meta_is_not_hashed() {
+        let mut other = node();
+        other.meta.timestamp_ms = Some(1);
+        assert_eq!(StoredObject::encode(&other).id, StoredObject::encode(&node()).id);
+    }
+}

@@ -1,0 +1,31 @@
+//! One module per group of subcommands; each turns arguments into library calls and prints.
+
+pub mod fsck;
+pub mod import;
+pub mod init;
+pub mod sessions;
+
+use anyhow::Context;
+use tapes::home::Home;
+use tapes::store::Store;
+
+/// Opens the store in `$TAPES_HOME` (creating the home and store on first use).
+pub fn open_store() -> anyhow::Result<(Home, Store)> {
+    let home = Home::locate()?;
+    home.ensure()?;
+    let store = Store::open(&home.store_dir()).with_context(|| format!("opening the store in {}", home.root().display()))?;
+    Ok((home, store))
+}
+
+/// A progress bar on a TTY; hidden otherwise so pipes and tests see clean output.
+pub fn progress_bar(len: u64, what: &str) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(len);
+    let style = indicatif::ProgressStyle::with_template(&format!("{what} {{bar:30}} {{pos}}/{{len}} {{msg}}"))
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+    bar.set_style(style);
+    bar
+}

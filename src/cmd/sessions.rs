@@ -1,0 +1,79 @@
+//! `tapes sessions`, `tapes show`, `tapes log`.
+
+use std::process::ExitCode;
+
+use tapes::render;
+
+#[derive(clap::Args)]
+pub struct SessionsArgs {
+    /// Only sessions of this project.
+    #[arg(long)]
+    project: Option<String>,
+    /// Only sessions recorded by this agent (claude-code, codex, gemini-cli, ...).
+    #[arg(long)]
+    agent: Option<String>,
+    /// Print as JSON (one array).
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+pub struct ShowArgs {
+    /// Session id or unique prefix.
+    id: String,
+    /// Print the session and every node as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+pub struct LogArgs {
+    /// Session id or unique prefix.
+    id: String,
+}
+
+pub fn list(args: SessionsArgs) -> anyhow::Result<ExitCode> {
+    let (_home, store) = super::open_store()?;
+    let mut rows = store.sessions()?;
+    rows.retain(|(_, r)| {
+        args.project.as_ref().is_none_or(|p| &r.summary.project == p)
+            && args.agent.as_ref().is_none_or(|a| &r.summary.agent == a)
+    });
+    // Newest first; ties (no timestamps) by id so the order is stable.
+    rows.sort_by(|a, b| b.1.summary.started_ms.cmp(&a.1.summary.started_ms).then(a.0.cmp(&b.0)));
+    if args.json {
+        let list: Vec<_> = rows.iter().map(|(id, r)| render::session_json(id, r)).collect();
+        println!("{}", serde_json::to_string_pretty(&list)?);
+    } else if rows.is_empty() {
+        println!("no sessions yet; `tapes import ~/.claude/projects` brings yours in");
+    } else {
+        print!("{}", render::sessions_table(&rows));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn show(args: ShowArgs) -> anyhow::Result<ExitCode> {
+    let (_home, store) = super::open_store()?;
+    let id = store.resolve_session(&args.id)?;
+    let record = store.session(&id)?.ok_or_else(|| tapes::store::StoreError::SessionNotFound(args.id.clone()))?;
+    let chain = store.chain(&record.head)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&render::transcript_json(&id, &record, &chain))?);
+    } else {
+        print!("{}", render::transcript(&id, &record, &chain));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn log(args: LogArgs) -> anyhow::Result<ExitCode> {
+    let (_home, store) = super::open_store()?;
+    let id = store.resolve_session(&args.id)?;
+    let record = store.session(&id)?.ok_or_else(|| tapes::store::StoreError::SessionNotFound(args.id.clone()))?;
+    let chain = store.chain(&record.head)?;
+    let mut sizes = Vec::with_capacity(chain.len());
+    for (node_id, _) in &chain {
+        sizes.push(store.storage().get_object(node_id)?.map_or(0, |b| b.len()));
+    }
+    print!("{}", render::log(&chain, &sizes));
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,229 @@
+//! Identity: who this tapes node is.
+//!
+//! An identity is an ed25519 signing key (its public half is the node id, the same key iroh
+//! uses as the endpoint id, so peers dial you by it) and an age X25519 identity (teams wrap
+//! their keys to its recipient). Both secrets live only in 0600 files under
+//! `<home>/identity/`; they are never printed, logged or put in an error message. `Debug` on
+//! [`Identity`] shows public halves only.
+
+use std::fmt;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use age::secrecy::ExposeSecret;
+use ed25519_dalek::{SigningKey, VerifyingKey};
+use serde::{Deserialize, Serialize};
+
+use crate::home::{create_private_dir, Home, HomeError};
+
+const NODE_KEY_FILE: &str = "node.key";
+const AGE_KEY_FILE: &str = "age.key";
+const PROFILE_FILE: &str = "profile.json";
+const NODE_KEY_HEADER: &str = "# tapes node key (ed25519 secret seed, hex). Keep this file private.";
+
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    #[error("no identity in {0}; run `tapes init` first")]
+    Missing(PathBuf),
+    #[error("an identity already exists in {0}; `tapes id` shows it (delete the directory to start over)")]
+    Exists(PathBuf),
+    #[error("{path}: {what}; the file is damaged; restore it from a backup or run `tapes init` in a fresh TAPES_HOME")]
+    Malformed { path: PathBuf, what: &'static str },
+    #[error("cannot read or write {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("cannot gather randomness for a new key: {0}")]
+    Random(String),
+    #[error(transparent)]
+    Home(#[from] HomeError),
+}
+
+/// The parts of an identity that are safe to show anyone.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Profile {
+    pub name: String,
+    #[serde(default)]
+    pub email: Option<String>,
+}
+
+pub struct Identity {
+    signing: SigningKey,
+    age: age::x25519::Identity,
+    pub profile: Profile,
+}
+
+impl fmt::Debug for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Identity")
+            .field("node_id", &self.node_id_hex())
+            .field("age_recipient", &self.age_recipient().to_string())
+            .field("profile", &self.profile)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Identity {
+    /// A fresh identity from the operating system's randomness.
+    pub fn generate(profile: Profile) -> Result<Identity, IdentityError> {
+        let mut seed = [0u8; 32];
+        getrandom::fill(&mut seed).map_err(|e| IdentityError::Random(e.to_string()))?;
+        let signing = SigningKey::from_bytes(&seed);
+        seed.fill(0);
+        Ok(Identity { signing, age: age::x25519::Identity::generate(), profile })
+    }
+
+    pub fn verifying_key(&self) -> VerifyingKey {
+        self.signing.verifying_key()
+    }
+
+    /// The node id: the ed25519 public key, hex (what iroh calls the endpoint id).
+    pub fn node_id_hex(&self) -> String {
+        hex::encode(self.verifying_key().as_bytes())
+    }
+
+    pub fn age_recipient(&self) -> age::x25519::Recipient {
+        self.age.to_public()
+    }
+
+    pub fn signing_key(&self) -> &SigningKey {
+        &self.signing
+    }
+
+    pub fn age_identity(&self) -> &age::x25519::Identity {
+        &self.age
+    }
+
+    pub fn exists(home: &Home) -> bool {
+        home.identity_dir().join(NODE_KEY_FILE).exists()
+    }
+
+    /// Writes the identity under `home`; refuses to overwrite an existing one.
+    pub fn save(&self, home: &Home) -> Result<(), IdentityError> {
+        let dir = home.identity_dir();
+        if Identity::exists(home) {
+            return Err(IdentityError::Exists(dir));
+        }
+        create_private_dir(&dir)?;
+        let node_key = format!("{NODE_KEY_HEADER}\n{}\n", hex::encode(self.signing.to_bytes()));
+        write_secret(&dir.join(NODE_KEY_FILE), node_key.as_bytes())?;
+        let created = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let age_key = format!(
+            "# created: {created}\n# public key: {}\n{}\n",
+            self.age_recipient(),
+            self.age.to_string().expose_secret()
+        );
+        write_secret(&dir.join(AGE_KEY_FILE), age_key.as_bytes())?;
+        let profile = serde_json::to_vec_pretty(&self.profile).expect("profile serializes");
+        write_file(&dir.join(PROFILE_FILE), &profile, 0o644)?;
+        Ok(())
+    }
+
+    pub fn load(home: &Home) -> Result<Identity, IdentityError> {
+        let dir = home.identity_dir();
+        if !Identity::exists(home) {
+            return Err(IdentityError::Missing(home.root().to_path_buf()));
+        }
+        let node_path = dir.join(NODE_KEY_FILE);
+        warn_if_readable_by_others(&node_path);
+        let node_text = read(&node_path)?;
+        let seed_hex = key_line(&node_text).ok_or(IdentityError::Malformed {
+            path: node_path.clone(),
+            what: "no key line",
+        })?;
+        let seed = hex::decode(seed_hex)
+            .ok()
+            .and_then(|b| <[u8; 32]>::try_from(b).ok())
+            .ok_or(IdentityError::Malformed { path: node_path.clone(), what: "the key is not 64 hex digits" })?;
+        let signing = SigningKey::from_bytes(&seed);
+
+        let age_path = dir.join(AGE_KEY_FILE);
+        warn_if_readable_by_others(&age_path);
+        let age_text = read(&age_path)?;
+        let age = key_line(&age_text)
+            .and_then(|line| line.parse::<age::x25519::Identity>().ok())
+            .ok_or(IdentityError::Malformed { path: age_path, what: "no valid AGE-SECRET-KEY line" })?;
+
+        let profile_path = dir.join(PROFILE_FILE);
+        let profile = match std::fs::read(&profile_path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|_| IdentityError::Malformed { path: profile_path, what: "profile is not valid JSON" })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Profile::default(),
+            Err(source) => return Err(IdentityError::Io { path: profile_path, source }),
+        };
+        Ok(Identity { signing, age, profile })
+    }
+}
+
+/// The first line that is not a comment.
+fn key_line(text: &str) -> Option<&str> {
+    text.lines().map(str::trim).find(|l| !l.is_empty() && !l.starts_with('#'))
+}
+
+fn read(path: &Path) -> Result<String, IdentityError> {
+    std::fs::read_to_string(path).map_err(|source| IdentityError::Io { path: path.to_path_buf(), source })
+}
+
+/// Writes a secret file: created 0600 from the start (never briefly world-readable), fsynced.
+pub fn write_secret(path: &Path, bytes: &[u8]) -> Result<(), IdentityError> {
+    write_file(path, bytes, 0o600)
+}
+
+fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), IdentityError> {
+    let io = |source| IdentityError::Io { path: path.to_path_buf(), source };
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(mode);
+    }
+    #[cfg(not(unix))]
+    let _ = mode;
+    let mut file = options.open(path).map_err(io)?;
+    file.write_all(bytes).map_err(io)?;
+    file.sync_all().map_err(io)?;
+    Ok(())
+}
+
+fn warn_if_readable_by_others(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(path) {
+            if meta.permissions().mode() & 0o077 != 0 {
+                tracing::warn!(path = %path.display(), "secret key file is readable by other users; run `chmod 600` on it");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn saves_0600_and_loads_the_same_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::at(dir.path());
+        let id = Identity::generate(Profile { name: "alice".into(), email: None }).unwrap();
+        id.save(&home).unwrap();
+        let loaded = Identity::load(&home).unwrap();
+        assert_eq!(loaded.node_id_hex(), id.node_id_hex());
+        assert_eq!(loaded.age_recipient().to_string(), id.age_recipient().to_string());
+        assert_eq!(loaded.profile.name, "alice");
+        #[cfg(unix)]
+        for file in [NODE_KEY_FILE, AGE_KEY_FILE] {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(home.identity_dir().join(file)).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "{file}");
+        }
+        assert!(matches!(id.save(&home), Err(IdentityError::Exists(_))));
+    }
+
+    #[test]
+    fn debug_output_has_no_secrets() {
+        let id = Identity::generate(Profile::default()).unwrap();
+        let shown = format!("{id:?}");
+        assert!(!shown.contains(&hex::encode(id.signing.to_bytes())));
+        assert!(!shown.contains("AGE-SECRET-KEY"));
+    }
+}

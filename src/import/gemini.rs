@@ -1,0 +1,9 @@
+//! Importer stub: being written.
+
+use std::path::Path;
+
+use super::{FileReport, ImportError};
+
+pub fn parse(path: &Path, _text: &str) -> Result<FileReport, ImportError> {
+    Err(ImportError::Unrecognized { path: path.to_path_buf(), why: "not implemented yet".into() })
+}

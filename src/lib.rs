@@ -1,0 +1,24 @@
+//! tapes: git for AI-agent sessions, peer to peer.
+//!
+//! The library behind the `tapes` binary. The object model and its encodings live in the
+//! sans-IO `tapes-protocol` crate; this crate adds the things that touch the world: the store
+//! on disk ([`storage`], [`store`]), identities ([`identity`]), importers ([`import`],
+//! [`ingest`], [`watch`]), verification ([`fsck`]) and rendering for humans ([`render`]).
+
+pub mod fsck;
+pub mod home;
+pub mod identity;
+pub mod import;
+pub mod ingest;
+pub mod render;
+pub mod session;
+pub mod storage;
+pub mod store;
+pub mod watch;
+
+pub use tapes_protocol as protocol;
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}

@@ -1,0 +1,72 @@
+//! The `tapes` command line: a thin layer over the `tapes` library.
+//!
+//! Parsing arguments and printing results live here; every capability is a library call, so
+//! examples and tests drive the same code the CLI does.
+
+mod cmd;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "tapes", version, about = "git for AI-agent sessions, peer to peer")]
+#[command(after_help = "Data lives in $TAPES_HOME (default ~/.tapes). RUST_LOG or -v turn up logging.")]
+struct Cli {
+    /// More logging on stderr (-v info, -vv debug, -vvv trace).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create this machine's identity (ed25519 node key + age key) and store.
+    Init(cmd::init::InitArgs),
+    /// Print what a teammate needs to add you.
+    Id(cmd::init::IdArgs),
+    /// Import agent transcripts: Claude Code, Codex, Gemini CLI, a tapes database, messages JSON.
+    Import(cmd::import::ImportArgs),
+    /// List sessions.
+    Sessions(cmd::sessions::SessionsArgs),
+    /// Show a session's transcript.
+    Show(cmd::sessions::ShowArgs),
+    /// Show a session's node chain (ids, roles, sizes, parents), newest first.
+    Log(cmd::sessions::LogArgs),
+    /// Verify every object hash, parent link and ref; exits non-zero on damage.
+    Fsck(cmd::fsck::FsckArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    let result = match cli.command {
+        Command::Init(args) => cmd::init::init(args),
+        Command::Id(args) => cmd::init::id(args),
+        Command::Import(args) => cmd::import::run(args),
+        Command::Sessions(args) => cmd::sessions::list(args),
+        Command::Show(args) => cmd::sessions::show(args),
+        Command::Log(args) => cmd::sessions::log(args),
+        Command::Fsck(args) => cmd::fsck::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_logging(verbose: u8) {
+    use tracing_subscriber::EnvFilter;
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).without_time().try_init();
+}

@@ -1,0 +1,143 @@
+//! Session records: what a session ref holds.
+//!
+//! A session is a ref `session/<id>` whose value is a [`SessionRecord`]: the head node plus the
+//! session's descriptive metadata and a cached [`SessionSummary`] (counts, tokens, first
+//! prompt) so that listing thousands of sessions does not walk every chain. The summary is
+//! derived from the chain; `tapes fsck` recomputes it and reports a mismatch.
+
+use serde::{Deserialize, Serialize};
+use tapes_protocol::{Node, NodeId, Role, SessionId, Usage};
+
+/// Prefix of session refs in the ref namespace.
+pub const SESSION_REF_PREFIX: &[u8] = b"session/";
+
+/// Version byte in front of every encoded record; bump when the layout changes.
+const RECORD_VERSION: u8 = 1;
+
+pub fn session_ref_key(id: &SessionId) -> Vec<u8> {
+    let mut key = SESSION_REF_PREFIX.to_vec();
+    key.extend_from_slice(id.to_hex().as_bytes());
+    key
+}
+
+/// Where a session came from.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionSource {
+    /// Importer name ("claude", "codex", ...), or "tapes" for sessions made here.
+    pub kind: String,
+    /// The source's own id for the session (see `ParsedSession::source_id`).
+    pub id: String,
+    /// The file it was last imported from.
+    pub path: String,
+}
+
+/// Numbers about a session's chain, kept with the ref so listings are cheap.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionSummary {
+    pub messages: u64,
+    pub started_ms: Option<i64>,
+    pub ended_ms: Option<i64>,
+    pub usage: Usage,
+    /// The model of the last assistant message.
+    pub model: String,
+    pub project: String,
+    pub agent: String,
+    /// The first user text, cut to 200 characters.
+    pub first_prompt: String,
+}
+
+impl SessionSummary {
+    /// Summarizes a chain given root first.
+    pub fn of_chain<'a>(nodes: impl IntoIterator<Item = &'a Node>) -> SessionSummary {
+        let mut s = SessionSummary::default();
+        for node in nodes {
+            s.messages += 1;
+            let meta = &node.meta;
+            if let Some(t) = meta.timestamp_ms {
+                s.started_ms = Some(s.started_ms.map_or(t, |v| v.min(t)));
+                s.ended_ms = Some(s.ended_ms.map_or(t, |v| v.max(t)));
+            }
+            if let Some(u) = &meta.usage {
+                s.usage.input_tokens += u.input_tokens;
+                s.usage.output_tokens += u.output_tokens;
+                s.usage.cache_read_tokens += u.cache_read_tokens;
+                s.usage.cache_write_tokens += u.cache_write_tokens;
+            }
+            if node.body.role == Role::Assistant && !node.body.model.is_empty() {
+                s.model = node.body.model.clone();
+            }
+            if s.project.is_empty() {
+                s.project = meta.project.clone().unwrap_or_default();
+            }
+            if s.agent.is_empty() {
+                s.agent = meta.agent.clone().unwrap_or_default();
+            }
+            if s.first_prompt.is_empty() && node.body.role == Role::User {
+                s.first_prompt = first_prompt_text(node);
+            }
+        }
+        s
+    }
+
+    pub fn duration_ms(&self) -> Option<i64> {
+        Some(self.ended_ms? - self.started_ms?)
+    }
+}
+
+fn first_prompt_text(node: &Node) -> String {
+    let text = node
+        .body
+        .blocks
+        .iter()
+        .find_map(|b| match b {
+            tapes_protocol::ContentBlock::Text { text } if !text.trim().is_empty() => Some(text.trim()),
+            _ => None,
+        })
+        .unwrap_or("");
+    let one_line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    one_line.chars().take(200).collect()
+}
+
+/// The value of a session ref.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    pub head: NodeId,
+    pub source: SessionSource,
+    pub title: Option<String>,
+    /// The session that spawned this one (a subagent's parent).
+    pub parent_session: Option<SessionId>,
+    pub summary: SessionSummary,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+}
+
+/// Why a ref record does not decode.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error("session record version {0} is newer than this tapes understands; upgrade tapes")]
+    Version(u8),
+    #[error("session record is empty")]
+    Empty,
+    #[error("session record does not decode: {0}")]
+    Decode(String),
+}
+
+impl SessionRecord {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = vec![RECORD_VERSION];
+        out.extend(postcard::to_stdvec(self).expect("postcard encoding to a Vec cannot fail"));
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<SessionRecord, RecordError> {
+        let (&version, rest) = bytes.split_first().ok_or(RecordError::Empty)?;
+        if version != RECORD_VERSION {
+            return Err(RecordError::Version(version));
+        }
+        match postcard::take_from_bytes(rest) {
+            Ok((record, [])) => Ok(record),
+            Ok((_, trailing)) => Err(RecordError::Decode(format!("{} trailing bytes", trailing.len()))),
+            Err(e) => Err(RecordError::Decode(e.to_string())),
+        }
+    }
+}

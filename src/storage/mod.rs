@@ -1,0 +1,72 @@
+//! The storage trait: the only door between tapes and its embedded database.
+//!
+//! Everything tapes persists goes through [`Storage`]: content-addressed objects, refs (small
+//! named records updated only by compare-and-swap) and a few store-wide settings. The sled
+//! backend lives in [`sled_backend`]; nothing else in the crate names sled, so a relay can put
+//! another backend behind the same trait.
+//!
+//! Crash safety rests on one ordering rule (SPEC.md §6): objects are written and flushed before
+//! any ref that points at them, so a ref never names a missing object, whatever moment a
+//! process dies at.
+
+pub mod sled_backend;
+
+use tapes_protocol::{NodeId, StoredObject};
+
+pub use sled_backend::SledStorage;
+
+/// Errors from the storage layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("the store at {path} is in use by another tapes process (a running `tapes import --watch` or `tapes serve`?); stop it or wait, then retry")]
+    Locked { path: String },
+    #[error("database error: {0}")]
+    Backend(String),
+    #[error("ref {key} changed underneath this update (compare-and-swap failed)")]
+    Conflict { key: String, current: Option<Vec<u8>> },
+}
+
+/// One ref change applied by [`Storage::update_refs`]: it only happens if the ref still holds
+/// `expected` (`None` = must not exist yet). `new = None` deletes the ref.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefUpdate {
+    pub key: Vec<u8>,
+    pub expected: Option<Vec<u8>>,
+    pub new: Option<Vec<u8>>,
+}
+
+/// What the rest of tapes needs from a database.
+pub trait Storage: Send + Sync {
+    fn get_object(&self, id: &NodeId) -> Result<Option<Vec<u8>>, StorageError>;
+
+    fn contains_object(&self, id: &NodeId) -> Result<bool, StorageError>;
+
+    /// Stores a batch of already verified objects atomically (all or none) and returns how many
+    /// were new. Objects already present are left as they are: ids are content hashes.
+    /// Not durable until [`Storage::flush`].
+    fn put_objects(&self, objects: &[StoredObject]) -> Result<usize, StorageError>;
+
+    /// Every object, in id order. Used by fsck and by reconciliation.
+    fn objects(&self) -> Box<dyn Iterator<Item = Result<(NodeId, Vec<u8>), StorageError>> + '_>;
+
+    fn object_count(&self) -> usize;
+
+    fn get_ref(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError>;
+
+    /// Applies all updates atomically, or none if any `expected` does not match (the error names
+    /// the first ref that did not match and what it holds now).
+    fn update_refs(&self, updates: &[RefUpdate]) -> Result<(), StorageError>;
+
+    /// Refs whose key starts with `prefix`, in key order.
+    fn refs(&self, prefix: &[u8]) -> Box<dyn Iterator<Item = Result<(Vec<u8>, Vec<u8>), StorageError>> + '_>;
+
+    fn get_setting(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError>;
+
+    fn set_setting(&self, key: &str, value: &[u8]) -> Result<(), StorageError>;
+
+    /// Makes everything written so far durable (one fsync for a whole batch).
+    fn flush(&self) -> Result<(), StorageError>;
+
+    /// Bytes the database occupies on disk.
+    fn size_on_disk(&self) -> Result<u64, StorageError>;
+}
