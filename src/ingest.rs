@@ -60,10 +60,11 @@ pub struct Incoming {
     pub path: String,
 }
 
-/// Chains a session's messages into nodes, root first.
-pub fn build_chain(session: &ParsedSession) -> Vec<Node> {
+/// Chains a session's messages into nodes, root first, each with its encoded object (the body
+/// is encoded and hashed once; the id of each object is the next node's parent).
+pub fn build_chain(session: &ParsedSession) -> Vec<(Node, StoredObject)> {
     let mut parent: Option<NodeId> = None;
-    let mut nodes = Vec::with_capacity(session.messages.len());
+    let mut chain = Vec::with_capacity(session.messages.len());
     for message in &session.messages {
         let body = NodeBody {
             parent,
@@ -72,10 +73,11 @@ pub fn build_chain(session: &ParsedSession) -> Vec<Node> {
             blocks: message.blocks.clone(),
         };
         let node = Node { body, meta: message.meta.clone() };
-        parent = Some(node.id());
-        nodes.push(node);
+        let object = StoredObject::encode(&node);
+        parent = Some(object.id);
+        chain.push((node, object));
     }
-    nodes
+    chain
 }
 
 /// Writes `incoming` as one atomic batch. A concurrent writer that moves one of the same refs
@@ -108,8 +110,8 @@ fn plan(store: &Store, incoming: &[Incoming], now_ms: i64) -> Result<Plan, Store
     for item in incoming {
         let session = &item.session;
         let id = SessionId::derive(session.source_kind, &session.source_id);
-        let nodes = build_chain(session);
-        let Some(head) = nodes.last().map(Node::id) else {
+        let chain = build_chain(session);
+        let Some(head) = chain.last().map(|(_, object)| object.id) else {
             report.sessions.push(outcome(id, Outcome::Empty, session));
             continue;
         };
@@ -124,8 +126,8 @@ fn plan(store: &Store, incoming: &[Incoming], now_ms: i64) -> Result<Plan, Store
             report.sessions.push(outcome(id, Outcome::Unchanged, session));
             continue;
         }
-        for node in &nodes {
-            let object = StoredObject::encode(node);
+        let summary = SessionSummary::of_chain(chain.iter().map(|(node, _)| node));
+        for (_, object) in chain {
             if seen.insert(object.id) {
                 report.bytes += object.bytes.len();
                 objects.push(object);
@@ -143,7 +145,7 @@ fn plan(store: &Store, incoming: &[Incoming], now_ms: i64) -> Result<Plan, Store
                 .parent_source_id
                 .as_ref()
                 .map(|p| SessionId::derive(session.source_kind, p)),
-            summary: SessionSummary::of_chain(&nodes),
+            summary,
             created_ms: existing.as_ref().map_or(now_ms, |r| r.created_ms),
             updated_ms: now_ms,
         };

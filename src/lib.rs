@@ -11,6 +11,7 @@ pub mod identity;
 pub mod import;
 pub mod ingest;
 pub mod render;
+pub mod sample;
 pub mod session;
 pub mod storage;
 pub mod store;

@@ -20,7 +20,8 @@
 //! - A top-level Anthropic `system` (string or text blocks) becomes a leading system message.
 //! - A message that is not an object, has no or an unknown role, or has unusable content is
 //!   skipped with a [`Warning`] whose `line` is the 1-based index of the message in `messages`
-//!   (the file is one JSON document, so a line number would say little).
+//!   (the file is one JSON document, so a line number would say little). An empty `messages`
+//!   array yields no session and one warning with `line` 0 (it concerns the whole file).
 //! - Part types tapes does not model are kept as [`ContentBlock::Other`] with their JSON, so
 //!   nothing is lost and resume can write them back.
 
@@ -55,6 +56,12 @@ pub fn parse(path: &Path, text: &str) -> Result<FileReport, ImportError> {
                 message: format!("message {}: {why}; skipped", index + 1),
             }),
         }
+    }
+    if list.is_empty() {
+        report.warnings.push(Warning {
+            line: 0,
+            message: "`messages` is empty; nothing to import".into(),
+        });
     }
     // A file whose messages were all skipped is not a session: storing an empty one would only
     // leave a confusing entry behind.
@@ -93,7 +100,12 @@ fn system_message(doc: &Value) -> Option<ParsedMessage> {
 }
 
 fn message(role: Role, model: String, blocks: Vec<ContentBlock>) -> ParsedMessage {
-    ParsedMessage { role, model, blocks, meta: NodeMeta::default() }
+    ParsedMessage {
+        role,
+        model,
+        blocks,
+        meta: NodeMeta::default(),
+    }
 }
 
 /// One entry of `messages`, or why it was skipped.
@@ -110,7 +122,11 @@ fn parse_message(raw: &Value, default_model: &str) -> Result<ParsedMessage, Stri
     }
 
     let model = match role {
-        Role::Assistant => obj.get("model").and_then(Value::as_str).unwrap_or(default_model).to_owned(),
+        Role::Assistant => obj
+            .get("model")
+            .and_then(Value::as_str)
+            .unwrap_or(default_model)
+            .to_owned(),
         _ => String::new(),
     };
     Ok(message(role, model, blocks))
@@ -123,7 +139,10 @@ fn reasoning_blocks(obj: &Map<String, Value>) -> Vec<ContentBlock> {
         .iter()
         .filter_map(|key| obj.get(*key).and_then(Value::as_str))
         .filter(|text| !text.is_empty())
-        .map(|text| ContentBlock::Thinking { text: text.to_owned(), signature: None })
+        .map(|text| ContentBlock::Thinking {
+            text: text.to_owned(),
+            signature: None,
+        })
         .take(1)
         .collect()
 }
@@ -155,7 +174,10 @@ fn part_block(part: &Value) -> ContentBlock {
         "text" | "input_text" | "output_text" => Some(ContentBlock::text(str_field(obj, "text"))),
         "thinking" => Some(ContentBlock::Thinking {
             text: str_field(obj, "thinking").to_owned(),
-            signature: obj.get("signature").and_then(Value::as_str).map(str::to_owned),
+            signature: obj
+                .get("signature")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
         }),
         "tool_use" => Some(ContentBlock::ToolUse {
             id: str_field(obj, "id").to_owned(),
@@ -164,10 +186,18 @@ fn part_block(part: &Value) -> ContentBlock {
         }),
         "tool_result" => Some(ContentBlock::ToolResult {
             tool_use_id: str_field(obj, "tool_use_id").to_owned(),
-            is_error: obj.get("is_error").and_then(Value::as_bool).unwrap_or(false),
-            content: obj.get("content").map(tool_result_parts).unwrap_or_default(),
+            is_error: obj
+                .get("is_error")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+            content: obj
+                .get("content")
+                .map(tool_result_parts)
+                .unwrap_or_default(),
         }),
-        "image" | "image_url" | "input_image" => image_part(obj).map(|(media_type, source)| ContentBlock::Image { media_type, source }),
+        "image" | "image_url" | "input_image" => {
+            image_part(obj).map(|(media_type, source)| ContentBlock::Image { media_type, source })
+        }
         _ => None,
     };
     block.unwrap_or_else(|| other_block(kind, part))
@@ -183,26 +213,41 @@ fn tool_input(input: Option<&Value>) -> String {
 
 /// OpenAI `tool_calls` (and the legacy single `function_call`) as tool-use blocks.
 fn tool_call_blocks(obj: &Map<String, Value>) -> Vec<ContentBlock> {
-    let calls = obj.get("tool_calls").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+    let calls = obj
+        .get("tool_calls")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
     let legacy = obj.get("function_call").filter(|v| v.is_object());
     calls.iter().chain(legacy).map(tool_call_block).collect()
 }
 
 fn tool_call_block(call: &Value) -> ContentBlock {
-    let Some(obj) = call.as_object() else { return other_block("tool_call", call) };
+    let Some(obj) = call.as_object() else {
+        return other_block("tool_call", call);
+    };
     // `tool_calls[i]` nests name and arguments under `function`; `function_call` does not.
-    let function = obj.get("function").and_then(Value::as_object).unwrap_or(obj);
+    let function = obj
+        .get("function")
+        .and_then(Value::as_object)
+        .unwrap_or(obj);
     let Some(name) = function.get("name").and_then(Value::as_str) else {
         return other_block("tool_call", call);
     };
-    ContentBlock::ToolUse { id: str_field(obj, "id").to_owned(), name: name.to_owned(), input: arguments(function) }
+    ContentBlock::ToolUse {
+        id: str_field(obj, "id").to_owned(),
+        name: name.to_owned(),
+        input: arguments(function),
+    }
 }
 
 /// OpenAI sends arguments as a JSON string. Valid JSON is canonicalized like any tool input;
 /// anything else is kept verbatim (the node encoding accepts non-JSON text).
 fn arguments(function: &Map<String, Value>) -> String {
     match function.get("arguments") {
-        Some(Value::String(s)) => tapes_protocol::canonical_json::canonicalize(s).unwrap_or_else(|| s.clone()),
+        Some(Value::String(s)) => {
+            tapes_protocol::canonical_json::canonicalize(s).unwrap_or_else(|| s.clone())
+        }
         other => tool_input(other),
     }
 }
@@ -210,23 +255,38 @@ fn arguments(function: &Map<String, Value>) -> String {
 /// An OpenAI `tool` message: its content is the output of the call named by `tool_call_id`.
 /// Anthropic-style content that already holds `tool_result` blocks is left as it is.
 fn wrap_tool_output(obj: &Map<String, Value>, blocks: Vec<ContentBlock>) -> Vec<ContentBlock> {
-    if blocks.iter().any(|b| matches!(b, ContentBlock::ToolResult { .. })) {
+    if blocks
+        .iter()
+        .any(|b| matches!(b, ContentBlock::ToolResult { .. }))
+    {
         return blocks;
     }
     // Legacy `function` messages carry only the function's name; it is the best link left.
-    let id = obj.get("tool_call_id").or_else(|| obj.get("name")).and_then(Value::as_str).unwrap_or("");
+    let id = obj
+        .get("tool_call_id")
+        .or_else(|| obj.get("name"))
+        .and_then(Value::as_str)
+        .unwrap_or("");
     let content = blocks.into_iter().map(result_part).collect();
-    vec![ContentBlock::ToolResult { tool_use_id: id.to_owned(), is_error: false, content }]
+    vec![ContentBlock::ToolResult {
+        tool_use_id: id.to_owned(),
+        is_error: false,
+        content,
+    }]
 }
 
 /// A content block as a tool-result part: text and images map directly, anything else keeps
 /// its JSON as text so the output is not lost.
 fn result_part(block: ContentBlock) -> ToolResultPart {
     match block {
-        ContentBlock::Text { text } | ContentBlock::Thinking { text, .. } => ToolResultPart::Text { text },
+        ContentBlock::Text { text } | ContentBlock::Thinking { text, .. } => {
+            ToolResultPart::Text { text }
+        }
         ContentBlock::Image { media_type, source } => ToolResultPart::Image { media_type, source },
         ContentBlock::Other { json, .. } => ToolResultPart::Text { text: json },
-        other => ToolResultPart::Text { text: serde_json::to_string(&other).unwrap_or_default() },
+        other => ToolResultPart::Text {
+            text: serde_json::to_string(&other).unwrap_or_default(),
+        },
     }
 }
 
@@ -235,8 +295,13 @@ pub(super) fn tool_result_parts(content: &Value) -> Vec<ToolResultPart> {
     match content {
         Value::Null => Vec::new(),
         Value::String(s) => vec![ToolResultPart::Text { text: s.clone() }],
-        Value::Array(parts) => parts.iter().map(|part| result_part(part_block(part))).collect(),
-        other => vec![ToolResultPart::Text { text: json_text(other) }],
+        Value::Array(parts) => parts
+            .iter()
+            .map(|part| result_part(part_block(part)))
+            .collect(),
+        other => vec![ToolResultPart::Text {
+            text: json_text(other),
+        }],
     }
 }
 
@@ -244,7 +309,9 @@ pub(super) fn tool_result_parts(content: &Value) -> Vec<ToolResultPart> {
 /// type and source. `None` when it names no image tapes can hold (the caller keeps the JSON).
 fn image_part(obj: &Map<String, Value>) -> Option<(String, ImageSource)> {
     if let Some(image_url) = obj.get("image_url") {
-        let url = image_url.as_str().or_else(|| image_url.get("url").and_then(Value::as_str))?;
+        let url = image_url
+            .as_str()
+            .or_else(|| image_url.get("url").and_then(Value::as_str))?;
         return Some(image_from_url(url, ""));
     }
     let source = obj.get("source")?.as_object()?;
@@ -252,7 +319,12 @@ fn image_part(obj: &Map<String, Value>) -> Option<(String, ImageSource)> {
     match str_field(source, "type") {
         "base64" => image_from_base64(media_type, str_field(source, "data")),
         "url" => Some(image_from_url(str_field(source, "url"), media_type)),
-        "file" => Some((media_type.to_owned(), ImageSource::Reference { uri: str_field(source, "file_id").to_owned() })),
+        "file" => Some((
+            media_type.to_owned(),
+            ImageSource::Reference {
+                uri: str_field(source, "file_id").to_owned(),
+            },
+        )),
         _ => None,
     }
 }
@@ -262,7 +334,9 @@ fn image_part(obj: &Map<String, Value>) -> Option<(String, ImageSource)> {
 pub(super) fn image_from_base64(media_type: &str, data: &str) -> Option<(String, ImageSource)> {
     // Wrapped base64 (MIME style, 76 columns) is common in hand-saved files.
     let compact: String = data.chars().filter(|c| !c.is_ascii_whitespace()).collect();
-    let bytes = base64::engine::general_purpose::STANDARD.decode(compact).ok()?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(compact)
+        .ok()?;
     Some((media_type.to_owned(), ImageSource::Bytes { data: bytes }))
 }
 
@@ -274,7 +348,12 @@ pub(super) fn image_from_url(url: &str, media_type: &str) -> (String, ImageSourc
             return image;
         }
     }
-    (media_type.to_owned(), ImageSource::Reference { uri: url.to_owned() })
+    (
+        media_type.to_owned(),
+        ImageSource::Reference {
+            uri: url.to_owned(),
+        },
+    )
 }
 
 /// `data:image/png;base64,AAAA` → (`image/png`, `AAAA`); `None` for anything not base64 data.
@@ -288,7 +367,10 @@ fn split_data_url(url: &str) -> Option<(&str, &str)> {
 /// A part tapes does not model, kept whole.
 pub(super) fn other_block(kind: &str, value: &Value) -> ContentBlock {
     let kind = if kind.is_empty() { "unknown" } else { kind };
-    ContentBlock::Other { kind: kind.to_owned(), json: json_text(value) }
+    ContentBlock::Other {
+        kind: kind.to_owned(),
+        json: json_text(value),
+    }
 }
 
 /// A string field, or "" when absent or not a string: absent text is empty text.
@@ -338,7 +420,16 @@ mod tests {
         assert_eq!(session.source_id, canonical.to_string_lossy());
 
         let roles: Vec<Role> = session.messages.iter().map(|m| m.role).collect();
-        assert_eq!(roles, [Role::System, Role::User, Role::Assistant, Role::Tool, Role::Assistant]);
+        assert_eq!(
+            roles,
+            [
+                Role::System,
+                Role::User,
+                Role::Assistant,
+                Role::Tool,
+                Role::Assistant
+            ]
+        );
         let models: Vec<&str> = session.messages.iter().map(|m| m.model.as_str()).collect();
         assert_eq!(models, ["", "", "gpt-4o", "", "gpt-4o"]);
 
@@ -348,20 +439,28 @@ mod tests {
                 ContentBlock::text("what is in /tmp?"),
                 ContentBlock::Image {
                     media_type: "image/png".into(),
-                    source: ImageSource::Bytes { data: b"\x89PNG\r\n\x1a\n".to_vec() },
+                    source: ImageSource::Bytes {
+                        data: b"\x89PNG\r\n\x1a\n".to_vec()
+                    },
                 },
             ]
         );
         assert_eq!(
             session.messages[2].blocks,
-            [ContentBlock::ToolUse { id: "call_1".into(), name: "ls".into(), input: r#"{"all":true,"path":"/tmp"}"#.into() }]
+            [ContentBlock::ToolUse {
+                id: "call_1".into(),
+                name: "ls".into(),
+                input: r#"{"all":true,"path":"/tmp"}"#.into()
+            }]
         );
         assert_eq!(
             session.messages[3].blocks,
             [ContentBlock::ToolResult {
                 tool_use_id: "call_1".into(),
                 is_error: false,
-                content: vec![ToolResultPart::Text { text: "a.txt\nb.txt".into() }],
+                content: vec![ToolResultPart::Text {
+                    text: "a.txt\nb.txt".into()
+                }],
             }]
         );
     }
@@ -391,12 +490,22 @@ mod tests {
         let messages = &only_session(&report).messages;
         assert_eq!(messages.len(), 5);
         assert_eq!(messages[0].role, Role::System);
-        assert_eq!(messages[0].blocks, [ContentBlock::text("You are a coding agent.")]);
+        assert_eq!(
+            messages[0].blocks,
+            [ContentBlock::text("You are a coding agent.")]
+        );
         assert_eq!(
             messages[2].blocks,
             [
-                ContentBlock::Thinking { text: "use the tool".into(), signature: Some("sig".into()) },
-                ContentBlock::ToolUse { id: "toolu_1".into(), name: "Read".into(), input: r#"{"path":"a.rs"}"#.into() },
+                ContentBlock::Thinking {
+                    text: "use the tool".into(),
+                    signature: Some("sig".into())
+                },
+                ContentBlock::ToolUse {
+                    id: "toolu_1".into(),
+                    name: "Read".into(),
+                    input: r#"{"path":"a.rs"}"#.into()
+                },
             ]
         );
         assert_eq!(messages[2].model, "claude-sonnet-4-5");
@@ -408,12 +517,17 @@ mod tests {
             [ContentBlock::ToolResult {
                 tool_use_id: "toolu_1".into(),
                 is_error: true,
-                content: vec![ToolResultPart::Text { text: "no such file".into() }],
+                content: vec![ToolResultPart::Text {
+                    text: "no such file".into()
+                }],
             }]
         );
         assert_eq!(
             messages[4].blocks[1],
-            ContentBlock::Other { kind: "redacted_thinking".into(), json: r#"{"data":"xyz","type":"redacted_thinking"}"#.into() }
+            ContentBlock::Other {
+                kind: "redacted_thinking".into(),
+                json: r#"{"data":"xyz","type":"redacted_thinking"}"#.into()
+            }
         );
     }
 
@@ -430,7 +544,13 @@ mod tests {
         let (_dir, _path, report) = parse_str(json);
         let lines: Vec<usize> = report.warnings.iter().map(|w| w.line).collect();
         assert_eq!(lines, [2, 3, 4, 5]);
-        assert!(report.warnings[1].message.contains("unknown role `narrator`"), "{:?}", report.warnings);
+        assert!(
+            report.warnings[1]
+                .message
+                .contains("unknown role `narrator`"),
+            "{:?}",
+            report.warnings
+        );
         let messages = &only_session(&report).messages;
         assert_eq!(messages.len(), 2);
         assert_eq!(messages[1].blocks, [ContentBlock::text("hello")]);
@@ -447,11 +567,25 @@ mod tests {
     }
 
     #[test]
+    fn empty_messages_yield_no_session_and_say_so() {
+        let (_dir, _path, report) = parse_str(r#"{"messages": []}"#);
+        assert!(report.sessions.is_empty());
+        assert_eq!(report.warnings.len(), 1);
+        assert_eq!(report.warnings[0].line, 0);
+    }
+
+    #[test]
     fn invalid_json_and_missing_messages_are_errors() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("x.json");
-        assert!(matches!(parse(&path, "{\n\"messages\": [,]}"), Err(ImportError::Malformed { line: 2, .. })));
-        assert!(matches!(parse(&path, r#"{"msgs": []}"#), Err(ImportError::Unrecognized { .. })));
+        assert!(matches!(
+            parse(&path, "{\n\"messages\": [,]}"),
+            Err(ImportError::Malformed { line: 2, .. })
+        ));
+        assert!(matches!(
+            parse(&path, r#"{"msgs": []}"#),
+            Err(ImportError::Unrecognized { .. })
+        ));
     }
 
     #[test]
@@ -466,7 +600,9 @@ mod tests {
             blocks[0],
             ContentBlock::Image {
                 media_type: String::new(),
-                source: ImageSource::Reference { uri: "https://example.com/cat.png".into() },
+                source: ImageSource::Reference {
+                    uri: "https://example.com/cat.png".into()
+                },
             }
         );
         assert!(matches!(&blocks[1], ContentBlock::Other { kind, .. } if kind == "image"));
