@@ -90,12 +90,57 @@ fn first_prompt_text(node: &Node) -> String {
         .blocks
         .iter()
         .find_map(|b| match b {
-            tapes_protocol::ContentBlock::Text { text } if !text.trim().is_empty() => Some(text.trim()),
+            tapes_protocol::ContentBlock::Text { text } => prompt_preview(text),
             _ => None,
         })
-        .unwrap_or("");
+        .unwrap_or_default();
     let one_line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
     one_line.chars().take(200).collect()
+}
+
+/// What a person typed, without the scaffolding agents wrap around it: `<system-reminder>`
+/// blocks are dropped, a slash command shows as `/name args`, and messages that are only
+/// injected context (AGENTS.md, environment context, caveats) do not count as the prompt.
+fn prompt_preview(text: &str) -> Option<String> {
+    if let Some(name) = between(text, "<command-name>", "</command-name>") {
+        let args = between(text, "<command-args>", "</command-args>").unwrap_or("");
+        return Some(format!("{} {}", name.trim(), args.trim()).trim().to_string());
+    }
+    let mut rest = text.to_string();
+    while let (Some(start), Some(end)) = (rest.find("<system-reminder>"), rest.find("</system-reminder>")) {
+        if end < start {
+            break;
+        }
+        rest.replace_range(start..end + "</system-reminder>".len(), "");
+    }
+    let rest = rest.trim();
+    const INJECTED: [&str; 4] = ["# AGENTS.md instructions", "<environment_context>", "<user_instructions>", "Caveat: "];
+    if rest.is_empty() || INJECTED.iter().any(|p| rest.starts_with(p)) {
+        return None;
+    }
+    Some(rest.to_string())
+}
+
+fn between<'a>(text: &'a str, open: &str, close: &str) -> Option<&'a str> {
+    let start = text.find(open)? + open.len();
+    let end = text[start..].find(close)? + start;
+    Some(&text[start..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prompt_preview;
+
+    #[test]
+    fn prompt_preview_strips_agent_scaffolding() {
+        assert_eq!(
+            prompt_preview("<command-message>init is analyzing</command-message>\n<command-name>/init</command-name>").as_deref(),
+            Some("/init")
+        );
+        assert_eq!(prompt_preview("<system-reminder>hook</system-reminder>fix the bug").as_deref(), Some("fix the bug"));
+        assert_eq!(prompt_preview("# AGENTS.md instructions for /repo"), None);
+        assert_eq!(prompt_preview("  "), None);
+    }
 }
 
 /// The value of a session ref.
