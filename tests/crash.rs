@@ -27,13 +27,17 @@ fn probe() {
     let store = tapes::store::Store::open(&home.join("store")).unwrap();
     let sessions = store.sessions().unwrap();
     assert_eq!(sessions.len(), n);
+    let t = Instant::now();
     for (id, m) in &expected {
         let r = store.session(id).unwrap().expect("session present");
         assert_eq!(r.summary.messages as usize, *m);
         assert_eq!(store.chain(&r.head).unwrap().len(), *m);
     }
+    eprintln!("chains {:?}", t.elapsed());
     eprintln!("objects {} ; messages per session {}", store.storage().object_count(), expected[0].1);
     let t = Instant::now();
     let rep = tapes::fsck::fsck(&store, |_| {}).unwrap();
     eprintln!("fsck {:?} clean={}", t.elapsed(), rep.is_clean());
+    for p in rep.problems.iter().take(5) { eprintln!("problem: {p}"); }
+    eprintln!("problems: {}", rep.problems.len());
 }
