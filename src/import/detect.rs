@@ -50,6 +50,10 @@ fn detect_jsonl(path: &Path) -> Result<SourceFormat, String> {
         if matches!(kind, "session_meta" | "response_item" | "event_msg" | "turn_context") {
             return Ok(SourceFormat::Codex);
         }
+        if value.get("projectHash").is_some() {
+            // Newer Gemini CLI versions log sessions as JSONL; only the JSON chat files are read.
+            return Err("a Gemini CLI JSONL session log, which tapes does not import yet (the chats/session-*.json files it does)".into());
+        }
         if value.get("sessionId").is_some() || value.get("uuid").is_some() || kind == "summary" {
             return Ok(SourceFormat::Claude);
         }
