@@ -5,7 +5,10 @@
 //! trailing bytes, booleans other than 0/1). That is what makes "same bytes, same id" hold for
 //! bytes that arrive from a peer or a bundle.
 
+use crate::bytes::{put_bytes, put_str, put_u32, Reader};
 use crate::canonical_json;
+
+pub use crate::bytes::DecodeError;
 use crate::id::NodeId;
 use crate::node::{ContentBlock, ImageSource, NodeBody, Role, ToolResultPart};
 
@@ -14,25 +17,6 @@ pub const BODY_VERSION: u8 = 1;
 
 /// The BLAKE3 derive-key context for node ids: the domain separator.
 pub const NODE_ID_CONTEXT: &str = "tapes 2026-11 node id v1";
-
-/// Why bytes are not a canonical node body.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DecodeError {
-    #[error("truncated: needed {needed} more bytes at offset {offset}")]
-    Truncated { offset: usize, needed: usize },
-    #[error("unsupported body version {0} (this tapes reads version {BODY_VERSION})")]
-    Version(u8),
-    #[error("unknown {what} tag {tag:#04x} at offset {offset}")]
-    UnknownTag { what: &'static str, tag: u8, offset: usize },
-    #[error("invalid UTF-8 in a string at offset {0}")]
-    Utf8(usize),
-    #[error("unknown role `{0}`")]
-    Role(String),
-    #[error("{0} is not canonical JSON")]
-    NonCanonicalJson(&'static str),
-    #[error("{0} trailing bytes after the body")]
-    Trailing(usize),
-}
 
 /// Canonical bytes of `body`.
 ///
@@ -143,21 +127,6 @@ fn put_image(out: &mut Vec<u8>, media_type: &str, source: &ImageSource) {
     }
 }
 
-fn put_u32(out: &mut Vec<u8>, n: usize) {
-    // Bodies are far below 4 GiB; a longer field would be a bug upstream, not input.
-    let n = u32::try_from(n).expect("field longer than 4 GiB");
-    out.extend_from_slice(&n.to_le_bytes());
-}
-
-fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
-    put_u32(out, b.len());
-    out.extend_from_slice(b);
-}
-
-fn put_str(out: &mut Vec<u8>, s: &str) {
-    put_bytes(out, s.as_bytes());
-}
-
 /// Decodes canonical body bytes, rejecting any non-canonical input.
 pub fn decode_body(bytes: &[u8]) -> Result<NodeBody, DecodeError> {
     let mut r = Reader { bytes, pos: 0 };
@@ -202,7 +171,7 @@ fn decode_block(r: &mut Reader<'_>) -> Result<ContentBlock, DecodeError> {
         0x03 => {
             let id = r.str()?;
             let name = r.str()?;
-            let input = r.canonical_json("tool input")?;
+            let input = read_canonical_json(r, "tool input")?;
             ContentBlock::ToolUse { id, name, input }
         }
         0x04 => {
@@ -215,7 +184,7 @@ fn decode_block(r: &mut Reader<'_>) -> Result<ContentBlock, DecodeError> {
                 content.push(match r.tag("tool result part", &[1, 2])? {
                     0x01 => ToolResultPart::Text { text: r.str()? },
                     _ => {
-                        let (media_type, source) = r.image()?;
+                        let (media_type, source) = read_image(r)?;
                         ToolResultPart::Image { media_type, source }
                     }
                 });
@@ -223,91 +192,32 @@ fn decode_block(r: &mut Reader<'_>) -> Result<ContentBlock, DecodeError> {
             ContentBlock::ToolResult { tool_use_id, is_error, content }
         }
         0x05 => {
-            let (media_type, source) = r.image()?;
+            let (media_type, source) = read_image(r)?;
             ContentBlock::Image { media_type, source }
         }
         _ => {
             let kind = r.str()?;
-            let json = r.canonical_json("block json")?;
+            let json = read_canonical_json(r, "block json")?;
             ContentBlock::Other { kind, json }
         }
     })
 }
 
-struct Reader<'a> {
-    bytes: &'a [u8],
-    pos: usize,
+fn read_canonical_json(r: &mut Reader<'_>, what: &'static str) -> Result<String, DecodeError> {
+    let s = r.str()?;
+    match canonical_json::canonicalize(&s) {
+        Some(c) if c == s => Ok(s),
+        _ => Err(DecodeError::NonCanonicalJson(what)),
+    }
 }
 
-impl Reader<'_> {
-    fn need(&self, n: usize) -> Result<(), DecodeError> {
-        let left = self.bytes.len() - self.pos;
-        if n > left {
-            return Err(DecodeError::Truncated { offset: self.pos, needed: n - left });
-        }
-        Ok(())
-    }
-
-    fn take(&mut self, n: usize) -> Result<&[u8], DecodeError> {
-        self.need(n)?;
-        let slice = &self.bytes[self.pos..self.pos + n];
-        self.pos += n;
-        Ok(slice)
-    }
-
-    fn u8(&mut self) -> Result<u8, DecodeError> {
-        Ok(self.take(1)?[0])
-    }
-
-    fn tag(&mut self, what: &'static str, allowed: &[u8]) -> Result<u8, DecodeError> {
-        let offset = self.pos;
-        let tag = self.u8()?;
-        if allowed.contains(&tag) {
-            Ok(tag)
-        } else {
-            Err(DecodeError::UnknownTag { what, tag, offset })
-        }
-    }
-
-    fn u32(&mut self) -> Result<usize, DecodeError> {
-        let b = self.take(4)?;
-        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
-    }
-
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
-        let mut out = [0u8; N];
-        out.copy_from_slice(self.take(N)?);
-        Ok(out)
-    }
-
-    fn bytes(&mut self) -> Result<Vec<u8>, DecodeError> {
-        let len = self.u32()?;
-        Ok(self.take(len)?.to_vec())
-    }
-
-    fn str(&mut self) -> Result<String, DecodeError> {
-        let offset = self.pos;
-        let len = self.u32()?;
-        let raw = self.take(len)?;
-        std::str::from_utf8(raw).map(str::to_owned).map_err(|_| DecodeError::Utf8(offset))
-    }
-
-    fn canonical_json(&mut self, what: &'static str) -> Result<String, DecodeError> {
-        let s = self.str()?;
-        match canonical_json::canonicalize(&s) {
-            Some(c) if c == s => Ok(s),
-            _ => Err(DecodeError::NonCanonicalJson(what)),
-        }
-    }
-
-    fn image(&mut self) -> Result<(String, ImageSource), DecodeError> {
-        let media_type = self.str()?;
-        let source = match self.tag("image source", &[1, 2])? {
-            0x01 => ImageSource::Bytes { data: self.bytes()? },
-            _ => ImageSource::Reference { uri: self.str()? },
-        };
-        Ok((media_type, source))
-    }
+fn read_image(r: &mut Reader<'_>) -> Result<(String, ImageSource), DecodeError> {
+    let media_type = r.str()?;
+    let source = match r.tag("image source", &[1, 2])? {
+        0x01 => ImageSource::Bytes { data: r.bytes()? },
+        _ => ImageSource::Reference { uri: r.str()? },
+    };
+    Ok((media_type, source))
 }
 
 #[cfg(test)]

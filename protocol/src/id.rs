@@ -96,6 +96,9 @@ macro_rules! hex_id {
 
 hex_id!(NodeId, 32, "node");
 hex_id!(SessionId, 16, "session");
+hex_id!(TeamId, 32, "team");
+hex_id!(ManifestId, 32, "manifest");
+hex_id!(MemberId, 32, "member");
 
 impl SessionId {
     /// A session id derived from where a session came from (importer kind + the source's own

@@ -5,12 +5,15 @@
 //! I/O: no files, no sockets, no clocks. Everything here is specified normatively in `SPEC.md`
 //! at the repository root and pinned by the conformance vectors in `protocol/vectors/`.
 
+pub mod bytes;
 pub mod canonical;
 pub mod canonical_json;
 pub mod id;
 pub mod node;
+pub mod manifest;
 pub mod object;
+pub mod team_chain;
 
-pub use id::{IdParseError, NodeId, SessionId};
+pub use id::{IdParseError, ManifestId, MemberId, NodeId, SessionId, TeamId};
 pub use node::{ContentBlock, ImageSource, Node, NodeBody, NodeMeta, Role, ToolResultPart, Usage};
 pub use object::{ObjectError, StoredObject};
