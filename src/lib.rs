@@ -5,6 +5,7 @@
 //! on disk ([`storage`], [`store`]), identities ([`identity`]), importers ([`import`],
 //! [`ingest`], [`watch`]), verification ([`fsck`]) and rendering for humans ([`render`]).
 
+pub mod duration;
 pub mod fsck;
 pub mod home;
 pub mod identity;
@@ -15,6 +16,8 @@ pub mod sample;
 pub mod session;
 pub mod storage;
 pub mod store;
+pub mod team_keys;
+pub mod teams;
 pub mod watch;
 
 pub use tapes_protocol as protocol;

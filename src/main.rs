@@ -36,6 +36,9 @@ enum Command {
     Log(cmd::sessions::LogArgs),
     /// Verify every object hash, parent link and ref; exits non-zero on damage.
     Fsck(cmd::fsck::FsckArgs),
+    /// Teams: create, invite, join, members, remove, leave, promote.
+    #[command(subcommand)]
+    Team(cmd::team::TeamCommand),
 }
 
 fn main() -> ExitCode {
@@ -49,6 +52,7 @@ fn main() -> ExitCode {
         Command::Show(args) => cmd::sessions::show(args),
         Command::Log(args) => cmd::sessions::log(args),
         Command::Fsck(args) => cmd::fsck::run(args),
+        Command::Team(command) => cmd::team::run(command),
     };
     match result {
         Ok(code) => code,

@@ -9,6 +9,7 @@ pub mod bytes;
 pub mod canonical;
 pub mod canonical_json;
 pub mod id;
+pub mod join;
 pub mod node;
 pub mod manifest;
 pub mod object;

@@ -4,6 +4,7 @@ pub mod fsck;
 pub mod import;
 pub mod init;
 pub mod sessions;
+pub mod team;
 
 use anyhow::Context;
 use tapes::home::Home;
