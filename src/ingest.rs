@@ -60,24 +60,34 @@ pub struct Incoming {
     pub path: String,
 }
 
-/// Chains a session's messages into nodes, root first, each with its encoded object (the body
-/// is encoded and hashed once; the id of each object is the next node's parent).
-pub fn build_chain(session: &ParsedSession) -> Vec<(Node, StoredObject)> {
+/// Chains a session's messages into stored objects, root first: each message is encoded and
+/// hashed once, and its id is the next one's parent.
+pub fn build_chain(session: &ParsedSession) -> Vec<StoredObject> {
     let mut parent: Option<NodeId> = None;
     let mut chain = Vec::with_capacity(session.messages.len());
-    for message in &session.messages {
-        let body = NodeBody {
-            parent,
-            role: message.role,
-            model: message.model.clone(),
-            blocks: message.blocks.clone(),
-        };
-        let node = Node { body, meta: message.meta.clone() };
-        let object = StoredObject::encode(&node);
+    for m in &session.messages {
+        let object = StoredObject::encode_parts(parent.as_ref(), m.role, &m.model, &m.blocks, &m.meta);
         parent = Some(object.id);
-        chain.push((node, object));
+        chain.push(object);
     }
     chain
+}
+
+/// The nodes of a parsed session, as the store will hold them (for callers that want `Node`s).
+pub fn build_nodes(session: &ParsedSession) -> Vec<Node> {
+    let mut parent: Option<NodeId> = None;
+    session
+        .messages
+        .iter()
+        .map(|m| {
+            let node = Node {
+                body: NodeBody { parent, role: m.role, model: m.model.clone(), blocks: m.blocks.clone() },
+                meta: m.meta.clone(),
+            };
+            parent = Some(node.id());
+            node
+        })
+        .collect()
 }
 
 /// Writes `incoming` as one atomic batch. A concurrent writer that moves one of the same refs
@@ -87,9 +97,21 @@ pub fn ingest(store: &Store, incoming: &[Incoming], now_ms: i64) -> Result<Inges
     let mut attempt = 0;
     loop {
         attempt += 1;
+        let planned = std::time::Instant::now();
         let plan = plan(store, incoming, now_ms)?;
+        let committed = std::time::Instant::now();
         match store.commit(&plan.objects, &plan.refs) {
-            Ok(new_nodes) => return Ok(IngestReport { new_nodes, ..plan.report }),
+            Ok(new_nodes) => {
+                tracing::debug!(
+                    sessions = incoming.len(),
+                    objects = plan.objects.len(),
+                    new_nodes,
+                    plan_ms = committed.duration_since(planned).as_millis() as u64,
+                    commit_ms = committed.elapsed().as_millis() as u64,
+                    "ingested a batch"
+                );
+                return Ok(IngestReport { new_nodes, ..plan.report });
+            }
             Err(StoreError::Storage(StorageError::Conflict { .. })) if attempt < ATTEMPTS => continue,
             Err(e) => return Err(e),
         }
@@ -107,11 +129,13 @@ fn plan(store: &Store, incoming: &[Incoming], now_ms: i64) -> Result<Plan, Store
     let mut seen: HashSet<NodeId> = HashSet::new();
     let mut refs = Vec::new();
     let mut report = IngestReport::default();
-    for item in incoming {
+    // Hashing and encoding are the CPU-bound part; spread them over the cores, keep the store
+    // reads and the bookkeeping below sequential and in input order.
+    let chains = build_chains_parallel(incoming);
+    for (item, chain) in incoming.iter().zip(chains) {
         let session = &item.session;
         let id = SessionId::derive(session.source_kind, &session.source_id);
-        let chain = build_chain(session);
-        let Some(head) = chain.last().map(|(_, object)| object.id) else {
+        let Some(head) = chain.last().map(|object| object.id) else {
             report.sessions.push(outcome(id, Outcome::Empty, session));
             continue;
         };
@@ -126,8 +150,11 @@ fn plan(store: &Store, incoming: &[Incoming], now_ms: i64) -> Result<Plan, Store
             report.sessions.push(outcome(id, Outcome::Unchanged, session));
             continue;
         }
-        let summary = SessionSummary::of_chain(chain.iter().map(|(node, _)| node));
-        for (_, object) in chain {
+        let mut summary = SessionSummary::default();
+        for m in &session.messages {
+            summary.add(m.role, &m.model, &m.blocks, &m.meta);
+        }
+        for object in chain {
             if seen.insert(object.id) {
                 report.bytes += object.bytes.len();
                 objects.push(object);
@@ -154,6 +181,25 @@ fn plan(store: &Store, incoming: &[Incoming], now_ms: i64) -> Result<Plan, Store
         report.sessions.push(outcome(id, kind, session));
     }
     Ok(Plan { objects, refs, report })
+}
+
+fn build_chains_parallel(incoming: &[Incoming]) -> Vec<Vec<StoredObject>> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
+    if threads < 2 || incoming.len() < 64 {
+        return incoming.iter().map(|i| build_chain(&i.session)).collect();
+    }
+    let per_thread = incoming.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = incoming
+            .chunks(per_thread)
+            .map(|chunk| scope.spawn(move || chunk.iter().map(|i| build_chain(&i.session)).collect::<Vec<_>>()))
+            .collect();
+        handles
+            .into_iter()
+            // A panic in a worker is a bug in encoding; re-raise it rather than lose sessions.
+            .flat_map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+            .collect()
+    })
 }
 
 fn outcome(id: SessionId, outcome: Outcome, session: &ParsedSession) -> SessionOutcome {

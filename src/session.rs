@@ -6,7 +6,7 @@
 //! derived from the chain; `tapes fsck` recomputes it and reports a mismatch.
 
 use serde::{Deserialize, Serialize};
-use tapes_protocol::{Node, NodeId, Role, SessionId, Usage};
+use tapes_protocol::{ContentBlock, Node, NodeId, NodeMeta, Role, SessionId, Usage};
 
 /// Prefix of session refs in the ref namespace.
 pub const SESSION_REF_PREFIX: &[u8] = b"session/";
@@ -51,32 +51,36 @@ impl SessionSummary {
     pub fn of_chain<'a>(nodes: impl IntoIterator<Item = &'a Node>) -> SessionSummary {
         let mut s = SessionSummary::default();
         for node in nodes {
-            s.messages += 1;
-            let meta = &node.meta;
-            if let Some(t) = meta.timestamp_ms {
-                s.started_ms = Some(s.started_ms.map_or(t, |v| v.min(t)));
-                s.ended_ms = Some(s.ended_ms.map_or(t, |v| v.max(t)));
-            }
-            if let Some(u) = &meta.usage {
-                s.usage.input_tokens += u.input_tokens;
-                s.usage.output_tokens += u.output_tokens;
-                s.usage.cache_read_tokens += u.cache_read_tokens;
-                s.usage.cache_write_tokens += u.cache_write_tokens;
-            }
-            if node.body.role == Role::Assistant && !node.body.model.is_empty() {
-                s.model = node.body.model.clone();
-            }
-            if s.project.is_empty() {
-                s.project = meta.project.clone().unwrap_or_default();
-            }
-            if s.agent.is_empty() {
-                s.agent = meta.agent.clone().unwrap_or_default();
-            }
-            if s.first_prompt.is_empty() && node.body.role == Role::User {
-                s.first_prompt = first_prompt_text(node);
-            }
+            s.add(node.body.role, &node.body.model, &node.body.blocks, &node.meta);
         }
         s
+    }
+
+    /// Adds the next message of the chain.
+    pub fn add(&mut self, role: Role, model: &str, blocks: &[ContentBlock], meta: &NodeMeta) {
+        self.messages += 1;
+        if let Some(t) = meta.timestamp_ms {
+            self.started_ms = Some(self.started_ms.map_or(t, |v| v.min(t)));
+            self.ended_ms = Some(self.ended_ms.map_or(t, |v| v.max(t)));
+        }
+        if let Some(u) = &meta.usage {
+            self.usage.input_tokens += u.input_tokens;
+            self.usage.output_tokens += u.output_tokens;
+            self.usage.cache_read_tokens += u.cache_read_tokens;
+            self.usage.cache_write_tokens += u.cache_write_tokens;
+        }
+        if role == Role::Assistant && !model.is_empty() {
+            self.model = model.to_string();
+        }
+        if self.project.is_empty() {
+            self.project = meta.project.clone().unwrap_or_default();
+        }
+        if self.agent.is_empty() {
+            self.agent = meta.agent.clone().unwrap_or_default();
+        }
+        if self.first_prompt.is_empty() && role == Role::User {
+            self.first_prompt = first_prompt_text(blocks);
+        }
     }
 
     pub fn duration_ms(&self) -> Option<i64> {
@@ -84,13 +88,11 @@ impl SessionSummary {
     }
 }
 
-fn first_prompt_text(node: &Node) -> String {
-    let text = node
-        .body
-        .blocks
+fn first_prompt_text(blocks: &[ContentBlock]) -> String {
+    let text = blocks
         .iter()
         .find_map(|b| match b {
-            tapes_protocol::ContentBlock::Text { text } => prompt_preview(text),
+            ContentBlock::Text { text } => prompt_preview(text),
             _ => None,
         })
         .unwrap_or_default();

@@ -160,14 +160,23 @@ impl Store {
     /// them, so a crash between the two leaves unreferenced objects, never a dangling ref.
     /// Returns how many objects were new.
     pub fn commit(&self, objects: &[StoredObject], refs: &[RefUpdate]) -> Result<usize, StoreError> {
+        let started = std::time::Instant::now();
         let new = self.storage.put_objects(objects)?;
+        let put = started.elapsed();
         if new > 0 {
             self.storage.flush()?;
         }
+        let flushed = started.elapsed();
         if !refs.is_empty() {
             self.storage.update_refs(refs)?;
             self.storage.flush()?;
         }
+        tracing::trace!(
+            put_ms = put.as_millis() as u64,
+            flush_ms = (flushed - put).as_millis() as u64,
+            refs_ms = (started.elapsed() - flushed).as_millis() as u64,
+            "commit"
+        );
         Ok(new)
     }
 }

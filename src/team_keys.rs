@@ -16,7 +16,7 @@ use std::io::{Read, Write};
 use std::str::FromStr;
 
 use age::secrecy::ExposeSecret;
-use tapes_protocol::manifest::{Manifest, SignedManifest};
+use tapes_protocol::manifest::Manifest;
 use tapes_protocol::team_chain::TeamChain;
 use tapes_protocol::TeamId;
 
@@ -37,6 +37,8 @@ pub enum KeyError {
     Decrypt(String),
     #[error("sealed content is malformed: {0}")]
     Malformed(String),
+    #[error("team {team}: {left} left while the current team key was in force; a remaining member must rotate the key (`tapes team rotate`) before anything new is sealed")]
+    RotationOwed { team: TeamId, left: String },
     #[error("age encryption failed: {0}")]
     Encrypt(String),
 }
@@ -167,9 +169,16 @@ impl Sealed {
     }
 }
 
-/// Seals `plaintext` to the current epoch of `head` (the newest manifest of a team).
-pub fn seal(head: &SignedManifest, plaintext: &[u8]) -> Result<Sealed, KeyError> {
-    let m = &head.manifest;
+/// Seals `plaintext` to the current key epoch of a team. Refused while someone who left still
+/// knows that epoch's key (a remaining member must rotate first: `teams::rotate`, done
+/// automatically by `teams::seal_for`).
+pub fn seal(chain: &TeamChain, plaintext: &[u8]) -> Result<Sealed, KeyError> {
+    let gone = chain.rotation_owed();
+    if !gone.is_empty() {
+        let names: Vec<&str> = gone.iter().map(|m| m.name.as_str()).collect();
+        return Err(KeyError::RotationOwed { team: chain.team_id(), left: names.join(", ") });
+    }
+    let m = &chain.head().manifest;
     let recipient = age::x25519::Recipient::from_str(&m.epoch_recipient)
         .map_err(|e| KeyError::Encrypt(format!("manifest epoch recipient is invalid: {e}")))?;
     let ciphertext = encrypt_to(std::iter::once(&recipient as &dyn age::Recipient), plaintext)?;

@@ -227,21 +227,44 @@ fn commit(store: &Store, chain: &mut TeamChain, next: SignedManifest) -> Result<
     Ok(())
 }
 
-/// Stores a whole verified chain received from elsewhere (a join answer, a peer).
+/// Stores a whole verified chain (a join answer, manifests from a peer, a resolved fork):
+/// every version, the head, no version above the head (a fork resolved toward the other side
+/// can leave some), and the fork record — in one CAS transaction.
 pub fn store_chain(store: &Store, chain: &TeamChain) -> Result<(), TeamError> {
     let team = chain.team_id();
-    let existing = store.storage().get_ref(&head_key(&team)).map_err(StoreError::from)?;
+    let storage = store.storage();
+    let existing = storage.get_ref(&head_key(&team)).map_err(StoreError::from)?;
     let mut updates = vec![RefUpdate { key: head_key(&team), expected: existing, new: Some(head_value(chain.head())) }];
     for v in chain.versions() {
         let key = version_key(&team, v.manifest.version);
-        let current = store.storage().get_ref(&key).map_err(StoreError::from)?;
-        updates.push(RefUpdate { key, expected: current, new: Some(v.encode()) });
+        let current = storage.get_ref(&key).map_err(StoreError::from)?;
+        let new = v.encode();
+        if current.as_deref() != Some(new.as_slice()) {
+            updates.push(RefUpdate { key, expected: current, new: Some(new) });
+        }
     }
-    store.storage().update_refs(&updates).map_err(|e| match e {
+    let head_version = chain.head().manifest.version;
+    for entry in storage.refs(format!("team/{}/v/", team.to_hex()).as_bytes()) {
+        let (key, value) = entry.map_err(StoreError::from)?;
+        let version = String::from_utf8_lossy(&key).rsplit('/').next().and_then(|v| v.parse::<u64>().ok());
+        if version.is_some_and(|v| v > head_version) {
+            updates.push(RefUpdate { key, expected: Some(value), new: None });
+        }
+    }
+    let fork_now = storage.get_ref(&fork_key(&team)).map_err(StoreError::from)?;
+    let fork_new = chain.fork().map(|fork| {
+        let mut raw = fork.base.to_le_bytes().to_vec();
+        raw.extend_from_slice(&fork.theirs.encode());
+        raw
+    });
+    if fork_now != fork_new {
+        updates.push(RefUpdate { key: fork_key(&team), expected: fork_now, new: fork_new });
+    }
+    storage.update_refs(&updates).map_err(|e| match e {
         StorageError::Conflict { .. } => TeamError::Raced,
         other => TeamError::Store(other.into()),
     })?;
-    store.storage().flush().map_err(StoreError::from)?;
+    storage.flush().map_err(StoreError::from)?;
     Ok(())
 }
 
@@ -336,14 +359,79 @@ pub fn remove(store: &Store, identity: &Identity, chain: &mut TeamChain, member:
     change_members(store, identity, chain, members, true, now_ms)
 }
 
-/// `tapes team leave`: this identity removes itself (any member may), rotating the key.
+/// `tapes team leave`: this identity removes itself. It changes nothing else — in particular
+/// not the key (SPEC.md §9.2): the remaining members rotate it before sealing anything new.
 pub fn leave(store: &Store, identity: &Identity, chain: &mut TeamChain, now_ms: i64) -> Result<(), TeamError> {
     let me = me(identity);
     if chain.head().manifest.member(&me).is_none() {
         return Err(TeamError::NotMember(chain.team_id()));
     }
-    let members = chain.head().manifest.members.iter().filter(|m| m.id != me).cloned().collect();
+    if chain.fork().is_some() {
+        return Err(TeamError::Forked(chain.team_id()));
+    }
+    let head = &chain.head().manifest;
+    let manifest = Manifest {
+        team: Some(chain.team_id()),
+        version: head.version + 1,
+        prev: Some(chain.head().id()),
+        members: head.members.iter().filter(|m| m.id != me).cloned().collect(),
+        created_ms: now_ms.max(head.created_ms),
+        ..head.clone()
+    };
+    let signature = manifest.sign(identity.signing_key());
+    commit(store, chain, SignedManifest { manifest, signatures: vec![signature] })
+}
+
+/// `tapes team rotate`: starts a new key epoch wrapped to the current members (any member may).
+pub fn rotate(store: &Store, identity: &Identity, chain: &mut TeamChain, now_ms: i64) -> Result<(), TeamError> {
+    if chain.head().manifest.member(&me(identity)).is_none() {
+        return Err(TeamError::NotMember(chain.team_id()));
+    }
+    let members = chain.head().manifest.members.clone();
     change_members(store, identity, chain, members, true, now_ms)
+}
+
+/// Seals content for a team, rotating the key first if someone left since the last rotation.
+pub fn seal_for(
+    store: &Store,
+    identity: &Identity,
+    chain: &mut TeamChain,
+    plaintext: &[u8],
+    now_ms: i64,
+) -> Result<crate::team_keys::Sealed, TeamError> {
+    if !chain.rotation_owed().is_empty() {
+        rotate(store, identity, chain, now_ms)?;
+    }
+    Ok(crate::team_keys::seal(chain, plaintext)?)
+}
+
+/// Which side of a fork an owner keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Ours,
+    Theirs,
+}
+
+/// `tapes team resolve`: as an owner of the version before the split, sign a manifest that
+/// continues one side (unchanged); every peer that sees it follows that side.
+pub fn resolve_fork(store: &Store, identity: &Identity, chain: &mut TeamChain, keep: Side, now_ms: i64) -> Result<(), TeamError> {
+    let fork = chain.fork().cloned().ok_or_else(|| TeamError::Damaged("the team is not forked".into()))?;
+    let tip = match keep {
+        Side::Ours => chain.head().clone(),
+        Side::Theirs => fork.theirs.clone(),
+    };
+    let t = &tip.manifest;
+    let manifest = Manifest {
+        team: Some(chain.team_id()),
+        version: t.version + 1,
+        prev: Some(tip.id()),
+        created_ms: now_ms.max(t.created_ms),
+        ..t.clone()
+    };
+    let signature = manifest.sign(identity.signing_key());
+    let next = SignedManifest { manifest, signatures: vec![signature] };
+    chain.apply(next)?;
+    store_chain(store, chain)
 }
 
 /// `tapes team promote`: changes a member's role.
@@ -368,8 +456,8 @@ pub fn set_role(
 
 /// `tapes team invite`: records the invite (hash only) and returns the code to hand out.
 pub fn invite(store: &Store, identity: &Identity, chain: &TeamChain, options: InviteOptions, now_ms: i64) -> Result<(String, InviteRecord), TeamError> {
-    let my_role = require_admin(chain, identity, "invite")?;
-    if options.role == TeamRole::Owner || (options.role == TeamRole::Admin && my_role < TeamRole::Admin) {
+    require_admin(chain, identity, "invite")?;
+    if options.role == TeamRole::Owner {
         return Err(TeamError::NotAllowed { role: "not an owner", action: "invite owners" });
     }
     let mut secret = [0u8; 32];
@@ -417,19 +505,24 @@ pub fn invites(store: &Store, team: &TeamId) -> Result<Vec<InviteRecord>, TeamEr
 
 /// `tapes team invite --revoke`: by the code itself or by the invite's short id.
 pub fn revoke(store: &Store, code_or_id: &str) -> Result<InviteRecord, TeamError> {
-    let hash_prefix = match code_to_invite(code_or_id) {
-        Ok(invite) => hex::encode(join::secret_hash(&invite.secret)),
-        Err(_) => code_or_id.trim().to_ascii_lowercase(),
+    // Errors name the invite by its short id: the code itself carries the secret.
+    let (hash_prefix, shown) = match code_to_invite(code_or_id) {
+        Ok(invite) => {
+            let hash = hex::encode(join::secret_hash(&invite.secret));
+            let shown = format!("the code's invite {}", &hash[..12]);
+            (hash, shown)
+        }
+        Err(_) => (code_or_id.trim().to_ascii_lowercase(), code_or_id.trim().to_string()),
     };
     let mut found = None;
     for entry in store.storage().refs(format!("invite/{hash_prefix}").as_bytes()) {
         let (key, value) = entry.map_err(StoreError::from)?;
         if found.is_some() {
-            return Err(TeamError::NoSuchInvite(format!("{code_or_id} (ambiguous)")));
+            return Err(TeamError::NoSuchInvite(format!("{shown} (ambiguous: type more of the id)")));
         }
         found = Some((key, value));
     }
-    let (key, value) = found.ok_or_else(|| TeamError::NoSuchInvite(code_or_id.to_string()))?;
+    let (key, value) = found.ok_or(TeamError::NoSuchInvite(shown))?;
     let mut record: InviteRecord =
         join::decode(&value).map_err(|_| TeamError::Damaged("invite record".into()))?;
     record.revoked = true;
@@ -544,26 +637,5 @@ pub fn receive(store: &Store, team: &TeamId, manifests: Vec<SignedManifest>) -> 
         results.push(result);
     }
     store_chain(store, &chain)?;
-    match chain.fork() {
-        Some(fork) => {
-            let mut raw = fork.base.to_le_bytes().to_vec();
-            raw.extend_from_slice(&fork.theirs.encode());
-            let current = store.storage().get_ref(&fork_key(team)).map_err(StoreError::from)?;
-            store
-                .storage()
-                .update_refs(&[RefUpdate { key: fork_key(team), expected: current, new: Some(raw) }])
-                .map_err(|_| TeamError::Raced)?;
-        }
-        None => {
-            let current = store.storage().get_ref(&fork_key(team)).map_err(StoreError::from)?;
-            if current.is_some() {
-                store
-                    .storage()
-                    .update_refs(&[RefUpdate { key: fork_key(team), expected: current, new: None }])
-                    .map_err(|_| TeamError::Raced)?;
-            }
-        }
-    }
-    store.storage().flush().map_err(StoreError::from)?;
     Ok(results)
 }

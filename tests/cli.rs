@@ -164,11 +164,11 @@ fn session_ids_that_do_not_resolve_say_why() {
         write_sample(&dir, i);
     }
     tapes(&env).arg("import").arg(&env.transcripts).assert().success();
-    tapes(&env).args(["show", "xyz"]).assert().code(2).stderr(predicate::str::contains("is not a session id"));
+    tapes(&env).args(["show", "xyz"]).assert().code(1).stderr(predicate::str::contains("is not a session id"));
     tapes(&env)
         .args(["show", "0123456789abcdef0123456789abcdef"])
         .assert()
-        .code(2)
+        .code(1)
         .stderr(predicate::str::contains("no session matches"));
     // With 40 sessions some single hex digit is shared by several ids.
     let ambiguous = (0..16u8)
@@ -189,12 +189,12 @@ fn importing_a_file_that_is_not_a_transcript_is_refused_clearly() {
         .arg("import")
         .arg(&file)
         .assert()
-        .code(2)
+        .code(1)
         .stderr(predicate::str::contains("not a transcript tapes can import"));
     tapes(&env)
         .args(["import", "/definitely/not/here"])
         .assert()
-        .code(2)
+        .code(1)
         .stderr(predicate::str::contains("cannot read"));
     let out = stdout(tapes(&env).arg("sessions"));
     assert!(out.starts_with("no sessions yet"));
@@ -238,7 +238,7 @@ fn a_store_written_by_a_newer_tapes_is_refused() {
     tapes(&env)
         .arg("sessions")
         .assert()
-        .code(2)
+        .code(1)
         .stderr(predicate::str::contains("written by a newer tapes (store format 99"))
         .stderr(predicate::str::contains("upgrade tapes"));
 }

@@ -1,19 +1,22 @@
 //! Crash safety of `tapes import` under `kill -9`: one store takes 60 SIGKILLs at pseudo-random
-//! moments of a running import (while sled opens and recovers, while transcripts are parsed and
-//! hashed, and right after the commit starts writing), and after every kill the store reopens,
-//! `fsck` passes, and every session is whole or absent: its head is the last node of a complete
-//! version of its transcript, its chain is exactly that version's prefix, and all sessions of the
-//! one import batch moved together or not at all (a batch is one atomic commit). At the end a
-//! full import brings every session in whole and a second import finds nothing new.
+//! moments of a running import (while the process starts and sled opens and recovers, while the
+//! transcripts are parsed and hashed, and inside the commit), and after every kill the store
+//! reopens, `fsck` passes, and every session is whole or absent: its head is the last node of a
+//! version of its transcript that was on disk, its stored chain is exactly that version, and the
+//! sessions of one import batch moved together or not at all (a batch is one atomic commit). At
+//! the end a full import brings every session in whole and a second import finds nothing new.
 //!
 //! The transcripts grow between kills, as an agent's transcript does, so every import has
-//! something to write: an import of an unchanged directory writes nothing, and kills of it would
-//! only ever interrupt reads.
+//! something to write (an import of an unchanged directory writes nothing, so kills of it would
+//! only ever interrupt reads). A third of the kills watch sled's log file and strike within a
+//! window after the commit's first write; the window adapts (wider after a kill that left nothing
+//! of the import durable, narrower after one that let the refs move), so those kills settle
+//! around the moment between the objects and the refs becoming durable.
 //!
-//! Sizing: few long sessions (24 × 602 messages, about 14k nodes at the end) rather than thousands
-//! of short ones, because `fsck` runs after every kill and `Store::chain` counts every object in
-//! the store for each session it walks (sled's `len()` is a full scan), so fsck costs sessions ×
-//! objects.
+//! Sizing: few long sessions (24 × 602 messages, about 14k nodes at the end) rather than
+//! thousands of short ones, because `fsck` runs after every kill and costs sessions × objects:
+//! `Store::chain` counts every object of the store (sled's `len()` is a full scan) for each
+//! session it walks.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -29,10 +32,10 @@ use tapes::store::Store;
 const SESSIONS: usize = 24;
 /// 2 + 2 × 300 = 602 messages per full transcript.
 const TOOL_ROUNDS: usize = 300;
-/// Kill iterations; each grows every transcript a little first.
-const ITERATIONS: usize = 60;
-/// Kills that must land while the import process is still running.
-const MIN_KILLS_DURING: usize = 50;
+/// Kills that must land while the import process is still running...
+const KILLS_DURING: usize = 50;
+/// ...within this many kills (each grows every transcript a little first).
+const MAX_KILLS: usize = 64;
 const SEED: u64 = 0x6b69_6c6c;
 
 /// One generated transcript and what a whole import of any prefix of it must look like.
@@ -91,7 +94,7 @@ fn transcripts(dir: &Path) -> Vec<Transcript> {
         index += 1;
         let ids: Vec<NodeId> = build_chain(&session)
             .iter()
-            .map(|(_, object)| object.id)
+            .map(|object| object.id)
             .collect();
         if ids.iter().any(|id| seen.contains(id)) {
             continue;
@@ -155,25 +158,11 @@ fn import_to_end(home: &Path, dir: &Path) -> (String, Duration) {
     (stdout, took)
 }
 
-/// Sizes and modification times of every file under the store: they change when sled writes.
-fn disk_stamp(dir: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let Ok(meta) = entry.metadata() else { continue };
-            if meta.is_dir() {
-                stack.push(entry.path());
-            } else {
-                out.push((entry.path(), meta.len(), meta.modified().ok()));
-            }
-        }
-    }
-    out.sort();
-    out
+/// Size and modification time of sled's log file: they change when sled writes. (One `stat`,
+/// so a write is seen within tens of microseconds.)
+fn db_stamp(store_dir: &Path) -> Option<(u64, SystemTime)> {
+    let meta = std::fs::metadata(store_dir.join("db")).ok()?;
+    Some((meta.len(), meta.modified().ok()?))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -187,49 +176,53 @@ enum Aim {
     Commit,
 }
 
-/// Expected durations of one import, from the calibration.
-#[derive(Debug, Clone, Copy)]
-struct Timing {
-    /// Reading, parsing and hashing: the whole import when nothing is new.
-    parse: Duration,
-    /// Writing the new nodes and moving the refs.
-    commit: Duration,
+/// When and how a kill landed.
+struct Kill {
+    /// `try_wait()` said the import had not exited yet when the kill was sent.
+    running: bool,
+    /// Since spawn.
+    at: Duration,
+    /// When sled's log file first changed after the open (Commit aim only).
+    commit_seen: Option<Duration>,
 }
 
-/// Waits according to `aim`, then SIGKILLs the child if it is still running. Returns whether
-/// the kill landed while it ran (`try_wait()` said it had not exited) and when.
+/// Waits according to `aim`, then SIGKILLs the child if it is still running. `commit_at` is the
+/// expected time from spawn to the commit's first write, `window` how long after that write to
+/// strike at most.
 fn kill_at(
     child: &mut Child,
     aim: Aim,
-    timing: Timing,
+    commit_at: Duration,
+    window: Duration,
     store_dir: &Path,
     rng: &mut Rng,
-) -> (bool, Duration) {
+) -> Kill {
     let spawned = Instant::now();
     let micros = |d: Duration| d.as_micros() as u64;
+    let mut commit_seen = None;
     match aim {
         Aim::Open => std::thread::sleep(Duration::from_micros(rng.below(40_000))),
         Aim::Anywhere => {
-            let limit = micros(timing.parse + timing.commit) * 11 / 10;
+            // The whole import, its commit and exit included, and a little past it.
+            let limit = micros(commit_at + window) * 11 / 10 + 10_000;
             std::thread::sleep(Duration::from_micros(rng.below(limit)));
         }
         Aim::Commit => {
-            // sled writes while it opens; let that pass, then wait for the next write.
-            let grace = (timing.parse / 2).max(Duration::from_millis(100));
+            // sled writes while it opens (the first ~50 ms); let that pass, then wait for the
+            // next write, which is the commit's.
+            let grace = (commit_at * 2 / 5).max(Duration::from_millis(80));
             while spawned.elapsed() < grace && child.try_wait().unwrap().is_none() {
                 std::thread::sleep(Duration::from_millis(5));
             }
-            let before = disk_stamp(store_dir);
-            let give_up = spawned + (timing.parse + timing.commit) * 3;
-            while Instant::now() < give_up && child.try_wait().unwrap().is_none() {
-                let now = disk_stamp(store_dir);
-                if now != before {
-                    eprintln!("DEBUG detect at {:?}: {:?}", spawned.elapsed(), now.iter().filter(|e| !before.contains(e)).collect::<Vec<_>>());
+            let before = db_stamp(store_dir);
+            while child.try_wait().unwrap().is_none() {
+                if db_stamp(store_dir) != before {
+                    commit_seen = Some(spawned.elapsed());
                     break;
                 }
-                std::thread::sleep(Duration::from_micros(100));
+                std::thread::sleep(Duration::from_micros(20));
             }
-            std::thread::sleep(Duration::from_micros(rng.below(micros(timing.commit))));
+            std::thread::sleep(Duration::from_micros(rng.below(micros(window))));
         }
     }
     let running = child.try_wait().unwrap().is_none();
@@ -243,7 +236,11 @@ fn kill_at(
             "an import that ran to its end failed: {status}"
         );
     }
-    (running, at)
+    Kill {
+        running,
+        at,
+        commit_seen,
+    }
 }
 
 /// What the store holds after a kill: verified whole, returns the one message count all sessions
@@ -254,8 +251,11 @@ fn check_store(
     versions: &[usize],
     label: &str,
 ) -> (Option<usize>, usize) {
-    let store = Store::open(store_dir)
-        .unwrap_or_else(|e| panic!("{label}: the store does not reopen: {e}"));
+    let store = Store::open(store_dir).unwrap_or_else(|e| {
+        let keep = format!("/tmp/crash_corrupt_{}", std::process::id());
+        let _ = std::process::Command::new("cp").arg("-a").arg(store_dir).arg(&keep).status();
+        panic!("{label}: the store does not reopen: {e} (copy kept in {keep})")
+    });
     let report = tapes::fsck::fsck(&store, |_| {})
         .unwrap_or_else(|e| panic!("{label}: fsck failed to run: {e}"));
     assert!(
@@ -330,107 +330,128 @@ fn sigkill_during_import_leaves_every_session_whole_or_absent() {
         "the test expects one commit batch per import (it checks that a batch lands all or nothing)"
     );
 
-    // Lengths on disk before each kill: from half the transcript up to just short of all of it.
-    let first = full / 2;
-    let schedule: Vec<usize> = (0..ITERATIONS)
-        .map(|i| first + (full - first) * i / ITERATIONS)
+    // Lengths on disk, from half the transcript up to just short of all of it: the first for a
+    // calibration, the rest one per kill.
+    let stress: usize = std::env::var("CRASH_STRESS").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
+    let first = if stress > 0 { full / 8 } else { full / 2 };
+    let _stress: usize = std::env::var("CRASH_STRESS").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
+    let (kills_during, max_kills) = if stress > 0 { (stress, stress + stress / 4) } else { (KILLS_DURING, MAX_KILLS) };
+    let lengths: Vec<usize> = (0..=max_kills)
+        .map(|k| first + (full - first) * k / (max_kills + 1))
         .collect();
-    assert!(schedule.windows(2).all(|w| w[0] < w[1]) && *schedule.last().unwrap() < full);
+    assert!(lengths.windows(2).all(|w| w[0] < w[1]) && *lengths.last().unwrap() < full);
 
-    // Calibrate: how long does an import of the first generation take on this machine?
+    // Calibrate on a scratch store: how long an import takes here, per message of length.
+    let scratch = tmp.path().join("calibration");
     for t in &mut transcripts {
         t.grow_to(first);
     }
-    let scratch = tmp.path().join("calibration");
-    let (_, fresh) = import_to_end(&scratch, &dir);
-    let (_, again) = import_to_end(&scratch, &dir);
+    let (_, calibration) = import_to_end(&scratch, &dir);
     std::fs::remove_dir_all(&scratch).unwrap();
-    // Per unit of transcript length (one message in each of the sessions).
-    let parse_per = again / first as u32;
-    let commit_per = fresh.saturating_sub(again) / first as u32;
     eprintln!(
-        "calibration: import of {} sessions × {first} messages ({} nodes): {fresh:?} into an empty store, {again:?} again",
-        SESSIONS,
+        "calibration: import of {SESSIONS} sessions × {first} messages ({} nodes) into an empty store: {calibration:?}",
         SESSIONS * first
     );
+    // Time from spawn to the commit's first write, per message of length: the calibration, then
+    // the median of the latest commits seen (the machine may be busy with other work).
+    let mut seen_per: Vec<f64> = vec![calibration.as_secs_f64() / first as f64];
 
     let mut rng = Rng::new(SEED);
-    let mut versions: Vec<usize> = Vec::new();
+    let mut versions: Vec<usize> = vec![first];
     let mut state: Option<usize> = None;
     let mut objects = 0;
     let mut outcomes: BTreeMap<(Aim, &str), usize> = BTreeMap::new();
-    let mut longest = Duration::ZERO;
-    for (i, &length) in schedule.iter().enumerate() {
+    let (mut kills, mut during) = (0, 0);
+    let mut latest = Duration::ZERO;
+    let mut checking = Duration::ZERO;
+    for &length in &lengths[1..] {
+        if during == kills_during {
+            break;
+        }
+        let i = kills;
+        kills += 1;
         for t in &mut transcripts {
             t.grow_to(length);
         }
         versions.push(length);
         let new = length - state.unwrap_or(0);
-        let timing = Timing {
-            parse: parse_per * length as u32,
-            // Writing the objects, then the refs: about 3 ms on their own (measured with strace
-            // on a small commit), however few the new nodes.
-            commit: commit_per * new as u32 + Duration::from_millis(3),
-        };
-        longest = longest.max(timing.parse + timing.commit);
-        let aim = match rng.below(10) {
+        let mut recent: Vec<f64> = seen_per.iter().rev().take(7).copied().collect();
+        recent.sort_by(f64::total_cmp);
+        let commit_at = Duration::from_secs_f64(recent[recent.len() / 2] * length as f64);
+        // About 40 µs a node to write, then two small syncs (strace: ~1 ms in all for a
+        // 120-node commit).
+        let mut window = Duration::from_micros(1_000 + 40 * (new * SESSIONS) as u64);
+        if stress > 0 { window = Duration::from_micros(1_500); }
+        let open_only = std::env::var("CRASH_AIMS").map_or(false, |v| v == "open");
+        if open_only && i == 0 {
+            let _ = import_to_end(&home, &dir);
+            let (n, o) = check_store(&store_dir, &transcripts, &versions, "populate");
+            state = n;
+            objects = o;
+        }
+        let aim = if open_only { Aim::Open } else if stress > 0 { match rng.below(3) { 0 => Aim::Open, 1 => Aim::Anywhere, _ => Aim::Commit } } else { match rng.below(10) {
             0 => Aim::Open,
             1..=5 => Aim::Anywhere,
             _ => Aim::Commit,
-        };
+        } };
         let mut child = import(&home, &dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let (running, at) = kill_at(&mut child, aim, timing, &store_dir, &mut rng);
+        let kill = kill_at(&mut child, aim, commit_at, window, &store_dir, &mut rng);
         let label = format!(
             "kill {i} ({aim:?} at {} ms, {} while running)",
-            at.as_millis(),
-            if running { "landed" } else { "not" }
+            kill.at.as_millis(),
+            if kill.running { "landed" } else { "not" }
         );
+        let check_started = Instant::now();
         let (now, now_objects) = check_store(&store_dir, &transcripts, &versions, &label);
+        checking += check_started.elapsed();
         assert!(
             now >= state,
             "{label}: sessions went back from {state:?} to {now:?} messages"
         );
         let committed = now == Some(length);
-        if !running {
-            assert!(committed, "{label}: the import exited by itself yet its sessions are at {now:?}, not {length}");
+        if !kill.running {
+            assert!(
+                committed,
+                "{label}: the import exited by itself yet its sessions are at {now:?}, not {length}"
+            );
         }
-        let outcome = match (running, committed, now_objects > objects) {
+        let outcome = match (kill.running, committed, now_objects > objects) {
             (false, _, _) => "finished before the kill",
             (true, true, _) => "refs moved, killed on the way out",
             (true, false, true) => "new objects durable, refs not moved",
             (true, false, false) => "nothing of this import durable",
         };
         *outcomes.entry((aim, outcome)).or_default() += 1;
+        during += kill.running as usize;
+        latest = latest.max(kill.at);
+        if let Some(seen) = kill.commit_seen {
+            seen_per.push(seen.as_secs_f64() / length as f64);
+        }
         eprintln!(
-            "kill {i:>2}: {aim:?} at {:>4} ms of ~{:>4}+{:>3} ms, {} new messages per session: {outcome}",
-            at.as_millis(),
-            timing.parse.as_millis(),
-            timing.commit.as_millis(),
-            new
+            "kill {i:>2}: {aim:?} at {:>4} ms (commit expected at ~{} ms{}), {new} new messages per session: {outcome}",
+            kill.at.as_millis(),
+            commit_at.as_millis(),
+            kill.commit_seen.map_or(String::new(), |t| format!(", seen at {} ms", t.as_millis())),
         );
         state = now;
         objects = now_objects;
     }
-    let after = outcomes
-        .iter()
-        .filter(|((_, o), _)| *o == "finished before the kill")
-        .map(|(_, n)| n)
-        .sum::<usize>();
-    let during = ITERATIONS - after;
-    eprintln!(
-        "{ITERATIONS} kills: {during} landed while the import ran, {after} after it had finished"
-    );
+    let after = kills - during;
+    eprintln!("{kills} kills: {during} landed while the import ran, {after} after it had finished");
     for ((aim, outcome), n) in &outcomes {
         eprintln!("  {aim:?}: {n} × {outcome}");
     }
-    eprintln!("expected import durations up to {longest:?}; sessions ended the loop at {state:?} messages");
+    eprintln!(
+        "latest kill {latest:?} after spawn; sessions ended the loop at {state:?} messages; \
+         reopening and checking after the kills took {checking:?}"
+    );
     assert!(
-        during >= MIN_KILLS_DURING,
-        "only {during} of {ITERATIONS} kills landed while the import was running; the delays need tuning"
+        during >= kills_during && after * 4 <= during,
+        "{during} of {kills} kills landed while the import was running; the delays need tuning"
     );
 
     // Let the last version in, whole, then nothing is new.

@@ -24,21 +24,27 @@ pub const NODE_ID_CONTEXT: &str = "tapes 2026-11 node id v1";
 /// at all is encoded as a JSON string holding that text, so every body has an encoding.
 pub fn encode_body(body: &NodeBody) -> Vec<u8> {
     let mut out = Vec::with_capacity(128);
+    encode_body_into(&mut out, body.parent.as_ref(), body.role, &body.model, &body.blocks);
+    out
+}
+
+/// Appends the canonical encoding of a body given by its parts (no need to own a
+/// [`NodeBody`]: the ingest path encodes straight from what an importer parsed).
+pub fn encode_body_into(out: &mut Vec<u8>, parent: Option<&NodeId>, role: Role, model: &str, blocks: &[ContentBlock]) {
     out.push(BODY_VERSION);
-    match &body.parent {
+    match parent {
         None => out.push(0),
         Some(id) => {
             out.push(1);
             out.extend_from_slice(id.as_bytes());
         }
     }
-    put_str(&mut out, body.role.as_str());
-    put_str(&mut out, &body.model);
-    put_u32(&mut out, body.blocks.len());
-    for block in &body.blocks {
-        encode_block(&mut out, block);
+    put_str(out, role.as_str());
+    put_str(out, model);
+    put_u32(out, blocks.len());
+    for block in blocks {
+        encode_block(out, block);
     }
-    out
 }
 
 /// The node id of `body`: BLAKE3 in derive-key mode with [`NODE_ID_CONTEXT`] over its

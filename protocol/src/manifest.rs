@@ -219,7 +219,7 @@ impl Manifest {
     }
 
     /// Rules that hold for any single manifest, whatever came before.
-    fn check_shape(&self) -> Result<(), ManifestError> {
+    pub fn check_shape(&self) -> Result<(), ManifestError> {
         let genesis = self.version == 0;
         if genesis != self.team.is_none() || genesis != self.prev.is_none() {
             return Err(ManifestError::Malformed(
@@ -372,13 +372,23 @@ pub fn verify_successor(prev: &SignedManifest, next: &SignedManifest) -> Result<
             Some(m) => best = best.max(Some(m.role)),
         }
     }
+    // A member leaving signs their own removal but may change nothing else: in particular not
+    // the key, or they could wrap the next epoch's key to themselves and keep reading. The
+    // remaining members rotate afterwards (see `TeamChain::rotation_owed`).
+    let keeps_keys = n.name == p.name
+        && n.epoch == p.epoch
+        && n.epoch_recipient == p.epoch_recipient
+        && n.keyring == p.keyring;
     let self_removal = next.signatures.len() == 1
         && change.removed == [next.signatures[0].signer]
         && change.added.is_empty()
-        && change.role_changes.is_empty();
+        && change.role_changes.is_empty()
+        && keeps_keys;
+    // Any member may start a new key epoch when nothing else changes: they hold the key anyway.
+    let rotation_only = change.is_empty() && n.name == p.name && n.epoch == p.epoch + 1;
     match best {
         Some(TeamRole::Owner | TeamRole::Admin) => {}
-        _ if self_removal => {}
+        _ if self_removal || rotation_only => {}
         _ => {
             let signer = next.signatures.first().map(|s| s.signer).unwrap_or(MemberId([0; 32]));
             return Err(ManifestError::SignerNotAdmin { signer, version: n.version, prev_version: p.version });
@@ -389,7 +399,7 @@ pub fn verify_successor(prev: &SignedManifest, next: &SignedManifest) -> Result<
             return Err(ManifestError::NeedsOwner { version: n.version, what, prev_version: p.version });
         }
     }
-    if !change.removed.is_empty() && n.epoch <= p.epoch {
+    if !change.removed.is_empty() && !self_removal && n.epoch <= p.epoch {
         return Err(ManifestError::NoRotation { version: n.version, epoch: n.epoch });
     }
     if n.epoch < p.epoch {
@@ -407,6 +417,10 @@ struct Change {
 }
 
 impl Change {
+    fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.removed.is_empty() && self.role_changes.is_empty()
+    }
+
     fn between(p: &Manifest, n: &Manifest) -> Change {
         let before: BTreeMap<MemberId, TeamRole> = p.members.iter().map(|m| (m.id, m.role)).collect();
         let after: BTreeMap<MemberId, TeamRole> = n.members.iter().map(|m| (m.id, m.role)).collect();
@@ -554,8 +568,16 @@ pub(crate) mod tests {
     fn a_member_may_remove_only_themselves_and_the_last_owner_may_not_leave() {
         let g = genesis();
         let v1 = next(&g, vec![member(1, TeamRole::Owner), member(3, TeamRole::Member)], 0, 1);
-        let leave = next(&v1, vec![member(1, TeamRole::Owner)], 1, 3);
+        let leave = next(&v1, vec![member(1, TeamRole::Owner)], 0, 3);
         verify_successor(&v1, &leave).unwrap();
+        // Leaving with a new key of one's own choosing would let the leaver keep reading.
+        let leave_with_key = next(&v1, vec![member(1, TeamRole::Owner)], 1, 3);
+        assert!(matches!(verify_successor(&v1, &leave_with_key), Err(ManifestError::SignerNotAdmin { .. })));
+        // Any remaining member may rotate when nothing else changes.
+        let rotate = next(&leave, leave.manifest.members.clone(), 1, 1);
+        verify_successor(&leave, &rotate).unwrap();
+        let plain_rotates = next(&v1, v1.manifest.members.clone(), 1, 3);
+        verify_successor(&v1, &plain_rotates).unwrap();
         let owner_leaves = next(&v1, vec![member(3, TeamRole::Member)], 1, 1);
         assert!(matches!(verify_successor(&v1, &owner_leaves), Err(ManifestError::NoOwner { .. })));
     }

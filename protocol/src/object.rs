@@ -8,7 +8,7 @@
 
 use crate::canonical::{self, DecodeError};
 use crate::id::NodeId;
-use crate::node::{Node, NodeMeta};
+use crate::node::{ContentBlock, Node, NodeMeta, Role};
 
 pub const OBJECT_FORMAT: u8 = 1;
 
@@ -39,14 +39,26 @@ pub struct StoredObject {
 impl StoredObject {
     /// Encodes a node; the id is computed from the canonical body.
     pub fn encode(node: &Node) -> StoredObject {
-        let body = canonical::encode_body(&node.body);
-        let id = canonical::node_id_of_bytes(&body);
-        let meta = postcard::to_stdvec(&node.meta).expect("postcard encoding to a Vec cannot fail");
-        let mut bytes = Vec::with_capacity(5 + body.len() + meta.len());
+        let b = &node.body;
+        StoredObject::encode_parts(b.parent.as_ref(), b.role, &b.model, &b.blocks, &node.meta)
+    }
+
+    /// Encodes a node given by its parts, writing the body straight into the object buffer.
+    pub fn encode_parts(
+        parent: Option<&NodeId>,
+        role: Role,
+        model: &str,
+        blocks: &[ContentBlock],
+        meta: &NodeMeta,
+    ) -> StoredObject {
+        let mut bytes = Vec::with_capacity(256);
         bytes.push(OBJECT_FORMAT);
-        bytes.extend_from_slice(&(body.len() as u32).to_le_bytes());
-        bytes.extend_from_slice(&body);
-        bytes.extend_from_slice(&meta);
+        bytes.extend_from_slice(&[0; 4]);
+        canonical::encode_body_into(&mut bytes, parent, role, model, blocks);
+        let body_len = bytes.len() - 5;
+        bytes[1..5].copy_from_slice(&(body_len as u32).to_le_bytes());
+        let id = canonical::node_id_of_bytes(&bytes[5..]);
+        bytes.extend(postcard::to_stdvec(meta).expect("postcard encoding to a Vec cannot fail"));
         StoredObject { id, bytes }
     }
 

@@ -52,6 +52,14 @@ impl TeamChain {
         for next in iter {
             chain.apply(next)?;
         }
+        if let Some(fork) = &fork {
+            let base = chain
+                .versions
+                .get(fork.base as usize)
+                .filter(|_| (fork.base as usize) + 1 < chain.versions.len())
+                .ok_or_else(|| ManifestError::Malformed(format!("fork record names base version {} this chain cannot fork at", fork.base)))?;
+            verify_successor(base, &fork.theirs)?;
+        }
         chain.fork = fork;
         Ok(chain)
     }
@@ -74,8 +82,26 @@ impl TeamChain {
         self.fork.as_ref()
     }
 
+    /// Members who left (or were removed) while the current key epoch was in force: they may
+    /// hold its key, so nothing new may be sealed to it until someone rotates. Empty when the
+    /// current key is known only to current members.
+    pub fn rotation_owed(&self) -> Vec<crate::manifest::Member> {
+        let head = &self.head().manifest;
+        let since = self.versions.iter().position(|v| v.manifest.epoch == head.epoch).unwrap_or(0);
+        let mut gone: Vec<crate::manifest::Member> = Vec::new();
+        for v in &self.versions[since..] {
+            for m in &v.manifest.members {
+                if head.member(&m.id).is_none() && !gone.iter().any(|g| g.id == m.id) {
+                    gone.push(m.clone());
+                }
+            }
+        }
+        gone
+    }
+
     /// Applies `next` (see the module comment for the rules).
     pub fn apply(&mut self, next: SignedManifest) -> Result<Applied, ManifestError> {
+        next.manifest.check_shape()?;
         let team = self.team_id();
         let found = next.manifest.team_id();
         if found != team {

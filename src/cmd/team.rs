@@ -64,6 +64,18 @@ pub enum TeamCommand {
         #[arg(long)]
         team: Option<String>,
     },
+    /// Start a new key epoch for the current members (after someone left).
+    Rotate {
+        #[arg(long)]
+        team: Option<String>,
+    },
+    /// As an owner: end a fork by continuing one side.
+    Resolve {
+        #[arg(long, value_parser = ["ours", "theirs"])]
+        keep: String,
+        #[arg(long)]
+        team: Option<String>,
+    },
     /// Change a member's role.
     Promote {
         member: String,
@@ -219,7 +231,20 @@ pub fn run(command: TeamCommand) -> anyhow::Result<ExitCode> {
             let mut chain = teams::resolve(&store, team.as_deref())?;
             let name = chain.head().manifest.name.clone();
             teams::leave(&store, &me, &mut chain, now)?;
-            println!("left team \"{name}\"; its key rotated to epoch {}", chain.head().manifest.epoch);
+            println!("left team \"{name}\"; the remaining members rotate its key before sharing anything new");
+        }
+        TeamCommand::Rotate { team } => {
+            let me = identity(&home)?;
+            let mut chain = teams::resolve(&store, team.as_deref())?;
+            teams::rotate(&store, &me, &mut chain, now)?;
+            println!("team key rotated to epoch {}", chain.head().manifest.epoch);
+        }
+        TeamCommand::Resolve { keep, team } => {
+            let me = identity(&home)?;
+            let mut chain = teams::resolve(&store, team.as_deref())?;
+            let side = if keep == "ours" { teams::Side::Ours } else { teams::Side::Theirs };
+            teams::resolve_fork(&store, &me, &mut chain, side, now)?;
+            println!("fork resolved: the team continues at version {}", chain.head().manifest.version);
         }
         TeamCommand::Promote { member, role, team } => {
             let me = identity(&home)?;
@@ -301,7 +326,8 @@ fn join_cmd(home: &Home, store: &tapes::store::Store, args: JoinArgs, now: i64) 
     let code = args.code.unwrap_or_default();
     let (invite, request) = teams::join_request(&me, &code, now)?;
     let out = args.out.unwrap_or_else(|| PathBuf::from(format!("join-{}.request", invite.team.short())));
-    std::fs::write(&out, join::encode(&request)).with_context(|| format!("writing {}", out.display()))?;
+    // The request carries the invite secret: 0600 like every other secret file.
+    write_private(&out, &join::encode(&request)).with_context(|| format!("writing {}", out.display()))?;
     let key = pending_key(&invite.team);
     let current = store.storage().get_ref(&key)?;
     store.storage().update_refs(&[RefUpdate { key, expected: current, new: Some(invite.team_name.clone().into_bytes()) }])?;
@@ -310,4 +336,22 @@ fn join_cmd(home: &Home, store: &tapes::store::Store, args: JoinArgs, now: i64) 
     println!("send it to the inviter ({}); they run `tapes team accept {}`", invite.inviter.short(), out.display());
     println!("then finish with `tapes team join --answer <answer file>`");
     Ok(ExitCode::SUCCESS)
+}
+
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        options.mode(0o600);
+        // An existing file keeps its mode on open; make sure it is private before writing.
+        if path.exists() {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        }
+    }
+    let mut file = options.open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
 }

@@ -13,7 +13,9 @@ use crate::ingest::{ingest, Incoming, IngestReport};
 use crate::store::{Store, StoreError};
 
 /// Nodes gathered before a batch is committed.
-pub const BATCH_NODES: usize = 50_000;
+/// Sorting this many objects by id before inserting keeps sled's writes local (measured:
+/// 1M nodes in ~5 s with 200k windows against ~10 s with 50k).
+pub const BATCH_NODES: usize = 200_000;
 
 /// What became of one file.
 #[derive(Debug)]

@@ -41,9 +41,10 @@ pub trait Storage: Send + Sync {
 
     fn contains_object(&self, id: &NodeId) -> Result<bool, StorageError>;
 
-    /// Stores a batch of already verified objects atomically (all or none) and returns how many
-    /// were new. Objects already present are left as they are: ids are content hashes.
-    /// Not durable until [`Storage::flush`].
+    /// Stores a batch of already verified objects and returns how many were new. Objects
+    /// already present are left as they are: ids are content hashes. Not durable (and not
+    /// necessarily all present after a crash) until [`Storage::flush`] returns, which is why
+    /// refs to them are written only after it.
     fn put_objects(&self, objects: &[StoredObject]) -> Result<usize, StorageError>;
 
     /// Every object, in id order. Used by fsck and by reconciliation.
