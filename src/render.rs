@@ -6,7 +6,8 @@ use std::fmt::Write as _;
 
 use chrono::{TimeZone, Utc};
 use serde_json::{json, Value};
-use tapes_protocol::{ContentBlock, ImageSource, Node, NodeId, SessionId, ToolResultPart};
+use tapes_protocol::node::tool_result_text;
+use tapes_protocol::{ContentBlock, ImageSource, Node, NodeId, SessionId};
 
 use crate::session::SessionRecord;
 
@@ -174,14 +175,7 @@ fn render_block(out: &mut String, block: &ContentBlock) {
             let _ = writeln!(out, "  ▸ {name} {}", cut(input, 160));
         }
         ContentBlock::ToolResult { is_error, content, .. } => {
-            let text: Vec<&str> = content
-                .iter()
-                .filter_map(|p| match p {
-                    ToolResultPart::Text { text } => Some(text.as_str()),
-                    ToolResultPart::Image { .. } => None,
-                })
-                .collect();
-            let joined = text.join("\n");
+            let joined = tool_result_text(content);
             let lines = joined.lines().count();
             let status = if *is_error { "error" } else { "ok" };
             let _ = writeln!(out, "  ◂ {status} ({lines} lines) {}", cut(&joined, 160));

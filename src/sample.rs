@@ -220,14 +220,8 @@ fn claude_block(block: &ContentBlock) -> serde_json::Value {
             json!({ "type": "tool_use", "id": id, "name": name, "input": input })
         }
         ContentBlock::ToolResult { tool_use_id, is_error, content } => {
-            let text: Vec<&str> = content
-                .iter()
-                .filter_map(|p| match p {
-                    ToolResultPart::Text { text } => Some(text.as_str()),
-                    ToolResultPart::Image { .. } => None,
-                })
-                .collect();
-            json!({ "type": "tool_result", "tool_use_id": tool_use_id, "is_error": is_error, "content": text.join("\n") })
+            let text = tapes_protocol::node::tool_result_text(content);
+            json!({ "type": "tool_result", "tool_use_id": tool_use_id, "is_error": is_error, "content": text })
         }
         ContentBlock::Image { media_type, .. } => json!({ "type": "text", "text": format!("[image {media_type}]") }),
         ContentBlock::Other { json, .. } => serde_json::from_str(json).unwrap_or(serde_json::Value::Null),

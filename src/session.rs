@@ -63,11 +63,8 @@ impl SessionSummary {
             self.started_ms = Some(self.started_ms.map_or(t, |v| v.min(t)));
             self.ended_ms = Some(self.ended_ms.map_or(t, |v| v.max(t)));
         }
-        if let Some(u) = &meta.usage {
-            self.usage.input_tokens += u.input_tokens;
-            self.usage.output_tokens += u.output_tokens;
-            self.usage.cache_read_tokens += u.cache_read_tokens;
-            self.usage.cache_write_tokens += u.cache_write_tokens;
+        if let Some(u) = meta.usage {
+            self.usage += u;
         }
         if role == Role::Assistant && !model.is_empty() {
             self.model = model.to_string();

@@ -145,6 +145,27 @@ impl Usage {
     }
 }
 
+impl std::ops::AddAssign for Usage {
+    fn add_assign(&mut self, other: Usage) {
+        self.input_tokens += other.input_tokens;
+        self.output_tokens += other.output_tokens;
+        self.cache_read_tokens += other.cache_read_tokens;
+        self.cache_write_tokens += other.cache_write_tokens;
+    }
+}
+
+/// The text parts of a tool result joined by newlines (images left out).
+pub fn tool_result_text(content: &[ToolResultPart]) -> String {
+    let texts: Vec<&str> = content
+        .iter()
+        .filter_map(|p| match p {
+            ToolResultPart::Text { text } => Some(text.as_str()),
+            ToolResultPart::Image { .. } => None,
+        })
+        .collect();
+    texts.join("\n")
+}
+
 /// Unhashed observations about a node. Field order is part of the stored format (postcard,
 /// which is not self-describing: never add `skip_serializing_if` here).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -195,11 +216,7 @@ impl NodeBody {
                 ContentBlock::Text { text } | ContentBlock::Thinking { text, .. } => text,
                 ContentBlock::ToolUse { input, .. } => input,
                 ContentBlock::ToolResult { content, .. } => {
-                    for part in content {
-                        if let ToolResultPart::Text { text } = part {
-                            push_line(&mut out, text);
-                        }
-                    }
+                    push_line(&mut out, &tool_result_text(content));
                     continue;
                 }
                 ContentBlock::Image { .. } | ContentBlock::Other { .. } => continue,
