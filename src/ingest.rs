@@ -11,7 +11,7 @@ use std::collections::HashSet;
 use tapes_protocol::{Node, NodeBody, NodeId, SessionId, StoredObject};
 
 use crate::import::ParsedSession;
-use crate::session::{session_ref_key, SessionRecord, SessionSource, SessionSummary};
+use crate::session::{session_ref_key, Lineage, SessionRecord, SessionSource, SessionSummary, Visibility};
 use crate::storage::{RefUpdate, StorageError};
 use crate::store::{Store, StoreError};
 
@@ -129,6 +129,7 @@ fn plan(store: &Store, incoming: &[Incoming], now_ms: i64) -> Result<Plan, Store
     let mut seen: HashSet<NodeId> = HashSet::new();
     let mut refs = Vec::new();
     let mut report = IngestReport::default();
+    let owner = store.local_owner()?;
     // Hashing and encoding are the CPU-bound part; spread them over the cores, keep the store
     // reads and the bookkeeping below sequential and in input order.
     let chains = build_chains_parallel(incoming);
@@ -175,6 +176,14 @@ fn plan(store: &Store, incoming: &[Incoming], now_ms: i64) -> Result<Plan, Store
             summary,
             created_ms: existing.as_ref().map_or(now_ms, |r| r.created_ms),
             updated_ms: now_ms,
+            // What the user set on the session (sharing, tags, notes) survives a re-import.
+            owner: existing.as_ref().map_or(owner, |r| r.owner),
+            visibility: existing.as_ref().map_or(Visibility::Private, |r| r.visibility),
+            tags: existing.as_ref().map(|r| r.tags.clone()).unwrap_or_default(),
+            description: existing.as_ref().and_then(|r| r.description.clone()),
+            note: existing.as_ref().and_then(|r| r.note.clone()),
+            expires_ms: existing.as_ref().and_then(|r| r.expires_ms),
+            lineage: existing.as_ref().map_or(Lineage::original(id), |r| r.lineage),
         };
         let kind = if existing.is_some() { Outcome::Updated } else { Outcome::Created };
         refs.push(RefUpdate { key: session_ref_key(&id), expected: existing_raw, new: Some(record.encode()) });

@@ -115,6 +115,19 @@ pub fn session_json(id: &SessionId, r: &SessionRecord) -> Value {
         "messages": s.messages,
         "usage": s.usage,
         "first_prompt": s.first_prompt,
+        "owner": r.owner.map(|o| o.to_hex()),
+        "visibility": r.visibility.label(),
+        "team": match r.visibility { crate::session::Visibility::Team(t) => Some(t.to_hex()), _ => None },
+        "tags": r.tags,
+        "description": r.description,
+        "note": r.note,
+        "expires_ms": r.expires_ms,
+        "lineage": {
+            "root": r.lineage.root.to_hex(),
+            "parent": r.lineage.parent.map(|p| p.to_hex()),
+            "base_count": r.lineage.base_count,
+            "base_digest": r.lineage.base_digest.map(|d| d.to_hex()),
+        },
     })
 }
 

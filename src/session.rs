@@ -6,13 +6,13 @@
 //! derived from the chain; `tapes fsck` recomputes it and reports a mismatch.
 
 use serde::{Deserialize, Serialize};
-use tapes_protocol::{ContentBlock, Node, NodeId, NodeMeta, Role, SessionId, Usage};
+use tapes_protocol::{ContentBlock, MemberId, Node, NodeId, NodeMeta, Role, SessionId, TeamId, Usage};
 
 /// Prefix of session refs in the ref namespace.
 pub const SESSION_REF_PREFIX: &[u8] = b"session/";
 
 /// Version byte in front of every encoded record; bump when the layout changes.
-const RECORD_VERSION: u8 = 1;
+const RECORD_VERSION: u8 = 2;
 
 pub fn session_ref_key(id: &SessionId) -> Vec<u8> {
     let mut key = SESSION_REF_PREFIX.to_vec();
@@ -142,6 +142,50 @@ mod tests {
     }
 }
 
+/// Who may see a session.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Visibility {
+    /// Only its owner.
+    #[default]
+    Private,
+    /// Members of one team.
+    Team(TeamId),
+    /// Anyone with the id or link.
+    Public,
+}
+
+impl Visibility {
+    pub fn label(&self) -> &'static str {
+        match self {
+            Visibility::Private => "private",
+            Visibility::Team(_) => "team",
+            Visibility::Public => "public",
+        }
+    }
+}
+
+/// Where a session comes from in the branch/fork family (seed: rootId, parentId, baseCount,
+/// baseDigest). `base_digest` is the id of the last shared node: because node ids chain, it
+/// commits to the whole shared prefix, so comparing it is comparing the history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lineage {
+    /// The first session of the family (itself for an original).
+    pub root: SessionId,
+    /// The session this one was branched or forked from.
+    pub parent: Option<SessionId>,
+    /// How many nodes it shares with `parent`.
+    pub base_count: u64,
+    /// The id of the last shared node (`None` when nothing is shared).
+    pub base_digest: Option<NodeId>,
+}
+
+impl Lineage {
+    /// The lineage of a session that starts a family.
+    pub fn original(id: SessionId) -> Lineage {
+        Lineage { root: id, parent: None, base_count: 0, base_digest: None }
+    }
+}
+
 /// The value of a session ref.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionRecord {
@@ -153,6 +197,16 @@ pub struct SessionRecord {
     pub summary: SessionSummary,
     pub created_ms: i64,
     pub updated_ms: i64,
+    /// The identity that owns the session; `None` for sessions imported before `tapes init`,
+    /// which belong to this store's identity.
+    pub owner: Option<MemberId>,
+    pub visibility: Visibility,
+    pub tags: Vec<String>,
+    /// A longer description (the seed's `--summary`).
+    pub description: Option<String>,
+    pub note: Option<String>,
+    pub expires_ms: Option<i64>,
+    pub lineage: Lineage,
 }
 
 /// Why a ref record does not decode.

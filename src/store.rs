@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use tapes_protocol::{Node, NodeId, ObjectError, SessionId, StoredObject};
+use tapes_protocol::{MemberId, Node, NodeId, ObjectError, SessionId, StoredObject};
 
 use crate::session::{session_ref_key, RecordError, SessionRecord, SESSION_REF_PREFIX};
 use crate::storage::{RefUpdate, SledStorage, Storage, StorageError};
@@ -15,6 +15,7 @@ use crate::storage::{RefUpdate, SledStorage, Storage, StorageError};
 /// newer tapes and is refused rather than misread.
 pub const STORE_FORMAT: u32 = 1;
 const FORMAT_KEY: &str = "format";
+const OWNER_KEY: &str = "owner";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -71,6 +72,17 @@ impl Store {
                 Ok(())
             }
         }
+    }
+
+    /// The identity this store belongs to (set by `tapes init`); new sessions are owned by it.
+    pub fn local_owner(&self) -> Result<Option<MemberId>, StoreError> {
+        Ok(self.storage.get_setting(OWNER_KEY)?.and_then(|raw| MemberId::from_slice(&raw)))
+    }
+
+    pub fn set_local_owner(&self, owner: &MemberId) -> Result<(), StoreError> {
+        self.storage.set_setting(OWNER_KEY, owner.as_bytes())?;
+        self.storage.flush()?;
+        Ok(())
     }
 
     pub fn path(&self) -> &Path {
