@@ -10,6 +10,7 @@ pub mod fsck;
 pub mod home;
 pub mod identity;
 pub mod import;
+pub mod lineage;
 pub mod ingest;
 pub mod render;
 pub mod sample;

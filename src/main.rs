@@ -36,6 +36,10 @@ enum Command {
     Log(cmd::sessions::LogArgs),
     /// Verify every object hash, parent link and ref; exits non-zero on damage.
     Fsck(cmd::fsck::FsckArgs),
+    /// Branch your own session: a new session sharing its first N messages.
+    Branch(cmd::lineage::CopyArgs),
+    /// Fork someone else's visible session into a new session you own.
+    Fork(cmd::lineage::ForkArgs),
     /// Teams: create, invite, join, members, remove, leave, promote.
     #[command(subcommand)]
     Team(cmd::team::TeamCommand),
@@ -53,6 +57,8 @@ fn main() -> ExitCode {
         Command::Log(args) => cmd::sessions::log(args),
         Command::Fsck(args) => cmd::fsck::run(args),
         Command::Team(command) => cmd::team::run(command),
+        Command::Branch(args) => cmd::lineage::branch(args),
+        Command::Fork(args) => cmd::lineage::fork(args),
     };
     match result {
         Ok(code) => code,

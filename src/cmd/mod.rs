@@ -3,6 +3,7 @@
 pub mod fsck;
 pub mod import;
 pub mod init;
+pub mod lineage;
 pub mod sessions;
 pub mod team;
 
