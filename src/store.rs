@@ -107,9 +107,12 @@ impl Store {
     pub fn chain(&self, head: &NodeId) -> Result<Vec<(NodeId, Node)>, StoreError> {
         let mut out = Vec::new();
         let mut next = Some(*head);
-        let limit = self.storage.object_count() + 1;
+        // Verified nodes cannot form a cycle (that would take a BLAKE3 collision), but a
+        // damaged store should give an error, not a hang; a set is cheaper than counting the
+        // store (sled's `len` is a full scan).
+        let mut seen = std::collections::HashSet::new();
         while let Some(id) = next {
-            if out.len() > limit {
+            if !seen.insert(id) {
                 return Err(StoreError::Cycle(*head));
             }
             let node = self.node(&id)?;
