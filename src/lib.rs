@@ -12,6 +12,7 @@ pub mod identity;
 pub mod import;
 pub mod lineage;
 pub mod ingest;
+pub mod remote;
 pub mod render;
 pub mod sample;
 pub mod session;
@@ -19,6 +20,7 @@ pub mod storage;
 pub mod store;
 pub mod team_keys;
 pub mod teams;
+pub mod transfer;
 pub mod watch;
 
 pub use tapes_protocol as protocol;

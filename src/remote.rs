@@ -1,0 +1,134 @@
+//! Remotes: other stores that sessions are pushed to and pulled from.
+//!
+//! [`Remote`] is what push and pull need from the other side; [`PathRemote`] is another
+//! `TAPES_HOME` on this machine or a mounted disk (like a git path remote). The iroh peer and
+//! the relay implement the same trait later, so push and pull are written once.
+//!
+//! Pushing is compare-and-swap on the session's head (the seed's base digest): the remote
+//! moves its ref only if it still points where the pusher's history starts from. A stale pusher
+//! gets [`RemoteError::Conflict`] — the seed's 409 — and nothing is lost: its nodes are stored
+//! (content-addressed, harmless) and the winner's ref stays.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tapes_protocol::{NodeId, SessionId, StoredObject};
+
+use crate::session::{session_ref_key, SessionRecord};
+use crate::storage::{RefUpdate, StorageError};
+use crate::store::{Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    #[error("conflict: session {id} on the remote moved on (it is at {}, your base is {}); run `tapes pull {id}` to refresh your base, or `tapes branch`/`tapes fork` to keep your work as a new session", short(.current), short(.expected))]
+    Conflict { id: String, expected: Option<NodeId>, current: Option<NodeId> },
+    #[error("remote {name}: {source}")]
+    Store { name: String, source: StoreError },
+    #[error("remote {name} sent node {id}, which does not verify: {why}; nothing was stored")]
+    BadObject { name: String, id: NodeId, why: String },
+    #[error("remote {name} does not have node {id} of the session it lists; the remote store is damaged (`tapes fsck` there)")]
+    Missing { name: String, id: NodeId },
+}
+
+fn short(id: &Option<NodeId>) -> String {
+    id.map_or("nothing".into(), |i| i.short())
+}
+
+/// What push and pull need from the other side.
+pub trait Remote: Send + Sync {
+    fn name(&self) -> &str;
+
+    fn session(&self, id: &SessionId) -> Result<Option<SessionRecord>, RemoteError>;
+
+    /// The objects of the chain ending at `head` that `have` says are missing here, root first.
+    /// Stops walking at the first node `have` reports present (its ancestors are present too).
+    fn fetch_chain(&self, head: &NodeId, have: &mut dyn FnMut(&NodeId) -> bool) -> Result<Vec<StoredObject>, RemoteError>;
+
+    /// Stores `objects`, then sets session `id` to `record` if the remote's head for it is still
+    /// `expected` (`None`: the session must not exist there yet).
+    fn push(&self, id: &SessionId, expected: Option<&NodeId>, objects: &[StoredObject], record: &SessionRecord) -> Result<(), RemoteError>;
+}
+
+/// Another tapes home reachable as a path.
+pub struct PathRemote {
+    name: String,
+    store: Arc<Store>,
+}
+
+impl PathRemote {
+    /// Opens the store of the tapes home at `home` (its `store/` directory).
+    pub fn open(name: &str, home: &Path) -> Result<PathRemote, RemoteError> {
+        let store = Store::open(&home.join("store")).map_err(|source| RemoteError::Store { name: name.into(), source })?;
+        Ok(PathRemote { name: name.into(), store: Arc::new(store) })
+    }
+
+    pub fn path(&self) -> PathBuf {
+        self.store.path().to_path_buf()
+    }
+
+    fn err(&self, source: StoreError) -> RemoteError {
+        RemoteError::Store { name: self.name.clone(), source }
+    }
+}
+
+impl Remote for PathRemote {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn session(&self, id: &SessionId) -> Result<Option<SessionRecord>, RemoteError> {
+        self.store.session(id).map_err(|e| self.err(e))
+    }
+
+    fn fetch_chain(&self, head: &NodeId, have: &mut dyn FnMut(&NodeId) -> bool) -> Result<Vec<StoredObject>, RemoteError> {
+        let mut out = Vec::new();
+        let mut next = Some(*head);
+        while let Some(id) = next {
+            if have(&id) {
+                break;
+            }
+            let bytes = self
+                .store
+                .storage()
+                .get_object(&id)
+                .map_err(|e| self.err(e.into()))?
+                .ok_or_else(|| RemoteError::Missing { name: self.name.clone(), id })?;
+            next = StoredObject::parent_of(&bytes)
+                .map_err(|e| RemoteError::BadObject { name: self.name.clone(), id, why: e.to_string() })?;
+            out.push(StoredObject { id, bytes });
+        }
+        out.reverse();
+        Ok(out)
+    }
+
+    fn push(&self, id: &SessionId, expected: Option<&NodeId>, objects: &[StoredObject], record: &SessionRecord) -> Result<(), RemoteError> {
+        // The remote verifies what it is given, as any peer would.
+        for object in objects {
+            StoredObject::verify(&object.id, &object.bytes)
+                .map_err(|e| RemoteError::BadObject { name: "(pushed)".into(), id: object.id, why: e.to_string() })?;
+        }
+        let conflict = |current: Option<NodeId>| RemoteError::Conflict { id: id.short(), expected: expected.copied(), current };
+        let raw = self.store.session_raw(id).map_err(|e| self.err(e))?;
+        let current = match &raw {
+            Some(bytes) => Some(
+                SessionRecord::decode(bytes)
+                    .map_err(|source| self.err(StoreError::BadRecord { id: id.to_hex(), source }))?
+                    .head,
+            ),
+            None => None,
+        };
+        if current.as_ref() != expected {
+            return Err(conflict(current));
+        }
+        let update = RefUpdate { key: session_ref_key(id), expected: raw, new: Some(record.encode()) };
+        match self.store.commit(objects, &[update]) {
+            Ok(_) => Ok(()),
+            // Someone else's push landed between our read and our write: same answer.
+            Err(StoreError::Storage(StorageError::Conflict { current, .. })) => {
+                let head = current.and_then(|bytes| SessionRecord::decode(&bytes).ok()).map(|r| r.head);
+                Err(conflict(head))
+            }
+            Err(e) => Err(self.err(e)),
+        }
+    }
+}

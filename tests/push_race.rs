@@ -1,0 +1,132 @@
+//! Pull and push against a path remote, and 32 writers racing one push from the same base:
+//! exactly one wins, every other gets the conflict with its hint, the remote history stays
+//! linear and no node of the winner is lost.
+
+use std::sync::Arc;
+
+use tapes::ingest::{ingest, Incoming};
+use tapes::protocol::{ContentBlock, MemberId, Node, NodeBody, NodeMeta, Role, SessionId, StoredObject};
+use tapes::remote::{PathRemote, Remote, RemoteError};
+use tapes::sample::{self, Shape};
+use tapes::store::Store;
+use tapes::transfer::{self, TransferError};
+
+const ME: MemberId = MemberId([7; 32]);
+
+/// A remote home holding one session owned by `ME`; returns its dir and the session id.
+fn remote_with_session() -> (tempfile::TempDir, SessionId) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("store")).unwrap();
+    store.set_local_owner(&ME).unwrap();
+    let report = ingest(&store, &[Incoming { session: sample::session(3, 0, Shape::default()), path: String::new() }], 0).unwrap();
+    (dir, report.sessions[0].id)
+}
+
+fn local() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("store")).unwrap();
+    store.set_local_owner(&ME).unwrap();
+    (dir, store)
+}
+
+fn reply(parent: tapes::protocol::NodeId, text: &str) -> StoredObject {
+    StoredObject::encode(&Node {
+        body: NodeBody { parent: Some(parent), role: Role::User, model: String::new(), blocks: vec![ContentBlock::text(text)] },
+        meta: NodeMeta::default(),
+    })
+}
+
+#[test]
+fn pull_then_push_appends_only_the_delta() {
+    let (remote_dir, id) = remote_with_session();
+    let remote = PathRemote::open("origin", remote_dir.path()).unwrap();
+    let (_dir, store) = local();
+    let pulled = transfer::pull(&store, &remote, &id).unwrap();
+    assert_eq!((pulled.new_nodes, pulled.count), (10, 10));
+    let base = pulled.record.head;
+
+    // Continue the session locally by one message.
+    let next = reply(base, "and now add a test for it");
+    let mut record = pulled.record.clone();
+    record.head = next.id;
+    record.summary.messages += 1;
+    let raw = store.session_raw(&id).unwrap();
+    store
+        .commit(&[next.clone()], &[tapes::storage::RefUpdate { key: tapes::session::session_ref_key(&id), expected: raw, new: Some(record.encode()) }])
+        .unwrap();
+
+    let pushed = transfer::push(&store, &remote, &id, Some(&base)).unwrap();
+    assert_eq!(pushed.nodes, 1, "only the node after the base travels");
+    assert_eq!(remote.session(&id).unwrap().unwrap().head, next.id);
+
+    // Pushing again from the old base is the seed's 409.
+    let err = transfer::push(&store, &remote, &id, Some(&base)).unwrap_err();
+    assert!(matches!(err, TransferError::Remote(RemoteError::Conflict { .. })), "{err}");
+    let text = err.to_string();
+    assert!(text.contains("tapes pull") && text.contains("tapes branch"), "{text}");
+}
+
+#[test]
+fn pulling_someone_elses_session_is_not_found() {
+    let (remote_dir, id) = remote_with_session();
+    let remote = PathRemote::open("origin", remote_dir.path()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("store")).unwrap();
+    store.set_local_owner(&MemberId([9; 32])).unwrap();
+    let err = transfer::pull(&store, &remote, &id).unwrap_err();
+    assert_eq!(err.to_string(), "Session not found.");
+    assert!(store.sessions().unwrap().is_empty(), "nothing was stored");
+    let missing = transfer::pull(&store, &remote, &SessionId([1; 16])).unwrap_err();
+    assert_eq!(missing.to_string(), "Session not found.");
+}
+
+#[test]
+fn thirty_two_writers_race_one_push_and_exactly_one_wins() {
+    let (remote_dir, id) = remote_with_session();
+    let remote = Arc::new(PathRemote::open("origin", remote_dir.path()).unwrap());
+    let start = remote.session(&id).unwrap().unwrap();
+    let base = start.head;
+
+    let results: Vec<(StoredObject, Result<(), RemoteError>)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..32)
+            .map(|i| {
+                let remote = remote.clone();
+                let start = start.clone();
+                scope.spawn(move || {
+                    let node = reply(base, &format!("writer {i} continues"));
+                    let mut record = start.clone();
+                    record.head = node.id;
+                    record.summary.messages += 1;
+                    let result = remote.push(&id, Some(&base), std::slice::from_ref(&node), &record);
+                    (node, result)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+
+    let winners: Vec<&StoredObject> = results.iter().filter(|(_, r)| r.is_ok()).map(|(n, _)| n).collect();
+    assert_eq!(winners.len(), 1, "exactly one push wins");
+    let winner = winners[0];
+    for (node, result) in &results {
+        if let Err(e) = result {
+            match e {
+                RemoteError::Conflict { current, expected, .. } => {
+                    assert_eq!(*expected, Some(base));
+                    // Losers raced either before the write (they see the winner) or inside it.
+                    assert_eq!(*current, Some(winner.id), "loser {} was told the wrong head", node.id.short());
+                }
+                other => panic!("a loser got {other} instead of a conflict"),
+            }
+            assert!(e.to_string().contains("tapes pull"), "{e}");
+        }
+    }
+    // The remote's history is linear: base, then the winner's node; nothing of it is missing.
+    let head = remote.session(&id).unwrap().unwrap().head;
+    assert_eq!(head, winner.id);
+    let mut have = |_: &tapes::protocol::NodeId| false;
+    let chain = remote.fetch_chain(&head, &mut have).unwrap();
+    assert_eq!(chain.len(), 11);
+    assert_eq!(chain[10].id, winner.id);
+    assert_eq!(chain[9].id, base);
+}
