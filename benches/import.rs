@@ -17,7 +17,10 @@ use tapes::store::Store;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
     let args: Vec<String> = std::env::args().collect();
     let nodes: usize = flag(&args, "--nodes").unwrap_or(1_000_000);
     let jsonl = args.iter().any(|a| a == "--jsonl");
@@ -27,7 +30,10 @@ fn main() {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = Store::open(&dir.path().join("store")).expect("open store");
 
-    println!("import benchmark: {sessions} sessions x {per_session} nodes = {} nodes", sessions * per_session);
+    println!(
+        "import benchmark: {sessions} sessions x {per_session} nodes = {} nodes",
+        sessions * per_session
+    );
     let started = Instant::now();
     let report = if jsonl {
         let src = dir.path().join("transcripts");
@@ -38,17 +44,32 @@ fn main() {
             bytes += text.len();
             std::fs::write(src.join(format!("s{i:07}.jsonl")), text).expect("write transcript");
         }
-        println!("wrote {} of Claude Code JSONL in {:.2?}", human(bytes), started.elapsed());
+        println!(
+            "wrote {} of Claude Code JSONL in {:.2?}",
+            human(bytes),
+            started.elapsed()
+        );
         let started = Instant::now();
         let summary = import_paths(&store, &[src], tapes::now_ms(), |_| {}).expect("import");
-        print_rate("import from JSONL", summary.report.new_nodes, summary.report.bytes, started.elapsed().as_secs_f64());
+        print_rate(
+            "import from JSONL",
+            summary.report.new_nodes,
+            summary.report.bytes,
+            started.elapsed().as_secs_f64(),
+        );
         summary.report
     } else {
         let generated = Instant::now();
         let sessions: Vec<Incoming> = (0..sessions)
-            .map(|i| Incoming { session: sample::session(7, i, shape), path: String::new() })
+            .map(|i| Incoming {
+                session: sample::session(7, i, shape),
+                path: String::new(),
+            })
             .collect();
-        println!("generated in {:.2?} (not counted below)", generated.elapsed());
+        println!(
+            "generated in {:.2?} (not counted below)",
+            generated.elapsed()
+        );
         let started = Instant::now();
         let mut total = tapes::ingest::IngestReport::default();
         let mut from = 0;
@@ -62,12 +83,22 @@ fn main() {
             total.merge(ingest(&store, &sessions[from..to], tapes::now_ms()).expect("ingest"));
             from = to;
         }
-        print_rate("ingest (chain + hash + encode + store + flush)", total.new_nodes, total.bytes, started.elapsed().as_secs_f64());
+        print_rate(
+            "ingest (chain + hash + encode + store + flush)",
+            total.new_nodes,
+            total.bytes,
+            started.elapsed().as_secs_f64(),
+        );
         total
     };
     store.storage().flush().expect("flush");
     let on_disk = store.storage().size_on_disk().expect("size");
-    println!("store: {} objects, {} sessions, {} on disk", store.storage().object_count(), report.sessions.len(), human(on_disk as usize));
+    println!(
+        "store: {} objects, {} sessions, {} on disk",
+        store.storage().object_count(),
+        report.sessions.len(),
+        human(on_disk as usize)
+    );
 }
 
 fn print_rate(what: &str, nodes: usize, bytes: usize, secs: f64) {

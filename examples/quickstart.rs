@@ -27,9 +27,15 @@ fn main() -> anyhow::Result<()> {
     let home = Home::at(dir.path().join("tapes-home"));
     home.ensure()?;
 
-    let identity = Identity::generate(Profile { name: "alice".into(), email: None })?;
+    let identity = Identity::generate(Profile {
+        name: "alice".into(),
+        email: None,
+    })?;
     identity.save(&home)?;
-    println!("1. tapes init: node id {} (keys in 0600 files)", &identity.node_id_hex()[..16]);
+    println!(
+        "1. tapes init: node id {} (keys in 0600 files)",
+        &identity.node_id_hex()[..16]
+    );
 
     let projects = dir.path().join("claude-projects");
     let shape = Shape::default();
@@ -38,9 +44,15 @@ fn main() -> anyhow::Result<()> {
         let project = session.messages[0].meta.project.clone().unwrap_or_default();
         let folder = projects.join(format!("-home-dev-src-{project}"));
         std::fs::create_dir_all(&folder)?;
-        std::fs::write(folder.join(format!("{}.jsonl", session.source_id)), sample::claude_jsonl(&session))?;
+        std::fs::write(
+            folder.join(format!("{}.jsonl", session.source_id)),
+            sample::claude_jsonl(&session),
+        )?;
     }
-    println!("2. generated {sessions} Claude Code transcripts under {}", projects.display());
+    println!(
+        "2. generated {sessions} Claude Code transcripts under {}",
+        projects.display()
+    );
 
     let store = Store::open(&home.store_dir())?;
     let started = Instant::now();
@@ -61,13 +73,28 @@ fn main() -> anyhow::Result<()> {
     );
 
     // The agent keeps working in session 0: its transcript grows by two rounds.
-    let grown = sample::session(2026, 0, Shape { tool_rounds: shape.tool_rounds + 2, ..shape });
+    let grown = sample::session(
+        2026,
+        0,
+        Shape {
+            tool_rounds: shape.tool_rounds + 2,
+            ..shape
+        },
+    );
     let mut original = sample::session(2026, 0, shape);
     let keep = original.messages.len() - 1;
     original.messages.truncate(keep);
-    original.messages.extend(grown.messages[keep..].iter().cloned());
-    let project = original.messages[0].meta.project.clone().unwrap_or_default();
-    let path = projects.join(format!("-home-dev-src-{project}")).join(format!("{}.jsonl", original.source_id));
+    original
+        .messages
+        .extend(grown.messages[keep..].iter().cloned());
+    let project = original.messages[0]
+        .meta
+        .project
+        .clone()
+        .unwrap_or_default();
+    let path = projects
+        .join(format!("-home-dev-src-{project}"))
+        .join(format!("{}.jsonl", original.source_id));
     std::fs::write(&path, sample::claude_jsonl(&original))?;
     let third = import_paths(&store, &[projects], tapes::now_ms(), |_| {})?;
     println!(
@@ -84,7 +111,9 @@ fn main() -> anyhow::Result<()> {
     }
 
     let id = SessionId::derive("claude", &original.source_id);
-    let record = store.session(&id)?.ok_or_else(|| anyhow::anyhow!("session {id} vanished"))?;
+    let record = store
+        .session(&id)?
+        .ok_or_else(|| anyhow::anyhow!("session {id} vanished"))?;
     let chain = store.chain(&record.head)?;
     println!("7. tapes show {} (first 12 lines):", id.short());
     for line in render::transcript(&id, &record, &chain).lines().take(12) {

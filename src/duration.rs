@@ -3,18 +3,27 @@
 /// Milliseconds in `text`, or an error that shows the accepted forms.
 pub fn parse_duration_ms(text: &str) -> Result<i64, String> {
     let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let n: i64 = number.parse().map_err(|_| format!("`{text}` is not a duration; use e.g. 30m, 12h, 7d, 2w"))?;
+    let n: i64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration; use e.g. 30m, 12h, 7d, 2w"))?;
     let unit_ms: i64 = match unit {
         "s" => 1_000,
         "m" => 60_000,
         "h" => 3_600_000,
         "d" | "" => 86_400_000,
         "w" => 7 * 86_400_000,
-        _ => return Err(format!("`{text}` has an unknown unit `{unit}`; use s, m, h, d or w")),
+        _ => {
+            return Err(format!(
+                "`{text}` has an unknown unit `{unit}`; use s, m, h, d or w"
+            ))
+        }
     };
-    n.checked_mul(unit_ms).ok_or_else(|| format!("`{text}` is too long"))
+    n.checked_mul(unit_ms)
+        .ok_or_else(|| format!("`{text}` is too long"))
 }
 
 #[cfg(test)]

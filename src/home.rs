@@ -12,7 +12,10 @@ pub enum HomeError {
     #[error("cannot find a home directory for ~/.tapes; set TAPES_HOME to where tapes should keep its data")]
     NoHome,
     #[error("cannot create {path}: {source}")]
-    Create { path: PathBuf, source: std::io::Error },
+    Create {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -26,7 +29,9 @@ impl Home {
         if let Some(dir) = std::env::var_os("TAPES_HOME").filter(|v| !v.is_empty()) {
             return Ok(Home::at(PathBuf::from(dir)));
         }
-        let home = std::env::var_os("HOME").filter(|v| !v.is_empty()).ok_or(HomeError::NoHome)?;
+        let home = std::env::var_os("HOME")
+            .filter(|v| !v.is_empty())
+            .ok_or(HomeError::NoHome)?;
         Ok(Home::at(PathBuf::from(home).join(".tapes")))
     }
 
@@ -61,5 +66,8 @@ pub fn create_private_dir(path: &Path) -> Result<(), HomeError> {
         use std::os::unix::fs::DirBuilderExt;
         builder.mode(0o700);
     }
-    builder.create(path).map_err(|source| HomeError::Create { path: path.to_path_buf(), source })
+    builder.create(path).map_err(|source| HomeError::Create {
+        path: path.to_path_buf(),
+        source,
+    })
 }

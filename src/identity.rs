@@ -19,7 +19,8 @@ use crate::home::{create_private_dir, Home, HomeError};
 const NODE_KEY_FILE: &str = "node.key";
 const AGE_KEY_FILE: &str = "age.key";
 const PROFILE_FILE: &str = "profile.json";
-const NODE_KEY_HEADER: &str = "# tapes node key (ed25519 secret seed, hex). Keep this file private.";
+const NODE_KEY_HEADER: &str =
+    "# tapes node key (ed25519 secret seed, hex). Keep this file private.";
 
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
@@ -30,7 +31,10 @@ pub enum IdentityError {
     #[error("{path}: {what}; the file is damaged; restore it from a backup or run `tapes init` in a fresh TAPES_HOME")]
     Malformed { path: PathBuf, what: &'static str },
     #[error("cannot read or write {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot gather randomness for a new key: {0}")]
     Random(String),
     #[error(transparent)]
@@ -68,7 +72,11 @@ impl Identity {
         getrandom::fill(&mut seed).map_err(|e| IdentityError::Random(e.to_string()))?;
         let signing = SigningKey::from_bytes(&seed);
         seed.fill(0);
-        Ok(Identity { signing, age: age::x25519::Identity::generate(), profile })
+        Ok(Identity {
+            signing,
+            age: age::x25519::Identity::generate(),
+            profile,
+        })
     }
 
     pub fn verifying_key(&self) -> VerifyingKey {
@@ -103,7 +111,10 @@ impl Identity {
             return Err(IdentityError::Exists(dir));
         }
         create_private_dir(&dir)?;
-        let node_key = format!("{NODE_KEY_HEADER}\n{}\n", hex::encode(self.signing.to_bytes()));
+        let node_key = format!(
+            "{NODE_KEY_HEADER}\n{}\n",
+            hex::encode(self.signing.to_bytes())
+        );
         write_secret(&dir.join(NODE_KEY_FILE), node_key.as_bytes())?;
         let created = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         let age_key = format!(
@@ -132,7 +143,10 @@ impl Identity {
         let seed = hex::decode(seed_hex)
             .ok()
             .and_then(|b| <[u8; 32]>::try_from(b).ok())
-            .ok_or(IdentityError::Malformed { path: node_path.clone(), what: "the key is not 64 hex digits" })?;
+            .ok_or(IdentityError::Malformed {
+                path: node_path.clone(),
+                what: "the key is not 64 hex digits",
+            })?;
         let signing = SigningKey::from_bytes(&seed);
 
         let age_path = dir.join(AGE_KEY_FILE);
@@ -140,26 +154,45 @@ impl Identity {
         let age_text = read(&age_path)?;
         let age = key_line(&age_text)
             .and_then(|line| line.parse::<age::x25519::Identity>().ok())
-            .ok_or(IdentityError::Malformed { path: age_path, what: "no valid AGE-SECRET-KEY line" })?;
+            .ok_or(IdentityError::Malformed {
+                path: age_path,
+                what: "no valid AGE-SECRET-KEY line",
+            })?;
 
         let profile_path = dir.join(PROFILE_FILE);
         let profile = match std::fs::read(&profile_path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|_| IdentityError::Malformed { path: profile_path, what: "profile is not valid JSON" })?,
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|_| IdentityError::Malformed {
+                path: profile_path,
+                what: "profile is not valid JSON",
+            })?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Profile::default(),
-            Err(source) => return Err(IdentityError::Io { path: profile_path, source }),
+            Err(source) => {
+                return Err(IdentityError::Io {
+                    path: profile_path,
+                    source,
+                })
+            }
         };
-        Ok(Identity { signing, age, profile })
+        Ok(Identity {
+            signing,
+            age,
+            profile,
+        })
     }
 }
 
 /// The first line that is not a comment.
 fn key_line(text: &str) -> Option<&str> {
-    text.lines().map(str::trim).find(|l| !l.is_empty() && !l.starts_with('#'))
+    text.lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with('#'))
 }
 
 fn read(path: &Path) -> Result<String, IdentityError> {
-    std::fs::read_to_string(path).map_err(|source| IdentityError::Io { path: path.to_path_buf(), source })
+    std::fs::read_to_string(path).map_err(|source| IdentityError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Writes a secret file: created 0600 from the start (never briefly world-readable), fsynced.
@@ -168,7 +201,10 @@ pub fn write_secret(path: &Path, bytes: &[u8]) -> Result<(), IdentityError> {
 }
 
 fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), IdentityError> {
-    let io = |source| IdentityError::Io { path: path.to_path_buf(), source };
+    let io = |source| IdentityError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
@@ -204,16 +240,26 @@ mod tests {
     fn saves_0600_and_loads_the_same_keys() {
         let dir = tempfile::tempdir().unwrap();
         let home = Home::at(dir.path());
-        let id = Identity::generate(Profile { name: "alice".into(), email: None }).unwrap();
+        let id = Identity::generate(Profile {
+            name: "alice".into(),
+            email: None,
+        })
+        .unwrap();
         id.save(&home).unwrap();
         let loaded = Identity::load(&home).unwrap();
         assert_eq!(loaded.node_id_hex(), id.node_id_hex());
-        assert_eq!(loaded.age_recipient().to_string(), id.age_recipient().to_string());
+        assert_eq!(
+            loaded.age_recipient().to_string(),
+            id.age_recipient().to_string()
+        );
         assert_eq!(loaded.profile.name, "alice");
         #[cfg(unix)]
         for file in [NODE_KEY_FILE, AGE_KEY_FILE] {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(home.identity_dir().join(file)).unwrap().permissions().mode();
+            let mode = std::fs::metadata(home.identity_dir().join(file))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600, "{file}");
         }
         assert!(matches!(id.save(&home), Err(IdentityError::Exists(_))));

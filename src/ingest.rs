@@ -11,7 +11,9 @@ use std::collections::HashSet;
 use tapes_protocol::{Node, NodeBody, NodeId, SessionId, StoredObject};
 
 use crate::import::ParsedSession;
-use crate::session::{session_ref_key, Lineage, SessionRecord, SessionSource, SessionSummary, Visibility};
+use crate::session::{
+    session_ref_key, Lineage, SessionRecord, SessionSource, SessionSummary, Visibility,
+};
 use crate::storage::{RefUpdate, StorageError};
 use crate::store::{Store, StoreError};
 
@@ -44,7 +46,10 @@ pub struct IngestReport {
 
 impl IngestReport {
     pub fn count(&self, outcome: Outcome) -> usize {
-        self.sessions.iter().filter(|s| s.outcome == outcome).count()
+        self.sessions
+            .iter()
+            .filter(|s| s.outcome == outcome)
+            .count()
     }
 
     pub fn merge(&mut self, other: IngestReport) {
@@ -66,7 +71,8 @@ pub fn build_chain(session: &ParsedSession) -> Vec<StoredObject> {
     let mut parent: Option<NodeId> = None;
     let mut chain = Vec::with_capacity(session.messages.len());
     for m in &session.messages {
-        let object = StoredObject::encode_parts(parent.as_ref(), m.role, &m.model, &m.blocks, &m.meta);
+        let object =
+            StoredObject::encode_parts(parent.as_ref(), m.role, &m.model, &m.blocks, &m.meta);
         parent = Some(object.id);
         chain.push(object);
     }
@@ -81,7 +87,12 @@ pub fn build_nodes(session: &ParsedSession) -> Vec<Node> {
         .iter()
         .map(|m| {
             let node = Node {
-                body: NodeBody { parent, role: m.role, model: m.model.clone(), blocks: m.blocks.clone() },
+                body: NodeBody {
+                    parent,
+                    role: m.role,
+                    model: m.model.clone(),
+                    blocks: m.blocks.clone(),
+                },
                 meta: m.meta.clone(),
             };
             parent = Some(node.id());
@@ -92,7 +103,11 @@ pub fn build_nodes(session: &ParsedSession) -> Vec<Node> {
 
 /// Writes `incoming` as one atomic batch. A concurrent writer that moves one of the same refs
 /// first makes the batch retry from a fresh read (the CAS loser re-plans; nothing is lost).
-pub fn ingest(store: &Store, incoming: &[Incoming], now_ms: i64) -> Result<IngestReport, StoreError> {
+pub fn ingest(
+    store: &Store,
+    incoming: &[Incoming],
+    now_ms: i64,
+) -> Result<IngestReport, StoreError> {
     const ATTEMPTS: usize = 5;
     let mut attempt = 0;
     loop {
@@ -101,7 +116,8 @@ pub fn ingest(store: &Store, incoming: &[Incoming], now_ms: i64) -> Result<Inges
         let plan = plan(store, incoming, now_ms)?;
         let committed = std::time::Instant::now();
         match store.commit(&plan.objects, &plan.refs) {
-            Ok(new_nodes) => {
+            Ok(written) => {
+                let new_nodes = written.objects;
                 tracing::debug!(
                     sessions = incoming.len(),
                     objects = plan.objects.len(),
@@ -110,9 +126,15 @@ pub fn ingest(store: &Store, incoming: &[Incoming], now_ms: i64) -> Result<Inges
                     commit_ms = committed.elapsed().as_millis() as u64,
                     "ingested a batch"
                 );
-                return Ok(IngestReport { new_nodes, ..plan.report });
+                return Ok(IngestReport {
+                    new_nodes,
+                    bytes: written.bytes,
+                    ..plan.report
+                });
             }
-            Err(StoreError::Storage(StorageError::Conflict { .. })) if attempt < ATTEMPTS => continue,
+            Err(StoreError::Storage(StorageError::Conflict { .. })) if attempt < ATTEMPTS => {
+                continue
+            }
             Err(e) => return Err(e),
         }
     }
@@ -142,13 +164,20 @@ fn plan(store: &Store, incoming: &[Incoming], now_ms: i64) -> Result<Plan, Store
         };
         let existing_raw = store.session_raw(&id)?;
         let existing = match &existing_raw {
-            Some(raw) => Some(
-                SessionRecord::decode(raw).map_err(|source| StoreError::BadRecord { id: id.to_hex(), source })?,
-            ),
+            Some(raw) => {
+                Some(
+                    SessionRecord::decode(raw).map_err(|source| StoreError::BadRecord {
+                        id: id.to_hex(),
+                        source,
+                    })?,
+                )
+            }
             None => None,
         };
         if existing.as_ref().is_some_and(|r| r.head == head) {
-            report.sessions.push(outcome(id, Outcome::Unchanged, session));
+            report
+                .sessions
+                .push(outcome(id, Outcome::Unchanged, session));
             continue;
         }
         let mut summary = SessionSummary::default();
@@ -157,7 +186,6 @@ fn plan(store: &Store, incoming: &[Incoming], now_ms: i64) -> Result<Plan, Store
         }
         for object in chain {
             if seen.insert(object.id) {
-                report.bytes += object.bytes.len();
                 objects.push(object);
             }
         }
@@ -168,7 +196,10 @@ fn plan(store: &Store, incoming: &[Incoming], now_ms: i64) -> Result<Plan, Store
                 id: session.source_id.clone(),
                 path: item.path.clone(),
             },
-            title: session.title.clone().or_else(|| existing.as_ref().and_then(|r| r.title.clone())),
+            title: session
+                .title
+                .clone()
+                .or_else(|| existing.as_ref().and_then(|r| r.title.clone())),
             parent_session: session
                 .parent_source_id
                 .as_ref()
@@ -178,22 +209,43 @@ fn plan(store: &Store, incoming: &[Incoming], now_ms: i64) -> Result<Plan, Store
             updated_ms: now_ms,
             // What the user set on the session (sharing, tags, notes) survives a re-import.
             owner: existing.as_ref().map_or(owner, |r| r.owner),
-            visibility: existing.as_ref().map_or(Visibility::Private, |r| r.visibility),
-            tags: existing.as_ref().map(|r| r.tags.clone()).unwrap_or_default(),
+            visibility: existing
+                .as_ref()
+                .map_or(Visibility::Private, |r| r.visibility),
+            tags: existing
+                .as_ref()
+                .map(|r| r.tags.clone())
+                .unwrap_or_default(),
             description: existing.as_ref().and_then(|r| r.description.clone()),
             note: existing.as_ref().and_then(|r| r.note.clone()),
             expires_ms: existing.as_ref().and_then(|r| r.expires_ms),
-            lineage: existing.as_ref().map_or(Lineage::original(id), |r| r.lineage),
+            lineage: existing
+                .as_ref()
+                .map_or(Lineage::original(id), |r| r.lineage),
         };
-        let kind = if existing.is_some() { Outcome::Updated } else { Outcome::Created };
-        refs.push(RefUpdate { key: session_ref_key(&id), expected: existing_raw, new: Some(record.encode()) });
+        let kind = if existing.is_some() {
+            Outcome::Updated
+        } else {
+            Outcome::Created
+        };
+        refs.push(RefUpdate {
+            key: session_ref_key(&id),
+            expected: existing_raw,
+            new: Some(record.encode()),
+        });
         report.sessions.push(outcome(id, kind, session));
     }
-    Ok(Plan { objects, refs, report })
+    Ok(Plan {
+        objects,
+        refs,
+        report,
+    })
 }
 
 fn build_chains_parallel(incoming: &[Incoming]) -> Vec<Vec<StoredObject>> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(8);
     if threads < 2 || incoming.len() < 64 {
         return incoming.iter().map(|i| build_chain(&i.session)).collect();
     }
@@ -201,16 +253,31 @@ fn build_chains_parallel(incoming: &[Incoming]) -> Vec<Vec<StoredObject>> {
     std::thread::scope(|scope| {
         let handles: Vec<_> = incoming
             .chunks(per_thread)
-            .map(|chunk| scope.spawn(move || chunk.iter().map(|i| build_chain(&i.session)).collect::<Vec<_>>()))
+            .map(|chunk| {
+                scope.spawn(move || {
+                    chunk
+                        .iter()
+                        .map(|i| build_chain(&i.session))
+                        .collect::<Vec<_>>()
+                })
+            })
             .collect();
         handles
             .into_iter()
             // A panic in a worker is a bug in encoding; re-raise it rather than lose sessions.
-            .flat_map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+            .flat_map(|h| {
+                h.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
             .collect()
     })
 }
 
 fn outcome(id: SessionId, outcome: Outcome, session: &ParsedSession) -> SessionOutcome {
-    SessionOutcome { id, outcome, messages: session.messages.len(), source_id: session.source_id.clone() }
+    SessionOutcome {
+        id,
+        outcome,
+        messages: session.messages.len(),
+        source_id: session.source_id.clone(),
+    }
 }

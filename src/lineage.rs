@@ -23,11 +23,15 @@ pub enum LineageError {
     NotFound,
     #[error("You don't own this session. Use `tapes fork {0}`.")]
     NotOwnerUseFork(String),
-    #[error("You own this session. Use `tapes branch {0}` to create a copy (or `tapes fork --force`).")]
+    #[error(
+        "You own this session. Use `tapes branch {0}` to create a copy (or `tapes fork --force`)."
+    )]
     OwnUseBranch(String),
     #[error("This session is private to its owner; it cannot be forked.")]
     PrivateNotOwned,
-    #[error("--at {at} is out of range: the session has {count} messages (use 1..={count} or head)")]
+    #[error(
+        "--at {at} is out of range: the session has {count} messages (use 1..={count} or head)"
+    )]
     AtOutOfRange { at: u64, count: u64 },
     #[error("cannot make a new session id: {0}")]
     Random(String),
@@ -65,7 +69,12 @@ pub fn check_pull(store: &Store, id: &SessionId) -> Result<SessionRecord, Lineag
 }
 
 /// `tapes branch`: a new session you own, sharing history with your own session `source`.
-pub fn branch(store: &Store, source: &SessionId, options: &CopyOptions, now_ms: i64) -> Result<SessionId, LineageError> {
+pub fn branch(
+    store: &Store,
+    source: &SessionId,
+    options: &CopyOptions,
+    now_ms: i64,
+) -> Result<SessionId, LineageError> {
     let record = store.session(source)?.ok_or(LineageError::NotFound)?;
     let me = store.local_owner()?;
     if !is_mine(&record, me.as_ref()) {
@@ -76,7 +85,13 @@ pub fn branch(store: &Store, source: &SessionId, options: &CopyOptions, now_ms: 
 
 /// `tapes fork`: a new session you own from someone else's visible session (`force` allows
 /// forking your own).
-pub fn fork(store: &Store, source: &SessionId, options: &CopyOptions, force: bool, now_ms: i64) -> Result<SessionId, LineageError> {
+pub fn fork(
+    store: &Store,
+    source: &SessionId,
+    options: &CopyOptions,
+    force: bool,
+    now_ms: i64,
+) -> Result<SessionId, LineageError> {
     let record = store.session(source)?.ok_or(LineageError::NotFound)?;
     let me = store.local_owner()?;
     if is_mine(&record, me.as_ref()) {
@@ -110,19 +125,36 @@ fn copy(
     let id = SessionId(raw);
     let new = SessionRecord {
         head: base,
-        source: SessionSource { kind: "tapes".into(), id: id.to_hex(), path: String::new() },
+        source: SessionSource {
+            kind: "tapes".into(),
+            id: id.to_hex(),
+            path: String::new(),
+        },
         title: options.title.clone().or_else(|| record.title.clone()),
         parent_session: None,
         summary: SessionSummary::of_chain(shared.iter().map(|(_, n)| n)),
         created_ms: now_ms,
         updated_ms: now_ms,
         owner: me,
-        visibility: if options.private { Visibility::Private } else { record.visibility },
-        tags: if options.tags.is_empty() { record.tags.clone() } else { options.tags.clone() },
+        visibility: if options.private {
+            Visibility::Private
+        } else {
+            record.visibility
+        },
+        tags: if options.tags.is_empty() {
+            record.tags.clone()
+        } else {
+            options.tags.clone()
+        },
         description: options.description.clone(),
         note: None,
         expires_ms: None,
-        lineage: Lineage { root: record.lineage.root, parent: Some(*source), base_count: at, base_digest: Some(base) },
+        lineage: Lineage {
+            root: record.lineage.root,
+            parent: Some(*source),
+            base_count: at,
+            base_digest: Some(base),
+        },
     };
     let update = crate::storage::RefUpdate {
         key: crate::session::session_ref_key(&id),

@@ -10,8 +10,14 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "tapes", version, about = "git for AI-agent sessions, peer to peer")]
-#[command(after_help = "Data lives in $TAPES_HOME (default ~/.tapes). RUST_LOG or -v turn up logging.")]
+#[command(
+    name = "tapes",
+    version,
+    about = "git for AI-agent sessions, peer to peer"
+)]
+#[command(
+    after_help = "Data lives in $TAPES_HOME (default ~/.tapes). RUST_LOG or -v turn up logging."
+)]
 struct Cli {
     /// More logging on stderr (-v info, -vv debug, -vvv trace).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
@@ -37,15 +43,29 @@ enum Command {
     /// Verify every object hash, parent link and ref; exits non-zero on damage.
     Fsck(cmd::fsck::FsckArgs),
     /// Branch your own session: a new session sharing its first N messages.
-    Branch(cmd::lineage::CopyArgs),
+    Branch(cmd::lineage::BranchArgs),
     /// Fork someone else's visible session into a new session you own.
     Fork(cmd::lineage::ForkArgs),
+    /// Remotes to pull from and push to: add, list, remove.
+    #[command(subcommand)]
+    Remote(cmd::remote::RemoteCommand),
+    /// Pull one of your sessions from a remote and track it in this project.
+    Pull(cmd::transfer::PullArgs),
+    /// Push tracked sessions (default: the current one) to a remote.
+    Push(cmd::transfer::PushArgs),
     /// Teams: create, invite, join, members, remove, leave, promote.
     #[command(subcommand)]
     Team(cmd::team::TeamCommand),
 }
 
 fn main() -> ExitCode {
+    // `tapes sessions | head` should end quietly like any Unix tool, not panic on the closed
+    // pipe: restore the default SIGPIPE action that Rust's runtime ignores.
+    #[cfg(unix)]
+    // SAFETY: called before any thread exists; only resets a signal disposition.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     init_logging(cli.verbose);
     let result = match cli.command {
@@ -59,15 +79,32 @@ fn main() -> ExitCode {
         Command::Team(command) => cmd::team::run(command),
         Command::Branch(args) => cmd::lineage::branch(args),
         Command::Fork(args) => cmd::lineage::fork(args),
+        Command::Remote(command) => cmd::remote::run(command),
+        Command::Pull(args) => cmd::transfer::pull(args),
+        Command::Push(args) => cmd::transfer::push(args),
     };
     match result {
         Ok(code) => code,
         // 1 for anything that went wrong at run time; clap uses 2 for wrong usage.
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", error_chain(&e));
             ExitCode::from(1)
         }
     }
+}
+
+/// The error and its causes, `: `-separated, leaving out a cause whose text the message
+/// already shows (typed errors often include their source in their own message).
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut message = e.to_string();
+    for cause in e.chain().skip(1) {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+    }
+    message
 }
 
 fn init_logging(verbose: u8) {
@@ -79,7 +116,11 @@ fn init_logging(verbose: u8) {
         _ => "trace",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).without_time().try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .without_time()
+        .try_init();
 }
 
 // sled's page cache allocates and frees heavily; mimalloc measured 1.5-2x faster ingest than

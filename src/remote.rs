@@ -21,11 +21,19 @@ use crate::store::{Store, StoreError};
 #[derive(Debug, thiserror::Error)]
 pub enum RemoteError {
     #[error("conflict: session {id} on the remote moved on (it is at {}, your base is {}); run `tapes pull {id}` to refresh your base, or `tapes branch`/`tapes fork` to keep your work as a new session", short(.current), short(.expected))]
-    Conflict { id: String, expected: Option<NodeId>, current: Option<NodeId> },
+    Conflict {
+        id: String,
+        expected: Option<NodeId>,
+        current: Option<NodeId>,
+    },
     #[error("remote {name}: {source}")]
     Store { name: String, source: StoreError },
     #[error("remote {name} sent node {id}, which does not verify: {why}; nothing was stored")]
-    BadObject { name: String, id: NodeId, why: String },
+    BadObject {
+        name: String,
+        id: NodeId,
+        why: String,
+    },
     #[error("remote {name} does not have node {id} of the session it lists; the remote store is damaged (`tapes fsck` there)")]
     Missing { name: String, id: NodeId },
 }
@@ -42,11 +50,21 @@ pub trait Remote: Send + Sync {
 
     /// The objects of the chain ending at `head` that `have` says are missing here, root first.
     /// Stops walking at the first node `have` reports present (its ancestors are present too).
-    fn fetch_chain(&self, head: &NodeId, have: &mut dyn FnMut(&NodeId) -> bool) -> Result<Vec<StoredObject>, RemoteError>;
+    fn fetch_chain(
+        &self,
+        head: &NodeId,
+        have: &mut dyn FnMut(&NodeId) -> bool,
+    ) -> Result<Vec<StoredObject>, RemoteError>;
 
     /// Stores `objects`, then sets session `id` to `record` if the remote's head for it is still
     /// `expected` (`None`: the session must not exist there yet).
-    fn push(&self, id: &SessionId, expected: Option<&NodeId>, objects: &[StoredObject], record: &SessionRecord) -> Result<(), RemoteError>;
+    fn push(
+        &self,
+        id: &SessionId,
+        expected: Option<&NodeId>,
+        objects: &[StoredObject],
+        record: &SessionRecord,
+    ) -> Result<(), RemoteError>;
 }
 
 /// Another tapes home reachable as a path.
@@ -58,8 +76,14 @@ pub struct PathRemote {
 impl PathRemote {
     /// Opens the store of the tapes home at `home` (its `store/` directory).
     pub fn open(name: &str, home: &Path) -> Result<PathRemote, RemoteError> {
-        let store = Store::open(&home.join("store")).map_err(|source| RemoteError::Store { name: name.into(), source })?;
-        Ok(PathRemote { name: name.into(), store: Arc::new(store) })
+        let store = Store::open(&home.join("store")).map_err(|source| RemoteError::Store {
+            name: name.into(),
+            source,
+        })?;
+        Ok(PathRemote {
+            name: name.into(),
+            store: Arc::new(store),
+        })
     }
 
     pub fn path(&self) -> PathBuf {
@@ -67,7 +91,10 @@ impl PathRemote {
     }
 
     fn err(&self, source: StoreError) -> RemoteError {
-        RemoteError::Store { name: self.name.clone(), source }
+        RemoteError::Store {
+            name: self.name.clone(),
+            source,
+        }
     }
 }
 
@@ -80,7 +107,11 @@ impl Remote for PathRemote {
         self.store.session(id).map_err(|e| self.err(e))
     }
 
-    fn fetch_chain(&self, head: &NodeId, have: &mut dyn FnMut(&NodeId) -> bool) -> Result<Vec<StoredObject>, RemoteError> {
+    fn fetch_chain(
+        &self,
+        head: &NodeId,
+        have: &mut dyn FnMut(&NodeId) -> bool,
+    ) -> Result<Vec<StoredObject>, RemoteError> {
         let mut out = Vec::new();
         let mut next = Some(*head);
         while let Some(id) = next {
@@ -92,27 +123,53 @@ impl Remote for PathRemote {
                 .storage()
                 .get_object(&id)
                 .map_err(|e| self.err(e.into()))?
-                .ok_or_else(|| RemoteError::Missing { name: self.name.clone(), id })?;
-            next = StoredObject::parent_of(&bytes)
-                .map_err(|e| RemoteError::BadObject { name: self.name.clone(), id, why: e.to_string() })?;
+                .ok_or_else(|| RemoteError::Missing {
+                    name: self.name.clone(),
+                    id,
+                })?;
+            next = StoredObject::parent_of(&bytes).map_err(|e| RemoteError::BadObject {
+                name: self.name.clone(),
+                id,
+                why: e.to_string(),
+            })?;
             out.push(StoredObject { id, bytes });
         }
         out.reverse();
         Ok(out)
     }
 
-    fn push(&self, id: &SessionId, expected: Option<&NodeId>, objects: &[StoredObject], record: &SessionRecord) -> Result<(), RemoteError> {
+    fn push(
+        &self,
+        id: &SessionId,
+        expected: Option<&NodeId>,
+        objects: &[StoredObject],
+        record: &SessionRecord,
+    ) -> Result<(), RemoteError> {
         // The remote verifies what it is given, as any peer would.
         for object in objects {
-            StoredObject::verify(&object.id, &object.bytes)
-                .map_err(|e| RemoteError::BadObject { name: "(pushed)".into(), id: object.id, why: e.to_string() })?;
+            StoredObject::verify(&object.id, &object.bytes).map_err(|e| {
+                RemoteError::BadObject {
+                    name: "(pushed)".into(),
+                    id: object.id,
+                    why: e.to_string(),
+                }
+            })?;
         }
-        let conflict = |current: Option<NodeId>| RemoteError::Conflict { id: id.short(), expected: expected.copied(), current };
+        let conflict = |current: Option<NodeId>| RemoteError::Conflict {
+            id: id.short(),
+            expected: expected.copied(),
+            current,
+        };
         let raw = self.store.session_raw(id).map_err(|e| self.err(e))?;
         let current = match &raw {
             Some(bytes) => Some(
                 SessionRecord::decode(bytes)
-                    .map_err(|source| self.err(StoreError::BadRecord { id: id.to_hex(), source }))?
+                    .map_err(|source| {
+                        self.err(StoreError::BadRecord {
+                            id: id.to_hex(),
+                            source,
+                        })
+                    })?
                     .head,
             ),
             None => None,
@@ -120,12 +177,18 @@ impl Remote for PathRemote {
         if current.as_ref() != expected {
             return Err(conflict(current));
         }
-        let update = RefUpdate { key: session_ref_key(id), expected: raw, new: Some(record.encode()) };
+        let update = RefUpdate {
+            key: session_ref_key(id),
+            expected: raw,
+            new: Some(record.encode()),
+        };
         match self.store.commit(objects, &[update]) {
             Ok(_) => Ok(()),
             // Someone else's push landed between our read and our write: same answer.
             Err(StoreError::Storage(StorageError::Conflict { current, .. })) => {
-                let head = current.and_then(|bytes| SessionRecord::decode(&bytes).ok()).map(|r| r.head);
+                let head = current
+                    .and_then(|bytes| SessionRecord::decode(&bytes).ok())
+                    .map(|r| r.head);
                 Err(conflict(head))
             }
             Err(e) => Err(self.err(e)),

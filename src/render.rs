@@ -28,7 +28,9 @@ fn clock(ms: Option<i64>) -> String {
 
 /// `1h 02m`, `5m 07s`, `42s`.
 pub fn duration(ms: Option<i64>) -> String {
-    let Some(ms) = ms.filter(|ms| *ms >= 0) else { return "-".into() };
+    let Some(ms) = ms.filter(|ms| *ms >= 0) else {
+        return "-".into();
+    };
     let s = ms / 1000;
     match s {
         0..=59 => format!("{s}s"),
@@ -187,7 +189,9 @@ fn render_block(out: &mut String, block: &ContentBlock) {
         ContentBlock::ToolUse { name, input, .. } => {
             let _ = writeln!(out, "  ▸ {name} {}", cut(input, 160));
         }
-        ContentBlock::ToolResult { is_error, content, .. } => {
+        ContentBlock::ToolResult {
+            is_error, content, ..
+        } => {
             let joined = tool_result_text(content);
             let lines = joined.lines().count();
             let status = if *is_error { "error" } else { "ok" };

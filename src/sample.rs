@@ -36,8 +36,18 @@ impl Rng {
     }
 }
 
-const PROJECTS: &[&str] = &["billing-api", "web-dashboard", "infra", "mobile-app", "data-pipeline"];
-const MODELS: &[&str] = &["claude-sonnet-4-5-20250929", "claude-opus-4-1-20250805", "claude-haiku-4-5-20251001"];
+const PROJECTS: &[&str] = &[
+    "billing-api",
+    "web-dashboard",
+    "infra",
+    "mobile-app",
+    "data-pipeline",
+];
+const MODELS: &[&str] = &[
+    "claude-sonnet-4-5-20250929",
+    "claude-opus-4-1-20250805",
+    "claude-haiku-4-5-20251001",
+];
 const TASKS: &[&str] = &[
     "Refactor the invoice totals module so rounding happens once, at the end",
     "The login page flickers on Safari when the session cookie expires; find out why",
@@ -48,7 +58,13 @@ const TASKS: &[&str] = &[
     "Debug the memory growth in the ingest worker after 6 hours",
     "Add an index for the slow orders-by-customer query",
 ];
-const FILES: &[&str] = &["src/invoice.rs", "src/auth/session.ts", "lib/webhook.py", "tests/csv_test.go", "Makefile"];
+const FILES: &[&str] = &[
+    "src/invoice.rs",
+    "src/auth/session.ts",
+    "lib/webhook.py",
+    "tests/csv_test.go",
+    "Makefile",
+];
 const TOOLS: &[&str] = &["Read", "Edit", "Bash", "Grep"];
 
 /// Parameters of a generated session.
@@ -63,7 +79,10 @@ pub struct Shape {
 impl Default for Shape {
     fn default() -> Shape {
         // 2026-02-14 09:00 UTC
-        Shape { tool_rounds: 4, start_ms: 1_771_059_600_000 }
+        Shape {
+            tool_rounds: 4,
+            start_ms: 1_771_059_600_000,
+        }
     }
 }
 
@@ -89,7 +108,10 @@ pub fn session(seed: u64, index: usize, shape: Shape) -> ParsedSession {
     messages.push(ParsedMessage {
         role: Role::User,
         model: String::new(),
-        blocks: vec![ContentBlock::text(format!("{task} (ticket #{})", 1000 + rng.below(9000)))],
+        blocks: vec![ContentBlock::text(format!(
+            "{task} (ticket #{})",
+            1000 + rng.below(9000)
+        ))],
         meta: meta(t, None, None),
     });
     for round in 0..shape.tool_rounds {
@@ -98,7 +120,9 @@ pub fn session(seed: u64, index: usize, shape: Shape) -> ParsedSession {
         let file = *rng.pick(FILES);
         let call_id = format!("toolu_{:016x}", rng.next_u64());
         let input = match tool {
-            "Bash" => json!({ "command": format!("cargo test -p {project} -- --nocapture"), "description": "run the tests" }),
+            "Bash" => {
+                json!({ "command": format!("cargo test -p {project} -- --nocapture"), "description": "run the tests" })
+            }
             "Grep" => json!({ "pattern": "fn total", "path": file }),
             "Edit" => json!({ "file_path": file, "old_string": "round(x)", "new_string": "x" }),
             _ => json!({ "file_path": file }),
@@ -113,16 +137,29 @@ pub fn session(seed: u64, index: usize, shape: Shape) -> ParsedSession {
             role: Role::Assistant,
             model: model.into(),
             blocks: vec![
-                ContentBlock::Thinking { text: format!("Step {round}: look at {file} with {tool}."), signature: None },
+                ContentBlock::Thinking {
+                    text: format!("Step {round}: look at {file} with {tool}."),
+                    signature: None,
+                },
                 ContentBlock::text(format!("Let me check `{file}`.")),
-                ContentBlock::ToolUse { id: call_id.clone(), name: tool.into(), input: crate::import::json_text(&input) },
+                ContentBlock::ToolUse {
+                    id: call_id.clone(),
+                    name: tool.into(),
+                    input: crate::import::json_text(&input),
+                },
             ],
             meta: meta(t, Some(usage), Some("tool_use")),
         });
         t += 300 + rng.below(5_000) as i64;
         let lines = 3 + rng.below(30);
         let output: String = (0..lines)
-            .map(|i| format!("{i:>4}  let value_{i} = compute({}, {});\n", rng.below(1000), rng.below(1000)))
+            .map(|i| {
+                format!(
+                    "{i:>4}  let value_{i} = compute({}, {});\n",
+                    rng.below(1000),
+                    rng.below(1000)
+                )
+            })
             .collect();
         let is_error = rng.below(10) == 0;
         messages.push(ParsedMessage {
@@ -146,7 +183,12 @@ pub fn session(seed: u64, index: usize, shape: Shape) -> ParsedSession {
         ))],
         meta: meta(
             t,
-            Some(Usage { input_tokens: 30, output_tokens: 200 + rng.below(400), cache_read_tokens: 12_000, cache_write_tokens: 0 }),
+            Some(Usage {
+                input_tokens: 30,
+                output_tokens: 200 + rng.below(400),
+                cache_read_tokens: 12_000,
+                cache_write_tokens: 0,
+            }),
             Some("end_turn"),
         ),
     });
@@ -216,14 +258,23 @@ fn claude_block(block: &ContentBlock) -> serde_json::Value {
             json!({ "type": "thinking", "thinking": text, "signature": signature.clone().unwrap_or_default() })
         }
         ContentBlock::ToolUse { id, name, input } => {
-            let input: serde_json::Value = serde_json::from_str(input).unwrap_or(serde_json::Value::Null);
+            let input: serde_json::Value =
+                serde_json::from_str(input).unwrap_or(serde_json::Value::Null);
             json!({ "type": "tool_use", "id": id, "name": name, "input": input })
         }
-        ContentBlock::ToolResult { tool_use_id, is_error, content } => {
+        ContentBlock::ToolResult {
+            tool_use_id,
+            is_error,
+            content,
+        } => {
             let text = tapes_protocol::node::tool_result_text(content);
             json!({ "type": "tool_result", "tool_use_id": tool_use_id, "is_error": is_error, "content": text })
         }
-        ContentBlock::Image { media_type, .. } => json!({ "type": "text", "text": format!("[image {media_type}]") }),
-        ContentBlock::Other { json, .. } => serde_json::from_str(json).unwrap_or(serde_json::Value::Null),
+        ContentBlock::Image { media_type, .. } => {
+            json!({ "type": "text", "text": format!("[image {media_type}]") })
+        }
+        ContentBlock::Other { json, .. } => {
+            serde_json::from_str(json).unwrap_or(serde_json::Value::Null)
+        }
     }
 }

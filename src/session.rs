@@ -6,7 +6,9 @@
 //! derived from the chain; `tapes fsck` recomputes it and reports a mismatch.
 
 use serde::{Deserialize, Serialize};
-use tapes_protocol::{ContentBlock, MemberId, Node, NodeId, NodeMeta, Role, SessionId, TeamId, Usage};
+use tapes_protocol::{
+    ContentBlock, MemberId, Node, NodeId, NodeMeta, Role, SessionId, TeamId, Usage,
+};
 
 /// Prefix of session refs in the ref namespace.
 pub const SESSION_REF_PREFIX: &[u8] = b"session/";
@@ -51,7 +53,12 @@ impl SessionSummary {
     pub fn of_chain<'a>(nodes: impl IntoIterator<Item = &'a Node>) -> SessionSummary {
         let mut s = SessionSummary::default();
         for node in nodes {
-            s.add(node.body.role, &node.body.model, &node.body.blocks, &node.meta);
+            s.add(
+                node.body.role,
+                &node.body.model,
+                &node.body.blocks,
+                &node.meta,
+            );
         }
         s
     }
@@ -103,17 +110,29 @@ fn first_prompt_text(blocks: &[ContentBlock]) -> String {
 fn prompt_preview(text: &str) -> Option<String> {
     if let Some(name) = between(text, "<command-name>", "</command-name>") {
         let args = between(text, "<command-args>", "</command-args>").unwrap_or("");
-        return Some(format!("{} {}", name.trim(), args.trim()).trim().to_string());
+        return Some(
+            format!("{} {}", name.trim(), args.trim())
+                .trim()
+                .to_string(),
+        );
     }
     let mut rest = text.to_string();
-    while let (Some(start), Some(end)) = (rest.find("<system-reminder>"), rest.find("</system-reminder>")) {
+    while let (Some(start), Some(end)) = (
+        rest.find("<system-reminder>"),
+        rest.find("</system-reminder>"),
+    ) {
         if end < start {
             break;
         }
         rest.replace_range(start..end + "</system-reminder>".len(), "");
     }
     let rest = rest.trim();
-    const INJECTED: [&str; 4] = ["# AGENTS.md instructions", "<environment_context>", "<user_instructions>", "Caveat: "];
+    const INJECTED: [&str; 4] = [
+        "# AGENTS.md instructions",
+        "<environment_context>",
+        "<user_instructions>",
+        "Caveat: ",
+    ];
     if rest.is_empty() || INJECTED.iter().any(|p| rest.starts_with(p)) {
         return None;
     }
@@ -136,7 +155,10 @@ mod tests {
             prompt_preview("<command-message>init is analyzing</command-message>\n<command-name>/init</command-name>").as_deref(),
             Some("/init")
         );
-        assert_eq!(prompt_preview("<system-reminder>hook</system-reminder>fix the bug").as_deref(), Some("fix the bug"));
+        assert_eq!(
+            prompt_preview("<system-reminder>hook</system-reminder>fix the bug").as_deref(),
+            Some("fix the bug")
+        );
         assert_eq!(prompt_preview("# AGENTS.md instructions for /repo"), None);
         assert_eq!(prompt_preview("  "), None);
     }
@@ -182,7 +204,12 @@ pub struct Lineage {
 impl Lineage {
     /// The lineage of a session that starts a family.
     pub fn original(id: SessionId) -> Lineage {
-        Lineage { root: id, parent: None, base_count: 0, base_digest: None }
+        Lineage {
+            root: id,
+            parent: None,
+            base_count: 0,
+            base_digest: None,
+        }
     }
 }
 
@@ -214,6 +241,8 @@ pub struct SessionRecord {
 pub enum RecordError {
     #[error("session record version {0} is newer than this tapes understands; upgrade tapes")]
     Version(u8),
+    #[error("session record version {0} was written by an older tapes before its first release; start a fresh TAPES_HOME and import again")]
+    Old(u8),
     #[error("session record is empty")]
     Empty,
     #[error("session record does not decode: {0}")]
@@ -229,12 +258,18 @@ impl SessionRecord {
 
     pub fn decode(bytes: &[u8]) -> Result<SessionRecord, RecordError> {
         let (&version, rest) = bytes.split_first().ok_or(RecordError::Empty)?;
-        if version != RECORD_VERSION {
+        if version > RECORD_VERSION {
             return Err(RecordError::Version(version));
+        }
+        if version < RECORD_VERSION {
+            return Err(RecordError::Old(version));
         }
         match postcard::take_from_bytes(rest) {
             Ok((record, [])) => Ok(record),
-            Ok((_, trailing)) => Err(RecordError::Decode(format!("{} trailing bytes", trailing.len()))),
+            Ok((_, trailing)) => Err(RecordError::Decode(format!(
+                "{} trailing bytes",
+                trailing.len()
+            ))),
             Err(e) => Err(RecordError::Decode(e.to_string())),
         }
     }

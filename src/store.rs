@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use tapes_protocol::{MemberId, Node, NodeId, ObjectError, SessionId, StoredObject};
 
 use crate::session::{session_ref_key, RecordError, SessionRecord, SESSION_REF_PREFIX};
-use crate::storage::{RefUpdate, SledStorage, Storage, StorageError};
+use crate::storage::{RefUpdate, SledStorage, Storage, StorageError, Written};
 
 /// The on-disk format this build writes. A store stamped with a larger number was written by a
 /// newer tapes and is refused rather than misread.
@@ -22,11 +22,18 @@ pub enum StoreError {
     #[error(transparent)]
     Storage(#[from] StorageError),
     #[error("the store at {path} was written by a newer tapes (store format {found}; this tapes reads up to {supported}); upgrade tapes to use it")]
-    TooNew { path: String, found: u32, supported: u32 },
+    TooNew {
+        path: String,
+        found: u32,
+        supported: u32,
+    },
     #[error("no session matches `{0}`; `tapes sessions` lists them")]
     SessionNotFound(String),
     #[error("`{prefix}` is ambiguous: it matches {} sessions ({}); type more characters", .candidates.len(), .candidates.iter().map(|c| c.short()).collect::<Vec<_>>().join(", "))]
-    Ambiguous { prefix: String, candidates: Vec<SessionId> },
+    Ambiguous {
+        prefix: String,
+        candidates: Vec<SessionId>,
+    },
     #[error("`{0}` is not a session id: ids are hex (0-9, a-f)")]
     BadId(String),
     #[error("node {0} is missing from the store; run `tapes fsck`")]
@@ -48,7 +55,10 @@ impl Store {
     /// Opens (creating if needed) the store in directory `path`.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         let storage = SledStorage::open(path)?;
-        let store = Store { storage: Box::new(storage), path: path.to_path_buf() };
+        let store = Store {
+            storage: Box::new(storage),
+            path: path.to_path_buf(),
+        };
         store.check_format()?;
         Ok(store)
     }
@@ -56,12 +66,15 @@ impl Store {
     fn check_format(&self) -> Result<(), StoreError> {
         match self.storage.get_setting(FORMAT_KEY)? {
             None => {
-                self.storage.set_setting(FORMAT_KEY, &STORE_FORMAT.to_le_bytes())?;
+                self.storage
+                    .set_setting(FORMAT_KEY, &STORE_FORMAT.to_le_bytes())?;
                 self.storage.flush()?;
                 Ok(())
             }
             Some(raw) => {
-                let found = <[u8; 4]>::try_from(raw.as_slice()).map(u32::from_le_bytes).unwrap_or(u32::MAX);
+                let found = <[u8; 4]>::try_from(raw.as_slice())
+                    .map(u32::from_le_bytes)
+                    .unwrap_or(u32::MAX);
                 if found > STORE_FORMAT {
                     return Err(StoreError::TooNew {
                         path: self.path.display().to_string(),
@@ -76,7 +89,10 @@ impl Store {
 
     /// The identity this store belongs to (set by `tapes init`); new sessions are owned by it.
     pub fn local_owner(&self) -> Result<Option<MemberId>, StoreError> {
-        Ok(self.storage.get_setting(OWNER_KEY)?.and_then(|raw| MemberId::from_slice(&raw)))
+        Ok(self
+            .storage
+            .get_setting(OWNER_KEY)?
+            .and_then(|raw| MemberId::from_slice(&raw)))
     }
 
     pub fn set_local_owner(&self, owner: &MemberId) -> Result<(), StoreError> {
@@ -95,7 +111,10 @@ impl Store {
 
     /// Reads one node, verifying that its bytes still hash to its id.
     pub fn node(&self, id: &NodeId) -> Result<Node, StoreError> {
-        let bytes = self.storage.get_object(id)?.ok_or(StoreError::MissingNode(*id))?;
+        let bytes = self
+            .storage
+            .get_object(id)?
+            .ok_or(StoreError::MissingNode(*id))?;
         StoredObject::verify(id, &bytes).map_err(|source| StoreError::BadNode { id: *id, source })
     }
 
@@ -126,9 +145,14 @@ impl Store {
     pub fn session(&self, id: &SessionId) -> Result<Option<SessionRecord>, StoreError> {
         match self.storage.get_ref(&session_ref_key(id))? {
             None => Ok(None),
-            Some(bytes) => SessionRecord::decode(&bytes)
-                .map(Some)
-                .map_err(|source| StoreError::BadRecord { id: id.to_hex(), source }),
+            Some(bytes) => {
+                SessionRecord::decode(&bytes)
+                    .map(Some)
+                    .map_err(|source| StoreError::BadRecord {
+                        id: id.to_hex(),
+                        source,
+                    })
+            }
         }
     }
 
@@ -143,8 +167,10 @@ impl Store {
         for entry in self.storage.refs(SESSION_REF_PREFIX) {
             let (key, value) = entry?;
             let id = parse_session_key(&key)?;
-            let record = SessionRecord::decode(&value)
-                .map_err(|source| StoreError::BadRecord { id: id.to_hex(), source })?;
+            let record = SessionRecord::decode(&value).map_err(|source| StoreError::BadRecord {
+                id: id.to_hex(),
+                source,
+            })?;
             out.push((id, record));
         }
         Ok(out)
@@ -167,18 +193,25 @@ impl Store {
         match candidates.len() {
             0 => Err(StoreError::SessionNotFound(input.to_string())),
             1 => Ok(candidates[0]),
-            _ => Err(StoreError::Ambiguous { prefix: input.to_string(), candidates }),
+            _ => Err(StoreError::Ambiguous {
+                prefix: input.to_string(),
+                candidates,
+            }),
         }
     }
 
     /// Commits objects and then ref updates: objects are flushed before any ref can point at
     /// them, so a crash between the two leaves unreferenced objects, never a dangling ref.
-    /// Returns how many objects were new.
-    pub fn commit(&self, objects: &[StoredObject], refs: &[RefUpdate]) -> Result<usize, StoreError> {
+    /// Returns what was new.
+    pub fn commit(
+        &self,
+        objects: &[StoredObject],
+        refs: &[RefUpdate],
+    ) -> Result<Written, StoreError> {
         let started = std::time::Instant::now();
         let new = self.storage.put_objects(objects)?;
         let put = started.elapsed();
-        if new > 0 {
+        if new.objects > 0 {
             self.storage.flush()?;
         }
         let flushed = started.elapsed();

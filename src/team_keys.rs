@@ -23,12 +23,20 @@ use tapes_protocol::TeamId;
 /// Why team key material could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
-    #[error("you are not a member of any version of team {0} that you hold; ask an admin to add you")]
+    #[error(
+        "you are not a member of any version of team {0} that you hold; ask an admin to add you"
+    )]
     NotMember(TeamId),
-    #[error("the key ring of team {team} (version {version}) cannot be opened with your age identity")]
+    #[error(
+        "the key ring of team {team} (version {version}) cannot be opened with your age identity"
+    )]
     Unwrap { team: TeamId, version: u64 },
     #[error("the key ring of team {team} (version {version}) is damaged: {why}")]
-    BadRing { team: TeamId, version: u64, why: String },
+    BadRing {
+        team: TeamId,
+        version: u64,
+        why: String,
+    },
     #[error("content is sealed to team {found}, not team {expected}")]
     WrongTeam { expected: TeamId, found: TeamId },
     #[error("content of team {team} is sealed with key epoch {epoch}, which your key ring does not hold (it was sealed after you left, or you joined a copy of the team that is not current)")]
@@ -51,7 +59,9 @@ pub struct KeyRing {
 impl KeyRing {
     /// A ring with one fresh key, for a new team.
     pub fn genesis() -> (KeyRing, String) {
-        let mut ring = KeyRing { keys: BTreeMap::new() };
+        let mut ring = KeyRing {
+            keys: BTreeMap::new(),
+        };
         let recipient = ring.add_epoch(0);
         (ring, recipient)
     }
@@ -69,7 +79,10 @@ impl KeyRing {
     }
 
     /// Encrypts the ring to every member of `manifest` (the manifest's own members).
-    pub fn wrap_for(&self, members: &[tapes_protocol::manifest::Member]) -> Result<Vec<u8>, KeyError> {
+    pub fn wrap_for(
+        &self,
+        members: &[tapes_protocol::manifest::Member],
+    ) -> Result<Vec<u8>, KeyError> {
         let mut plain = String::new();
         for (epoch, key) in &self.keys {
             plain.push_str(&format!("{epoch} {}\n", key.to_string().expose_secret()));
@@ -77,40 +90,68 @@ impl KeyRing {
         let recipients: Vec<age::x25519::Recipient> = members
             .iter()
             .map(|m| {
-                age::x25519::Recipient::from_str(&m.age_recipient)
-                    .map_err(|e| KeyError::Encrypt(format!("member {} has an invalid age recipient: {e}", m.name)))
+                age::x25519::Recipient::from_str(&m.age_recipient).map_err(|e| {
+                    KeyError::Encrypt(format!(
+                        "member {} has an invalid age recipient: {e}",
+                        m.name
+                    ))
+                })
             })
             .collect::<Result<_, _>>()?;
-        encrypt_to(recipients.iter().map(|r| r as &dyn age::Recipient), plain.as_bytes())
+        encrypt_to(
+            recipients.iter().map(|r| r as &dyn age::Recipient),
+            plain.as_bytes(),
+        )
     }
 
     /// Decrypts the ring carried by `manifest` with `identity`.
-    pub fn unwrap_from(manifest: &Manifest, identity: &age::x25519::Identity) -> Result<KeyRing, KeyError> {
+    pub fn unwrap_from(
+        manifest: &Manifest,
+        identity: &age::x25519::Identity,
+    ) -> Result<KeyRing, KeyError> {
         let team = manifest.team_id();
         let version = manifest.version;
-        let plain = age::decrypt(identity, &manifest.keyring).map_err(|_| KeyError::Unwrap { team, version })?;
-        let text = String::from_utf8(plain)
-            .map_err(|_| KeyError::BadRing { team, version, why: "not UTF-8".into() })?;
+        let plain = age::decrypt(identity, &manifest.keyring)
+            .map_err(|_| KeyError::Unwrap { team, version })?;
+        let text = String::from_utf8(plain).map_err(|_| KeyError::BadRing {
+            team,
+            version,
+            why: "not UTF-8".into(),
+        })?;
         let mut keys = BTreeMap::new();
         for line in text.lines().filter(|l| !l.is_empty()) {
-            let (epoch, secret) = line
-                .split_once(' ')
-                .ok_or_else(|| KeyError::BadRing { team, version, why: "a line without an epoch".into() })?;
-            let epoch: u64 =
-                epoch.parse().map_err(|_| KeyError::BadRing { team, version, why: "an epoch that is not a number".into() })?;
-            let key = age::x25519::Identity::from_str(secret)
-                .map_err(|_| KeyError::BadRing { team, version, why: format!("epoch {epoch} key does not parse") })?;
+            let (epoch, secret) = line.split_once(' ').ok_or_else(|| KeyError::BadRing {
+                team,
+                version,
+                why: "a line without an epoch".into(),
+            })?;
+            let epoch: u64 = epoch.parse().map_err(|_| KeyError::BadRing {
+                team,
+                version,
+                why: "an epoch that is not a number".into(),
+            })?;
+            let key = age::x25519::Identity::from_str(secret).map_err(|_| KeyError::BadRing {
+                team,
+                version,
+                why: format!("epoch {epoch} key does not parse"),
+            })?;
             keys.insert(epoch, key);
         }
         let ring = KeyRing { keys };
         // The manifest's public epoch recipient must be the ring's key for that epoch; otherwise
         // whoever wrapped the ring handed members a key that cannot open what others seal.
-        let current = ring.keys.get(&manifest.epoch).map(|k| k.to_public().to_string());
+        let current = ring
+            .keys
+            .get(&manifest.epoch)
+            .map(|k| k.to_public().to_string());
         if current.as_deref() != Some(manifest.epoch_recipient.as_str()) {
             return Err(KeyError::BadRing {
                 team,
                 version,
-                why: format!("it holds no key for the manifest's epoch {} recipient", manifest.epoch),
+                why: format!(
+                    "it holds no key for the manifest's epoch {} recipient",
+                    manifest.epoch
+                ),
             });
         }
         Ok(ring)
@@ -118,7 +159,11 @@ impl KeyRing {
 
     /// The ring of the newest version of `chain` that lists `me` (so a removed member still
     /// opens what they had).
-    pub fn for_member(chain: &TeamChain, me: &tapes_protocol::MemberId, identity: &age::x25519::Identity) -> Result<KeyRing, KeyError> {
+    pub fn for_member(
+        chain: &TeamChain,
+        me: &tapes_protocol::MemberId,
+        identity: &age::x25519::Identity,
+    ) -> Result<KeyRing, KeyError> {
         let version = chain
             .versions()
             .iter()
@@ -129,12 +174,22 @@ impl KeyRing {
     }
 }
 
-fn encrypt_to<'a>(recipients: impl Iterator<Item = &'a dyn age::Recipient>, plain: &[u8]) -> Result<Vec<u8>, KeyError> {
-    let encryptor = age::Encryptor::with_recipients(recipients).map_err(|e| KeyError::Encrypt(e.to_string()))?;
+fn encrypt_to<'a>(
+    recipients: impl Iterator<Item = &'a dyn age::Recipient>,
+    plain: &[u8],
+) -> Result<Vec<u8>, KeyError> {
+    let encryptor = age::Encryptor::with_recipients(recipients)
+        .map_err(|e| KeyError::Encrypt(e.to_string()))?;
     let mut out = Vec::with_capacity(plain.len() + 256);
-    let mut writer = encryptor.wrap_output(&mut out).map_err(|e| KeyError::Encrypt(e.to_string()))?;
-    writer.write_all(plain).map_err(|e| KeyError::Encrypt(e.to_string()))?;
-    writer.finish().map_err(|e| KeyError::Encrypt(e.to_string()))?;
+    let mut writer = encryptor
+        .wrap_output(&mut out)
+        .map_err(|e| KeyError::Encrypt(e.to_string()))?;
+    writer
+        .write_all(plain)
+        .map_err(|e| KeyError::Encrypt(e.to_string()))?;
+    writer
+        .finish()
+        .map_err(|e| KeyError::Encrypt(e.to_string()))?;
     Ok(out)
 }
 
@@ -160,12 +215,19 @@ impl Sealed {
 
     pub fn decode(bytes: &[u8]) -> Result<Sealed, KeyError> {
         if bytes.len() < 46 || &bytes[..6] != SEAL_MAGIC {
-            return Err(KeyError::Malformed("not tapes team-sealed content (bad magic or too short)".into()));
+            return Err(KeyError::Malformed(
+                "not tapes team-sealed content (bad magic or too short)".into(),
+            ));
         }
-        let team = TeamId::from_slice(&bytes[6..38]).ok_or_else(|| KeyError::Malformed("team id".into()))?;
+        let team = TeamId::from_slice(&bytes[6..38])
+            .ok_or_else(|| KeyError::Malformed("team id".into()))?;
         let mut epoch = [0u8; 8];
         epoch.copy_from_slice(&bytes[38..46]);
-        Ok(Sealed { team, epoch: u64::from_le_bytes(epoch), ciphertext: bytes[46..].to_vec() })
+        Ok(Sealed {
+            team,
+            epoch: u64::from_le_bytes(epoch),
+            ciphertext: bytes[46..].to_vec(),
+        })
     }
 }
 
@@ -176,26 +238,45 @@ pub fn seal(chain: &TeamChain, plaintext: &[u8]) -> Result<Sealed, KeyError> {
     let gone = chain.rotation_owed();
     if !gone.is_empty() {
         let names: Vec<&str> = gone.iter().map(|m| m.name.as_str()).collect();
-        return Err(KeyError::RotationOwed { team: chain.team_id(), left: names.join(", ") });
+        return Err(KeyError::RotationOwed {
+            team: chain.team_id(),
+            left: names.join(", "),
+        });
     }
     let m = &chain.head().manifest;
     let recipient = age::x25519::Recipient::from_str(&m.epoch_recipient)
         .map_err(|e| KeyError::Encrypt(format!("manifest epoch recipient is invalid: {e}")))?;
-    let ciphertext = encrypt_to(std::iter::once(&recipient as &dyn age::Recipient), plaintext)?;
-    Ok(Sealed { team: m.team_id(), epoch: m.epoch, ciphertext })
+    let ciphertext = encrypt_to(
+        std::iter::once(&recipient as &dyn age::Recipient),
+        plaintext,
+    )?;
+    Ok(Sealed {
+        team: m.team_id(),
+        epoch: m.epoch,
+        ciphertext,
+    })
 }
 
 /// Opens sealed content with a member's ring.
 pub fn open(ring: &KeyRing, team: &TeamId, sealed: &Sealed) -> Result<Vec<u8>, KeyError> {
     if &sealed.team != team {
-        return Err(KeyError::WrongTeam { expected: *team, found: sealed.team });
+        return Err(KeyError::WrongTeam {
+            expected: *team,
+            found: sealed.team,
+        });
     }
-    let key = ring.keys.get(&sealed.epoch).ok_or(KeyError::NoEpochKey { team: *team, epoch: sealed.epoch })?;
-    let decryptor = age::Decryptor::new_buffered(&sealed.ciphertext[..]).map_err(|e| KeyError::Decrypt(e.to_string()))?;
+    let key = ring.keys.get(&sealed.epoch).ok_or(KeyError::NoEpochKey {
+        team: *team,
+        epoch: sealed.epoch,
+    })?;
+    let decryptor = age::Decryptor::new_buffered(&sealed.ciphertext[..])
+        .map_err(|e| KeyError::Decrypt(e.to_string()))?;
     let mut reader = decryptor
         .decrypt(std::iter::once(key as &dyn age::Identity))
         .map_err(|e| KeyError::Decrypt(e.to_string()))?;
     let mut out = Vec::with_capacity(sealed.ciphertext.len());
-    reader.read_to_end(&mut out).map_err(|e| KeyError::Decrypt(e.to_string()))?;
+    reader
+        .read_to_end(&mut out)
+        .map_err(|e| KeyError::Decrypt(e.to_string()))?;
     Ok(out)
 }

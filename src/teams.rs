@@ -44,7 +44,10 @@ pub enum TeamError {
     #[error("`{0}` matches several members; use more of their node id")]
     AmbiguousMember(String),
     #[error("you are {role} of this team; only an owner or admin can {action}")]
-    NotAllowed { role: &'static str, action: &'static str },
+    NotAllowed {
+        role: &'static str,
+        action: &'static str,
+    },
     #[error("you are not a member of team {0}")]
     NotMember(TeamId),
     #[error("team {0} is forked; an owner must resolve it first (see `tapes team members`)")]
@@ -97,7 +100,10 @@ const INVITE_PREFIX: &str = "tapes-invite1-";
 /// The text form of an invite code.
 pub fn invite_to_code(invite: &Invite) -> String {
     use base64::Engine;
-    format!("{INVITE_PREFIX}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(invite.encode()))
+    format!(
+        "{INVITE_PREFIX}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(invite.encode())
+    )
 }
 
 pub fn code_to_invite(code: &str) -> Result<Invite, TeamError> {
@@ -109,7 +115,8 @@ pub fn code_to_invite(code: &str) -> Result<Invite, TeamError> {
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(body)
         .map_err(|_| TeamError::BadCode("it is damaged (not base64url); copy it again".into()))?;
-    Invite::decode(&bytes).map_err(|_| TeamError::BadCode("it is damaged or truncated; copy it again".into()))
+    Invite::decode(&bytes)
+        .map_err(|_| TeamError::BadCode("it is damaged or truncated; copy it again".into()))
 }
 
 fn version_key(team: &TeamId, version: u64) -> Vec<u8> {
@@ -164,9 +171,16 @@ pub fn load(store: &Store, team: &TeamId) -> Result<TeamChain, TeamError> {
         Some(raw) if raw.len() > 8 => {
             let mut base = [0u8; 8];
             base.copy_from_slice(&raw[..8]);
-            Some(Fork { base: u64::from_le_bytes(base), theirs: SignedManifest::decode(&raw[8..])? })
+            Some(Fork {
+                base: u64::from_le_bytes(base),
+                theirs: SignedManifest::decode(&raw[8..])?,
+            })
         }
-        Some(_) => return Err(TeamError::Damaged(format!("fork record of team {team} is truncated"))),
+        Some(_) => {
+            return Err(TeamError::Damaged(format!(
+                "fork record of team {team} is truncated"
+            )))
+        }
         None => None,
     };
     Ok(TeamChain::from_versions(versions, fork)?)
@@ -178,8 +192,14 @@ pub fn list(store: &Store) -> Result<Vec<TeamChain>, TeamError> {
     for entry in store.storage().refs(b"team/") {
         let (key, _) = entry.map_err(StoreError::from)?;
         let key = String::from_utf8_lossy(&key).into_owned();
-        if let Some(hex) = key.strip_prefix("team/").and_then(|k| k.strip_suffix("/head")) {
-            ids.push(hex.parse::<TeamId>().map_err(|_| TeamError::Damaged(format!("ref {key}")))?);
+        if let Some(hex) = key
+            .strip_prefix("team/")
+            .and_then(|k| k.strip_suffix("/head"))
+        {
+            ids.push(
+                hex.parse::<TeamId>()
+                    .map_err(|_| TeamError::Damaged(format!("ref {key}")))?,
+            );
         }
     }
     ids.iter().map(|id| load(store, id)).collect()
@@ -216,8 +236,16 @@ fn commit(store: &Store, chain: &mut TeamChain, next: SignedManifest) -> Result<
         Applied::Appended | Applied::Resolved => {}
     }
     let updates = [
-        RefUpdate { key: head_key(&team), expected: Some(old_head), new: Some(head_value(&next)) },
-        RefUpdate { key: version_key(&team, next.manifest.version), expected: None, new: Some(next.encode()) },
+        RefUpdate {
+            key: head_key(&team),
+            expected: Some(old_head),
+            new: Some(head_value(&next)),
+        },
+        RefUpdate {
+            key: version_key(&team, next.manifest.version),
+            expected: None,
+            new: Some(next.encode()),
+        },
     ];
     store.storage().update_refs(&updates).map_err(|e| match e {
         StorageError::Conflict { .. } => TeamError::Raced,
@@ -233,32 +261,55 @@ fn commit(store: &Store, chain: &mut TeamChain, next: SignedManifest) -> Result<
 pub fn store_chain(store: &Store, chain: &TeamChain) -> Result<(), TeamError> {
     let team = chain.team_id();
     let storage = store.storage();
-    let existing = storage.get_ref(&head_key(&team)).map_err(StoreError::from)?;
-    let mut updates = vec![RefUpdate { key: head_key(&team), expected: existing, new: Some(head_value(chain.head())) }];
+    let existing = storage
+        .get_ref(&head_key(&team))
+        .map_err(StoreError::from)?;
+    let mut updates = vec![RefUpdate {
+        key: head_key(&team),
+        expected: existing,
+        new: Some(head_value(chain.head())),
+    }];
     for v in chain.versions() {
         let key = version_key(&team, v.manifest.version);
         let current = storage.get_ref(&key).map_err(StoreError::from)?;
         let new = v.encode();
         if current.as_deref() != Some(new.as_slice()) {
-            updates.push(RefUpdate { key, expected: current, new: Some(new) });
+            updates.push(RefUpdate {
+                key,
+                expected: current,
+                new: Some(new),
+            });
         }
     }
     let head_version = chain.head().manifest.version;
     for entry in storage.refs(format!("team/{}/v/", team.to_hex()).as_bytes()) {
         let (key, value) = entry.map_err(StoreError::from)?;
-        let version = String::from_utf8_lossy(&key).rsplit('/').next().and_then(|v| v.parse::<u64>().ok());
+        let version = String::from_utf8_lossy(&key)
+            .rsplit('/')
+            .next()
+            .and_then(|v| v.parse::<u64>().ok());
         if version.is_some_and(|v| v > head_version) {
-            updates.push(RefUpdate { key, expected: Some(value), new: None });
+            updates.push(RefUpdate {
+                key,
+                expected: Some(value),
+                new: None,
+            });
         }
     }
-    let fork_now = storage.get_ref(&fork_key(&team)).map_err(StoreError::from)?;
+    let fork_now = storage
+        .get_ref(&fork_key(&team))
+        .map_err(StoreError::from)?;
     let fork_new = chain.fork().map(|fork| {
         let mut raw = fork.base.to_le_bytes().to_vec();
         raw.extend_from_slice(&fork.theirs.encode());
         raw
     });
     if fork_now != fork_new {
-        updates.push(RefUpdate { key: fork_key(&team), expected: fork_now, new: fork_new });
+        updates.push(RefUpdate {
+            key: fork_key(&team),
+            expected: fork_now,
+            new: fork_new,
+        });
     }
     storage.update_refs(&updates).map_err(|e| match e {
         StorageError::Conflict { .. } => TeamError::Raced,
@@ -269,7 +320,12 @@ pub fn store_chain(store: &Store, chain: &TeamChain) -> Result<(), TeamError> {
 }
 
 /// `tapes team create`: a genesis manifest with this identity as owner and a fresh key ring.
-pub fn create(store: &Store, identity: &Identity, name: &str, now_ms: i64) -> Result<TeamChain, TeamError> {
+pub fn create(
+    store: &Store,
+    identity: &Identity,
+    name: &str,
+    now_ms: i64,
+) -> Result<TeamChain, TeamError> {
     let (ring, epoch_recipient) = KeyRing::genesis();
     let members = vec![member_for(identity, TeamRole::Owner)];
     let keyring = ring.wrap_for(&members)?;
@@ -285,7 +341,10 @@ pub fn create(store: &Store, identity: &Identity, name: &str, now_ms: i64) -> Re
         keyring,
     };
     let signature = manifest.sign(identity.signing_key());
-    let genesis = SignedManifest { manifest, signatures: vec![signature] };
+    let genesis = SignedManifest {
+        manifest,
+        signatures: vec![signature],
+    };
     let chain = TeamChain::new(genesis)?;
     store_chain(store, &chain)?;
     Ok(chain)
@@ -326,13 +385,27 @@ fn change_members(
         keyring,
     };
     let signature = manifest.sign(identity.signing_key());
-    commit(store, chain, SignedManifest { manifest, signatures: vec![signature] })
+    commit(
+        store,
+        chain,
+        SignedManifest {
+            manifest,
+            signatures: vec![signature],
+        },
+    )
 }
 
-fn require_admin(chain: &TeamChain, identity: &Identity, action: &'static str) -> Result<TeamRole, TeamError> {
+fn require_admin(
+    chain: &TeamChain,
+    identity: &Identity,
+    action: &'static str,
+) -> Result<TeamRole, TeamError> {
     match chain.head().manifest.member(&me(identity)) {
         None => Err(TeamError::NotMember(chain.team_id())),
-        Some(m) if m.role == TeamRole::Member => Err(TeamError::NotAllowed { role: "a member", action }),
+        Some(m) if m.role == TeamRole::Member => Err(TeamError::NotAllowed {
+            role: "a member",
+            action,
+        }),
         Some(m) => Ok(m.role),
     }
 }
@@ -343,7 +416,11 @@ pub fn find_member<'a>(manifest: &'a Manifest, input: &str) -> Result<&'a Member
     let matches: Vec<&Member> = manifest
         .members
         .iter()
-        .filter(|m| m.name == input || m.email.as_deref() == Some(input) || m.id.to_hex().starts_with(&lower))
+        .filter(|m| {
+            m.name == input
+                || m.email.as_deref() == Some(input)
+                || m.id.to_hex().starts_with(&lower)
+        })
         .collect();
     match matches.as_slice() {
         [] => Err(TeamError::NoSuchMember(input.to_string())),
@@ -353,15 +430,33 @@ pub fn find_member<'a>(manifest: &'a Manifest, input: &str) -> Result<&'a Member
 }
 
 /// `tapes team remove`: a new manifest without the member, in a new key epoch.
-pub fn remove(store: &Store, identity: &Identity, chain: &mut TeamChain, member: &MemberId, now_ms: i64) -> Result<(), TeamError> {
+pub fn remove(
+    store: &Store,
+    identity: &Identity,
+    chain: &mut TeamChain,
+    member: &MemberId,
+    now_ms: i64,
+) -> Result<(), TeamError> {
     require_admin(chain, identity, "remove members")?;
-    let members = chain.head().manifest.members.iter().filter(|m| &m.id != member).cloned().collect();
+    let members = chain
+        .head()
+        .manifest
+        .members
+        .iter()
+        .filter(|m| &m.id != member)
+        .cloned()
+        .collect();
     change_members(store, identity, chain, members, true, now_ms)
 }
 
 /// `tapes team leave`: this identity removes itself. It changes nothing else — in particular
 /// not the key (SPEC.md §9.2): the remaining members rotate it before sealing anything new.
-pub fn leave(store: &Store, identity: &Identity, chain: &mut TeamChain, now_ms: i64) -> Result<(), TeamError> {
+pub fn leave(
+    store: &Store,
+    identity: &Identity,
+    chain: &mut TeamChain,
+    now_ms: i64,
+) -> Result<(), TeamError> {
     let me = me(identity);
     if chain.head().manifest.member(&me).is_none() {
         return Err(TeamError::NotMember(chain.team_id()));
@@ -374,16 +469,33 @@ pub fn leave(store: &Store, identity: &Identity, chain: &mut TeamChain, now_ms: 
         team: Some(chain.team_id()),
         version: head.version + 1,
         prev: Some(chain.head().id()),
-        members: head.members.iter().filter(|m| m.id != me).cloned().collect(),
+        members: head
+            .members
+            .iter()
+            .filter(|m| m.id != me)
+            .cloned()
+            .collect(),
         created_ms: now_ms.max(head.created_ms),
         ..head.clone()
     };
     let signature = manifest.sign(identity.signing_key());
-    commit(store, chain, SignedManifest { manifest, signatures: vec![signature] })
+    commit(
+        store,
+        chain,
+        SignedManifest {
+            manifest,
+            signatures: vec![signature],
+        },
+    )
 }
 
 /// `tapes team rotate`: starts a new key epoch wrapped to the current members (any member may).
-pub fn rotate(store: &Store, identity: &Identity, chain: &mut TeamChain, now_ms: i64) -> Result<(), TeamError> {
+pub fn rotate(
+    store: &Store,
+    identity: &Identity,
+    chain: &mut TeamChain,
+    now_ms: i64,
+) -> Result<(), TeamError> {
     if chain.head().manifest.member(&me(identity)).is_none() {
         return Err(TeamError::NotMember(chain.team_id()));
     }
@@ -414,8 +526,17 @@ pub enum Side {
 
 /// `tapes team resolve`: as an owner of the version before the split, sign a manifest that
 /// continues one side (unchanged); every peer that sees it follows that side.
-pub fn resolve_fork(store: &Store, identity: &Identity, chain: &mut TeamChain, keep: Side, now_ms: i64) -> Result<(), TeamError> {
-    let fork = chain.fork().cloned().ok_or_else(|| TeamError::Damaged("the team is not forked".into()))?;
+pub fn resolve_fork(
+    store: &Store,
+    identity: &Identity,
+    chain: &mut TeamChain,
+    keep: Side,
+    now_ms: i64,
+) -> Result<(), TeamError> {
+    let fork = chain
+        .fork()
+        .cloned()
+        .ok_or_else(|| TeamError::Damaged("the team is not forked".into()))?;
     let tip = match keep {
         Side::Ours => chain.head().clone(),
         Side::Theirs => fork.theirs.clone(),
@@ -429,7 +550,10 @@ pub fn resolve_fork(store: &Store, identity: &Identity, chain: &mut TeamChain, k
         ..t.clone()
     };
     let signature = manifest.sign(identity.signing_key());
-    let next = SignedManifest { manifest, signatures: vec![signature] };
+    let next = SignedManifest {
+        manifest,
+        signatures: vec![signature],
+    };
     chain.apply(next)?;
     store_chain(store, chain)
 }
@@ -449,16 +573,31 @@ pub fn set_role(
         .manifest
         .members
         .iter()
-        .map(|m| if &m.id == member { Member { role, ..m.clone() } } else { m.clone() })
+        .map(|m| {
+            if &m.id == member {
+                Member { role, ..m.clone() }
+            } else {
+                m.clone()
+            }
+        })
         .collect();
     change_members(store, identity, chain, members, false, now_ms)
 }
 
 /// `tapes team invite`: records the invite (hash only) and returns the code to hand out.
-pub fn invite(store: &Store, identity: &Identity, chain: &TeamChain, options: InviteOptions, now_ms: i64) -> Result<(String, InviteRecord), TeamError> {
+pub fn invite(
+    store: &Store,
+    identity: &Identity,
+    chain: &TeamChain,
+    options: InviteOptions,
+    now_ms: i64,
+) -> Result<(String, InviteRecord), TeamError> {
     require_admin(chain, identity, "invite")?;
     if options.role == TeamRole::Owner {
-        return Err(TeamError::NotAllowed { role: "not an owner", action: "invite owners" });
+        return Err(TeamError::NotAllowed {
+            role: "not an owner",
+            action: "invite owners",
+        });
     }
     let mut secret = [0u8; 32];
     getrandom::fill(&mut secret).map_err(|e| TeamError::Damaged(format!("no randomness: {e}")))?;
@@ -476,7 +615,11 @@ pub fn invite(store: &Store, identity: &Identity, chain: &TeamChain, options: In
     let key = invite_key(&record.secret_hash);
     store
         .storage()
-        .update_refs(&[RefUpdate { key, expected: None, new: Some(join::encode(&record)) }])
+        .update_refs(&[RefUpdate {
+            key,
+            expected: None,
+            new: Some(join::encode(&record)),
+        }])
         .map_err(StoreError::from)?;
     store.storage().flush().map_err(StoreError::from)?;
     let invite = Invite {
@@ -494,8 +637,9 @@ pub fn invites(store: &Store, team: &TeamId) -> Result<Vec<InviteRecord>, TeamEr
     let mut out = Vec::new();
     for entry in store.storage().refs(b"invite/") {
         let (key, value) = entry.map_err(StoreError::from)?;
-        let record: InviteRecord = join::decode(&value)
-            .map_err(|_| TeamError::Damaged(format!("invite record {}", String::from_utf8_lossy(&key))))?;
+        let record: InviteRecord = join::decode(&value).map_err(|_| {
+            TeamError::Damaged(format!("invite record {}", String::from_utf8_lossy(&key)))
+        })?;
         if &record.team == team {
             out.push(record);
         }
@@ -512,13 +656,21 @@ pub fn revoke(store: &Store, code_or_id: &str) -> Result<InviteRecord, TeamError
             let shown = format!("the code's invite {}", &hash[..12]);
             (hash, shown)
         }
-        Err(_) => (code_or_id.trim().to_ascii_lowercase(), code_or_id.trim().to_string()),
+        Err(_) => (
+            code_or_id.trim().to_ascii_lowercase(),
+            code_or_id.trim().to_string(),
+        ),
     };
     let mut found = None;
-    for entry in store.storage().refs(format!("invite/{hash_prefix}").as_bytes()) {
+    for entry in store
+        .storage()
+        .refs(format!("invite/{hash_prefix}").as_bytes())
+    {
         let (key, value) = entry.map_err(StoreError::from)?;
         if found.is_some() {
-            return Err(TeamError::NoSuchInvite(format!("{shown} (ambiguous: type more of the id)")));
+            return Err(TeamError::NoSuchInvite(format!(
+                "{shown} (ambiguous: type more of the id)"
+            )));
         }
         found = Some((key, value));
     }
@@ -528,14 +680,22 @@ pub fn revoke(store: &Store, code_or_id: &str) -> Result<InviteRecord, TeamError
     record.revoked = true;
     store
         .storage()
-        .update_refs(&[RefUpdate { key, expected: Some(value), new: Some(join::encode(&record)) }])
+        .update_refs(&[RefUpdate {
+            key,
+            expected: Some(value),
+            new: Some(join::encode(&record)),
+        }])
         .map_err(|_| TeamError::Raced)?;
     store.storage().flush().map_err(StoreError::from)?;
     Ok(record)
 }
 
 /// The joiner's side, step 1: a signed request for the team in `code`.
-pub fn join_request(identity: &Identity, code: &str, now_ms: i64) -> Result<(Invite, JoinRequest), TeamError> {
+pub fn join_request(
+    identity: &Identity,
+    code: &str,
+    now_ms: i64,
+) -> Result<(Invite, JoinRequest), TeamError> {
     let invite = code_to_invite(code)?;
     let body = JoinRequestBody {
         team: invite.team,
@@ -550,7 +710,12 @@ pub fn join_request(identity: &Identity, code: &str, now_ms: i64) -> Result<(Inv
 /// The inviter's side: checks a join request against the stored invite and, if it holds,
 /// adds the member (with the invite's role) in a new manifest and answers with the chain.
 /// A refusal is an answer, not an error: it goes back to the joiner.
-pub fn accept_join(store: &Store, identity: &Identity, request: &JoinRequest, now_ms: i64) -> Result<JoinResponse, TeamError> {
+pub fn accept_join(
+    store: &Store,
+    identity: &Identity,
+    request: &JoinRequest,
+    now_ms: i64,
+) -> Result<JoinResponse, TeamError> {
     if !request.verify() {
         return Ok(JoinResponse::Refused(JoinRefusal::BadSignature));
     }
@@ -559,7 +724,8 @@ pub fn accept_join(store: &Store, identity: &Identity, request: &JoinRequest, no
     let Some(raw) = store.storage().get_ref(&key).map_err(StoreError::from)? else {
         return Ok(JoinResponse::Refused(JoinRefusal::UnknownInvite));
     };
-    let mut record: InviteRecord = join::decode(&raw).map_err(|_| TeamError::Damaged("invite record".into()))?;
+    let mut record: InviteRecord =
+        join::decode(&raw).map_err(|_| TeamError::Damaged("invite record".into()))?;
     if record.team != request.body.team {
         return Ok(JoinResponse::Refused(JoinRefusal::UnknownInvite));
     }
@@ -571,8 +737,18 @@ pub fn accept_join(store: &Store, identity: &Identity, request: &JoinRequest, no
         Some(JoinRefusal::Spent)
     } else {
         match &record.email {
-            Some(required) if request.body.member.email.as_deref().map(str::to_ascii_lowercase) != Some(required.to_ascii_lowercase()) => {
-                Some(JoinRefusal::EmailMismatch { required: required.clone() })
+            Some(required)
+                if request
+                    .body
+                    .member
+                    .email
+                    .as_deref()
+                    .map(str::to_ascii_lowercase)
+                    != Some(required.to_ascii_lowercase()) =>
+            {
+                Some(JoinRefusal::EmailMismatch {
+                    required: required.clone(),
+                })
             }
             _ => None,
         }
@@ -581,37 +757,69 @@ pub fn accept_join(store: &Store, identity: &Identity, request: &JoinRequest, no
         return Ok(JoinResponse::Refused(refusal));
     }
     let mut chain = load(store, &record.team)?;
-    if chain.head().manifest.member(&request.body.member.id).is_some() {
+    if chain
+        .head()
+        .manifest
+        .member(&request.body.member.id)
+        .is_some()
+    {
         return Ok(JoinResponse::Refused(JoinRefusal::AlreadyMember));
     }
     if let Err(e) = require_admin(&chain, identity, "add members") {
-        return Ok(JoinResponse::Refused(JoinRefusal::Unauthorized(e.to_string())));
+        return Ok(JoinResponse::Refused(JoinRefusal::Unauthorized(
+            e.to_string(),
+        )));
     }
     let mut members = chain.head().manifest.members.clone();
-    members.push(Member { role: record.role, ..request.body.member.clone() });
+    members.push(Member {
+        role: record.role,
+        ..request.body.member.clone()
+    });
     change_members(store, identity, &mut chain, members, false, now_ms)?;
     // Count the use only after the member is in; a crash in between costs a use, never a
     // member admitted beyond the limit.
     record.uses += 1;
     store
         .storage()
-        .update_refs(&[RefUpdate { key, expected: Some(raw), new: Some(join::encode(&record)) }])
+        .update_refs(&[RefUpdate {
+            key,
+            expected: Some(raw),
+            new: Some(join::encode(&record)),
+        }])
         .map_err(|_| TeamError::Raced)?;
     store.storage().flush().map_err(StoreError::from)?;
-    Ok(JoinResponse::Accepted { manifests: chain.versions().iter().map(SignedManifest::encode).collect() })
+    Ok(JoinResponse::Accepted {
+        manifests: chain
+            .versions()
+            .iter()
+            .map(SignedManifest::encode)
+            .collect(),
+    })
 }
 
 /// The joiner's side, step 2: verifies the answer (the whole chain from genesis, that it is the
 /// team of the invite, that this identity is in it and can open its key ring) and stores it.
-pub fn complete_join(store: &Store, identity: &Identity, team: &TeamId, response: JoinResponse) -> Result<TeamChain, TeamError> {
+pub fn complete_join(
+    store: &Store,
+    identity: &Identity,
+    team: &TeamId,
+    response: JoinResponse,
+) -> Result<TeamChain, TeamError> {
     let manifests = match response {
         JoinResponse::Refused(reason) => return Err(TeamError::Refused(reason)),
         JoinResponse::Accepted { manifests } => manifests,
     };
-    let versions = manifests.iter().map(|b| SignedManifest::decode(b)).collect::<Result<Vec<_>, _>>()?;
+    let versions = manifests
+        .iter()
+        .map(|b| SignedManifest::decode(b))
+        .collect::<Result<Vec<_>, _>>()?;
     let chain = TeamChain::from_versions(versions, None)?;
     if &chain.team_id() != team {
-        return Err(ManifestError::WrongTeam { expected: *team, found: chain.team_id() }.into());
+        return Err(ManifestError::WrongTeam {
+            expected: *team,
+            found: chain.team_id(),
+        }
+        .into());
     }
     if chain.head().manifest.member(&me(identity)).is_none() {
         return Err(TeamError::NotMember(chain.team_id()));
@@ -623,12 +831,19 @@ pub fn complete_join(store: &Store, identity: &Identity, team: &TeamId, response
 
 /// Applies manifests received from a teammate to the stored chain (newer versions, or a fork
 /// to record). Returns what happened to each.
-pub fn receive(store: &Store, team: &TeamId, manifests: Vec<SignedManifest>) -> Result<Vec<Result<Applied, ManifestError>>, TeamError> {
+pub fn receive(
+    store: &Store,
+    team: &TeamId,
+    manifests: Vec<SignedManifest>,
+) -> Result<Vec<Result<Applied, ManifestError>>, TeamError> {
     let mut chain = load(store, team)?;
     let mut results = Vec::new();
     for m in manifests {
         let result = if m.manifest.version <= chain.head().manifest.version
-            && chain.versions().get(m.manifest.version as usize).is_some_and(|v| v.id() == m.id())
+            && chain
+                .versions()
+                .get(m.manifest.version as usize)
+                .is_some_and(|v| v.id() == m.id())
         {
             Ok(Applied::AlreadyKnown)
         } else {

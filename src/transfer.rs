@@ -22,10 +22,16 @@ pub enum TransferError {
     /// The seed's wording for sessions that do not exist or are not yours to pull.
     #[error("Session not found.")]
     NotFound,
-    #[error("session {session}: your base {base} is not in its history here; `tapes pull` it again")]
+    #[error(
+        "session {session}: your base {base} is not in its history here; `tapes pull` it again"
+    )]
     BaseNotInHistory { session: String, base: String },
     #[error("node {id} from remote {remote} does not verify: {why}; nothing was stored")]
-    BadObject { remote: String, id: NodeId, why: String },
+    BadObject {
+        remote: String,
+        id: NodeId,
+        why: String,
+    },
 }
 
 /// What a pull brought.
@@ -57,10 +63,12 @@ pub fn pull(store: &Store, remote: &dyn Remote, id: &SessionId) -> Result<Pulled
     // Verify everything before storing anything, and check the chain links up.
     let mut expected_parent = None;
     for (i, object) in objects.iter().enumerate() {
-        let node = StoredObject::verify(&object.id, &object.bytes).map_err(|e| TransferError::BadObject {
-            remote: remote.name().into(),
-            id: object.id,
-            why: e.to_string(),
+        let node = StoredObject::verify(&object.id, &object.bytes).map_err(|e| {
+            TransferError::BadObject {
+                remote: remote.name().into(),
+                id: object.id,
+                why: e.to_string(),
+            }
         })?;
         if i > 0 && node.body.parent != expected_parent {
             return Err(TransferError::BadObject {
@@ -72,10 +80,18 @@ pub fn pull(store: &Store, remote: &dyn Remote, id: &SessionId) -> Result<Pulled
         expected_parent = Some(object.id);
     }
     let current = store.session_raw(id)?;
-    let update = RefUpdate { key: session_ref_key(id), expected: current, new: Some(record.encode()) };
-    let new_nodes = store.commit(&objects, &[update])?;
+    let update = RefUpdate {
+        key: session_ref_key(id),
+        expected: current,
+        new: Some(record.encode()),
+    };
+    let new_nodes = store.commit(&objects, &[update])?.objects;
     let count = record.summary.messages;
-    Ok(Pulled { record, new_nodes, count })
+    Ok(Pulled {
+        record,
+        new_nodes,
+        count,
+    })
 }
 
 /// What a push did.
@@ -87,23 +103,39 @@ pub struct Pushed {
 
 /// Pushes local session `id` to `remote`, expecting the remote to be at `base` (the head you
 /// pulled or branched from; `None` for a session the remote does not have yet).
-pub fn push(store: &Store, remote: &dyn Remote, id: &SessionId, base: Option<&NodeId>) -> Result<Pushed, TransferError> {
+pub fn push(
+    store: &Store,
+    remote: &dyn Remote,
+    id: &SessionId,
+    base: Option<&NodeId>,
+) -> Result<Pushed, TransferError> {
     let record = store.session(id)?.ok_or(TransferError::NotFound)?;
     let chain = store.chain(&record.head)?;
     let start = match base {
         None => 0,
         Some(base) => {
-            chain.iter().position(|(node, _)| node == base).ok_or_else(|| TransferError::BaseNotInHistory {
-                session: id.short(),
-                base: base.short(),
-            })? + 1
+            chain
+                .iter()
+                .position(|(node, _)| node == base)
+                .ok_or_else(|| TransferError::BaseNotInHistory {
+                    session: id.short(),
+                    base: base.short(),
+                })?
+                + 1
         }
     };
     let mut objects = Vec::with_capacity(chain.len() - start);
     for (node, _) in &chain[start..] {
-        let bytes = store.storage().get_object(node).map_err(StoreError::from)?.ok_or(StoreError::MissingNode(*node))?;
+        let bytes = store
+            .storage()
+            .get_object(node)
+            .map_err(StoreError::from)?
+            .ok_or(StoreError::MissingNode(*node))?;
         objects.push(StoredObject { id: *node, bytes });
     }
     remote.push(id, base, &objects, &record)?;
-    Ok(Pushed { nodes: objects.len(), head: record.head })
+    Ok(Pushed {
+        nodes: objects.len(),
+        head: record.head,
+    })
 }

@@ -29,7 +29,11 @@ pub struct Watcher {
 
 impl Watcher {
     pub fn new(roots: Vec<PathBuf>, store_dir: PathBuf) -> Watcher {
-        Watcher { roots, store_dir, seen: HashMap::new() }
+        Watcher {
+            roots,
+            store_dir,
+            seen: HashMap::new(),
+        }
     }
 
     /// Imports every file that is new or changed since the last call. The first call imports

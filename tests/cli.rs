@@ -20,7 +20,11 @@ fn env() -> Env {
     let home = dir.path().join("home");
     let transcripts = dir.path().join("projects");
     std::fs::create_dir_all(transcripts.join("billing")).unwrap();
-    Env { home, transcripts, _dir: dir }
+    Env {
+        home,
+        transcripts,
+        _dir: dir,
+    }
 }
 
 fn tapes(env: &Env) -> Command {
@@ -32,7 +36,11 @@ fn tapes(env: &Env) -> Command {
 /// Writes sample session `i` as a Claude Code transcript and returns its tapes session id.
 fn write_sample(dir: &Path, i: usize) -> SessionId {
     let session = sample::session(42, i, Shape::default());
-    std::fs::write(dir.join(format!("{}.jsonl", session.source_id)), sample::claude_jsonl(&session)).unwrap();
+    std::fs::write(
+        dir.join(format!("{}.jsonl", session.source_id)),
+        sample::claude_jsonl(&session),
+    )
+    .unwrap();
     SessionId::derive("claude", &session.source_id)
 }
 
@@ -54,7 +62,10 @@ fn init_creates_private_keys_and_id_prints_them() {
     #[cfg(unix)]
     for file in ["node.key", "age.key"] {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(env.home.join("identity").join(file)).unwrap().permissions().mode();
+        let mode = std::fs::metadata(env.home.join("identity").join(file))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600, "{file}");
     }
     // A second init keeps the identity and says so.
@@ -63,14 +74,21 @@ fn init_creates_private_keys_and_id_prints_them() {
     assert!(again.contains(id["node_id"].as_str().unwrap()));
     // Nothing secret on stdout.
     let key = std::fs::read_to_string(env.home.join("identity/age.key")).unwrap();
-    let secret = key.lines().find(|l| l.starts_with("AGE-SECRET-KEY")).unwrap();
+    let secret = key
+        .lines()
+        .find(|l| l.starts_with("AGE-SECRET-KEY"))
+        .unwrap();
     assert!(!out.contains(secret) && !again.contains(secret));
 }
 
 #[test]
 fn id_without_init_says_what_to_do() {
     let env = env();
-    tapes(&env).arg("id").assert().failure().stderr(predicate::str::contains("run `tapes init` first"));
+    tapes(&env)
+        .arg("id")
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("run `tapes init` first"));
 }
 
 #[test]
@@ -81,26 +99,52 @@ fn import_is_idempotent_and_grows_sessions() {
     std::fs::write(dir.join("notes.txt"), "not a transcript").unwrap();
 
     let first = stdout(tapes(&env).arg("import").arg(&env.transcripts));
-    assert!(first.starts_with("imported 3 files: 3 new sessions, 0 updated, 0 unchanged; 30 new nodes"), "{first}");
+    assert!(
+        first.starts_with("imported 3 files: 3 new sessions, 0 updated, 0 unchanged; 30 new nodes"),
+        "{first}"
+    );
     for id in &ids {
-        assert!(first.contains(&format!("new  {}  10 messages", id.short())), "{first}");
+        assert!(
+            first.contains(&format!("new  {}  10 messages", id.short())),
+            "{first}"
+        );
     }
     assert!(first.contains("passed over 1 files"), "{first}");
 
     let second = stdout(tapes(&env).arg("import").arg(&env.transcripts));
-    assert!(second.starts_with("nothing new: 3 sessions from 3 files already up to date"), "{second}");
+    assert!(
+        second.starts_with("nothing new: 3 sessions from 3 files already up to date"),
+        "{second}"
+    );
 
     // A transcript that grew: only the new nodes are added, the session moves forward.
     let mut session = sample::session(42, 0, Shape::default());
-    let mut longer = sample::session(42, 0, Shape { tool_rounds: 6, ..Shape::default() });
+    let mut longer = sample::session(
+        42,
+        0,
+        Shape {
+            tool_rounds: 6,
+            ..Shape::default()
+        },
+    );
     longer.source_id = session.source_id.clone();
     longer.messages.truncate(session.messages.len());
     assert_eq!(longer.messages.len(), 10);
     session.messages.push(longer.messages[1].clone());
-    std::fs::write(dir.join(format!("{}.jsonl", session.source_id)), sample::claude_jsonl(&session)).unwrap();
+    std::fs::write(
+        dir.join(format!("{}.jsonl", session.source_id)),
+        sample::claude_jsonl(&session),
+    )
+    .unwrap();
     let third = stdout(tapes(&env).arg("import").arg(&env.transcripts));
-    assert!(third.starts_with("imported 3 files: 0 new sessions, 1 updated, 2 unchanged; 1 new nodes"), "{third}");
-    assert!(third.contains(&format!("grew {}  11 messages", ids[0].short())), "{third}");
+    assert!(
+        third.starts_with("imported 3 files: 0 new sessions, 1 updated, 2 unchanged; 1 new nodes"),
+        "{third}"
+    );
+    assert!(
+        third.contains(&format!("grew {}  11 messages", ids[0].short())),
+        "{third}"
+    );
 }
 
 #[test]
@@ -109,15 +153,23 @@ fn sessions_show_and_log_read_what_was_imported() {
     let dir = env.transcripts.join("billing");
     let id = write_sample(&dir, 1);
     write_sample(&dir, 2);
-    tapes(&env).arg("import").arg(&env.transcripts).assert().success();
+    tapes(&env)
+        .arg("import")
+        .arg(&env.transcripts)
+        .assert()
+        .success();
 
     let table = stdout(tapes(&env).arg("sessions"));
     let header = table.lines().next().unwrap();
-    assert!(header.starts_with("ID            STARTED           DURATION  PROJECT"), "{header}");
+    assert!(
+        header.starts_with("ID            STARTED           DURATION  PROJECT"),
+        "{header}"
+    );
     assert_eq!(table.lines().count(), 3, "{table}");
     assert!(table.contains(&id.short()));
 
-    let json: serde_json::Value = serde_json::from_str(&stdout(tapes(&env).args(["sessions", "--json"]))).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&stdout(tapes(&env).args(["sessions", "--json"]))).unwrap();
     let list = json.as_array().unwrap();
     assert_eq!(list.len(), 2);
     let one = list.iter().find(|s| s["id"] == id.to_hex()).unwrap();
@@ -126,7 +178,11 @@ fn sessions_show_and_log_read_what_was_imported() {
     let project = one["project"].as_str().unwrap().to_string();
     let filtered = stdout(tapes(&env).args(["sessions", "--json", "--project", &project]));
     let filtered: serde_json::Value = serde_json::from_str(&filtered).unwrap();
-    assert!(filtered.as_array().unwrap().iter().all(|s| s["project"] == project.as_str()));
+    assert!(filtered
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|s| s["project"] == project.as_str()));
     let none = stdout(tapes(&env).args(["sessions", "--agent", "codex"]));
     assert!(none.starts_with("no sessions yet"), "{none}");
 
@@ -135,10 +191,17 @@ fn sessions_show_and_log_read_what_was_imported() {
     let shown = stdout(tapes(&env).args(["show", prefix]));
     assert!(shown.starts_with(&format!("session {}\n", id)), "{shown}");
     assert_eq!(shown.matches("\n── #").count(), 10, "{shown}");
-    assert!(shown.contains("  ▸ "), "tool calls are shown compactly: {shown}");
-    assert!(shown.contains("  ◂ "), "tool results are shown compactly: {shown}");
+    assert!(
+        shown.contains("  ▸ "),
+        "tool calls are shown compactly: {shown}"
+    );
+    assert!(
+        shown.contains("  ◂ "),
+        "tool results are shown compactly: {shown}"
+    );
 
-    let full: serde_json::Value = serde_json::from_str(&stdout(tapes(&env).args(["show", prefix, "--json"]))).unwrap();
+    let full: serde_json::Value =
+        serde_json::from_str(&stdout(tapes(&env).args(["show", prefix, "--json"]))).unwrap();
     let nodes = full["nodes"].as_array().unwrap();
     assert_eq!(nodes.len(), 10);
     assert_eq!(nodes[0]["parent"], serde_json::Value::Null);
@@ -163,21 +226,30 @@ fn session_ids_that_do_not_resolve_say_why() {
     for i in 0..40 {
         write_sample(&dir, i);
     }
-    tapes(&env).arg("import").arg(&env.transcripts).assert().success();
-    tapes(&env).args(["show", "xyz"]).assert().code(1).stderr(predicate::str::contains("is not a session id"));
+    tapes(&env)
+        .arg("import")
+        .arg(&env.transcripts)
+        .assert()
+        .success();
+    tapes(&env)
+        .args(["show", "xyz"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("is not a session id"));
     tapes(&env)
         .args(["show", "0123456789abcdef0123456789abcdef"])
         .assert()
         .code(1)
         .stderr(predicate::str::contains("no session matches"));
     // With 40 sessions some single hex digit is shared by several ids.
-    let ambiguous = (0..16u8)
-        .map(|d| format!("{d:x}"))
-        .find(|d| {
-            let out = tapes(&env).args(["log", d]).output().unwrap();
-            String::from_utf8_lossy(&out.stderr).contains("is ambiguous")
-        });
-    assert!(ambiguous.is_some(), "no ambiguous one-digit prefix among 40 sessions");
+    let ambiguous = (0..16u8).map(|d| format!("{d:x}")).find(|d| {
+        let out = tapes(&env).args(["log", d]).output().unwrap();
+        String::from_utf8_lossy(&out.stderr).contains("is ambiguous")
+    });
+    assert!(
+        ambiguous.is_some(),
+        "no ambiguous one-digit prefix among 40 sessions"
+    );
 }
 
 #[test]
@@ -190,7 +262,9 @@ fn importing_a_file_that_is_not_a_transcript_is_refused_clearly() {
         .arg(&file)
         .assert()
         .code(1)
-        .stderr(predicate::str::contains("not a transcript tapes can import"));
+        .stderr(predicate::str::contains(
+            "not a transcript tapes can import",
+        ));
     tapes(&env)
         .args(["import", "/definitely/not/here"])
         .assert()
@@ -221,8 +295,16 @@ fn a_malformed_line_is_reported_with_its_line_number_and_the_rest_imported() {
 #[test]
 fn wrong_usage_gets_a_usage_error() {
     let env = env();
-    tapes(&env).arg("import").assert().code(2).stderr(predicate::str::contains("Usage: tapes import"));
-    tapes(&env).arg("frobnicate").assert().code(2).stderr(predicate::str::contains("unrecognized subcommand"));
+    tapes(&env)
+        .arg("import")
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("Usage: tapes import"));
+    tapes(&env)
+        .arg("frobnicate")
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("unrecognized subcommand"));
 }
 
 #[test]
@@ -239,6 +321,8 @@ fn a_store_written_by_a_newer_tapes_is_refused() {
         .arg("sessions")
         .assert()
         .code(1)
-        .stderr(predicate::str::contains("written by a newer tapes (store format 99"))
+        .stderr(predicate::str::contains(
+            "written by a newer tapes (store format 99",
+        ))
         .stderr(predicate::str::contains("upgrade tapes"));
 }

@@ -1,22 +1,22 @@
-//! Crash safety of `tapes import` under `kill -9`: one store takes 60 SIGKILLs at pseudo-random
-//! moments of a running import (while the process starts and sled opens and recovers, while the
-//! transcripts are parsed and hashed, and inside the commit), and after every kill the store
-//! reopens, `fsck` passes, and every session is whole or absent: its head is the last node of a
-//! version of its transcript that was on disk, its stored chain is exactly that version, and the
-//! sessions of one import batch moved together or not at all (a batch is one atomic commit). At
-//! the end a full import brings every session in whole and a second import finds nothing new.
+//! Crash safety of `tapes import` under `kill -9`: one store takes SIGKILLs at pseudo-random
+//! moments of running imports until at least 50 have landed while the import was still running
+//! (while the process starts and sled opens, recovers and writes its snapshot, while the
+//! transcripts are parsed and hashed, and inside the commit). After every kill the store must
+//! reopen, `fsck` must pass, and every session must be whole or absent: its head is the last node
+//! of a version of its transcript that was on disk, its stored chain is exactly that version, and
+//! the sessions of one import batch moved together or not at all (a batch's refs are one atomic
+//! update). At the end a full import brings every session in whole and a second import finds
+//! nothing new.
 //!
 //! The transcripts grow between kills, as an agent's transcript does, so every import has
-//! something to write (an import of an unchanged directory writes nothing, so kills of it would
-//! only ever interrupt reads). A third of the kills watch sled's log file and strike within a
-//! window after the commit's first write; the window adapts (wider after a kill that left nothing
-//! of the import durable, narrower after one that let the refs move), so those kills settle
-//! around the moment between the objects and the refs becoming durable.
+//! something to write: an import of an unchanged directory writes nothing, and kills of it would
+//! only ever interrupt reads. Besides kills at random delays, some watch the store's files and
+//! strike when sled starts writing a snapshot file (`snap.*.generating`) or starts the commit.
 //!
-//! Sizing: few long sessions (24 × 602 messages, about 14k nodes at the end) rather than
-//! thousands of short ones, because `fsck` runs after every kill and costs sessions × objects:
-//! `Store::chain` counts every object of the store (sled's `len()` is a full scan) for each
-//! session it walks.
+//! Sizing: 24 sessions of up to 602 messages (about 14k nodes at the end; one import takes
+//! about a second in a debug build) keep the whole test near a minute with `fsck`, which verifies
+//! every object, after every kill. `TAPES_CRASH_KILLS=<n>` asks for more kills (up to about 250)
+//! for a longer hunt.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -32,10 +32,9 @@ use tapes::store::Store;
 const SESSIONS: usize = 24;
 /// 2 + 2 × 300 = 602 messages per full transcript.
 const TOOL_ROUNDS: usize = 300;
-/// Kills that must land while the import process is still running...
+/// Kills that must land while the import process is still running (at least; more with
+/// `TAPES_CRASH_KILLS`), within a quarter more kills in all.
 const KILLS_DURING: usize = 50;
-/// ...within this many kills (each grows every transcript a little first).
-const MAX_KILLS: usize = 64;
 const SEED: u64 = 0x6b69_6c6c;
 
 /// One generated transcript and what a whole import of any prefix of it must look like.
@@ -165,14 +164,33 @@ fn db_stamp(store_dir: &Path) -> Option<(u64, SystemTime)> {
     Some((meta.len(), meta.modified().ok()?))
 }
 
+/// sled's snapshot files being written (`snap.<lsn>.generating`, renamed when complete), with
+/// their sizes.
+fn snapshots_in_progress(store_dir: &Path) -> Vec<(String, u64)> {
+    let Ok(entries) = std::fs::read_dir(store_dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.ends_with(".generating")
+                .then(|| (name, e.metadata().map_or(0, |m| m.len())))
+        })
+        .collect()
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Aim {
     /// The first 40 ms: the process is starting and sled is opening (and recovering).
     Open,
-    /// Anywhere over the whole expected duration of the import, and a bit past it.
+    /// The moment a new snapshot file appears while sled opens (after a crash sled recovers and
+    /// writes one); if none appears in the first part of the import, whenever that ends.
+    Snapshot,
+    /// Anywhere over the whole expected duration of the import, and a little past it.
     Anywhere,
-    /// Somewhere in the commit: after the store's files start changing once parsing is under
-    /// way, within the expected duration of the writes.
+    /// Inside the commit: once parsing is under way, the next write to sled's log, then a random
+    /// delay within the expected duration of the writes.
     Commit,
 }
 
@@ -182,8 +200,8 @@ struct Kill {
     running: bool,
     /// Since spawn.
     at: Duration,
-    /// When sled's log file first changed after the open (Commit aim only).
-    commit_seen: Option<Duration>,
+    /// When the file write the aim waited for was seen (Snapshot and Commit aims).
+    seen: Option<Duration>,
 }
 
 /// Waits according to `aim`, then SIGKILLs the child if it is still running. `commit_at` is the
@@ -199,9 +217,22 @@ fn kill_at(
 ) -> Kill {
     let spawned = Instant::now();
     let micros = |d: Duration| d.as_micros() as u64;
-    let mut commit_seen = None;
+    let mut seen = None;
     match aim {
         Aim::Open => std::thread::sleep(Duration::from_micros(rng.below(40_000))),
+        Aim::Snapshot => {
+            let before = snapshots_in_progress(store_dir);
+            let give_up = spawned + (commit_at / 2).max(Duration::from_millis(50));
+            while Instant::now() < give_up {
+                if snapshots_in_progress(store_dir)
+                    .iter()
+                    .any(|s| !before.contains(s))
+                {
+                    seen = Some(spawned.elapsed());
+                    break;
+                }
+            }
+        }
         Aim::Anywhere => {
             // The whole import, its commit and exit included, and a little past it.
             let limit = micros(commit_at + window) * 11 / 10 + 10_000;
@@ -217,7 +248,7 @@ fn kill_at(
             let before = db_stamp(store_dir);
             while child.try_wait().unwrap().is_none() {
                 if db_stamp(store_dir) != before {
-                    commit_seen = Some(spawned.elapsed());
+                    seen = Some(spawned.elapsed());
                     break;
                 }
                 std::thread::sleep(Duration::from_micros(20));
@@ -236,11 +267,7 @@ fn kill_at(
             "an import that ran to its end failed: {status}"
         );
     }
-    Kill {
-        running,
-        at,
-        commit_seen,
-    }
+    Kill { running, at, seen }
 }
 
 /// What the store holds after a kill: verified whole, returns the one message count all sessions
@@ -252,9 +279,15 @@ fn check_store(
     label: &str,
 ) -> (Option<usize>, usize) {
     let store = Store::open(store_dir).unwrap_or_else(|e| {
-        let keep = format!("/tmp/crash_corrupt_{}", std::process::id());
-        let _ = std::process::Command::new("cp").arg("-a").arg(store_dir).arg(&keep).status();
-        panic!("{label}: the store does not reopen: {e} (copy kept in {keep})")
+        let mut files: Vec<String> = std::fs::read_dir(store_dir)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        files.sort();
+        panic!("{label}: the store does not reopen: {e}; it holds {files:?}")
     });
     let report = tapes::fsck::fsck(&store, |_| {})
         .unwrap_or_else(|e| panic!("{label}: fsck failed to run: {e}"));
@@ -330,12 +363,14 @@ fn sigkill_during_import_leaves_every_session_whole_or_absent() {
         "the test expects one commit batch per import (it checks that a batch lands all or nothing)"
     );
 
-    // Lengths on disk, from half the transcript up to just short of all of it: the first for a
-    // calibration, the rest one per kill.
-    let stress: usize = std::env::var("CRASH_STRESS").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
-    let first = if stress > 0 { full / 8 } else { full / 2 };
-    let _stress: usize = std::env::var("CRASH_STRESS").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
-    let (kills_during, max_kills) = if stress > 0 { (stress, stress + stress / 4) } else { (KILLS_DURING, MAX_KILLS) };
+    let kills_during: usize = std::env::var("TAPES_CRASH_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(KILLS_DURING, |n: usize| n.max(KILLS_DURING));
+    let max_kills = kills_during + kills_during / 4;
+    // Lengths on disk, from half the transcript (less for long hunts) up to just short of all of
+    // it: the first for a calibration, the rest one per kill.
+    let first = (full / 2).min(full.saturating_sub(max_kills + 2)).max(2);
     let lengths: Vec<usize> = (0..=max_kills)
         .map(|k| first + (full - first) * k / (max_kills + 1))
         .collect();
@@ -380,20 +415,13 @@ fn sigkill_during_import_leaves_every_session_whole_or_absent() {
         let commit_at = Duration::from_secs_f64(recent[recent.len() / 2] * length as f64);
         // About 40 µs a node to write, then two small syncs (strace: ~1 ms in all for a
         // 120-node commit).
-        let mut window = Duration::from_micros(1_000 + 40 * (new * SESSIONS) as u64);
-        if stress > 0 { window = Duration::from_micros(1_500); }
-        let open_only = std::env::var("CRASH_AIMS").map_or(false, |v| v == "open");
-        if open_only && i == 0 {
-            let _ = import_to_end(&home, &dir);
-            let (n, o) = check_store(&store_dir, &transcripts, &versions, "populate");
-            state = n;
-            objects = o;
-        }
-        let aim = if open_only { Aim::Open } else if stress > 0 { match rng.below(3) { 0 => Aim::Open, 1 => Aim::Anywhere, _ => Aim::Commit } } else { match rng.below(10) {
+        let window = Duration::from_micros(1_000 + 40 * (new * SESSIONS) as u64);
+        let aim = match rng.below(10) {
             0 => Aim::Open,
-            1..=5 => Aim::Anywhere,
+            1..=2 => Aim::Snapshot,
+            3..=5 => Aim::Anywhere,
             _ => Aim::Commit,
-        } };
+        };
         let mut child = import(&home, &dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -428,14 +456,14 @@ fn sigkill_during_import_leaves_every_session_whole_or_absent() {
         *outcomes.entry((aim, outcome)).or_default() += 1;
         during += kill.running as usize;
         latest = latest.max(kill.at);
-        if let Some(seen) = kill.commit_seen {
+        if let (Aim::Commit, Some(seen)) = (aim, kill.seen) {
             seen_per.push(seen.as_secs_f64() / length as f64);
         }
         eprintln!(
             "kill {i:>2}: {aim:?} at {:>4} ms (commit expected at ~{} ms{}), {new} new messages per session: {outcome}",
             kill.at.as_millis(),
             commit_at.as_millis(),
-            kill.commit_seen.map_or(String::new(), |t| format!(", seen at {} ms", t.as_millis())),
+            kill.seen.map_or(String::new(), |t| format!(", its write seen at {} ms", t.as_millis())),
         );
         state = now;
         objects = now_objects;
@@ -481,17 +509,4 @@ fn sigkill_during_import_leaves_every_session_whole_or_absent() {
         "a second import wrote something: {out}"
     );
     eprintln!("whole test: {:?}", started.elapsed());
-}
-
-#[test]
-#[ignore]
-fn probe_write_files() {
-    let dir = PathBuf::from(std::env::var("PROBE_DIR").unwrap());
-    let len: usize = std::env::var("PROBE_LEN").unwrap().parse().unwrap();
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut ts = transcripts(&dir);
-    for t in &mut ts {
-        let _ = std::fs::remove_file(&t.path);
-        t.grow_to(len);
-    }
 }

@@ -16,8 +16,12 @@ fn setup(theirs: Visibility) -> (tempfile::TempDir, SessionId, SessionId) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("store")).unwrap();
     store.set_local_owner(&MemberId([1; 32])).unwrap();
-    let incoming: Vec<Incoming> =
-        (0..2).map(|i| Incoming { session: sample::session(5, i, Shape::default()), path: String::new() }).collect();
+    let incoming: Vec<Incoming> = (0..2)
+        .map(|i| Incoming {
+            session: sample::session(5, i, Shape::default()),
+            path: String::new(),
+        })
+        .collect();
     let report = ingest(&store, &incoming, 0).unwrap();
     let (mine, other) = (report.sessions[0].id, report.sessions[1].id);
     let raw = store.session_raw(&other).unwrap().unwrap();
@@ -25,23 +29,46 @@ fn setup(theirs: Visibility) -> (tempfile::TempDir, SessionId, SessionId) {
     record.owner = Some(MemberId([2; 32]));
     record.visibility = theirs;
     store
-        .commit(&[], &[RefUpdate { key: session_ref_key(&other), expected: Some(raw), new: Some(record.encode()) }])
+        .commit(
+            &[],
+            &[RefUpdate {
+                key: session_ref_key(&other),
+                expected: Some(raw),
+                new: Some(record.encode()),
+            }],
+        )
         .unwrap();
     (dir, mine, other)
 }
 
 fn tapes(dir: &tempfile::TempDir) -> Command {
     let mut cmd = Command::cargo_bin("tapes").unwrap();
-    cmd.env("TAPES_HOME", dir.path());
+    // Branch and fork write the tracking file of the current directory: keep it in the temp dir.
+    cmd.env("TAPES_HOME", dir.path()).current_dir(dir.path());
     cmd
 }
 
 #[test]
 fn a_branch_at_n_shares_the_first_n_nodes_without_copying_them() {
     let (dir, mine, _) = setup(Visibility::Public);
-    let out = tapes(&dir).args(["branch", &mine.to_hex(), "--at", "4", "--title", "RAG variant A", "--tags", "rag,exp"]).assert().success();
+    let out = tapes(&dir)
+        .args([
+            "branch",
+            &mine.to_hex(),
+            "--at",
+            "4",
+            "--title",
+            "RAG variant A",
+            "--tags",
+            "rag,exp",
+        ])
+        .assert()
+        .success();
     let stdout = String::from_utf8(out.get_output().stdout.clone()).unwrap();
-    assert!(stdout.starts_with(&format!("branched {} into new session ", mine.short())), "{stdout}");
+    assert!(
+        stdout.starts_with(&format!("branched {} into new session ", mine.short())),
+        "{stdout}"
+    );
     assert!(stdout.contains("(4 shared messages, private)"), "{stdout}");
 
     let store = Store::open(&dir.path().join("store")).unwrap();
@@ -57,7 +84,10 @@ fn a_branch_at_n_shares_the_first_n_nodes_without_copying_them() {
         .expect("the branch exists");
     let (branch_id, record) = branch;
     assert_ne!(branch_id, mine);
-    assert_eq!(record.head, chain[3].0, "the branch's head is the original's 4th node");
+    assert_eq!(
+        record.head, chain[3].0,
+        "the branch's head is the original's 4th node"
+    );
     assert_eq!(store.chain(&record.head).unwrap().len(), 4);
     assert_eq!(record.lineage.base_count, 4);
     assert_eq!(record.lineage.base_digest, Some(chain[3].0));
@@ -66,7 +96,11 @@ fn a_branch_at_n_shares_the_first_n_nodes_without_copying_them() {
     assert_eq!(record.title.as_deref(), Some("RAG variant A"));
     assert_eq!(record.tags, ["rag", "exp"]);
     assert_eq!(record.summary.messages, 4);
-    assert_eq!(store.storage().object_count(), objects_before, "branching copied no node");
+    assert_eq!(
+        store.storage().object_count(),
+        objects_before,
+        "branching copied no node"
+    );
 }
 
 #[test]
@@ -76,13 +110,21 @@ fn the_seed_guard_messages() {
         .args(["fork", &mine.to_hex()])
         .assert()
         .code(1)
-        .stderr(predicate::str::contains("You own this session. Use `tapes branch"));
-    tapes(&dir).args(["fork", &mine.to_hex(), "--force"]).assert().success().stdout(predicate::str::starts_with("forked"));
+        .stderr(predicate::str::contains(
+            "You own this session. Use `tapes branch",
+        ));
+    tapes(&dir)
+        .args(["fork", &mine.to_hex(), "--force"])
+        .assert()
+        .success()
+        .stdout(predicate::str::starts_with("forked"));
     tapes(&dir)
         .args(["branch", &theirs.to_hex()])
         .assert()
         .code(1)
-        .stderr(predicate::str::contains("You don't own this session. Use `tapes fork"));
+        .stderr(predicate::str::contains(
+            "You don't own this session. Use `tapes fork",
+        ));
     tapes(&dir)
         .args(["fork", &theirs.to_hex(), "--private"])
         .assert()
@@ -92,8 +134,13 @@ fn the_seed_guard_messages() {
         .args(["branch", &mine.to_hex(), "--at", "11"])
         .assert()
         .code(1)
-        .stderr(predicate::str::contains("--at 11 is out of range: the session has 10 messages"));
-    tapes(&dir).args(["branch", &mine.to_hex(), "--at", "0"]).assert().code(1);
+        .stderr(predicate::str::contains(
+            "--at 11 is out of range: the session has 10 messages",
+        ));
+    tapes(&dir)
+        .args(["branch", &mine.to_hex(), "--at", "0"])
+        .assert()
+        .code(1);
 }
 
 #[test]
@@ -103,7 +150,9 @@ fn a_private_session_of_someone_else_cannot_be_forked_and_pull_does_not_see_it()
         .args(["fork", &theirs.to_hex()])
         .assert()
         .code(1)
-        .stderr(predicate::str::contains("private to its owner; it cannot be forked"));
+        .stderr(predicate::str::contains(
+            "private to its owner; it cannot be forked",
+        ));
     let store = Store::open(&dir.path().join("store")).unwrap();
     let err = tapes::lineage::check_pull(&store, &theirs).unwrap_err();
     assert_eq!(err.to_string(), "Session not found.");

@@ -5,7 +5,9 @@
 use std::sync::Arc;
 
 use tapes::ingest::{ingest, Incoming};
-use tapes::protocol::{ContentBlock, MemberId, Node, NodeBody, NodeMeta, Role, SessionId, StoredObject};
+use tapes::protocol::{
+    ContentBlock, MemberId, Node, NodeBody, NodeMeta, Role, SessionId, StoredObject,
+};
 use tapes::remote::{PathRemote, Remote, RemoteError};
 use tapes::sample::{self, Shape};
 use tapes::store::Store;
@@ -18,7 +20,15 @@ fn remote_with_session() -> (tempfile::TempDir, SessionId) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("store")).unwrap();
     store.set_local_owner(&ME).unwrap();
-    let report = ingest(&store, &[Incoming { session: sample::session(3, 0, Shape::default()), path: String::new() }], 0).unwrap();
+    let report = ingest(
+        &store,
+        &[Incoming {
+            session: sample::session(3, 0, Shape::default()),
+            path: String::new(),
+        }],
+        0,
+    )
+    .unwrap();
     (dir, report.sessions[0].id)
 }
 
@@ -31,7 +41,12 @@ fn local() -> (tempfile::TempDir, Store) {
 
 fn reply(parent: tapes::protocol::NodeId, text: &str) -> StoredObject {
     StoredObject::encode(&Node {
-        body: NodeBody { parent: Some(parent), role: Role::User, model: String::new(), blocks: vec![ContentBlock::text(text)] },
+        body: NodeBody {
+            parent: Some(parent),
+            role: Role::User,
+            model: String::new(),
+            blocks: vec![ContentBlock::text(text)],
+        },
         meta: NodeMeta::default(),
     })
 }
@@ -52,7 +67,14 @@ fn pull_then_push_appends_only_the_delta() {
     record.summary.messages += 1;
     let raw = store.session_raw(&id).unwrap();
     store
-        .commit(&[next.clone()], &[tapes::storage::RefUpdate { key: tapes::session::session_ref_key(&id), expected: raw, new: Some(record.encode()) }])
+        .commit(
+            &[next.clone()],
+            &[tapes::storage::RefUpdate {
+                key: tapes::session::session_ref_key(&id),
+                expected: raw,
+                new: Some(record.encode()),
+            }],
+        )
         .unwrap();
 
     let pushed = transfer::push(&store, &remote, &id, Some(&base)).unwrap();
@@ -61,9 +83,15 @@ fn pull_then_push_appends_only_the_delta() {
 
     // Pushing again from the old base is the seed's 409.
     let err = transfer::push(&store, &remote, &id, Some(&base)).unwrap_err();
-    assert!(matches!(err, TransferError::Remote(RemoteError::Conflict { .. })), "{err}");
+    assert!(
+        matches!(err, TransferError::Remote(RemoteError::Conflict { .. })),
+        "{err}"
+    );
     let text = err.to_string();
-    assert!(text.contains("tapes pull") && text.contains("tapes branch"), "{text}");
+    assert!(
+        text.contains("tapes pull") && text.contains("tapes branch"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -97,7 +125,8 @@ fn thirty_two_writers_race_one_push_and_exactly_one_wins() {
                     let mut record = start.clone();
                     record.head = node.id;
                     record.summary.messages += 1;
-                    let result = remote.push(&id, Some(&base), std::slice::from_ref(&node), &record);
+                    let result =
+                        remote.push(&id, Some(&base), std::slice::from_ref(&node), &record);
                     (node, result)
                 })
             })
@@ -105,16 +134,27 @@ fn thirty_two_writers_race_one_push_and_exactly_one_wins() {
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
 
-    let winners: Vec<&StoredObject> = results.iter().filter(|(_, r)| r.is_ok()).map(|(n, _)| n).collect();
+    let winners: Vec<&StoredObject> = results
+        .iter()
+        .filter(|(_, r)| r.is_ok())
+        .map(|(n, _)| n)
+        .collect();
     assert_eq!(winners.len(), 1, "exactly one push wins");
     let winner = winners[0];
     for (node, result) in &results {
         if let Err(e) = result {
             match e {
-                RemoteError::Conflict { current, expected, .. } => {
+                RemoteError::Conflict {
+                    current, expected, ..
+                } => {
                     assert_eq!(*expected, Some(base));
                     // Losers raced either before the write (they see the winner) or inside it.
-                    assert_eq!(*current, Some(winner.id), "loser {} was told the wrong head", node.id.short());
+                    assert_eq!(
+                        *current,
+                        Some(winner.id),
+                        "loser {} was told the wrong head",
+                        node.id.short()
+                    );
                 }
                 other => panic!("a loser got {other} instead of a conflict"),
             }

@@ -479,7 +479,10 @@ fn leaving_rotates_the_key_and_the_last_owner_must_hand_over_first() {
     teams::leave(&bob.store, &bob.me, &mut bob_chain, T0 + 10).unwrap();
     let left = bob_chain.head().clone();
     assert!(left.manifest.member(&bob.id()).is_none());
-    assert_eq!(left.manifest.epoch, 0, "the leaver does not pick the next key");
+    assert_eq!(
+        left.manifest.epoch, 0,
+        "the leaver does not pick the next key"
+    );
     assert_eq!(left.signatures.len(), 1);
     assert_eq!(
         left.signatures[0].signer,
@@ -501,11 +504,25 @@ fn leaving_rotates_the_key_and_the_last_owner_must_hand_over_first() {
     assert_names(&err, &["bob", "rotate"]);
     // ...until a remaining member (any member) rotates, which sealing through `seal_for` does.
     let mut carol_chain = carol.chain(&team);
-    let after = teams::seal_for(&carol.store, &carol.me, &mut carol_chain, b"after bob left", T0 + 15).unwrap();
+    let after = teams::seal_for(
+        &carol.store,
+        &carol.me,
+        &mut carol_chain,
+        b"after bob left",
+        T0 + 15,
+    )
+    .unwrap();
     assert_eq!(after.epoch, 1);
     let rotation = carol_chain.head().clone();
-    assert_eq!(rotation.signatures[0].signer, carol.id(), "a plain member rotated");
-    assert_eq!(receive_one(&alice, &team, rotation.clone()).unwrap(), Applied::Appended);
+    assert_eq!(
+        rotation.signatures[0].signer,
+        carol.id(),
+        "a plain member rotated"
+    );
+    assert_eq!(
+        receive_one(&alice, &team, rotation.clone()).unwrap(),
+        Applied::Appended
+    );
     assert_eq!(bob.open(&team, &before).unwrap(), b"before bob left");
     assert!(matches!(
         bob.open(&team, &after),

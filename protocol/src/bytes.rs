@@ -12,7 +12,11 @@ pub enum DecodeError {
     #[error("unsupported body version {0} (this tapes reads version {v})", v = crate::canonical::BODY_VERSION)]
     Version(u8),
     #[error("unknown {what} tag {tag:#04x} at offset {offset}")]
-    UnknownTag { what: &'static str, tag: u8, offset: usize },
+    UnknownTag {
+        what: &'static str,
+        tag: u8,
+        offset: usize,
+    },
     #[error("invalid UTF-8 in a string at offset {0}")]
     Utf8(usize),
     #[error("unknown role `{0}`")]
@@ -61,7 +65,10 @@ impl Reader<'_> {
     pub(crate) fn need(&self, n: usize) -> Result<(), DecodeError> {
         let left = self.bytes.len() - self.pos;
         if n > left {
-            return Err(DecodeError::Truncated { offset: self.pos, needed: n - left });
+            return Err(DecodeError::Truncated {
+                offset: self.pos,
+                needed: n - left,
+            });
         }
         Ok(())
     }
@@ -107,9 +114,10 @@ impl Reader<'_> {
         let offset = self.pos;
         let len = self.u32()?;
         let raw = self.take(len)?;
-        std::str::from_utf8(raw).map(str::to_owned).map_err(|_| DecodeError::Utf8(offset))
+        std::str::from_utf8(raw)
+            .map(str::to_owned)
+            .map_err(|_| DecodeError::Utf8(offset))
     }
-
 }
 
 impl Reader<'_> {

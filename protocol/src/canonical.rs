@@ -24,13 +24,25 @@ pub const NODE_ID_CONTEXT: &str = "tapes 2026-11 node id v1";
 /// at all is encoded as a JSON string holding that text, so every body has an encoding.
 pub fn encode_body(body: &NodeBody) -> Vec<u8> {
     let mut out = Vec::with_capacity(128);
-    encode_body_into(&mut out, body.parent.as_ref(), body.role, &body.model, &body.blocks);
+    encode_body_into(
+        &mut out,
+        body.parent.as_ref(),
+        body.role,
+        &body.model,
+        &body.blocks,
+    );
     out
 }
 
 /// Appends the canonical encoding of a body given by its parts (no need to own a
 /// [`NodeBody`]: the ingest path encodes straight from what an importer parsed).
-pub fn encode_body_into(out: &mut Vec<u8>, parent: Option<&NodeId>, role: Role, model: &str, blocks: &[ContentBlock]) {
+pub fn encode_body_into(
+    out: &mut Vec<u8>,
+    parent: Option<&NodeId>,
+    role: Role,
+    model: &str,
+    blocks: &[ContentBlock],
+) {
     out.push(BODY_VERSION);
     match parent {
         None => out.push(0),
@@ -89,7 +101,11 @@ fn encode_block(out: &mut Vec<u8>, block: &ContentBlock) {
             put_str(out, name);
             put_str(out, &canonical_json_field(input));
         }
-        ContentBlock::ToolResult { tool_use_id, is_error, content } => {
+        ContentBlock::ToolResult {
+            tool_use_id,
+            is_error,
+            content,
+        } => {
             out.push(0x04);
             put_str(out, tool_use_id);
             out.push(u8::from(*is_error));
@@ -160,7 +176,12 @@ pub fn decode_body(bytes: &[u8]) -> Result<NodeBody, DecodeError> {
     if r.pos != bytes.len() {
         return Err(DecodeError::Trailing(bytes.len() - r.pos));
     }
-    Ok(NodeBody { parent, role, model, blocks })
+    Ok(NodeBody {
+        parent,
+        role,
+        model,
+        blocks,
+    })
 }
 
 fn decode_block(r: &mut Reader<'_>) -> Result<ContentBlock, DecodeError> {
@@ -195,7 +216,11 @@ fn decode_block(r: &mut Reader<'_>) -> Result<ContentBlock, DecodeError> {
                     }
                 });
             }
-            ContentBlock::ToolResult { tool_use_id, is_error, content }
+            ContentBlock::ToolResult {
+                tool_use_id,
+                is_error,
+                content,
+            }
         }
         0x05 => {
             let (media_type, source) = read_image(r)?;
@@ -237,25 +262,41 @@ mod tests {
             role: Role::Assistant,
             model: "claude-sonnet-4".into(),
             blocks: vec![
-                ContentBlock::Thinking { text: "hm".into(), signature: Some("sig".into()) },
+                ContentBlock::Thinking {
+                    text: "hm".into(),
+                    signature: Some("sig".into()),
+                },
                 ContentBlock::text("hello"),
-                ContentBlock::ToolUse { id: "t1".into(), name: "Bash".into(), input: r#"{"b":1, "a":2}"#.into() },
+                ContentBlock::ToolUse {
+                    id: "t1".into(),
+                    name: "Bash".into(),
+                    input: r#"{"b":1, "a":2}"#.into(),
+                },
                 ContentBlock::ToolResult {
                     tool_use_id: "t1".into(),
                     is_error: true,
                     content: vec![
-                        ToolResultPart::Text { text: "boom".into() },
+                        ToolResultPart::Text {
+                            text: "boom".into(),
+                        },
                         ToolResultPart::Image {
                             media_type: "image/png".into(),
-                            source: ImageSource::Bytes { data: vec![1, 2, 3] },
+                            source: ImageSource::Bytes {
+                                data: vec![1, 2, 3],
+                            },
                         },
                     ],
                 },
                 ContentBlock::Image {
                     media_type: "image/jpeg".into(),
-                    source: ImageSource::Reference { uri: "file-1".into() },
+                    source: ImageSource::Reference {
+                        uri: "file-1".into(),
+                    },
                 },
-                ContentBlock::Other { kind: "redacted_thinking".into(), json: "{\"data\":\"x\"}".into() },
+                ContentBlock::Other {
+                    kind: "redacted_thinking".into(),
+                    json: "{\"data\":\"x\"}".into(),
+                },
             ],
         }
     }
@@ -273,8 +314,16 @@ mod tests {
     fn json_key_order_does_not_change_the_id() {
         let mut a = sample();
         let mut b = sample();
-        a.blocks[2] = ContentBlock::ToolUse { id: "t".into(), name: "n".into(), input: r#"{"x":1,"y":2}"#.into() };
-        b.blocks[2] = ContentBlock::ToolUse { id: "t".into(), name: "n".into(), input: r#"{ "y": 2, "x": 1 }"#.into() };
+        a.blocks[2] = ContentBlock::ToolUse {
+            id: "t".into(),
+            name: "n".into(),
+            input: r#"{"x":1,"y":2}"#.into(),
+        };
+        b.blocks[2] = ContentBlock::ToolUse {
+            id: "t".into(),
+            name: "n".into(),
+            input: r#"{ "y": 2, "x": 1 }"#.into(),
+        };
         assert_eq!(node_id(&a), node_id(&b));
     }
 
@@ -293,7 +342,10 @@ mod tests {
     fn rejects_every_truncation_and_trailing_bytes() {
         let bytes = encode_body(&sample());
         for cut in 0..bytes.len() {
-            assert!(decode_body(&bytes[..cut]).is_err(), "prefix of {cut} bytes decoded");
+            assert!(
+                decode_body(&bytes[..cut]).is_err(),
+                "prefix of {cut} bytes decoded"
+            );
         }
         let mut longer = bytes.clone();
         longer.push(0);
@@ -307,7 +359,10 @@ mod tests {
         bytes.extend_from_slice(b"user");
         bytes.extend_from_slice(&0u32.to_le_bytes());
         bytes.extend_from_slice(&u32::MAX.to_le_bytes());
-        assert!(matches!(decode_body(&bytes), Err(DecodeError::Truncated { .. })));
+        assert!(matches!(
+            decode_body(&bytes),
+            Err(DecodeError::Truncated { .. })
+        ));
     }
 
     proptest! {

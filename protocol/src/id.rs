@@ -14,7 +14,12 @@ pub enum IdParseError {
     #[error("`{0}` is not a hex id (expected only 0-9 and a-f)")]
     NotHex(String),
     #[error("`{input}` has {len} hex digits; a full {kind} id has {expected}")]
-    WrongLength { input: String, kind: &'static str, len: usize, expected: usize },
+    WrongLength {
+        input: String,
+        kind: &'static str,
+        len: usize,
+        expected: usize,
+    },
 }
 
 macro_rules! hex_id {
@@ -144,8 +149,14 @@ mod tests {
 
     #[test]
     fn rejects_wrong_length_and_non_hex() {
-        assert!(matches!("abcd".parse::<NodeId>(), Err(IdParseError::WrongLength { .. })));
-        assert!(matches!("zz".parse::<SessionId>(), Err(IdParseError::NotHex(_))));
+        assert!(matches!(
+            "abcd".parse::<NodeId>(),
+            Err(IdParseError::WrongLength { .. })
+        ));
+        assert!(matches!(
+            "zz".parse::<SessionId>(),
+            Err(IdParseError::NotHex(_))
+        ));
         assert!(normalize_prefix("").is_err());
         assert_eq!(normalize_prefix("ABC").unwrap(), "abc");
     }

@@ -88,7 +88,9 @@ pub enum JoinRefusal {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum JoinResponse {
     /// The team's signed manifests, version 0 first, each as `SignedManifest::encode` bytes.
-    Accepted { manifests: Vec<Vec<u8>> },
+    Accepted {
+        manifests: Vec<Vec<u8>>,
+    },
     Refused(JoinRefusal),
 }
 
@@ -107,7 +109,12 @@ impl JoinRequest {
     /// True when the request is signed by the member key it names.
     pub fn verify(&self) -> bool {
         VerifyingKey::from_bytes(self.body.member.id.as_bytes())
-            .and_then(|k| k.verify(&message(&self.body), &Signature::from_bytes(&self.signature)))
+            .and_then(|k| {
+                k.verify(
+                    &message(&self.body),
+                    &Signature::from_bytes(&self.signature),
+                )
+            })
             .is_ok()
     }
 }
@@ -134,7 +141,8 @@ mod sig_bytes {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 64], D::Error> {
         let bytes: Vec<u8> = serde::de::Deserialize::deserialize(d)?;
-        <[u8; 64]>::try_from(bytes.as_slice()).map_err(|_| serde::de::Error::custom("signature is not 64 bytes"))
+        <[u8; 64]>::try_from(bytes.as_slice())
+            .map_err(|_| serde::de::Error::custom("signature is not 64 bytes"))
     }
 }
 
@@ -153,7 +161,15 @@ mod tests {
             email: None,
             role: TeamRole::Member,
         };
-        let req = JoinRequest::sign(JoinRequestBody { team: TeamId([1; 32]), secret: [2; 32], member, created_ms: 5 }, &key);
+        let req = JoinRequest::sign(
+            JoinRequestBody {
+                team: TeamId([1; 32]),
+                secret: [2; 32],
+                member,
+                created_ms: 5,
+            },
+            &key,
+        );
         assert!(req.verify());
         let decoded: JoinRequest = decode(&encode(&req)).unwrap();
         assert_eq!(decoded, req);

@@ -10,8 +10,8 @@ pub mod canonical;
 pub mod canonical_json;
 pub mod id;
 pub mod join;
-pub mod node;
 pub mod manifest;
+pub mod node;
 pub mod object;
 pub mod team_chain;
 

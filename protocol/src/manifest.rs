@@ -116,14 +116,30 @@ pub enum ManifestError {
     Decode(#[from] DecodeError),
     #[error("manifest is malformed: {0}")]
     Malformed(String),
-    #[error("manifest signature by {signer} does not verify (tampered bytes or a forged signature)")]
+    #[error(
+        "manifest signature by {signer} does not verify (tampered bytes or a forged signature)"
+    )]
     BadSignature { signer: MemberId },
     #[error("manifest version {version} is signed by {signer}, who is not a member of version {prev_version}")]
-    SignerNotMember { signer: MemberId, version: u64, prev_version: u64 },
+    SignerNotMember {
+        signer: MemberId,
+        version: u64,
+        prev_version: u64,
+    },
     #[error("manifest version {version} is signed only by {signer}, a plain member of version {prev_version}; only an owner or admin may change the team")]
-    SignerNotAdmin { signer: MemberId, version: u64, prev_version: u64 },
-    #[error("manifest version {version} {what}; only an owner of version {prev_version} may do that")]
-    NeedsOwner { version: u64, what: String, prev_version: u64 },
+    SignerNotAdmin {
+        signer: MemberId,
+        version: u64,
+        prev_version: u64,
+    },
+    #[error(
+        "manifest version {version} {what}; only an owner of version {prev_version} may do that"
+    )]
+    NeedsOwner {
+        version: u64,
+        what: String,
+        prev_version: u64,
+    },
     #[error("manifest version {version} leaves the team without an owner; the last owner must hand over before leaving")]
     NoOwner { version: u64 },
     #[error("manifest version {version} removes members without rotating the team key (epoch stays {epoch})")]
@@ -131,11 +147,20 @@ pub enum ManifestError {
     #[error("manifest belongs to team {found}, not to team {expected}")]
     WrongTeam { expected: TeamId, found: TeamId },
     #[error("manifest version {version} follows {prev}, which is not version {prev_version} of this team (unknown previous manifest)")]
-    UnknownPrev { version: u64, prev: ManifestId, prev_version: u64 },
+    UnknownPrev {
+        version: u64,
+        prev: ManifestId,
+        prev_version: u64,
+    },
     #[error("manifest version {offered} is older than the current version {current}; refusing a rollback (replayed manifest)")]
     Rollback { offered: u64, current: u64 },
     #[error("team is forked: two different manifests claim version {version} ({a} and {b}); both are refused until an owner of version {base} signs a manifest that continues one of them")]
-    Forked { version: u64, base: u64, a: ManifestId, b: ManifestId },
+    Forked {
+        version: u64,
+        base: u64,
+        a: ManifestId,
+        b: ManifestId,
+    },
     #[error("manifest skips from version {current} to {offered}; fetch the versions in between")]
     Gap { offered: u64, current: u64 },
 }
@@ -188,15 +213,30 @@ impl Manifest {
                 1 => TeamRole::Admin,
                 _ => TeamRole::Owner,
             };
-            members.push(Member { id, age_recipient, name, email, role });
+            members.push(Member {
+                id,
+                age_recipient,
+                name,
+                email,
+                role,
+            });
         }
         let created_ms = r.u64()? as i64;
         let epoch = r.u64()?;
         let epoch_recipient = r.str()?;
         let keyring = r.bytes()?;
         r.finish()?;
-        let manifest =
-            Manifest { team, version, prev, name, members, created_ms, epoch, epoch_recipient, keyring };
+        let manifest = Manifest {
+            team,
+            version,
+            prev,
+            name,
+            members,
+            created_ms,
+            epoch,
+            epoch_recipient,
+            keyring,
+        };
         manifest.check_shape()?;
         Ok(manifest)
     }
@@ -211,7 +251,10 @@ impl Manifest {
     }
 
     pub fn member(&self, id: &MemberId) -> Option<&Member> {
-        self.members.binary_search_by(|m| m.id.cmp(id)).ok().map(|i| &self.members[i])
+        self.members
+            .binary_search_by(|m| m.id.cmp(id))
+            .ok()
+            .map(|i| &self.members[i])
     }
 
     pub fn owners(&self) -> impl Iterator<Item = &Member> {
@@ -227,10 +270,14 @@ impl Manifest {
             ));
         }
         if !self.members.windows(2).all(|w| w[0].id < w[1].id) {
-            return Err(ManifestError::Malformed("members are not sorted by id or appear twice".into()));
+            return Err(ManifestError::Malformed(
+                "members are not sorted by id or appear twice".into(),
+            ));
         }
         if self.owners().next().is_none() {
-            return Err(ManifestError::NoOwner { version: self.version });
+            return Err(ManifestError::NoOwner {
+                version: self.version,
+            });
         }
         Ok(())
     }
@@ -238,7 +285,10 @@ impl Manifest {
     /// Signs this manifest with `key`.
     pub fn sign(&self, key: &SigningKey) -> ManifestSignature {
         let message = signature_message(&self.id());
-        ManifestSignature { signer: MemberId(key.verifying_key().to_bytes()), signature: key.sign(&message).to_bytes() }
+        ManifestSignature {
+            signer: MemberId(key.verifying_key().to_bytes()),
+            signature: key.sign(&message).to_bytes(),
+        }
     }
 }
 
@@ -295,11 +345,17 @@ impl SignedManifest {
         r.need(count.saturating_mul(96))?;
         let mut signatures = Vec::with_capacity(count);
         for _ in 0..count {
-            signatures.push(ManifestSignature { signer: MemberId(r.array()?), signature: r.array()? });
+            signatures.push(ManifestSignature {
+                signer: MemberId(r.array()?),
+                signature: r.array()?,
+            });
         }
         r.finish()?;
         let manifest = Manifest::decode(&manifest_bytes)?;
-        let signed = SignedManifest { manifest, signatures };
+        let signed = SignedManifest {
+            manifest,
+            signatures,
+        };
         signed.check_signatures()?;
         Ok(signed)
     }
@@ -310,7 +366,9 @@ impl SignedManifest {
 
     fn check_signatures(&self) -> Result<(), ManifestError> {
         if self.signatures.is_empty() {
-            return Err(ManifestError::Malformed("manifest carries no signature".into()));
+            return Err(ManifestError::Malformed(
+                "manifest carries no signature".into(),
+            ));
         }
         let message = signature_message(&self.id());
         for s in &self.signatures {
@@ -331,18 +389,31 @@ impl SignedManifest {
 pub fn verify_genesis(genesis: &SignedManifest) -> Result<(), ManifestError> {
     let m = &genesis.manifest;
     if m.version != 0 {
-        return Err(ManifestError::Malformed(format!("a team starts at version 0, not {}", m.version)));
+        return Err(ManifestError::Malformed(format!(
+            "a team starts at version 0, not {}",
+            m.version
+        )));
     }
     m.check_shape()?;
     genesis.check_signatures()?;
-    let by_owner = genesis.signers().any(|s| m.member(s).is_some_and(|mem| mem.role == TeamRole::Owner));
+    let by_owner = genesis
+        .signers()
+        .any(|s| m.member(s).is_some_and(|mem| mem.role == TeamRole::Owner));
     match genesis.signers().next() {
         Some(_) if by_owner => Ok(()),
-        Some(signer) if m.member(signer).is_none() => {
-            Err(ManifestError::SignerNotMember { signer: *signer, version: 0, prev_version: 0 })
-        }
-        Some(signer) => Err(ManifestError::SignerNotAdmin { signer: *signer, version: 0, prev_version: 0 }),
-        None => Err(ManifestError::Malformed("manifest carries no signature".into())),
+        Some(signer) if m.member(signer).is_none() => Err(ManifestError::SignerNotMember {
+            signer: *signer,
+            version: 0,
+            prev_version: 0,
+        }),
+        Some(signer) => Err(ManifestError::SignerNotAdmin {
+            signer: *signer,
+            version: 0,
+            prev_version: 0,
+        }),
+        None => Err(ManifestError::Malformed(
+            "manifest carries no signature".into(),
+        )),
     }
 }
 
@@ -352,11 +423,18 @@ pub fn verify_successor(prev: &SignedManifest, next: &SignedManifest) -> Result<
     let (p, n) = (&prev.manifest, &next.manifest);
     let team = p.team_id();
     if n.team_id() != team {
-        return Err(ManifestError::WrongTeam { expected: team, found: n.team_id() });
+        return Err(ManifestError::WrongTeam {
+            expected: team,
+            found: n.team_id(),
+        });
     }
     if n.version != p.version + 1 || n.prev != Some(prev.id()) {
         let prev_id = n.prev.unwrap_or(ManifestId([0; 32]));
-        return Err(ManifestError::UnknownPrev { version: n.version, prev: prev_id, prev_version: p.version });
+        return Err(ManifestError::UnknownPrev {
+            version: n.version,
+            prev: prev_id,
+            prev_version: p.version,
+        });
     }
     n.check_shape()?;
     next.check_signatures()?;
@@ -367,7 +445,11 @@ pub fn verify_successor(prev: &SignedManifest, next: &SignedManifest) -> Result<
     for signer in next.signers() {
         match p.member(signer) {
             None => {
-                return Err(ManifestError::SignerNotMember { signer: *signer, version: n.version, prev_version: p.version })
+                return Err(ManifestError::SignerNotMember {
+                    signer: *signer,
+                    version: n.version,
+                    prev_version: p.version,
+                })
             }
             Some(m) => best = best.max(Some(m.role)),
         }
@@ -390,20 +472,38 @@ pub fn verify_successor(prev: &SignedManifest, next: &SignedManifest) -> Result<
         Some(TeamRole::Owner | TeamRole::Admin) => {}
         _ if self_removal || rotation_only => {}
         _ => {
-            let signer = next.signatures.first().map(|s| s.signer).unwrap_or(MemberId([0; 32]));
-            return Err(ManifestError::SignerNotAdmin { signer, version: n.version, prev_version: p.version });
+            let signer = next
+                .signatures
+                .first()
+                .map(|s| s.signer)
+                .unwrap_or(MemberId([0; 32]));
+            return Err(ManifestError::SignerNotAdmin {
+                signer,
+                version: n.version,
+                prev_version: p.version,
+            });
         }
     }
     if best != Some(TeamRole::Owner) && !self_removal {
         if let Some(what) = change.owner_only_action(p, n) {
-            return Err(ManifestError::NeedsOwner { version: n.version, what, prev_version: p.version });
+            return Err(ManifestError::NeedsOwner {
+                version: n.version,
+                what,
+                prev_version: p.version,
+            });
         }
     }
     if !change.removed.is_empty() && !self_removal && n.epoch <= p.epoch {
-        return Err(ManifestError::NoRotation { version: n.version, epoch: n.epoch });
+        return Err(ManifestError::NoRotation {
+            version: n.version,
+            epoch: n.epoch,
+        });
     }
     if n.epoch < p.epoch {
-        return Err(ManifestError::Malformed(format!("key epoch goes back from {} to {}", p.epoch, n.epoch)));
+        return Err(ManifestError::Malformed(format!(
+            "key epoch goes back from {} to {}",
+            p.epoch, n.epoch
+        )));
     }
     Ok(())
 }
@@ -422,14 +522,29 @@ impl Change {
     }
 
     fn between(p: &Manifest, n: &Manifest) -> Change {
-        let before: BTreeMap<MemberId, TeamRole> = p.members.iter().map(|m| (m.id, m.role)).collect();
-        let after: BTreeMap<MemberId, TeamRole> = n.members.iter().map(|m| (m.id, m.role)).collect();
+        let before: BTreeMap<MemberId, TeamRole> =
+            p.members.iter().map(|m| (m.id, m.role)).collect();
+        let after: BTreeMap<MemberId, TeamRole> =
+            n.members.iter().map(|m| (m.id, m.role)).collect();
         Change {
-            added: after.keys().filter(|id| !before.contains_key(id)).copied().collect(),
-            removed: before.keys().filter(|id| !after.contains_key(id)).copied().collect(),
+            added: after
+                .keys()
+                .filter(|id| !before.contains_key(id))
+                .copied()
+                .collect(),
+            removed: before
+                .keys()
+                .filter(|id| !after.contains_key(id))
+                .copied()
+                .collect(),
             role_changes: after
                 .iter()
-                .filter_map(|(id, new)| before.get(id).filter(|old| *old != new).map(|old| (*id, *old, *new)))
+                .filter_map(|(id, new)| {
+                    before
+                        .get(id)
+                        .filter(|old| *old != new)
+                        .map(|old| (*id, *old, *new))
+                })
                 .collect(),
         }
     }
@@ -439,12 +554,21 @@ impl Change {
     fn owner_only_action(&self, p: &Manifest, n: &Manifest) -> Option<String> {
         for id in &self.removed {
             if p.member(id).is_some_and(|m| m.role >= TeamRole::Admin) {
-                return Some(format!("removes {} {}", p.member(id).map_or("", |m| m.role.as_str()), id.short()));
+                return Some(format!(
+                    "removes {} {}",
+                    p.member(id).map_or("", |m| m.role.as_str()),
+                    id.short()
+                ));
             }
         }
         for (id, old, new) in &self.role_changes {
             if *old >= TeamRole::Admin && new < old {
-                return Some(format!("demotes {} {} to {}", old.as_str(), id.short(), new.as_str()));
+                return Some(format!(
+                    "demotes {} {} to {}",
+                    old.as_str(),
+                    id.short(),
+                    new.as_str()
+                ));
             }
             if *new == TeamRole::Owner {
                 return Some(format!("makes {} an owner", id.short()));
@@ -490,10 +614,18 @@ pub(crate) mod tests {
             keyring: vec![1, 2, 3],
         };
         let sig = manifest.sign(&key(1));
-        SignedManifest { manifest, signatures: vec![sig] }
+        SignedManifest {
+            manifest,
+            signatures: vec![sig],
+        }
     }
 
-    pub(crate) fn next(prev: &SignedManifest, members: Vec<Member>, epoch: u64, signer: u8) -> SignedManifest {
+    pub(crate) fn next(
+        prev: &SignedManifest,
+        members: Vec<Member>,
+        epoch: u64,
+        signer: u8,
+    ) -> SignedManifest {
         let mut members = members;
         members.sort_by(|a, b| a.id.cmp(&b.id));
         let manifest = Manifest {
@@ -506,7 +638,10 @@ pub(crate) mod tests {
             ..prev.manifest.clone()
         };
         let sig = manifest.sign(&key(signer));
-        SignedManifest { manifest, signatures: vec![sig] }
+        SignedManifest {
+            manifest,
+            signatures: vec![sig],
+        }
     }
 
     #[test]
@@ -518,7 +653,10 @@ pub(crate) mod tests {
         let mut bad = bytes.clone();
         let at = bad.windows(5).position(|w| w == b"Paper").unwrap();
         bad[at] = b'p';
-        assert!(matches!(SignedManifest::decode(&bad), Err(ManifestError::BadSignature { .. })));
+        assert!(matches!(
+            SignedManifest::decode(&bad),
+            Err(ManifestError::BadSignature { .. })
+        ));
         for cut in 0..bytes.len() {
             assert!(SignedManifest::decode(&bytes[..cut]).is_err());
         }
@@ -529,57 +667,138 @@ pub(crate) mod tests {
         verify_genesis(&genesis()).unwrap();
         let mut g = genesis();
         g.signatures = vec![g.manifest.sign(&key(9))];
-        assert!(matches!(verify_genesis(&g), Err(ManifestError::SignerNotMember { .. })));
+        assert!(matches!(
+            verify_genesis(&g),
+            Err(ManifestError::SignerNotMember { .. })
+        ));
     }
 
     #[test]
     fn admins_add_members_plain_members_cannot() {
         let g = genesis();
-        let v1 = next(&g, vec![member(1, TeamRole::Owner), member(2, TeamRole::Admin)], 0, 1);
+        let v1 = next(
+            &g,
+            vec![member(1, TeamRole::Owner), member(2, TeamRole::Admin)],
+            0,
+            1,
+        );
         verify_successor(&g, &v1).unwrap();
-        let v2 = next(&v1, vec![member(1, TeamRole::Owner), member(2, TeamRole::Admin), member(3, TeamRole::Member)], 0, 2);
+        let v2 = next(
+            &v1,
+            vec![
+                member(1, TeamRole::Owner),
+                member(2, TeamRole::Admin),
+                member(3, TeamRole::Member),
+            ],
+            0,
+            2,
+        );
         verify_successor(&v1, &v2).unwrap();
         let v3 = next(
             &v2,
-            vec![member(1, TeamRole::Owner), member(2, TeamRole::Admin), member(3, TeamRole::Member), member(4, TeamRole::Member)],
+            vec![
+                member(1, TeamRole::Owner),
+                member(2, TeamRole::Admin),
+                member(3, TeamRole::Member),
+                member(4, TeamRole::Member),
+            ],
             0,
             3,
         );
-        assert!(matches!(verify_successor(&v2, &v3), Err(ManifestError::SignerNotAdmin { .. })));
+        assert!(matches!(
+            verify_successor(&v2, &v3),
+            Err(ManifestError::SignerNotAdmin { .. })
+        ));
         let outsider = next(&v2, v2.manifest.members.clone(), 0, 7);
-        assert!(matches!(verify_successor(&v2, &outsider), Err(ManifestError::SignerNotMember { .. })));
+        assert!(matches!(
+            verify_successor(&v2, &outsider),
+            Err(ManifestError::SignerNotMember { .. })
+        ));
     }
 
     #[test]
     fn only_owners_remove_admins_and_removal_rotates_the_key() {
         let g = genesis();
-        let v1 = next(&g, vec![member(1, TeamRole::Owner), member(2, TeamRole::Admin), member(3, TeamRole::Admin)], 0, 1);
-        let by_admin = next(&v1, vec![member(1, TeamRole::Owner), member(2, TeamRole::Admin)], 1, 2);
-        assert!(matches!(verify_successor(&v1, &by_admin), Err(ManifestError::NeedsOwner { .. })));
-        let by_owner = next(&v1, vec![member(1, TeamRole::Owner), member(2, TeamRole::Admin)], 1, 1);
+        let v1 = next(
+            &g,
+            vec![
+                member(1, TeamRole::Owner),
+                member(2, TeamRole::Admin),
+                member(3, TeamRole::Admin),
+            ],
+            0,
+            1,
+        );
+        let by_admin = next(
+            &v1,
+            vec![member(1, TeamRole::Owner), member(2, TeamRole::Admin)],
+            1,
+            2,
+        );
+        assert!(matches!(
+            verify_successor(&v1, &by_admin),
+            Err(ManifestError::NeedsOwner { .. })
+        ));
+        let by_owner = next(
+            &v1,
+            vec![member(1, TeamRole::Owner), member(2, TeamRole::Admin)],
+            1,
+            1,
+        );
         verify_successor(&v1, &by_owner).unwrap();
-        let no_rotation = next(&v1, vec![member(1, TeamRole::Owner), member(2, TeamRole::Admin)], 0, 1);
-        assert!(matches!(verify_successor(&v1, &no_rotation), Err(ManifestError::NoRotation { .. })));
-        let admin_makes_owner = next(&v1, vec![member(1, TeamRole::Owner), member(2, TeamRole::Owner), member(3, TeamRole::Admin)], 0, 2);
-        assert!(matches!(verify_successor(&v1, &admin_makes_owner), Err(ManifestError::NeedsOwner { .. })));
+        let no_rotation = next(
+            &v1,
+            vec![member(1, TeamRole::Owner), member(2, TeamRole::Admin)],
+            0,
+            1,
+        );
+        assert!(matches!(
+            verify_successor(&v1, &no_rotation),
+            Err(ManifestError::NoRotation { .. })
+        ));
+        let admin_makes_owner = next(
+            &v1,
+            vec![
+                member(1, TeamRole::Owner),
+                member(2, TeamRole::Owner),
+                member(3, TeamRole::Admin),
+            ],
+            0,
+            2,
+        );
+        assert!(matches!(
+            verify_successor(&v1, &admin_makes_owner),
+            Err(ManifestError::NeedsOwner { .. })
+        ));
     }
 
     #[test]
     fn a_member_may_remove_only_themselves_and_the_last_owner_may_not_leave() {
         let g = genesis();
-        let v1 = next(&g, vec![member(1, TeamRole::Owner), member(3, TeamRole::Member)], 0, 1);
+        let v1 = next(
+            &g,
+            vec![member(1, TeamRole::Owner), member(3, TeamRole::Member)],
+            0,
+            1,
+        );
         let leave = next(&v1, vec![member(1, TeamRole::Owner)], 0, 3);
         verify_successor(&v1, &leave).unwrap();
         // Leaving with a new key of one's own choosing would let the leaver keep reading.
         let leave_with_key = next(&v1, vec![member(1, TeamRole::Owner)], 1, 3);
-        assert!(matches!(verify_successor(&v1, &leave_with_key), Err(ManifestError::SignerNotAdmin { .. })));
+        assert!(matches!(
+            verify_successor(&v1, &leave_with_key),
+            Err(ManifestError::SignerNotAdmin { .. })
+        ));
         // Any remaining member may rotate when nothing else changes.
         let rotate = next(&leave, leave.manifest.members.clone(), 1, 1);
         verify_successor(&leave, &rotate).unwrap();
         let plain_rotates = next(&v1, v1.manifest.members.clone(), 1, 3);
         verify_successor(&v1, &plain_rotates).unwrap();
         let owner_leaves = next(&v1, vec![member(3, TeamRole::Member)], 1, 1);
-        assert!(matches!(verify_successor(&v1, &owner_leaves), Err(ManifestError::NoOwner { .. })));
+        assert!(matches!(
+            verify_successor(&v1, &owner_leaves),
+            Err(ManifestError::NoOwner { .. })
+        ));
     }
 
     #[test]
@@ -589,6 +808,9 @@ pub(crate) mod tests {
         other.manifest.name = "Other".into();
         other.signatures = vec![other.manifest.sign(&key(1))];
         let foreign = next(&other, other.manifest.members.clone(), 0, 1);
-        assert!(matches!(verify_successor(&g, &foreign), Err(ManifestError::WrongTeam { .. })));
+        assert!(matches!(
+            verify_successor(&g, &foreign),
+            Err(ManifestError::WrongTeam { .. })
+        ));
     }
 }

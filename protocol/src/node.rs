@@ -62,8 +62,13 @@ pub enum ImageSource {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ToolResultPart {
-    Text { text: String },
-    Image { media_type: String, source: ImageSource },
+    Text {
+        text: String,
+    },
+    Image {
+        media_type: String,
+        source: ImageSource,
+    },
 }
 
 /// One content block of a message.

@@ -67,7 +67,10 @@ impl StoredObject {
         let (body_bytes, meta_bytes) = split(bytes)?;
         let actual = canonical::node_id_of_bytes(body_bytes);
         if &actual != expected {
-            return Err(ObjectError::IdMismatch { expected: *expected, actual });
+            return Err(ObjectError::IdMismatch {
+                expected: *expected,
+                actual,
+            });
         }
         let body = canonical::decode_body(body_bytes)?;
         let meta = decode_meta(meta_bytes)?;
@@ -77,7 +80,10 @@ impl StoredObject {
     /// Decodes without checking the id (for bytes a verified store already holds).
     pub fn decode(bytes: &[u8]) -> Result<Node, ObjectError> {
         let (body_bytes, meta_bytes) = split(bytes)?;
-        Ok(Node { body: canonical::decode_body(body_bytes)?, meta: decode_meta(meta_bytes)? })
+        Ok(Node {
+            body: canonical::decode_body(body_bytes)?,
+            meta: decode_meta(meta_bytes)?,
+        })
     }
 
     /// The parent id, read from the body without decoding the rest (for walking chains fast).
@@ -86,7 +92,10 @@ impl StoredObject {
         match body.get(1) {
             Some(0) => Ok(None),
             Some(1) if body.len() >= 34 => Ok(NodeId::from_slice(&body[2..34])),
-            _ => Err(ObjectError::Body(DecodeError::Truncated { offset: 1, needed: 1 })),
+            _ => Err(ObjectError::Body(DecodeError::Truncated {
+                offset: 1,
+                needed: 1,
+            })),
         }
     }
 }
@@ -101,7 +110,10 @@ fn split(bytes: &[u8]) -> Result<(&[u8], &[u8]), ObjectError> {
     let claimed = u32::from_le_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]) as usize;
     let rest = &bytes[5..];
     if claimed > rest.len() {
-        return Err(ObjectError::BodyLength { claimed, available: rest.len() });
+        return Err(ObjectError::BodyLength {
+            claimed,
+            available: rest.len(),
+        });
     }
     Ok(rest.split_at(claimed))
 }
@@ -121,9 +133,17 @@ mod tests {
 
     fn node() -> Node {
         Node {
-            body: NodeBody { parent: None, role: Role::User, model: String::new(), blocks: vec![ContentBlock::text("hi")] },
+            body: NodeBody {
+                parent: None,
+                role: Role::User,
+                model: String::new(),
+                blocks: vec![ContentBlock::text("hi")],
+            },
             meta: NodeMeta {
-                usage: Some(Usage { input_tokens: 3, ..Usage::default() }),
+                usage: Some(Usage {
+                    input_tokens: 3,
+                    ..Usage::default()
+                }),
                 timestamp_ms: Some(1_700_000_000_000),
                 ..NodeMeta::default()
             },
@@ -146,7 +166,10 @@ mod tests {
             let verdict = StoredObject::verify(&obj.id, &bad);
             // Flips in the metadata may still decode; they must not change the body.
             if let Ok(n) = verdict {
-                assert!(i >= 5 + canonical::encode_body(&node().body).len(), "body flip at {i} accepted");
+                assert!(
+                    i >= 5 + canonical::encode_body(&node().body).len(),
+                    "body flip at {i} accepted"
+                );
                 assert_eq!(n.body, node().body);
             }
         }
@@ -156,6 +179,9 @@ mod tests {
     fn meta_is_not_hashed() {
         let mut other = node();
         other.meta.timestamp_ms = Some(1);
-        assert_eq!(StoredObject::encode(&other).id, StoredObject::encode(&node()).id);
+        assert_eq!(
+            StoredObject::encode(&other).id,
+            StoredObject::encode(&node()).id
+        );
     }
 }

@@ -41,13 +41,21 @@ impl TeamChain {
     /// Starts a chain from a verified genesis manifest.
     pub fn new(genesis: SignedManifest) -> Result<TeamChain, ManifestError> {
         verify_genesis(&genesis)?;
-        Ok(TeamChain { versions: vec![genesis], fork: None })
+        Ok(TeamChain {
+            versions: vec![genesis],
+            fork: None,
+        })
     }
 
     /// Rebuilds a chain from stored versions (0, 1, 2, …), verifying every link.
-    pub fn from_versions(versions: Vec<SignedManifest>, fork: Option<Fork>) -> Result<TeamChain, ManifestError> {
+    pub fn from_versions(
+        versions: Vec<SignedManifest>,
+        fork: Option<Fork>,
+    ) -> Result<TeamChain, ManifestError> {
         let mut iter = versions.into_iter();
-        let genesis = iter.next().ok_or_else(|| ManifestError::Malformed("a team needs its version 0".into()))?;
+        let genesis = iter
+            .next()
+            .ok_or_else(|| ManifestError::Malformed("a team needs its version 0".into()))?;
         let mut chain = TeamChain::new(genesis)?;
         for next in iter {
             chain.apply(next)?;
@@ -57,7 +65,12 @@ impl TeamChain {
                 .versions
                 .get(fork.base as usize)
                 .filter(|_| (fork.base as usize) + 1 < chain.versions.len())
-                .ok_or_else(|| ManifestError::Malformed(format!("fork record names base version {} this chain cannot fork at", fork.base)))?;
+                .ok_or_else(|| {
+                    ManifestError::Malformed(format!(
+                        "fork record names base version {} this chain cannot fork at",
+                        fork.base
+                    ))
+                })?;
             verify_successor(base, &fork.theirs)?;
         }
         chain.fork = fork;
@@ -87,7 +100,11 @@ impl TeamChain {
     /// current key is known only to current members.
     pub fn rotation_owed(&self) -> Vec<crate::manifest::Member> {
         let head = &self.head().manifest;
-        let since = self.versions.iter().position(|v| v.manifest.epoch == head.epoch).unwrap_or(0);
+        let since = self
+            .versions
+            .iter()
+            .position(|v| v.manifest.epoch == head.epoch)
+            .unwrap_or(0);
         let mut gone: Vec<crate::manifest::Member> = Vec::new();
         for v in &self.versions[since..] {
             for m in &v.manifest.members {
@@ -105,7 +122,10 @@ impl TeamChain {
         let team = self.team_id();
         let found = next.manifest.team_id();
         if found != team {
-            return Err(ManifestError::WrongTeam { expected: team, found });
+            return Err(ManifestError::WrongTeam {
+                expected: team,
+                found,
+            });
         }
         if let Some(fork) = self.fork.clone() {
             return self.apply_while_forked(&fork, next);
@@ -118,19 +138,28 @@ impl TeamChain {
                 return if version == head_version {
                     Ok(Applied::AlreadyKnown)
                 } else {
-                    Err(ManifestError::Rollback { offered: version, current: head_version })
+                    Err(ManifestError::Rollback {
+                        offered: version,
+                        current: head_version,
+                    })
                 };
             }
             // A different manifest for a version we have: a forgery, or a fork.
             let base = &self.versions[version as usize - 1];
             verify_successor(base, &next)?;
-            let fork = Fork { base: version - 1, theirs: next };
+            let fork = Fork {
+                base: version - 1,
+                theirs: next,
+            };
             let error = fork_error(&fork, known.id());
             self.fork = Some(fork);
             return Err(error);
         }
         if version > head_version + 1 {
-            return Err(ManifestError::Gap { offered: version, current: head_version });
+            return Err(ManifestError::Gap {
+                offered: version,
+                current: head_version,
+            });
         }
         if next.manifest.prev != Some(head.id()) {
             return Err(ManifestError::UnknownPrev {
@@ -144,20 +173,28 @@ impl TeamChain {
         Ok(Applied::Appended)
     }
 
-    fn apply_while_forked(&mut self, fork: &Fork, next: SignedManifest) -> Result<Applied, ManifestError> {
+    fn apply_while_forked(
+        &mut self,
+        fork: &Fork,
+        next: SignedManifest,
+    ) -> Result<Applied, ManifestError> {
         let ours_id = self.versions[fork.base as usize + 1].id();
         let continues_ours = next.manifest.prev == Some(self.head().id());
         let continues_theirs = next.manifest.prev == Some(fork.theirs.id());
         if !(continues_ours || continues_theirs) {
             return Err(fork_error(fork, ours_id));
         }
-        let tip = if continues_ours { self.head() } else { &fork.theirs };
+        let tip = if continues_ours {
+            self.head()
+        } else {
+            &fork.theirs
+        };
         verify_successor(tip, &next)?;
         let base = &self.versions[fork.base as usize].manifest;
-        let by_base_owner = next
-            .signatures
-            .iter()
-            .any(|s| base.member(&s.signer).is_some_and(|m| m.role == TeamRole::Owner));
+        let by_base_owner = next.signatures.iter().any(|s| {
+            base.member(&s.signer)
+                .is_some_and(|m| m.role == TeamRole::Owner)
+        });
         if !by_base_owner {
             return Err(fork_error(fork, ours_id));
         }
@@ -172,7 +209,12 @@ impl TeamChain {
 }
 
 fn fork_error(fork: &Fork, ours: ManifestId) -> ManifestError {
-    ManifestError::Forked { version: fork.base + 1, base: fork.base, a: ours, b: fork.theirs.id() }
+    ManifestError::Forked {
+        version: fork.base + 1,
+        base: fork.base,
+        a: ours,
+        b: fork.theirs.id(),
+    }
 }
 
 #[cfg(test)]
@@ -183,7 +225,12 @@ mod tests {
 
     fn team_of_three() -> (TeamChain, SignedManifest) {
         let g = genesis();
-        let v1 = next(&g, vec![member(1, Owner), member(2, Admin), member(3, Member)], 0, 1);
+        let v1 = next(
+            &g,
+            vec![member(1, Owner), member(2, Admin), member(3, Member)],
+            0,
+            1,
+        );
         let mut chain = TeamChain::new(g).unwrap();
         assert_eq!(chain.apply(v1.clone()).unwrap(), Applied::Appended);
         (chain, v1)
@@ -194,18 +241,49 @@ mod tests {
         let (mut chain, v1) = team_of_three();
         let genesis = chain.versions()[0].clone();
         assert_eq!(chain.apply(v1.clone()).unwrap(), Applied::AlreadyKnown);
-        let v2 = next(&v1, vec![member(1, Owner), member(2, Admin), member(3, Member), member(4, Member)], 0, 2);
+        let v2 = next(
+            &v1,
+            vec![
+                member(1, Owner),
+                member(2, Admin),
+                member(3, Member),
+                member(4, Member),
+            ],
+            0,
+            2,
+        );
         chain.apply(v2.clone()).unwrap();
-        assert!(matches!(chain.apply(v1.clone()), Err(ManifestError::Rollback { offered: 1, current: 2 })));
-        assert!(matches!(chain.apply(genesis), Err(ManifestError::Rollback { offered: 0, current: 2 })));
+        assert!(matches!(
+            chain.apply(v1.clone()),
+            Err(ManifestError::Rollback {
+                offered: 1,
+                current: 2
+            })
+        ));
+        assert!(matches!(
+            chain.apply(genesis),
+            Err(ManifestError::Rollback {
+                offered: 0,
+                current: 2
+            })
+        ));
         let v3 = next(&v2, v2.manifest.members.clone(), 0, 1);
         let v4 = next(&v3, v3.manifest.members.clone(), 0, 1);
-        assert!(matches!(chain.apply(v4), Err(ManifestError::Gap { offered: 4, current: 2 })));
+        assert!(matches!(
+            chain.apply(v4),
+            Err(ManifestError::Gap {
+                offered: 4,
+                current: 2
+            })
+        ));
         // A version 3 whose previous id is not our version 2.
         let mut stray = next(&v2, v2.manifest.members.clone(), 0, 1);
         stray.manifest.prev = Some(ManifestId([7; 32]));
         stray.signatures = vec![stray.manifest.sign(&crate::manifest::tests::key(1))];
-        assert!(matches!(chain.apply(stray), Err(ManifestError::UnknownPrev { version: 3, .. })));
+        assert!(matches!(
+            chain.apply(stray),
+            Err(ManifestError::UnknownPrev { version: 3, .. })
+        ));
         assert_eq!(chain.head().manifest.version, 2);
     }
 
@@ -213,14 +291,44 @@ mod tests {
     fn a_fork_is_refused_on_both_sides_until_an_owner_resolves_it() {
         let (mut chain, v1) = team_of_three();
         // Owner and admin each add someone on top of version 1.
-        let a = next(&v1, vec![member(1, Owner), member(2, Admin), member(3, Member), member(4, Member)], 0, 1);
-        let b = next(&v1, vec![member(1, Owner), member(2, Admin), member(3, Member), member(5, Member)], 0, 2);
+        let a = next(
+            &v1,
+            vec![
+                member(1, Owner),
+                member(2, Admin),
+                member(3, Member),
+                member(4, Member),
+            ],
+            0,
+            1,
+        );
+        let b = next(
+            &v1,
+            vec![
+                member(1, Owner),
+                member(2, Admin),
+                member(3, Member),
+                member(5, Member),
+            ],
+            0,
+            2,
+        );
         chain.apply(a.clone()).unwrap();
-        assert!(matches!(chain.apply(b.clone()), Err(ManifestError::Forked { version: 2, base: 1, .. })));
+        assert!(matches!(
+            chain.apply(b.clone()),
+            Err(ManifestError::Forked {
+                version: 2,
+                base: 1,
+                ..
+            })
+        ));
         assert!(chain.fork().is_some());
         // The admin cannot resolve, and nothing builds on either side meanwhile.
         let by_admin = next(&b, b.manifest.members.clone(), 0, 2);
-        assert!(matches!(chain.apply(by_admin), Err(ManifestError::Forked { .. })));
+        assert!(matches!(
+            chain.apply(by_admin),
+            Err(ManifestError::Forked { .. })
+        ));
         // The owner continues the other side, taking in both additions.
         let mut union = b.manifest.members.clone();
         union.push(member(4, Member));
@@ -235,11 +343,22 @@ mod tests {
     fn a_forged_second_version_is_a_forgery_not_a_fork() {
         let (mut chain, v1) = team_of_three();
         let forged = next(&v1, vec![member(1, Owner), member(3, Owner)], 1, 3);
-        assert!(matches!(chain.apply(forged), Err(ManifestError::SignerNotAdmin { .. })));
+        assert!(matches!(
+            chain.apply(forged),
+            Err(ManifestError::SignerNotAdmin { .. })
+        ));
         let a = next(&v1, v1.manifest.members.clone(), 0, 1);
         chain.apply(a).unwrap();
-        let forged_dup = next(&v1, vec![member(1, Owner), member(2, Admin), member(3, Owner)], 0, 3);
-        assert!(matches!(chain.apply(forged_dup), Err(ManifestError::SignerNotAdmin { .. })));
+        let forged_dup = next(
+            &v1,
+            vec![member(1, Owner), member(2, Admin), member(3, Owner)],
+            0,
+            3,
+        );
+        assert!(matches!(
+            chain.apply(forged_dup),
+            Err(ManifestError::SignerNotAdmin { .. })
+        ));
         assert!(chain.fork().is_none());
     }
 

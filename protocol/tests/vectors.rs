@@ -46,7 +46,10 @@ fn node_id_vectors() {
     for v in &mut file.vector {
         match v.expect.as_str() {
             "success" => {
-                let body = v.body.as_ref().unwrap_or_else(|| panic!("{}: success needs a body", v.name));
+                let body = v
+                    .body
+                    .as_ref()
+                    .unwrap_or_else(|| panic!("{}: success needs a body", v.name));
                 let bytes = encode_body(body);
                 let id = node_id_of_bytes(&bytes).to_hex();
                 if bless {
@@ -54,21 +57,42 @@ fn node_id_vectors() {
                     v.id = Some(id);
                     continue;
                 }
-                assert_eq!(Some(hex::encode(&bytes)), v.canonical, "{}: canonical bytes", v.name);
+                assert_eq!(
+                    Some(hex::encode(&bytes)),
+                    v.canonical,
+                    "{}: canonical bytes",
+                    v.name
+                );
                 assert_eq!(Some(id), v.id, "{}: id", v.name);
-                let decoded = decode_body(&bytes).unwrap_or_else(|e| panic!("{}: decode: {e}", v.name));
-                assert_eq!(encode_body(&decoded), bytes, "{}: decode/encode round trip", v.name);
+                let decoded =
+                    decode_body(&bytes).unwrap_or_else(|e| panic!("{}: decode: {e}", v.name));
+                assert_eq!(
+                    encode_body(&decoded),
+                    bytes,
+                    "{}: decode/encode round trip",
+                    v.name
+                );
             }
             "failure" => {
-                let raw = v.canonical.as_deref().unwrap_or_else(|| panic!("{}: failure needs bytes", v.name));
-                let bytes = hex::decode(raw).unwrap_or_else(|_| panic!("{}: canonical is not hex", v.name));
-                let err = decode_body(&bytes).err().unwrap_or_else(|| panic!("{}: decoded but must fail", v.name));
+                let raw = v
+                    .canonical
+                    .as_deref()
+                    .unwrap_or_else(|| panic!("{}: failure needs bytes", v.name));
+                let bytes =
+                    hex::decode(raw).unwrap_or_else(|_| panic!("{}: canonical is not hex", v.name));
+                let err = decode_body(&bytes)
+                    .err()
+                    .unwrap_or_else(|| panic!("{}: decoded but must fail", v.name));
                 if bless && v.error.is_none() {
                     v.error = Some(err.to_string());
                     continue;
                 }
                 let want = v.error.as_deref().unwrap_or_default();
-                assert!(err.to_string().contains(want), "{}: error `{err}` does not name `{want}`", v.name);
+                assert!(
+                    err.to_string().contains(want),
+                    "{}: error `{err}` does not name `{want}`",
+                    v.name
+                );
             }
             other => panic!("{}: expect must be success or failure, not {other}", v.name),
         }

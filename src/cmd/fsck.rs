@@ -13,8 +13,17 @@ pub fn run(_args: FsckArgs) -> anyhow::Result<ExitCode> {
     for problem in &report.problems {
         println!("damaged: {problem}");
     }
+    if report.leftovers > 0 {
+        println!(
+            "note: {} unreferenced objects left by an interrupted import (harmless)",
+            report.leftovers
+        );
+    }
     if report.is_clean() {
-        println!("ok: {} objects and {} refs verified", report.objects, report.refs);
+        println!(
+            "ok: {} objects and {} refs verified",
+            report.objects, report.refs
+        );
         Ok(ExitCode::SUCCESS)
     } else {
         println!(

@@ -40,14 +40,22 @@ pub fn run(args: ImportArgs) -> anyhow::Result<ExitCode> {
     }
     let bar = super::progress_bar(files.len() as u64, "importing");
     let mut summary = import_files(&store, &files, tapes::now_ms(), |path| {
-        bar.set_message(path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+        bar.set_message(
+            path.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        );
         bar.inc(1);
     })
     .context("writing the import to the store")?;
     bar.finish_and_clear();
     summary.passed_over = passed_over;
     print_summary(&summary);
-    Ok(if summary.refused().next().is_some() { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    Ok(if summary.refused().next().is_some() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn watch(args: ImportArgs) -> anyhow::Result<ExitCode> {
@@ -56,7 +64,8 @@ fn watch(args: ImportArgs) -> anyhow::Result<ExitCode> {
     drop(store);
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
-    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst)).context("installing the Ctrl-C handler")?;
+    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
+        .context("installing the Ctrl-C handler")?;
     let roots: Vec<String> = args.paths.iter().map(|p| p.display().to_string()).collect();
     println!("watching {} (Ctrl-C to stop)", roots.join(", "));
     let mut watcher = Watcher::new(args.paths, home.store_dir());
@@ -88,8 +97,16 @@ fn print_summary(summary: &ImportSummary) {
             r.new_nodes,
             render::bytes(r.bytes)
         );
-        for s in r.sessions.iter().filter(|s| matches!(s.outcome, Outcome::Created | Outcome::Updated)) {
-            let verb = if s.outcome == Outcome::Created { "new" } else { "grew" };
+        for s in r
+            .sessions
+            .iter()
+            .filter(|s| matches!(s.outcome, Outcome::Created | Outcome::Updated))
+        {
+            let verb = if s.outcome == Outcome::Created {
+                "new"
+            } else {
+                "grew"
+            };
             println!("  {verb:<4} {}  {} messages", s.id.short(), s.messages);
         }
     }
@@ -104,7 +121,10 @@ fn print_summary(summary: &ImportSummary) {
         println!("  not messages (skipped): {}", list.join(", "));
     }
     if summary.passed_over > 0 {
-        println!("  passed over {} files in no format tapes imports", summary.passed_over);
+        println!(
+            "  passed over {} files in no format tapes imports",
+            summary.passed_over
+        );
     }
     for file in &summary.files {
         for w in &file.warnings {

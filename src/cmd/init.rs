@@ -32,11 +32,19 @@ pub fn init(args: InitArgs) -> anyhow::Result<ExitCode> {
         println!("node id: {}", identity.node_id_hex());
         return Ok(ExitCode::SUCCESS);
     }
-    let name = args.name.or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| "anonymous".into());
-    let identity = Identity::generate(Profile { name, email: args.email })?;
+    let name = args
+        .name
+        .or_else(|| std::env::var("USER").ok())
+        .unwrap_or_else(|| "anonymous".into());
+    let identity = Identity::generate(Profile {
+        name,
+        email: args.email,
+    })?;
     identity.save(&home)?;
     let store = Store::open(&home.store_dir())?;
-    store.set_local_owner(&tapes::protocol::MemberId(identity.verifying_key().to_bytes()))?;
+    store.set_local_owner(&tapes::protocol::MemberId(
+        identity.verifying_key().to_bytes(),
+    ))?;
     println!("initialized tapes in {}", home.root().display());
     println!("node id: {}", identity.node_id_hex());
     println!("age:     {}", identity.age_recipient());

@@ -1,13 +1,24 @@
 //! `tapes branch` and `tapes fork`.
+//!
+//! The new session is tracked in the project's `.tapes/tracking.json` (unless `--no-track`)
+//! with its branch point as base, and becomes the current alias. Unless `--local`, it is also
+//! created on the remote right away (the remote of the tracked source, or the only remote), so
+//! its id is known there and `tapes push` appends to it; with `--local`, or when there is no
+//! remote to create it on, it is a pending branch that its first `tapes push` creates.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::bail;
 use tapes::lineage::{self, CopyOptions};
+use tapes::protocol::SessionId;
+use tapes::store::Store;
+use tapes::tracking::{self, TrackedAlias, Tracking};
+
+use super::remote;
 
 #[derive(clap::Args)]
 pub struct CopyArgs {
-    /// The session (id or unique prefix).
-    id: String,
     /// Share the first N messages (1-based count), or `head` for all of them.
     #[arg(long, default_value = "head")]
     at: String,
@@ -22,10 +33,32 @@ pub struct CopyArgs {
     /// Make the new session private whatever the original's visibility.
     #[arg(long)]
     private: bool,
+    /// Track the new session under this alias (default: its short id).
+    #[arg(long, conflicts_with = "no_track")]
+    alias: Option<String>,
+    /// Keep the new session here until its first `tapes push` (a pending branch).
+    #[arg(long)]
+    local: bool,
+    /// Do not record it in the project's tracking file.
+    #[arg(long)]
+    no_track: bool,
+    /// The project whose `.tapes/tracking.json` records it (default: the current directory).
+    #[arg(long, value_name = "DIR")]
+    into: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+pub struct BranchArgs {
+    /// The session (id or unique prefix); default: the project's current tracked session.
+    id: Option<String>,
+    #[command(flatten)]
+    copy: CopyArgs,
 }
 
 #[derive(clap::Args)]
 pub struct ForkArgs {
+    /// The session (id or unique prefix).
+    id: String,
     #[command(flatten)]
     copy: CopyArgs,
     /// Fork even though you own the session (normally `tapes branch`).
@@ -36,7 +69,10 @@ pub struct ForkArgs {
 fn options(args: &CopyArgs) -> anyhow::Result<CopyOptions> {
     let at = match args.at.as_str() {
         "head" => None,
-        n => Some(n.parse::<u64>().map_err(|_| anyhow::anyhow!("--at takes a message count or `head`, not `{n}`"))?),
+        n => Some(
+            n.parse::<u64>()
+                .map_err(|_| anyhow::anyhow!("--at takes a message count or `head`, not `{n}`"))?,
+        ),
     };
     Ok(CopyOptions {
         at,
@@ -47,22 +83,74 @@ fn options(args: &CopyArgs) -> anyhow::Result<CopyOptions> {
     })
 }
 
-pub fn branch(args: CopyArgs) -> anyhow::Result<ExitCode> {
-    let (_home, store) = super::open_store()?;
-    let source = store.resolve_session(&args.id)?;
-    let id = lineage::branch(&store, &source, &options(&args)?, tapes::now_ms())?;
-    report(&store, "branched", &source, &id)
+/// The project's tracking file, when the new session is to be tracked (or the source is to be
+/// taken from it).
+struct Project {
+    dir: PathBuf,
+    tracking: Tracking,
+}
+
+fn project(args: &CopyArgs, needed: bool) -> anyhow::Result<Option<Project>> {
+    if args.no_track && !needed {
+        return Ok(None);
+    }
+    let dir = super::project_dir(args.into.as_deref())?;
+    let tracking = Tracking::load(&dir)?;
+    if !args.no_track {
+        if let Some(alias) = &args.alias {
+            tracking::validate_alias(alias)?;
+            if let Some(existing) = tracking.aliases.get(alias) {
+                bail!(
+                    "alias `{alias}` in {} already tracks session {}; pick another with --alias <name>",
+                    Tracking::path(&dir).display(),
+                    existing.session().map_or("(none)".into(), |s| s.short())
+                );
+            }
+        }
+    }
+    Ok(Some(Project { dir, tracking }))
+}
+
+pub fn branch(args: BranchArgs) -> anyhow::Result<ExitCode> {
+    let (home, store) = super::open_store()?;
+    let project = project(&args.copy, args.id.is_none())?;
+    let source = match &args.id {
+        Some(id) => store.resolve_session(id)?,
+        None => {
+            let current = project.as_ref().and_then(|p| p.tracking.current());
+            match current.and_then(|(_, alias)| alias.session()) {
+                Some(id) => id,
+                None => bail!(
+                    "no session given and {} has no current tracked session; name one: `tapes branch <session>` (`tapes sessions` lists them)",
+                    project.as_ref().map_or_else(|| "this project".into(), |p| Tracking::path(&p.dir).display().to_string())
+                ),
+            }
+        }
+    };
+    let id = lineage::branch(&store, &source, &options(&args.copy)?, tapes::now_ms())?;
+    report(&store, "branched", &source, &id)?;
+    finish(&home, &store, &args.copy, project, &source, &id)
 }
 
 pub fn fork(args: ForkArgs) -> anyhow::Result<ExitCode> {
-    let (_home, store) = super::open_store()?;
-    let source = store.resolve_session(&args.copy.id)?;
-    let id = lineage::fork(&store, &source, &options(&args.copy)?, args.force, tapes::now_ms())?;
-    report(&store, "forked", &source, &id)
+    let (home, store) = super::open_store()?;
+    let project = project(&args.copy, false)?;
+    let source = store.resolve_session(&args.id)?;
+    let id = lineage::fork(
+        &store,
+        &source,
+        &options(&args.copy)?,
+        args.force,
+        tapes::now_ms(),
+    )?;
+    report(&store, "forked", &source, &id)?;
+    finish(&home, &store, &args.copy, project, &source, &id)
 }
 
-fn report(store: &tapes::store::Store, verb: &str, source: &tapes::protocol::SessionId, id: &tapes::protocol::SessionId) -> anyhow::Result<ExitCode> {
-    let record = store.session(id)?.ok_or_else(|| anyhow::anyhow!("the new session vanished"))?;
+fn report(store: &Store, verb: &str, source: &SessionId, id: &SessionId) -> anyhow::Result<()> {
+    let record = store
+        .session(id)?
+        .ok_or_else(|| anyhow::anyhow!("the new session vanished; run `tapes fsck`"))?;
     println!(
         "{verb} {} into new session {} ({} shared messages, {})",
         source.short(),
@@ -70,5 +158,84 @@ fn report(store: &tapes::store::Store, verb: &str, source: &tapes::protocol::Ses
         record.lineage.base_count,
         record.visibility.label()
     );
+    Ok(())
+}
+
+/// Creates the new session on the remote (unless `--local`) and tracks it (unless
+/// `--no-track`).
+fn finish(
+    home: &tapes::home::Home,
+    store: &Store,
+    args: &CopyArgs,
+    project: Option<Project>,
+    source: &SessionId,
+    id: &SessionId,
+) -> anyhow::Result<ExitCode> {
+    let record = store
+        .session(id)?
+        .ok_or_else(|| anyhow::anyhow!("the new session vanished; run `tapes fsck`"))?;
+    // The remote: the tracked source's, else the only one configured.
+    let tracked_remote = project
+        .as_ref()
+        .and_then(|p| p.tracking.find_session(source))
+        .and_then(|(_, a)| a.remote.clone());
+    let remotes = remote::configured(store)?;
+    let remote_name = match tracked_remote {
+        Some(name) => Some(name),
+        None if remotes.len() == 1 => Some(remotes[0].0.clone()),
+        None => None,
+    };
+    let mut pending = true;
+    if !args.local {
+        match &remote_name {
+            Some(name) => match create_on_remote(home, store, name, id) {
+                Ok(()) => {
+                    pending = false;
+                    println!("created {} on {name}", id.short());
+                }
+                Err(e) => eprintln!(
+                    "warning: could not create {} on remote {name}: {e:#}; it stays here as a pending branch until `tapes push`",
+                    id.short()
+                ),
+            },
+            None if remotes.is_empty() => {
+                println!("kept here as a pending branch: no remote is configured (`tapes remote add`, then `tapes push`)")
+            }
+            None => println!("kept here as a pending branch: several remotes are configured; `tapes push <remote>` creates it on one"),
+        }
+    }
+    let Some(mut project) = project.filter(|_| !args.no_track) else {
+        return Ok(ExitCode::SUCCESS);
+    };
+    let alias = args.alias.clone().unwrap_or_else(|| id.short());
+    let entry = TrackedAlias {
+        session_id: if pending { None } else { Some(*id) },
+        local_session_id: if pending { Some(*id) } else { None },
+        parent_id: record.lineage.parent,
+        root_id: Some(record.lineage.root),
+        base_count: record.lineage.base_count,
+        base_digest: record.lineage.base_digest,
+        remote: remote_name,
+        platform: None,
+        files: Vec::new(),
+        last_pulled_at: None,
+    };
+    project.tracking.set(&alias, entry, true)?;
+    project.tracking.save(&project.dir)?;
+    println!(
+        "tracking it as `{alias}` in {}",
+        Tracking::path(&project.dir).display()
+    );
     Ok(ExitCode::SUCCESS)
+}
+
+fn create_on_remote(
+    home: &tapes::home::Home,
+    store: &Store,
+    name: &str,
+    id: &SessionId,
+) -> anyhow::Result<()> {
+    let remote = remote::open(home, store, name)?;
+    tapes::transfer::push(store, remote.as_ref(), id, None)?;
+    Ok(())
 }

@@ -4,8 +4,10 @@ pub mod fsck;
 pub mod import;
 pub mod init;
 pub mod lineage;
+pub mod remote;
 pub mod sessions;
 pub mod team;
+pub mod transfer;
 
 use anyhow::Context;
 use tapes::home::Home;
@@ -15,8 +17,23 @@ use tapes::store::Store;
 pub fn open_store() -> anyhow::Result<(Home, Store)> {
     let home = Home::locate()?;
     home.ensure()?;
-    let store = Store::open(&home.store_dir()).with_context(|| format!("opening the store in {}", home.root().display()))?;
+    let store = Store::open(&home.store_dir())
+        .with_context(|| format!("opening the store in {}", home.root().display()))?;
     Ok((home, store))
+}
+
+/// The project directory holding `.tapes/tracking.json`: `--into DIR`, or the current directory.
+pub fn project_dir(into: Option<&std::path::Path>) -> anyhow::Result<std::path::PathBuf> {
+    match into {
+        Some(dir) if dir.is_dir() => Ok(dir.to_path_buf()),
+        Some(dir) => anyhow::bail!(
+            "--into {}: no such directory; create it or pick another project directory",
+            dir.display()
+        ),
+        None => {
+            std::env::current_dir().context("cannot read the current directory; pass --into DIR")
+        }
+    }
 }
 
 /// A progress bar on a TTY; hidden otherwise so pipes and tests see clean output.
@@ -26,8 +43,10 @@ pub fn progress_bar(len: u64, what: &str) -> indicatif::ProgressBar {
         return indicatif::ProgressBar::hidden();
     }
     let bar = indicatif::ProgressBar::new(len);
-    let style = indicatif::ProgressStyle::with_template(&format!("{what} {{bar:30}} {{pos}}/{{len}} {{msg}}"))
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+    let style = indicatif::ProgressStyle::with_template(&format!(
+        "{what} {{bar:30}} {{pos}}/{{len}} {{msg}}"
+    ))
+    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
     bar.set_style(style);
     bar
 }

@@ -36,13 +36,23 @@ pub fn list(args: SessionsArgs) -> anyhow::Result<ExitCode> {
     let (_home, store) = super::open_store()?;
     let mut rows = store.sessions()?;
     rows.retain(|(_, r)| {
-        args.project.as_ref().is_none_or(|p| &r.summary.project == p)
+        args.project
+            .as_ref()
+            .is_none_or(|p| &r.summary.project == p)
             && args.agent.as_ref().is_none_or(|a| &r.summary.agent == a)
     });
     // Newest first; ties (no timestamps) by id so the order is stable.
-    rows.sort_by(|a, b| b.1.summary.started_ms.cmp(&a.1.summary.started_ms).then(a.0.cmp(&b.0)));
+    rows.sort_by(|a, b| {
+        b.1.summary
+            .started_ms
+            .cmp(&a.1.summary.started_ms)
+            .then(a.0.cmp(&b.0))
+    });
     if args.json {
-        let list: Vec<_> = rows.iter().map(|(id, r)| render::session_json(id, r)).collect();
+        let list: Vec<_> = rows
+            .iter()
+            .map(|(id, r)| render::session_json(id, r))
+            .collect();
         println!("{}", serde_json::to_string_pretty(&list)?);
     } else if rows.is_empty() {
         println!("no sessions yet; `tapes import ~/.claude/projects` brings yours in");
@@ -55,10 +65,15 @@ pub fn list(args: SessionsArgs) -> anyhow::Result<ExitCode> {
 pub fn show(args: ShowArgs) -> anyhow::Result<ExitCode> {
     let (_home, store) = super::open_store()?;
     let id = store.resolve_session(&args.id)?;
-    let record = store.session(&id)?.ok_or_else(|| tapes::store::StoreError::SessionNotFound(args.id.clone()))?;
+    let record = store
+        .session(&id)?
+        .ok_or_else(|| tapes::store::StoreError::SessionNotFound(args.id.clone()))?;
     let chain = store.chain(&record.head)?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&render::transcript_json(&id, &record, &chain))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&render::transcript_json(&id, &record, &chain))?
+        );
     } else {
         print!("{}", render::transcript(&id, &record, &chain));
     }
@@ -68,7 +83,9 @@ pub fn show(args: ShowArgs) -> anyhow::Result<ExitCode> {
 pub fn log(args: LogArgs) -> anyhow::Result<ExitCode> {
     let (_home, store) = super::open_store()?;
     let id = store.resolve_session(&args.id)?;
-    let record = store.session(&id)?.ok_or_else(|| tapes::store::StoreError::SessionNotFound(args.id.clone()))?;
+    let record = store
+        .session(&id)?
+        .ok_or_else(|| tapes::store::StoreError::SessionNotFound(args.id.clone()))?;
     let chain = store.chain(&record.head)?;
     let mut sizes = Vec::with_capacity(chain.len());
     for (node_id, _) in &chain {

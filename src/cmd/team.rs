@@ -134,7 +134,10 @@ pub fn run(command: TeamCommand) -> anyhow::Result<ExitCode> {
         TeamCommand::Create { name } => {
             let me = identity(&home)?;
             let chain = teams::create(&store, &me, &name, now)?;
-            println!("created team \"{name}\" ({}); you are its owner", chain.team_id());
+            println!(
+                "created team \"{name}\" ({}); you are its owner",
+                chain.team_id()
+            );
             println!("next: `tapes team invite` to add teammates");
         }
         TeamCommand::Invite(args) => invite(&home, &store, args, now)?,
@@ -150,25 +153,50 @@ pub fn run(command: TeamCommand) -> anyhow::Result<ExitCode> {
                 } else {
                     format!("open until {}", tapes::render::time(r.expires_ms))
                 };
-                let email = r.email.as_deref().map(|e| format!(" for {e}")).unwrap_or_default();
-                println!("{}  {}  {}/{} used  {}{email}", r.id(), r.role.as_str(), r.uses, r.max_uses, state);
+                let email = r
+                    .email
+                    .as_deref()
+                    .map(|e| format!(" for {e}"))
+                    .unwrap_or_default();
+                println!(
+                    "{}  {}  {}/{} used  {}{email}",
+                    r.id(),
+                    r.role.as_str(),
+                    r.uses,
+                    r.max_uses,
+                    state
+                );
             }
         }
         TeamCommand::Join(args) => return join_cmd(&home, &store, args, now),
         TeamCommand::Accept { request, out } => {
             let me = identity(&home)?;
-            let bytes = std::fs::read(&request).with_context(|| format!("reading {}", request.display()))?;
-            let req: JoinRequest = join::decode(&bytes)
-                .map_err(|_| anyhow::anyhow!("{} is not a tapes join request (damaged or another file)", request.display()))?;
+            let bytes = std::fs::read(&request)
+                .with_context(|| format!("reading {}", request.display()))?;
+            let req: JoinRequest = join::decode(&bytes).map_err(|_| {
+                anyhow::anyhow!(
+                    "{} is not a tapes join request (damaged or another file)",
+                    request.display()
+                )
+            })?;
             let response = teams::accept_join(&store, &me, &req, now)?;
             let out = out.unwrap_or_else(|| request.with_extension("answer"));
-            std::fs::write(&out, join::encode(&response)).with_context(|| format!("writing {}", out.display()))?;
+            std::fs::write(&out, join::encode(&response))
+                .with_context(|| format!("writing {}", out.display()))?;
             match &response {
                 JoinResponse::Accepted { .. } => {
-                    println!("accepted {} into the team; send them {}", req.body.member.name, out.display())
+                    println!(
+                        "accepted {} into the team; send them {}",
+                        req.body.member.name,
+                        out.display()
+                    )
                 }
                 JoinResponse::Refused(reason) => {
-                    println!("refused {}: {reason}; the answer in {} tells them why", req.body.member.name, out.display());
+                    println!(
+                        "refused {}: {reason}; the answer in {} tells them why",
+                        req.body.member.name,
+                        out.display()
+                    );
                     return Ok(ExitCode::from(1));
                 }
             }
@@ -190,8 +218,18 @@ pub fn run(command: TeamCommand) -> anyhow::Result<ExitCode> {
             } else {
                 for c in list {
                     let m = &c.head().manifest;
-                    let fork = if c.fork().is_some() { "  FORKED: an owner must resolve" } else { "" };
-                    println!("{}  {}  {} members  version {}{fork}", c.team_id().short(), m.name, m.members.len(), m.version);
+                    let fork = if c.fork().is_some() {
+                        "  FORKED: an owner must resolve"
+                    } else {
+                        ""
+                    };
+                    println!(
+                        "{}  {}  {} members  version {}{fork}",
+                        c.team_id().short(),
+                        m.name,
+                        m.members.len(),
+                        m.version
+                    );
                 }
             }
         }
@@ -201,10 +239,25 @@ pub fn run(command: TeamCommand) -> anyhow::Result<ExitCode> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&m.members)?);
             } else {
-                println!("team \"{}\" ({}), version {}, key epoch {}", m.name, chain.team_id().short(), m.version, m.epoch);
+                println!(
+                    "team \"{}\" ({}), version {}, key epoch {}",
+                    m.name,
+                    chain.team_id().short(),
+                    m.version,
+                    m.epoch
+                );
                 for member in &m.members {
-                    let email = member.email.as_deref().map(|e| format!(" <{e}>")).unwrap_or_default();
-                    println!("  {:<6} {}  {}{email}", member.role.as_str(), member.id.short(), member.name);
+                    let email = member
+                        .email
+                        .as_deref()
+                        .map(|e| format!(" <{e}>"))
+                        .unwrap_or_default();
+                    println!(
+                        "  {:<6} {}  {}{email}",
+                        member.role.as_str(),
+                        member.id.short(),
+                        member.name
+                    );
                 }
                 if let Some(fork) = chain.fork() {
                     println!("FORKED after version {}: an owner of that version must sign a change on top of one side", fork.base);
@@ -242,23 +295,41 @@ pub fn run(command: TeamCommand) -> anyhow::Result<ExitCode> {
         TeamCommand::Resolve { keep, team } => {
             let me = identity(&home)?;
             let mut chain = teams::resolve(&store, team.as_deref())?;
-            let side = if keep == "ours" { teams::Side::Ours } else { teams::Side::Theirs };
+            let side = if keep == "ours" {
+                teams::Side::Ours
+            } else {
+                teams::Side::Theirs
+            };
             teams::resolve_fork(&store, &me, &mut chain, side, now)?;
-            println!("fork resolved: the team continues at version {}", chain.head().manifest.version);
+            println!(
+                "fork resolved: the team continues at version {}",
+                chain.head().manifest.version
+            );
         }
         TeamCommand::Promote { member, role, team } => {
             let me = identity(&home)?;
             let mut chain = teams::resolve(&store, team.as_deref())?;
             let target = teams::find_member(&chain.head().manifest, &member)?.clone();
-            let role = TeamRole::parse(&role).ok_or_else(|| anyhow::anyhow!("unknown role {role}"))?;
+            let role =
+                TeamRole::parse(&role).ok_or_else(|| anyhow::anyhow!("unknown role {role}"))?;
             teams::set_role(&store, &me, &mut chain, &target.id, role, now)?;
-            println!("{} is now {} of \"{}\"", target.name, role.as_str(), chain.head().manifest.name);
+            println!(
+                "{} is now {} of \"{}\"",
+                target.name,
+                role.as_str(),
+                chain.head().manifest.name
+            );
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn invite(home: &Home, store: &tapes::store::Store, args: InviteArgs, now: i64) -> anyhow::Result<()> {
+fn invite(
+    home: &Home,
+    store: &tapes::store::Store,
+    args: InviteArgs,
+    now: i64,
+) -> anyhow::Result<()> {
     if let Some(code) = args.revoke {
         let record = teams::revoke(store, &code)?;
         println!("revoked invite {}", record.id());
@@ -282,7 +353,11 @@ fn invite(home: &Home, store: &tapes::store::Store, args: InviteArgs, now: i64) 
         chain.head().manifest.name,
         record.max_uses,
         tapes::render::time(record.expires_ms),
-        record.email.as_deref().map(|e| format!(", only for {e}")).unwrap_or_default()
+        record
+            .email
+            .as_deref()
+            .map(|e| format!(", only for {e}"))
+            .unwrap_or_default()
     );
     Ok(())
 }
@@ -291,23 +366,40 @@ fn pending_key(team: &TeamId) -> Vec<u8> {
     format!("pending-join/{}", team.to_hex()).into_bytes()
 }
 
-fn join_cmd(home: &Home, store: &tapes::store::Store, args: JoinArgs, now: i64) -> anyhow::Result<ExitCode> {
+fn join_cmd(
+    home: &Home,
+    store: &tapes::store::Store,
+    args: JoinArgs,
+    now: i64,
+) -> anyhow::Result<ExitCode> {
     let me = identity(home)?;
     if let Some(answer) = args.answer {
-        let bytes = std::fs::read(&answer).with_context(|| format!("reading {}", answer.display()))?;
-        let response: JoinResponse = join::decode(&bytes)
-            .map_err(|_| anyhow::anyhow!("{} is not a tapes join answer (damaged or another file)", answer.display()))?;
+        let bytes =
+            std::fs::read(&answer).with_context(|| format!("reading {}", answer.display()))?;
+        let response: JoinResponse = join::decode(&bytes).map_err(|_| {
+            anyhow::anyhow!(
+                "{} is not a tapes join answer (damaged or another file)",
+                answer.display()
+            )
+        })?;
         // The team we asked to join, remembered when the request was made.
         let mut pending = Vec::new();
         for entry in store.storage().refs(b"pending-join/") {
             let (key, _) = entry?;
             let hex = String::from_utf8_lossy(&key["pending-join/".len()..]).into_owned();
-            pending.push(hex.parse::<TeamId>().map_err(|_| anyhow::anyhow!("damaged pending join record"))?);
+            pending.push(
+                hex.parse::<TeamId>()
+                    .map_err(|_| anyhow::anyhow!("damaged pending join record"))?,
+            );
         }
         let team = match &response {
             JoinResponse::Accepted { manifests } => {
-                let first = manifests.first().ok_or_else(|| anyhow::anyhow!("the answer holds no team"))?;
-                tapes::protocol::manifest::SignedManifest::decode(first)?.manifest.team_id()
+                let first = manifests
+                    .first()
+                    .ok_or_else(|| anyhow::anyhow!("the answer holds no team"))?;
+                tapes::protocol::manifest::SignedManifest::decode(first)?
+                    .manifest
+                    .team_id()
             }
             JoinResponse::Refused(reason) => bail!("join refused: {reason}"),
         };
@@ -315,25 +407,47 @@ fn join_cmd(home: &Home, store: &tapes::store::Store, args: JoinArgs, now: i64) 
             bail!("this answer is for team {}, which you did not ask to join; run `tapes team join <code>` first", team.short());
         }
         let chain = teams::complete_join(store, &me, &team, response)?;
-        store
-            .storage()
-            .update_refs(&[RefUpdate { key: pending_key(&team), expected: store.storage().get_ref(&pending_key(&team))?, new: None }])?;
+        store.storage().update_refs(&[RefUpdate {
+            key: pending_key(&team),
+            expected: store.storage().get_ref(&pending_key(&team))?,
+            new: None,
+        }])?;
         store.storage().flush()?;
         let m = &chain.head().manifest;
-        println!("joined team \"{}\" ({}) with {} members", m.name, chain.team_id().short(), m.members.len());
+        println!(
+            "joined team \"{}\" ({}) with {} members",
+            m.name,
+            chain.team_id().short(),
+            m.members.len()
+        );
         return Ok(ExitCode::SUCCESS);
     }
     let code = args.code.unwrap_or_default();
     let (invite, request) = teams::join_request(&me, &code, now)?;
-    let out = args.out.unwrap_or_else(|| PathBuf::from(format!("join-{}.request", invite.team.short())));
+    let out = args
+        .out
+        .unwrap_or_else(|| PathBuf::from(format!("join-{}.request", invite.team.short())));
     // The request carries the invite secret: 0600 like every other secret file.
-    write_private(&out, &join::encode(&request)).with_context(|| format!("writing {}", out.display()))?;
+    write_private(&out, &join::encode(&request))
+        .with_context(|| format!("writing {}", out.display()))?;
     let key = pending_key(&invite.team);
     let current = store.storage().get_ref(&key)?;
-    store.storage().update_refs(&[RefUpdate { key, expected: current, new: Some(invite.team_name.clone().into_bytes()) }])?;
+    store.storage().update_refs(&[RefUpdate {
+        key,
+        expected: current,
+        new: Some(invite.team_name.clone().into_bytes()),
+    }])?;
     store.storage().flush()?;
-    println!("join request for \"{}\" written to {}", invite.team_name, out.display());
-    println!("send it to the inviter ({}); they run `tapes team accept {}`", invite.inviter.short(), out.display());
+    println!(
+        "join request for \"{}\" written to {}",
+        invite.team_name,
+        out.display()
+    );
+    println!(
+        "send it to the inviter ({}); they run `tapes team accept {}`",
+        invite.inviter.short(),
+        out.display()
+    );
     println!("then finish with `tapes team join --answer <answer file>`");
     Ok(ExitCode::SUCCESS)
 }

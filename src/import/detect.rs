@@ -45,9 +45,14 @@ fn detect_jsonl(path: &Path) -> Result<SourceFormat, String> {
     let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
     for line in BufReader::new(file).lines().take(20) {
         let line = line.map_err(|e| e.to_string())?;
-        let Ok(value) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
+        let Ok(value) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
         let kind = value.get("type").and_then(|t| t.as_str()).unwrap_or("");
-        if matches!(kind, "session_meta" | "response_item" | "event_msg" | "turn_context") {
+        if matches!(
+            kind,
+            "session_meta" | "response_item" | "event_msg" | "turn_context"
+        ) {
             return Ok(SourceFormat::Codex);
         }
         if value.get("projectHash").is_some() {
@@ -63,7 +68,8 @@ fn detect_jsonl(path: &Path) -> Result<SourceFormat, String> {
 
 fn detect_json(path: &Path) -> Result<SourceFormat, String> {
     let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
-    let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("invalid JSON: {e}"))?;
+    let value: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("invalid JSON: {e}"))?;
     let messages = value.get("messages").and_then(|m| m.as_array());
     match messages {
         Some(list) if value.get("sessionId").is_some() && list.iter().any(|m| m.get("type").is_some()) => {

@@ -69,9 +69,16 @@ pub struct FileReport {
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
     #[error("{path}: cannot read: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}:{line}: {message}")]
-    Malformed { path: PathBuf, line: usize, message: String },
+    Malformed {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
     #[error("{path}: not a transcript tapes can import ({why}); supported: Claude Code .jsonl, Codex rollout .jsonl, Gemini CLI session .json, tapes SQLite database, {{\"messages\":[...]}} JSON")]
     Unrecognized { path: PathBuf, why: String },
     #[error("{path}: tapes database: {message}")]
@@ -80,7 +87,11 @@ pub enum ImportError {
 
 impl ImportError {
     pub fn malformed(path: &Path, line: usize, message: impl Into<String>) -> Self {
-        ImportError::Malformed { path: path.to_path_buf(), line, message: message.into() }
+        ImportError::Malformed {
+            path: path.to_path_buf(),
+            line,
+            message: message.into(),
+        }
     }
 }
 
@@ -96,7 +107,10 @@ pub fn parse_file(path: &Path, format: SourceFormat) -> Result<FileReport, Impor
 }
 
 pub(crate) fn read(path: &Path) -> Result<String, ImportError> {
-    let bytes = std::fs::read(path).map_err(|source| ImportError::Io { path: path.to_path_buf(), source })?;
+    let bytes = std::fs::read(path).map_err(|source| ImportError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
     // Lossy on purpose: one bad byte in a 50 MB transcript should cost one character, not the file.
     Ok(match String::from_utf8(bytes) {
         Ok(s) => s,
@@ -106,7 +120,9 @@ pub(crate) fn read(path: &Path) -> Result<String, ImportError> {
 
 /// Parses an RFC 3339 timestamp ("2025-09-18T10:00:00.123Z") to Unix milliseconds.
 pub fn parse_timestamp(s: &str) -> Option<i64> {
-    chrono::DateTime::parse_from_rfc3339(s).ok().map(|t| t.timestamp_millis())
+    chrono::DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.timestamp_millis())
 }
 
 /// Turns a JSON value into canonical JSON text for a tool input or an unmodeled block.

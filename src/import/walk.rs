@@ -54,18 +54,28 @@ pub enum WalkError {
 /// The importable files under `root` (or `root` itself) with their formats, sorted by path so
 /// imports are deterministic. Returns the count of passed-over files too.
 pub fn find_importable(root: &Path) -> Result<(Vec<(PathBuf, SourceFormat)>, usize), ImportError> {
-    let meta = std::fs::metadata(root).map_err(|source| ImportError::Io { path: root.to_path_buf(), source })?;
+    let meta = std::fs::metadata(root).map_err(|source| ImportError::Io {
+        path: root.to_path_buf(),
+        source,
+    })?;
     if meta.is_file() {
-        let format = detect_format(root)
-            .map_err(|why| ImportError::Unrecognized { path: root.to_path_buf(), why })?;
+        let format = detect_format(root).map_err(|why| ImportError::Unrecognized {
+            path: root.to_path_buf(),
+            why,
+        })?;
         return Ok((vec![(root.to_path_buf(), format)], 0));
     }
     let mut found = Vec::new();
     let mut passed_over = 0;
-    for entry in walkdir::WalkDir::new(root).follow_links(true).sort_by_file_name() {
+    for entry in walkdir::WalkDir::new(root)
+        .follow_links(true)
+        .sort_by_file_name()
+    {
         let entry = entry.map_err(|e| ImportError::Io {
             path: e.path().unwrap_or(root).to_path_buf(),
-            source: e.into_io_error().unwrap_or_else(|| std::io::Error::other("filesystem loop")),
+            source: e
+                .into_io_error()
+                .unwrap_or_else(|| std::io::Error::other("filesystem loop")),
         })?;
         if !entry.file_type().is_file() {
             continue;
@@ -95,7 +105,10 @@ pub fn import_files(
                 let sessions = report.sessions.len();
                 for session in report.sessions {
                     pending_nodes += session.messages.len();
-                    pending.push(Incoming { session, path: path.display().to_string() });
+                    pending.push(Incoming {
+                        session,
+                        path: path.display().to_string(),
+                    });
                 }
                 FileOutcome {
                     path: path.clone(),
@@ -129,7 +142,12 @@ pub fn import_files(
 }
 
 /// Finds and imports everything under each of `roots`.
-pub fn import_paths(store: &Store, roots: &[PathBuf], now_ms: i64, on_file: impl FnMut(&Path)) -> Result<ImportSummary, WalkError> {
+pub fn import_paths(
+    store: &Store,
+    roots: &[PathBuf],
+    now_ms: i64,
+    on_file: impl FnMut(&Path),
+) -> Result<ImportSummary, WalkError> {
     let mut files = Vec::new();
     let mut passed_over = 0;
     for root in roots {

@@ -23,7 +23,10 @@ pub enum StorageError {
     #[error("database error: {0}")]
     Backend(String),
     #[error("ref {key} changed underneath this update (compare-and-swap failed)")]
-    Conflict { key: String, current: Option<Vec<u8>> },
+    Conflict {
+        key: String,
+        current: Option<Vec<u8>>,
+    },
 }
 
 /// One ref change applied by [`Storage::update_refs`]: it only happens if the ref still holds
@@ -35,17 +38,26 @@ pub struct RefUpdate {
     pub new: Option<Vec<u8>>,
 }
 
+/// What a write of objects added.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Written {
+    /// Objects that were not stored before.
+    pub objects: usize,
+    /// Their encoded size.
+    pub bytes: usize,
+}
+
 /// What the rest of tapes needs from a database.
 pub trait Storage: Send + Sync {
     fn get_object(&self, id: &NodeId) -> Result<Option<Vec<u8>>, StorageError>;
 
     fn contains_object(&self, id: &NodeId) -> Result<bool, StorageError>;
 
-    /// Stores a batch of already verified objects and returns how many were new. Objects
+    /// Stores a batch of already verified objects and returns how many were new (and their size). Objects
     /// already present are left as they are: ids are content hashes. Not durable (and not
     /// necessarily all present after a crash) until [`Storage::flush`] returns, which is why
     /// refs to them are written only after it.
-    fn put_objects(&self, objects: &[StoredObject]) -> Result<usize, StorageError>;
+    fn put_objects(&self, objects: &[StoredObject]) -> Result<Written, StorageError>;
 
     /// Every object, in id order. Used by fsck and by reconciliation.
     fn objects(&self) -> Box<dyn Iterator<Item = Result<(NodeId, Vec<u8>), StorageError>> + '_>;
@@ -59,7 +71,10 @@ pub trait Storage: Send + Sync {
     fn update_refs(&self, updates: &[RefUpdate]) -> Result<(), StorageError>;
 
     /// Refs whose key starts with `prefix`, in key order.
-    fn refs(&self, prefix: &[u8]) -> Box<dyn Iterator<Item = Result<(Vec<u8>, Vec<u8>), StorageError>> + '_>;
+    fn refs(
+        &self,
+        prefix: &[u8],
+    ) -> Box<dyn Iterator<Item = Result<(Vec<u8>, Vec<u8>), StorageError>> + '_>;
 
     fn get_setting(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError>;
 

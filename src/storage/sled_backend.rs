@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use tapes_protocol::{NodeId, StoredObject};
 
-use super::{RefUpdate, Storage, StorageError};
+use super::{RefUpdate, Storage, StorageError, Written};
 
 pub struct SledStorage {
     db: sled::Db,
@@ -25,6 +25,7 @@ const LOCK_WAIT: Duration = Duration::from_secs(5);
 impl SledStorage {
     pub fn open(path: &Path) -> Result<Self, StorageError> {
         let started = Instant::now();
+        let mut retried_snapshot = false;
         let db = loop {
             let config = sled::Config::new()
                 .path(path)
@@ -39,7 +40,17 @@ impl SledStorage {
                     std::thread::sleep(Duration::from_millis(100));
                 }
                 Err(e) if is_lock_error(&e) => {
-                    return Err(StorageError::Locked { path: path.display().to_string() })
+                    return Err(StorageError::Locked {
+                        path: path.display().to_string(),
+                    })
+                }
+                // sled 0.34 can pick up a snapshot it was still writing when the process died
+                // (`snap.*.generating`, upstream spacejam/sled#1527) and then refuses to open.
+                // That file is only a cache of the log; removing it makes sled rebuild it.
+                Err(sled::Error::Corruption { at: None, .. })
+                    if !retried_snapshot && remove_partial_snapshots(path) =>
+                {
+                    retried_snapshot = true;
                 }
                 Err(e) => return Err(backend(e)),
             }
@@ -53,10 +64,31 @@ impl SledStorage {
     }
 }
 
+/// Deletes half-written snapshot files in a sled directory; true if there were any.
+fn remove_partial_snapshots(path: &Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return false;
+    };
+    let mut removed = false;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("snap.")
+            && name.ends_with(".generating")
+            && std::fs::remove_file(entry.path()).is_ok()
+        {
+            tracing::warn!(file = %entry.path().display(), "removed a half-written sled snapshot left by a crash");
+            removed = true;
+        }
+    }
+    removed
+}
+
 fn is_lock_error(e: &sled::Error) -> bool {
     match e {
         sled::Error::Io(io) => {
-            io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("could not acquire lock")
+            io.kind() == std::io::ErrorKind::WouldBlock
+                || io.to_string().contains("could not acquire lock")
         }
         _ => false,
     }
@@ -68,35 +100,47 @@ fn backend(e: sled::Error) -> StorageError {
 
 impl Storage for SledStorage {
     fn get_object(&self, id: &NodeId) -> Result<Option<Vec<u8>>, StorageError> {
-        Ok(self.objects.get(id.as_bytes()).map_err(backend)?.map(|v| v.to_vec()))
+        Ok(self
+            .objects
+            .get(id.as_bytes())
+            .map_err(backend)?
+            .map(|v| v.to_vec()))
     }
 
     fn contains_object(&self, id: &NodeId) -> Result<bool, StorageError> {
         self.objects.contains_key(id.as_bytes()).map_err(backend)
     }
 
-    fn put_objects(&self, objects: &[StoredObject]) -> Result<usize, StorageError> {
+    fn put_objects(&self, objects: &[StoredObject]) -> Result<Written, StorageError> {
         // Inserting in key order is about twice as fast as sled's Batch (which applies writes in
         // hash order) and leaves fuller leaves on disk. Atomicity across the objects of a batch
         // is not needed: objects are immutable and unreachable until a ref names them, and refs
         // are written only after the flush that follows this call (SPEC.md §6).
         let mut order: Vec<&StoredObject> = objects.iter().collect();
         order.sort_unstable_by(|a, b| a.id.cmp(&b.id));
-        let mut new = 0;
+        let mut written = Written::default();
         for object in order {
-            if !self.objects.contains_key(object.id.as_bytes()).map_err(backend)? {
-                self.objects.insert(object.id.as_bytes(), object.bytes.as_slice()).map_err(backend)?;
-                new += 1;
+            if !self
+                .objects
+                .contains_key(object.id.as_bytes())
+                .map_err(backend)?
+            {
+                self.objects
+                    .insert(object.id.as_bytes(), object.bytes.as_slice())
+                    .map_err(backend)?;
+                written.objects += 1;
+                written.bytes += object.bytes.len();
             }
         }
-        Ok(new)
+        Ok(written)
     }
 
     fn objects(&self) -> Box<dyn Iterator<Item = Result<(NodeId, Vec<u8>), StorageError>> + '_> {
         Box::new(self.objects.iter().map(|entry| {
             let (k, v) = entry.map_err(backend)?;
-            let id = NodeId::from_slice(&k)
-                .ok_or_else(|| StorageError::Backend(format!("object key of {} bytes, not 32", k.len())))?;
+            let id = NodeId::from_slice(&k).ok_or_else(|| {
+                StorageError::Backend(format!("object key of {} bytes, not 32", k.len()))
+            })?;
             Ok((id, v.to_vec()))
         }))
     }
@@ -114,10 +158,12 @@ impl Storage for SledStorage {
             for update in updates {
                 let current = tx.get(&update.key)?;
                 if current.as_deref() != update.expected.as_deref() {
-                    return Err(ConflictableTransactionError::Abort(StorageError::Conflict {
-                        key: String::from_utf8_lossy(&update.key).into_owned(),
-                        current: current.map(|c| c.to_vec()),
-                    }));
+                    return Err(ConflictableTransactionError::Abort(
+                        StorageError::Conflict {
+                            key: String::from_utf8_lossy(&update.key).into_owned(),
+                            current: current.map(|c| c.to_vec()),
+                        },
+                    ));
                 }
                 match &update.new {
                     Some(value) => {
@@ -137,7 +183,10 @@ impl Storage for SledStorage {
         }
     }
 
-    fn refs(&self, prefix: &[u8]) -> Box<dyn Iterator<Item = Result<(Vec<u8>, Vec<u8>), StorageError>> + '_> {
+    fn refs(
+        &self,
+        prefix: &[u8],
+    ) -> Box<dyn Iterator<Item = Result<(Vec<u8>, Vec<u8>), StorageError>> + '_> {
         Box::new(self.refs.scan_prefix(prefix).map(|entry| {
             let (k, v) = entry.map_err(backend)?;
             Ok((k.to_vec(), v.to_vec()))
@@ -197,7 +246,11 @@ mod tests {
         s.update_refs(&[upd("x", None, Some("1"))]).unwrap();
         let err = s.update_refs(&[upd("y", None, Some("2")), upd("x", Some("0"), Some("3"))]);
         assert!(err.is_err());
-        assert_eq!(s.get_ref(b"y").unwrap(), None, "first update of a failed batch leaked");
+        assert_eq!(
+            s.get_ref(b"y").unwrap(),
+            None,
+            "first update of a failed batch leaked"
+        );
         assert_eq!(s.get_ref(b"x").unwrap().unwrap(), b"1");
     }
 
