@@ -17,6 +17,7 @@ pub mod render;
 pub mod sample;
 pub mod secrets;
 pub mod session;
+pub mod share;
 pub mod storage;
 pub mod store;
 pub mod team_keys;

@@ -53,6 +53,15 @@ enum Command {
     Pull(cmd::transfer::PullArgs),
     /// Push tracked sessions (default: the current one) to a remote.
     Push(cmd::transfer::PushArgs),
+    /// Share sessions with a team or publicly, after a secret scan.
+    Share(cmd::share::ShareArgs),
+    /// Stop sharing a session (access ends from now on).
+    Unshare(cmd::share::UnshareArgs),
+    /// What teammates shared with you, newest first (● = unread).
+    Shared(cmd::share::SharedArgs),
+    /// Settings, e.g. `tapes config set default-visibility.<project> team`.
+    #[command(subcommand)]
+    Config(cmd::share::ConfigCommand),
     /// Teams: create, invite, join, members, remove, leave, promote.
     #[command(subcommand)]
     Team(cmd::team::TeamCommand),
@@ -77,6 +86,10 @@ fn main() -> ExitCode {
         Command::Log(args) => cmd::sessions::log(args),
         Command::Fsck(args) => cmd::fsck::run(args),
         Command::Team(command) => cmd::team::run(command),
+        Command::Share(args) => cmd::share::share(args),
+        Command::Unshare(args) => cmd::share::unshare(args),
+        Command::Shared(args) => cmd::share::shared(args),
+        Command::Config(command) => cmd::share::config(command),
         Command::Branch(args) => cmd::lineage::branch(args),
         Command::Fork(args) => cmd::lineage::fork(args),
         Command::Remote(command) => cmd::remote::run(command),

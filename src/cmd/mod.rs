@@ -6,6 +6,7 @@ pub mod init;
 pub mod lineage;
 pub mod remote;
 pub mod sessions;
+pub mod share;
 pub mod team;
 pub mod transfer;
 

@@ -1,0 +1,332 @@
+//! `tapes share`, `tapes unshare`, `tapes shared`, `tapes config`.
+
+use std::io::{BufRead, IsTerminal};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use tapes::duration::parse_duration_ms;
+use tapes::identity::Identity;
+use tapes::protocol::{MemberId, SessionId};
+use tapes::share::{self, Audience, SecretPolicy, ShareError, ShareOptions};
+use tapes::store::Store;
+use tapes::teams;
+
+#[derive(clap::Args)]
+pub struct ShareArgs {
+    /// Sessions to share (ids or unique prefixes); read one per line from stdin when none are
+    /// given, so `tapes search … | tapes share` works.
+    ids: Vec<String>,
+    /// The team to share with (name or id prefix); default: the project's default visibility,
+    /// or your only team.
+    #[arg(long, conflicts_with = "public")]
+    team: Option<String>,
+    /// Anyone with the link may see it.
+    #[arg(long)]
+    public: bool,
+    #[arg(long)]
+    note: Option<String>,
+    #[arg(long)]
+    title: Option<String>,
+    /// Access ends after this long (30m, 12h, 7d, 2w).
+    #[arg(long)]
+    expires: Option<String>,
+    /// Share a redacted copy when the secret scan finds something.
+    #[arg(long, conflicts_with = "allow_secrets")]
+    redact: bool,
+    /// Share even though the secret scan found something.
+    #[arg(long)]
+    allow_secrets: bool,
+    /// Only list what the secret scan finds and what would be redacted; share nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+#[derive(clap::Args)]
+pub struct UnshareArgs {
+    id: String,
+    /// Only this team's share (default: every share of the session).
+    #[arg(long, conflicts_with = "public")]
+    team: Option<String>,
+    /// Only the public share.
+    #[arg(long)]
+    public: bool,
+}
+
+#[derive(clap::Args)]
+pub struct SharedArgs {
+    #[arg(long)]
+    json: bool,
+    /// Mark everything listed as read.
+    #[arg(long)]
+    mark_read: bool,
+}
+
+#[derive(clap::Subcommand)]
+pub enum ConfigCommand {
+    /// Set a value, e.g. `default-visibility.<project> private|team|team:<name>|public`.
+    Set {
+        key: String,
+        value: String,
+    },
+    Get {
+        key: String,
+    },
+    List,
+}
+
+const CONFIG_PREFIX: &str = "config/";
+
+fn ids_from(args: &[String]) -> anyhow::Result<Vec<String>> {
+    if !args.is_empty() {
+        return Ok(args.to_vec());
+    }
+    if std::io::stdin().is_terminal() {
+        bail!("name the sessions to share, or pipe ids in (`tapes search … | tapes share`)");
+    }
+    let mut ids = Vec::new();
+    for line in std::io::stdin().lock().lines() {
+        let line = line.context("reading session ids from stdin")?;
+        if let Some(id) = line.split_whitespace().next() {
+            ids.push(id.to_string());
+        }
+    }
+    if ids.is_empty() {
+        bail!("no session ids on stdin");
+    }
+    Ok(ids)
+}
+
+fn config_get(store: &Store, key: &str) -> anyhow::Result<Option<String>> {
+    let raw = store
+        .storage()
+        .get_ref(format!("{CONFIG_PREFIX}{key}").as_bytes())?;
+    Ok(raw.map(|v| String::from_utf8_lossy(&v).into_owned()))
+}
+
+/// The audience for a session: explicit flags, else the project's default visibility, else
+/// the only team.
+fn audience(store: &Store, args: &ShareArgs, project: &str) -> anyhow::Result<Audience> {
+    if args.public {
+        return Ok(Audience::Public);
+    }
+    if let Some(team) = &args.team {
+        return Ok(Audience::Team(teams::resolve(store, Some(team))?.team_id()));
+    }
+    match config_get(store, &format!("default-visibility.{project}"))?.as_deref() {
+        Some("public") => Ok(Audience::Public),
+        Some("private") => bail!("project {project} is private by default (`tapes config`); pass --team or --public to share anyway"),
+        Some(team) if team.starts_with("team:") => Ok(Audience::Team(teams::resolve(store, Some(&team[5..]))?.team_id())),
+        _ => match teams::resolve(store, None) {
+            Ok(chain) => Ok(Audience::Team(chain.team_id())),
+            Err(teams::TeamError::NoTeams) => bail!("you are in no team; pass --public, or create or join a team first"),
+            Err(e) => Err(e.into()),
+        },
+    }
+}
+
+pub fn share(args: ShareArgs) -> anyhow::Result<ExitCode> {
+    let (home, store) = super::open_store()?;
+    let me = Identity::load(&home)?;
+    let now = tapes::now_ms();
+    let expires_ms = match &args.expires {
+        Some(text) => Some(now + parse_duration_ms(text).map_err(anyhow::Error::msg)?),
+        None => None,
+    };
+    let mut failed = false;
+    for input in ids_from(&args.ids)? {
+        let id = store.resolve_session(&input)?;
+        if args.dry_run {
+            dry_run(&store, &id)?;
+            continue;
+        }
+        let record = store
+            .session(&id)?
+            .ok_or_else(|| anyhow::anyhow!("session {input} vanished"))?;
+        let options = ShareOptions {
+            audience: audience(&store, &args, &record.summary.project)?,
+            title: args.title.clone(),
+            note: args.note.clone(),
+            expires_ms,
+            secrets: if args.redact {
+                SecretPolicy::Redact
+            } else if args.allow_secrets {
+                SecretPolicy::Allow
+            } else {
+                SecretPolicy::Block
+            },
+        };
+        match share::share(&store, &me, &id, &options, now) {
+            Ok(done) => {
+                let to = match options.audience {
+                    Audience::Public => "everyone with the link".to_string(),
+                    Audience::Team(t) => format!("team {}", team_name(&store, &t)),
+                };
+                if done.session == id {
+                    println!("shared {} with {to}", id.short());
+                } else {
+                    println!(
+                        "shared a redacted copy {} of {} with {to} ({} spans redacted; the original is untouched)",
+                        done.session.short(),
+                        id.short(),
+                        done.redacted_spans
+                    );
+                }
+            }
+            Err(e @ ShareError::Secrets { .. }) => {
+                eprintln!("error: {e}");
+                failed = true;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn dry_run(store: &Store, id: &SessionId) -> anyhow::Result<()> {
+    let hits = share::scan_session(store, id)?;
+    if hits.is_empty() {
+        println!("{}: no secrets found; it would be shared as is", id.short());
+    } else {
+        println!(
+            "{}: {} possible secrets; --redact would replace each with [REDACTED:<kind>]:",
+            id.short(),
+            hits.len()
+        );
+        for hit in &hits {
+            println!("{}", hit.describe());
+        }
+    }
+    Ok(())
+}
+
+fn team_name(store: &Store, team: &tapes::protocol::TeamId) -> String {
+    teams::load(store, team)
+        .map(|c| format!("\"{}\"", c.head().manifest.name))
+        .unwrap_or_else(|_| team.short())
+}
+
+pub fn unshare(args: UnshareArgs) -> anyhow::Result<ExitCode> {
+    let (home, store) = super::open_store()?;
+    let me = Identity::load(&home)?;
+    let id = store.resolve_session(&args.id)?;
+    let audience = if args.public {
+        Some(Audience::Public)
+    } else if let Some(team) = &args.team {
+        Some(Audience::Team(
+            teams::resolve(&store, Some(team))?.team_id(),
+        ))
+    } else {
+        None
+    };
+    let n = share::unshare(&store, &me, &id, audience, tapes::now_ms())?;
+    println!(
+        "unshared {} ({n} share{} revoked; access ends now)",
+        id.short(),
+        if n == 1 { "" } else { "s" }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn shared(args: SharedArgs) -> anyhow::Result<ExitCode> {
+    let (home, store) = super::open_store()?;
+    let me = Identity::load(&home)?;
+    let my_id = MemberId(me.verifying_key().to_bytes());
+    let my_teams: Vec<_> = teams::list(&store)?
+        .into_iter()
+        .filter(|c| c.head().manifest.member(&my_id).is_some())
+        .map(|c| c.team_id())
+        .collect();
+    let list = share::shared_with_me(&store, &my_id, &my_teams, tapes::now_ms())?;
+    if args.json {
+        let mut rows = Vec::new();
+        for s in &list {
+            let r = &s.record;
+            rows.push(serde_json::json!({
+                "session": r.session.to_hex(), "sharer": r.sharer.to_hex(), "sharer_name": r.sharer_name,
+                "audience": match r.audience { Audience::Public => "public".to_string(), Audience::Team(t) => t.to_hex() },
+                "title": r.title, "note": r.note, "shared_ms": r.shared_ms, "expires_ms": r.expires_ms,
+                "unread": !share::is_read(&store, r)?,
+            }));
+        }
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else if list.is_empty() {
+        println!("nothing is shared with you yet");
+    } else {
+        for s in &list {
+            let r = &s.record;
+            let mark = if share::is_read(&store, r)? {
+                " "
+            } else {
+                "●"
+            };
+            let title = r.title.clone().unwrap_or_default();
+            let note = r
+                .note
+                .as_deref()
+                .map(|n| format!("  \"{n}\""))
+                .unwrap_or_default();
+            println!(
+                "{mark} {}  {}  {} shared {}{note}",
+                tapes::render::time(Some(r.shared_ms)),
+                r.session.short(),
+                r.sharer_name,
+                title
+            );
+        }
+    }
+    if args.mark_read {
+        for s in &list {
+            share::mark_read(&store, &s.record)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn config(command: ConfigCommand) -> anyhow::Result<ExitCode> {
+    let (_home, store) = super::open_store()?;
+    match command {
+        ConfigCommand::Set { key, value } => {
+            let Some(project) = key.strip_prefix("default-visibility.") else {
+                bail!("unknown setting `{key}`; settable: default-visibility.<project>");
+            };
+            if project.is_empty() {
+                bail!("name the project: default-visibility.<project>");
+            }
+            if !(matches!(value.as_str(), "private" | "team" | "public")
+                || value.starts_with("team:"))
+            {
+                bail!("`{value}` is not a visibility; use private, team, team:<name> or public");
+            }
+            let full = format!("{CONFIG_PREFIX}{key}").into_bytes();
+            let current = store.storage().get_ref(&full)?;
+            store.commit(
+                &[],
+                &[tapes::storage::RefUpdate {
+                    key: full,
+                    expected: current,
+                    new: Some(value.clone().into_bytes()),
+                }],
+            )?;
+            println!("{key} = {value}");
+        }
+        ConfigCommand::Get { key } => match config_get(&store, &key)? {
+            Some(v) => println!("{v}"),
+            None => bail!("`{key}` is not set"),
+        },
+        ConfigCommand::List => {
+            for entry in store.storage().refs(CONFIG_PREFIX.as_bytes()) {
+                let (k, v) = entry?;
+                println!(
+                    "{} = {}",
+                    String::from_utf8_lossy(&k[CONFIG_PREFIX.len()..]),
+                    String::from_utf8_lossy(&v)
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,494 @@
+//! Sharing: signed share records, unshare and expiry, what is shared with me, and the secret
+//! gate every share passes first.
+//!
+//! A share record says "session S (at head H) is visible to team T / to anyone, shared by M at
+//! time t, until e, with this note and title", signed by M's node key, so a peer or relay that
+//! receives it can check who shared what. Unsharing writes a newer signed record marked revoked
+//! rather than deleting, so the revocation itself can travel to peers; access ends from then
+//! on. Refs: `share/<session hex>/<team hex | "public">` → signed record (SPEC.md §11).
+//!
+//! Before anything is shared the session is scanned for secrets ([`crate::secrets`]): a hit
+//! blocks the share with a list, unless the user shares a redacted copy (a new chain whose
+//! redacted spans are marked; the original stays untouched) or overrides.
+
+use ed25519_dalek::{Signature, Signer, Verifier, VerifyingKey};
+use serde::{Deserialize, Serialize};
+use tapes_protocol::{MemberId, NodeId, SessionId, StoredObject, TeamId};
+
+use crate::identity::Identity;
+use crate::lineage::is_mine;
+use crate::secrets::{self, NodeFinding};
+use crate::session::{
+    session_ref_key, Lineage, SessionRecord, SessionSource, SessionSummary, Visibility,
+};
+use crate::storage::RefUpdate;
+use crate::store::{Store, StoreError};
+
+const SHARE_SIGNATURE_CONTEXT: &str = "tapes 2026-11 share record signature v1";
+
+/// Who a share is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Audience {
+    Team(TeamId),
+    Public,
+}
+
+impl Audience {
+    fn key_part(&self) -> String {
+        match self {
+            Audience::Team(t) => t.to_hex(),
+            Audience::Public => "public".into(),
+        }
+    }
+}
+
+/// The signed content of a share.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShareRecord {
+    pub session: SessionId,
+    pub head: NodeId,
+    pub audience: Audience,
+    pub sharer: MemberId,
+    pub sharer_name: String,
+    pub title: Option<String>,
+    pub note: Option<String>,
+    pub shared_ms: i64,
+    pub expires_ms: Option<i64>,
+    /// Set by unshare: access ends from `shared_ms` of this record on.
+    pub revoked: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedShare {
+    pub record: ShareRecord,
+    pub signature: Vec<u8>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ShareError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("you can only share your own sessions; fork it first (`tapes fork {0}`)")]
+    NotYours(String),
+    #[error("{count} possible secrets in session {session}; nothing was shared.\n{list}\nshare a redacted copy with --redact, see everything with --dry-run, or share as is with --allow-secrets")]
+    Secrets {
+        session: String,
+        count: usize,
+        list: String,
+    },
+    #[error("session {0} is not shared with that audience")]
+    NotShared(String),
+    #[error("share record of session {0} is damaged: {1}")]
+    Damaged(String, String),
+    #[error("cannot make a new session id: {0}")]
+    Random(String),
+}
+
+impl SignedShare {
+    pub fn sign(record: ShareRecord, identity: &Identity) -> SignedShare {
+        let signature = identity
+            .signing_key()
+            .sign(&message(&record))
+            .to_bytes()
+            .to_vec();
+        SignedShare { record, signature }
+    }
+
+    /// True when the record is signed by the sharer it names.
+    pub fn verify(&self) -> bool {
+        let Ok(signature) = <[u8; 64]>::try_from(self.signature.as_slice()) else {
+            return false;
+        };
+        VerifyingKey::from_bytes(self.record.sharer.as_bytes())
+            .and_then(|key| key.verify(&message(&self.record), &Signature::from_bytes(&signature)))
+            .is_ok()
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        postcard::to_stdvec(self).expect("postcard encoding to a Vec cannot fail")
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<SignedShare, String> {
+        match postcard::take_from_bytes::<SignedShare>(bytes) {
+            Ok((share, [])) if share.verify() => Ok(share),
+            Ok((_, [])) => Err("its signature does not verify".into()),
+            Ok(_) => Err("trailing bytes".into()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Whether the share grants access at `now_ms`.
+    pub fn is_live(&self, now_ms: i64) -> bool {
+        !self.record.revoked && self.record.expires_ms.is_none_or(|e| now_ms < e)
+    }
+}
+
+fn message(record: &ShareRecord) -> [u8; 32] {
+    let mut h = blake3::Hasher::new_derive_key(SHARE_SIGNATURE_CONTEXT);
+    h.update(&postcard::to_stdvec(record).expect("postcard encoding to a Vec cannot fail"));
+    *h.finalize().as_bytes()
+}
+
+fn share_key(session: &SessionId, audience: &Audience) -> Vec<u8> {
+    format!("share/{}/{}", session.to_hex(), audience.key_part()).into_bytes()
+}
+
+/// One possible secret, as listed to the user.
+#[derive(Debug, Clone)]
+pub struct Hit {
+    pub session: SessionId,
+    pub node: NodeId,
+    pub index: usize,
+    pub finding: NodeFinding,
+}
+
+impl Hit {
+    pub fn describe(&self) -> String {
+        format!(
+            "  session {} node #{} {} ({}): {} {}",
+            self.session.short(),
+            self.index,
+            self.node.short(),
+            self.finding.field,
+            self.finding.finding.kind.label(),
+            self.finding.finding.masked
+        )
+    }
+}
+
+/// Scans every node of a session for secrets.
+pub fn scan_session(store: &Store, id: &SessionId) -> Result<Vec<Hit>, ShareError> {
+    let record = store
+        .session(id)?
+        .ok_or(StoreError::SessionNotFound(id.short()))?;
+    let mut hits = Vec::new();
+    for (index, (node, body)) in store.chain(&record.head)?.iter().enumerate() {
+        for finding in secrets::scan_blocks(&body.body.blocks) {
+            hits.push(Hit {
+                session: *id,
+                node: *node,
+                index,
+                finding,
+            });
+        }
+    }
+    Ok(hits)
+}
+
+/// Makes a redacted copy of session `id`: a new chain (every node re-encoded with redacted
+/// blocks, so new ids) in a new session owned by the same owner, whose lineage names the
+/// original. Returns the copy's id and how many spans were redacted.
+pub fn redacted_copy(
+    store: &Store,
+    id: &SessionId,
+    now_ms: i64,
+) -> Result<(SessionId, usize), ShareError> {
+    let record = store
+        .session(id)?
+        .ok_or(StoreError::SessionNotFound(id.short()))?;
+    let chain = store.chain(&record.head)?;
+    let mut objects = Vec::with_capacity(chain.len());
+    let mut parent = None;
+    let mut redacted = 0;
+    let mut summary = SessionSummary::default();
+    for (_, node) in &chain {
+        let (blocks, spans) = secrets::redact_blocks(&node.body.blocks);
+        redacted += spans;
+        let object = StoredObject::encode_parts(
+            parent.as_ref(),
+            node.body.role,
+            &node.body.model,
+            &blocks,
+            &node.meta,
+        );
+        summary.add(node.body.role, &node.body.model, &blocks, &node.meta);
+        parent = Some(object.id);
+        objects.push(object);
+    }
+    let head = parent.ok_or_else(|| ShareError::Damaged(id.short(), "empty session".into()))?;
+    let mut raw = [0u8; 16];
+    getrandom::fill(&mut raw).map_err(|e| ShareError::Random(e.to_string()))?;
+    let copy = SessionId(raw);
+    let new = SessionRecord {
+        head,
+        source: SessionSource {
+            kind: "tapes".into(),
+            id: copy.to_hex(),
+            path: String::new(),
+        },
+        title: Some(format!(
+            "{} (redacted)",
+            record
+                .title
+                .clone()
+                .unwrap_or_else(|| summary.first_prompt.chars().take(60).collect())
+        )),
+        parent_session: None,
+        summary,
+        created_ms: now_ms,
+        updated_ms: now_ms,
+        lineage: Lineage {
+            root: record.lineage.root,
+            parent: Some(*id),
+            base_count: 0,
+            base_digest: None,
+        },
+        visibility: Visibility::Private,
+        ..record
+    };
+    let update = RefUpdate {
+        key: session_ref_key(&copy),
+        expected: None,
+        new: Some(new.encode()),
+    };
+    store.commit(&objects, &[update])?;
+    Ok((copy, redacted))
+}
+
+/// What `share` should do about secrets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretPolicy {
+    /// Refuse when anything is found (the default).
+    Block,
+    /// Share a redacted copy instead of the session.
+    Redact,
+    /// Share as is.
+    Allow,
+}
+
+/// Options of one share.
+#[derive(Debug, Clone)]
+pub struct ShareOptions {
+    pub audience: Audience,
+    pub title: Option<String>,
+    pub note: Option<String>,
+    pub expires_ms: Option<i64>,
+    pub secrets: SecretPolicy,
+}
+
+/// What a share did.
+#[derive(Debug, Clone)]
+pub struct Shared {
+    /// The session that was shared (a redacted copy's id under `SecretPolicy::Redact`).
+    pub session: SessionId,
+    pub redacted_spans: usize,
+}
+
+/// Shares session `id` after the secret gate; writes the signed record and the session's
+/// visibility in one ref transaction.
+pub fn share(
+    store: &Store,
+    identity: &Identity,
+    id: &SessionId,
+    options: &ShareOptions,
+    now_ms: i64,
+) -> Result<Shared, ShareError> {
+    let record = store
+        .session(id)?
+        .ok_or(StoreError::SessionNotFound(id.short()))?;
+    if !is_mine(&record, store.local_owner()?.as_ref()) {
+        return Err(ShareError::NotYours(id.short()));
+    }
+    let hits = scan_session(store, id)?;
+    let (session, redacted_spans) = match options.secrets {
+        SecretPolicy::Block if !hits.is_empty() => {
+            let list: Vec<String> = hits.iter().map(Hit::describe).collect();
+            return Err(ShareError::Secrets {
+                session: id.short(),
+                count: hits.len(),
+                list: list.join("\n"),
+            });
+        }
+        SecretPolicy::Redact if !hits.is_empty() => redacted_copy(store, id, now_ms)?,
+        _ => (*id, 0),
+    };
+    let record = store
+        .session(&session)?
+        .ok_or(StoreError::SessionNotFound(session.short()))?;
+    let signed = SignedShare::sign(
+        ShareRecord {
+            session,
+            head: record.head,
+            audience: options.audience,
+            sharer: MemberId(identity.verifying_key().to_bytes()),
+            sharer_name: identity.profile.name.clone(),
+            title: options.title.clone().or_else(|| record.title.clone()),
+            note: options.note.clone(),
+            shared_ms: now_ms,
+            expires_ms: options.expires_ms,
+            revoked: false,
+        },
+        identity,
+    );
+    let raw = store.session_raw(&session)?;
+    let mut updated = record.clone();
+    updated.visibility = match options.audience {
+        Audience::Public => Visibility::Public,
+        Audience::Team(t) if record.visibility != Visibility::Public => Visibility::Team(t),
+        Audience::Team(_) => record.visibility,
+    };
+    if let Some(note) = &options.note {
+        updated.note = Some(note.clone());
+    }
+    updated.expires_ms = options.expires_ms.or(record.expires_ms);
+    let key = share_key(&session, &options.audience);
+    let current = store.storage().get_ref(&key).map_err(StoreError::from)?;
+    store.commit(
+        &[],
+        &[
+            RefUpdate {
+                key,
+                expected: current,
+                new: Some(signed.encode()),
+            },
+            RefUpdate {
+                key: session_ref_key(&session),
+                expected: raw,
+                new: Some(updated.encode()),
+            },
+        ],
+    )?;
+    Ok(Shared {
+        session,
+        redacted_spans,
+    })
+}
+
+/// Unshares: writes a revoked record (so peers learn of it) and narrows the session's
+/// visibility to what remaining shares allow.
+pub fn unshare(
+    store: &Store,
+    identity: &Identity,
+    id: &SessionId,
+    audience: Option<Audience>,
+    now_ms: i64,
+) -> Result<usize, ShareError> {
+    let mut revoked = 0;
+    let mut updates = Vec::new();
+    let mut still_team = None;
+    let mut still_public = false;
+    for (key, share) in shares_of(store, id)? {
+        let hit = audience.is_none_or(|a| a == share.record.audience);
+        if hit && !share.record.revoked {
+            let mut record = share.record.clone();
+            record.revoked = true;
+            record.shared_ms = now_ms;
+            let signed = SignedShare::sign(record, identity);
+            updates.push(RefUpdate {
+                key,
+                expected: Some(share.encode()),
+                new: Some(signed.encode()),
+            });
+            revoked += 1;
+        } else if share.is_live(now_ms) {
+            match share.record.audience {
+                Audience::Public => still_public = true,
+                Audience::Team(t) => still_team = Some(t),
+            }
+        }
+    }
+    if revoked == 0 {
+        return Err(ShareError::NotShared(id.short()));
+    }
+    let raw = store.session_raw(id)?;
+    if let Some(raw) = raw {
+        let mut record = SessionRecord::decode(&raw)
+            .map_err(|e| ShareError::Damaged(id.short(), e.to_string()))?;
+        record.visibility = if still_public {
+            Visibility::Public
+        } else {
+            still_team.map_or(Visibility::Private, Visibility::Team)
+        };
+        updates.push(RefUpdate {
+            key: session_ref_key(id),
+            expected: Some(raw),
+            new: Some(record.encode()),
+        });
+    }
+    store.commit(&[], &updates)?;
+    Ok(revoked)
+}
+
+/// Every share record of session `id`, verified.
+pub fn shares_of(store: &Store, id: &SessionId) -> Result<Vec<(Vec<u8>, SignedShare)>, ShareError> {
+    let mut out = Vec::new();
+    for entry in store
+        .storage()
+        .refs(format!("share/{}/", id.to_hex()).as_bytes())
+    {
+        let (key, value) = entry.map_err(StoreError::from)?;
+        let share =
+            SignedShare::decode(&value).map_err(|why| ShareError::Damaged(id.short(), why))?;
+        out.push((key, share));
+    }
+    Ok(out)
+}
+
+/// Every share record in the store, verified (damaged ones are skipped with a warning).
+pub fn all_shares(store: &Store) -> Result<Vec<SignedShare>, ShareError> {
+    let mut out = Vec::new();
+    for entry in store.storage().refs(b"share/") {
+        let (key, value) = entry.map_err(StoreError::from)?;
+        match SignedShare::decode(&value) {
+            Ok(share) => out.push(share),
+            Err(why) => {
+                tracing::warn!(key = %String::from_utf8_lossy(&key), %why, "skipping a damaged share record")
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Read markers for `tapes shared`.
+fn read_key(share: &ShareRecord) -> Vec<u8> {
+    format!(
+        "read/{}/{}",
+        share.session.to_hex(),
+        share.audience.key_part()
+    )
+    .into_bytes()
+}
+
+pub fn is_read(store: &Store, share: &ShareRecord) -> Result<bool, ShareError> {
+    Ok(store
+        .storage()
+        .get_ref(&read_key(share))
+        .map_err(StoreError::from)?
+        .is_some())
+}
+
+pub fn mark_read(store: &Store, share: &ShareRecord) -> Result<(), ShareError> {
+    let key = read_key(share);
+    let current = store.storage().get_ref(&key).map_err(StoreError::from)?;
+    if current.is_none() {
+        store.commit(
+            &[],
+            &[RefUpdate {
+                key,
+                expected: None,
+                new: Some(vec![1]),
+            }],
+        )?;
+    }
+    Ok(())
+}
+
+/// What is shared with `me` right now: live shares by others to teams I am in, or public;
+/// newest first.
+pub fn shared_with_me(
+    store: &Store,
+    me: &MemberId,
+    my_teams: &[TeamId],
+    now_ms: i64,
+) -> Result<Vec<SignedShare>, ShareError> {
+    let mut out: Vec<SignedShare> = all_shares(store)?
+        .into_iter()
+        .filter(|s| &s.record.sharer != me && s.is_live(now_ms))
+        .filter(|s| match s.record.audience {
+            Audience::Public => true,
+            Audience::Team(t) => my_teams.contains(&t),
+        })
+        .collect();
+    out.sort_by(|a, b| b.record.shared_ms.cmp(&a.record.shared_ms));
+    Ok(out)
+}
