@@ -64,11 +64,7 @@ pub fn list(args: SessionsArgs) -> anyhow::Result<ExitCode> {
 
 pub fn show(args: ShowArgs) -> anyhow::Result<ExitCode> {
     let (_home, store) = super::open_store()?;
-    let id = store.resolve_session(&args.id)?;
-    let record = store
-        .session(&id)?
-        .ok_or_else(|| tapes::store::StoreError::SessionNotFound(args.id.clone()))?;
-    let chain = store.chain(&record.head)?;
+    let (id, record, chain) = load(&store, &args.id)?;
     if args.json {
         println!(
             "{}",
@@ -82,15 +78,28 @@ pub fn show(args: ShowArgs) -> anyhow::Result<ExitCode> {
 
 pub fn log(args: LogArgs) -> anyhow::Result<ExitCode> {
     let (_home, store) = super::open_store()?;
-    let id = store.resolve_session(&args.id)?;
-    let record = store
-        .session(&id)?
-        .ok_or_else(|| tapes::store::StoreError::SessionNotFound(args.id.clone()))?;
-    let chain = store.chain(&record.head)?;
+    let (_, _, chain) = load(&store, &args.id)?;
     let mut sizes = Vec::with_capacity(chain.len());
     for (node_id, _) in &chain {
         sizes.push(store.storage().get_object(node_id)?.map_or(0, |b| b.len()));
     }
     print!("{}", render::log(&chain, &sizes));
     Ok(ExitCode::SUCCESS)
+}
+
+/// A session by id or prefix, with its record and chain (root first).
+fn load(
+    store: &tapes::store::Store,
+    input: &str,
+) -> anyhow::Result<(
+    tapes::protocol::SessionId,
+    tapes::session::SessionRecord,
+    Vec<(tapes::protocol::NodeId, tapes::protocol::Node)>,
+)> {
+    let id = store.resolve_session(input)?;
+    let record = store
+        .session(&id)?
+        .ok_or_else(|| tapes::store::StoreError::SessionNotFound(input.to_string()))?;
+    let chain = store.chain(&record.head)?;
+    Ok((id, record, chain))
 }
