@@ -156,6 +156,39 @@ impl Hit {
     }
 }
 
+/// The session's own descriptive fields (title, description, note, tags) that contain
+/// possible secrets, listed like node hits: `  session S record (title): kind masked`.
+pub fn scan_record_fields(store: &Store, id: &SessionId) -> Result<Vec<String>, ShareError> {
+    let record = store
+        .session(id)?
+        .ok_or(StoreError::SessionNotFound(id.short()))?;
+    let mut fields: Vec<(&str, &str)> = Vec::new();
+    if let Some(t) = &record.title {
+        fields.push(("title", t));
+    }
+    if let Some(d) = &record.description {
+        fields.push(("description", d));
+    }
+    if let Some(n) = &record.note {
+        fields.push(("note", n));
+    }
+    for tag in &record.tags {
+        fields.push(("tag", tag));
+    }
+    let mut out = Vec::new();
+    for (field, text) in fields {
+        for finding in secrets::scan_text(text) {
+            out.push(format!(
+                "  session {} record ({field}): {} {}",
+                id.short(),
+                finding.kind.label(),
+                finding.masked
+            ));
+        }
+    }
+    Ok(out)
+}
+
 /// Scans every node of a session for secrets.
 pub fn scan_session(store: &Store, id: &SessionId) -> Result<Vec<Hit>, ShareError> {
     let record = store
@@ -216,13 +249,18 @@ pub fn redacted_copy(
             id: copy.to_hex(),
             path: String::new(),
         },
+        // The record's own texts travel with the share too: redact them like the nodes.
         title: Some(format!(
             "{} (redacted)",
             record
                 .title
-                .clone()
+                .as_deref()
+                .map(redact_field)
                 .unwrap_or_else(|| summary.first_prompt.chars().take(60).collect())
         )),
+        description: record.description.as_deref().map(redact_field),
+        note: record.note.as_deref().map(redact_field),
+        tags: record.tags.iter().map(|t| redact_field(t)).collect(),
         parent_session: None,
         summary,
         created_ms: now_ms,
@@ -243,6 +281,11 @@ pub fn redacted_copy(
     };
     store.commit(&objects, &[update])?;
     Ok((copy, redacted))
+}
+
+/// `text` with every secret the scanner finds replaced by its `[REDACTED:<kind>]` marker.
+fn redact_field(text: &str) -> String {
+    secrets::redact_text(text, &secrets::scan_text(text))
 }
 
 /// What `share` should do about secrets.
@@ -289,17 +332,17 @@ pub fn share(
     if !is_mine(&record, store.local_owner()?.as_ref()) {
         return Err(ShareError::NotYours(id.short()));
     }
-    let hits = scan_session(store, id)?;
+    let mut list: Vec<String> = scan_session(store, id)?.iter().map(Hit::describe).collect();
+    list.extend(scan_record_fields(store, id)?);
     let (session, redacted_spans) = match options.secrets {
-        SecretPolicy::Block if !hits.is_empty() => {
-            let list: Vec<String> = hits.iter().map(Hit::describe).collect();
+        SecretPolicy::Block if !list.is_empty() => {
             return Err(ShareError::Secrets {
                 session: id.short(),
-                count: hits.len(),
+                count: list.len(),
                 list: list.join("\n"),
             });
         }
-        SecretPolicy::Redact if !hits.is_empty() => redacted_copy(store, id, now_ms)?,
+        SecretPolicy::Redact if !list.is_empty() => redacted_copy(store, id, now_ms)?,
         _ => (*id, 0),
     };
     let record = store
@@ -486,9 +529,14 @@ pub fn shared_with_me(
         .filter(|s| &s.record.sharer != me && s.is_live(now_ms))
         .filter(|s| match s.record.audience {
             Audience::Public => true,
-            Audience::Team(t) => my_teams.contains(&t),
+            // The signature proves who shared; the team's verified manifest proves they may.
+            Audience::Team(t) => {
+                my_teams.contains(&t)
+                    && crate::teams::load(store, &t)
+                        .is_ok_and(|chain| chain.head().manifest.member(&s.record.sharer).is_some())
+            }
         })
         .collect();
-    out.sort_by(|a, b| b.record.shared_ms.cmp(&a.record.shared_ms));
+    out.sort_by_key(|s| std::cmp::Reverse(s.record.shared_ms));
     Ok(out)
 }

@@ -4,12 +4,17 @@
 //! stored) and its ref. Push sends the nodes after your base and asks the remote to move the
 //! ref from your base digest to your head — compare-and-swap, so two people continuing the same
 //! session from the same base cannot both win; the loser is told to pull or branch.
+//!
+//! Like a share, a push leaves the machine, so the CLI runs [`scan_outgoing`] on the nodes it
+//! would send first and refuses on a hit ([`secrets_error`]) unless told `--allow-secrets`.
 
-use tapes_protocol::{NodeId, SessionId, StoredObject};
+use tapes_protocol::{Node, NodeId, SessionId, StoredObject};
 
 use crate::lineage::is_mine;
 use crate::remote::{Remote, RemoteError};
+use crate::secrets;
 use crate::session::{session_ref_key, SessionRecord};
+use crate::share::Hit;
 use crate::storage::RefUpdate;
 use crate::store::{Store, StoreError};
 
@@ -31,6 +36,14 @@ pub enum TransferError {
         remote: String,
         id: NodeId,
         why: String,
+    },
+    /// The secret scan found something in the nodes a push would send. Redaction is not
+    /// offered: it changes node ids, which breaks the chain the remote holds.
+    #[error("{count} possible secrets in what would be pushed of session {session}; nothing was pushed.\n{list}\nredacting is not possible for a push (it would change node ids and break the chain the remote holds): share a redacted copy with `tapes share --redact`, or push anyway with --allow-secrets")]
+    Secrets {
+        session: String,
+        count: usize,
+        list: String,
     },
 }
 
@@ -101,6 +114,65 @@ pub struct Pushed {
     pub head: NodeId,
 }
 
+/// Where the nodes a push sends begin in `chain` (root first): just after `base`, or at the root
+/// when the remote does not have the session yet.
+fn delta_start(
+    chain: &[(NodeId, Node)],
+    id: &SessionId,
+    base: Option<&NodeId>,
+) -> Result<usize, TransferError> {
+    match base {
+        None => Ok(0),
+        Some(base) => chain
+            .iter()
+            .position(|(node, _)| node == base)
+            .map(|i| i + 1)
+            .ok_or_else(|| TransferError::BaseNotInHistory {
+                session: id.short(),
+                base: base.short(),
+            }),
+    }
+}
+
+/// The secret scan of a push: every possible secret in the nodes a push of `id` from `base`
+/// would send: the nodes after the base (the remote holds the rest already, so refusing over
+/// them would change nothing). Indexes are positions in the whole chain, as `tapes share`
+/// lists them.
+pub fn scan_outgoing(
+    store: &Store,
+    id: &SessionId,
+    base: Option<&NodeId>,
+) -> Result<Vec<Hit>, TransferError> {
+    let record = store.session(id)?.ok_or(TransferError::NotFound)?;
+    let chain = store.chain(&record.head)?;
+    let start = delta_start(&chain, id, base)?;
+    let mut hits = Vec::new();
+    for (index, (node, body)) in chain.iter().enumerate().skip(start) {
+        for finding in secrets::scan_blocks(&body.body.blocks) {
+            hits.push(Hit {
+                session: *id,
+                node: *node,
+                index,
+                finding,
+            });
+        }
+    }
+    Ok(hits)
+}
+
+/// The error for a push the secret scan stopped.
+pub fn secrets_error(id: &SessionId, hits: &[Hit]) -> TransferError {
+    TransferError::Secrets {
+        session: id.short(),
+        count: hits.len(),
+        list: hits
+            .iter()
+            .map(Hit::describe)
+            .collect::<Vec<_>>()
+            .join("\n"),
+    }
+}
+
 /// Pushes local session `id` to `remote`, expecting the remote to be at `base` (the head you
 /// pulled or branched from; `None` for a session the remote does not have yet).
 pub fn push(
@@ -111,19 +183,7 @@ pub fn push(
 ) -> Result<Pushed, TransferError> {
     let record = store.session(id)?.ok_or(TransferError::NotFound)?;
     let chain = store.chain(&record.head)?;
-    let start = match base {
-        None => 0,
-        Some(base) => {
-            chain
-                .iter()
-                .position(|(node, _)| node == base)
-                .ok_or_else(|| TransferError::BaseNotInHistory {
-                    session: id.short(),
-                    base: base.short(),
-                })?
-                + 1
-        }
-    };
+    let start = delta_start(&chain, id, base)?;
     let mut objects = Vec::with_capacity(chain.len() - start);
     for (node, _) in &chain[start..] {
         let bytes = store

@@ -187,7 +187,11 @@ pub fn share(args: ShareArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn dry_run(store: &Store, id: &SessionId) -> anyhow::Result<()> {
-    let hits = share::scan_session(store, id)?;
+    let mut hits: Vec<String> = share::scan_session(store, id)?
+        .iter()
+        .map(|h| h.describe())
+        .collect();
+    hits.extend(share::scan_record_fields(store, id)?);
     if hits.is_empty() {
         println!("{}: no secrets found; it would be shared as is", id.short());
     } else {
@@ -197,7 +201,7 @@ fn dry_run(store: &Store, id: &SessionId) -> anyhow::Result<()> {
             hits.len()
         );
         for hit in &hits {
-            println!("{}", hit.describe());
+            println!("{hit}");
         }
     }
     Ok(())

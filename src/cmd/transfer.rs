@@ -3,6 +3,8 @@
 //! Pull brings one of your sessions from a remote and tracks it under an alias (its base is the
 //! head the remote has). Push sends what is after the base and moves the base; a remote that
 //! moved on in the meantime refuses (the seed's 409) and nothing changes on either side.
+//! Before anything is sent, the nodes a push would send are scanned for secrets; a hit refuses
+//! that session's push with the list (`--allow-secrets` overrides).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -47,6 +49,9 @@ pub struct PushArgs {
     /// The project whose `.tapes/tracking.json` holds the bases (default: the current directory).
     #[arg(long, value_name = "DIR")]
     into: Option<PathBuf>,
+    /// Push even though the secret scan found something in what would be sent.
+    #[arg(long)]
+    allow_secrets: bool,
 }
 
 pub fn pull(args: PullArgs) -> anyhow::Result<ExitCode> {
@@ -270,6 +275,22 @@ pub fn push(args: PushArgs) -> anyhow::Result<ExitCode> {
             failed = true;
             continue;
         };
+        // Nothing leaves the machine before the secret scan of what would be sent.
+        if !args.allow_secrets {
+            let hits = match transfer::scan_outgoing(&store, &id, base.as_ref()) {
+                Ok(hits) => hits,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    failed = true;
+                    continue;
+                }
+            };
+            if !hits.is_empty() {
+                eprintln!("error: {}", transfer::secrets_error(&id, &hits));
+                failed = true;
+                continue;
+            }
+        }
         let remote = remote::open(&home, &store, &remote_name)?;
         match transfer::push(&store, remote.as_ref(), &id, base.as_ref()) {
             Ok(pushed) => {
