@@ -12,7 +12,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use tapes_protocol::{NodeId, SessionId, StoredObject};
+use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use tapes_protocol::{MemberId, NodeId, SessionId, StoredObject};
 
 use crate::session::{session_ref_key, SessionRecord};
 use crate::storage::{RefUpdate, StorageError};
@@ -34,12 +35,80 @@ pub enum RemoteError {
         id: NodeId,
         why: String,
     },
+    #[error("remote {name} refused the update of session {id}: {why}")]
+    Unauthorized {
+        name: String,
+        id: String,
+        why: String,
+    },
     #[error("remote {name} does not have node {id} of the session it lists; the remote store is damaged (`tapes fsck` there)")]
     Missing { name: String, id: NodeId },
 }
 
 fn short(id: &Option<NodeId>) -> String {
     id.map_or("nothing".into(), |i| i.short())
+}
+
+const REF_UPDATE_CONTEXT: &str = "tapes 2026-11 session ref update signature v1";
+
+/// The owner's signature over one ref update: the session, the head it expects the remote to
+/// hold, and the record it wants there (SPEC.md §10). A remote moves a ref only for its owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefSignature {
+    pub signer: MemberId,
+    pub signature: [u8; 64],
+}
+
+fn ref_update_message(
+    id: &SessionId,
+    expected: Option<&NodeId>,
+    record: &SessionRecord,
+) -> [u8; 32] {
+    let mut h = blake3::Hasher::new_derive_key(REF_UPDATE_CONTEXT);
+    h.update(id.as_bytes());
+    match expected {
+        None => {
+            h.update(&[0]);
+        }
+        Some(head) => {
+            h.update(&[1]);
+            h.update(head.as_bytes());
+        }
+    }
+    h.update(&record.encode());
+    *h.finalize().as_bytes()
+}
+
+impl RefSignature {
+    pub fn sign(
+        key: &SigningKey,
+        id: &SessionId,
+        expected: Option<&NodeId>,
+        record: &SessionRecord,
+    ) -> RefSignature {
+        RefSignature {
+            signer: MemberId(key.verifying_key().to_bytes()),
+            signature: key
+                .sign(&ref_update_message(id, expected, record))
+                .to_bytes(),
+        }
+    }
+
+    pub fn verify(
+        &self,
+        id: &SessionId,
+        expected: Option<&NodeId>,
+        record: &SessionRecord,
+    ) -> bool {
+        VerifyingKey::from_bytes(self.signer.as_bytes())
+            .and_then(|k| {
+                k.verify(
+                    &ref_update_message(id, expected, record),
+                    &Signature::from_bytes(&self.signature),
+                )
+            })
+            .is_ok()
+    }
 }
 
 /// What push and pull need from the other side.
@@ -57,13 +126,15 @@ pub trait Remote: Send + Sync {
     ) -> Result<Vec<StoredObject>, RemoteError>;
 
     /// Stores `objects`, then sets session `id` to `record` if the remote's head for it is still
-    /// `expected` (`None`: the session must not exist there yet).
+    /// `expected` (`None`: the session must not exist there yet). `signature` must be the
+    /// owner's over exactly this update.
     fn push(
         &self,
         id: &SessionId,
         expected: Option<&NodeId>,
         objects: &[StoredObject],
         record: &SessionRecord,
+        signature: &RefSignature,
     ) -> Result<(), RemoteError>;
 }
 
@@ -144,7 +215,22 @@ impl Remote for PathRemote {
         expected: Option<&NodeId>,
         objects: &[StoredObject],
         record: &SessionRecord,
+        signature: &RefSignature,
     ) -> Result<(), RemoteError> {
+        // Only the session's owner moves its ref, and only with a signature over this update.
+        let unauthorized = |why: String| RemoteError::Unauthorized {
+            name: self.name.clone(),
+            id: id.short(),
+            why,
+        };
+        if record.owner != Some(signature.signer) {
+            return Err(unauthorized(
+                "the update is not signed by the owner the record names".into(),
+            ));
+        }
+        if !signature.verify(id, expected, record) {
+            return Err(unauthorized("the owner's signature does not verify".into()));
+        }
         // The remote verifies what it is given, as any peer would.
         for object in objects {
             StoredObject::verify(&object.id, &object.bytes).map_err(|e| {
@@ -176,6 +262,14 @@ impl Remote for PathRemote {
         };
         if current.as_ref() != expected {
             return Err(conflict(current));
+        }
+        if let Some(bytes) = &raw {
+            let owner = SessionRecord::decode(bytes).ok().and_then(|r| r.owner);
+            if owner.is_some() && owner != Some(signature.signer) {
+                return Err(unauthorized(
+                    "the session on the remote belongs to someone else; fork it".into(),
+                ));
+            }
         }
         let update = RefUpdate {
             key: session_ref_key(id),

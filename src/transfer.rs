@@ -8,10 +8,11 @@
 //! Like a share, a push leaves the machine, so the CLI runs [`scan_outgoing`] on the nodes it
 //! would send first and refuses on a hit ([`secrets_error`]) unless told `--allow-secrets`.
 
-use tapes_protocol::{Node, NodeId, SessionId, StoredObject};
+use tapes_protocol::{MemberId, Node, NodeId, SessionId, StoredObject};
 
+use crate::identity::Identity;
 use crate::lineage::is_mine;
-use crate::remote::{Remote, RemoteError};
+use crate::remote::{RefSignature, Remote, RemoteError};
 use crate::secrets;
 use crate::session::{session_ref_key, SessionRecord};
 use crate::share::Hit;
@@ -27,6 +28,10 @@ pub enum TransferError {
     /// The seed's wording for sessions that do not exist or are not yours to pull.
     #[error("Session not found.")]
     NotFound,
+    #[error(
+        "session {0} belongs to someone else; fork it to push your own copy (`tapes fork {0}`)"
+    )]
+    NotYours(String),
     #[error(
         "session {session}: your base {base} is not in its history here; `tapes pull` it again"
     )]
@@ -177,11 +182,18 @@ pub fn secrets_error(id: &SessionId, hits: &[Hit]) -> TransferError {
 /// pulled or branched from; `None` for a session the remote does not have yet).
 pub fn push(
     store: &Store,
+    identity: &Identity,
     remote: &dyn Remote,
     id: &SessionId,
     base: Option<&NodeId>,
 ) -> Result<Pushed, TransferError> {
-    let record = store.session(id)?.ok_or(TransferError::NotFound)?;
+    let mut record = store.session(id)?.ok_or(TransferError::NotFound)?;
+    let me = MemberId(identity.verifying_key().to_bytes());
+    // Sessions imported before `tapes init` have no owner yet; they are this identity's.
+    let owner = *record.owner.get_or_insert(me);
+    if owner != me {
+        return Err(TransferError::NotYours(id.short()));
+    }
     let chain = store.chain(&record.head)?;
     let start = delta_start(&chain, id, base)?;
     let mut objects = Vec::with_capacity(chain.len() - start);
@@ -193,7 +205,8 @@ pub fn push(
             .ok_or(StoreError::MissingNode(*node))?;
         objects.push(StoredObject { id: *node, bytes });
     }
-    remote.push(id, base, &objects, &record)?;
+    let signature = RefSignature::sign(identity.signing_key(), id, base, &record);
+    remote.push(id, base, &objects, &record, &signature)?;
     Ok(Pushed {
         nodes: objects.len(),
         head: record.head,

@@ -4,22 +4,33 @@
 
 use std::sync::Arc;
 
+use tapes::identity::{Identity, Profile};
 use tapes::ingest::{ingest, Incoming};
 use tapes::protocol::{
     ContentBlock, MemberId, Node, NodeBody, NodeMeta, Role, SessionId, StoredObject,
 };
-use tapes::remote::{PathRemote, Remote, RemoteError};
+use tapes::remote::{PathRemote, RefSignature, Remote, RemoteError};
 use tapes::sample::{self, Shape};
 use tapes::store::Store;
 use tapes::transfer::{self, TransferError};
 
-const ME: MemberId = MemberId([7; 32]);
+fn me() -> Identity {
+    Identity::generate(Profile {
+        name: "me".into(),
+        email: None,
+    })
+    .unwrap()
+}
+
+fn member(identity: &Identity) -> MemberId {
+    MemberId(identity.verifying_key().to_bytes())
+}
 
 /// A remote home holding one session owned by `ME`; returns its dir and the session id.
-fn remote_with_session() -> (tempfile::TempDir, SessionId) {
+fn remote_with_session(owner: &Identity) -> (tempfile::TempDir, SessionId) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("store")).unwrap();
-    store.set_local_owner(&ME).unwrap();
+    store.set_local_owner(&member(owner)).unwrap();
     let report = ingest(
         &store,
         &[Incoming {
@@ -32,10 +43,10 @@ fn remote_with_session() -> (tempfile::TempDir, SessionId) {
     (dir, report.sessions[0].id)
 }
 
-fn local() -> (tempfile::TempDir, Store) {
+fn local(owner: &Identity) -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("store")).unwrap();
-    store.set_local_owner(&ME).unwrap();
+    store.set_local_owner(&member(owner)).unwrap();
     (dir, store)
 }
 
@@ -53,9 +64,10 @@ fn reply(parent: tapes::protocol::NodeId, text: &str) -> StoredObject {
 
 #[test]
 fn pull_then_push_appends_only_the_delta() {
-    let (remote_dir, id) = remote_with_session();
+    let me = me();
+    let (remote_dir, id) = remote_with_session(&me);
     let remote = PathRemote::open("origin", remote_dir.path()).unwrap();
-    let (_dir, store) = local();
+    let (_dir, store) = local(&me);
     let pulled = transfer::pull(&store, &remote, &id).unwrap();
     assert_eq!((pulled.new_nodes, pulled.count), (10, 10));
     let base = pulled.record.head;
@@ -77,12 +89,12 @@ fn pull_then_push_appends_only_the_delta() {
         )
         .unwrap();
 
-    let pushed = transfer::push(&store, &remote, &id, Some(&base)).unwrap();
+    let pushed = transfer::push(&store, &me, &remote, &id, Some(&base)).unwrap();
     assert_eq!(pushed.nodes, 1, "only the node after the base travels");
     assert_eq!(remote.session(&id).unwrap().unwrap().head, next.id);
 
     // Pushing again from the old base is the seed's 409.
-    let err = transfer::push(&store, &remote, &id, Some(&base)).unwrap_err();
+    let err = transfer::push(&store, &me, &remote, &id, Some(&base)).unwrap_err();
     assert!(
         matches!(err, TransferError::Remote(RemoteError::Conflict { .. })),
         "{err}"
@@ -96,7 +108,7 @@ fn pull_then_push_appends_only_the_delta() {
 
 #[test]
 fn pulling_someone_elses_session_is_not_found() {
-    let (remote_dir, id) = remote_with_session();
+    let (remote_dir, id) = remote_with_session(&me());
     let remote = PathRemote::open("origin", remote_dir.path()).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("store")).unwrap();
@@ -110,7 +122,8 @@ fn pulling_someone_elses_session_is_not_found() {
 
 #[test]
 fn thirty_two_writers_race_one_push_and_exactly_one_wins() {
-    let (remote_dir, id) = remote_with_session();
+    let me = me();
+    let (remote_dir, id) = remote_with_session(&me);
     let remote = Arc::new(PathRemote::open("origin", remote_dir.path()).unwrap());
     let start = remote.session(&id).unwrap().unwrap();
     let base = start.head;
@@ -120,13 +133,20 @@ fn thirty_two_writers_race_one_push_and_exactly_one_wins() {
             .map(|i| {
                 let remote = remote.clone();
                 let start = start.clone();
+                let me = &me;
                 scope.spawn(move || {
                     let node = reply(base, &format!("writer {i} continues"));
                     let mut record = start.clone();
                     record.head = node.id;
                     record.summary.messages += 1;
-                    let result =
-                        remote.push(&id, Some(&base), std::slice::from_ref(&node), &record);
+                    let signature = RefSignature::sign(me.signing_key(), &id, Some(&base), &record);
+                    let result = remote.push(
+                        &id,
+                        Some(&base),
+                        std::slice::from_ref(&node),
+                        &record,
+                        &signature,
+                    );
                     (node, result)
                 })
             })
@@ -169,4 +189,77 @@ fn thirty_two_writers_race_one_push_and_exactly_one_wins() {
     assert_eq!(chain.len(), 11);
     assert_eq!(chain[10].id, winner.id);
     assert_eq!(chain[9].id, base);
+}
+
+#[test]
+fn only_the_owner_moves_a_ref_and_only_with_a_valid_signature() {
+    let me = me();
+    let mallory = self::me();
+    let (remote_dir, id) = remote_with_session(&me);
+    let remote = PathRemote::open("origin", remote_dir.path()).unwrap();
+    let start = remote.session(&id).unwrap().unwrap();
+    let node = reply(start.head, "mallory was here");
+    let mut record = start.clone();
+    record.head = node.id;
+
+    // Mallory signs an update of my session: the record still names me as owner.
+    let forged = RefSignature::sign(mallory.signing_key(), &id, Some(&start.head), &record);
+    let err = remote
+        .push(
+            &id,
+            Some(&start.head),
+            std::slice::from_ref(&node),
+            &record,
+            &forged,
+        )
+        .unwrap_err();
+    assert!(matches!(err, RemoteError::Unauthorized { .. }), "{err}");
+    // ...or claims the session for herself.
+    let mut taken = record.clone();
+    taken.owner = Some(member(&mallory));
+    let claim = RefSignature::sign(mallory.signing_key(), &id, Some(&start.head), &taken);
+    let err = remote
+        .push(
+            &id,
+            Some(&start.head),
+            std::slice::from_ref(&node),
+            &taken,
+            &claim,
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("belongs to someone else"), "{err}");
+    // A signature over a different update does not carry over.
+    let mut other = record.clone();
+    other.title = Some("something else".into());
+    let mine = RefSignature::sign(me.signing_key(), &id, Some(&start.head), &other);
+    let err = remote
+        .push(
+            &id,
+            Some(&start.head),
+            std::slice::from_ref(&node),
+            &record,
+            &mine,
+        )
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("signature does not verify"),
+        "{err}"
+    );
+    assert_eq!(
+        remote.session(&id).unwrap().unwrap().head,
+        start.head,
+        "nothing moved"
+    );
+
+    let good = RefSignature::sign(me.signing_key(), &id, Some(&start.head), &record);
+    remote
+        .push(
+            &id,
+            Some(&start.head),
+            std::slice::from_ref(&node),
+            &record,
+            &good,
+        )
+        .unwrap();
+    assert_eq!(remote.session(&id).unwrap().unwrap().head, node.id);
 }

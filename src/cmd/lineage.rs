@@ -236,6 +236,7 @@ fn create_on_remote(
     id: &SessionId,
 ) -> anyhow::Result<()> {
     let remote = remote::open(home, store, name)?;
-    tapes::transfer::push(store, remote.as_ref(), id, None)?;
+    let identity = tapes::identity::Identity::load(home)?;
+    tapes::transfer::push(store, &identity, remote.as_ref(), id, None)?;
     Ok(())
 }

@@ -201,6 +201,8 @@ fn check_not_behind(store: &Store, remote: &dyn Remote, id: &SessionId) -> anyho
 
 pub fn push(args: PushArgs) -> anyhow::Result<ExitCode> {
     let (home, store) = super::open_store()?;
+    // Every ref update is signed by its owner: no identity, no push.
+    let identity = tapes::identity::Identity::load(&home)?;
     let project = super::project_dir(args.into.as_deref())?;
     let mut tracking = Tracking::load(&project)?;
     if let Some(name) = &args.remote {
@@ -292,7 +294,7 @@ pub fn push(args: PushArgs) -> anyhow::Result<ExitCode> {
             }
         }
         let remote = remote::open(&home, &store, &remote_name)?;
-        match transfer::push(&store, remote.as_ref(), &id, base.as_ref()) {
+        match transfer::push(&store, &identity, remote.as_ref(), &id, base.as_ref()) {
             Ok(pushed) => {
                 println!(
                     "pushed {} to {remote_name}: {} new nodes",
