@@ -126,11 +126,15 @@ pub fn ingest(
                     commit_ms = committed.elapsed().as_millis() as u64,
                     "ingested a batch"
                 );
-                return Ok(IngestReport {
+                let report = IngestReport {
                     new_nodes,
                     bytes: written.bytes,
                     ..plan.report
-                });
+                };
+                // The search index is a derived cache: updated after the store is durable,
+                // never able to fail the ingest (SPEC.md, "Search index and analytics").
+                crate::search::after_ingest(store, &report);
+                return Ok(report);
             }
             Err(StoreError::Storage(StorageError::Conflict { .. })) if attempt < ATTEMPTS => {
                 continue

@@ -5,19 +5,25 @@
 //! on disk ([`storage`], [`store`]), identities ([`identity`]), importers ([`import`],
 //! [`ingest`], [`watch`]), verification ([`fsck`]) and rendering for humans ([`render`]).
 
+pub mod bundle;
 pub mod duration;
+pub mod export;
 pub mod fsck;
 pub mod home;
 pub mod identity;
 pub mod import;
 pub mod ingest;
 pub mod lineage;
+pub mod pricing;
 pub mod remote;
 pub mod render;
 pub mod sample;
+pub mod search;
 pub mod secrets;
 pub mod session;
 pub mod share;
+pub mod stats;
+pub mod status;
 pub mod storage;
 pub mod store;
 pub mod team_keys;

@@ -65,6 +65,17 @@ enum Command {
     /// Teams: create, invite, join, members, remove, leave, promote.
     #[command(subcommand)]
     Team(cmd::team::TeamCommand),
+    /// Bundles for air-gapped transfer: create, verify, import.
+    #[command(subcommand)]
+    Bundle(cmd::bundle::BundleCommand),
+    /// Export sessions as JSON, JSONL or CSV for other tools.
+    Export(cmd::export::ExportArgs),
+    /// Full-text search over messages, with filters; prints ids when piped.
+    Search(cmd::search::SearchArgs),
+    /// Sessions, cost and tokens for a period, with breakdowns (by member across a team).
+    Stats(cmd::search::StatsArgs),
+    /// The price table used for costs (USD per 1M tokens) and user overrides.
+    Pricing(cmd::search::PricingArgs),
 }
 
 fn main() -> ExitCode {
@@ -86,6 +97,11 @@ fn main() -> ExitCode {
         Command::Log(args) => cmd::sessions::log(args),
         Command::Fsck(args) => cmd::fsck::run(args),
         Command::Team(command) => cmd::team::run(command),
+        Command::Bundle(command) => cmd::bundle::run(command),
+        Command::Export(args) => cmd::export::run(args),
+        Command::Search(args) => cmd::search::search(args),
+        Command::Stats(args) => cmd::search::stats(args),
+        Command::Pricing(args) => cmd::search::pricing(args),
         Command::Share(args) => cmd::share::share(args),
         Command::Unshare(args) => cmd::share::unshare(args),
         Command::Shared(args) => cmd::share::shared(args),

@@ -129,7 +129,8 @@ fn message(record: &ShareRecord) -> [u8; 32] {
     *h.finalize().as_bytes()
 }
 
-fn share_key(session: &SessionId, audience: &Audience) -> Vec<u8> {
+/// The ref key of a share: `share/<session hex>/<team hex | "public">`.
+pub fn share_key(session: &SessionId, audience: &Audience) -> Vec<u8> {
     format!("share/{}/{}", session.to_hex(), audience.key_part()).into_bytes()
 }
 

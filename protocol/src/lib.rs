@@ -5,6 +5,7 @@
 //! I/O: no files, no sockets, no clocks. Everything here is specified normatively in `SPEC.md`
 //! at the repository root and pinned by the conformance vectors in `protocol/vectors/`.
 
+pub mod bundle;
 pub mod bytes;
 pub mod canonical;
 pub mod canonical_json;

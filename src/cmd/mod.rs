@@ -1,10 +1,14 @@
 //! One module per group of subcommands; each turns arguments into library calls and prints.
 
+pub mod bundle;
+pub mod export;
 pub mod fsck;
 pub mod import;
 pub mod init;
 pub mod lineage;
 pub mod remote;
+pub mod search;
+pub mod search_tui;
 pub mod sessions;
 pub mod share;
 pub mod team;

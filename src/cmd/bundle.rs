@@ -1,0 +1,368 @@
+//! `tapes bundle create | verify | import`.
+
+use std::io::{BufRead, IsTerminal};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use tapes::bundle::{self, BundleInfo, CreateOptions, Outcome};
+use tapes::export::Filter;
+use tapes::identity::Identity;
+use tapes::protocol::team_chain::TeamChain;
+use tapes::protocol::{MemberId, SessionId};
+use tapes::render;
+use tapes::session::SessionRecord;
+use tapes::store::Store;
+use tapes::teams;
+
+#[derive(clap::Subcommand)]
+pub enum BundleCommand {
+    /// Write sessions to a bundle file: sealed to your team (or --plain), signed by you.
+    Create(CreateArgs),
+    /// Check a bundle without importing it: checksum, nodes, signatures, team; list its sessions.
+    Verify(VerifyArgs),
+    /// Import a bundle: all or nothing; importing it again adds nothing.
+    Import(ImportArgs),
+}
+
+/// The session selection shared by `bundle create` and `export`.
+#[derive(clap::Args)]
+pub struct Selection {
+    /// Sessions (ids or unique prefixes); without ids or filters, ids are read from stdin
+    /// when it is piped (`tapes search … | tapes bundle create -o x.tape`), else every session
+    /// is taken (`--all` says so explicitly).
+    pub ids: Vec<String>,
+    /// Sessions that started on this UTC day (YYYY-MM-DD).
+    #[arg(long)]
+    pub date: Option<String>,
+    /// Sessions of this project.
+    #[arg(long)]
+    pub project: Option<String>,
+    /// Sessions whose model contains this (e.g. claude-sonnet).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Sessions active within this long (30m, 12h, 30d, 2w).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Every session, without reading stdin (for scripts whose stdin is a pipe).
+    #[arg(long, conflicts_with_all = ["ids", "date", "project", "model", "since"])]
+    pub all: bool,
+}
+
+#[derive(clap::Args)]
+pub struct CreateArgs {
+    #[command(flatten)]
+    select: Selection,
+    /// The bundle file to write.
+    #[arg(short = 'o', long)]
+    output: PathBuf,
+    /// Seal to this team (name or id prefix). Default: your only team.
+    #[arg(long, conflicts_with = "plain")]
+    team: Option<String>,
+    /// Do not seal: anyone holding the file can read it.
+    #[arg(long)]
+    plain: bool,
+    /// Incremental: leave out what this earlier bundle already carries.
+    #[arg(long, visible_alias = "since-bundle", value_name = "BUNDLE")]
+    basis: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+pub struct VerifyArgs {
+    bundle: PathBuf,
+}
+
+#[derive(clap::Args)]
+pub struct ImportArgs {
+    bundle: PathBuf,
+}
+
+pub fn run(command: BundleCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        BundleCommand::Create(args) => create(args),
+        BundleCommand::Verify(args) => verify(args),
+        BundleCommand::Import(args) => import(args),
+    }
+}
+
+/// The filter the selection describes, reading ids from stdin when nothing else selects.
+pub fn select(
+    store: &Store,
+    select: &Selection,
+    now_ms: i64,
+) -> anyhow::Result<(Filter, Vec<(SessionId, SessionRecord)>)> {
+    let mut filter = Filter {
+        date: select.date.clone(),
+        project: select.project.clone(),
+        model: select.model.clone(),
+        since: select.since.clone(),
+        ids: None,
+    };
+    let mut inputs = select.ids.clone();
+    if inputs.is_empty() && filter.is_empty() && !select.all && stdin_is_piped() {
+        for line in std::io::stdin().lock().lines() {
+            let line = line.context("reading session ids from stdin")?;
+            match line.split_whitespace().next() {
+                // Tolerate a header row or comments from whatever produced the list.
+                Some(token) if tapes::protocol::id::normalize_prefix(token).is_ok() => {
+                    inputs.push(token.to_string())
+                }
+                _ => {}
+            }
+        }
+        if inputs.is_empty() {
+            // An empty search piped in must not turn into "every session".
+            bail!("no session ids on stdin, so nothing was selected; pipe in ids (`tapes search … |`), or pass --all for every session");
+        }
+    }
+    if !inputs.is_empty() {
+        let mut ids = Vec::with_capacity(inputs.len());
+        for input in &inputs {
+            ids.push(store.resolve_session(input)?);
+        }
+        ids.sort();
+        ids.dedup();
+        filter.ids = Some(ids);
+    }
+    let sessions = filter.select(store, now_ms)?;
+    Ok((filter, sessions))
+}
+
+/// True when stdin is a pipe or a file (ids to read), not a terminal or /dev/null.
+fn stdin_is_piped() -> bool {
+    if std::io::stdin().is_terminal() {
+        return false;
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        std::fs::metadata("/dev/stdin").is_ok_and(|m| {
+            let t = m.file_type();
+            t.is_fifo() || t.is_file() || t.is_socket()
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        true
+    }
+}
+
+/// The team to seal to: --team, else none with --plain, else your only team.
+fn seal_to(store: &Store, me: &MemberId, args: &CreateArgs) -> anyhow::Result<Option<TeamChain>> {
+    if args.plain {
+        return Ok(None);
+    }
+    if let Some(team) = &args.team {
+        return Ok(Some(teams::resolve(store, Some(team))?));
+    }
+    let mut mine: Vec<TeamChain> = teams::list(store)?
+        .into_iter()
+        .filter(|c| c.head().manifest.member(me).is_some())
+        .collect();
+    match mine.len() {
+        0 => {
+            eprintln!(
+                "note: you are in no team, so the bundle is plain (anyone holding it can read it)"
+            );
+            Ok(None)
+        }
+        1 => Ok(mine.pop()),
+        n => {
+            let names: Vec<String> = mine
+                .iter()
+                .map(|c| c.head().manifest.name.clone())
+                .collect();
+            bail!(
+                "you are in {n} teams ({}); say which to seal the bundle to with --team T, or pass --plain for an unsealed bundle",
+                names.join(", ")
+            )
+        }
+    }
+}
+
+fn create(args: CreateArgs) -> anyhow::Result<ExitCode> {
+    let (home, store) = super::open_store()?;
+    let identity = Identity::load(&home)?;
+    let me = MemberId(identity.verifying_key().to_bytes());
+    let now = tapes::now_ms();
+    let (filter, sessions) = select(&store, &args.select, now)?;
+    if sessions.is_empty() {
+        bail!(
+            "no session matches the selection; nothing was written (`tapes sessions` lists them)"
+        );
+    }
+    let team = seal_to(&store, &me, &args)?;
+    let bar = super::progress_bar(sessions.len() as u64, "bundling");
+    let created = bundle::create(
+        &store,
+        &identity,
+        &args.output,
+        CreateOptions {
+            sessions,
+            filter: filter.describe(),
+            team,
+            basis: args.basis.as_deref(),
+            now_ms: now,
+        },
+        &mut |n| bar.set_position(n),
+    )?;
+    bar.finish_and_clear();
+    let sealing = match &created.team {
+        Some((id, name)) => format!("sealed to team {name} ({})", id.short()),
+        None => "plain (not sealed)".into(),
+    };
+    println!(
+        "wrote {}: {} sessions, {} nodes ({}), {} shares; {}, {}",
+        created.path.display(),
+        created.sessions,
+        created.objects,
+        render::bytes(created.object_bytes as usize),
+        created.shares,
+        render::bytes(created.size as usize),
+        sealing
+    );
+    if let Some(basis) = &args.basis {
+        println!(
+            "incremental on {}: left out {} sessions and the history it already carries",
+            basis.display(),
+            created.basis_sessions
+        );
+    }
+    println!("checksum blake3:{}", hex::encode(created.checksum));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn identity_if_any(home: &tapes::home::Home) -> anyhow::Result<Option<Identity>> {
+    if Identity::exists(home) {
+        Ok(Some(Identity::load(home)?))
+    } else {
+        Ok(None)
+    }
+}
+
+fn file_len(path: &std::path::Path) -> u64 {
+    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+}
+
+fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
+    let (home, store) = super::open_store()?;
+    let identity = identity_if_any(&home)?;
+    let bar = super::progress_bar(file_len(&args.bundle), "verifying");
+    let info = bundle::verify(&store, identity.as_ref(), &args.bundle, &mut |n| {
+        bar.set_position(n)
+    })?;
+    bar.finish_and_clear();
+    print!("{}", describe(&info));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The `tapes bundle verify` report.
+fn describe(info: &BundleInfo) -> String {
+    use std::fmt::Write as _;
+    let h = &info.header;
+    let mut out = String::new();
+    let _ = writeln!(out, "{}: valid tapes bundle", info.path.display());
+    let _ = writeln!(
+        out,
+        "  size      {} ({} bytes), checksum blake3:{}",
+        render::bytes(info.size as usize),
+        info.size,
+        hex::encode(info.checksum)
+    );
+    let name = if h.creator_name.is_empty() {
+        "(no name)"
+    } else {
+        &h.creator_name
+    };
+    let _ = writeln!(
+        out,
+        "  signer    {name} ({}), signature verified",
+        h.creator.to_hex()
+    );
+    let _ = writeln!(out, "  created   {} UTC", render::time(Some(h.created_ms)));
+    match (&h.team, &info.team_name) {
+        (Some(team), name) => {
+            let _ = writeln!(
+                out,
+                "  team      {} ({}), sealed in {} chunks; you are a member",
+                name.as_deref().unwrap_or("?"),
+                team.to_hex(),
+                info.sealed_chunks
+            );
+        }
+        (None, _) => {
+            let _ = writeln!(out, "  team      none: plain bundle (not sealed)");
+        }
+    }
+    if !h.filter.is_empty() {
+        let parts: Vec<String> = h.filter.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let _ = writeln!(out, "  filter    {}", parts.join(" "));
+    }
+    match (&h.basis, &h.basis_name) {
+        (Some(sum), name) => {
+            let _ = writeln!(
+                out,
+                "  basis     incremental on {} (checksum blake3:{})",
+                name.as_deref().unwrap_or("another bundle"),
+                hex::encode(sum)
+            );
+        }
+        (None, _) => {
+            let _ = writeln!(out, "  basis     none (self-contained)");
+        }
+    }
+    let _ = writeln!(
+        out,
+        "  contents  {} sessions, {} nodes ({}), {} shares",
+        info.sessions.len(),
+        info.objects,
+        render::bytes(info.object_bytes as usize),
+        info.shares
+    );
+    let _ = writeln!(
+        out,
+        "  new here  {} nodes ({}) not in this store",
+        info.new_objects,
+        render::bytes(info.new_bytes as usize)
+    );
+    if !info.sessions.is_empty() {
+        let rows: Vec<(SessionId, SessionRecord)> = info
+            .sessions
+            .iter()
+            .map(|s| (s.id, s.record.clone()))
+            .collect();
+        out.push('\n');
+        out.push_str(&render::sessions_table(&rows));
+    }
+    out
+}
+
+fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
+    let (home, store) = super::open_store()?;
+    let identity = identity_if_any(&home)?;
+    let len = file_len(&args.bundle);
+    let bar = super::progress_bar(len * 2, "importing");
+    let report = bundle::import(&store, identity.as_ref(), &args.bundle, &mut |n| {
+        bar.set_position(n)
+    })?;
+    bar.finish_and_clear();
+    let total = report.sessions.len();
+    if report.nothing_new() {
+        println!(
+            "nothing new: all {total} sessions of {} are already here",
+            args.bundle.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "imported {}: {} new sessions, {} updated, {} unchanged; {} new nodes ({}), {} shares",
+        args.bundle.display(),
+        report.count(Outcome::Created),
+        report.count(Outcome::Updated),
+        report.count(Outcome::Unchanged) + report.count(Outcome::Newer),
+        report.objects_written,
+        render::bytes(report.bytes_written),
+        report.shares_written
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,332 @@
+//! How a session ended, derived from its chain (never stored by hand).
+//!
+//! The rules, first match wins:
+//!
+//! 1. **failed**: the session ended on a failure: its last assistant message stopped on the
+//!    length limit (`length`, `max_tokens`, `max_output_tokens`), or a tool returned an error
+//!    that nothing after it recovered from (no later successful tool result and no later
+//!    assistant message that finished its turn). An error the agent worked past does not make
+//!    the session failed.
+//! 2. **completed**: the session ends on an assistant message that finished its turn
+//!    (`end_turn`, `stop`, `stop_sequence`), or any tool call ran `git commit` or `git push` (a
+//!    shell command in the tool input's `command`/`cmd`/`commands`/`script`).
+//! 3. **abandoned**: the last message is not from the assistant (a prompt or a tool result
+//!    nobody answered).
+//! 4. **unknown**: anything else (e.g. an assistant message with no stop reason recorded).
+
+use serde::{Deserialize, Serialize};
+use tapes_protocol::{ContentBlock, Node, Role};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Failed,
+    Completed,
+    Abandoned,
+    Unknown,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Failed => "failed",
+            Status::Completed => "completed",
+            Status::Abandoned => "abandoned",
+            Status::Unknown => "unknown",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Status, String> {
+        Ok(match s.trim().to_ascii_lowercase().as_str() {
+            "failed" => Status::Failed,
+            "completed" => Status::Completed,
+            "abandoned" => Status::Abandoned,
+            "unknown" => Status::Unknown,
+            other => {
+                return Err(format!(
+                    "`{other}` is not a status; use failed, completed, abandoned or unknown"
+                ))
+            }
+        })
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+fn is_length_stop(reason: &str) -> bool {
+    matches!(
+        reason.to_ascii_lowercase().as_str(),
+        "length" | "max_tokens" | "max_output_tokens" | "model_context_window_exceeded"
+    )
+}
+
+fn is_turn_end(reason: &str) -> bool {
+    matches!(
+        reason.to_ascii_lowercase().as_str(),
+        "end_turn" | "stop" | "stop_sequence"
+    )
+}
+
+/// The status of a chain given root first.
+pub fn derive<'a>(chain: impl IntoIterator<Item = &'a Node>) -> Status {
+    let mut unrecovered_error = false;
+    let mut git_commit_or_push = false;
+    let mut last_role = None;
+    let mut last_assistant_stop: Option<String> = None;
+    for node in chain {
+        last_role = Some(node.body.role);
+        let stop = node.meta.stop_reason.as_deref().unwrap_or("");
+        if node.body.role == Role::Assistant {
+            last_assistant_stop = Some(stop.to_string());
+            if is_turn_end(stop) {
+                unrecovered_error = false;
+            }
+        }
+        for block in &node.body.blocks {
+            match block {
+                ContentBlock::ToolResult { is_error, .. } => unrecovered_error = *is_error,
+                ContentBlock::ToolUse { input, .. }
+                    if !git_commit_or_push && runs_git_commit_or_push(input) =>
+                {
+                    git_commit_or_push = true;
+                }
+                _ => {}
+            }
+        }
+    }
+    let Some(last_role) = last_role else {
+        return Status::Unknown;
+    };
+    let last_stop = last_assistant_stop.unwrap_or_default();
+    if unrecovered_error || is_length_stop(&last_stop) {
+        return Status::Failed;
+    }
+    if (last_role == Role::Assistant && is_turn_end(&last_stop)) || git_commit_or_push {
+        return Status::Completed;
+    }
+    if last_role != Role::Assistant {
+        return Status::Abandoned;
+    }
+    Status::Unknown
+}
+
+/// Whether a tool input (JSON text) runs `git commit` or `git push` in a shell command.
+pub fn runs_git_commit_or_push(input: &str) -> bool {
+    // Cheap reject before parsing: most tool inputs never mention git.
+    if !input.contains("git") {
+        return false;
+    }
+    let Ok(value) = serde_json::from_str::<serde_json::Value>(input) else {
+        return command_runs_git_commit_or_push(input);
+    };
+    let Some(object) = value.as_object() else {
+        return false;
+    };
+    ["command", "cmd", "commands", "script"]
+        .iter()
+        .filter_map(|k| object.get(*k))
+        .any(|v| match v {
+            serde_json::Value::String(s) => command_runs_git_commit_or_push(s),
+            serde_json::Value::Array(items) => {
+                let joined: Vec<&str> = items.iter().filter_map(|i| i.as_str()).collect();
+                command_runs_git_commit_or_push(&joined.join(" "))
+            }
+            _ => false,
+        })
+}
+
+/// `git [-C dir] [-c k=v] [--flags] commit|push` anywhere in a shell command line.
+fn command_runs_git_commit_or_push(command: &str) -> bool {
+    let tokens: Vec<&str> = command
+        .split(|c: char| c.is_whitespace() || matches!(c, ';' | '&' | '|' | '(' | ')' | '"'))
+        .filter(|t| !t.is_empty())
+        .collect();
+    let mut i = 0;
+    while i < tokens.len() {
+        if tokens[i] == "git" || tokens[i].ends_with("/git") {
+            let mut j = i + 1;
+            while j < tokens.len() && tokens[j].starts_with('-') {
+                // Options that take a separate argument.
+                if matches!(tokens[j], "-C" | "-c" | "--git-dir" | "--work-tree") {
+                    j += 1;
+                }
+                j += 1;
+            }
+            if matches!(tokens.get(j), Some(&"commit") | Some(&"push")) {
+                return true;
+            }
+        }
+        i += 1;
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tapes_protocol::{NodeBody, NodeMeta};
+
+    fn node(role: Role, blocks: Vec<ContentBlock>, stop: Option<&str>) -> Node {
+        Node {
+            body: NodeBody {
+                parent: None,
+                role,
+                model: String::new(),
+                blocks,
+            },
+            meta: NodeMeta {
+                stop_reason: stop.map(str::to_string),
+                ..NodeMeta::default()
+            },
+        }
+    }
+    fn user(text: &str) -> Node {
+        node(Role::User, vec![ContentBlock::text(text)], None)
+    }
+    fn said(stop: Option<&str>) -> Node {
+        node(Role::Assistant, vec![ContentBlock::text("ok")], stop)
+    }
+    fn call(command: &str) -> Node {
+        node(
+            Role::Assistant,
+            vec![ContentBlock::ToolUse {
+                id: "t1".into(),
+                name: "Bash".into(),
+                input: serde_json::json!({ "command": command }).to_string(),
+            }],
+            Some("tool_use"),
+        )
+    }
+    fn result(is_error: bool) -> Node {
+        node(
+            Role::User,
+            vec![ContentBlock::ToolResult {
+                tool_use_id: "t1".into(),
+                is_error,
+                content: vec![],
+            }],
+            None,
+        )
+    }
+
+    #[test]
+    fn each_rule() {
+        use Status::*;
+        let cases: Vec<(&str, Vec<Node>, Status)> = vec![
+            ("empty", vec![], Unknown),
+            (
+                "end_turn",
+                vec![user("hi"), said(Some("end_turn"))],
+                Completed,
+            ),
+            (
+                "openai stop",
+                vec![user("hi"), said(Some("stop"))],
+                Completed,
+            ),
+            (
+                "length stop",
+                vec![user("hi"), said(Some("max_tokens"))],
+                Failed,
+            ),
+            (
+                "openai length",
+                vec![user("hi"), said(Some("length"))],
+                Failed,
+            ),
+            (
+                "unrecovered tool error",
+                vec![user("hi"), call("cargo test"), result(true)],
+                Failed,
+            ),
+            (
+                "error then the agent finished",
+                vec![
+                    user("hi"),
+                    call("cargo test"),
+                    result(true),
+                    said(Some("end_turn")),
+                ],
+                Completed,
+            ),
+            (
+                "error then a successful tool call",
+                vec![
+                    user("hi"),
+                    call("cargo test"),
+                    result(true),
+                    call("cargo build"),
+                    result(false),
+                ],
+                Abandoned,
+            ),
+            (
+                "git commit counts as done",
+                vec![
+                    user("hi"),
+                    call("git add . && git commit -m x"),
+                    result(false),
+                ],
+                Completed,
+            ),
+            (
+                "git -C dir push",
+                vec![
+                    user("hi"),
+                    call("git -C /repo push origin main"),
+                    result(false),
+                ],
+                Completed,
+            ),
+            ("prompt nobody answered", vec![user("hi")], Abandoned),
+            (
+                "a new prompt after a finished turn",
+                vec![user("hi"), said(Some("end_turn")), user("and now?")],
+                Abandoned,
+            ),
+            (
+                "tool result nobody answered",
+                vec![user("hi"), call("ls"), result(false)],
+                Abandoned,
+            ),
+            (
+                "assistant without stop",
+                vec![user("hi"), said(None)],
+                Unknown,
+            ),
+            (
+                "tool_use stop at the end",
+                vec![user("hi"), call("ls")],
+                Unknown,
+            ),
+        ];
+        for (name, chain, want) in cases {
+            assert_eq!(derive(&chain), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn git_detection_reads_shell_commands_only() {
+        assert!(runs_git_commit_or_push(
+            r#"{"command":"git commit -am wip"}"#
+        ));
+        assert!(runs_git_commit_or_push(
+            r#"{"command":["bash","-lc","cd x && git push"]}"#
+        ));
+        assert!(runs_git_commit_or_push(
+            r#"{"cmd":"/usr/bin/git -c a=b commit"}"#
+        ));
+        assert!(!runs_git_commit_or_push(r#"{"command":"git status"}"#));
+        assert!(!runs_git_commit_or_push(
+            r#"{"command":"git log --grep commit"}"#
+        ));
+        // Writing a file that mentions git commit is not committing.
+        assert!(!runs_git_commit_or_push(
+            r#"{"file_path":"README.md","content":"run git commit"}"#
+        ));
+    }
+}

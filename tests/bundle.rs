@@ -1,0 +1,842 @@
+//! Bundles (SPEC.md §12): round trips plain and sealed reproduce the sender's sessions byte for
+//! byte; incremental chains; all-or-nothing import (every truncation offset, flipped bytes,
+//! trailing garbage, a team the importer is not in, records signed by the wrong people) leaves
+//! the store exactly as it was; idempotent re-import; and the CLI's create / verify / import.
+//!
+//! Library tests give each person a home with a saved identity and a store owned by it; the
+//! CLI tests run the real binary with one `TAPES_HOME` per person.
+
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+use tapes::bundle::{self, BundleError, CreateOptions, Outcome};
+use tapes::home::Home;
+use tapes::identity::{Identity, Profile};
+use tapes::import::ParsedSession;
+use tapes::ingest::{ingest, Incoming};
+use tapes::protocol::bundle::{
+    self as format, kind, Header, RefEntry, Refs, SessionEntry, SignedRefs,
+};
+use tapes::protocol::manifest::TeamRole;
+use tapes::protocol::team_chain::TeamChain;
+use tapes::protocol::{ContentBlock, MemberId, NodeId, SessionId, TeamId};
+use tapes::remote::RefSignature;
+use tapes::sample::{self, Shape};
+use tapes::session::SessionRecord;
+use tapes::share::{self, Audience, SecretPolicy, ShareOptions};
+use tapes::store::Store;
+use tapes::team_keys::{self, KeyRing, Sealed};
+use tapes::teams::{self, InviteOptions};
+
+const T0: i64 = 1_771_059_600_000;
+
+struct User {
+    dir: tempfile::TempDir,
+    store: Store,
+    me: Identity,
+}
+
+fn user(name: &str) -> User {
+    let dir = tempfile::tempdir().unwrap();
+    let home = Home::at(dir.path().join("home"));
+    home.ensure().unwrap();
+    let me = Identity::generate(Profile {
+        name: name.into(),
+        email: None,
+    })
+    .unwrap();
+    me.save(&home).unwrap();
+    let store = Store::open(&home.store_dir()).unwrap();
+    store
+        .set_local_owner(&MemberId(me.verifying_key().to_bytes()))
+        .unwrap();
+    User { dir, store, me }
+}
+
+impl User {
+    fn id(&self) -> MemberId {
+        MemberId(self.me.verifying_key().to_bytes())
+    }
+
+    fn file(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn ingest(&self, sessions: Vec<ParsedSession>) {
+        let incoming: Vec<Incoming> = sessions
+            .into_iter()
+            .map(|session| Incoming {
+                session,
+                path: "sample".into(),
+            })
+            .collect();
+        ingest(&self.store, &incoming, T0).unwrap();
+    }
+
+    fn bundle(&self, name: &str, team: Option<TeamChain>, basis: Option<&Path>) -> bundle::Created {
+        let sessions = self.store.sessions().unwrap();
+        bundle::create(
+            &self.store,
+            &self.me,
+            &self.file(name),
+            CreateOptions {
+                sessions,
+                filter: Default::default(),
+                team,
+                basis,
+                now_ms: T0,
+            },
+            &mut |_| {},
+        )
+        .unwrap()
+    }
+
+    fn import(&self, path: &Path) -> Result<bundle::ImportReport, BundleError> {
+        bundle::import(&self.store, Some(&self.me), path, &mut |_| {})
+    }
+}
+
+/// Everything a store holds that a user could see: every object, every ref, the settings.
+type Dump = (
+    Vec<(NodeId, Vec<u8>)>,
+    Vec<(Vec<u8>, Vec<u8>)>,
+    Vec<Option<Vec<u8>>>,
+);
+
+fn dump(store: &Store) -> Dump {
+    let s = store.storage();
+    (
+        s.objects().map(|e| e.unwrap()).collect(),
+        s.refs(b"").map(|e| e.unwrap()).collect(),
+        ["format", "owner"]
+            .iter()
+            .map(|k| s.get_setting(k).unwrap())
+            .collect(),
+    )
+}
+
+/// Every session of `from`, with the raw bytes of every node of its chain.
+fn sessions_with_bytes(store: &Store) -> Vec<(SessionId, SessionRecord, Vec<Vec<u8>>)> {
+    store
+        .sessions()
+        .unwrap()
+        .into_iter()
+        .map(|(id, record)| {
+            let chain = store
+                .chain(&record.head)
+                .unwrap()
+                .iter()
+                .map(|(node, _)| store.storage().get_object(node).unwrap().unwrap())
+                .collect();
+            (id, record, chain)
+        })
+        .collect()
+}
+
+fn samples(range: std::ops::Range<usize>) -> Vec<ParsedSession> {
+    range
+        .map(|i| sample::session(11, i, Shape::default()))
+        .collect()
+}
+
+fn team_with(owner: &User, others: &[&User]) -> TeamId {
+    let team = teams::create(&owner.store, &owner.me, "Paper Compute", T0)
+        .unwrap()
+        .team_id();
+    for other in others {
+        let chain = teams::load(&owner.store, &team).unwrap();
+        let (code, _) = teams::invite(
+            &owner.store,
+            &owner.me,
+            &chain,
+            InviteOptions {
+                expires_ms: Some(T0 + 3_600_000),
+                max_uses: 1,
+                email: None,
+                role: TeamRole::Member,
+                addrs: vec![],
+            },
+            T0,
+        )
+        .unwrap();
+        let (invite, request) = teams::join_request(&other.me, &code, T0).unwrap();
+        let response = teams::accept_join(&owner.store, &owner.me, &request, T0).unwrap();
+        teams::complete_join(&other.store, &other.me, &invite.team, response).unwrap();
+    }
+    for other in others {
+        let versions = teams::load(&owner.store, &team)
+            .unwrap()
+            .versions()
+            .to_vec();
+        for r in teams::receive(&other.store, &team, versions).unwrap() {
+            r.unwrap();
+        }
+    }
+    team
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+// ------------------------------------------------------------------------------------------
+// Round trips
+// ------------------------------------------------------------------------------------------
+
+#[test]
+fn a_plain_bundle_reproduces_the_senders_sessions_exactly_and_reimport_adds_nothing() {
+    let alice = user("alice");
+    let bob = user("bob");
+    alice.ingest(samples(0..6));
+    let created = alice.bundle("all.tape", None, None);
+    assert_eq!(created.sessions, 6);
+    assert_eq!(
+        created.objects as usize,
+        alice.store.storage().object_count()
+    );
+
+    let report = bob.import(&alice.file("all.tape")).unwrap();
+    assert_eq!(report.count(Outcome::Created), 6);
+    assert_eq!(report.objects_written as u64, created.objects);
+    assert_eq!(
+        sessions_with_bytes(&bob.store),
+        sessions_with_bytes(&alice.store)
+    );
+    for (_, record) in bob.store.sessions().unwrap() {
+        assert_eq!(record.owner, Some(alice.id()), "the sender owns them");
+    }
+    assert!(tapes::fsck::fsck(&bob.store, |_| {}).unwrap().is_clean());
+
+    let before = dump(&bob.store);
+    let again = bob.import(&alice.file("all.tape")).unwrap();
+    assert!(again.nothing_new());
+    assert_eq!(again.count(Outcome::Unchanged), 6);
+    assert_eq!(dump(&bob.store), before, "a second import changes nothing");
+}
+
+#[test]
+fn a_sealed_bundle_round_trips_to_a_team_member_with_its_shares_and_hides_content() {
+    let alice = user("alice");
+    let bob = user("bob");
+    let team = team_with(&alice, &[&bob]);
+    alice.ingest(samples(0..4));
+    let shared = alice.store.sessions().unwrap()[0].0;
+    share::share(
+        &alice.store,
+        &alice.me,
+        &shared,
+        &ShareOptions {
+            audience: Audience::Team(team),
+            title: None,
+            note: Some("look at this".into()),
+            expires_ms: None,
+            secrets: SecretPolicy::Allow,
+        },
+        T0,
+    )
+    .unwrap();
+    let chain = teams::load(&alice.store, &team).unwrap();
+    let created = alice.bundle("team.tape", Some(chain), None);
+    assert_eq!(created.shares, 1);
+    assert_eq!(created.team.as_ref().map(|t| t.0), Some(team));
+
+    // Nothing a node says is readable in the file.
+    let bytes = std::fs::read(alice.file("team.tape")).unwrap();
+    let prompt = &alice.store.sessions().unwrap()[0].1.summary.first_prompt;
+    assert!(!contains(&bytes, &prompt.as_bytes()[..20]));
+    assert!(!contains(&bytes, b"let value_"));
+
+    let info = bundle::verify(
+        &bob.store,
+        Some(&bob.me),
+        &alice.file("team.tape"),
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(info.team_name.as_deref(), Some("Paper Compute"));
+    assert_eq!(info.sessions.len(), 4);
+    assert!(info.sealed_chunks >= 1);
+    let report = bob.import(&alice.file("team.tape")).unwrap();
+    assert_eq!(report.count(Outcome::Created), 4);
+    assert_eq!(report.shares_written, 1);
+    assert_eq!(
+        sessions_with_bytes(&bob.store),
+        sessions_with_bytes(&alice.store)
+    );
+    let share_refs: Vec<_> = bob
+        .store
+        .storage()
+        .refs(b"share/")
+        .map(|e| e.unwrap())
+        .collect();
+    let alice_share_refs: Vec<_> = alice
+        .store
+        .storage()
+        .refs(b"share/")
+        .map(|e| e.unwrap())
+        .collect();
+    assert_eq!(share_refs, alice_share_refs);
+    assert!(bob.import(&alice.file("team.tape")).unwrap().nothing_new());
+}
+
+#[test]
+fn a_sealed_bundle_is_refused_to_a_non_member_naming_the_team() {
+    let alice = user("alice");
+    let mallory = user("mallory");
+    let team = team_with(&alice, &[]);
+    alice.ingest(samples(0..2));
+    let chain = teams::load(&alice.store, &team).unwrap();
+    alice.bundle("team.tape", Some(chain), None);
+    mallory.ingest(samples(5..6));
+    let before = dump(&mallory.store);
+    let err = mallory.import(&alice.file("team.tape")).unwrap_err();
+    assert!(matches!(err, BundleError::NotMember { .. }), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("Paper Compute") && text.contains("not a member"),
+        "{text}"
+    );
+    assert_eq!(dump(&mallory.store), before);
+    // Without any identity the message says what to do.
+    let err =
+        bundle::verify(&mallory.store, None, &alice.file("team.tape"), &mut |_| {}).unwrap_err();
+    assert!(err.to_string().contains("tapes init"), "{err}");
+}
+
+// ------------------------------------------------------------------------------------------
+// Incremental bundles
+// ------------------------------------------------------------------------------------------
+
+#[test]
+fn incremental_bundles_carry_only_what_is_new_and_must_be_imported_in_order() {
+    let alice = user("alice");
+    let bob = user("bob");
+    let carol = user("carol");
+    // Version 1: six sessions, two of them cut short (they will grow).
+    let full = samples(0..6);
+    let mut first = full.clone();
+    first[0].messages.truncate(3);
+    first[1].messages.truncate(5);
+    alice.ingest(first);
+    let one = alice.bundle("one.tape", None, None);
+    assert_eq!(one.sessions, 6);
+
+    // Then: the two sessions grow and a seventh appears.
+    alice.ingest(vec![full[0].clone(), full[1].clone()]);
+    alice.ingest(samples(6..7));
+    let new_nodes = (full[0].messages.len() - 3)
+        + (full[1].messages.len() - 5)
+        + samples(6..7)[0].messages.len();
+    let two = alice.bundle("two.tape", None, Some(&alice.file("one.tape")));
+    assert_eq!(two.objects as usize, new_nodes, "only the new nodes");
+    assert_eq!(two.sessions, 3, "only the sessions that changed");
+    assert_eq!(two.basis_sessions, 4);
+
+    // Alone, the second bundle is refused before anything is written.
+    carol.ingest(samples(20..21));
+    let before = dump(&carol.store);
+    let err = carol.import(&alice.file("two.tape")).unwrap_err();
+    assert!(matches!(err, BundleError::NeedsBasis { .. }), "{err}");
+    assert!(err.to_string().contains("one.tape"), "{err}");
+    assert_eq!(dump(&carol.store), before);
+
+    // In order, they reproduce the sender exactly.
+    bob.import(&alice.file("one.tape")).unwrap();
+    let report = bob.import(&alice.file("two.tape")).unwrap();
+    assert_eq!(report.count(Outcome::Created), 1);
+    assert_eq!(report.count(Outcome::Updated), 2);
+    assert_eq!(report.objects_written, new_nodes);
+    assert_eq!(
+        sessions_with_bytes(&bob.store),
+        sessions_with_bytes(&alice.store)
+    );
+
+    // A third bundle on the second leaves out what the whole chain carries (the first sits
+    // next to the second under the name its header gives).
+    let mut longer = samples(2..3);
+    let extra = longer[0].messages[1].clone();
+    longer[0].messages.push(extra);
+    longer[0].messages.last_mut().unwrap().blocks = vec![ContentBlock::text("one more")];
+    alice.ingest(longer);
+    let three = alice.bundle("three.tape", None, Some(&alice.file("two.tape")));
+    assert_eq!(
+        (three.sessions, three.objects),
+        (1, 1),
+        "only the grown session's new node"
+    );
+    bob.import(&alice.file("three.tape")).unwrap();
+    assert_eq!(
+        sessions_with_bytes(&bob.store),
+        sessions_with_bytes(&alice.store)
+    );
+
+    // An older bundle after a newer one changes nothing (the store is ahead).
+    let before = dump(&bob.store);
+    let old = bob.import(&alice.file("one.tape")).unwrap();
+    assert!(old.nothing_new());
+    assert_eq!(old.count(Outcome::Newer), 3);
+    assert_eq!(dump(&bob.store), before);
+}
+
+// ------------------------------------------------------------------------------------------
+// All or nothing
+// ------------------------------------------------------------------------------------------
+
+/// A small bundle (a few KB): one short session.
+fn small_bundle(alice: &User) -> Vec<u8> {
+    let mut s = samples(0..1);
+    s[0].messages.truncate(4);
+    alice.ingest(s);
+    alice.bundle("small.tape", None, None);
+    std::fs::read(alice.file("small.tape")).unwrap()
+}
+
+#[test]
+fn a_bundle_truncated_at_any_offset_is_refused_and_the_store_is_unchanged() {
+    let alice = user("alice");
+    let bob = user("bob");
+    let bytes = small_bundle(&alice);
+    assert!(
+        bytes.len() > 1000 && bytes.len() < 20_000,
+        "{}",
+        bytes.len()
+    );
+    bob.ingest(samples(3..5));
+    let before = dump(&bob.store);
+    let path = bob.file("cut.tape");
+    for cut in 0..bytes.len() {
+        std::fs::write(&path, &bytes[..cut]).unwrap();
+        match bob.import(&path) {
+            Err(BundleError::Truncated { len, .. }) => assert_eq!(len, cut as u64),
+            other => panic!("truncated at {cut}: {other:?}"),
+        }
+        assert_eq!(
+            dump(&bob.store),
+            before,
+            "store changed after a cut at {cut}"
+        );
+    }
+    std::fs::write(&path, &bytes).unwrap();
+    bob.import(&path).unwrap();
+    assert_ne!(dump(&bob.store), before);
+}
+
+#[test]
+fn flipped_bytes_and_trailing_garbage_are_refused_and_say_so() {
+    let alice = user("alice");
+    let bob = user("bob");
+    let bytes = small_bundle(&alice);
+    bob.ingest(samples(3..4));
+    let before = dump(&bob.store);
+    let path = bob.file("bad.tape");
+    let offsets: Vec<usize> = (0..bytes.len())
+        .step_by(7)
+        .chain([bytes.len() - 1])
+        .collect();
+    for &i in &offsets {
+        let mut bad = bytes.clone();
+        bad[i] ^= 0x20;
+        std::fs::write(&path, &bad).unwrap();
+        let err = bob.import(&path).unwrap_err();
+        match &err {
+            BundleError::Damaged { .. } => {}
+            // A flip in the magic, or in a length that now runs past the end of the file.
+            BundleError::NotABundle { .. } if i < 8 => {}
+            BundleError::Truncated { .. } => {}
+            other => panic!("flip at {i}: {other}"),
+        }
+        assert!(err.to_string().contains("nothing was imported"), "{err}");
+        assert_eq!(
+            dump(&bob.store),
+            before,
+            "store changed after a flip at {i}"
+        );
+    }
+    let mut longer = bytes.clone();
+    longer.extend_from_slice(b"garbage");
+    std::fs::write(&path, &longer).unwrap();
+    let err = bob.import(&path).unwrap_err();
+    assert!(
+        matches!(err, BundleError::Trailing { extra: 7, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("trailing garbage"));
+    assert_eq!(dump(&bob.store), before);
+}
+
+// ------------------------------------------------------------------------------------------
+// Forged bundles: well-formed files whose signatures or signers are wrong
+// ------------------------------------------------------------------------------------------
+
+/// The logical frames of a bundle, unsealed with `ring` when it is sealed.
+struct Opened {
+    header: Header,
+    teams: Vec<Vec<u8>>,
+    content: Vec<(u8, Vec<u8>)>,
+}
+
+fn open_bundle(bytes: &[u8], ring: Option<&KeyRing>) -> Opened {
+    let (header, frames) = format::parse(bytes).unwrap();
+    let mut teams = Vec::new();
+    let mut content = Vec::new();
+    for (k, payload) in frames {
+        match k {
+            kind::TEAM => teams.push(payload.to_vec()),
+            kind::SEALED => {
+                let sealed = Sealed::decode(payload).unwrap();
+                let plain = team_keys::open(ring.unwrap(), &sealed.team, &sealed).unwrap();
+                for (k, p) in format::split_frames(&plain).unwrap() {
+                    content.push((k, p.to_vec()));
+                }
+            }
+            k => content.push((k, payload.to_vec())),
+        }
+    }
+    content.retain(|(k, _)| *k != kind::REFS);
+    Opened {
+        header,
+        teams,
+        content,
+    }
+}
+
+/// Writes `opened` back as a bundle whose refs manifest is signed by `signer` and whose
+/// checksum is right: what a forger with their own key can make.
+fn forge(opened: &Opened, signer: &Identity, seal: Option<&TeamChain>) -> Vec<u8> {
+    let header_bytes = opened.header.encode();
+    let mut refs = Refs::default();
+    let mut list = format::ObjectList::default();
+    for (k, p) in &opened.content {
+        match *k {
+            kind::OBJECT => {
+                let (id, _) = format::decode_object(p).unwrap();
+                list.add(&id);
+                refs.objects += 1;
+            }
+            kind::SESSION => {
+                let entry = SessionEntry::decode(p).unwrap();
+                let record = SessionRecord::decode(&entry.record).unwrap();
+                refs.sessions.push(RefEntry {
+                    session: entry.id,
+                    head: record.head,
+                    digest: format::entry_digest(p),
+                });
+            }
+            kind::SHARE => refs.shares.push(format::entry_digest(p)),
+            _ => {}
+        }
+    }
+    refs.object_list = list.finish();
+    let signed = SignedRefs::sign(signer.signing_key(), &header_bytes, refs);
+    let mut run = Vec::new();
+    for (k, p) in &opened.content {
+        format::encode_frame(&mut run, *k, p);
+    }
+    format::encode_frame(&mut run, kind::REFS, &signed.encode());
+    let mut out = format::encode_prelude(&header_bytes);
+    for t in &opened.teams {
+        format::encode_frame(&mut out, kind::TEAM, t);
+    }
+    match seal {
+        Some(chain) => {
+            let sealed = team_keys::seal(chain, &run).unwrap();
+            format::encode_frame(&mut out, kind::SEALED, &sealed.encode());
+        }
+        None => out.extend_from_slice(&run),
+    }
+    out.push(kind::END);
+    let sum = format::checksum_of(&out);
+    out.extend_from_slice(&sum);
+    out
+}
+
+/// Re-signs every session entry with `key`, optionally changing the record first.
+fn resign(opened: &mut Opened, key: &Identity, edit: impl Fn(&mut SessionRecord)) {
+    for (k, p) in &mut opened.content {
+        if *k == kind::SESSION {
+            let entry = SessionEntry::decode(p).unwrap();
+            let mut record = SessionRecord::decode(&entry.record).unwrap();
+            edit(&mut record);
+            let sig = RefSignature::sign(key.signing_key(), &entry.id, None, &record);
+            *p = SessionEntry {
+                id: entry.id,
+                record: record.encode(),
+                signer: sig.signer,
+                signature: sig.signature.to_vec(),
+            }
+            .encode();
+        }
+    }
+}
+
+fn refused_with(user: &User, bytes: &[u8], parts: &[&str]) -> BundleError {
+    let path = user.file("forged.tape");
+    std::fs::write(&path, bytes).unwrap();
+    let before = dump(&user.store);
+    let err = user.import(&path).unwrap_err();
+    let text = err.to_string();
+    for part in parts {
+        assert!(text.contains(part), "`{part}` not in: {text}");
+    }
+    assert_eq!(dump(&user.store), before);
+    err
+}
+
+#[test]
+fn the_unchanged_forgery_tool_round_trips() {
+    let alice = user("alice");
+    let bob = user("bob");
+    let bytes = small_bundle(&alice);
+    let opened = open_bundle(&bytes, None);
+    assert_eq!(forge(&opened, &alice.me, None), bytes);
+    std::fs::write(bob.file("same.tape"), &bytes).unwrap();
+    bob.import(&bob.file("same.tape")).unwrap();
+}
+
+#[test]
+fn a_plain_bundle_carrying_someone_elses_session_is_refused() {
+    let alice = user("alice");
+    let mallory = user("mallory");
+    let bob = user("bob");
+    let bytes = small_bundle(&alice);
+    // Mallory re-signs Alice's session (still owned by Alice) under her own name.
+    let mut opened = open_bundle(&bytes, None);
+    opened.header.creator = mallory.id();
+    opened.header.creator_name = "mallory".into();
+    resign(&mut opened, &mallory.me, |_| {});
+    let forged = forge(&opened, &mallory.me, None);
+    let err = refused_with(
+        &bob,
+        &forged,
+        &["belongs to", "signed by mallory", "signer's own"],
+    );
+    assert!(matches!(err, BundleError::Signer { .. }));
+
+    // An entry signed by someone other than the bundle's creator.
+    let mut opened = open_bundle(&bytes, None);
+    resign(&mut opened, &mallory.me, |r| r.owner = Some(mallory.id()));
+    let forged = forge(&opened, &alice.me, None);
+    refused_with(&bob, &forged, &["not by the bundle's creator"]);
+
+    // A record altered after signing (the checksum and refs recomputed to match).
+    let mut opened = open_bundle(&bytes, None);
+    for (k, p) in &mut opened.content {
+        if *k == kind::SESSION {
+            let mut entry = SessionEntry::decode(p).unwrap();
+            let mut record = SessionRecord::decode(&entry.record).unwrap();
+            record.title = Some("renamed".into());
+            entry.record = record.encode();
+            *p = entry.encode();
+        }
+    }
+    let forged = forge(&opened, &alice.me, None);
+    refused_with(&bob, &forged, &["does not verify"]);
+
+    // The refs manifest signed by someone other than the creator the header names.
+    let opened = open_bundle(&bytes, None);
+    let forged = forge(&opened, &mallory.me, None);
+    refused_with(
+        &bob,
+        &forged,
+        &["manifest of refs is not signed by its creator"],
+    );
+
+    // A node left out of the manifest (content removed, refs still Alice's).
+    let (header, frames) = format::parse(&bytes).unwrap();
+    let mut out = format::encode_prelude(&header.encode());
+    for (k, p) in frames.iter().skip(1) {
+        format::encode_frame(&mut out, *k, p);
+    }
+    out.push(kind::END);
+    let sum = format::checksum_of(&out);
+    out.extend_from_slice(&sum);
+    refused_with(&bob, &out, &["needs node"]);
+}
+
+#[test]
+fn a_sealed_bundle_signed_by_a_non_member_is_refused() {
+    let alice = user("alice");
+    let bob = user("bob");
+    let mallory = user("mallory");
+    let team = team_with(&alice, &[&bob]);
+    alice.ingest(samples(0..2));
+    let chain = teams::load(&alice.store, &team).unwrap();
+    alice.bundle("team.tape", Some(chain.clone()), None);
+    let bytes = std::fs::read(alice.file("team.tape")).unwrap();
+    let ring = KeyRing::for_member(&chain, &alice.id(), alice.me.age_identity()).unwrap();
+
+    // Mallory (not in the team, but the manifests are public) signs a bundle of her own.
+    let mut opened = open_bundle(&bytes, Some(&ring));
+    opened.header.creator = mallory.id();
+    opened.header.creator_name = "mallory".into();
+    resign(&mut opened, &mallory.me, |_| {});
+    let forged = forge(&opened, &mallory.me, Some(&chain));
+    refused_with(
+        &bob,
+        &forged,
+        &["signed by mallory", "not a member of team Paper Compute"],
+    );
+
+    // A member (Bob) relaying a session owned by a non-member.
+    let mut opened = open_bundle(&bytes, Some(&ring));
+    opened.header.creator = bob.id();
+    opened.header.creator_name = "bob".into();
+    resign(&mut opened, &bob.me, |r| r.owner = Some(mallory.id()));
+    let forged = forge(&opened, &bob.me, Some(&chain));
+    refused_with(
+        &alice,
+        &forged,
+        &["belongs to", "not a member of team Paper Compute"],
+    );
+
+    // The same bundle with Alice's own sessions, relayed by Bob: allowed (he is a member).
+    let mut opened = open_bundle(&bytes, Some(&ring));
+    opened.header.creator = bob.id();
+    opened.header.creator_name = "bob".into();
+    resign(&mut opened, &bob.me, |_| {});
+    let relayed = forge(&opened, &bob.me, Some(&chain));
+    let carol_path = bob.file("relayed.tape");
+    std::fs::write(&carol_path, relayed).unwrap();
+    let report = alice.import(&carol_path).unwrap();
+    assert!(report.nothing_new(), "Alice already has her own sessions");
+}
+
+// ------------------------------------------------------------------------------------------
+// CLI
+// ------------------------------------------------------------------------------------------
+
+struct Cli {
+    dir: tempfile::TempDir,
+}
+
+impl Cli {
+    fn home(&self, name: &str) -> PathBuf {
+        self.dir.path().join(format!("{name}-home"))
+    }
+
+    fn run(&self, who: &str, args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
+        let mut cmd = Command::cargo_bin("tapes").unwrap();
+        cmd.env("TAPES_HOME", self.home(who))
+            .env_remove("RUST_LOG")
+            .current_dir(self.dir.path())
+            .args(args);
+        if let Some(input) = stdin {
+            cmd.write_stdin(input);
+        }
+        let out = cmd.output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
+    }
+
+    fn ok(&self, who: &str, args: &[&str]) -> String {
+        let (code, out, err) = self.run(who, args, None);
+        assert_eq!(code, 0, "{who} $ tapes {}\n{out}\n{err}", args.join(" "));
+        out
+    }
+
+    fn fails(&self, who: &str, args: &[&str]) -> String {
+        let (code, out, err) = self.run(who, args, None);
+        assert_eq!(
+            code,
+            1,
+            "{who} $ tapes {} should fail\n{out}\n{err}",
+            args.join(" ")
+        );
+        err
+    }
+}
+
+#[test]
+fn cli_create_verify_import_plain_sealed_and_from_stdin() {
+    let cli = Cli {
+        dir: tempfile::tempdir().unwrap(),
+    };
+    cli.ok("alice", &["init", "--name", "alice"]);
+    cli.ok("bob", &["init", "--name", "bob"]);
+    let src = cli.dir.path().join("transcripts");
+    std::fs::create_dir_all(&src).unwrap();
+    let sessions = samples(0..5);
+    for (i, s) in sessions.iter().enumerate() {
+        std::fs::write(src.join(format!("s{i}.jsonl")), sample::claude_jsonl(s)).unwrap();
+    }
+    cli.ok("alice", &["import", src.to_str().unwrap()]);
+    let nodes: usize = sessions.iter().map(|s| s.messages.len()).sum();
+
+    // Plain, every session (stdin is empty, no filter).
+    let out = cli.ok(
+        "alice",
+        &["bundle", "create", "-o", "all.tape", "--plain", "--all"],
+    );
+    assert!(out.contains("5 sessions") && out.contains("plain"), "{out}");
+    let verified = cli.ok("bob", &["bundle", "verify", "all.tape"]);
+    for part in [
+        "valid tapes bundle",
+        "5 sessions",
+        &format!("{nodes} nodes"),
+        "signer    alice",
+        "signature verified",
+        "plain bundle",
+        "size",
+        "FIRST PROMPT",
+    ] {
+        assert!(verified.contains(part), "`{part}` not in:\n{verified}");
+    }
+    let out = cli.ok("bob", &["bundle", "import", "all.tape"]);
+    assert!(out.contains("5 new sessions"), "{out}");
+    let out = cli.ok("bob", &["bundle", "import", "all.tape"]);
+    assert!(out.contains("nothing new"), "{out}");
+    let listed = cli.ok("bob", &["sessions", "--json"]);
+    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 5);
+
+    // Ids on stdin select exactly those sessions.
+    let ids: Vec<String> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .take(2)
+        .map(|s| s["id"].as_str().unwrap()[..12].to_string())
+        .collect();
+    let (code, out, err) = cli.run(
+        "alice",
+        &["bundle", "create", "-o", "two.tape", "--plain"],
+        Some(&format!("ID\n{}\n{}\n", ids[0], ids[1])),
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("2 sessions"), "{out}");
+    // An empty search piped in selects nothing rather than everything.
+    let (code, _, err) = cli.run("alice", &["bundle", "create", "-o", "none.tape"], Some(""));
+    assert_eq!(code, 1);
+    assert!(err.contains("no session ids on stdin"), "{err}");
+    assert!(!cli.dir.path().join("none.tape").exists());
+
+    // Sealed to Alice's only team by default; Bob is not in it.
+    cli.ok("alice", &["team", "create", "Paper Compute"]);
+    let out = cli.ok(
+        "alice",
+        &["bundle", "create", "-o", "team.tape", "--project", "infra"],
+    );
+    assert!(out.contains("sealed to team Paper Compute"), "{out}");
+    let verified = cli.ok("alice", &["bundle", "verify", "team.tape"]);
+    assert!(verified.contains("team      Paper Compute"), "{verified}");
+    assert!(verified.contains("filter    project=infra"), "{verified}");
+    let err = cli.fails("bob", &["bundle", "import", "team.tape"]);
+    assert!(
+        err.contains("sealed to team Paper Compute") && err.contains("not a member"),
+        "{err}"
+    );
+
+    // Damage is named.
+    let mut bytes = std::fs::read(cli.dir.path().join("all.tape")).unwrap();
+    let n = bytes.len();
+    bytes[n / 2] ^= 1;
+    std::fs::write(cli.dir.path().join("bad.tape"), &bytes).unwrap();
+    let err = cli.fails("bob", &["bundle", "verify", "bad.tape"]);
+    assert!(err.contains("damaged"), "{err}");
+    std::fs::write(cli.dir.path().join("short.tape"), &bytes[..n / 3]).unwrap();
+    let err = cli.fails("bob", &["bundle", "import", "short.tape"]);
+    assert!(err.contains("truncated"), "{err}");
+}
