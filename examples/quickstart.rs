@@ -1,19 +1,31 @@
 //! The main job on the embedded default: generate realistic sample sessions as Claude Code
 //! transcripts, import them into a fresh tapes store, import again (nothing new), grow one
-//! transcript (only its new nodes are added), then list, show, log and fsck — printing what
-//! happened at each step. Everything runs in a temporary directory; nothing touches ~/.tapes.
+//! transcript (only its new nodes are added), then list, show, log and fsck; then the team
+//! workflow that works on one machine today: a teammate joins with an invite, the secret gate
+//! stops a leaky share and shares a redacted copy, a branch, and a team-sealed bundle carried
+//! to the teammate — printing what happened at each step. Everything runs in a temporary
+//! directory; nothing touches ~/.tapes.
 //!
 //! `cargo run --release --example quickstart [-- --sessions N]`
 
 use std::time::Instant;
 
+use std::collections::BTreeMap;
 use tapes::fsck::fsck;
 use tapes::identity::{Identity, Profile};
 use tapes::import::walk::import_paths;
 use tapes::ingest::Outcome;
 use tapes::protocol::SessionId;
 use tapes::sample::{self, Shape};
+
+use tapes::bundle::{self, CreateOptions};
+use tapes::ingest::{ingest, Incoming};
+use tapes::lineage::{self, CopyOptions};
+use tapes::protocol::manifest::TeamRole;
+use tapes::protocol::MemberId;
+use tapes::share::{self, Audience, SecretPolicy, ShareOptions};
 use tapes::store::Store;
+use tapes::teams::{self, InviteOptions};
 use tapes::{home::Home, render};
 
 fn main() -> anyhow::Result<()> {
@@ -55,6 +67,7 @@ fn main() -> anyhow::Result<()> {
     );
 
     let store = Store::open(&home.store_dir())?;
+    store.set_local_owner(&member_id(&identity))?;
     let started = Instant::now();
     let first = import_paths(&store, &[projects.clone()], tapes::now_ms(), |_| {})?;
     println!(
@@ -127,6 +140,154 @@ fn main() -> anyhow::Result<()> {
         report.refs,
         report.problems.len(),
         render::bytes(store.storage().size_on_disk()? as usize)
+    );
+    team_workflow(dir.path(), &store, &identity, id)?;
+    Ok(())
+}
+
+fn member_id(identity: &Identity) -> MemberId {
+    MemberId(identity.verifying_key().to_bytes())
+}
+
+/// The collaboration that works today on one machine: a team with a second member, the secret
+/// gate before sharing, a branch, and a sealed bundle carried to the teammate.
+fn team_workflow(
+    dir: &std::path::Path,
+    store: &Store,
+    alice: &Identity,
+    id: SessionId,
+) -> anyhow::Result<()> {
+    let now = tapes::now_ms();
+
+    let bob_home = Home::at(dir.join("bob-home"));
+    bob_home.ensure()?;
+    let bob = Identity::generate(Profile {
+        name: "bob".into(),
+        email: None,
+    })?;
+    bob.save(&bob_home)?;
+    let bob_store = Store::open(&bob_home.store_dir())?;
+    bob_store.set_local_owner(&member_id(&bob))?;
+
+    let team = teams::create(store, alice, "Paper Compute", now)?;
+    let options = InviteOptions {
+        expires_ms: Some(now + 7 * 86_400_000),
+        max_uses: 1,
+        email: None,
+        role: TeamRole::Member,
+        addrs: Vec::new(),
+    };
+    let (code, _) = teams::invite(store, alice, &team, options, now)?;
+    let (invite, request) = teams::join_request(&bob, &code, now)?;
+    let answer = teams::accept_join(store, alice, &request, now)?;
+    let bobs_view = teams::complete_join(&bob_store, &bob, &invite.team, answer)?;
+    let team = teams::load(store, &team.team_id())?;
+    println!(
+        "9. tapes team create/invite/join: bob joined \"Paper Compute\" ({} members; both verified the signed chain)",
+        bobs_view.head().manifest.members.len()
+    );
+
+    // A session where an API key was pasted into the prompt.
+    let mut leaky = sample::session(2026, 10_000, Shape::default());
+    leaky.source_id.push_str("-leaky");
+    leaky.messages[0]
+        .blocks
+        .push(tapes::protocol::ContentBlock::text(format!(
+            "use ANTHROPIC_API_KEY={}{} for the test",
+            "sk-ant-api03-", "Xq7rT2vLm9Pz4Kw8Jd3Nb6Hc1Fy5Gs0AeUiOoQpRrStUvWx"
+        )));
+    let report = ingest(
+        store,
+        &[Incoming {
+            session: leaky,
+            path: String::new(),
+        }],
+        now,
+    )?;
+    let leaky_id = report.sessions[0].id;
+    let share_options = |secrets| ShareOptions {
+        audience: Audience::Team(team.team_id()),
+        title: None,
+        note: Some("how I fixed the flaky deploy".into()),
+        expires_ms: None,
+        secrets,
+    };
+    match share::share(
+        store,
+        alice,
+        &leaky_id,
+        &share_options(SecretPolicy::Block),
+        now,
+    ) {
+        Err(share::ShareError::Secrets { count, .. }) => {
+            println!(
+                "10. tapes share {}: blocked, {count} possible secret found before anything left",
+                leaky_id.short()
+            )
+        }
+        other => anyhow::bail!("the secret gate let a planted key through: {other:?}"),
+    }
+    let shared = share::share(
+        store,
+        alice,
+        &leaky_id,
+        &share_options(SecretPolicy::Redact),
+        now,
+    )?;
+    println!(
+        "    tapes share --redact: shared a redacted copy {} ({} span replaced; the original is untouched)",
+        shared.session.short(),
+        shared.redacted_spans
+    );
+
+    let branch = lineage::branch(
+        store,
+        &id,
+        &CopyOptions {
+            at: Some(4),
+            title: Some("variant A".into()),
+            ..CopyOptions::default()
+        },
+        now,
+    )?;
+    println!(
+        "11. tapes branch {} --at 4: new session {} shares the first 4 nodes (no copies)",
+        id.short(),
+        branch.short()
+    );
+
+    let record = store
+        .session(&shared.session)?
+        .ok_or_else(|| anyhow::anyhow!("shared copy vanished"))?;
+    let out = dir.join("paper-compute.tape");
+    let created = bundle::create(
+        store,
+        alice,
+        &out,
+        CreateOptions {
+            sessions: vec![(shared.session, record)],
+            filter: BTreeMap::new(),
+            team: Some(team),
+            basis: None,
+            now_ms: now,
+        },
+        &mut |_| {},
+    )?;
+    let imported = bundle::import(&bob_store, Some(&bob), &out, &mut |_| {})?;
+    let bobs_copy = bob_store
+        .session(&shared.session)?
+        .ok_or_else(|| anyhow::anyhow!("bob has no copy"))?;
+    let text: String = bob_store
+        .chain(&bobs_copy.head)?
+        .iter()
+        .map(|(_, n)| n.body.plain_text())
+        .collect();
+    println!(
+        "12. tapes bundle create --team / import: {} bytes sealed to the team; bob imported {} session with {} nodes; key in it: {}",
+        created.size,
+        imported.sessions.len(),
+        imported.objects_written,
+        if text.contains("sk-ant-") { "YES (bug)" } else { "none" }
     );
     Ok(())
 }
