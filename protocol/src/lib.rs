@@ -14,6 +14,7 @@ pub mod join;
 pub mod manifest;
 pub mod node;
 pub mod object;
+pub mod reconcile;
 pub mod team_chain;
 
 pub use id::{IdParseError, ManifestId, MemberId, NodeId, SessionId, TeamId};
