@@ -165,13 +165,7 @@ pub fn session_object(
     let cost = chain_cost(&chain, prices);
     let nodes: Vec<Value> = chain
         .iter()
-        .map(|(node_id, node)| {
-            let mut v = serde_json::to_value(node).unwrap_or(Value::Null);
-            if let Value::Object(map) = &mut v {
-                map.insert("id".into(), Value::String(node_id.to_hex()));
-            }
-            v
-        })
+        .map(|(node_id, node)| crate::render::node_json(node_id, node))
         .collect();
     let s = &record.summary;
     Ok(json!({

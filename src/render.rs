@@ -210,18 +210,21 @@ fn render_block(out: &mut String, block: &ContentBlock) {
     }
 }
 
+/// One node as JSON, its id included.
+pub fn node_json(id: &NodeId, node: &Node) -> Value {
+    let mut v = serde_json::to_value(node).unwrap_or(Value::Null);
+    if let Value::Object(map) = &mut v {
+        map.insert("id".into(), Value::String(id.to_hex()));
+    }
+    v
+}
+
 /// `tapes show --json`: the record and every node in full.
 pub fn transcript_json(id: &SessionId, r: &SessionRecord, chain: &[(NodeId, Node)]) -> Value {
     let mut session = session_json(id, r);
     let nodes: Vec<Value> = chain
         .iter()
-        .map(|(node_id, node)| {
-            let mut v = serde_json::to_value(node).unwrap_or(Value::Null);
-            if let Value::Object(map) = &mut v {
-                map.insert("id".into(), Value::String(node_id.to_hex()));
-            }
-            v
-        })
+        .map(|(node_id, node)| node_json(node_id, node))
         .collect();
     if let Value::Object(map) = &mut session {
         map.insert("nodes".into(), Value::Array(nodes));

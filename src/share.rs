@@ -195,8 +195,17 @@ pub fn scan_session(store: &Store, id: &SessionId) -> Result<Vec<Hit>, ShareErro
     let record = store
         .session(id)?
         .ok_or(StoreError::SessionNotFound(id.short()))?;
+    Ok(scan_chain(id, &store.chain(&record.head)?, 0))
+}
+
+/// Scans the nodes of `chain` from index `from` on (a push sends only what follows its base).
+pub fn scan_chain(
+    id: &SessionId,
+    chain: &[(NodeId, tapes_protocol::Node)],
+    from: usize,
+) -> Vec<Hit> {
     let mut hits = Vec::new();
-    for (index, (node, body)) in store.chain(&record.head)?.iter().enumerate() {
+    for (index, (node, body)) in chain.iter().enumerate().skip(from) {
         for finding in secrets::scan_blocks(&body.body.blocks) {
             hits.push(Hit {
                 session: *id,
@@ -206,7 +215,7 @@ pub fn scan_session(store: &Store, id: &SessionId) -> Result<Vec<Hit>, ShareErro
             });
         }
     }
-    Ok(hits)
+    hits
 }
 
 /// Makes a redacted copy of session `id`: a new chain (every node re-encoded with redacted

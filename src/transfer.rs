@@ -13,7 +13,6 @@ use tapes_protocol::{MemberId, Node, NodeId, SessionId, StoredObject};
 use crate::identity::Identity;
 use crate::lineage::is_mine;
 use crate::remote::{RefSignature, Remote, RemoteError};
-use crate::secrets;
 use crate::session::{session_ref_key, SessionRecord};
 use crate::share::Hit;
 use crate::storage::RefUpdate;
@@ -151,18 +150,7 @@ pub fn scan_outgoing(
     let record = store.session(id)?.ok_or(TransferError::NotFound)?;
     let chain = store.chain(&record.head)?;
     let start = delta_start(&chain, id, base)?;
-    let mut hits = Vec::new();
-    for (index, (node, body)) in chain.iter().enumerate().skip(start) {
-        for finding in secrets::scan_blocks(&body.body.blocks) {
-            hits.push(Hit {
-                session: *id,
-                node: *node,
-                index,
-                finding,
-            });
-        }
-    }
-    Ok(hits)
+    Ok(crate::share::scan_chain(id, &chain, start))
 }
 
 /// The error for a push the secret scan stopped.
