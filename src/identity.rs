@@ -79,6 +79,20 @@ impl Identity {
         })
     }
 
+    /// An identity from its keys (the same node on a second machine, whose key files were
+    /// copied there).
+    pub fn from_parts(
+        signing: SigningKey,
+        age: age::x25519::Identity,
+        profile: Profile,
+    ) -> Identity {
+        Identity {
+            signing,
+            age,
+            profile,
+        }
+    }
+
     pub fn verifying_key(&self) -> VerifyingKey {
         self.signing.verifying_key()
     }

@@ -5,6 +5,7 @@
 //! on disk ([`storage`], [`store`]), identities ([`identity`]), importers ([`import`],
 //! [`ingest`], [`watch`]), verification ([`fsck`]) and rendering for humans ([`render`]).
 
+pub mod access;
 pub mod bundle;
 pub mod duration;
 pub mod export;
@@ -14,6 +15,7 @@ pub mod identity;
 pub mod import;
 pub mod ingest;
 pub mod lineage;
+pub mod peer;
 pub mod pricing;
 pub mod remote;
 pub mod render;

@@ -217,75 +217,100 @@ impl Remote for PathRemote {
         record: &SessionRecord,
         signature: &RefSignature,
     ) -> Result<(), RemoteError> {
-        // Only the session's owner moves its ref, and only with a signature over this update.
-        let unauthorized = |why: String| RemoteError::Unauthorized {
-            name: self.name.clone(),
-            id: id.short(),
-            why,
-        };
-        if record.owner != Some(signature.signer) {
+        apply_push(
+            &self.store,
+            &self.name,
+            id,
+            expected,
+            objects,
+            record,
+            signature,
+        )
+    }
+}
+
+/// The receiving side of a push, for any remote that is a store (a path remote, a peer's
+/// `tapes serve`): checks the owner's signature over the update and every object, then moves
+/// the ref by compare-and-swap. `name` is how errors name the store.
+pub fn apply_push(
+    store: &Store,
+    name: &str,
+    id: &SessionId,
+    expected: Option<&NodeId>,
+    objects: &[StoredObject],
+    record: &SessionRecord,
+    signature: &RefSignature,
+) -> Result<(), RemoteError> {
+    let err = |source: StoreError| RemoteError::Store {
+        name: name.to_string(),
+        source,
+    };
+    // Only the session's owner moves its ref, and only with a signature over this update.
+    let unauthorized = |why: String| RemoteError::Unauthorized {
+        name: name.to_string(),
+        id: id.short(),
+        why,
+    };
+    if record.owner != Some(signature.signer) {
+        return Err(unauthorized(
+            "the update is not signed by the owner the record names".into(),
+        ));
+    }
+    if !signature.verify(id, expected, record) {
+        return Err(unauthorized("the owner's signature does not verify".into()));
+    }
+    // The remote verifies what it is given, as any peer would.
+    for object in objects {
+        StoredObject::verify(&object.id, &object.bytes).map_err(|e| RemoteError::BadObject {
+            name: "(pushed)".into(),
+            id: object.id,
+            why: e.to_string(),
+        })?;
+    }
+    let conflict = |current: Option<NodeId>| RemoteError::Conflict {
+        id: id.short(),
+        expected: expected.copied(),
+        current,
+    };
+    let raw = store.session_raw(id).map_err(err)?;
+    let current = match &raw {
+        Some(bytes) => Some(
+            SessionRecord::decode(bytes)
+                .map_err(|source| {
+                    err(StoreError::BadRecord {
+                        id: id.to_hex(),
+                        source,
+                    })
+                })?
+                .head,
+        ),
+        None => None,
+    };
+    if current.as_ref() != expected {
+        return Err(conflict(current));
+    }
+    if let Some(bytes) = &raw {
+        let owner = SessionRecord::decode(bytes).ok().and_then(|r| r.owner);
+        if owner.is_some() && owner != Some(signature.signer) {
             return Err(unauthorized(
-                "the update is not signed by the owner the record names".into(),
+                "the session on the remote belongs to someone else; fork it".into(),
             ));
         }
-        if !signature.verify(id, expected, record) {
-            return Err(unauthorized("the owner's signature does not verify".into()));
+    }
+    let update = RefUpdate {
+        key: session_ref_key(id),
+        expected: raw,
+        new: Some(record.encode()),
+    };
+    match store.commit(objects, &[update]) {
+        Ok(_) => Ok(()),
+        // Someone else's push landed between our read and our write: same answer.
+        Err(StoreError::Storage(StorageError::Conflict { current, .. })) => {
+            let head = current
+                .and_then(|bytes| SessionRecord::decode(&bytes).ok())
+                .map(|r| r.head);
+            Err(conflict(head))
         }
-        // The remote verifies what it is given, as any peer would.
-        for object in objects {
-            StoredObject::verify(&object.id, &object.bytes).map_err(|e| {
-                RemoteError::BadObject {
-                    name: "(pushed)".into(),
-                    id: object.id,
-                    why: e.to_string(),
-                }
-            })?;
-        }
-        let conflict = |current: Option<NodeId>| RemoteError::Conflict {
-            id: id.short(),
-            expected: expected.copied(),
-            current,
-        };
-        let raw = self.store.session_raw(id).map_err(|e| self.err(e))?;
-        let current = match &raw {
-            Some(bytes) => Some(
-                SessionRecord::decode(bytes)
-                    .map_err(|source| {
-                        self.err(StoreError::BadRecord {
-                            id: id.to_hex(),
-                            source,
-                        })
-                    })?
-                    .head,
-            ),
-            None => None,
-        };
-        if current.as_ref() != expected {
-            return Err(conflict(current));
-        }
-        if let Some(bytes) = &raw {
-            let owner = SessionRecord::decode(bytes).ok().and_then(|r| r.owner);
-            if owner.is_some() && owner != Some(signature.signer) {
-                return Err(unauthorized(
-                    "the session on the remote belongs to someone else; fork it".into(),
-                ));
-            }
-        }
-        let update = RefUpdate {
-            key: session_ref_key(id),
-            expected: raw,
-            new: Some(record.encode()),
-        };
-        match self.store.commit(objects, &[update]) {
-            Ok(_) => Ok(()),
-            // Someone else's push landed between our read and our write: same answer.
-            Err(StoreError::Storage(StorageError::Conflict { current, .. })) => {
-                let head = current
-                    .and_then(|bytes| SessionRecord::decode(&bytes).ok())
-                    .map(|r| r.head);
-                Err(conflict(head))
-            }
-            Err(e) => Err(self.err(e)),
-        }
+        Err(e) => Err(err(e)),
     }
 }

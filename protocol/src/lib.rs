@@ -15,6 +15,7 @@ pub mod manifest;
 pub mod node;
 pub mod object;
 pub mod reconcile;
+pub mod sync;
 pub mod team_chain;
 
 pub use id::{IdParseError, ManifestId, MemberId, NodeId, SessionId, TeamId};

@@ -1,0 +1,284 @@
+//! The sync protocol `tapes/sync/1` (SPEC.md §15): what two peers say to each other over one
+//! QUIC connection, sans-IO.
+//!
+//! A client opens one bi-directional stream per request. Every message on a stream is a frame,
+//! `len:u32le | postcard(message)`, at most [`MAX_FRAME`] bytes. The first frame on a stream
+//! is a [`Request`]; the server answers with [`Response`] frames; a few requests continue with
+//! more client frames ([`Request`] variants say which).
+//!
+//! What is synchronised is a set of *items*, each a 32-byte [`ItemId`]: one per session record,
+//! per share record and per team manifest the peer may see. The first 16 bytes of an item name
+//! what it is about (a session id, or the first half of a team id), the next byte its kind and
+//! the rest is a digest of its content, so when reconciliation ([`crate::reconcile`]) tells a client it lacks an item,
+//! the client already knows which session it concerns and can ask for the session and the
+//! missing part of its node chain in the same request. Nodes themselves are not items: they
+//! travel as the chain of the session they belong to, root first, so a receiver always stores
+//! parents before children and an interrupted transfer resumes where it stopped.
+
+use serde::{Deserialize, Serialize};
+
+use crate::bundle::SessionEntry;
+use crate::{NodeId, SessionId, TeamId};
+
+/// The ALPN of this protocol. A peer speaking a later version uses a different one.
+pub const ALPN: &[u8] = b"tapes/sync/1";
+
+/// The largest frame either side accepts (a batch of objects, or one sealed batch).
+pub const MAX_FRAME: usize = 64 << 20;
+
+/// Bytes of a frame's length prefix.
+pub const FRAME_HEAD_LEN: usize = 4;
+
+/// Item ids are 32-byte keys in the same space reconciliation works on.
+pub type ItemId = NodeId;
+
+const ITEM_CONTEXT: &str = "tapes 2026-11 sync item v1";
+
+/// What an item is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ItemKind {
+    /// A session record with its owner's signature.
+    Session = 1,
+    /// A signed share record.
+    Share = 2,
+    /// One signed manifest of a team's chain.
+    Manifest = 3,
+}
+
+/// The item id of content `bytes` of `kind` about `subject` (16 bytes: a session id, or the
+/// first half of a team id).
+pub fn item_id(kind: ItemKind, subject: &[u8; 16], bytes: &[u8]) -> ItemId {
+    let mut h = blake3::Hasher::new_derive_key(ITEM_CONTEXT);
+    h.update(&[kind as u8]);
+    h.update(subject);
+    h.update(bytes);
+    let digest = h.finalize();
+    let mut id = [0u8; 32];
+    id[..16].copy_from_slice(subject);
+    id[16] = kind as u8;
+    id[17..].copy_from_slice(&digest.as_bytes()[..15]);
+    NodeId(id)
+}
+
+/// What an item id says it is (its 17th byte), if it is a known kind.
+pub fn item_kind(item: &ItemId) -> Option<ItemKind> {
+    match item.0[16] {
+        1 => Some(ItemKind::Session),
+        2 => Some(ItemKind::Share),
+        3 => Some(ItemKind::Manifest),
+        _ => None,
+    }
+}
+
+/// The item id of a session record (its encoded bytes, without the signature: signatures are
+/// deterministic, but the record alone is what two peers compare).
+pub fn session_item(session: &SessionId, record: &[u8]) -> ItemId {
+    item_id(ItemKind::Session, &session.0, record)
+}
+
+/// The item id of an encoded signed share record of `session`.
+pub fn share_item(session: &SessionId, share: &[u8]) -> ItemId {
+    item_id(ItemKind::Share, &session.0, share)
+}
+
+/// The item id of an encoded signed manifest of `team`.
+pub fn manifest_item(team: &TeamId, manifest: &[u8]) -> ItemId {
+    item_id(ItemKind::Manifest, &team_subject(team), manifest)
+}
+
+/// The 16-byte subject of a team's items.
+pub fn team_subject(team: &TeamId) -> [u8; 16] {
+    let mut subject = [0u8; 16];
+    subject.copy_from_slice(&team.0[..16]);
+    subject
+}
+
+/// The session an item is about (meaningful for session and share items).
+pub fn item_session(item: &ItemId) -> SessionId {
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&item.0[..16]);
+    SessionId(id)
+}
+
+/// The first frame of every stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// Reconcile the items the client may see. `first` is the initiator's opening
+    /// [`crate::reconcile::Message`]; both sides then alternate `Reconcile` frames on this
+    /// stream until one side has nothing to ask.
+    Reconcile { first: Vec<u8> },
+    /// One item the client lacks. For a session item the server answers with the entry and
+    /// the node chain down to `have_head` (the client's head of that session, if it has one):
+    /// [`Response::Session`], then, if the server did not find `have_head` in the chain, it
+    /// waits for a [`Request::From`]; then object frames and [`Response::End`].
+    Fetch {
+        item: ItemId,
+        have_head: Option<NodeId>,
+    },
+    /// Sent after [`Response::Session`] with `ids` when the server did not stop at the
+    /// client's head: send the chain's objects from `index` on (everything before it is
+    /// already stored by the client).
+    From { index: u64 },
+    /// The session's current signed entry, if it is the client's own or visible to it (what
+    /// `tapes pull` asks first). Answered with [`Response::Entry`].
+    Session { id: SessionId },
+    /// Move session `entry.id` from `expected` to the entry's record (compare-and-swap),
+    /// signed by the owner over exactly this update (`ref_signature`, SPEC.md §10). Object
+    /// frames with the nodes after `expected` follow, then [`Request::Done`]; the server
+    /// answers [`Response::Pushed`], [`Response::Conflict`] or [`Response::Refused`].
+    Push {
+        entry: SessionEntry,
+        expected: Option<NodeId>,
+        /// The ids of the objects that follow, in chain order.
+        ids: Vec<NodeId>,
+        ref_signature: Vec<u8>,
+        shares: Vec<Vec<u8>>,
+    },
+    /// Ends a client's run of object frames.
+    Done,
+    /// A join request (`tapes team join <code>`) for the inviter to accept:
+    /// `crate::join::JoinRequest` bytes. Answered with [`Response::Join`].
+    Join { request: Vec<u8> },
+    /// The client's object frames during a push, exactly like [`Response::Objects`].
+    Upload(Objects),
+}
+
+/// A run of objects, plain or sealed to a team.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Objects {
+    /// Objects in chain order, each the bytes of a stored object.
+    Plain(Vec<Vec<u8>>),
+    /// The same, sealed (SPEC.md §9.6) to `team` at some key epoch: the plaintext is
+    /// `postcard(Vec<Vec<u8>>)`.
+    Sealed { team: TeamId, sealed: Vec<u8> },
+}
+
+/// The server's frames.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    /// A reconciliation message (see [`Request::Reconcile`]); `done` when the sender expects
+    /// no reply.
+    Reconcile { message: Vec<u8>, done: bool },
+    /// A session item: the signed entry, and the ids of its chain the server will send, root
+    /// first: everything after the client's `have_head` when `from_head` is true (objects
+    /// follow at once), or the whole chain otherwise (the server waits for
+    /// [`Request::From`]).
+    Session {
+        entry: SessionEntry,
+        ids: Vec<NodeId>,
+        from_head: bool,
+    },
+    /// A share item: encoded signed share record.
+    Share(Vec<u8>),
+    /// A manifest item: encoded signed manifest and its team.
+    Manifest { team: TeamId, manifest: Vec<u8> },
+    /// Objects of a chain, in order.
+    Objects(Objects),
+    /// The end of a run of frames.
+    End,
+    /// The answer to a session lookup.
+    Entry(Option<SessionEntry>),
+    /// A push landed.
+    Pushed { nodes: u64 },
+    /// A push lost the compare-and-swap: the session is now at `current`.
+    Conflict { current: Option<NodeId> },
+    /// A join answer: `crate::join::JoinResponse` bytes.
+    Join(Vec<u8>),
+    /// The request is not allowed or not understood; `reason` is for the user.
+    Refused { reason: String },
+}
+
+/// Why bytes are not a frame.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    #[error("a frame of {0} bytes is larger than the {MAX_FRAME}-byte limit")]
+    TooLarge(usize),
+    #[error("a malformed {what}: {why}")]
+    Malformed { what: &'static str, why: String },
+}
+
+/// Encodes `message` as one frame.
+pub fn encode_frame<T: Serialize>(message: &T) -> Vec<u8> {
+    let body = postcard::to_stdvec(message).expect("postcard encoding to a Vec cannot fail");
+    let mut out = Vec::with_capacity(FRAME_HEAD_LEN + body.len());
+    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
+/// The payload length a frame head announces, if acceptable.
+pub fn frame_len(head: [u8; FRAME_HEAD_LEN]) -> Result<usize, FrameError> {
+    let len = u32::from_le_bytes(head) as usize;
+    if len > MAX_FRAME {
+        return Err(FrameError::TooLarge(len));
+    }
+    Ok(len)
+}
+
+/// Decodes a frame payload, refusing trailing bytes.
+pub fn decode_payload<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    what: &'static str,
+) -> Result<T, FrameError> {
+    match postcard::take_from_bytes(bytes) {
+        Ok((value, [])) => Ok(value),
+        Ok((_, rest)) => Err(FrameError::Malformed {
+            what,
+            why: format!("{} trailing bytes", rest.len()),
+        }),
+        Err(e) => Err(FrameError::Malformed {
+            what,
+            why: e.to_string(),
+        }),
+    }
+}
+
+/// Encodes a batch of objects for sealing.
+pub fn encode_batch(objects: &[Vec<u8>]) -> Vec<u8> {
+    postcard::to_stdvec(objects).expect("postcard encoding to a Vec cannot fail")
+}
+
+/// Decodes an opened sealed batch.
+pub fn decode_batch(bytes: &[u8]) -> Result<Vec<Vec<u8>>, FrameError> {
+    decode_payload(bytes, "sealed object batch")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip_and_refuse_garbage() {
+        let request = Request::Fetch {
+            item: NodeId([3; 32]),
+            have_head: Some(NodeId([4; 32])),
+        };
+        let frame = encode_frame(&request);
+        let len = frame_len(frame[..4].try_into().unwrap()).unwrap();
+        assert_eq!(len, frame.len() - 4);
+        let back: Request = decode_payload(&frame[4..], "request").unwrap();
+        assert_eq!(back, request);
+        let mut extra = frame[4..].to_vec();
+        extra.push(0);
+        assert!(decode_payload::<Request>(&extra, "request").is_err());
+        assert!(decode_payload::<Request>(&[0xff, 0xff], "request").is_err());
+        assert!(frame_len(((MAX_FRAME + 1) as u32).to_le_bytes()).is_err());
+    }
+
+    #[test]
+    fn items_name_their_subject_and_change_with_content() {
+        let session = SessionId([9; 16]);
+        let a = session_item(&session, b"record one");
+        let b = session_item(&session, b"record two");
+        assert_ne!(a, b);
+        assert_eq!(item_session(&a), session);
+        assert_ne!(share_item(&session, b"record one"), a);
+        let team = TeamId([5; 32]);
+        assert_eq!(&manifest_item(&team, b"m").0[..16], &team.0[..16]);
+        assert_eq!(
+            item_kind(&manifest_item(&team, b"m")),
+            Some(ItemKind::Manifest)
+        );
+        assert_eq!(item_kind(&a), Some(ItemKind::Session));
+    }
+}

@@ -1,0 +1,812 @@
+//! The dialling side of `tapes/sync/1`: fetch (reconcile, then fetch what is missing),
+//! push, pull and join against one peer.
+//!
+//! Fetch runs in phases (SPEC.md §15.3): reconcile the item sets; fetch new manifests (so keys
+//! of a rotated team are known before sealed nodes arrive); then sessions and shares, several
+//! streams at once. Verified objects go to one writer thread that stores them in large batches
+//! and moves each session's ref only after its nodes are durable (group commit).
+
+use std::collections::BTreeMap;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::Arc;
+
+use iroh::endpoint::Connection;
+use iroh::Endpoint;
+use tapes_protocol::bundle::SessionEntry;
+use tapes_protocol::join::{JoinRequest, JoinResponse};
+use tapes_protocol::manifest::SignedManifest;
+use tapes_protocol::reconcile::{Message, Reconciler, SortedIds};
+use tapes_protocol::sync::{
+    encode_batch, item_kind, item_session, session_item, ItemId, ItemKind, Objects, Request,
+    Response, ALPN,
+};
+use tapes_protocol::{MemberId, NodeId, SessionId, StoredObject, TeamId};
+use tokio::task::{block_in_place, JoinSet};
+
+use super::addr::PeerAddr;
+use super::frames::{Counters, Stream};
+use super::receive::{
+    apply_manifests, apply_session, apply_share, check_entry, first_missing, local_head,
+    ChainCheck, Rings, SessionApplied,
+};
+use super::server::BATCH_BYTES;
+use super::PeerError;
+use crate::access;
+use crate::identity::Identity;
+use crate::remote::RefSignature;
+use crate::session::SessionRecord;
+use crate::share::Audience;
+use crate::store::Store;
+use crate::teams;
+
+/// Streams fetched at once.
+const PARALLEL: usize = 8;
+/// Bytes of verified objects the writer gathers before one store batch.
+const WRITE_BATCH_BYTES: usize = 32 << 20;
+
+/// A connection to one peer.
+#[derive(Clone)]
+pub struct PeerConn {
+    conn: Connection,
+    pub peer: MemberId,
+    pub name: Arc<str>,
+    pub counters: Arc<Counters>,
+}
+
+/// What a fetch did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct FetchReport {
+    pub new_sessions: usize,
+    pub updated_sessions: usize,
+    /// Sessions where we kept ours (our own, or we are ahead or diverged).
+    pub kept: Vec<String>,
+    pub nodes: usize,
+    pub shares: usize,
+    pub manifests: usize,
+    /// Round trips on the critical path: reconciliation, then one per fetch phase.
+    pub round_trips: usize,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+}
+
+impl FetchReport {
+    pub fn is_empty(&self) -> bool {
+        self.new_sessions + self.updated_sessions + self.shares + self.manifests == 0
+    }
+}
+
+/// Dials `addr` on `endpoint`.
+pub async fn connect(
+    endpoint: &Endpoint,
+    addr: &PeerAddr,
+    name: &str,
+) -> Result<PeerConn, PeerError> {
+    let target = addr.endpoint_addr().map_err(|e| PeerError::Connect {
+        peer: name.to_string(),
+        why: e.to_string(),
+    })?;
+    let conn = endpoint
+        .connect(target, ALPN)
+        .await
+        .map_err(|e| PeerError::Connect {
+            peer: name.to_string(),
+            why: e.to_string(),
+        })?;
+    Ok(PeerConn {
+        conn,
+        peer: addr.id,
+        name: name.into(),
+        counters: Arc::new(Counters::default()),
+    })
+}
+
+impl PeerConn {
+    async fn stream(&self) -> Result<Stream<'_>, PeerError> {
+        let (send, recv) = self
+            .conn
+            .open_bi()
+            .await
+            .map_err(|e| PeerError::Connection {
+                peer: self.name.to_string(),
+                why: e.to_string(),
+            })?;
+        Ok(Stream {
+            send,
+            recv,
+            peer: &self.name,
+            counters: &self.counters,
+        })
+    }
+
+    fn refused(&self, reason: String) -> PeerError {
+        PeerError::Refused {
+            peer: self.name.to_string(),
+            reason,
+        }
+    }
+
+    pub fn close(&self) {
+        self.conn.close(0u32.into(), b"done");
+    }
+
+    /// Reconciles `ids` with the peer's view of us. Returns the items the peer has that we
+    /// lack, those we have that it lacks, and the round trips it took.
+    pub async fn reconcile(
+        &self,
+        ids: Vec<ItemId>,
+    ) -> Result<(Vec<ItemId>, Vec<ItemId>, usize), PeerError> {
+        let mut stream = self.stream().await?;
+        let mut reconciler = Reconciler::new(SortedIds::new(ids));
+        let (mut have, mut need) = (Vec::new(), Vec::new());
+        let mut round_trips = 0;
+        stream
+            .write(&Request::Reconcile {
+                first: reconciler.initiate().encode(),
+            })
+            .await?;
+        loop {
+            round_trips += 1;
+            let message = match stream.expect::<Response>("reconcile answer").await? {
+                Response::Reconcile { message, .. } => message,
+                Response::Refused { reason } => return Err(self.refused(reason)),
+                _ => return Err(stream.protocol("expected a reconcile message")),
+            };
+            if message.is_empty() {
+                break;
+            }
+            let message = Message::decode(&message).map_err(|e| stream.protocol(e))?;
+            let step = reconciler
+                .respond(&message)
+                .map_err(|e| stream.protocol(e))?;
+            have.extend(step.have);
+            need.extend(step.need);
+            match step.reply {
+                Some(reply) => {
+                    stream
+                        .write(&Request::Reconcile {
+                            first: reply.encode(),
+                        })
+                        .await?
+                }
+                None => break,
+            }
+        }
+        stream.finish();
+        Ok((have, need, round_trips))
+    }
+
+    /// Fetches everything the peer may show us that we lack, verifies it and stores it.
+    pub async fn fetch(
+        &self,
+        store: &Arc<Store>,
+        identity: &Arc<Identity>,
+    ) -> Result<FetchReport, PeerError> {
+        let me = MemberId(identity.verifying_key().to_bytes());
+        let view =
+            block_in_place(|| access::view_for(store, identity, &self.peer, crate::now_ms()))?;
+        let (have, _need, rounds) = self.reconcile(view.ids()).await?;
+        let mut report = FetchReport {
+            round_trips: rounds,
+            ..FetchReport::default()
+        };
+        let (manifests, rest): (Vec<ItemId>, Vec<ItemId>) = have
+            .into_iter()
+            .partition(|i| item_kind(i) == Some(ItemKind::Manifest));
+        if !manifests.is_empty() {
+            report.round_trips += 1;
+            let mut by_team: BTreeMap<TeamId, Vec<SignedManifest>> = BTreeMap::new();
+            let mut tasks = JoinSet::new();
+            for item in manifests {
+                let this = self.clone();
+                tasks.spawn(async move { this.fetch_small(item).await });
+            }
+            while let Some(joined) = tasks.join_next().await {
+                if let Got::Manifest(team, bytes) =
+                    joined.map_err(|e| self.refused(e.to_string()))??
+                {
+                    let signed =
+                        SignedManifest::decode(&bytes).map_err(|e| PeerError::BadObject {
+                            peer: self.name.to_string(),
+                            what: "manifest of team",
+                            id: team.short(),
+                            why: e.to_string(),
+                        })?;
+                    by_team.entry(team).or_default().push(signed);
+                }
+            }
+            for (team, list) in by_team {
+                report.manifests += block_in_place(|| apply_manifests(store, &me, &team, list))
+                    .map_err(|e| self.name_bad(e))?;
+            }
+        }
+        if rest.is_empty() {
+            self.finish_report(&mut report);
+            return Ok(report);
+        }
+        report.round_trips += 1;
+        let writer = Writer::start(store.clone(), me);
+        let mut shares = Vec::new();
+        let mut tasks = JoinSet::new();
+        let mut pending = rest.into_iter();
+        let mut needed_from = false;
+        let mut failure = None;
+        loop {
+            while tasks.len() < PARALLEL {
+                let Some(item) = pending.next() else { break };
+                let this = self.clone();
+                let store = store.clone();
+                let identity = identity.clone();
+                let writer = writer.sender();
+                tasks.spawn(async move {
+                    match item_kind(&item) {
+                        Some(ItemKind::Session) => {
+                            let have_head =
+                                block_in_place(|| local_head(&store, &item_session(&item)))?;
+                            let mut stream = this.stream().await?;
+                            stream.write(&Request::Fetch { item, have_head }).await?;
+                            this.receive_session(
+                                &mut stream,
+                                &store,
+                                &identity,
+                                &writer,
+                                have_head,
+                                Some(item),
+                            )
+                            .await
+                        }
+                        _ => this.fetch_small(item).await,
+                    }
+                });
+            }
+            let Some(joined) = tasks.join_next().await else {
+                break;
+            };
+            match joined.map_err(|e| self.refused(e.to_string())) {
+                Ok(Ok(Got::Share(bytes))) => shares.push(bytes),
+                Ok(Ok(Got::Session { nodes, asked_from })) => {
+                    report.nodes += nodes;
+                    needed_from |= asked_from;
+                }
+                Ok(Ok(Got::Kept(id))) => report.kept.push(id),
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) | Err(e) => {
+                    // Stop asking; what is verified so far is still stored below.
+                    failure.get_or_insert(e);
+                    tasks.abort_all();
+                }
+            }
+        }
+        let outcome = block_in_place(|| writer.finish())?;
+        report.new_sessions = outcome.new;
+        report.updated_sessions = outcome.updated;
+        report.kept.extend(outcome.kept);
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        for bytes in shares {
+            match block_in_place(|| apply_share(store, &bytes)) {
+                Ok(true) => report.shares += 1,
+                Ok(false) => {}
+                Err(why) => tracing::warn!(peer = %self.name, "skipped a share record: {why}"),
+            }
+        }
+        if needed_from {
+            report.round_trips += 1;
+        }
+        self.finish_report(&mut report);
+        Ok(report)
+    }
+
+    fn finish_report(&self, report: &mut FetchReport) {
+        report.bytes_sent = self.counters.sent();
+        report.bytes_received = self.counters.received();
+    }
+
+    fn name_bad(&self, e: PeerError) -> PeerError {
+        match e {
+            PeerError::BadObject { what, id, why, .. } => PeerError::BadObject {
+                peer: self.name.to_string(),
+                what,
+                id,
+                why,
+            },
+            other => other,
+        }
+    }
+
+    /// Fetches a share or manifest item.
+    async fn fetch_small(&self, item: ItemId) -> Result<Got, PeerError> {
+        let mut stream = self.stream().await?;
+        stream
+            .write(&Request::Fetch {
+                item,
+                have_head: None,
+            })
+            .await?;
+        stream.finish();
+        match stream.expect::<Response>("item").await? {
+            Response::Share(bytes) => Ok(Got::Share(bytes)),
+            Response::Manifest { team, manifest } => Ok(Got::Manifest(team, manifest)),
+            Response::Refused { reason } => Err(self.refused(reason)),
+            _ => Err(stream.protocol("expected a share or a manifest")),
+        }
+    }
+
+    /// Receives one session after a `Fetch` (or a pull's `Fetch`) was written on `stream`.
+    async fn receive_session(
+        &self,
+        stream: &mut Stream<'_>,
+        store: &Arc<Store>,
+        identity: &Arc<Identity>,
+        writer: &SyncSender<WriteMsg>,
+        have_head: Option<NodeId>,
+        item: Option<ItemId>,
+    ) -> Result<Got, PeerError> {
+        let me = MemberId(identity.verifying_key().to_bytes());
+        let (entry, ids, from_head) = match stream.expect::<Response>("session").await? {
+            Response::Session {
+                entry,
+                ids,
+                from_head,
+            } => (entry, ids, from_head),
+            Response::Refused { reason } => return Err(self.refused(reason)),
+            _ => return Err(stream.protocol("expected a session")),
+        };
+        let bad = |what: &'static str, id: String, why: String| PeerError::BadObject {
+            peer: self.name.to_string(),
+            what,
+            id,
+            why,
+        };
+        let record =
+            check_entry(&entry).map_err(|why| bad("session record", entry.id.short(), why))?;
+        if let Some(item) = item {
+            if item_session(&item) != entry.id {
+                return Err(stream.protocol("the session is not the one asked for"));
+            }
+        }
+        let ends_at_head = ids.last() == Some(&record.head)
+            || (ids.is_empty() && from_head && have_head == Some(record.head));
+        if !ends_at_head {
+            return Err(stream.protocol("the announced chain does not end at the record's head"));
+        }
+        if record.owner == Some(me) && item.is_some() {
+            stream.finish();
+            return Ok(Got::Kept(format!("{} (yours)", entry.id.short())));
+        }
+        let (start, parent, asked_from) = if from_head {
+            (0, have_head, false)
+        } else if have_head.is_some() {
+            // Our head is not in their chain: they are behind, or the session diverged.
+            stream.finish();
+            return Ok(Got::Kept(format!(
+                "{} (yours is ahead or diverged)",
+                entry.id.short()
+            )));
+        } else {
+            let k = block_in_place(|| first_missing(store, &ids))?;
+            stream.write(&Request::From { index: k as u64 }).await?;
+            (k, k.checked_sub(1).map(|i| ids[i]), true)
+        };
+        stream.finish();
+        let mut check = ChainCheck::new(ids, start, parent);
+        let mut rings = Rings::default();
+        let mut nodes = 0;
+        loop {
+            match stream.expect::<Response>("objects").await? {
+                Response::Objects(objects) => {
+                    let list = block_in_place(|| rings.open(store, identity, objects))
+                        .map_err(|why| bad("sealed batch of session", entry.id.short(), why))?;
+                    let mut batch = Vec::with_capacity(list.len());
+                    for bytes in list {
+                        batch.push(
+                            check
+                                .check(bytes)
+                                .map_err(|(id, why)| bad("node", id, why))?,
+                        );
+                    }
+                    nodes += batch.len();
+                    send(writer, WriteMsg::Objects(batch))?;
+                }
+                Response::End => break,
+                Response::Refused { reason } => return Err(self.refused(reason)),
+                _ => return Err(stream.protocol("expected objects")),
+            }
+        }
+        if !check.is_complete() {
+            return Err(stream.protocol("the chain ended before its head"));
+        }
+        send(
+            writer,
+            WriteMsg::Ref {
+                entry: Box::new(entry),
+                record: Box::new(record),
+            },
+        )?;
+        Ok(Got::Session { nodes, asked_from })
+    }
+
+    /// `tapes pull` of a session of one's own: its record and missing nodes.
+    pub async fn pull(
+        &self,
+        store: &Arc<Store>,
+        identity: &Arc<Identity>,
+        id: SessionId,
+    ) -> Result<FetchReport, PeerError> {
+        let me = MemberId(identity.verifying_key().to_bytes());
+        let mut stream = self.stream().await?;
+        stream.write(&Request::Session { id }).await?;
+        let entry = match stream.expect::<Response>("session entry").await? {
+            Response::Entry(Some(entry)) => entry,
+            Response::Entry(None) => {
+                return Err(self.refused(format!(
+                    "it has no session {} that you may pull",
+                    id.short()
+                )))
+            }
+            Response::Refused { reason } => return Err(self.refused(reason)),
+            _ => return Err(stream.protocol("expected a session entry")),
+        };
+        if entry.signer != me {
+            return Err(self.refused(format!(
+                "session {} is not yours; `tapes fetch` brings what is shared with you",
+                id.short()
+            )));
+        }
+        let have_head = block_in_place(|| local_head(store, &id))?;
+        stream
+            .write(&Request::Fetch {
+                item: session_item(&id, &entry.record),
+                have_head,
+            })
+            .await?;
+        let writer = Writer::spawn(store.clone(), me, true);
+        let got = self
+            .receive_session(
+                &mut stream,
+                store,
+                identity,
+                &writer.sender(),
+                have_head,
+                None,
+            )
+            .await;
+        let outcome = block_in_place(|| writer.finish())?;
+        let mut report = FetchReport {
+            new_sessions: outcome.new,
+            updated_sessions: outcome.updated,
+            kept: outcome.kept,
+            ..FetchReport::default()
+        };
+        match got? {
+            Got::Session { nodes, .. } => report.nodes = nodes,
+            Got::Kept(why) => report.kept.push(why),
+            _ => {}
+        }
+        self.finish_report(&mut report);
+        Ok(report)
+    }
+
+    /// Pushes session `id` (ours) to the peer, expecting the peer to be at `base`.
+    pub async fn push(
+        &self,
+        store: &Arc<Store>,
+        identity: &Arc<Identity>,
+        id: SessionId,
+        base: Option<NodeId>,
+    ) -> Result<u64, PeerError> {
+        let prepared = block_in_place(|| prepare_push(store, identity, &self.peer, &id, base))?;
+        let mut stream = self.stream().await?;
+        stream
+            .write(&Request::Push {
+                entry: prepared.entry,
+                expected: base,
+                ids: prepared.objects.iter().map(|o| o.id).collect(),
+                ref_signature: prepared.ref_signature.signature.to_vec(),
+                shares: prepared.shares,
+            })
+            .await?;
+        let mut chain = prepared.seal_to;
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        let total = prepared.objects.len();
+        for (i, object) in prepared.objects.into_iter().enumerate() {
+            bytes += object.bytes.len();
+            batch.push(object.bytes);
+            if bytes >= BATCH_BYTES || i + 1 == total {
+                let list = std::mem::take(&mut batch);
+                bytes = 0;
+                let objects = match &mut chain {
+                    None => Objects::Plain(list),
+                    Some(chain) => {
+                        let team = chain.team_id();
+                        let sealed = block_in_place(|| {
+                            teams::seal_for(
+                                store,
+                                identity,
+                                chain,
+                                &encode_batch(&list),
+                                crate::now_ms(),
+                            )
+                        })?;
+                        Objects::Sealed {
+                            team,
+                            sealed: sealed.encode(),
+                        }
+                    }
+                };
+                stream.write(&Request::Upload(objects)).await?;
+            }
+        }
+        stream.write(&Request::Done).await?;
+        stream.finish();
+        match stream.expect::<Response>("push answer").await? {
+            Response::Pushed { nodes } => Ok(nodes),
+            Response::Conflict { current } => Err(PeerError::Conflict {
+                peer: self.name.to_string(),
+                session: id.short(),
+                current: current.map_or("nothing".into(), |c| c.short()),
+            }),
+            Response::Refused { reason } => Err(self.refused(reason)),
+            _ => Err(stream.protocol("expected a push answer")),
+        }
+    }
+
+    /// The peer's current record of a session, if it shows it to us.
+    pub async fn session(
+        &self,
+        id: SessionId,
+    ) -> Result<Option<(SessionEntry, SessionRecord)>, PeerError> {
+        let mut stream = self.stream().await?;
+        stream.write(&Request::Session { id }).await?;
+        stream.finish();
+        match stream.expect::<Response>("session entry").await? {
+            Response::Entry(Some(entry)) => {
+                let record = check_entry(&entry).map_err(|why| PeerError::BadObject {
+                    peer: self.name.to_string(),
+                    what: "session record",
+                    id: id.short(),
+                    why,
+                })?;
+                Ok(Some((entry, record)))
+            }
+            Response::Entry(None) => Ok(None),
+            Response::Refused { reason } => Err(self.refused(reason)),
+            _ => Err(stream.protocol("expected a session entry")),
+        }
+    }
+
+    /// Sends a join request to the inviter and returns its answer.
+    pub async fn join(&self, request: &JoinRequest) -> Result<JoinResponse, PeerError> {
+        let mut stream = self.stream().await?;
+        stream
+            .write(&Request::Join {
+                request: postcard::to_stdvec(request)
+                    .expect("postcard encoding to a Vec cannot fail"),
+            })
+            .await?;
+        stream.finish();
+        match stream.expect::<Response>("join answer").await? {
+            Response::Join(bytes) => tapes_protocol::sync::decode_payload(&bytes, "join answer")
+                .map_err(|e| stream.protocol(e)),
+            Response::Refused { reason } => Err(self.refused(reason)),
+            _ => Err(stream.protocol("expected a join answer")),
+        }
+    }
+}
+
+/// What one fetch stream brought.
+enum Got {
+    Share(Vec<u8>),
+    Manifest(TeamId, Vec<u8>),
+    Session { nodes: usize, asked_from: bool },
+    Kept(String),
+}
+
+struct Prepared {
+    entry: SessionEntry,
+    objects: Vec<StoredObject>,
+    ref_signature: RefSignature,
+    shares: Vec<Vec<u8>>,
+    seal_to: Option<tapes_protocol::team_chain::TeamChain>,
+}
+
+/// Everything a push sends: the signed entry, the nodes after `base`, the share records, and
+/// the team to seal to when the session is shared with a team the peer is in.
+fn prepare_push(
+    store: &Store,
+    identity: &Identity,
+    peer: &MemberId,
+    id: &SessionId,
+    base: Option<NodeId>,
+) -> Result<Prepared, PeerError> {
+    let me = MemberId(identity.verifying_key().to_bytes());
+    let raw = store
+        .session_raw(id)?
+        .ok_or(crate::store::StoreError::SessionNotFound(id.short()))?;
+    let mut record =
+        SessionRecord::decode(&raw).map_err(|source| crate::store::StoreError::BadRecord {
+            id: id.to_hex(),
+            source,
+        })?;
+    match record.owner {
+        Some(owner) if owner != me => {
+            return Err(PeerError::Refused {
+                peer: "this node".into(),
+                reason: format!("session {} belongs to someone else; fork it to push your own copy (`tapes fork {}`)", id.short(), id.short()),
+            })
+        }
+        Some(_) => {}
+        None => {
+            // Imported before `tapes init`: it is this identity's; say so in the record first.
+            record.owner = Some(me);
+            store.commit(
+                &[],
+                &[crate::storage::RefUpdate {
+                    key: crate::session::session_ref_key(id),
+                    expected: Some(raw),
+                    new: Some(record.encode()),
+                }],
+            )?;
+        }
+    }
+    let entry = access::session_entry(store, identity, id)?
+        .ok_or(crate::store::StoreError::SessionNotFound(id.short()))?;
+    let chain = store.chain(&record.head)?;
+    let start = match base {
+        None => 0,
+        Some(base) => chain
+            .iter()
+            .position(|(n, _)| *n == base)
+            .map(|i| i + 1)
+            .ok_or_else(|| PeerError::Refused {
+                peer: "this node".into(),
+                reason: format!(
+                    "your base {} of session {} is not in its history here; `tapes pull` it again",
+                    base.short(),
+                    id.short()
+                ),
+            })?,
+    };
+    let mut objects = Vec::with_capacity(chain.len() - start);
+    for (node, _) in &chain[start..] {
+        let bytes = store
+            .storage()
+            .get_object(node)
+            .map_err(crate::store::StoreError::from)?
+            .ok_or(crate::store::StoreError::MissingNode(*node))?;
+        objects.push(StoredObject { id: *node, bytes });
+    }
+    let mut shares = Vec::new();
+    let mut seal_to = None;
+    for (_, share) in crate::share::shares_of(store, id).map_err(|e| PeerError::Refused {
+        peer: "this node".into(),
+        reason: e.to_string(),
+    })? {
+        if let Audience::Team(team) = share.record.audience {
+            if share.is_live(crate::now_ms()) && seal_to.is_none() {
+                if let Ok(chain) = teams::load(store, &team) {
+                    if chain.head().manifest.member(peer).is_some() {
+                        seal_to = Some(chain);
+                    }
+                }
+            }
+        }
+        shares.push(share.encode());
+    }
+    let ref_signature = RefSignature::sign(identity.signing_key(), id, base.as_ref(), &record);
+    Ok(Prepared {
+        entry,
+        objects,
+        ref_signature,
+        shares,
+        seal_to,
+    })
+}
+
+fn send(writer: &SyncSender<WriteMsg>, msg: WriteMsg) -> Result<(), PeerError> {
+    block_in_place(|| writer.send(msg)).map_err(|_| {
+        PeerError::Store(crate::store::StoreError::Storage(
+            crate::storage::StorageError::Backend("the store writer stopped".into()),
+        ))
+    })
+}
+
+/// Messages to the writer thread.
+enum WriteMsg {
+    Objects(Vec<StoredObject>),
+    /// All objects of this session were sent before this message.
+    Ref {
+        entry: Box<SessionEntry>,
+        record: Box<SessionRecord>,
+    },
+}
+
+#[derive(Default)]
+struct WriteOutcome {
+    new: usize,
+    updated: usize,
+    kept: Vec<String>,
+}
+
+/// The group-commit writer: objects in big batches, each batch flushed before the refs of the
+/// sessions it completes.
+struct Writer {
+    tx: Option<SyncSender<WriteMsg>>,
+    handle: std::thread::JoinHandle<Result<WriteOutcome, crate::store::StoreError>>,
+}
+
+impl Writer {
+    fn start(store: Arc<Store>, me: MemberId) -> Writer {
+        Self::spawn(store, me, false)
+    }
+
+    fn spawn(store: Arc<Store>, me: MemberId, own: bool) -> Writer {
+        let (tx, rx) = sync_channel(64);
+        let handle = std::thread::spawn(move || write_loop(&store, &me, own, rx));
+        Writer {
+            tx: Some(tx),
+            handle,
+        }
+    }
+
+    fn sender(&self) -> SyncSender<WriteMsg> {
+        self.tx.clone().expect("the writer is running")
+    }
+
+    fn finish(mut self) -> Result<WriteOutcome, crate::store::StoreError> {
+        drop(self.tx.take());
+        self.handle.join().unwrap_or_else(|_| {
+            Err(crate::store::StoreError::Storage(
+                crate::storage::StorageError::Backend("the store writer panicked".into()),
+            ))
+        })
+    }
+}
+
+fn write_loop(
+    store: &Store,
+    me: &MemberId,
+    own: bool,
+    rx: Receiver<WriteMsg>,
+) -> Result<WriteOutcome, crate::store::StoreError> {
+    let mut outcome = WriteOutcome::default();
+    let mut objects: Vec<StoredObject> = Vec::new();
+    let mut bytes = 0usize;
+    let mut refs: Vec<(Box<SessionEntry>, Box<SessionRecord>)> = Vec::new();
+    let flush = |objects: &mut Vec<StoredObject>,
+                 refs: &mut Vec<(Box<SessionEntry>, Box<SessionRecord>)>,
+                 outcome: &mut WriteOutcome|
+     -> Result<(), crate::store::StoreError> {
+        if !objects.is_empty() {
+            store.storage().put_objects(objects)?;
+            objects.clear();
+        }
+        store.storage().flush()?;
+        for (entry, record) in refs.drain(..) {
+            let me_for_check = if own { MemberId([0; 32]) } else { *me };
+            match apply_session(store, &me_for_check, &entry, &record, true)? {
+                SessionApplied::New => outcome.new += 1,
+                SessionApplied::Updated => outcome.updated += 1,
+                SessionApplied::Unchanged => {}
+                SessionApplied::Kept => outcome.kept.push(entry.id.short()),
+            }
+        }
+        Ok(())
+    };
+    for msg in rx {
+        match msg {
+            WriteMsg::Objects(batch) => {
+                bytes += batch.iter().map(|o| o.bytes.len()).sum::<usize>();
+                objects.extend(batch);
+                if bytes >= WRITE_BATCH_BYTES {
+                    flush(&mut objects, &mut refs, &mut outcome)?;
+                    bytes = 0;
+                }
+            }
+            WriteMsg::Ref { entry, record } => refs.push((entry, record)),
+        }
+    }
+    flush(&mut objects, &mut refs, &mut outcome)?;
+    Ok(outcome)
+}

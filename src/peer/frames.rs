@@ -1,0 +1,103 @@
+//! Frames on QUIC streams: `len:u32le | postcard(message)` (SPEC.md §15.1), with byte
+//! counters so a sync can report what it cost.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use iroh::endpoint::{ReadExactError, RecvStream, SendStream};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tapes_protocol::sync::{decode_payload, encode_frame, frame_len, FRAME_HEAD_LEN};
+
+use super::PeerError;
+
+/// Bytes sent and received on one connection.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub sent: AtomicU64,
+    pub received: AtomicU64,
+}
+
+impl Counters {
+    pub fn sent(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
+    }
+
+    pub fn received(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
+    }
+}
+
+/// One side of a stream, with the peer's name for errors.
+pub struct Stream<'a> {
+    pub send: SendStream,
+    pub recv: RecvStream,
+    pub peer: &'a str,
+    pub counters: &'a Counters,
+}
+
+impl Stream<'_> {
+    fn broken(&self, why: impl std::fmt::Display) -> PeerError {
+        PeerError::Connection {
+            peer: self.peer.to_string(),
+            why: why.to_string(),
+        }
+    }
+
+    pub async fn write<T: Serialize>(&mut self, message: &T) -> Result<(), PeerError> {
+        let frame = encode_frame(message);
+        self.counters
+            .sent
+            .fetch_add(frame.len() as u64, Ordering::Relaxed);
+        self.send
+            .write_all(&frame)
+            .await
+            .map_err(|e| self.broken(e))
+    }
+
+    /// The next frame, or `None` when the other side finished the stream between frames.
+    pub async fn read<T: DeserializeOwned>(
+        &mut self,
+        what: &'static str,
+    ) -> Result<Option<T>, PeerError> {
+        let mut head = [0u8; FRAME_HEAD_LEN];
+        match self.recv.read_exact(&mut head).await {
+            Ok(()) => {}
+            Err(ReadExactError::FinishedEarly(0)) => return Ok(None),
+            Err(e) => return Err(self.broken(e)),
+        }
+        let len = frame_len(head).map_err(|e| self.protocol(e))?;
+        let mut body = vec![0u8; len];
+        self.recv
+            .read_exact(&mut body)
+            .await
+            .map_err(|e| self.broken(e))?;
+        self.counters
+            .received
+            .fetch_add((FRAME_HEAD_LEN + len) as u64, Ordering::Relaxed);
+        decode_payload(&body, what)
+            .map(Some)
+            .map_err(|e| self.protocol(e))
+    }
+
+    /// Like [`Stream::read`], but the end of the stream is an error.
+    pub async fn expect<T: DeserializeOwned>(
+        &mut self,
+        what: &'static str,
+    ) -> Result<T, PeerError> {
+        self.read(what)
+            .await?
+            .ok_or_else(|| self.protocol(format!("the stream ended where {what} was expected")))
+    }
+
+    pub fn protocol(&self, why: impl std::fmt::Display) -> PeerError {
+        PeerError::Protocol {
+            peer: self.peer.to_string(),
+            why: why.to_string(),
+        }
+    }
+
+    /// Ends our side of the stream.
+    pub fn finish(&mut self) {
+        let _ = self.send.finish();
+    }
+}

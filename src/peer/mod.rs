@@ -1,0 +1,67 @@
+//! Peers: replication between teammates' machines over iroh (QUIC, dialled by node id), the
+//! `tapes/sync/1` protocol of SPEC.md §15.
+//!
+//! [`endpoint`] binds an iroh endpoint with this node's identity key; [`frames`] reads and
+//! writes protocol frames on QUIC streams; [`server`] answers teammates (`tapes serve`);
+//! [`client`] dials one and fetches, pushes, pulls or joins; [`receive`] verifies everything a
+//! peer sends before anything is stored. What a peer may see is decided in [`crate::access`].
+
+pub mod addr;
+pub mod client;
+pub mod endpoint;
+pub mod frames;
+pub mod receive;
+pub mod server;
+
+use tapes_protocol::NodeId;
+
+use crate::access::AccessError;
+use crate::remote::RemoteError;
+use crate::store::StoreError;
+use crate::team_keys::KeyError;
+use crate::teams::TeamError;
+
+/// Errors of peer-to-peer sync.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    #[error("cannot open a network endpoint: {0}; check --bind, or that another `tapes serve` is not using the port")]
+    Bind(String),
+    #[error("cannot reach peer {peer}: {why}; is `tapes serve` running there, and is the address right (`tapes remote add <name> <node-id>@<host:port>`)?")]
+    Connect { peer: String, why: String },
+    #[error("the connection to peer {peer} broke: {why}; run the command again, it resumes where it stopped")]
+    Connection { peer: String, why: String },
+    #[error("peer {peer} refused: {reason}")]
+    Refused { peer: String, reason: String },
+    #[error(
+        "peer {peer} broke the protocol: {why}; disconnected, nothing of that batch was stored"
+    )]
+    Protocol { peer: String, why: String },
+    #[error("peer {peer} sent {what} {id} that does not verify: {why}; disconnected, nothing of that batch was stored")]
+    BadObject {
+        peer: String,
+        what: &'static str,
+        id: String,
+        why: String,
+    },
+    #[error("conflict: session {session} on peer {peer} moved on (it is at {current}); run `tapes pull {session}` to refresh your base, or `tapes branch`/`tapes fork` to keep your work as a new session")]
+    Conflict {
+        peer: String,
+        session: String,
+        current: String,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Access(#[from] AccessError),
+    #[error(transparent)]
+    Team(#[from] TeamError),
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error(transparent)]
+    Remote(#[from] RemoteError),
+}
+
+/// A node id as errors and logs show it.
+pub fn short(id: &NodeId) -> String {
+    id.short()
+}

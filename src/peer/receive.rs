@@ -1,0 +1,290 @@
+//! Receiving: everything a peer sends is checked here before it is stored (SPEC.md §15.4).
+//!
+//! * Nodes arrive as a chain, root first: each object's id is recomputed from its bytes, must
+//!   be the next id the sender announced, and its parent must be the node before it. A batch
+//!   is stored only when every object in it passed, so a bad object leaves nothing of its batch
+//!   behind; earlier batches are whole, verified, parent-first prefixes of the chain, which is
+//!   what lets a rerun resume after them.
+//! * Session records must carry their owner's signature; a ref only moves forward (the new
+//!   chain contains the head we had), never onto another owner's session or one of ours.
+//! * Share records must be signed by the sharer, who must own the session.
+//! * Manifests extend a team chain only through the verified chain rules of `teams`.
+
+use std::collections::HashMap;
+
+use tapes_protocol::bundle::SessionEntry;
+use tapes_protocol::manifest::SignedManifest;
+use tapes_protocol::sync::{decode_batch, Objects};
+use tapes_protocol::team_chain::TeamChain;
+use tapes_protocol::{MemberId, NodeId, SessionId, StoredObject, TeamId};
+
+use super::PeerError;
+use crate::access::{encode_signature, signature_key};
+use crate::identity::Identity;
+use crate::remote::RefSignature;
+use crate::session::{session_ref_key, SessionRecord};
+use crate::share::{share_key, SignedShare};
+use crate::storage::RefUpdate;
+use crate::store::{Store, StoreError};
+use crate::team_keys::{self, KeyRing, Sealed};
+use crate::teams;
+
+/// Checks a session entry: the record decodes, names an owner, and the owner signed it.
+pub fn check_entry(entry: &SessionEntry) -> Result<SessionRecord, String> {
+    let record = SessionRecord::decode(&entry.record).map_err(|e| e.to_string())?;
+    let owner = record
+        .owner
+        .ok_or("the record names no owner, so nobody can vouch for it")?;
+    if entry.signer != owner {
+        return Err("it is not signed by the session's owner".into());
+    }
+    let signature: [u8; 64] = entry
+        .signature
+        .as_slice()
+        .try_into()
+        .map_err(|_| "its signature is not 64 bytes")?;
+    let sig = RefSignature {
+        signer: entry.signer,
+        signature,
+    };
+    if !sig.verify(&entry.id, None, &record) {
+        return Err("the owner's signature does not verify".into());
+    }
+    Ok(record)
+}
+
+/// The running check of one chain being received.
+pub struct ChainCheck {
+    ids: Vec<NodeId>,
+    next: usize,
+    parent: Option<NodeId>,
+}
+
+impl ChainCheck {
+    /// Objects are expected from `ids[start]` on; the first one's parent must be `parent`.
+    pub fn new(ids: Vec<NodeId>, start: usize, parent: Option<NodeId>) -> ChainCheck {
+        ChainCheck {
+            ids,
+            next: start,
+            parent,
+        }
+    }
+
+    /// Checks the next object of the chain.
+    pub fn check(&mut self, bytes: Vec<u8>) -> Result<StoredObject, (String, String)> {
+        let Some(expected) = self.ids.get(self.next).copied() else {
+            return Err(("an object".into(), "more objects than announced".into()));
+        };
+        let node = StoredObject::verify(&expected, &bytes).map_err(|e| {
+            (
+                expected.short(),
+                format!("its id does not match its bytes ({e})"),
+            )
+        })?;
+        if node.body.parent != self.parent {
+            return Err((
+                expected.short(),
+                "its parent is not the node before it".into(),
+            ));
+        }
+        self.parent = Some(expected);
+        self.next += 1;
+        Ok(StoredObject {
+            id: expected,
+            bytes,
+        })
+    }
+
+    pub fn is_complete(&self) -> bool {
+        self.next == self.ids.len()
+    }
+}
+
+/// Team key rings, opened once per team per sync.
+#[derive(Default)]
+pub struct Rings {
+    rings: HashMap<TeamId, KeyRing>,
+}
+
+impl Rings {
+    /// Opens a batch: plain, or sealed to a team this node is in.
+    pub fn open(
+        &mut self,
+        store: &Store,
+        identity: &Identity,
+        objects: Objects,
+    ) -> Result<Vec<Vec<u8>>, String> {
+        match objects {
+            Objects::Plain(list) => Ok(list),
+            Objects::Sealed { team, sealed } => {
+                if !self.rings.contains_key(&team) {
+                    let chain = teams::load(store, &team).map_err(|e| e.to_string())?;
+                    let me = MemberId(identity.verifying_key().to_bytes());
+                    let ring = KeyRing::for_member(&chain, &me, identity.age_identity())
+                        .map_err(|e| e.to_string())?;
+                    self.rings.insert(team, ring);
+                }
+                let ring = &self.rings[&team];
+                let sealed = Sealed::decode(&sealed).map_err(|e| e.to_string())?;
+                if sealed.team != team {
+                    return Err("the sealed batch names another team".into());
+                }
+                let plain = team_keys::open(ring, &team, &sealed).map_err(|e| e.to_string())?;
+                decode_batch(&plain).map_err(|e| e.to_string())
+            }
+        }
+    }
+}
+
+/// What applying a session entry did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionApplied {
+    New,
+    Updated,
+    Unchanged,
+    /// Ours, or we are ahead / diverged: kept what we have.
+    Kept,
+}
+
+/// Moves the local ref of a received session to `entry` (after its nodes were stored and
+/// flushed): only forward, and only for sessions that are not ours. `forward` says the new
+/// chain contains the head we had.
+pub fn apply_session(
+    store: &Store,
+    me: &MemberId,
+    entry: &SessionEntry,
+    record: &SessionRecord,
+    forward: bool,
+) -> Result<SessionApplied, StoreError> {
+    let current = store.session_raw(&entry.id)?;
+    if let Some(raw) = &current {
+        if raw == &entry.record {
+            return Ok(SessionApplied::Unchanged);
+        }
+        let local = SessionRecord::decode(raw).ok();
+        let local_owner = local.as_ref().and_then(|r| r.owner);
+        if local_owner == Some(*me) || local_owner != record.owner || !forward {
+            return Ok(SessionApplied::Kept);
+        }
+    }
+    let signature = RefSignature {
+        signer: entry.signer,
+        signature: entry.signature.as_slice().try_into().unwrap_or([0; 64]),
+    };
+    let updates = [
+        RefUpdate {
+            key: session_ref_key(&entry.id),
+            expected: current.clone(),
+            new: Some(entry.record.clone()),
+        },
+        RefUpdate {
+            key: signature_key(&entry.id),
+            expected: store.storage().get_ref(&signature_key(&entry.id))?,
+            new: Some(encode_signature(&signature)),
+        },
+    ];
+    store.commit(&[], &updates)?;
+    Ok(if current.is_some() {
+        SessionApplied::Updated
+    } else {
+        SessionApplied::New
+    })
+}
+
+/// Stores a received share record if it is valid and newer than ours. Returns whether it
+/// changed anything.
+pub fn apply_share(store: &Store, bytes: &[u8]) -> Result<bool, String> {
+    let share = SignedShare::decode(bytes)?;
+    let record = &share.record;
+    if let Some(session) = store.session(&record.session).map_err(|e| e.to_string())? {
+        if session.owner != Some(record.sharer) {
+            return Err("it is signed by someone who does not own the session".into());
+        }
+    }
+    let key = share_key(&record.session, &record.audience);
+    let current = store.storage().get_ref(&key).map_err(|e| e.to_string())?;
+    if let Some(raw) = &current {
+        if let Ok(ours) = SignedShare::decode(raw) {
+            if ours.record.shared_ms >= record.shared_ms {
+                return Ok(false);
+            }
+        }
+    }
+    store
+        .commit(
+            &[],
+            &[RefUpdate {
+                key,
+                expected: current,
+                new: Some(bytes.to_vec()),
+            }],
+        )
+        .map_err(|e| e.to_string())?;
+    Ok(true)
+}
+
+/// Applies a team's received manifests: extends a known chain, or stores a new chain when it
+/// is whole from genesis and lists this node. Returns how many versions were new.
+pub fn apply_manifests(
+    store: &Store,
+    me: &MemberId,
+    team: &TeamId,
+    mut manifests: Vec<SignedManifest>,
+) -> Result<usize, PeerError> {
+    manifests.sort_by_key(|m| m.manifest.version);
+    match teams::load(store, team) {
+        Ok(_) => {
+            let results = teams::receive(store, team, manifests)?;
+            let mut new = 0;
+            for result in results {
+                match result {
+                    Ok(tapes_protocol::team_chain::Applied::AlreadyKnown) => {}
+                    Ok(_) => new += 1,
+                    Err(e) => {
+                        return Err(PeerError::BadObject {
+                            peer: String::new(),
+                            what: "manifest of team",
+                            id: team.short(),
+                            why: e.to_string(),
+                        })
+                    }
+                }
+            }
+            Ok(new)
+        }
+        Err(teams::TeamError::NotFound(_)) => {
+            let count = manifests.len();
+            let chain =
+                TeamChain::from_versions(manifests, None).map_err(|e| PeerError::BadObject {
+                    peer: String::new(),
+                    what: "manifest chain of team",
+                    id: team.short(),
+                    why: e.to_string(),
+                })?;
+            if &chain.team_id() != team || chain.head().manifest.member(me).is_none() {
+                return Ok(0);
+            }
+            teams::store_chain(store, &chain)?;
+            Ok(count)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Where a fetch of `session` can start: the first index of `ids` (root first) we do not
+/// have. Everything before it is stored (chains are stored parent first).
+pub fn first_missing(store: &Store, ids: &[NodeId]) -> Result<usize, StoreError> {
+    // A linear scan, not a binary search: a node in the middle may be present for another
+    // reason (a fork shares it), and a hole before it must still be filled.
+    for (i, id) in ids.iter().enumerate() {
+        if !store.has_node(id)? {
+            return Ok(i);
+        }
+    }
+    Ok(ids.len())
+}
+
+/// The local head of a session, if we have it.
+pub fn local_head(store: &Store, id: &SessionId) -> Result<Option<NodeId>, StoreError> {
+    Ok(store.session(id)?.map(|r| r.head))
+}

@@ -1,0 +1,678 @@
+//! The answering side of `tapes/sync/1` (`tapes serve`): one task per connection, one per
+//! stream. The peer is who the QUIC handshake proved; what it may see is
+//! [`crate::access::view_for`] under this node's current verified team manifests.
+//!
+//! A peer that breaks the protocol or sends an object that does not verify is disconnected;
+//! nothing of the batch it was sending is stored.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, Weak};
+
+use iroh::endpoint::Connection;
+use iroh::protocol::{AcceptError, ProtocolHandler};
+use tapes_protocol::join::JoinRequest;
+use tapes_protocol::reconcile::{Message, Reconciler, SortedIds};
+use tapes_protocol::sync::{encode_batch, ItemId, Objects, Request, Response};
+use tapes_protocol::{MemberId, NodeId, SessionId, StoredObject};
+use tokio::sync::OnceCell;
+
+use super::endpoint::member_of;
+use super::frames::{Counters, Stream};
+use super::receive::{check_entry, ChainCheck, Rings};
+use super::PeerError;
+use crate::access::{self, encode_signature, signature_key, Grant, View, ViewItem};
+use crate::identity::Identity;
+use crate::remote::{apply_push, RefSignature, RemoteError};
+use crate::share::SignedShare;
+use crate::storage::RefUpdate;
+use crate::store::{Store, StoreError};
+use crate::teams;
+
+/// Plaintext bytes per object batch on the wire (sealed batches are sealed one by one).
+pub const BATCH_BYTES: usize = 1 << 20;
+/// Chains up to this size are kept in memory between the walk and the send; longer ones are
+/// read twice rather than held.
+const HOLD_BYTES: usize = 64 << 20;
+
+/// How the server gets at its store: shared with the caller, or opened on demand while
+/// connections are active so that other `tapes` commands can use the store in between.
+pub enum StoreHandle {
+    Shared(Arc<Store>),
+    OnDemand {
+        path: PathBuf,
+        slot: Mutex<Weak<Store>>,
+    },
+}
+
+impl StoreHandle {
+    pub fn on_demand(path: PathBuf) -> StoreHandle {
+        StoreHandle::OnDemand {
+            path,
+            slot: Mutex::new(Weak::new()),
+        }
+    }
+
+    fn get(&self) -> Result<Arc<Store>, StoreError> {
+        match self {
+            StoreHandle::Shared(store) => Ok(store.clone()),
+            StoreHandle::OnDemand { path, slot } => {
+                let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(store) = slot.upgrade() {
+                    return Ok(store);
+                }
+                let store = Arc::new(Store::open(path)?);
+                *slot = Arc::downgrade(&store);
+                Ok(store)
+            }
+        }
+    }
+}
+
+/// What the server tells its operator (`tapes serve` prints these).
+pub type EventLog = Arc<dyn Fn(String) + Send + Sync>;
+
+struct State {
+    store: StoreHandle,
+    identity: Arc<Identity>,
+    log: EventLog,
+}
+
+/// The `tapes/sync/1` protocol handler.
+#[derive(Clone)]
+pub struct Server {
+    state: Arc<State>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Server")
+    }
+}
+
+/// Per-connection state.
+struct Conn {
+    peer: MemberId,
+    name: String,
+    store: Arc<Store>,
+    view: OnceCell<Arc<View>>,
+    counters: Counters,
+}
+
+impl Server {
+    pub fn new(store: StoreHandle, identity: Arc<Identity>, log: EventLog) -> Server {
+        Server {
+            state: Arc::new(State {
+                store,
+                identity,
+                log,
+            }),
+        }
+    }
+
+    fn log(&self, line: String) {
+        tracing::info!("{line}");
+        (self.state.log)(line);
+    }
+
+    async fn serve(&self, connection: Connection) {
+        let peer = member_of(&connection.remote_id());
+        let store = match tokio::task::block_in_place(|| self.state.store.get()) {
+            Ok(store) => store,
+            Err(e) => {
+                tracing::warn!("cannot open the store for a peer: {e}");
+                connection.close(2u32.into(), b"store unavailable");
+                return;
+            }
+        };
+        let name = tokio::task::block_in_place(|| peer_name(&store, &peer));
+        let conn = Arc::new(Conn {
+            peer,
+            name,
+            store,
+            view: OnceCell::new(),
+            counters: Counters::default(),
+        });
+        tracing::debug!(peer = %conn.name, "connected");
+        loop {
+            let Ok((send, recv)) = connection.accept_bi().await else {
+                break;
+            };
+            let this = self.clone();
+            let conn = conn.clone();
+            let connection = connection.clone();
+            tokio::spawn(async move {
+                let mut stream = Stream {
+                    send,
+                    recv,
+                    peer: &conn.name,
+                    counters: &conn.counters,
+                };
+                if let Err(e) = this.handle(&conn, &mut stream).await {
+                    match &e {
+                        PeerError::Connection { .. } => tracing::debug!("{e}"),
+                        PeerError::Protocol { .. } | PeerError::BadObject { .. } => {
+                            this.log(format!("disconnected {}: {e}", conn.name));
+                            connection.close(3u32.into(), b"protocol violation");
+                        }
+                        _ => tracing::warn!("{e}"),
+                    }
+                }
+            });
+        }
+    }
+
+    async fn view(&self, conn: &Conn) -> Result<Arc<View>, PeerError> {
+        conn.view
+            .get_or_try_init(|| async {
+                tokio::task::block_in_place(|| {
+                    access::view_for(
+                        &conn.store,
+                        &self.state.identity,
+                        &conn.peer,
+                        crate::now_ms(),
+                    )
+                    .map(Arc::new)
+                })
+            })
+            .await
+            .cloned()
+            .map_err(PeerError::from)
+    }
+
+    async fn handle(&self, conn: &Conn, stream: &mut Stream<'_>) -> Result<(), PeerError> {
+        let request: Request = stream.expect("request").await?;
+        match request {
+            Request::Reconcile { first } => self.reconcile(conn, stream, first).await,
+            Request::Fetch { item, have_head } => self.fetch(conn, stream, item, have_head).await,
+            Request::Session { id } => self.session(conn, stream, id).await,
+            Request::Push {
+                entry,
+                expected,
+                ids,
+                ref_signature,
+                shares,
+            } => {
+                self.push(conn, stream, entry, expected, ids, ref_signature, shares)
+                    .await
+            }
+            Request::Join { request } => self.join(conn, stream, request).await,
+            Request::From { .. } | Request::Done | Request::Upload(_) => {
+                Err(stream.protocol("a stream began with a continuation frame"))
+            }
+        }
+    }
+
+    async fn reconcile(
+        &self,
+        conn: &Conn,
+        stream: &mut Stream<'_>,
+        first: Vec<u8>,
+    ) -> Result<(), PeerError> {
+        let view = self.view(conn).await?;
+        if view.items.is_empty()
+            && !tokio::task::block_in_place(|| is_teammate(conn, &self.state.identity))?
+        {
+            stream
+                .write(&Response::Refused {
+                    reason: "this node shares nothing with you: you are in none of its teams and it has no public shares; ask a member to invite you (`tapes team invite`)".into(),
+                })
+                .await?;
+            stream.finish();
+            return Ok(());
+        }
+        let mut reconciler = Reconciler::new(SortedIds::new(view.ids()));
+        let mut incoming = first;
+        loop {
+            let message = Message::decode(&incoming).map_err(|e| stream.protocol(e))?;
+            let step = reconciler
+                .respond(&message)
+                .map_err(|e| stream.protocol(e))?;
+            match step.reply {
+                Some(reply) => {
+                    stream
+                        .write(&Response::Reconcile {
+                            message: reply.encode(),
+                            done: step.done,
+                        })
+                        .await?
+                }
+                None => {
+                    stream
+                        .write(&Response::Reconcile {
+                            message: Vec::new(),
+                            done: true,
+                        })
+                        .await?;
+                    break;
+                }
+            }
+            match stream.read::<Request>("reconcile message").await? {
+                Some(Request::Reconcile { first }) => incoming = first,
+                None => break,
+                Some(_) => return Err(stream.protocol("expected a reconcile message")),
+            }
+        }
+        stream.finish();
+        Ok(())
+    }
+
+    async fn fetch(
+        &self,
+        conn: &Conn,
+        stream: &mut Stream<'_>,
+        item: ItemId,
+        have_head: Option<NodeId>,
+    ) -> Result<(), PeerError> {
+        let view = self.view(conn).await?;
+        let Some(found) = view.items.get(&item).cloned() else {
+            return refuse(stream, "that item is not shared with you (or no longer)").await;
+        };
+        match found {
+            ViewItem::Manifest { team, version } => {
+                let chain = tokio::task::block_in_place(|| teams::load(&conn.store, &team))?;
+                let Some(signed) = chain.versions().get(version as usize) else {
+                    return refuse(stream, "that manifest is gone").await;
+                };
+                stream
+                    .write(&Response::Manifest {
+                        team,
+                        manifest: signed.encode(),
+                    })
+                    .await?;
+            }
+            ViewItem::Share { key } => {
+                let raw = tokio::task::block_in_place(|| conn.store.storage().get_ref(&key))
+                    .map_err(StoreError::from)?;
+                let Some(raw) = raw else {
+                    return refuse(stream, "that share is gone").await;
+                };
+                stream.write(&Response::Share(raw)).await?;
+            }
+            ViewItem::Session { id, grant } => {
+                self.send_session(conn, stream, id, Some(grant), have_head)
+                    .await?;
+                self.log(format!("{} fetched session {}", conn.name, id.short()));
+            }
+        }
+        stream.finish();
+        Ok(())
+    }
+
+    /// Sends a session's entry and the missing part of its chain. `grant: None` is the peer's
+    /// own session (plain).
+    async fn send_session(
+        &self,
+        conn: &Conn,
+        stream: &mut Stream<'_>,
+        id: SessionId,
+        grant: Option<Grant>,
+        have_head: Option<NodeId>,
+    ) -> Result<(), PeerError> {
+        let store = &conn.store;
+        let entry = tokio::task::block_in_place(|| {
+            access::session_entry(store, &self.state.identity, &id)
+        })?;
+        let Some(entry) = entry else {
+            return refuse(stream, "that session is gone").await;
+        };
+        let record = check_entry(&entry).map_err(|why| stream.protocol(why))?;
+        let (chain, from_head) =
+            tokio::task::block_in_place(|| walk(store, &record.head, have_head.as_ref()))?;
+        let ids: Vec<NodeId> = chain.iter().map(|(id, _)| *id).collect();
+        stream
+            .write(&Response::Session {
+                entry,
+                ids: ids.clone(),
+                from_head,
+            })
+            .await?;
+        let start = if from_head {
+            0
+        } else {
+            match stream.read::<Request>("from").await? {
+                Some(Request::From { index }) => (index as usize).min(ids.len()),
+                None => return Ok(()),
+                Some(_) => return Err(stream.protocol("expected `from`")),
+            }
+        };
+        let mut sealer = match grant {
+            Some(Grant::Team(team)) => Some(
+                tokio::task::block_in_place(|| teams::load(store, &team))
+                    .map_err(PeerError::from)?,
+            ),
+            _ => None,
+        };
+        let mut batch = Vec::new();
+        let mut batch_bytes = 0;
+        for (id, held) in &chain[start..] {
+            let bytes = match held {
+                Some(bytes) => bytes.clone(),
+                None => tokio::task::block_in_place(|| store.storage().get_object(id))
+                    .map_err(StoreError::from)?
+                    .ok_or(StoreError::MissingNode(*id))?,
+            };
+            batch_bytes += bytes.len();
+            batch.push(bytes);
+            if batch_bytes >= BATCH_BYTES {
+                self.send_batch(conn, stream, &mut sealer, std::mem::take(&mut batch))
+                    .await?;
+                batch_bytes = 0;
+            }
+        }
+        if !batch.is_empty() {
+            self.send_batch(conn, stream, &mut sealer, batch).await?;
+        }
+        stream.write(&Response::End).await
+    }
+
+    async fn send_batch(
+        &self,
+        conn: &Conn,
+        stream: &mut Stream<'_>,
+        sealer: &mut Option<tapes_protocol::team_chain::TeamChain>,
+        batch: Vec<Vec<u8>>,
+    ) -> Result<(), PeerError> {
+        let objects = match sealer {
+            None => Objects::Plain(batch),
+            Some(chain) => {
+                let team = chain.team_id();
+                let sealed = tokio::task::block_in_place(|| {
+                    teams::seal_for(
+                        &conn.store,
+                        &self.state.identity,
+                        chain,
+                        &encode_batch(&batch),
+                        crate::now_ms(),
+                    )
+                })?;
+                Objects::Sealed {
+                    team,
+                    sealed: sealed.encode(),
+                }
+            }
+        };
+        stream.write(&Response::Objects(objects)).await
+    }
+
+    async fn session(
+        &self,
+        conn: &Conn,
+        stream: &mut Stream<'_>,
+        id: SessionId,
+    ) -> Result<(), PeerError> {
+        let view = self.view(conn).await?;
+        let entry = tokio::task::block_in_place(|| {
+            access::session_entry(&conn.store, &self.state.identity, &id)
+        })?;
+        let allowed = entry
+            .as_ref()
+            .is_some_and(|e| e.signer == conn.peer || view.grant_for(&id).is_some());
+        stream
+            .write(&Response::Entry(if allowed { entry } else { None }))
+            .await?;
+        if allowed {
+            // A pull of one's own session continues like a fetch.
+            if let Some(Request::Fetch { have_head, .. }) = stream.read("fetch").await? {
+                let grant = view.grant_for(&id);
+                let grant = if grant.is_some() && !matches!(grant, Some(Grant::Public)) {
+                    grant
+                } else {
+                    None
+                };
+                self.send_session(conn, stream, id, grant, have_head)
+                    .await?;
+            }
+        }
+        stream.finish();
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn push(
+        &self,
+        conn: &Conn,
+        stream: &mut Stream<'_>,
+        entry: tapes_protocol::bundle::SessionEntry,
+        expected: Option<NodeId>,
+        ids: Vec<NodeId>,
+        ref_signature: Vec<u8>,
+        shares: Vec<Vec<u8>>,
+    ) -> Result<(), PeerError> {
+        if !tokio::task::block_in_place(|| is_teammate(conn, &self.state.identity))? {
+            return refuse(stream, "you are in none of this node's teams, so it takes no pushes from you; ask a member to invite you (`tapes team invite`)").await;
+        }
+        if entry.signer != conn.peer {
+            return refuse(
+                stream,
+                "a node pushes only its own sessions; fork it to push your own copy",
+            )
+            .await;
+        }
+        let record = check_entry(&entry).map_err(|why| PeerError::BadObject {
+            peer: conn.name.clone(),
+            what: "session record",
+            id: entry.id.short(),
+            why,
+        })?;
+        if ids.last() != Some(&record.head) && !(ids.is_empty() && expected == Some(record.head)) {
+            return Err(stream.protocol("the pushed ids do not end at the record's head"));
+        }
+        let Ok(signature) = <[u8; 64]>::try_from(ref_signature.as_slice()) else {
+            return Err(stream.protocol("a ref signature is 64 bytes"));
+        };
+        let mut check = ChainCheck::new(ids, 0, expected);
+        let mut rings = Rings::default();
+        let mut objects: Vec<StoredObject> = Vec::new();
+        loop {
+            match stream.expect::<Request>("upload").await? {
+                Request::Upload(batch) => {
+                    let list = tokio::task::block_in_place(|| {
+                        rings.open(&conn.store, &self.state.identity, batch)
+                    })
+                    .map_err(|why| PeerError::BadObject {
+                        peer: conn.name.clone(),
+                        what: "sealed batch of session",
+                        id: entry.id.short(),
+                        why,
+                    })?;
+                    for bytes in list {
+                        let object =
+                            check
+                                .check(bytes)
+                                .map_err(|(id, why)| PeerError::BadObject {
+                                    peer: conn.name.clone(),
+                                    what: "node",
+                                    id,
+                                    why,
+                                })?;
+                        objects.push(object);
+                    }
+                }
+                Request::Done => break,
+                _ => return Err(stream.protocol("expected objects or `done`")),
+            }
+        }
+        if !check.is_complete() {
+            return Err(stream.protocol("fewer objects than announced"));
+        }
+        let ref_sig = RefSignature {
+            signer: conn.peer,
+            signature,
+        };
+        let result = tokio::task::block_in_place(|| {
+            apply_push(
+                &conn.store,
+                &conn.name,
+                &entry.id,
+                expected.as_ref(),
+                &objects,
+                &record,
+                &ref_sig,
+            )
+        });
+        let answer = match result {
+            Ok(()) => {
+                let record_sig = RefSignature {
+                    signer: entry.signer,
+                    signature: entry.signature.as_slice().try_into().unwrap_or([0; 64]),
+                };
+                tokio::task::block_in_place(|| {
+                    store_pushed_extras(&conn.store, &entry.id, &record_sig, &shares)
+                })?;
+                self.log(format!(
+                    "{} pushed session {} ({} new nodes)",
+                    conn.name,
+                    entry.id.short(),
+                    objects.len()
+                ));
+                Response::Pushed {
+                    nodes: objects.len() as u64,
+                }
+            }
+            Err(RemoteError::Conflict { current, .. }) => Response::Conflict { current },
+            Err(e) => Response::Refused {
+                reason: e.to_string(),
+            },
+        };
+        stream.write(&answer).await?;
+        stream.finish();
+        Ok(())
+    }
+
+    async fn join(
+        &self,
+        conn: &Conn,
+        stream: &mut Stream<'_>,
+        request: Vec<u8>,
+    ) -> Result<(), PeerError> {
+        let request: JoinRequest = tapes_protocol::sync::decode_payload(&request, "join request")
+            .map_err(|e| stream.protocol(e))?;
+        if request.body.member.id != conn.peer {
+            return refuse(
+                stream,
+                "a join request must come from the node that signed it",
+            )
+            .await;
+        }
+        let response = tokio::task::block_in_place(|| {
+            teams::accept_join(&conn.store, &self.state.identity, &request, crate::now_ms())
+        })?;
+        match &response {
+            tapes_protocol::join::JoinResponse::Accepted { .. } => self.log(format!(
+                "{} ({}) joined team {}",
+                request.body.member.name,
+                conn.peer.short(),
+                request.body.team.short()
+            )),
+            tapes_protocol::join::JoinResponse::Refused(why) => self.log(format!(
+                "refused a join request from {}: {why:?}",
+                conn.peer.short()
+            )),
+        }
+        stream
+            .write(&Response::Join(
+                postcard::to_stdvec(&response).expect("postcard encoding to a Vec cannot fail"),
+            ))
+            .await?;
+        stream.finish();
+        Ok(())
+    }
+}
+
+impl ProtocolHandler for Server {
+    async fn accept(&self, connection: Connection) -> Result<(), AcceptError> {
+        self.serve(connection).await;
+        Ok(())
+    }
+}
+
+async fn refuse(stream: &mut Stream<'_>, reason: &str) -> Result<(), PeerError> {
+    stream
+        .write(&Response::Refused {
+            reason: reason.to_string(),
+        })
+        .await?;
+    stream.finish();
+    Ok(())
+}
+
+/// Walks the chain back from `head` until `stop` (exclusive) or the root. Returns it root
+/// first, with the bytes held while the total stays small, and whether `stop` was found.
+#[allow(clippy::type_complexity)]
+fn walk(
+    store: &Store,
+    head: &NodeId,
+    stop: Option<&NodeId>,
+) -> Result<(Vec<(NodeId, Option<Vec<u8>>)>, bool), StoreError> {
+    let mut out = Vec::new();
+    let mut held = 0usize;
+    let mut next = Some(*head);
+    let mut found = false;
+    while let Some(id) = next {
+        if Some(&id) == stop {
+            found = true;
+            break;
+        }
+        let bytes = store
+            .storage()
+            .get_object(&id)?
+            .ok_or(StoreError::MissingNode(id))?;
+        next = StoredObject::parent_of(&bytes).map_err(|_| StoreError::MissingNode(id))?;
+        held += bytes.len();
+        out.push((id, (held <= HOLD_BYTES).then_some(bytes)));
+    }
+    out.reverse();
+    Ok((out, found))
+}
+
+/// True when the peer is a current member of a team this node is in.
+fn is_teammate(conn: &Conn, identity: &Identity) -> Result<bool, PeerError> {
+    let me = MemberId(identity.verifying_key().to_bytes());
+    Ok(teams::list(&conn.store)?.iter().any(|chain| {
+        let head = &chain.head().manifest;
+        head.member(&me).is_some() && head.member(&conn.peer).is_some()
+    }))
+}
+
+/// A peer's name as this node's teams know it, or its short id.
+fn peer_name(store: &Store, peer: &MemberId) -> String {
+    teams::list(store)
+        .ok()
+        .and_then(|chains| {
+            chains.iter().find_map(|c| {
+                c.head()
+                    .manifest
+                    .member(peer)
+                    .map(|m| format!("{} ({})", m.name, peer.short()))
+            })
+        })
+        .unwrap_or_else(|| format!("node {}", peer.short()))
+}
+
+/// After a push lands: the owner's record signature (so this node can serve the session on)
+/// and the share records that came with it.
+fn store_pushed_extras(
+    store: &Store,
+    id: &SessionId,
+    signature: &RefSignature,
+    shares: &[Vec<u8>],
+) -> Result<(), PeerError> {
+    let key = signature_key(id);
+    let current = store.storage().get_ref(&key).map_err(StoreError::from)?;
+    store.commit(
+        &[],
+        &[RefUpdate {
+            key,
+            expected: current,
+            new: Some(encode_signature(signature)),
+        }],
+    )?;
+    for share in shares {
+        if let Ok(decoded) = SignedShare::decode(share) {
+            if decoded.record.session == *id && decoded.record.sharer == signature.signer {
+                let _ = super::receive::apply_share(store, share);
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,449 @@
+//! Replication over iroh between several real nodes on 127.0.0.1 (relays and discovery off):
+//! join over the connection, what members, non-members and removed members get, a push race,
+//! an interrupted transfer that resumes, and a peer that sends a forged node.
+
+use std::sync::Arc;
+
+use iroh::protocol::Router;
+use tapes::identity::{Identity, Profile};
+use tapes::ingest::{ingest, Incoming};
+use tapes::peer::addr::PeerAddr;
+use tapes::peer::client::{connect, PeerConn};
+use tapes::peer::endpoint::{bind, EndpointConfig};
+use tapes::peer::server::{Server, StoreHandle};
+use tapes::peer::PeerError;
+use tapes::protocol::sync::ALPN;
+use tapes::protocol::{
+    ContentBlock, MemberId, Node, NodeBody, NodeMeta, Role, SessionId, StoredObject,
+};
+use tapes::sample::{self, Shape};
+use tapes::session::session_ref_key;
+use tapes::share::{self, Audience, SecretPolicy, ShareOptions};
+use tapes::storage::RefUpdate;
+use tapes::store::Store;
+use tapes::teams::{self, InviteOptions};
+
+struct TestNode {
+    _dir: tempfile::TempDir,
+    store: Arc<Store>,
+    identity: Arc<Identity>,
+    router: Router,
+}
+
+impl TestNode {
+    async fn new(name: &str) -> TestNode {
+        let identity = Identity::generate(Profile {
+            name: name.into(),
+            email: None,
+        })
+        .unwrap();
+        Self::with_identity(identity).await
+    }
+
+    async fn with_identity(identity: Identity) -> TestNode {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(&dir.path().join("store")).unwrap());
+        store.set_local_owner(&member(&identity)).unwrap();
+        let identity = Arc::new(identity);
+        let endpoint = bind(&identity, &EndpointConfig::loopback()).await.unwrap();
+        let server = Server::new(
+            StoreHandle::Shared(store.clone()),
+            identity.clone(),
+            Arc::new(|_| {}),
+        );
+        let router = Router::builder(endpoint).accept(ALPN, server).spawn();
+        TestNode {
+            _dir: dir,
+            store,
+            identity,
+            router,
+        }
+    }
+
+    fn id(&self) -> MemberId {
+        member(&self.identity)
+    }
+
+    fn addr(&self) -> PeerAddr {
+        PeerAddr::of_endpoint(self.router.endpoint())
+    }
+
+    async fn dial(&self, other: &TestNode, name: &str) -> PeerConn {
+        connect(self.router.endpoint(), &other.addr(), name)
+            .await
+            .unwrap()
+    }
+
+    fn import(&self, seed: u64, rounds: usize) -> SessionId {
+        let shape = Shape {
+            tool_rounds: rounds,
+            ..Shape::default()
+        };
+        let report = ingest(
+            &self.store,
+            &[Incoming {
+                session: sample::session(seed, 0, shape),
+                path: String::new(),
+            }],
+            0,
+        )
+        .unwrap();
+        report.sessions[0].id
+    }
+
+    fn share(&self, id: &SessionId, audience: Audience) {
+        share::share(
+            &self.store,
+            &self.identity,
+            id,
+            &ShareOptions {
+                audience,
+                title: None,
+                note: None,
+                expires_ms: None,
+                secrets: SecretPolicy::Allow,
+            },
+            tapes::now_ms(),
+        )
+        .unwrap();
+    }
+
+    fn has(&self, id: &SessionId) -> bool {
+        self.store.session(id).unwrap().is_some()
+    }
+
+    fn fsck_clean(&self) {
+        let report = tapes::fsck::fsck(&self.store, |_| {}).unwrap();
+        assert!(report.is_clean(), "{report:?}");
+    }
+}
+
+fn member(identity: &Identity) -> MemberId {
+    MemberId(identity.verifying_key().to_bytes())
+}
+
+/// `joiner` joins `owner`'s team over the network with a fresh invite.
+async fn join(owner: &TestNode, joiner: &TestNode, team: &tapes::protocol::TeamId) {
+    let chain = teams::load(&owner.store, team).unwrap();
+    let (code, _) = teams::invite(
+        &owner.store,
+        &owner.identity,
+        &chain,
+        InviteOptions {
+            expires_ms: None,
+            max_uses: 1,
+            email: None,
+            role: tapes::protocol::manifest::TeamRole::Member,
+            addrs: vec![owner.addr().ticket()],
+        },
+        tapes::now_ms(),
+    )
+    .unwrap();
+    let (invite, request) = teams::join_request(&joiner.identity, &code, tapes::now_ms()).unwrap();
+    let conn = joiner.dial(owner, "owner").await;
+    let response = conn.join(&request).await.unwrap();
+    teams::complete_join(&joiner.store, &joiner.identity, &invite.team, response).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_get_team_shares_others_only_public_and_removed_members_nothing_new() {
+    let alice = TestNode::new("alice").await;
+    let bob = TestNode::new("bob").await;
+    let carol = TestNode::new("carol").await;
+    let dave = TestNode::new("dave").await;
+    let team = teams::create(&alice.store, &alice.identity, "core", tapes::now_ms())
+        .unwrap()
+        .team_id();
+    join(&alice, &bob, &team).await;
+    join(&alice, &dave, &team).await;
+
+    let team_session = alice.import(1, 2);
+    let public_session = alice.import(2, 1);
+    let private_session = alice.import(3, 1);
+    alice.share(&team_session, Audience::Team(team));
+    alice.share(&public_session, Audience::Public);
+
+    // Bob, a member: the team share and the public one; never the private session.
+    let conn = bob.dial(&alice, "alice").await;
+    let report = conn.fetch(&bob.store, &bob.identity).await.unwrap();
+    assert_eq!(report.new_sessions, 2, "{report:?}");
+    assert!(bob.has(&team_session) && bob.has(&public_session));
+    assert!(!bob.has(&private_session));
+    assert_eq!(
+        bob.store.session(&team_session).unwrap().unwrap(),
+        alice.store.session(&team_session).unwrap().unwrap()
+    );
+    assert_eq!(report.shares, 2);
+    bob.fsck_clean();
+
+    // Nothing changed: one round trip, a few hundred bytes.
+    let again = bob.dial(&alice, "alice").await;
+    let noop = again.fetch(&bob.store, &bob.identity).await.unwrap();
+    assert!(noop.is_empty(), "{noop:?}");
+    assert_eq!(noop.round_trips, 1);
+    assert!(noop.bytes_sent + noop.bytes_received < 1024, "{noop:?}");
+
+    // Carol is in no team with alice: only the public share.
+    let conn = carol.dial(&alice, "alice").await;
+    let report = conn.fetch(&carol.store, &carol.identity).await.unwrap();
+    assert_eq!(report.new_sessions, 1);
+    assert!(carol.has(&public_session));
+    assert!(!carol.has(&team_session) && !carol.has(&private_session));
+
+    // Dave got the team share while a member; after alice removes him, a new share does not
+    // reach him.
+    let conn = dave.dial(&alice, "alice").await;
+    conn.fetch(&dave.store, &dave.identity).await.unwrap();
+    assert!(dave.has(&team_session));
+    let mut chain = teams::load(&alice.store, &team).unwrap();
+    teams::remove(
+        &alice.store,
+        &alice.identity,
+        &mut chain,
+        &dave.id(),
+        tapes::now_ms(),
+    )
+    .unwrap();
+    let later = alice.import(4, 1);
+    alice.share(&later, Audience::Team(team));
+    let conn = dave.dial(&alice, "alice").await;
+    let report = conn.fetch(&dave.store, &dave.identity).await.unwrap();
+    assert!(!dave.has(&later));
+    assert_eq!(
+        report.new_sessions + report.updated_sessions,
+        0,
+        "{report:?}"
+    );
+    // Bob still gets it, sealed under the rotated key.
+    let conn = bob.dial(&alice, "alice").await;
+    let report = conn.fetch(&bob.store, &bob.identity).await.unwrap();
+    assert!(bob.has(&later), "{report:?}");
+    bob.fsck_clean();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stranger_pushing_is_refused_and_changes_nothing() {
+    let alice = TestNode::new("alice").await;
+    let mallory = TestNode::new("mallory").await;
+    teams::create(&alice.store, &alice.identity, "core", tapes::now_ms()).unwrap();
+    let id = mallory.import(5, 1);
+    let conn = mallory.dial(&alice, "alice").await;
+    let err = conn
+        .push(&mallory.store, &mallory.identity, id, None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, PeerError::Refused { .. }), "{err}");
+    assert!(
+        err.to_string().contains("none of this node's teams"),
+        "{err}"
+    );
+    assert!(!alice.has(&id));
+    let err = conn
+        .fetch(&mallory.store, &mallory.identity)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("shares nothing with you"), "{err}");
+}
+
+/// Appends one node to a session in `node`'s store, as continuing it would.
+fn append(node: &TestNode, id: &SessionId, text: &str) {
+    let mut record = node.store.session(id).unwrap().unwrap();
+    let raw = node.store.session_raw(id).unwrap();
+    let object = StoredObject::encode(&Node {
+        body: NodeBody {
+            parent: Some(record.head),
+            role: Role::User,
+            model: String::new(),
+            blocks: vec![ContentBlock::text(text)],
+        },
+        meta: NodeMeta::default(),
+    });
+    record.head = object.id;
+    record.summary.messages += 1;
+    node.store
+        .commit(
+            &[object],
+            &[RefUpdate {
+                key: session_ref_key(id),
+                expected: raw,
+                new: Some(record.encode()),
+            }],
+        )
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_machines_pushing_from_one_base_one_wins_the_other_gets_the_conflict_hint() {
+    let bob = TestNode::new("bob").await;
+    let laptop = TestNode::new("alice").await;
+    // The same identity on a second machine.
+    let key = laptop.identity.signing_key().to_bytes();
+    let desktop = TestNode::with_identity(Identity::from_parts(
+        ed25519_dalek::SigningKey::from_bytes(&key),
+        laptop.identity.age_identity().clone(),
+        Profile {
+            name: "alice".into(),
+            email: None,
+        },
+    ))
+    .await;
+    let team = teams::create(&bob.store, &bob.identity, "core", tapes::now_ms())
+        .unwrap()
+        .team_id();
+    join(&bob, &laptop, &team).await;
+    let id = laptop.import(6, 1);
+    let base = laptop.store.session(&id).unwrap().unwrap().head;
+    laptop
+        .dial(&bob, "bob")
+        .await
+        .push(&laptop.store, &laptop.identity, id, None)
+        .await
+        .unwrap();
+    // The desktop pulls its own session, then both machines continue it.
+    let report = desktop
+        .dial(&bob, "bob")
+        .await
+        .pull(&desktop.store, &desktop.identity, id)
+        .await
+        .unwrap();
+    assert_eq!(report.new_sessions, 1, "{report:?}");
+    append(&laptop, &id, "from the laptop");
+    append(&desktop, &id, "from the desktop");
+    let a = laptop.dial(&bob, "bob").await;
+    let b = desktop.dial(&bob, "bob").await;
+    let (ra, rb) = tokio::join!(
+        a.push(&laptop.store, &laptop.identity, id, Some(base)),
+        b.push(&desktop.store, &desktop.identity, id, Some(base)),
+    );
+    let (won, lost) = match (ra, rb) {
+        (Ok(_), Err(e)) => (&laptop, e),
+        (Err(e), Ok(_)) => (&desktop, e),
+        other => panic!("exactly one push must win: {other:?}"),
+    };
+    assert!(matches!(lost, PeerError::Conflict { .. }), "{lost}");
+    assert!(lost.to_string().contains("tapes pull"), "{lost}");
+    assert_eq!(
+        bob.store.session(&id).unwrap().unwrap().head,
+        won.store.session(&id).unwrap().unwrap().head
+    );
+    bob.fsck_clean();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_fetch_resumes_without_resending_and_converges() {
+    let alice = TestNode::new("alice").await;
+    let bob = TestNode::new("bob").await;
+    let team = teams::create(&alice.store, &alice.identity, "core", tapes::now_ms())
+        .unwrap()
+        .team_id();
+    join(&alice, &bob, &team).await;
+    let big = alice.import(7, 4000);
+    alice.share(&big, Audience::Team(team));
+    let nodes = alice
+        .store
+        .chain(&alice.store.session(&big).unwrap().unwrap().head)
+        .unwrap()
+        .len();
+
+    // Cut the connection once about a third of the session has arrived.
+    let conn = bob.dial(&alice, "alice").await;
+    let watcher = conn.clone();
+    let cut = tokio::spawn(async move {
+        while watcher.counters.received() < 1_500_000 {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        watcher.close();
+    });
+    let first = conn.fetch(&bob.store, &bob.identity).await;
+    cut.await.unwrap();
+    assert!(
+        first.is_err(),
+        "the cut must interrupt the fetch: {first:?}"
+    );
+    assert!(!bob.has(&big), "no ref before all nodes are stored");
+    bob.fsck_clean();
+
+    let conn = bob.dial(&alice, "alice").await;
+    let second = conn.fetch(&bob.store, &bob.identity).await.unwrap();
+    assert_eq!(second.new_sessions, 1, "{second:?}");
+    assert!(
+        second.nodes < nodes,
+        "resumed: {} of {nodes} nodes sent again",
+        second.nodes
+    );
+    assert_eq!(
+        bob.store.session(&big).unwrap().unwrap(),
+        alice.store.session(&big).unwrap().unwrap()
+    );
+    bob.fsck_clean();
+    let third = bob
+        .dial(&alice, "alice")
+        .await
+        .fetch(&bob.store, &bob.identity)
+        .await
+        .unwrap();
+    assert!(third.is_empty(), "{third:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_id_does_not_match_is_rejected_and_nothing_is_stored() {
+    let alice = TestNode::new("alice").await;
+    let bob = TestNode::new("bob").await;
+    let id = alice.import(8, 1);
+    alice.share(&id, Audience::Public);
+    // Alice's store is tampered with: a node stored under an id that is not its hash ends
+    // the session (written past verification, as a broken or hostile peer would serve it).
+    let mut record = alice.store.session(&id).unwrap().unwrap();
+    let raw = alice.store.session_raw(&id).unwrap();
+    let forged = StoredObject::encode(&Node {
+        body: NodeBody {
+            parent: Some(record.head),
+            role: Role::Assistant,
+            model: String::new(),
+            blocks: vec![ContentBlock::text("not what the id says")],
+        },
+        meta: NodeMeta::default(),
+    });
+    let fake = tapes::protocol::NodeId([0xab; 32]);
+    record.head = fake;
+    alice
+        .store
+        .commit(
+            &[StoredObject {
+                id: fake,
+                bytes: forged.bytes,
+            }],
+            &[RefUpdate {
+                key: session_ref_key(&id),
+                expected: raw,
+                new: Some(record.encode()),
+            }],
+        )
+        .unwrap();
+    let before = snapshot(&bob.store);
+    let err = bob
+        .dial(&alice, "alice")
+        .await
+        .fetch(&bob.store, &bob.identity)
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, PeerError::BadObject { .. }), "{text}");
+    assert!(
+        text.contains("alice") && text.contains(&fake.short()),
+        "{text}"
+    );
+    assert!(!bob.has(&id));
+    assert_eq!(
+        snapshot(&bob.store),
+        before,
+        "a rejected batch leaves nothing behind"
+    );
+}
+
+/// Every object and ref of a store, to compare before and after.
+fn snapshot(store: &Store) -> (Vec<tapes::protocol::NodeId>, Vec<(Vec<u8>, Vec<u8>)>) {
+    let objects = store.storage().objects().map(|o| o.unwrap().0).collect();
+    let refs = store.storage().refs(b"").map(|r| r.unwrap()).collect();
+    (objects, refs)
+}
