@@ -53,6 +53,12 @@ enum Command {
     Pull(cmd::transfer::PullArgs),
     /// Push tracked sessions (default: the current one) to a remote.
     Push(cmd::transfer::PushArgs),
+    /// Answer teammates over iroh until Ctrl-C: fetches, pushes, join requests.
+    Serve(cmd::peer::ServeArgs),
+    /// Fetch what peers share with you (team shares, public shares, manifests).
+    Fetch(cmd::peer::FetchArgs),
+    /// Fetch from peers, then push your own shared sessions they lack.
+    Sync(cmd::peer::SyncArgs),
     /// Share sessions with a team or publicly, after a secret scan.
     Share(cmd::share::ShareArgs),
     /// Stop sharing a session (access ends from now on).
@@ -111,6 +117,9 @@ fn main() -> ExitCode {
         Command::Remote(command) => cmd::remote::run(command),
         Command::Pull(args) => cmd::transfer::pull(args),
         Command::Push(args) => cmd::transfer::push(args),
+        Command::Serve(args) => cmd::peer::serve(args),
+        Command::Fetch(args) => cmd::peer::fetch(args),
+        Command::Sync(args) => cmd::peer::sync(args),
     };
     match result {
         Ok(code) => code,

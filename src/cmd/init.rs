@@ -61,6 +61,7 @@ pub fn id(args: IdArgs) -> anyhow::Result<ExitCode> {
             "age_recipient": identity.age_recipient().to_string(),
             "name": identity.profile.name,
             "email": identity.profile.email,
+            "ticket": super::peer::last_ticket(&home),
         });
         println!("{}", serde_json::to_string_pretty(&value)?);
     } else {
@@ -70,6 +71,9 @@ pub fn id(args: IdArgs) -> anyhow::Result<ExitCode> {
         }
         println!("node id: {}", identity.node_id_hex());
         println!("age:     {}", identity.age_recipient());
+        if let Some(ticket) = super::peer::last_ticket(&home) {
+            println!("ticket:  {ticket}");
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

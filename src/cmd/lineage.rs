@@ -165,7 +165,7 @@ fn report(store: &Store, verb: &str, source: &SessionId, id: &SessionId) -> anyh
 /// `--no-track`).
 fn finish(
     home: &tapes::home::Home,
-    store: &Store,
+    store: &std::sync::Arc<Store>,
     args: &CopyArgs,
     project: Option<Project>,
     source: &SessionId,
@@ -231,7 +231,7 @@ fn finish(
 
 fn create_on_remote(
     home: &tapes::home::Home,
-    store: &Store,
+    store: &std::sync::Arc<Store>,
     name: &str,
     id: &SessionId,
 ) -> anyhow::Result<()> {

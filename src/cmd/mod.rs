@@ -6,6 +6,7 @@ pub mod fsck;
 pub mod import;
 pub mod init;
 pub mod lineage;
+pub mod peer;
 pub mod remote;
 pub mod search;
 pub mod search_tui;
@@ -19,12 +20,12 @@ use tapes::home::Home;
 use tapes::store::Store;
 
 /// Opens the store in `$TAPES_HOME` (creating the home and store on first use).
-pub fn open_store() -> anyhow::Result<(Home, Store)> {
+pub fn open_store() -> anyhow::Result<(Home, std::sync::Arc<Store>)> {
     let home = Home::locate()?;
     home.ensure()?;
     let store = Store::open(&home.store_dir())
         .with_context(|| format!("opening the store in {}", home.root().display()))?;
-    Ok((home, store))
+    Ok((home, std::sync::Arc::new(store)))
 }
 
 /// The project directory holding `.tapes/tracking.json`: `--into DIR`, or the current directory.

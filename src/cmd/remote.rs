@@ -1,15 +1,19 @@
 //! `tapes remote add|list|remove`, and finding and opening a remote for pull, push and branch.
 //!
 //! Remotes live in the local store as refs `remote/<name>` whose value names the remote with a
-//! scheme: `path:/abs/path` is another tapes home. Peers (iroh) and relays will add schemes
-//! behind the same [`Remote`] trait; a value with a scheme this tapes does not know is listed
-//! as is and refused when used, with a hint to upgrade or remove it.
+//! scheme: `path:/abs/path` is another tapes home, `peer:<node-id>[@host:port,…]` a
+//! teammate's `tapes serve` reached over iroh. Both sit behind the same [`Remote`] trait; a
+//! value with a scheme this tapes does not know is listed as is and refused when used, with a
+//! hint to upgrade or remove it.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use tapes::home::Home;
+use tapes::peer::addr::PeerAddr;
+use tapes::peer::remote::PeerRemote;
 use tapes::remote::{PathRemote, Remote};
 use tapes::storage::{RefUpdate, StorageError};
 use tapes::store::Store;
@@ -18,12 +22,14 @@ const REMOTE_REF_PREFIX: &str = "remote/";
 
 #[derive(clap::Subcommand)]
 pub enum RemoteCommand {
-    /// Add a remote: another tapes home, by path (a shared disk, a mounted server home).
+    /// Add a remote: a teammate's node (`<node-id>[@host:port]`, the ticket `tapes serve`
+    /// prints), or another tapes home by path (a shared disk, a mounted server home).
     Add {
-        /// A short name for it, used by `tapes pull --from` and `tapes push <remote>`.
+        /// A short name for it, used by `tapes fetch`, `tapes pull --from` and `tapes push <remote>`.
         name: String,
-        /// The remote's tapes home (the directory holding its `store/`).
-        path: PathBuf,
+        /// The peer's node id or ticket, or the remote's tapes home (the directory holding its
+        /// `store/`).
+        target: String,
     },
     /// List remotes: name and where they are.
     List,
@@ -39,6 +45,8 @@ pub enum RemoteCommand {
 pub enum RemoteSpec {
     /// Another tapes home on this machine or a mounted disk.
     Path(PathBuf),
+    /// A teammate's node, over iroh.
+    Peer(PeerAddr),
 }
 
 impl RemoteSpec {
@@ -53,6 +61,7 @@ impl RemoteSpec {
                 })?;
                 Ok(format!("path:{text}").into_bytes())
             }
+            RemoteSpec::Peer(addr) => Ok(format!("peer:{}", addr.ticket()).into_bytes()),
         }
     }
 
@@ -60,6 +69,9 @@ impl RemoteSpec {
         let text = std::str::from_utf8(raw).map_err(|_| "its value is not UTF-8".to_string())?;
         match text.split_once(':') {
             Some(("path", rest)) if !rest.is_empty() => Ok(RemoteSpec::Path(PathBuf::from(rest))),
+            Some(("peer", rest)) => PeerAddr::parse(rest)
+                .map(RemoteSpec::Peer)
+                .map_err(|e| e.to_string()),
             Some((scheme, _)) => Err(format!("its kind `{scheme}` is not one this tapes knows")),
             None => Err("its value has no kind (`path:`)".to_string()),
         }
@@ -86,7 +98,15 @@ fn validate_name(name: &str) -> anyhow::Result<()> {
 pub fn run(command: RemoteCommand) -> anyhow::Result<ExitCode> {
     let (home, store) = super::open_store()?;
     match command {
-        RemoteCommand::Add { name, path } => add(&home, &store, &name, &path),
+        RemoteCommand::Add { name, target } => {
+            // 64 hex digits (optionally @addresses) is a node id; anything else is a path.
+            let id_part = target.split('@').next().unwrap_or_default();
+            if id_part.len() == 64 && id_part.bytes().all(|b| b.is_ascii_hexdigit()) {
+                add_peer(&store, &name, &PeerAddr::parse(&target)?)
+            } else {
+                add(&home, &store, &name, Path::new(&target))
+            }
+        }
         RemoteCommand::List => list(&store),
         RemoteCommand::Remove { name } => remove(&store, &name),
     }
@@ -112,7 +132,25 @@ fn add(home: &Home, store: &Store, name: &str, path: &Path) -> anyhow::Result<Ex
             .map_or_else(|| path.display().to_string(), |p| p.display().to_string());
         bail!("{} looks like a store directory; give the tapes home that holds it (probably {parent})", path.display());
     }
-    let value = RemoteSpec::Path(path.clone()).encode()?;
+    save(store, name, &RemoteSpec::Path(path.clone()))?;
+    println!("added remote {name}: {}", path.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn add_peer(store: &Store, name: &str, addr: &PeerAddr) -> anyhow::Result<ExitCode> {
+    validate_name(name)?;
+    save(store, name, &RemoteSpec::Peer(addr.clone()))?;
+    let how = if addr.addrs.is_empty() {
+        "found on the LAN by mDNS"
+    } else {
+        "at the given addresses"
+    };
+    println!("added remote {name}: node {} ({how})", addr.id.short());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn save(store: &Store, name: &str, spec: &RemoteSpec) -> anyhow::Result<()> {
+    let value = spec.encode()?;
     let update = RefUpdate {
         key: ref_key(name),
         expected: None,
@@ -126,8 +164,7 @@ fn add(home: &Home, store: &Store, name: &str, path: &Path) -> anyhow::Result<Ex
         Err(e) => return Err(e.into()),
     }
     store.storage().flush()?;
-    println!("added remote {name}: {}", path.display());
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 fn list(store: &Store) -> anyhow::Result<ExitCode> {
@@ -140,6 +177,7 @@ fn list(store: &Store) -> anyhow::Result<ExitCode> {
     for (name, raw) in &remotes {
         let place = match RemoteSpec::decode(raw) {
             Ok(RemoteSpec::Path(path)) => path.display().to_string(),
+            Ok(RemoteSpec::Peer(addr)) => format!("peer {}", addr.ticket()),
             Err(why) => format!("{} ({why})", String::from_utf8_lossy(raw)),
         };
         println!("{name:width$}  {place}");
@@ -221,7 +259,7 @@ pub fn exists(store: &Store, name: &str) -> anyhow::Result<bool> {
 }
 
 /// Opens the configured remote `name`.
-pub fn open(home: &Home, store: &Store, name: &str) -> anyhow::Result<Box<dyn Remote>> {
+pub fn open(home: &Home, store: &Arc<Store>, name: &str) -> anyhow::Result<Box<dyn Remote>> {
     let Some(raw) = store.storage().get_ref(&ref_key(name))? else {
         let remotes = configured(store)?;
         let names: Vec<&str> = remotes.iter().map(|(n, _)| n.as_str()).collect();
@@ -243,7 +281,29 @@ pub fn open(home: &Home, store: &Store, name: &str) -> anyhow::Result<Box<dyn Re
             }
             Ok(Box::new(PathRemote::open(name, &path)?))
         }
+        RemoteSpec::Peer(addr) => {
+            let identity = Arc::new(tapes::identity::Identity::load(home)?);
+            Ok(Box::new(PeerRemote::connect(
+                name,
+                &addr,
+                store.clone(),
+                identity,
+            )?))
+        }
     }
+}
+
+/// The peer a configured remote names, if it is one.
+pub fn peer(store: &Store, name: &str) -> anyhow::Result<Option<PeerAddr>> {
+    let Some(raw) = store.storage().get_ref(&ref_key(name))? else {
+        let remotes = configured(store)?;
+        let names: Vec<&str> = remotes.iter().map(|(n, _)| n.as_str()).collect();
+        return Err(unknown(name, &names));
+    };
+    Ok(match RemoteSpec::decode(&raw) {
+        Ok(RemoteSpec::Peer(addr)) => Some(addr),
+        _ => None,
+    })
 }
 
 fn is_own_home(home: &Home, path: &Path) -> bool {

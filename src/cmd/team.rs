@@ -121,6 +121,9 @@ pub struct JoinArgs {
     /// Finish joining with the answer file the inviter sent back.
     #[arg(long, conflicts_with = "code")]
     answer: Option<PathBuf>,
+    /// Do not try to reach the inviter's node; write the request file to hand over.
+    #[arg(long)]
+    offline: bool,
 }
 
 fn identity(home: &Home) -> anyhow::Result<Identity> {
@@ -343,7 +346,12 @@ fn invite(
         max_uses: args.uses,
         email: args.email,
         role: TeamRole::parse(&args.role).unwrap_or(TeamRole::Member),
-        addrs: args.addrs,
+        // Where `tapes serve` last listened, so `tapes team join <code>` can reach us.
+        addrs: if args.addrs.is_empty() {
+            super::peer::last_ticket(home).into_iter().collect()
+        } else {
+            args.addrs
+        },
     };
     let (code, record) = teams::invite(store, &me, &chain, options, now)?;
     println!("{code}");
@@ -424,6 +432,20 @@ fn join_cmd(
     }
     let code = args.code.unwrap_or_default();
     let (invite, request) = teams::join_request(&me, &code, now)?;
+    if args.out.is_none() && !args.offline {
+        // Straight to the inviter's `tapes serve` when it can be reached.
+        if let Some(chain) = super::peer::join_online(store, &me, &invite, &request)? {
+            let m = &chain.head().manifest;
+            println!(
+                "joined team \"{}\" ({}) with {} members",
+                m.name,
+                chain.team_id().short(),
+                m.members.len()
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        eprintln!("writing a request file to hand over instead");
+    }
     let out = args
         .out
         .unwrap_or_else(|| PathBuf::from(format!("join-{}.request", invite.team.short())));

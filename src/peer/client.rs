@@ -181,10 +181,47 @@ impl PeerConn {
         store: &Arc<Store>,
         identity: &Arc<Identity>,
     ) -> Result<FetchReport, PeerError> {
+        Ok(self.fetch_and_list(store, identity).await?.0)
+    }
+
+    /// `tapes sync`: fetch, then push our own shared sessions the peer lacks or has older.
+    pub async fn sync(
+        &self,
+        store: &Arc<Store>,
+        identity: &Arc<Identity>,
+    ) -> Result<(FetchReport, Vec<(SessionId, Result<u64, PeerError>)>), PeerError> {
+        let me = MemberId(identity.verifying_key().to_bytes());
+        let (report, need) = self.fetch_and_list(store, identity).await?;
+        let mut sessions: Vec<SessionId> = need
+            .iter()
+            .filter(|i| item_kind(i) == Some(ItemKind::Session))
+            .map(item_session)
+            .collect();
+        sessions.dedup();
+        let mut pushed = Vec::new();
+        for id in sessions {
+            let Some(record) = block_in_place(|| store.session(&id))? else {
+                continue;
+            };
+            if record.owner != Some(me) {
+                continue;
+            }
+            let base = self.session(id).await?.map(|(_, theirs)| theirs.head);
+            let result = self.push(store, identity, id, base).await;
+            pushed.push((id, result));
+        }
+        Ok((report, pushed))
+    }
+
+    async fn fetch_and_list(
+        &self,
+        store: &Arc<Store>,
+        identity: &Arc<Identity>,
+    ) -> Result<(FetchReport, Vec<ItemId>), PeerError> {
         let me = MemberId(identity.verifying_key().to_bytes());
         let view =
             block_in_place(|| access::view_for(store, identity, &self.peer, crate::now_ms()))?;
-        let (have, _need, rounds) = self.reconcile(view.ids()).await?;
+        let (have, need, rounds) = self.reconcile(view.ids()).await?;
         let mut report = FetchReport {
             round_trips: rounds,
             ..FetchReport::default()
@@ -221,7 +258,7 @@ impl PeerConn {
         }
         if rest.is_empty() {
             self.finish_report(&mut report);
-            return Ok(report);
+            return Ok((report, need));
         }
         report.round_trips += 1;
         let writer = Writer::start(store.clone(), me);
@@ -294,7 +331,7 @@ impl PeerConn {
             report.round_trips += 1;
         }
         self.finish_report(&mut report);
-        Ok(report)
+        Ok((report, need))
     }
 
     fn finish_report(&self, report: &mut FetchReport) {
@@ -490,8 +527,8 @@ impl PeerConn {
     /// Pushes session `id` (ours) to the peer, expecting the peer to be at `base`.
     pub async fn push(
         &self,
-        store: &Arc<Store>,
-        identity: &Arc<Identity>,
+        store: &Store,
+        identity: &Identity,
         id: SessionId,
         base: Option<NodeId>,
     ) -> Result<u64, PeerError> {
@@ -550,6 +587,67 @@ impl PeerConn {
             Response::Refused { reason } => Err(self.refused(reason)),
             _ => Err(stream.protocol("expected a push answer")),
         }
+    }
+
+    /// The verified objects of session `id`'s chain at the peer that `have` says we lack,
+    /// root first (what `tapes pull` stores itself).
+    pub async fn chain_objects(
+        &self,
+        id: SessionId,
+        have: &mut dyn FnMut(&NodeId) -> bool,
+    ) -> Result<Vec<StoredObject>, PeerError> {
+        let mut stream = self.stream().await?;
+        stream.write(&Request::Session { id }).await?;
+        let entry = match stream.expect::<Response>("session entry").await? {
+            Response::Entry(Some(entry)) => entry,
+            Response::Entry(None) => return Ok(Vec::new()),
+            Response::Refused { reason } => return Err(self.refused(reason)),
+            _ => return Err(stream.protocol("expected a session entry")),
+        };
+        stream
+            .write(&Request::Fetch {
+                item: session_item(&id, &entry.record),
+                have_head: None,
+            })
+            .await?;
+        let ids = match stream.expect::<Response>("session").await? {
+            Response::Session { ids, .. } => ids,
+            Response::Refused { reason } => return Err(self.refused(reason)),
+            _ => return Err(stream.protocol("expected a session")),
+        };
+        // Parents are stored before children, so what we have is a prefix of the chain.
+        let start = ids.iter().position(|i| !have(i)).unwrap_or(ids.len());
+        stream
+            .write(&Request::From {
+                index: start as u64,
+            })
+            .await?;
+        stream.finish();
+        let mut check = ChainCheck::new(ids, start, None);
+        let mut out = Vec::new();
+        loop {
+            match stream.expect::<Response>("objects").await? {
+                Response::Objects(Objects::Plain(list)) => {
+                    for bytes in list {
+                        out.push(check.check_id_only(bytes).map_err(|(id, why)| {
+                            PeerError::BadObject {
+                                peer: self.name.to_string(),
+                                what: "node",
+                                id,
+                                why,
+                            }
+                        })?);
+                    }
+                }
+                Response::Objects(Objects::Sealed { .. }) => {
+                    return Err(stream.protocol("a pull of your own session came sealed"))
+                }
+                Response::End => break,
+                Response::Refused { reason } => return Err(self.refused(reason)),
+                _ => return Err(stream.protocol("expected objects")),
+            }
+        }
+        Ok(out)
     }
 
     /// The peer's current record of a session, if it shows it to us.

@@ -25,6 +25,19 @@ pub struct EndpointConfig {
 }
 
 impl EndpointConfig {
+    /// For dialling one peer: loopback when the peer is on loopback, else any interface.
+    pub fn loopback_or_any(peer: &super::addr::PeerAddr) -> EndpointConfig {
+        let local = !peer.addrs.is_empty() && peer.addrs.iter().all(|a| a.ip().is_loopback());
+        if local {
+            EndpointConfig::loopback()
+        } else {
+            EndpointConfig {
+                bind: SocketAddr::from(([0, 0, 0, 0], 0)),
+                mdns: peer.addrs.is_empty(),
+            }
+        }
+    }
+
     /// Loopback only, no mDNS: tests, examples and benchmarks.
     pub fn loopback() -> EndpointConfig {
         EndpointConfig {

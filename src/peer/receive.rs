@@ -95,6 +95,25 @@ impl ChainCheck {
         })
     }
 
+    /// Checks only that the next object's bytes hash to the announced id (the caller checks
+    /// the links, as `transfer::pull` does).
+    pub fn check_id_only(&mut self, bytes: Vec<u8>) -> Result<StoredObject, (String, String)> {
+        let Some(expected) = self.ids.get(self.next).copied() else {
+            return Err(("an object".into(), "more objects than announced".into()));
+        };
+        StoredObject::verify(&expected, &bytes).map_err(|e| {
+            (
+                expected.short(),
+                format!("its id does not match its bytes ({e})"),
+            )
+        })?;
+        self.next += 1;
+        Ok(StoredObject {
+            id: expected,
+            bytes,
+        })
+    }
+
     pub fn is_complete(&self) -> bool {
         self.next == self.ids.len()
     }

@@ -1,0 +1,350 @@
+//! `tapes serve`, `tapes fetch` and `tapes sync`: replication with teammates over iroh.
+//!
+//! `serve` answers teammates until Ctrl-C and prints who synced what; it opens the store only
+//! while a connection is active, so other `tapes` commands keep working beside it. `fetch`
+//! brings what peers share with you; `sync` also pushes your own shared sessions they lack.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use iroh::protocol::Router;
+use tapes::home::Home;
+use tapes::identity::Identity;
+use tapes::peer::addr::PeerAddr;
+use tapes::peer::client::{connect, FetchReport, PeerConn};
+use tapes::peer::endpoint::{bind, EndpointConfig};
+use tapes::peer::server::{Server, StoreHandle};
+use tapes::protocol::sync::ALPN;
+use tapes::store::Store;
+
+use super::remote;
+
+/// The file in the tapes home where `tapes serve` records its ticket, so that `tapes id` can
+/// print it and `tapes team invite` can put it in invite codes.
+pub fn ticket_file(home: &Home) -> std::path::PathBuf {
+    home.root().join("serve-ticket")
+}
+
+/// The ticket of this node's last `tapes serve`, if any.
+pub fn last_ticket(home: &Home) -> Option<String> {
+    std::fs::read_to_string(ticket_file(home))
+        .ok()
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty())
+}
+
+#[derive(clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on (port 0: any free port).
+    #[arg(long, default_value = "0.0.0.0:0")]
+    bind: SocketAddr,
+    /// Do not announce this node on the LAN or look for teammates there (mDNS).
+    #[arg(long)]
+    no_mdns: bool,
+}
+
+#[derive(clap::Args)]
+pub struct FetchArgs {
+    /// The peer (default: the only peer remote configured).
+    remote: Option<String>,
+    /// Fetch from every peer remote.
+    #[arg(long, conflicts_with = "remote")]
+    all: bool,
+}
+
+#[derive(clap::Args)]
+pub struct SyncArgs {
+    /// The peer (default: every peer remote; with --team, those in the team).
+    remote: Option<String>,
+    /// Sync with the configured peers that are members of this team (name or id prefix).
+    #[arg(long, conflicts_with = "remote")]
+    team: Option<String>,
+}
+
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the network runtime")
+}
+
+pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let home = Home::locate()?;
+    home.ensure()?;
+    let identity = Arc::new(Identity::load(&home)?);
+    let runtime = runtime()?;
+    runtime.block_on(async {
+        let config = EndpointConfig {
+            bind: args.bind,
+            mdns: !args.no_mdns,
+        };
+        let endpoint = bind(&identity, &config).await?;
+        let server = Server::new(
+            StoreHandle::on_demand(home.store_dir()),
+            identity.clone(),
+            Arc::new(|line| println!("{}  {line}", tapes::tracking::now_rfc3339())),
+        );
+        let router = Router::builder(endpoint.clone())
+            .accept(ALPN, server)
+            .spawn();
+        let ticket = PeerAddr::of_endpoint(&endpoint);
+        std::fs::write(ticket_file(&home), ticket.ticket())
+            .with_context(|| format!("writing {}", ticket_file(&home).display()))?;
+        println!(
+            "serving as {} (node {})",
+            identity.profile.name,
+            identity.node_id_hex()
+        );
+        println!("ticket: {}", ticket.ticket());
+        println!(
+            "teammates add it with `tapes remote add {} {}`{}",
+            identity
+                .profile
+                .name
+                .split_whitespace()
+                .next()
+                .unwrap_or("me"),
+            ticket.ticket(),
+            if config.mdns {
+                "; on this LAN the node id alone is enough (mDNS)"
+            } else {
+                ""
+            }
+        );
+        println!("Ctrl-C stops");
+        tokio::signal::ctrl_c()
+            .await
+            .context("cannot wait for Ctrl-C")?;
+        router.shutdown().await.ok();
+        println!("stopped");
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The peer remotes to talk to: the one named, every one, or the only one.
+fn peers(store: &Store, name: Option<&str>, all: bool) -> anyhow::Result<Vec<(String, PeerAddr)>> {
+    let mut out = Vec::new();
+    for (remote_name, _) in remote::configured(store)? {
+        if let Some(addr) = remote::peer(store, &remote_name)? {
+            out.push((remote_name, addr));
+        }
+    }
+    match name {
+        Some(name) => {
+            let found = out.into_iter().find(|(n, _)| n == name);
+            match found {
+                Some(found) => Ok(vec![found]),
+                None if remote::exists(store, name)? => bail!("remote `{name}` is a path remote; `tapes fetch` and `tapes sync` talk to peers (`tapes pull --from {name}` works with paths)"),
+                None => {
+                    let names: Vec<String> = remote::configured(store)?.into_iter().map(|(n, _)| n).collect();
+                    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+                    Err(remote::unknown(name, &names))
+                }
+            }
+        }
+        None if all || out.len() <= 1 => {
+            if out.is_empty() {
+                bail!("no peer is configured; add a teammate with `tapes remote add <name> <node-id>[@host:port]` (their `tapes serve` prints it)");
+            }
+            Ok(out)
+        }
+        None => bail!(
+            "several peers are configured ({}); name one, or pass --all",
+            out.iter()
+                .map(|(n, _)| n.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+async fn dial(
+    identity: &Identity,
+    name: &str,
+    addr: &PeerAddr,
+) -> anyhow::Result<(iroh::Endpoint, PeerConn)> {
+    let endpoint = bind(identity, &EndpointConfig::loopback_or_any(addr)).await?;
+    let conn = connect(&endpoint, addr, name).await?;
+    Ok((endpoint, conn))
+}
+
+fn describe(name: &str, report: &FetchReport) -> String {
+    let cost = format!(
+        "{} round trip{}, {} sent, {} received",
+        report.round_trips,
+        if report.round_trips == 1 { "" } else { "s" },
+        human_bytes(report.bytes_sent),
+        human_bytes(report.bytes_received)
+    );
+    if report.is_empty() {
+        return format!("{name}: up to date ({cost})");
+    }
+    let mut parts = Vec::new();
+    if report.new_sessions > 0 {
+        parts.push(format!("{} new sessions", report.new_sessions));
+    }
+    if report.updated_sessions > 0 {
+        parts.push(format!("{} updated", report.updated_sessions));
+    }
+    parts.push(format!("{} nodes", report.nodes));
+    if report.shares > 0 {
+        parts.push(format!("{} share records", report.shares));
+    }
+    if report.manifests > 0 {
+        parts.push(format!("{} team manifests", report.manifests));
+    }
+    format!("{name}: {} ({cost})", parts.join(", "))
+}
+
+pub fn human_bytes(n: u64) -> String {
+    match n {
+        n if n >= 1 << 30 => format!("{:.1} GiB", n as f64 / (1u64 << 30) as f64),
+        n if n >= 1 << 20 => format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64),
+        n if n >= 1 << 10 => format!("{:.1} KiB", n as f64 / 1024.0),
+        n => format!("{n} B"),
+    }
+}
+
+pub fn fetch(args: FetchArgs) -> anyhow::Result<ExitCode> {
+    let (home, store) = super::open_store()?;
+    let identity = Arc::new(Identity::load(&home)?);
+    let targets = peers(&store, args.remote.as_deref(), args.all)?;
+    let runtime = runtime()?;
+    let mut failed = false;
+    for (name, addr) in targets {
+        let result = runtime.block_on(async {
+            let (endpoint, conn) = dial(&identity, &name, &addr).await?;
+            let report = conn.fetch(&store, &identity).await;
+            conn.close();
+            endpoint.close().await;
+            Ok::<_, anyhow::Error>(report?)
+        });
+        match result {
+            Ok(report) => {
+                println!("{}", describe(&name, &report));
+                for kept in &report.kept {
+                    println!("  kept yours: {kept}");
+                }
+            }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                failed = true;
+            }
+        }
+    }
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+pub fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
+    let (home, store) = super::open_store()?;
+    let identity = Arc::new(Identity::load(&home)?);
+    let mut targets = peers(&store, args.remote.as_deref(), args.remote.is_none())?;
+    if let Some(team) = &args.team {
+        let chain = tapes::teams::resolve(&store, Some(team))?;
+        targets.retain(|(_, addr)| chain.head().manifest.member(&addr.id).is_some());
+        if targets.is_empty() {
+            bail!("none of your peer remotes is a member of team {}; add one with `tapes remote add <name> <node-id>`", chain.head().manifest.name);
+        }
+    }
+    let runtime = runtime()?;
+    let mut failed = false;
+    for (name, addr) in targets {
+        let result = runtime.block_on(async {
+            let (endpoint, conn) = dial(&identity, &name, &addr).await?;
+            let outcome = conn.sync(&store, &identity).await;
+            conn.close();
+            endpoint.close().await;
+            Ok::<_, anyhow::Error>(outcome?)
+        });
+        match result {
+            Ok((report, pushed)) => {
+                println!("{}", describe(&name, &report));
+                for (id, outcome) in pushed {
+                    match outcome {
+                        Ok(nodes) => println!("  pushed {}: {nodes} new nodes", id.short()),
+                        Err(e) => {
+                            eprintln!("  error: push of {}: {e}", id.short());
+                            failed = true;
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                failed = true;
+            }
+        }
+    }
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// `tapes team join <code>` over the network: sends the request to the inviter's node (at the
+/// code's addresses, or found on the LAN) and stores the team. `None` when the inviter could not
+/// be reached, so the caller falls back to the request file.
+pub fn join_online(
+    store: &Store,
+    identity: &Identity,
+    invite: &tapes::protocol::join::Invite,
+    request: &tapes::protocol::join::JoinRequest,
+) -> anyhow::Result<Option<tapes::protocol::team_chain::TeamChain>> {
+    let mut addrs = Vec::new();
+    for hint in &invite.addrs {
+        let parsed = if hint.contains('@') {
+            PeerAddr::parse(hint).map(|a| a.addrs)
+        } else {
+            PeerAddr::parse(&format!("{}@{hint}", invite.inviter.to_hex())).map(|a| a.addrs)
+        };
+        if let Ok(found) = parsed {
+            addrs.extend(found);
+        }
+    }
+    let addr = PeerAddr {
+        id: invite.inviter,
+        addrs,
+    };
+    let runtime = runtime()?;
+    let answer = runtime.block_on(async {
+        let attempt = async {
+            let (endpoint, conn) = dial(identity, "the inviter", &addr).await?;
+            let answer = conn.join(request).await;
+            conn.close();
+            endpoint.close().await;
+            Ok::<_, anyhow::Error>(answer?)
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(10), attempt).await
+    });
+    match answer {
+        Ok(Ok(response)) => Ok(Some(tapes::teams::complete_join(
+            store,
+            identity,
+            &invite.team,
+            response,
+        )?)),
+        Ok(Err(e)) => {
+            if e.downcast_ref::<tapes::peer::PeerError>()
+                .is_some_and(|p| matches!(p, tapes::peer::PeerError::Connect { .. }))
+            {
+                eprintln!("could not reach the inviter's node: {e:#}");
+                Ok(None)
+            } else {
+                Err(e)
+            }
+        }
+        Err(_) => {
+            eprintln!("could not reach the inviter's node within 10 s");
+            Ok(None)
+        }
+    }
+}
