@@ -1,0 +1,992 @@
+//! Sync throughput and cost over iroh on 127.0.0.1 (relays and discovery off), next to the raw
+//! stream it runs on and to iroh-blobs as the peer reference.
+//!
+//! `cargo bench --bench sync` prints:
+//!
+//! 1. raw iroh stream: one bi-stream copying ~1 GiB between two endpoints;
+//! 2. tapes fetch of ~1 GB of generated sessions (~1M nodes, ~10k sessions of 5–95 tool
+//!    rounds) shared with a team bob joined over the network: sealed, verified and stored;
+//!    then the plain path (public shares) to a stranger; MB/s = object bytes stored / wall time,
+//!    CPU seconds of each side, peak RSS of each side;
+//! 3. iroh-blobs: verified fetch of one blob of the same size between two fs stores;
+//! 4. round trips and bytes of a no-op fetch and of 10 new nodes against the rest;
+//! 5. a breakdown: each stage of the fetch pipeline timed alone on one core over the same data.
+//!
+//! alice (server) and bob/carol (clients) are separate processes (this binary re-run with
+//! `TAPES_SYNC_BENCH_ROLE`), so each side's peak RSS (`VmHWM`, reset through
+//! `/proc/self/clear_refs` before a fetch) and CPU time are its own. The raw stream and
+//! iroh-blobs run both sides in the parent process.
+//!
+//! Environment: `TAPES_BENCH_GB` (default 1.0) scales everything; `TAPES_BENCH_PLAIN=0` skips
+//! the plain path; `TAPES_BENCH_PERF=<dir>` records `perf` profiles of both sides during the
+//! sealed fetch (`perf report -i <dir>/alice.data`).
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use iroh::endpoint::Connection;
+use iroh::protocol::{AcceptError, ProtocolHandler, Router};
+use serde_json::{json, Value};
+use tapes::identity::{Identity, Profile};
+use tapes::import::ParsedSession;
+use tapes::ingest::{ingest, Incoming};
+use tapes::peer::addr::PeerAddr;
+use tapes::peer::client::{connect, FetchReport};
+use tapes::peer::endpoint::{bind, EndpointConfig};
+use tapes::peer::server::{Server, StoreHandle, BATCH_BYTES};
+use tapes::protocol::sync::{decode_batch, encode_batch, ALPN};
+use tapes::protocol::{
+    ContentBlock, MemberId, Node, NodeBody, NodeMeta, Role, SessionId, StoredObject, ToolResultPart,
+};
+use tapes::sample::{self, Rng, Shape};
+use tapes::session::session_ref_key;
+use tapes::share::{self, Audience, SecretPolicy, ShareOptions};
+use tapes::storage::RefUpdate;
+use tapes::store::Store;
+use tapes::team_keys::{self, KeyRing, Sealed};
+use tapes::teams::{self, InviteOptions};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const ROLE: &str = "TAPES_SYNC_BENCH_ROLE";
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
+    match std::env::var(ROLE).as_deref() {
+        Ok("alice") => alice_main(),
+        Ok(name) => client_main(name),
+        Err(_) => orchestrate(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The parent: runs the raw stream and iroh-blobs itself, drives alice and the clients.
+
+fn orchestrate() -> Result<()> {
+    let gb: f64 = env_or("TAPES_BENCH_GB", 1.0);
+    let plain = env_or("TAPES_BENCH_PLAIN", 1.0) != 0.0;
+    let perf_dir = std::env::var("TAPES_BENCH_PERF").ok();
+    let target_bytes = (gb * 1e9) as u64;
+    println!(
+        "sync benchmark: {gb} GB, {} cores, 127.0.0.1, relays and discovery off",
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    let rt = runtime()?;
+
+    let mut alice = Peer::spawn("alice")?;
+    let ticket = alice.hello["ticket"]
+        .as_str()
+        .context("ticket")?
+        .to_string();
+    let setup = alice.ask(&format!("setup {target_bytes}"))?;
+    let bytes = setup["bytes"].as_u64().unwrap_or(0);
+    let nodes = setup["nodes"].as_u64().unwrap_or(0);
+    let sessions = setup["sessions"].as_u64().unwrap_or(0);
+    println!(
+        "alice: {sessions} sessions, {nodes} nodes, {} of objects (avg {:.0} B/node), ingested in {:.1} s, shared to the team in {:.1} s",
+        mb(bytes),
+        bytes as f64 / nodes.max(1) as f64,
+        setup["ingest_secs"].as_f64().unwrap_or(0.0),
+        setup["share_secs"].as_f64().unwrap_or(0.0),
+    );
+
+    // 1. Raw stream.
+    let raw_bytes = (gb * (1u64 << 30) as f64) as u64;
+    let raw = rt.block_on(raw_stream(raw_bytes))?;
+    println!(
+        "\n1. raw iroh stream, one bi-stream: {} in {:.2} s = {:.0} MB/s (both sides in one process, peak RSS {})",
+        mb(raw_bytes),
+        raw.secs,
+        raw_bytes as f64 / raw.secs / 1e6,
+        kb(raw.hwm_kb)
+    );
+    let raw_mbs = raw_bytes as f64 / raw.secs / 1e6;
+
+    // 3 (run before the tapes fetch so the disk is quiet): iroh-blobs.
+    let blobs = rt.block_on(iroh_blobs_fetch(bytes));
+    let blobs_mbs = match &blobs {
+        Ok(b) => {
+            println!(
+                "\n3. iroh-blobs 0.104 verified fetch, one {} blob fs store to fs store: {:.2} s = {:.0} MB/s (both sides in one process, peak RSS {}; adding it to the sender took {:.1} s)",
+                mb(bytes),
+                b.secs,
+                bytes as f64 / b.secs / 1e6,
+                kb(b.hwm_kb),
+                b.add_secs
+            );
+            Some(bytes as f64 / b.secs / 1e6)
+        }
+        Err(e) => {
+            println!("\n3. iroh-blobs: failed: {e:#}");
+            None
+        }
+    };
+
+    // 2. tapes fetch, sealed: bob joins alice's team over the network and fetches.
+    let mut bob = Peer::spawn("bob")?;
+    let code = alice.ask("invite")?["code"]
+        .as_str()
+        .context("code")?
+        .to_string();
+    bob.ask(&format!("join {ticket} {code}"))?;
+    let perf = match &perf_dir {
+        Some(dir) => Some(Perf::start(
+            dir,
+            &[("alice", alice.pid()), ("bob", bob.pid())],
+        )?),
+        None => None,
+    };
+    let server_before = alice.ask("mark")?;
+    let sealed = bob.ask(&format!("fetch {ticket}"))?;
+    let server_after = alice.ask("mark")?;
+    if let Some(perf) = perf {
+        perf.stop();
+    }
+    println!(
+        "\n2. tapes fetch of {} sessions shared with a team (sealed):",
+        sessions
+    );
+    let sealed_mbs = print_fetch(&sealed, &server_before, &server_after, bytes, nodes);
+
+    // 4. No-op and 10 new nodes.
+    let noop = bob.ask(&format!("fetch {ticket}"))?;
+    alice.ask("append 10")?;
+    let ten = bob.ask(&format!("fetch {ticket}"))?;
+    let noop_r = report_of(&noop);
+    let ten_r = report_of(&ten);
+    println!(
+        "\n4. against {nodes} shared nodes ({} items each side: sessions, shares, manifests):",
+        sealed["items"].as_u64().unwrap_or(0)
+    );
+    println!(
+        "   no-op fetch: {} round trips, {} B ({} sent, {} received), {:.0} ms wall",
+        noop_r.round_trips,
+        noop_r.bytes_sent + noop_r.bytes_received,
+        noop_r.bytes_sent,
+        noop_r.bytes_received,
+        noop["secs"].as_f64().unwrap_or(0.0) * 1e3
+    );
+    println!(
+        "   10 new nodes in one session: {} round trips, {} B ({} sent, {} received), {} nodes fetched, {:.0} ms wall",
+        ten_r.round_trips,
+        ten_r.bytes_sent + ten_r.bytes_received,
+        ten_r.bytes_sent,
+        ten_r.bytes_received,
+        ten_r.nodes,
+        ten["secs"].as_f64().unwrap_or(0.0) * 1e3
+    );
+    let rec = bob.ask(&format!("reconcile {ticket}"))?;
+    println!(
+        "   reconcile alone (no-op): view of {} items built in {:.0} ms, reconciled in {:.1} ms, {} round trips",
+        rec["items"].as_u64().unwrap_or(0),
+        rec["view_secs"].as_f64().unwrap_or(0.0) * 1e3,
+        rec["reconcile_secs"].as_f64().unwrap_or(0.0) * 1e3,
+        rec["round_trips"].as_u64().unwrap_or(0)
+    );
+    bob.quit();
+
+    // 2b. Plain path: alice also shares everything publicly; carol, in no team, fetches.
+    let mut plain_mbs = None;
+    if plain {
+        let public = alice.ask("public")?;
+        println!(
+            "\n2b. tapes fetch of the same sessions shared publicly (plain), to a node in no team (shared in {:.1} s):",
+            public["secs"].as_f64().unwrap_or(0.0)
+        );
+        let mut carol = Peer::spawn("carol")?;
+        let before = alice.ask("mark")?;
+        let got = carol.ask(&format!("fetch {ticket}"))?;
+        let after = alice.ask("mark")?;
+        plain_mbs = Some(print_fetch(&got, &before, &after, bytes, nodes));
+        carol.quit();
+    }
+
+    // 5. Breakdown.
+    let parts = alice.ask("components")?;
+    println!("\n5. breakdown: each stage alone over the same sessions, one core:");
+    for stage in parts["stages"].as_array().into_iter().flatten() {
+        let secs = stage["secs"].as_f64().unwrap_or(0.0);
+        let over = stage["bytes"].as_u64().unwrap_or(0);
+        println!(
+            "   {:<48} {:>7.2} s for {:>9} = {:>6.0} MB/s",
+            stage["name"].as_str().unwrap_or("?"),
+            secs,
+            mb(over),
+            over as f64 / secs.max(1e-9) / 1e6
+        );
+    }
+    alice.quit();
+
+    println!("\nsummary against the targets:");
+    let check = |ok: bool| if ok { "ok" } else { "MISSED" };
+    let noop_bytes = noop_r.bytes_sent + noop_r.bytes_received;
+    let ten_bytes = ten_r.bytes_sent + ten_r.bytes_received;
+    println!(
+        "   no-op: 1 round trip under 1 KB: {} round trips, {noop_bytes} B [{}]",
+        noop_r.round_trips,
+        check(noop_r.round_trips == 1 && noop_bytes < 1024)
+    );
+    println!(
+        "   10 new: <= 4 round trips under 16 KB: {} round trips, {ten_bytes} B [{}]",
+        ten_r.round_trips,
+        check(ten_r.round_trips <= 4 && ten_bytes < 16 * 1024)
+    );
+    println!(
+        "   sealed fetch >= 60% of raw stream: {sealed_mbs:.0} of {raw_mbs:.0} MB/s = {:.0}% [{}]",
+        sealed_mbs / raw_mbs * 100.0,
+        check(sealed_mbs >= 0.6 * raw_mbs)
+    );
+    if let Some(p) = plain_mbs {
+        println!(
+            "   plain fetch >= 60% of raw stream: {p:.0} of {raw_mbs:.0} MB/s = {:.0}% [{}]",
+            p / raw_mbs * 100.0,
+            check(p >= 0.6 * raw_mbs)
+        );
+    }
+    if let Some(b) = blobs_mbs {
+        println!(
+            "   sealed fetch faster than iroh-blobs: {sealed_mbs:.0} vs {b:.0} MB/s [{}]",
+            check(sealed_mbs > b)
+        );
+    }
+    let peak = sealed["hwm_kb"].as_u64().unwrap_or(0);
+    println!(
+        "   client peak memory under 256 MB: {} [{}]",
+        kb(peak),
+        check(peak * 1024 < 256 << 20)
+    );
+    Ok(())
+}
+
+/// Prints one fetch; returns its MB/s.
+fn print_fetch(got: &Value, before: &Value, after: &Value, bytes: u64, nodes: u64) -> f64 {
+    let r = report_of(got);
+    let secs = got["secs"].as_f64().unwrap_or(0.0);
+    let stored = got["stored_objects"].as_u64().unwrap_or(0);
+    let server_cpu =
+        after["cpu_secs"].as_f64().unwrap_or(0.0) - before["cpu_secs"].as_f64().unwrap_or(0.0);
+    let rate = bytes as f64 / secs / 1e6;
+    println!(
+        "   {} sessions, {} of {nodes} nodes, {} of objects stored ({stored} objects in the store) in {secs:.2} s = {rate:.0} MB/s",
+        r.new_sessions,
+        r.nodes,
+        mb(bytes)
+    );
+    println!(
+        "   wire: {} received, {} sent; {} round trips; connect {:.1} ms",
+        mb(r.bytes_received),
+        mb(r.bytes_sent),
+        r.round_trips,
+        got["connect_secs"].as_f64().unwrap_or(0.0) * 1e3,
+    );
+    println!(
+        "   CPU: client {:.2} s, server {:.2} s (of {:.2} s wall x 2 cores)",
+        got["cpu_secs"].as_f64().unwrap_or(0.0),
+        server_cpu,
+        secs
+    );
+    println!(
+        "   peak RSS: client {} (before the fetch {}), server {} (its own process)",
+        kb(got["hwm_kb"].as_u64().unwrap_or(0)),
+        kb(got["rss_before_kb"].as_u64().unwrap_or(0)),
+        kb(after["hwm_kb"].as_u64().unwrap_or(0))
+    );
+    if r.nodes as u64 != nodes && r.new_sessions > 0 {
+        println!("   WARNING: expected {nodes} nodes, got {}", r.nodes);
+    }
+    rate
+}
+
+fn report_of(v: &Value) -> FetchReport {
+    let u = |k: &str| v["report"][k].as_u64().unwrap_or(0);
+    FetchReport {
+        new_sessions: u("new_sessions") as usize,
+        updated_sessions: u("updated_sessions") as usize,
+        nodes: u("nodes") as usize,
+        shares: u("shares") as usize,
+        manifests: u("manifests") as usize,
+        round_trips: u("round_trips") as usize,
+        bytes_sent: u("bytes_sent"),
+        bytes_received: u("bytes_received"),
+        ..FetchReport::default()
+    }
+}
+
+/// A child process of this binary in a role, spoken to in JSON lines.
+struct Peer {
+    name: String,
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+    hello: Value,
+}
+
+impl Peer {
+    fn spawn(role: &str) -> Result<Peer> {
+        let mut child = Command::new(std::env::current_exe()?)
+            .env(ROLE, role)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        let stdin = child.stdin.take().context("stdin")?;
+        let stdout = BufReader::new(child.stdout.take().context("stdout")?);
+        let mut peer = Peer {
+            name: role.into(),
+            child,
+            stdin,
+            stdout,
+            hello: Value::Null,
+        };
+        peer.hello = peer.answer()?;
+        Ok(peer)
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn answer(&mut self) -> Result<Value> {
+        let mut line = String::new();
+        if self.stdout.read_line(&mut line)? == 0 {
+            bail!("{} exited", self.name);
+        }
+        let v: Value = serde_json::from_str(&line)?;
+        if let Some(e) = v.get("error") {
+            bail!("{}: {}", self.name, e);
+        }
+        Ok(v)
+    }
+
+    fn ask(&mut self, command: &str) -> Result<Value> {
+        writeln!(self.stdin, "{command}")?;
+        self.stdin.flush()?;
+        self.answer()
+            .with_context(|| format!("{} on `{command}`", self.name))
+    }
+
+    fn quit(mut self) {
+        let _ = writeln!(self.stdin, "quit");
+        let _ = self.stdin.flush();
+        let _ = self.child.wait();
+    }
+}
+
+/// `perf record` attached to some processes.
+struct Perf(Vec<Child>);
+
+impl Perf {
+    fn start(dir: &str, pids: &[(&str, u32)]) -> Result<Perf> {
+        std::fs::create_dir_all(dir)?;
+        let mut children = Vec::new();
+        for (name, pid) in pids {
+            children.push(
+                Command::new("perf")
+                    .args(["record", "-F", "499", "-g", "-o"])
+                    .arg(format!("{dir}/{name}.data"))
+                    .args(["-p", &pid.to_string()])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .context("perf")?,
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        Ok(Perf(children))
+    }
+
+    fn stop(self) {
+        for mut child in self.0 {
+            // SAFETY: signalling a child process we started.
+            unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+            let _ = child.wait();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. Raw stream.
+
+struct Timed {
+    secs: f64,
+    hwm_kb: u64,
+    add_secs: f64,
+}
+
+#[derive(Debug, Clone)]
+struct Sink;
+
+impl ProtocolHandler for Sink {
+    async fn accept(&self, connection: Connection) -> Result<(), AcceptError> {
+        let (mut send, mut recv) = connection.accept_bi().await?;
+        let mut total = 0u64;
+        while let Some(chunk) = recv
+            .read_chunk(usize::MAX)
+            .await
+            .map_err(AcceptError::from_err)?
+        {
+            total += chunk.len() as u64;
+        }
+        send.write_all(&total.to_le_bytes())
+            .await
+            .map_err(AcceptError::from_err)?;
+        send.finish()?;
+        connection.closed().await;
+        Ok(())
+    }
+}
+
+const RAW_ALPN: &[u8] = b"tapes-bench/raw/0";
+
+async fn raw_stream(bytes: u64) -> Result<Timed> {
+    let a = bind(&throwaway("raw-a")?, &EndpointConfig::loopback()).await?;
+    let b = bind(&throwaway("raw-b")?, &EndpointConfig::loopback()).await?;
+    let router = Router::builder(b).accept(RAW_ALPN, Sink).spawn();
+    let target = PeerAddr::of_endpoint(router.endpoint()).endpoint_addr()?;
+    let conn = a.connect(target, RAW_ALPN).await?;
+    let chunk = vec![0x5au8; 1 << 20];
+    reset_hwm();
+    let started = Instant::now();
+    let (mut send, mut recv) = conn.open_bi().await?;
+    let mut sent = 0u64;
+    while sent < bytes {
+        let n = (bytes - sent).min(chunk.len() as u64) as usize;
+        send.write_all(&chunk[..n]).await?;
+        sent += n as u64;
+    }
+    send.finish()?;
+    let mut echo = [0u8; 8];
+    recv.read_exact(&mut echo).await?;
+    let secs = started.elapsed().as_secs_f64();
+    if u64::from_le_bytes(echo) != bytes {
+        bail!("the sink counted {} of {bytes}", u64::from_le_bytes(echo));
+    }
+    conn.close(0u32.into(), b"done");
+    router.shutdown().await?;
+    a.close().await;
+    Ok(Timed {
+        secs,
+        hwm_kb: status_kb("VmHWM"),
+        add_secs: 0.0,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. iroh-blobs.
+
+async fn iroh_blobs_fetch(bytes: u64) -> Result<Timed> {
+    use iroh_blobs::store::fs::FsStore;
+    use iroh_blobs::BlobsProtocol;
+
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("blob");
+    {
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&file)?);
+        let mut rng = Rng::new(42);
+        let mut buf = vec![0u8; 1 << 20];
+        let mut left = bytes;
+        while left > 0 {
+            for word in buf.chunks_mut(8) {
+                word.copy_from_slice(&rng.next_u64().to_le_bytes());
+            }
+            let n = left.min(buf.len() as u64) as usize;
+            out.write_all(&buf[..n])?;
+            left -= n as u64;
+        }
+        out.flush()?;
+    }
+    let sender = FsStore::load(dir.path().join("sender")).await?;
+    let receiver = FsStore::load(dir.path().join("receiver")).await?;
+    let added = Instant::now();
+    let tag = sender.blobs().add_path(&file).await?;
+    let add_secs = added.elapsed().as_secs_f64();
+    std::fs::remove_file(&file)?;
+
+    let a = bind(&throwaway("blobs-a")?, &EndpointConfig::loopback()).await?;
+    let b = bind(&throwaway("blobs-b")?, &EndpointConfig::loopback()).await?;
+    let router = Router::builder(b)
+        .accept(iroh_blobs::ALPN, BlobsProtocol::new(&sender, None))
+        .spawn();
+    let target = PeerAddr::of_endpoint(router.endpoint()).endpoint_addr()?;
+    reset_hwm();
+    let started = Instant::now();
+    let conn = a.connect(target, iroh_blobs::ALPN).await?;
+    let stats = receiver.remote().fetch(conn.clone(), tag.hash).await?;
+    let secs = started.elapsed().as_secs_f64();
+    let hwm_kb = status_kb("VmHWM");
+    tracing::debug!(?stats, "iroh-blobs fetch");
+    let got = receiver.blobs().status(tag.hash).await?;
+    if !matches!(got, iroh_blobs::api::blobs::BlobStatus::Complete { size } if size == bytes) {
+        bail!("the receiver does not hold the whole blob: {got:?}");
+    }
+    conn.close(0u32.into(), b"done");
+    router.shutdown().await?;
+    a.close().await;
+    sender.shutdown().await?;
+    receiver.shutdown().await?;
+    Ok(Timed {
+        secs,
+        hwm_kb,
+        add_secs,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// alice: generates and shares the sessions, serves them.
+
+fn alice_main() -> Result<()> {
+    let rt = runtime()?;
+    let dir = tempfile::tempdir()?;
+    let identity = Arc::new(Identity::generate(profile("alice"))?);
+    let me = member(&identity);
+    let store = Arc::new(Store::open(&dir.path().join("store"))?);
+    store.set_local_owner(&me)?;
+    let team = teams::create(&store, &identity, "bench", tapes::now_ms())?.team_id();
+    let router = rt.block_on(async {
+        let endpoint = bind(&identity, &EndpointConfig::loopback()).await?;
+        let server = Server::new(
+            StoreHandle::Shared(store.clone()),
+            identity.clone(),
+            Arc::new(|_| {}),
+        );
+        anyhow::Ok(Router::builder(endpoint).accept(ALPN, server).spawn())
+    })?;
+    let ticket = PeerAddr::of_endpoint(router.endpoint()).ticket();
+    reply(json!({ "ticket": ticket }));
+    let mut ids: Vec<SessionId> = Vec::new();
+    serve_commands(|words| {
+        Ok(match words {
+            ["setup", target] => {
+                let target: u64 = target.parse()?;
+                let started = Instant::now();
+                let (mut bytes, mut nodes, mut i) = (0u64, 0u64, 0usize);
+                while bytes < target {
+                    let mut batch = Vec::new();
+                    let mut batch_nodes = 0;
+                    while batch_nodes < 100_000 {
+                        let session = dataset_session(i);
+                        i += 1;
+                        batch_nodes += session.messages.len();
+                        batch.push(Incoming {
+                            session,
+                            path: String::new(),
+                        });
+                    }
+                    let report = ingest(&store, &batch, tapes::now_ms())?;
+                    for s in &report.sessions {
+                        ids.push(s.id);
+                    }
+                    bytes += report.bytes as u64;
+                    nodes += report.new_nodes as u64;
+                }
+                let ingest_secs = started.elapsed().as_secs_f64();
+                let started = Instant::now();
+                for id in &ids {
+                    share_to(&store, &identity, id, Audience::Team(team))?;
+                }
+                json!({
+                    "sessions": ids.len(), "nodes": nodes, "bytes": bytes,
+                    "ingest_secs": ingest_secs, "share_secs": started.elapsed().as_secs_f64(),
+                })
+            }
+            ["invite"] => {
+                let chain = teams::load(&store, &team)?;
+                let (code, _) = teams::invite(
+                    &store,
+                    &identity,
+                    &chain,
+                    InviteOptions {
+                        expires_ms: None,
+                        max_uses: 1,
+                        email: None,
+                        role: tapes::protocol::manifest::TeamRole::Member,
+                        addrs: vec![ticket.clone()],
+                    },
+                    tapes::now_ms(),
+                )?;
+                json!({ "code": code })
+            }
+            ["mark"] => {
+                // CPU so far and the peak since the last mark; then a fresh peak.
+                let v = json!({ "cpu_secs": cpu_secs(), "hwm_kb": status_kb("VmHWM") });
+                reset_hwm();
+                v
+            }
+            ["append", n] => {
+                append(&store, &ids[0], n.parse()?)?;
+                json!({})
+            }
+            ["public"] => {
+                let started = Instant::now();
+                for id in &ids {
+                    share_to(&store, &identity, id, Audience::Public)?;
+                }
+                json!({ "secs": started.elapsed().as_secs_f64() })
+            }
+            ["components"] => components(&store, &identity, &team, &ids, dir.path())?,
+            _ => bail!("unknown command {words:?}"),
+        })
+    })?;
+    rt.block_on(router.shutdown())?;
+    Ok(())
+}
+
+/// A session of the data set: 5–95 tool rounds (mean ~50, ~100 nodes); about one tool result
+/// in three is a file read or test log of 0.5–4.5 KB, so a node averages ~1 KB.
+fn dataset_session(i: usize) -> ParsedSession {
+    let mut rng = Rng::new(0x5eed_0000 ^ i as u64);
+    let rounds = 5 + rng.below(91) as usize;
+    let mut session = sample::session(
+        17,
+        i,
+        Shape {
+            tool_rounds: rounds,
+            ..Shape::default()
+        },
+    );
+    for m in &mut session.messages {
+        for block in &mut m.blocks {
+            if let ContentBlock::ToolResult { content, .. } = block {
+                if rng.below(3) != 0 {
+                    continue;
+                }
+                let extra = 512 + rng.below(4096) as usize;
+                let mut text = String::with_capacity(extra + 80);
+                let mut line = 0;
+                while text.len() < extra {
+                    text.push_str(&format!(
+                        "{line:>5}  pub fn step_{line}(ctx: &mut Ctx) -> Result<u64> {{ ctx.apply({}, {}) }}\n",
+                        rng.below(10_000),
+                        rng.below(10_000)
+                    ));
+                    line += 1;
+                }
+                content.push(ToolResultPart::Text { text });
+            }
+        }
+    }
+    session
+}
+
+fn share_to(store: &Store, identity: &Identity, id: &SessionId, audience: Audience) -> Result<()> {
+    share::share(
+        store,
+        identity,
+        id,
+        &ShareOptions {
+            audience,
+            title: None,
+            note: None,
+            expires_ms: None,
+            secrets: SecretPolicy::Allow,
+        },
+        tapes::now_ms(),
+    )?;
+    Ok(())
+}
+
+/// Appends `n` nodes to session `id`, as continuing it would.
+fn append(store: &Store, id: &SessionId, n: usize) -> Result<()> {
+    let mut record = store.session(id)?.context("no such session")?;
+    let raw = store.session_raw(id)?;
+    let mut objects = Vec::with_capacity(n);
+    for k in 0..n {
+        let object = StoredObject::encode(&Node {
+            body: NodeBody {
+                parent: Some(record.head),
+                role: Role::User,
+                model: String::new(),
+                blocks: vec![ContentBlock::text(format!("and one more thing, #{k}"))],
+            },
+            meta: NodeMeta::default(),
+        });
+        record.head = object.id;
+        record.summary.messages += 1;
+        objects.push(object);
+    }
+    store.commit(
+        &objects,
+        &[RefUpdate {
+            key: session_ref_key(id),
+            expected: raw,
+            new: Some(record.encode()),
+        }],
+    )?;
+    Ok(())
+}
+
+/// Each stage of the fetch pipeline alone, on one core, over the sessions: what the server
+/// does (walk the chain reading each object, batch and seal) and what the client does (open,
+/// verify, write).
+fn components(
+    store: &Store,
+    identity: &Identity,
+    team: &tapes::protocol::TeamId,
+    ids: &[SessionId],
+    dir: &std::path::Path,
+) -> Result<Value> {
+    let chain = teams::load(store, team)?;
+    let ring = KeyRing::for_member(&chain, &member(identity), identity.age_identity())?;
+    let write_limit: u64 = env_or("TAPES_BENCH_WRITE_MB", 256.0) as u64 * 1_000_000;
+    let scratch = Store::open(&dir.join("scratch"))?;
+    let (mut read, mut seal, mut open, mut verify, mut write) = (
+        Duration::ZERO,
+        Duration::ZERO,
+        Duration::ZERO,
+        Duration::ZERO,
+        Duration::ZERO,
+    );
+    let (mut bytes, mut sealed_bytes, mut written) = (0u64, 0u64, 0u64);
+    let mut pending: Vec<StoredObject> = Vec::new();
+    let mut pending_bytes = 0usize;
+    for id in ids {
+        // Read: the server's walk, head to root.
+        let t = Instant::now();
+        let mut next = Some(store.session(id)?.context("session")?.head);
+        let mut objects = Vec::new();
+        while let Some(node) = next {
+            let b = store.storage().get_object(&node)?.context("object")?;
+            next = StoredObject::parent_of(&b)?;
+            objects.push((node, b));
+        }
+        objects.reverse();
+        read += t.elapsed();
+        // Seal and open, in the server's batches.
+        let mut from = 0;
+        while from < objects.len() {
+            let mut to = from;
+            let mut size = 0;
+            while to < objects.len() && size < BATCH_BYTES {
+                size += objects[to].1.len();
+                to += 1;
+            }
+            let list: Vec<Vec<u8>> = objects[from..to].iter().map(|(_, b)| b.clone()).collect();
+            let t = Instant::now();
+            let wire = team_keys::seal(&chain, &encode_batch(&list))?.encode();
+            seal += t.elapsed();
+            sealed_bytes += wire.len() as u64;
+            let t = Instant::now();
+            let opened = decode_batch(&team_keys::open(&ring, team, &Sealed::decode(&wire)?)?)?;
+            open += t.elapsed();
+            if opened.len() != list.len() {
+                bail!("a batch did not survive sealing");
+            }
+            from = to;
+        }
+        // Verify as the client does.
+        let t = Instant::now();
+        let mut parent = None;
+        for (node, b) in &objects {
+            let decoded = StoredObject::verify(node, b)?;
+            if decoded.body.parent != parent {
+                bail!("broken chain");
+            }
+            parent = Some(*node);
+        }
+        verify += t.elapsed();
+        // Write, in the client's group-commit batches, up to the limit.
+        for (node, b) in objects {
+            bytes += b.len() as u64;
+            if written < write_limit {
+                written += b.len() as u64;
+                pending_bytes += b.len();
+                pending.push(StoredObject { id: node, bytes: b });
+                if pending_bytes >= 32 << 20 {
+                    let t = Instant::now();
+                    scratch.storage().put_objects(&pending)?;
+                    scratch.storage().flush()?;
+                    write += t.elapsed();
+                    pending.clear();
+                    pending_bytes = 0;
+                }
+            }
+        }
+    }
+    if !pending.is_empty() {
+        let t = Instant::now();
+        scratch.storage().put_objects(&pending)?;
+        scratch.storage().flush()?;
+        write += t.elapsed();
+    }
+    let stage = |name: &str, d: Duration, over: u64| json!({ "name": name, "secs": d.as_secs_f64(), "bytes": over });
+    Ok(json!({ "stages": [
+        stage("server: walk chains, read objects (sled get)", read, bytes),
+        stage("server: seal 1 MB batches (postcard + age)", seal, bytes),
+        stage("client: open sealed batches (age + postcard)", open, sealed_bytes),
+        stage("client: verify objects (BLAKE3 + strict decode)", verify, bytes),
+        stage("client: store writes (sled put_objects + flush)", write, written),
+    ]}))
+}
+
+// ---------------------------------------------------------------------------------------------
+// bob and carol: clients with their own store.
+
+fn client_main(name: &str) -> Result<()> {
+    let rt = runtime()?;
+    let dir = tempfile::tempdir()?;
+    let identity = Arc::new(Identity::generate(profile(name))?);
+    let store = Arc::new(Store::open(&dir.path().join("store"))?);
+    store.set_local_owner(&member(&identity))?;
+    let endpoint = rt.block_on(bind(&identity, &EndpointConfig::loopback()))?;
+    reply(json!({}));
+    serve_commands(|words| {
+        Ok(match words {
+            ["join", ticket, code] => rt.block_on(async {
+                let addr = PeerAddr::parse(ticket)?;
+                let (invite, request) = teams::join_request(&identity, code, tapes::now_ms())?;
+                let conn = connect(&endpoint, &addr, "alice").await?;
+                let response = conn.join(&request).await?;
+                teams::complete_join(&store, &identity, &invite.team, response)?;
+                anyhow::Ok(json!({}))
+            })?,
+            ["fetch", ticket] => rt.block_on(async {
+                let addr = PeerAddr::parse(ticket)?;
+                let rss_before = status_kb("VmRSS");
+                reset_hwm();
+                let cpu = cpu_secs();
+                let started = Instant::now();
+                let conn = connect(&endpoint, &addr, "alice").await?;
+                let connect_secs = started.elapsed().as_secs_f64();
+                let report = conn.fetch(&store, &identity).await?;
+                let secs = started.elapsed().as_secs_f64();
+                let cpu = cpu_secs() - cpu;
+                let hwm = status_kb("VmHWM");
+                conn.close();
+                let view = tokio::task::block_in_place(|| {
+                    tapes::access::view_for(&store, &identity, &addr.id, tapes::now_ms())
+                })?;
+                anyhow::Ok(json!({
+                    "secs": secs, "connect_secs": connect_secs, "cpu_secs": cpu,
+                    "hwm_kb": hwm, "rss_before_kb": rss_before,
+                    "stored_objects": store.storage().object_count(),
+                    "items": view.items.len(),
+                    "report": {
+                        "new_sessions": report.new_sessions,
+                        "updated_sessions": report.updated_sessions,
+                        "nodes": report.nodes, "shares": report.shares,
+                        "manifests": report.manifests, "round_trips": report.round_trips,
+                        "bytes_sent": report.bytes_sent, "bytes_received": report.bytes_received,
+                    },
+                }))
+            })?,
+            ["reconcile", ticket] => rt.block_on(async {
+                let addr = PeerAddr::parse(ticket)?;
+                let conn = connect(&endpoint, &addr, "alice").await?;
+                let t = Instant::now();
+                let view = tokio::task::block_in_place(|| {
+                    tapes::access::view_for(&store, &identity, &addr.id, tapes::now_ms())
+                })?;
+                let view_secs = t.elapsed().as_secs_f64();
+                let t = Instant::now();
+                let (have, need, round_trips) = conn.reconcile(view.ids()).await?;
+                let reconcile_secs = t.elapsed().as_secs_f64();
+                conn.close();
+                anyhow::Ok(json!({
+                    "items": view.items.len(), "view_secs": view_secs,
+                    "reconcile_secs": reconcile_secs, "round_trips": round_trips,
+                    "have": have.len(), "need": need.len(),
+                }))
+            })?,
+            _ => bail!("unknown command {words:?}"),
+        })
+    })?;
+    rt.block_on(endpoint.close());
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers.
+
+/// Reads commands from stdin, one a line, answering each with one JSON line; stops at `quit`
+/// or at the end of input (the parent is gone).
+fn serve_commands(mut handle: impl FnMut(&[&str]) -> Result<Value>) -> Result<()> {
+    let stdin = std::io::stdin();
+    for line in stdin.lock().lines() {
+        let line = line?;
+        let words: Vec<&str> = line.split_whitespace().collect();
+        if words.first() == Some(&"quit") {
+            break;
+        }
+        match handle(&words) {
+            Ok(v) => reply(v),
+            Err(e) => reply(json!({ "error": format!("{e:#}") })),
+        }
+    }
+    Ok(())
+}
+
+fn reply(v: Value) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{v}");
+    let _ = out.flush();
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
+}
+
+fn profile(name: &str) -> Profile {
+    Profile {
+        name: name.into(),
+        email: None,
+    }
+}
+
+fn throwaway(name: &str) -> Result<Identity> {
+    Ok(Identity::generate(profile(name))?)
+}
+
+fn member(identity: &Identity) -> MemberId {
+    MemberId(identity.verifying_key().to_bytes())
+}
+
+/// A field of /proc/self/status in kB (VmHWM, VmRSS).
+fn status_kb(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field) && l[field.len()..].starts_with(':'))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Resets the peak RSS to the current RSS (Linux >= 4.0).
+fn reset_hwm() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// User + system CPU seconds of this process so far.
+fn cpu_secs() -> f64 {
+    // SAFETY: getrusage fills the struct we pass.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
+    t(usage.ru_utime) + t(usage.ru_stime)
+}
+
+fn env_or(name: &str, default: f64) -> f64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn mb(bytes: u64) -> String {
+    format!("{:.1} MB", bytes as f64 / 1e6)
+}
+
+fn kb(kb: u64) -> String {
+    format!("{:.0} MB", kb as f64 * 1024.0 / 1e6)
+}
