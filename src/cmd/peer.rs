@@ -200,6 +200,46 @@ fn describe(name: &str, report: &FetchReport) -> String {
     format!("{name}: {} ({cost})", parts.join(", "))
 }
 
+/// A spinner with the bytes received so far (on a terminal only); cleared when dropped.
+struct Progress {
+    bar: indicatif::ProgressBar,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Progress {
+    fn abort(self) {}
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.task.abort();
+        self.bar.finish_and_clear();
+    }
+}
+
+fn show_progress(conn: &PeerConn, name: &str) -> Progress {
+    let bar = super::progress_bar(0, name);
+    let conn = conn.clone();
+    let ticking = bar.clone();
+    let task = tokio::spawn(async move {
+        let bar = ticking;
+        if bar.is_hidden() {
+            return;
+        }
+        bar.set_style(indicatif::ProgressStyle::default_spinner());
+        loop {
+            bar.set_message(format!(
+                "{}: {} received",
+                conn.name,
+                human_bytes(conn.counters.received())
+            ));
+            bar.tick();
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    });
+    Progress { bar, task }
+}
+
 pub fn human_bytes(n: u64) -> String {
     match n {
         n if n >= 1 << 30 => format!("{:.1} GiB", n as f64 / (1u64 << 30) as f64),
@@ -218,7 +258,9 @@ pub fn fetch(args: FetchArgs) -> anyhow::Result<ExitCode> {
     for (name, addr) in targets {
         let result = runtime.block_on(async {
             let (endpoint, conn) = dial(&identity, &name, &addr).await?;
+            let progress = show_progress(&conn, &name);
             let report = conn.fetch(&store, &identity).await;
+            progress.abort();
             conn.close();
             endpoint.close().await;
             Ok::<_, anyhow::Error>(report?)
@@ -259,7 +301,9 @@ pub fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
     for (name, addr) in targets {
         let result = runtime.block_on(async {
             let (endpoint, conn) = dial(&identity, &name, &addr).await?;
+            let progress = show_progress(&conn, &name);
             let outcome = conn.sync(&store, &identity).await;
+            progress.abort();
             conn.close();
             endpoint.close().await;
             Ok::<_, anyhow::Error>(outcome?)
