@@ -59,6 +59,8 @@ enum Command {
     Fetch(cmd::peer::FetchArgs),
     /// Fetch from peers, then push your own shared sessions they lack.
     Sync(cmd::peer::SyncArgs),
+    /// Teammates on this LAN (mDNS): who they are, their teams, whether they are remotes.
+    Peers(cmd::peers::PeersArgs),
     /// Share sessions with a team or publicly, after a secret scan.
     Share(cmd::share::ShareArgs),
     /// Stop sharing a session (access ends from now on).
@@ -120,6 +122,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => cmd::peer::serve(args),
         Command::Fetch(args) => cmd::peer::fetch(args),
         Command::Sync(args) => cmd::peer::sync(args),
+        Command::Peers(args) => cmd::peers::run(args),
     };
     match result {
         Ok(code) => code,

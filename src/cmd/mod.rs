@@ -7,6 +7,7 @@ pub mod import;
 pub mod init;
 pub mod lineage;
 pub mod peer;
+pub mod peers;
 pub mod remote;
 pub mod search;
 pub mod search_tui;
