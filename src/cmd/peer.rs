@@ -90,7 +90,15 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let router = Router::builder(endpoint.clone())
             .accept(ALPN, server)
             .spawn();
-        let ticket = PeerAddr::of_endpoint(&endpoint);
+        // Listening on every interface: give iroh a moment to list their addresses.
+        let mut ticket = PeerAddr::of_endpoint(&endpoint);
+        for _ in 0..20 {
+            if ticket.addrs.iter().all(|a| !a.ip().is_unspecified()) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            ticket = PeerAddr::of_endpoint(&endpoint);
+        }
         std::fs::write(ticket_file(&home), ticket.ticket())
             .with_context(|| format!("writing {}", ticket_file(&home).display()))?;
         println!(
@@ -360,15 +368,17 @@ pub fn join_online(
     };
     let runtime = runtime()?;
     let answer = runtime.block_on(async {
+        let endpoint = bind(identity, &EndpointConfig::loopback_or_any(&addr)).await?;
         let attempt = async {
-            let (endpoint, conn) = dial(identity, "the inviter", &addr).await?;
+            let conn = connect(&endpoint, &addr, "the inviter").await?;
             let answer = conn.join(request).await;
             conn.close();
-            endpoint.close().await;
             Ok::<_, anyhow::Error>(answer?)
         };
-        tokio::time::timeout(std::time::Duration::from_secs(10), attempt).await
-    });
+        let answer = tokio::time::timeout(std::time::Duration::from_secs(10), attempt).await;
+        endpoint.close().await;
+        Ok::<_, anyhow::Error>(answer)
+    })?;
     match answer {
         Ok(Ok(response)) => Ok(Some(tapes::teams::complete_join(
             store,

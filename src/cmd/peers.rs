@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use futures_core::Stream;
-use iroh_mdns_address_lookup::{DiscoveryEvent, MdnsAddressLookup};
+use iroh_mdns_address_lookup::DiscoveryEvent;
 use tapes::home::Home;
 use tapes::identity::Identity;
 use tapes::peer::addr::PeerAddr;
@@ -151,7 +151,7 @@ async fn listen(
         .context("cannot open a network endpoint to listen on the LAN; check that this machine has a network interface up")?;
     // Added by hand rather than through `EndpointConfig::mdns`, to keep the handle that
     // subscribes to discoveries, and to listen without announcing.
-    let mdns = match MdnsAddressLookup::builder()
+    let mdns = match tapes::peer::endpoint::mdns()
         .advertise(false)
         .build(endpoint.id())
     {

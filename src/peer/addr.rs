@@ -61,11 +61,29 @@ impl PeerAddr {
         Ok(addr)
     }
 
-    /// The ticket of a bound endpoint: its id and the addresses it listens on.
+    /// The ticket of a bound endpoint: its id and the addresses it can be reached at (the
+    /// interfaces' addresses when it listens on all of them).
     pub fn of_endpoint(endpoint: &iroh::Endpoint) -> PeerAddr {
+        let bound = endpoint.bound_sockets();
+        let mut addrs: Vec<SocketAddr> = bound
+            .iter()
+            .filter(|a| !a.ip().is_unspecified())
+            .copied()
+            .collect();
+        if addrs.len() < bound.len() {
+            let ports: Vec<u16> = bound.iter().map(|a| a.port()).collect();
+            for a in endpoint.addr().ip_addrs() {
+                if !a.ip().is_unspecified() && ports.contains(&a.port()) && !addrs.contains(a) {
+                    addrs.push(*a);
+                }
+            }
+        }
+        if addrs.is_empty() {
+            addrs = bound;
+        }
         PeerAddr {
             id: MemberId(*endpoint.id().as_bytes()),
-            addrs: endpoint.bound_sockets(),
+            addrs,
         }
     }
 }

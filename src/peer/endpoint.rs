@@ -31,9 +31,10 @@ impl EndpointConfig {
         if local {
             EndpointConfig::loopback()
         } else {
+            // mDNS too: a ticket's addresses may be stale (DHCP, another network).
             EndpointConfig {
                 bind: SocketAddr::from(([0, 0, 0, 0], 0)),
-                mdns: peer.addrs.is_empty(),
+                mdns: true,
             }
         }
     }
@@ -57,6 +58,15 @@ pub fn member_of(id: &iroh::EndpointId) -> MemberId {
     MemberId(*id.as_bytes())
 }
 
+/// The mDNS service tapes nodes announce and look for (not iroh's default, so other iroh
+/// applications on the LAN are not mistaken for teammates).
+pub const MDNS_SERVICE: &str = "tapes-sync";
+
+/// An mDNS address lookup for tapes nodes.
+pub fn mdns() -> iroh_mdns_address_lookup::MdnsAddressLookupBuilder {
+    iroh_mdns_address_lookup::MdnsAddressLookup::builder().service_name(MDNS_SERVICE)
+}
+
 /// Binds an endpoint for `identity` that speaks `tapes/sync/1`.
 pub async fn bind(identity: &Identity, config: &EndpointConfig) -> Result<Endpoint, PeerError> {
     let mut builder = Endpoint::builder(presets::Minimal)
@@ -67,7 +77,7 @@ pub async fn bind(identity: &Identity, config: &EndpointConfig) -> Result<Endpoi
         .bind_addr(config.bind)
         .map_err(|e| PeerError::Bind(e.to_string()))?;
     if config.mdns {
-        builder = builder.address_lookup(iroh_mdns_address_lookup::MdnsAddressLookup::builder());
+        builder = builder.address_lookup(mdns());
     }
     builder
         .bind()
