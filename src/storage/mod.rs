@@ -9,6 +9,8 @@
 //! any ref that points at them, so a ref never names a missing object, whatever moment a
 //! process dies at.
 
+mod merge;
+mod pack;
 pub mod sled_backend;
 
 use tapes_protocol::{NodeId, StoredObject};

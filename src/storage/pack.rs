@@ -1,0 +1,540 @@
+//! Pack files: immutable batches of objects kept beside sled, for bulk writes (the git design;
+//! SPEC.md §4 and §6).
+//!
+//! This module owns the on-disk format of a pack and its index, writing a pack durably, opening
+//! and checking one, and finding objects in it. It does not decide which packs are live: that is
+//! the registry in sled (`packs` tree, see [`super::sled_backend`]). A pack that nobody
+//! registered is a leftover of a crash between writing it and flushing its registration, and
+//! [`sweep`] deletes it when the store opens.
+//!
+//! ```text
+//! <name>.pack := "TAPESPAK" || version u32le (=1) || reserved u32le (=0) || object bytes…
+//! <name>.idx  := "TAPESIDX" || version u32le (=1) || reserved u32le (=0)
+//!                || count u64le || pack_len u64le
+//!                || fanout: 256 × u32le (entries whose id's first byte is ≤ i)
+//!                || count × (id [32] || offset u64le || len u32le)   ids strictly increasing
+//!                || BLAKE3 of everything before it (32 bytes)
+//! ```
+//!
+//! `<name>` is the hex of the first 16 bytes of the index checksum. Objects sit in the pack in
+//! id order, so reading a whole pack in id order is one sequential pass.
+//!
+//! Why packs: sled manages about 90k inserts/s, while a pack is one sequential write and three
+//! fsyncs (pack, index, directory), limited by the disk.
+
+use std::collections::HashSet;
+use std::fs::{self, File};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use memmap2::Mmap;
+use tapes_protocol::{NodeId, StoredObject};
+
+use super::StorageError;
+
+const PACK_MAGIC: &[u8; 8] = b"TAPESPAK";
+const IDX_MAGIC: &[u8; 8] = b"TAPESIDX";
+const VERSION: u32 = 1;
+const PACK_HEADER: usize = 16;
+const IDX_HEADER: usize = 32;
+const FANOUT: usize = 256 * 4;
+/// id [32] | offset u64 | len u32.
+const ENTRY: usize = 44;
+const CHECKSUM: usize = 32;
+/// Where the entries start in an index file.
+const ENTRIES: usize = IDX_HEADER + FANOUT;
+/// Suffix of files being written; never live, always deleted on open.
+const TMP: &str = ".tmp";
+
+/// Version byte of an encoded [`PackRecord`].
+const RECORD_VERSION: u8 = 1;
+const RECORD_LEN: usize = 1 + 8 + 8 + CHECKSUM;
+
+/// What the registry in sled holds about a live pack. Opening a pack checks its files against
+/// it, so a truncated or swapped file is noticed before any object is read from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackRecord {
+    pub name: String,
+    pub count: u64,
+    pub pack_len: u64,
+    /// The index file's trailing checksum.
+    pub checksum: [u8; 32],
+}
+
+impl PackRecord {
+    /// The registry value: version u8 | count u64le | pack_len u64le | checksum [32].
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(RECORD_LEN);
+        out.push(RECORD_VERSION);
+        out.extend_from_slice(&self.count.to_le_bytes());
+        out.extend_from_slice(&self.pack_len.to_le_bytes());
+        out.extend_from_slice(&self.checksum);
+        out
+    }
+
+    pub fn decode(name: &[u8], value: &[u8]) -> Result<PackRecord, StorageError> {
+        let name = String::from_utf8(name.to_vec())
+            .ok()
+            .filter(|n| is_pack_name(n))
+            .ok_or_else(|| {
+                StorageError::Backend(format!(
+                    "the pack registry names a pack `{}`, which is not a pack name",
+                    String::from_utf8_lossy(name)
+                ))
+            })?;
+        if value.len() != RECORD_LEN || value[0] != RECORD_VERSION {
+            return Err(StorageError::Backend(format!(
+                "the registry record of pack {name} is damaged or from a newer tapes ({} bytes, version {})",
+                value.len(),
+                value.first().copied().unwrap_or(0)
+            )));
+        }
+        Ok(PackRecord {
+            count: le_u64(&value[1..9]),
+            pack_len: le_u64(&value[9..17]),
+            checksum: value[17..].try_into().unwrap_or([0; 32]),
+            name,
+        })
+    }
+
+    fn idx_len(&self) -> u64 {
+        (ENTRIES + CHECKSUM) as u64 + self.count.saturating_mul(ENTRY as u64)
+    }
+}
+
+/// Pack names are 32 lowercase hex digits.
+fn is_pack_name(name: &str) -> bool {
+    name.len() == 32 && name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+fn le_u64(bytes: &[u8]) -> u64 {
+    u64::from_le_bytes(bytes.try_into().unwrap_or([0; 8]))
+}
+
+fn le_u32(bytes: &[u8]) -> u32 {
+    u32::from_le_bytes(bytes.try_into().unwrap_or([0; 4]))
+}
+
+fn pack_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}.pack"))
+}
+
+fn idx_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}.idx"))
+}
+
+fn io_err(what: &str, path: &Path, e: std::io::Error) -> StorageError {
+    StorageError::Backend(format!("cannot {what} {}: {e}", path.display()))
+}
+
+/// An open, checked pack: both files mapped read-only.
+pub struct Pack {
+    record: PackRecord,
+    path: PathBuf,
+    pack: Mmap,
+    idx: Mmap,
+}
+
+impl Pack {
+    /// Opens a registered pack and checks what is cheap to check: both headers, both lengths
+    /// against the registry, the index's checksum against the one registered, and the fanout.
+    /// The index's contents are checksummed by [`Pack::verify_index`] (fsck), and every object
+    /// is checked against its id by whoever reads it.
+    pub fn open(dir: &Path, record: PackRecord) -> Result<Pack, StorageError> {
+        let path = pack_path(dir, &record.name);
+        let pack = map(&path, record.pack_len)?;
+        let idx = map(&idx_path(dir, &record.name), record.idx_len())?;
+        let pack = Pack {
+            record,
+            path,
+            pack,
+            idx,
+        };
+        pack.check()?;
+        Ok(pack)
+    }
+
+    fn check(&self) -> Result<(), StorageError> {
+        if &self.pack[..8] != PACK_MAGIC || le_u32(&self.pack[8..12]) != VERSION {
+            return Err(self.damaged("the pack file does not start with a version 1 pack header"));
+        }
+        let idx = &self.idx;
+        if &idx[..8] != IDX_MAGIC || le_u32(&idx[8..12]) != VERSION {
+            return Err(self.damaged("the index does not start with a version 1 index header"));
+        }
+        if le_u64(&idx[16..24]) != self.record.count || le_u64(&idx[24..32]) != self.record.pack_len
+        {
+            return Err(self.damaged("the index header disagrees with the pack's registration"));
+        }
+        if idx[idx.len() - CHECKSUM..] != self.record.checksum {
+            return Err(self.damaged("the index checksum is not the one registered"));
+        }
+        let mut previous = 0;
+        for byte in 0..256 {
+            let at = self.fanout(byte);
+            if at < previous {
+                return Err(self.damaged("the index fanout table is not in order"));
+            }
+            previous = at;
+        }
+        if previous as u64 != self.record.count {
+            return Err(self.damaged("the index fanout table does not end at the entry count"));
+        }
+        Ok(())
+    }
+
+    fn damaged(&self, why: &str) -> StorageError {
+        StorageError::Backend(format!(
+            "pack {} is damaged: {why}; its objects cannot be trusted (restore the store from a backup, or import its sessions again into a fresh store)",
+            self.path.display()
+        ))
+    }
+
+    /// Number of objects.
+    pub fn len(&self) -> usize {
+        self.record.count as usize
+    }
+
+    /// Bytes of both files.
+    pub fn disk_size(&self) -> u64 {
+        self.record.pack_len + self.record.idx_len()
+    }
+
+    /// Entries whose id's first byte is ≤ `byte`. Checked at open to be in order and to end at
+    /// the entry count, so it is always a valid entry bound.
+    fn fanout(&self, byte: usize) -> usize {
+        let at = IDX_HEADER + byte * 4;
+        le_u32(&self.idx[at..at + 4]) as usize
+    }
+
+    fn entry(&self, i: usize) -> &[u8] {
+        let at = ENTRIES + i * ENTRY;
+        &self.idx[at..at + ENTRY]
+    }
+
+    pub fn id_at(&self, i: usize) -> NodeId {
+        let mut id = [0u8; 32];
+        id.copy_from_slice(&self.entry(i)[..32]);
+        NodeId(id)
+    }
+
+    /// The entry holding `id`: the fanout narrows the search to ids with the same first byte
+    /// (1/256 of the entries), then a binary search.
+    pub fn find(&self, id: &NodeId) -> Option<usize> {
+        let first = id.0[0] as usize;
+        let mut lo = if first == 0 {
+            0
+        } else {
+            self.fanout(first - 1)
+        };
+        let mut hi = self.fanout(first);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            match self.entry(mid)[..32].cmp(&id.0[..]) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => return Some(mid),
+            }
+        }
+        None
+    }
+
+    /// The bytes of entry `i`, bounds-checked against the pack (a damaged index must give an
+    /// error, not a panic or bytes from outside the object area).
+    pub fn object_at(&self, i: usize) -> Result<&[u8], StorageError> {
+        let entry = self.entry(i);
+        let offset = le_u64(&entry[32..40]);
+        let len = le_u32(&entry[40..44]) as u64;
+        let end = offset.checked_add(len).unwrap_or(u64::MAX);
+        if offset < PACK_HEADER as u64 || end > self.pack.len() as u64 {
+            return Err(self.damaged(&format!(
+                "the index places object {} at bytes {offset}..{end}, outside the pack",
+                self.id_at(i)
+            )));
+        }
+        Ok(&self.pack[offset as usize..end as usize])
+    }
+
+    pub fn get(&self, id: &NodeId) -> Result<Option<&[u8]>, StorageError> {
+        self.find(id).map(|i| self.object_at(i)).transpose()
+    }
+
+    /// Recomputes the index checksum (reads the whole index: fsck, not open).
+    pub fn verify_index(&self) -> Result<(), StorageError> {
+        let body = &self.idx[..self.idx.len() - CHECKSUM];
+        if blake3::hash(body).as_bytes() != &self.record.checksum {
+            return Err(self.damaged("the index does not match its checksum"));
+        }
+        Ok(())
+    }
+}
+
+/// Maps a pack file read-only after checking that it has the registered length (mapping a
+/// shorter file and reading past its end would be a SIGBUS, not an error).
+fn map(path: &Path, expected: u64) -> Result<Mmap, StorageError> {
+    let file = File::open(path).map_err(|e| {
+        StorageError::Backend(format!(
+            "pack file {} is registered in the store but cannot be opened: {e}; restore it from a backup",
+            path.display()
+        ))
+    })?;
+    let len = file
+        .metadata()
+        .map_err(|e| io_err("read the size of", path, e))?
+        .len();
+    if len != expected {
+        return Err(StorageError::Backend(format!(
+            "pack file {} is damaged: it is {len} bytes, the store registered {expected}; restore it from a backup",
+            path.display()
+        )));
+    }
+    // SAFETY: pack files are immutable: written under a temporary name, fsynced, renamed, and
+    // never opened for writing again (a merge would write a new pack). Nothing in tapes
+    // modifies or truncates them while mapped; another program doing so is outside what the
+    // store can defend against, as it is for sled's own files.
+    unsafe { Mmap::map(&file) }.map_err(|e| io_err("map", path, e))
+}
+
+/// Writes `objects` (sorted by id, without duplicates) as a new pack in `dir` and returns its
+/// record. On return both files are complete, fsynced and under their final names, and the
+/// directory is fsynced; the pack becomes live only when the caller registers the record.
+pub fn write(dir: &Path, objects: &[&StoredObject]) -> Result<PackRecord, StorageError> {
+    debug_assert!(objects.windows(2).all(|w| w[0].id < w[1].id));
+    let (idx, pack_len) = build_index(objects)?;
+    let checksum: [u8; 32] = idx[idx.len() - CHECKSUM..].try_into().unwrap_or([0; 32]);
+    let name = hex::encode(&checksum[..16]);
+    let pack_final = pack_path(dir, &name);
+    let idx_final = idx_path(dir, &name);
+    let pack_tmp = tmp_path(&pack_final);
+    let idx_tmp = tmp_path(&idx_final);
+    let written = write_synced(&pack_tmp, |w| {
+        w.write_all(PACK_MAGIC)?;
+        w.write_all(&VERSION.to_le_bytes())?;
+        w.write_all(&0u32.to_le_bytes())?;
+        for object in objects {
+            w.write_all(&object.bytes)?;
+        }
+        Ok(())
+    })
+    .and_then(|()| write_synced(&idx_tmp, |w| w.write_all(&idx)))
+    .and_then(|()| rename(&pack_tmp, &pack_final))
+    .and_then(|()| rename(&idx_tmp, &idx_final))
+    .and_then(|()| sync_dir(dir));
+    if let Err(e) = written {
+        // Files already renamed are unregistered and swept on the next open; the temporary
+        // ones only take space until then.
+        for path in [&pack_tmp, &idx_tmp] {
+            let _ = fs::remove_file(path);
+        }
+        return Err(e);
+    }
+    Ok(PackRecord {
+        name,
+        count: objects.len() as u64,
+        pack_len,
+        checksum,
+    })
+}
+
+/// The index of `objects` laid out from [`PACK_HEADER`] on, checksum included, and the pack
+/// length.
+fn build_index(objects: &[&StoredObject]) -> Result<(Vec<u8>, u64), StorageError> {
+    let count = u32::try_from(objects.len()).map_err(|_| {
+        StorageError::Backend(format!(
+            "{} objects are too many for one pack",
+            objects.len()
+        ))
+    })?;
+    let mut idx = Vec::with_capacity(ENTRIES + objects.len() * ENTRY + CHECKSUM);
+    idx.extend_from_slice(IDX_MAGIC);
+    idx.extend_from_slice(&VERSION.to_le_bytes());
+    idx.extend_from_slice(&0u32.to_le_bytes());
+    idx.extend_from_slice(&u64::from(count).to_le_bytes());
+    let pack_len_at = idx.len();
+    idx.extend_from_slice(&0u64.to_le_bytes());
+    let mut fanout = [0u32; 256];
+    for object in objects {
+        fanout[object.id.0[0] as usize] += 1;
+    }
+    let mut running = 0u32;
+    for n in fanout {
+        running += n;
+        idx.extend_from_slice(&running.to_le_bytes());
+    }
+    let mut offset = PACK_HEADER as u64;
+    for object in objects {
+        let len = u32::try_from(object.bytes.len()).map_err(|_| {
+            StorageError::Backend(format!(
+                "object {} is {} bytes, too large for a pack",
+                object.id,
+                object.bytes.len()
+            ))
+        })?;
+        idx.extend_from_slice(object.id.as_bytes());
+        idx.extend_from_slice(&offset.to_le_bytes());
+        idx.extend_from_slice(&len.to_le_bytes());
+        offset += u64::from(len);
+    }
+    idx[pack_len_at..pack_len_at + 8].copy_from_slice(&offset.to_le_bytes());
+    let checksum = blake3::hash(&idx);
+    idx.extend_from_slice(checksum.as_bytes());
+    Ok((idx, offset))
+}
+
+fn tmp_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(TMP);
+    PathBuf::from(name)
+}
+
+/// Creates `path`, fills it through a 1 MiB buffer and fsyncs it.
+fn write_synced(
+    path: &Path,
+    fill: impl FnOnce(&mut BufWriter<File>) -> std::io::Result<()>,
+) -> Result<(), StorageError> {
+    let err = |e| io_err("write", path, e);
+    let file = File::create(path).map_err(err)?;
+    let mut w = BufWriter::with_capacity(1 << 20, file);
+    fill(&mut w).map_err(err)?;
+    let file = w.into_inner().map_err(|e| err(e.into_error()))?;
+    file.sync_all().map_err(err)
+}
+
+fn rename(from: &Path, to: &Path) -> Result<(), StorageError> {
+    fs::rename(from, to).map_err(|e| io_err("rename into place", to, e))
+}
+
+/// Makes the directory's entries (the renames) durable.
+fn sync_dir(dir: &Path) -> Result<(), StorageError> {
+    #[cfg(unix)]
+    {
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| io_err("sync the directory", dir, e))?;
+    }
+    // Elsewhere a directory cannot be opened to sync it; the renames are as durable as the
+    // platform makes them.
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
+}
+
+/// Deletes from `dir` every pack-related file that is not a live pack's `.pack` or `.idx`:
+/// temporary files, and packs whose registration never became durable (a crash between
+/// writing a pack and the flush that registers it). Their objects were never reachable: refs
+/// are written only after that flush (SPEC.md §6). Other files are left alone. Returns how many
+/// files it removed.
+pub fn sweep(dir: &Path, live: &HashSet<String>) -> Result<usize, StorageError> {
+    let entries = fs::read_dir(dir).map_err(|e| io_err("list", dir, e))?;
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else {
+            continue;
+        };
+        let keep = match name.rsplit_once('.') {
+            Some((stem, "pack" | "idx")) => live.contains(stem),
+            Some((_, "tmp")) => false,
+            _ => true,
+        };
+        if keep {
+            continue;
+        }
+        let path = entry.path();
+        fs::remove_file(&path).map_err(|e| io_err("remove the leftover", &path, e))?;
+        tracing::warn!(file = %path.display(), "removed a pack file left unregistered by an interrupted write");
+        removed += 1;
+    }
+    Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn object(n: u32) -> StoredObject {
+        let bytes = format!("object number {n}").into_bytes();
+        StoredObject {
+            id: NodeId(*blake3::hash(&bytes).as_bytes()),
+            bytes,
+        }
+    }
+
+    fn sorted(n: u32) -> Vec<StoredObject> {
+        let mut objects: Vec<StoredObject> = (0..n).map(object).collect();
+        objects.sort_by(|a, b| a.id.cmp(&b.id));
+        objects
+    }
+
+    #[test]
+    fn a_written_pack_opens_and_finds_every_object() {
+        let dir = tempfile::tempdir().unwrap();
+        let objects = sorted(1000);
+        let refs: Vec<&StoredObject> = objects.iter().collect();
+        let record = write(dir.path(), &refs).unwrap();
+        let pack = Pack::open(dir.path(), record.clone()).unwrap();
+        assert_eq!(pack.len(), 1000);
+        pack.verify_index().unwrap();
+        for (i, o) in objects.iter().enumerate() {
+            assert_eq!(pack.find(&o.id), Some(i));
+            assert_eq!(pack.get(&o.id).unwrap(), Some(o.bytes.as_slice()));
+        }
+        assert_eq!(pack.get(&object(5000).id).unwrap(), None);
+        let decoded = PackRecord::decode(record.name.as_bytes(), &record.encode()).unwrap();
+        assert_eq!(decoded, record);
+    }
+
+    #[test]
+    fn a_truncated_or_altered_pack_is_refused_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let objects = sorted(10);
+        let refs: Vec<&StoredObject> = objects.iter().collect();
+        let record = write(dir.path(), &refs).unwrap();
+        let pack_file = pack_path(dir.path(), &record.name);
+        let full = fs::read(&pack_file).unwrap();
+        fs::write(&pack_file, &full[..full.len() - 1]).unwrap();
+        let err = Pack::open(dir.path(), record.clone()).err().unwrap();
+        assert!(
+            err.to_string().contains("bytes, the store registered"),
+            "{err}"
+        );
+        fs::write(&pack_file, &full).unwrap();
+
+        let idx_file = idx_path(dir.path(), &record.name);
+        let mut idx = fs::read(&idx_file).unwrap();
+        idx[ENTRIES + 3] ^= 1;
+        fs::write(&idx_file, &idx).unwrap();
+        let pack = Pack::open(dir.path(), record).unwrap();
+        let err = pack.verify_index().unwrap_err();
+        assert!(
+            err.to_string().contains("does not match its checksum"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn sweep_removes_unregistered_and_temporary_files_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let objects = sorted(3);
+        let refs: Vec<&StoredObject> = objects.iter().collect();
+        let live = write(dir.path(), &refs).unwrap();
+        let dead = write(dir.path(), &refs[..2]).unwrap();
+        fs::write(dir.path().join("0123.pack.tmp"), b"half").unwrap();
+        fs::write(dir.path().join("README"), b"not ours").unwrap();
+        let removed = sweep(dir.path(), &HashSet::from([live.name.clone()])).unwrap();
+        assert_eq!(removed, 3);
+        let mut left: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        let mut expected = vec![
+            format!("{}.idx", live.name),
+            format!("{}.pack", live.name),
+            "README".to_string(),
+        ];
+        expected.sort();
+        assert_eq!(left, expected);
+        assert!(Pack::open(dir.path(), dead).is_err());
+    }
+}
