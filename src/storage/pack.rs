@@ -17,10 +17,16 @@
 //! ```
 //!
 //! `<name>` is the hex of the first 16 bytes of the index checksum. Objects sit in the pack in
-//! id order, so reading a whole pack in id order is one sequential pass.
+//! the order they were added (id order for a batch from `put_objects`, file order for a staged
+//! bundle); bytes no index entry points at (a duplicate, an object stored meanwhile by another
+//! writer) are dead weight, never read.
 //!
 //! Why packs: sled manages about 90k inserts/s, while a pack is one sequential write and three
 //! fsyncs (pack, index, directory), limited by the disk.
+//!
+//! Lookups: each pack is searched on its own (fanout, then binary search), so a lookup costs
+//! O(packs × log n) and a miss searches every pack. Packs are made only for large batches
+//! (tens of MB each), which keeps their number small; merging packs is not implemented.
 
 use std::collections::HashSet;
 use std::fs::{self, File};
@@ -28,7 +34,7 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use memmap2::Mmap;
-use tapes_protocol::{NodeId, StoredObject};
+use tapes_protocol::NodeId;
 
 use super::StorageError;
 
@@ -295,90 +301,207 @@ fn map(path: &Path, expected: u64) -> Result<Mmap, StorageError> {
     unsafe { Mmap::map(&file) }.map_err(|e| io_err("map", path, e))
 }
 
-/// Writes `objects` (sorted by id, without duplicates) as a new pack in `dir` and returns its
-/// record. On return both files are complete, fsynced and under their final names, and the
-/// directory is fsynced; the pack becomes live only when the caller registers the record.
-pub fn write(dir: &Path, objects: &[&StoredObject]) -> Result<PackRecord, StorageError> {
-    debug_assert!(objects.windows(2).all(|w| w[0].id < w[1].id));
-    let (idx, pack_len) = build_index(objects)?;
-    let checksum: [u8; 32] = idx[idx.len() - CHECKSUM..].try_into().unwrap_or([0; 32]);
-    let name = hex::encode(&checksum[..16]);
-    let pack_final = pack_path(dir, &name);
-    let idx_final = idx_path(dir, &name);
-    let pack_tmp = tmp_path(&pack_final);
-    let idx_tmp = tmp_path(&idx_final);
-    let written = write_synced(&pack_tmp, |w| {
-        w.write_all(PACK_MAGIC)?;
-        w.write_all(&VERSION.to_le_bytes())?;
-        w.write_all(&0u32.to_le_bytes())?;
-        for object in objects {
-            w.write_all(&object.bytes)?;
-        }
-        Ok(())
-    })
-    .and_then(|()| write_synced(&idx_tmp, |w| w.write_all(&idx)))
-    .and_then(|()| rename(&pack_tmp, &pack_final))
-    .and_then(|()| rename(&idx_tmp, &idx_final))
-    .and_then(|()| sync_dir(dir));
-    if let Err(e) = written {
-        // Files already renamed are unregistered and swept on the next open; the temporary
-        // ones only take space until then.
-        for path in [&pack_tmp, &idx_tmp] {
-            let _ = fs::remove_file(path);
-        }
-        return Err(e);
-    }
-    Ok(PackRecord {
-        name,
-        count: objects.len() as u64,
-        pack_len,
-        checksum,
-    })
+/// Bytes written between two requests to start writeback (see [`PackBuilder::add`]).
+const WRITEBACK_EVERY: u64 = 32 << 20;
+
+/// Where one object sits in a pack being built.
+struct Entry {
+    id: NodeId,
+    offset: u64,
+    len: u32,
 }
 
-/// The index of `objects` laid out from [`PACK_HEADER`] on, checksum included, and the pack
-/// length.
-fn build_index(objects: &[&StoredObject]) -> Result<(Vec<u8>, u64), StorageError> {
-    let count = u32::try_from(objects.len()).map_err(|_| {
+/// A pack being written object by object under a temporary name. It is nobody's until
+/// [`PackBuilder::finish`] names it, and even then not live until the caller registers it;
+/// dropped unfinished it deletes its file, and a crash leaves a `.tmp` that [`sweep`] deletes.
+pub struct PackBuilder {
+    dir: PathBuf,
+    /// `None` once finished (nothing left to delete on drop).
+    tmp: Option<PathBuf>,
+    file: BufWriter<File>,
+    entries: Vec<Entry>,
+    /// Bytes written so far, header included: the offset of the next object.
+    len: u64,
+    /// Writeback has been requested up to here.
+    kicked: u64,
+}
+
+impl PackBuilder {
+    pub fn create(dir: &Path) -> Result<PackBuilder, StorageError> {
+        // Unique within the process; only one process opens a store at a time.
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = dir.join(format!("staging-{}-{n}.pack{TMP}", std::process::id()));
+        let file = File::create(&tmp).map_err(|e| io_err("create", &tmp, e))?;
+        let mut builder = PackBuilder {
+            dir: dir.to_path_buf(),
+            file: BufWriter::with_capacity(1 << 20, file),
+            tmp: Some(tmp),
+            entries: Vec::new(),
+            len: 0,
+            kicked: 0,
+        };
+        let mut header = [0u8; PACK_HEADER];
+        header[..8].copy_from_slice(PACK_MAGIC);
+        header[8..12].copy_from_slice(&VERSION.to_le_bytes());
+        builder.write(&header)?;
+        Ok(builder)
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> Result<(), StorageError> {
+        self.file
+            .write_all(bytes)
+            .map_err(|e| self.err("write", e))?;
+        self.len += bytes.len() as u64;
+        Ok(())
+    }
+
+    fn err(&self, what: &str, e: std::io::Error) -> StorageError {
+        io_err(what, self.tmp.as_deref().unwrap_or(&self.dir), e)
+    }
+
+    /// Appends one object. Every 32 MiB it asks the kernel to start writing the pack to disk,
+    /// so that the fsync in [`PackBuilder::finish`] has little left to wait for: the disk works
+    /// while the caller verifies the next objects, instead of after it.
+    pub fn add(&mut self, id: &NodeId, bytes: &[u8]) -> Result<(), StorageError> {
+        let len = u32::try_from(bytes.len()).map_err(|_| {
+            StorageError::Backend(format!(
+                "object {id} is {} bytes, too large for a pack",
+                bytes.len()
+            ))
+        })?;
+        self.entries.push(Entry {
+            id: *id,
+            offset: self.len,
+            len,
+        });
+        self.write(bytes)?;
+        if self.len - self.kicked >= WRITEBACK_EVERY {
+            self.start_writeback()?;
+        }
+        Ok(())
+    }
+
+    fn start_writeback(&mut self) -> Result<(), StorageError> {
+        self.file.flush().map_err(|e| self.err("write", e))?;
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::unix::io::AsRawFd;
+            // SAFETY: a plain syscall on a file descriptor this builder owns. It only starts
+            // writeback (no waiting, no durability promise), so its result is not needed:
+            // finish() fsyncs whatever is still dirty.
+            unsafe {
+                libc::sync_file_range(
+                    self.file.get_ref().as_raw_fd(),
+                    self.kicked as libc::off64_t,
+                    (self.len - self.kicked) as libc::off64_t,
+                    libc::SYNC_FILE_RANGE_WRITE,
+                );
+            }
+        }
+        self.kicked = self.len;
+        Ok(())
+    }
+
+    /// Completes the pack with the objects for which `keep` says yes (the others stay as
+    /// unreachable bytes in the file; an id added twice is kept once): fsyncs it, writes and
+    /// fsyncs its index, renames both into place and fsyncs the directory. Returns the record
+    /// to register and the bytes of the objects kept, or `None` (and deletes the file) when
+    /// nothing is kept. The pack is live only once the caller registers the record.
+    pub fn finish(
+        mut self,
+        mut keep: impl FnMut(&NodeId) -> Result<bool, StorageError>,
+    ) -> Result<Option<(PackRecord, u64)>, StorageError> {
+        let mut entries = std::mem::take(&mut self.entries);
+        entries.sort_by(|a, b| a.id.cmp(&b.id));
+        entries.dedup_by(|a, b| a.id == b.id);
+        let mut kept = Vec::with_capacity(entries.len());
+        for entry in entries {
+            if keep(&entry.id)? {
+                kept.push(entry);
+            }
+        }
+        if kept.is_empty() {
+            return Ok(None);
+        }
+        let bytes = kept.iter().map(|e| u64::from(e.len)).sum();
+        self.file.flush().map_err(|e| self.err("write", e))?;
+        self.file
+            .get_ref()
+            .sync_all()
+            .map_err(|e| self.err("sync", e))?;
+        let idx = build_index(&kept, self.len)?;
+        let checksum: [u8; 32] = idx[idx.len() - CHECKSUM..].try_into().unwrap_or([0; 32]);
+        let name = hex::encode(&checksum[..16]);
+        let idx_final = idx_path(&self.dir, &name);
+        let idx_tmp = tmp_path(&idx_final);
+        let placed = write_synced(&idx_tmp, &idx)
+            .and_then(|()| {
+                rename(
+                    self.tmp.as_deref().unwrap_or(&self.dir),
+                    &pack_path(&self.dir, &name),
+                )
+            })
+            .and_then(|()| {
+                self.tmp = None;
+                rename(&idx_tmp, &idx_final)
+            })
+            .and_then(|()| sync_dir(&self.dir));
+        if let Err(e) = placed {
+            // A pack file already renamed is unregistered and swept on the next open.
+            let _ = fs::remove_file(&idx_tmp);
+            return Err(e);
+        }
+        let record = PackRecord {
+            name,
+            count: kept.len() as u64,
+            pack_len: self.len,
+            checksum,
+        };
+        Ok(Some((record, bytes)))
+    }
+}
+
+impl Drop for PackBuilder {
+    fn drop(&mut self) {
+        if let Some(tmp) = &self.tmp {
+            let _ = fs::remove_file(tmp);
+        }
+    }
+}
+
+/// The index of `entries` (sorted by id, unique) of a pack of `pack_len` bytes, checksum
+/// included.
+fn build_index(entries: &[Entry], pack_len: u64) -> Result<Vec<u8>, StorageError> {
+    let count = u32::try_from(entries.len()).map_err(|_| {
         StorageError::Backend(format!(
             "{} objects are too many for one pack",
-            objects.len()
+            entries.len()
         ))
     })?;
-    let mut idx = Vec::with_capacity(ENTRIES + objects.len() * ENTRY + CHECKSUM);
+    let mut idx = Vec::with_capacity(ENTRIES + entries.len() * ENTRY + CHECKSUM);
     idx.extend_from_slice(IDX_MAGIC);
     idx.extend_from_slice(&VERSION.to_le_bytes());
     idx.extend_from_slice(&0u32.to_le_bytes());
     idx.extend_from_slice(&u64::from(count).to_le_bytes());
-    let pack_len_at = idx.len();
-    idx.extend_from_slice(&0u64.to_le_bytes());
+    idx.extend_from_slice(&pack_len.to_le_bytes());
     let mut fanout = [0u32; 256];
-    for object in objects {
-        fanout[object.id.0[0] as usize] += 1;
+    for entry in entries {
+        fanout[entry.id.0[0] as usize] += 1;
     }
     let mut running = 0u32;
     for n in fanout {
         running += n;
         idx.extend_from_slice(&running.to_le_bytes());
     }
-    let mut offset = PACK_HEADER as u64;
-    for object in objects {
-        let len = u32::try_from(object.bytes.len()).map_err(|_| {
-            StorageError::Backend(format!(
-                "object {} is {} bytes, too large for a pack",
-                object.id,
-                object.bytes.len()
-            ))
-        })?;
-        idx.extend_from_slice(object.id.as_bytes());
-        idx.extend_from_slice(&offset.to_le_bytes());
-        idx.extend_from_slice(&len.to_le_bytes());
-        offset += u64::from(len);
+    for entry in entries {
+        idx.extend_from_slice(entry.id.as_bytes());
+        idx.extend_from_slice(&entry.offset.to_le_bytes());
+        idx.extend_from_slice(&entry.len.to_le_bytes());
     }
-    idx[pack_len_at..pack_len_at + 8].copy_from_slice(&offset.to_le_bytes());
     let checksum = blake3::hash(&idx);
     idx.extend_from_slice(checksum.as_bytes());
-    Ok((idx, offset))
+    Ok(idx)
 }
 
 fn tmp_path(path: &Path) -> PathBuf {
@@ -387,16 +510,11 @@ fn tmp_path(path: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// Creates `path`, fills it through a 1 MiB buffer and fsyncs it.
-fn write_synced(
-    path: &Path,
-    fill: impl FnOnce(&mut BufWriter<File>) -> std::io::Result<()>,
-) -> Result<(), StorageError> {
+/// Creates `path` with `bytes` and fsyncs it.
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), StorageError> {
     let err = |e| io_err("write", path, e);
-    let file = File::create(path).map_err(err)?;
-    let mut w = BufWriter::with_capacity(1 << 20, file);
-    fill(&mut w).map_err(err)?;
-    let file = w.into_inner().map_err(|e| err(e.into_error()))?;
+    let mut file = File::create(path).map_err(err)?;
+    file.write_all(bytes).map_err(err)?;
     file.sync_all().map_err(err)
 }
 
@@ -448,9 +566,26 @@ pub fn sweep(dir: &Path, live: &HashSet<String>) -> Result<usize, StorageError> 
     Ok(removed)
 }
 
+/// Writes `objects` as one pack, keeping all of them (tests).
+#[cfg(test)]
+pub fn write_all(
+    dir: &Path,
+    objects: &[&tapes_protocol::StoredObject],
+) -> Result<PackRecord, StorageError> {
+    let mut builder = PackBuilder::create(dir)?;
+    for object in objects {
+        builder.add(&object.id, &object.bytes)?;
+    }
+    let (record, _) = builder
+        .finish(|_| Ok(true))?
+        .ok_or_else(|| StorageError::Backend("an empty pack".into()))?;
+    Ok(record)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tapes_protocol::StoredObject;
 
     fn object(n: u32) -> StoredObject {
         let bytes = format!("object number {n}").into_bytes();
@@ -471,7 +606,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let objects = sorted(1000);
         let refs: Vec<&StoredObject> = objects.iter().collect();
-        let record = write(dir.path(), &refs).unwrap();
+        let record = write_all(dir.path(), &refs).unwrap();
         let pack = Pack::open(dir.path(), record.clone()).unwrap();
         assert_eq!(pack.len(), 1000);
         pack.verify_index().unwrap();
@@ -489,7 +624,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let objects = sorted(10);
         let refs: Vec<&StoredObject> = objects.iter().collect();
-        let record = write(dir.path(), &refs).unwrap();
+        let record = write_all(dir.path(), &refs).unwrap();
         let pack_file = pack_path(dir.path(), &record.name);
         let full = fs::read(&pack_file).unwrap();
         fs::write(&pack_file, &full[..full.len() - 1]).unwrap();
@@ -517,8 +652,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let objects = sorted(3);
         let refs: Vec<&StoredObject> = objects.iter().collect();
-        let live = write(dir.path(), &refs).unwrap();
-        let dead = write(dir.path(), &refs[..2]).unwrap();
+        let live = write_all(dir.path(), &refs).unwrap();
+        let dead = write_all(dir.path(), &refs[..2]).unwrap();
         fs::write(dir.path().join("0123.pack.tmp"), b"half").unwrap();
         fs::write(dir.path().join("README"), b"not ours").unwrap();
         let removed = sweep(dir.path(), &HashSet::from([live.name.clone()])).unwrap();
