@@ -30,7 +30,7 @@
 
 use std::collections::HashSet;
 use std::fs::{self, File};
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use memmap2::Mmap;
@@ -301,8 +301,12 @@ fn map(path: &Path, expected: u64) -> Result<Mmap, StorageError> {
     unsafe { Mmap::map(&file) }.map_err(|e| io_err("map", path, e))
 }
 
-/// Bytes written between two requests to start writeback (see [`PackBuilder::add`]).
+/// Bytes written between two requests to start writeback (see [`PackWriter`]).
 const WRITEBACK_EVERY: u64 = 32 << 20;
+/// Bytes per buffer handed to the writer thread, and buffers in flight at most: 32 MiB of
+/// objects may wait for the disk while the caller goes on.
+const BUFFER: usize = 4 << 20;
+const BUFFERS: usize = 8;
 
 /// Where one object sits in a pack being built.
 struct Entry {
@@ -316,14 +320,14 @@ struct Entry {
 /// dropped unfinished it deletes its file, and a crash leaves a `.tmp` that [`sweep`] deletes.
 pub struct PackBuilder {
     dir: PathBuf,
-    /// `None` once finished (nothing left to delete on drop).
+    /// `None` once renamed into place (nothing left to delete on drop).
     tmp: Option<PathBuf>,
-    file: BufWriter<File>,
+    writer: Option<PackWriter>,
+    /// Bytes not yet handed to the writer.
+    buffer: Vec<u8>,
     entries: Vec<Entry>,
-    /// Bytes written so far, header included: the offset of the next object.
+    /// Bytes added so far, header included: the offset of the next object.
     len: u64,
-    /// Writeback has been requested up to here.
-    kicked: u64,
 }
 
 impl PackBuilder {
@@ -335,34 +339,62 @@ impl PackBuilder {
         let file = File::create(&tmp).map_err(|e| io_err("create", &tmp, e))?;
         let mut builder = PackBuilder {
             dir: dir.to_path_buf(),
-            file: BufWriter::with_capacity(1 << 20, file),
+            writer: Some(PackWriter::spawn(file)),
             tmp: Some(tmp),
+            buffer: Vec::with_capacity(BUFFER),
             entries: Vec::new(),
             len: 0,
-            kicked: 0,
         };
         let mut header = [0u8; PACK_HEADER];
         header[..8].copy_from_slice(PACK_MAGIC);
         header[8..12].copy_from_slice(&VERSION.to_le_bytes());
-        builder.write(&header)?;
+        builder.append(&header)?;
         Ok(builder)
-    }
-
-    fn write(&mut self, bytes: &[u8]) -> Result<(), StorageError> {
-        self.file
-            .write_all(bytes)
-            .map_err(|e| self.err("write", e))?;
-        self.len += bytes.len() as u64;
-        Ok(())
     }
 
     fn err(&self, what: &str, e: std::io::Error) -> StorageError {
         io_err(what, self.tmp.as_deref().unwrap_or(&self.dir), e)
     }
 
-    /// Appends one object. Every 32 MiB it asks the kernel to start writing the pack to disk,
-    /// so that the fsync in [`PackBuilder::finish`] has little left to wait for: the disk works
-    /// while the caller verifies the next objects, instead of after it.
+    /// Copies `bytes` into the current buffer, handing full buffers to the writer thread.
+    fn append(&mut self, mut bytes: &[u8]) -> Result<(), StorageError> {
+        self.len += bytes.len() as u64;
+        while !bytes.is_empty() {
+            let room = BUFFER - self.buffer.len();
+            let (now, rest) = bytes.split_at(room.min(bytes.len()));
+            self.buffer.extend_from_slice(now);
+            bytes = rest;
+            if self.buffer.len() == BUFFER {
+                self.hand_over()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn hand_over(&mut self) -> Result<(), StorageError> {
+        let Some(writer) = self.writer.as_mut() else {
+            return Err(StorageError::Backend("pack writer already stopped".into()));
+        };
+        let next = writer.spare();
+        let full = std::mem::replace(&mut self.buffer, next);
+        if writer.send(full).is_err() {
+            // The writer thread stopped on an I/O error; its join says which.
+            return self.stop_writer().map(|_| ());
+        }
+        Ok(())
+    }
+
+    /// Stops the writer thread after it wrote everything handed over, and returns the file.
+    fn stop_writer(&mut self) -> Result<File, StorageError> {
+        let writer = self
+            .writer
+            .take()
+            .ok_or_else(|| StorageError::Backend("pack writer already stopped".into()))?;
+        writer.finish().map_err(|e| self.err("write", e))
+    }
+
+    /// Appends one object. The bytes go to disk on a writer thread (see [`PackWriter`]), so the
+    /// caller goes on verifying the next objects while the disk works.
     pub fn add(&mut self, id: &NodeId, bytes: &[u8]) -> Result<(), StorageError> {
         let len = u32::try_from(bytes.len()).map_err(|_| {
             StorageError::Backend(format!(
@@ -375,32 +407,7 @@ impl PackBuilder {
             offset: self.len,
             len,
         });
-        self.write(bytes)?;
-        if self.len - self.kicked >= WRITEBACK_EVERY {
-            self.start_writeback()?;
-        }
-        Ok(())
-    }
-
-    fn start_writeback(&mut self) -> Result<(), StorageError> {
-        self.file.flush().map_err(|e| self.err("write", e))?;
-        #[cfg(target_os = "linux")]
-        {
-            use std::os::unix::io::AsRawFd;
-            // SAFETY: a plain syscall on a file descriptor this builder owns. It only starts
-            // writeback (no waiting, no durability promise), so its result is not needed:
-            // finish() fsyncs whatever is still dirty.
-            unsafe {
-                libc::sync_file_range(
-                    self.file.get_ref().as_raw_fd(),
-                    self.kicked as libc::off64_t,
-                    (self.len - self.kicked) as libc::off64_t,
-                    libc::SYNC_FILE_RANGE_WRITE,
-                );
-            }
-        }
-        self.kicked = self.len;
-        Ok(())
+        self.append(bytes)
     }
 
     /// Completes the pack with the objects for which `keep` says yes (the others stay as
@@ -425,11 +432,10 @@ impl PackBuilder {
             return Ok(None);
         }
         let bytes = kept.iter().map(|e| u64::from(e.len)).sum();
-        self.file.flush().map_err(|e| self.err("write", e))?;
-        self.file
-            .get_ref()
-            .sync_all()
-            .map_err(|e| self.err("sync", e))?;
+        self.hand_over()?;
+        let file = self.stop_writer()?;
+        file.sync_all().map_err(|e| self.err("sync", e))?;
+        drop(file);
         let idx = build_index(&kept, self.len)?;
         let checksum: [u8; 32] = idx[idx.len() - CHECKSUM..].try_into().unwrap_or([0; 32]);
         let name = hex::encode(&checksum[..16]);
@@ -437,15 +443,10 @@ impl PackBuilder {
         let idx_tmp = tmp_path(&idx_final);
         let placed = write_synced(&idx_tmp, &idx)
             .and_then(|()| {
-                rename(
-                    self.tmp.as_deref().unwrap_or(&self.dir),
-                    &pack_path(&self.dir, &name),
-                )
+                let tmp = self.tmp.take().unwrap_or_default();
+                rename(&tmp, &pack_path(&self.dir, &name))
             })
-            .and_then(|()| {
-                self.tmp = None;
-                rename(&idx_tmp, &idx_final)
-            })
+            .and_then(|()| rename(&idx_tmp, &idx_final))
             .and_then(|()| sync_dir(&self.dir));
         if let Err(e) = placed {
             // A pack file already renamed is unregistered and swept on the next open.
@@ -464,10 +465,97 @@ impl PackBuilder {
 
 impl Drop for PackBuilder {
     fn drop(&mut self) {
+        // The thread first, so that nothing writes to the file once it is deleted.
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.finish();
+        }
         if let Some(tmp) = &self.tmp {
             let _ = fs::remove_file(tmp);
         }
     }
+}
+
+/// The thread that writes a pack's buffers to its file, so that the disk works while the
+/// builder's caller goes on. Every 32 MiB it asks the kernel to start writing back what it
+/// wrote (Linux `sync_file_range`): otherwise the page cache would hold the whole pack until
+/// the final fsync and the disk would only start then. Used buffers come back for reuse.
+struct PackWriter {
+    full: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+    spare: std::sync::mpsc::Receiver<Vec<u8>>,
+    thread: std::thread::JoinHandle<std::io::Result<File>>,
+}
+
+impl PackWriter {
+    fn spawn(file: File) -> PackWriter {
+        let (full, full_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(BUFFERS);
+        let (spare_tx, spare) = std::sync::mpsc::sync_channel::<Vec<u8>>(BUFFERS + 1);
+        let thread = std::thread::spawn(move || {
+            let mut file = file;
+            let (mut written, mut kicked) = (0u64, 0u64);
+            for mut buffer in full_rx {
+                file.write_all(&buffer)?;
+                written += buffer.len() as u64;
+                if written - kicked >= WRITEBACK_EVERY {
+                    start_writeback(&file, kicked, written - kicked);
+                    kicked = written;
+                }
+                buffer.clear();
+                // The builder may have enough buffers already; then this one is freed.
+                let _ = spare_tx.try_send(buffer);
+            }
+            Ok(file)
+        });
+        PackWriter {
+            full: Some(full),
+            spare,
+            thread,
+        }
+    }
+
+    /// An empty buffer: a used one if the thread gave one back, else a new one.
+    fn spare(&self) -> Vec<u8> {
+        self.spare
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(BUFFER))
+    }
+
+    /// Hands a buffer over (waits while [`BUFFERS`] are in flight); an error means the thread
+    /// stopped.
+    fn send(&self, buffer: Vec<u8>) -> Result<(), ()> {
+        match &self.full {
+            Some(full) => full.send(buffer).map_err(|_| ()),
+            None => Err(()),
+        }
+    }
+
+    /// Waits for everything handed over to be written; the file, or the thread's I/O error.
+    fn finish(mut self) -> std::io::Result<File> {
+        drop(self.full.take());
+        self.thread
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    }
+}
+
+/// Starts writeback of `len` bytes at `offset` without waiting for it.
+fn start_writeback(file: &File, offset: u64, len: u64) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::io::AsRawFd;
+        // SAFETY: a plain syscall on a file descriptor this thread owns. It only starts
+        // writeback (no durability promise), so its result is not needed: finish() fsyncs
+        // whatever is still dirty.
+        unsafe {
+            libc::sync_file_range(
+                file.as_raw_fd(),
+                offset as libc::off64_t,
+                len as libc::off64_t,
+                libc::SYNC_FILE_RANGE_WRITE,
+            );
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (file, offset, len);
 }
 
 /// The index of `entries` (sorted by id, unique) of a pack of `pack_len` bytes, checksum
