@@ -4,7 +4,7 @@
 //! named records updated only by compare-and-swap) and a few store-wide settings. The sled
 //! backend lives in [`sled_backend`]; nothing else in the crate names sled, so a relay can put
 //! another backend behind the same trait. Large batches of objects go to immutable pack files
-//! beside sled ([`pack`]), registered in sled once they are complete.
+//! beside sled (`pack`), registered in sled once they are complete.
 //!
 //! Crash safety rests on one ordering rule (SPEC.md §6): objects are written and flushed before
 //! any ref that points at them, so a ref never names a missing object, whatever moment a

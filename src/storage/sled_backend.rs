@@ -2,11 +2,11 @@
 //!
 //! sled trees:
 //! - `objects`: node id (32 bytes) → stored object bytes (small batches)
-//! - `packs`: pack name → [`PackRecord`]: the registry of live packs (large batches)
+//! - `packs`: pack name → `PackRecord`: the registry of live packs (large batches)
 //! - `refs`: ref key → ref record bytes (updated only through CAS in a transaction)
 //! - `settings`: store-wide values such as the format version
 //!
-//! Packs live in `<store>/packs/` (see [`super::pack`]). An object is in sled or in a pack; a
+//! Packs live in `<store>/packs/` (see `pack.rs`). An object is in sled or in a pack; a
 //! read looks in sled first, then in every live pack.
 
 use std::collections::HashSet;
