@@ -119,19 +119,24 @@ impl SledStorage {
         let mut order: Vec<&StoredObject> = objects.iter().collect();
         order.sort_unstable_by(|a, b| a.id.cmp(&b.id));
         order.dedup_by(|a, b| a.id == b.id);
-        let packs = self.packs();
+        let mut stored = self.sorted_lookup();
         let mut missing = Vec::with_capacity(order.len());
         for object in order {
-            let stored = self
-                .objects
-                .contains_key(object.id.as_bytes())
-                .map_err(backend)?
-                || packs.iter().any(|p| p.find(&object.id).is_some());
-            if !stored {
+            if !stored.contains(&object.id)? {
                 missing.push(object);
             }
         }
         Ok(missing)
+    }
+
+    /// Presence checks for ids in increasing order (see [`SortedLookup`]).
+    fn sorted_lookup(&self) -> SortedLookup<'_> {
+        let packs = self.packs();
+        SortedLookup {
+            objects: &self.objects,
+            cursors: vec![0; packs.len()],
+            packs,
+        }
     }
 
     /// Writes `objects` (in id order, none stored yet; the caller holds the writer lock) as a
@@ -172,11 +177,8 @@ impl SledStorage {
     /// stored some meanwhile) and registers it.
     fn commit_staged(&self, builder: PackBuilder) -> Result<Written, StorageError> {
         let _writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
-        let packs = self.packs();
-        let finished = builder.finish(|id| {
-            Ok(!self.objects.contains_key(id.as_bytes()).map_err(backend)?
-                && !packs.iter().any(|p| p.find(id).is_some()))
-        })?;
+        let mut stored = self.sorted_lookup();
+        let finished = builder.finish(|id| Ok(!stored.contains(id)?))?;
         let Some((record, bytes)) = finished else {
             return Ok(Written::default());
         };
@@ -208,6 +210,30 @@ impl SledStorage {
             ));
         }
         sources
+    }
+}
+
+/// "Is this id stored?" for a batch of ids in increasing order: sled, then each pack through a
+/// cursor that only moves forward ([`Pack::find_sorted`]), so a batch of 200,000 ids against
+/// packs of millions costs about a pass over their indexes, not 200,000 random searches each.
+struct SortedLookup<'s> {
+    objects: &'s sled::Tree,
+    packs: Vec<Arc<Pack>>,
+    cursors: Vec<usize>,
+}
+
+impl SortedLookup<'_> {
+    fn contains(&mut self, id: &NodeId) -> Result<bool, StorageError> {
+        if self.objects.contains_key(id.as_bytes()).map_err(backend)? {
+            return Ok(true);
+        }
+        // Every pack is searched so that each cursor keeps up (a cursor left behind would
+        // still be correct, only slower to catch up).
+        let mut found = false;
+        for (pack, cursor) in self.packs.iter().zip(&mut self.cursors) {
+            found |= pack.find_sorted(cursor, id);
+        }
+        Ok(found)
     }
 }
 
