@@ -284,7 +284,7 @@ impl Pack {
         let entry = self.entry(i);
         let offset = le_u64(&entry[32..40]);
         let len = le_u32(&entry[40..44]) as u64;
-        let end = offset.checked_add(len).unwrap_or(u64::MAX);
+        let end = offset.saturating_add(len);
         if offset < PACK_HEADER as u64 || end > self.pack.len() as u64 {
             return Err(self.damaged(&format!(
                 "the index places object {} at bytes {offset}..{end}, outside the pack",
@@ -453,7 +453,7 @@ impl PackBuilder {
         mut keep: impl FnMut(&NodeId) -> Result<bool, StorageError>,
     ) -> Result<Option<(PackRecord, u64)>, StorageError> {
         let mut entries = std::mem::take(&mut self.entries);
-        entries.sort_by(|a, b| a.id.cmp(&b.id));
+        entries.sort_by_key(|e| e.id);
         entries.dedup_by(|a, b| a.id == b.id);
         let mut kept = Vec::with_capacity(entries.len());
         for entry in entries {
@@ -718,7 +718,7 @@ mod tests {
 
     fn sorted(n: u32) -> Vec<StoredObject> {
         let mut objects: Vec<StoredObject> = (0..n).map(object).collect();
-        objects.sort_by(|a, b| a.id.cmp(&b.id));
+        objects.sort_by_key(|o| o.id);
         objects
     }
 

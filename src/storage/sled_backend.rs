@@ -117,7 +117,7 @@ impl SledStorage {
         objects: &'o [StoredObject],
     ) -> Result<Vec<&'o StoredObject>, StorageError> {
         let mut order: Vec<&StoredObject> = objects.iter().collect();
-        order.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        order.sort_unstable_by_key(|o| o.id);
         order.dedup_by(|a, b| a.id == b.id);
         let mut stored = self.sorted_lookup();
         let mut missing = Vec::with_capacity(order.len());
@@ -636,7 +636,7 @@ mod tests {
         let orphan = objects(5000..5010);
         let refs: Vec<&StoredObject> = {
             let mut r: Vec<&StoredObject> = orphan.iter().collect();
-            r.sort_by(|a, b| a.id.cmp(&b.id));
+            r.sort_by_key(|o| o.id);
             r
         };
         pack::write_all(&packs, &refs).unwrap();
