@@ -25,8 +25,8 @@
 //! fsyncs (pack, index, directory), limited by the disk.
 //!
 //! Lookups: each pack is searched on its own (fanout, then binary search), so a lookup costs
-//! O(packs × log n) and a miss searches every pack. Packs are made only for large batches
-//! (tens of MB each), which keeps their number small; merging packs is not implemented.
+//! O(packs × log n) and a miss searches every pack. Packs are made only for large batches, and
+//! the backend merges the smallest when there are many, which keeps their number bounded.
 
 use std::collections::HashSet;
 use std::fs::{self, File};
@@ -197,6 +197,15 @@ impl Pack {
             "pack {} is damaged: {why}; its objects cannot be trusted (restore the store from a backup, or import its sessions again into a fresh store)",
             self.path.display()
         ))
+    }
+
+    pub fn name(&self) -> &str {
+        &self.record.name
+    }
+
+    /// The pack file and its index.
+    pub fn files(&self) -> [PathBuf; 2] {
+        [self.path.clone(), self.path.with_extension("idx")]
     }
 
     /// Number of objects.

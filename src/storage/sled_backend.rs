@@ -45,6 +45,12 @@ pub struct SledStorage {
 /// fetch: tens of MB per batch) make few, large ones.
 const PACK_MIN_OBJECTS: usize = 4096;
 const PACK_MIN_BYTES: usize = 4 << 20;
+/// Live packs at most: registering one more merges the [`MERGE_PACKS`] smallest into one. Every
+/// lookup miss searches every pack, so their number must stay bounded however small the
+/// batches are (a fetch in 4 MiB batches would otherwise make 250 packs per GB); merging the
+/// smallest keeps the rewriting to about log16 of the data per byte.
+const MAX_PACKS: usize = 32;
+const MERGE_PACKS: usize = 16;
 
 /// How long to wait for another tapes process to release the store before saying so.
 const LOCK_WAIT: Duration = Duration::from_secs(5);
@@ -146,9 +152,11 @@ impl SledStorage {
         for object in objects {
             builder.add(&object.id, &object.bytes)?;
         }
-        builder
-            .finish(|_| Ok(true))?
-            .map_or(Ok(()), |(record, _)| self.register(record))
+        if let Some((record, _)) = builder.finish(|_| Ok(true))? {
+            self.register(record)?;
+            self.merge_if_many();
+        }
+        Ok(())
     }
 
     fn pack_builder(&self) -> Result<PackBuilder, StorageError> {
@@ -187,7 +195,69 @@ impl SledStorage {
             bytes: bytes as usize,
         };
         self.register(record)?;
+        self.merge_if_many();
         Ok(written)
+    }
+
+    /// Keeps the number of live packs at most [`MAX_PACKS`] (the caller holds the writer
+    /// lock). The objects are stored whether or not this succeeds, so a failure (a full disk)
+    /// is only logged: the next registration tries again.
+    fn merge_if_many(&self) {
+        let mut packs = self.packs();
+        if packs.len() <= MAX_PACKS {
+            return;
+        }
+        packs.sort_by_key(|p| p.disk_size());
+        packs.truncate(MERGE_PACKS);
+        if let Err(e) = self.merge(&packs) {
+            tracing::warn!(error = %e, "could not merge small packs; lookups stay slower until the next try");
+        }
+    }
+
+    /// Replaces `victims` with one pack holding their objects. The new pack is complete and
+    /// durable before one sled batch registers it and unregisters the victims, and that batch
+    /// is flushed before any victim file is deleted: whatever the moment of a crash, every
+    /// object is in a registered pack whose files exist (SPEC.md §6).
+    fn merge(&self, victims: &[Arc<Pack>]) -> Result<(), StorageError> {
+        let mut builder = self.pack_builder()?;
+        let sources: Vec<Source<'_, &[u8]>> = victims
+            .iter()
+            .map(|pack| -> Source<'_, &[u8]> {
+                Box::new((0..pack.len()).map(move |i| Ok((pack.id_at(i), pack.object_at(i)?))))
+            })
+            .collect();
+        for entry in Merge::new(sources) {
+            let (id, bytes) = entry?;
+            builder.add(&id, bytes)?;
+        }
+        let Some((record, _)) = builder.finish(|_| Ok(true))? else {
+            return Ok(());
+        };
+        let merged = Arc::new(Pack::open(&self.packs_dir, record.clone())?);
+        let mut batch = sled::Batch::default();
+        batch.insert(record.name.as_bytes(), record.encode());
+        for victim in victims {
+            batch.remove(victim.name().as_bytes());
+        }
+        self.pack_registry.apply_batch(batch).map_err(backend)?;
+        self.db.flush().map_err(backend)?;
+        {
+            let mut live = self.packs.write().unwrap_or_else(PoisonError::into_inner);
+            live.retain(|p| !victims.iter().any(|v| Arc::ptr_eq(p, v)));
+            live.push(merged);
+        }
+        // Readers may still hold a victim (a lookup in flight, an `objects()` walk): on Unix
+        // its mapping stays valid after the unlink. A file that cannot be removed now is
+        // unregistered and removed by the next open.
+        for path in victims.iter().flat_map(|v| v.files()) {
+            let _ = std::fs::remove_file(path);
+        }
+        tracing::debug!(
+            packs = victims.len(),
+            objects = record.count,
+            "merged small packs"
+        );
+        Ok(())
     }
 
     /// Every source of objects for a merge: sled's tree, then each pack.
@@ -680,6 +750,37 @@ mod tests {
             }
         }
         panic!("the store stayed locked")
+    }
+
+    #[test]
+    fn many_small_packs_are_merged_and_every_object_stays() {
+        let (dir, s) = open();
+        let per = PACK_MIN_OBJECTS;
+        let batches = MAX_PACKS + 2;
+        for b in 0..batches {
+            s.put_objects(&objects(b * per..(b + 1) * per)).unwrap();
+        }
+        s.flush().unwrap();
+        let live = s.packs().len();
+        assert!(live <= MAX_PACKS, "{live} packs live");
+        assert_eq!(
+            pack_files(dir.path()).len(),
+            2 * live,
+            "merged packs left files behind"
+        );
+        assert_eq!(s.object_count(), batches * per);
+        for n in (0..batches * per).step_by(997) {
+            assert_eq!(
+                s.get_object(&object(n).id).unwrap().unwrap(),
+                object(n).bytes
+            );
+        }
+        drop(s);
+        let s = reopen(dir.path());
+        assert_eq!(s.packs().len(), live);
+        assert_eq!(s.object_count(), batches * per);
+        let listed = s.objects().map(|r| r.unwrap()).count();
+        assert_eq!(listed, batches * per);
     }
 
     #[test]
