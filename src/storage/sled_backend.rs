@@ -779,8 +779,8 @@ mod tests {
         let s = reopen(dir.path());
         assert_eq!(s.packs().len(), live);
         assert_eq!(s.object_count(), batches * per);
-        let listed = s.objects().map(|r| r.unwrap()).count();
-        assert_eq!(listed, batches * per);
+        let listed: Vec<(NodeId, Vec<u8>)> = s.objects().collect::<Result<_, _>>().unwrap();
+        assert_eq!(listed.len(), batches * per);
     }
 
     #[test]
