@@ -29,8 +29,8 @@ pub struct SledStorage {
     refs: sled::Tree,
     settings: sled::Tree,
     packs_dir: PathBuf,
-    /// The live packs, opened. Only ever appended to, with a pack already checked and
-    /// registered.
+    /// The live packs, opened. Changed only under the writer lock, each change in one step:
+    /// a checked and registered pack appended, or merged packs replaced by their merge.
     packs: RwLock<Vec<Arc<Pack>>>,
     /// Held by `put_objects` from its presence checks to its last write, so two writers never
     /// both store one object: `Written` stays exact and an object lands in one place.
@@ -103,8 +103,8 @@ impl SledStorage {
         })
     }
 
-    /// A snapshot of the live packs. (A panic elsewhere cannot leave the list half-updated: it
-    /// is only ever pushed to, so a poisoned lock still guards a valid list.)
+    /// A snapshot of the live packs. (A poisoned lock still guards a valid list: no change to
+    /// it can panic halfway, so the poison is ignored here and below.)
     fn packs(&self) -> Vec<Arc<Pack>> {
         self.packs
             .read()
