@@ -3,19 +3,20 @@
 //! [`create`] streams the selected sessions' nodes, their signed session records and share
 //! records into a file (sealed to a team in ~1 MiB chunks, or plain), signs a manifest of
 //! everything it included and ends with a BLAKE3 checksum. [`verify`] checks a bundle
-//! without touching the store; [`import`] is all or nothing: it reads the file twice, never
-//! holding it whole, and writes nothing until the first pass has checked every byte, every
-//! node, every signature and the team chain. The second pass writes the nodes in batches and
-//! then every ref in one compare-and-swap transaction, so a bundle lands whole or not at all.
+//! without touching the store; [`import`] is all or nothing: it reads the file once, never
+//! holding it whole, staging each new node as it is verified ([`crate::storage::Staging`]: a
+//! pack file that is not part of the store yet). Only when every byte, every node, every
+//! signature and the team chain have checked out does it commit the staged nodes, flush, and
+//! write every ref in one compare-and-swap transaction, so a bundle lands whole or not at all.
 //!
-//! Memory: one frame (or sealed chunk) at a time, plus about 100 bytes per node in the bundle
-//! (its id and parent, to check that chains link up) and the session records.
+//! Memory: one frame (or sealed chunk) at a time, plus about 150 bytes per node in the bundle
+//! (its id and parent, to check that chains link up, and where it sits in the staged pack) and
+//! the session records.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{sync_channel, SyncSender};
 
 use tapes_protocol::bundle::{
     self as format, kind, Checksum, FormatError, FrameHead, Header, ObjectList, RefEntry, Refs,
@@ -29,7 +30,7 @@ use crate::identity::Identity;
 use crate::remote::RefSignature;
 use crate::session::{session_ref_key, SessionRecord};
 use crate::share::{share_key, SignedShare};
-use crate::storage::{RefUpdate, StorageError, Written};
+use crate::storage::{RefUpdate, Staging, StorageError, Written};
 use crate::store::{Store, StoreError};
 use crate::team_keys::{self, KeyError, KeyRing, Sealed};
 use crate::teams::{self, TeamError};
@@ -37,10 +38,6 @@ use crate::teams::{self, TeamError};
 /// Plaintext per sealed chunk: large enough to amortize age's per-message header, small
 /// enough to keep memory flat.
 pub const CHUNK_BYTES: usize = 1 << 20;
-/// Nodes written per store batch on import (SPEC.md §4).
-pub const BATCH_NODES: usize = 200_000;
-/// Bytes per store batch on import; a writer thread stores one batch while the next is read.
-const BATCH_BYTES: usize = 64 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BundleError {
@@ -105,8 +102,6 @@ pub enum BundleError {
         here: String,
         there: String,
     },
-    #[error("{path} changed while it was being imported; no session was changed; import it again")]
-    Changed { path: String },
     #[error("the store changed during the import (another tapes process?); no session was changed; run the import again")]
     Raced,
     #[error("session {session} belongs to {owner}; a plain bundle carries only your own sessions: seal it to a team you share with them (--team T), or leave the session out")]
@@ -793,7 +788,7 @@ pub struct BundledSession {
     entry: RefEntry,
 }
 
-/// Pass-1 (and pass-2) state: everything checked so far.
+/// The state of a walk through a bundle: everything checked so far.
 struct Check<'a> {
     store: &'a Store,
     identity: Option<&'a Identity>,
@@ -815,10 +810,8 @@ struct Check<'a> {
     sessions: Vec<BundledSession>,
     session_ids: HashSet<SessionId>,
     shares: Vec<(SignedShare, [u8; 32], Vec<u8>)>,
-    /// Pass 2: objects waiting to be handed to the writer thread.
-    write: Option<SyncSender<Vec<StoredObject>>>,
-    batch: Vec<StoredObject>,
-    batch_bytes: usize,
+    /// On import: where new nodes go as they are verified.
+    staging: Option<Box<dyn Staging + 'a>>,
 }
 
 impl<'a> Check<'a> {
@@ -826,7 +819,7 @@ impl<'a> Check<'a> {
         store: &'a Store,
         identity: Option<&'a Identity>,
         path: &Path,
-        write: Option<SyncSender<Vec<StoredObject>>>,
+        staging: Option<Box<dyn Staging + 'a>>,
     ) -> Self {
         Check {
             store,
@@ -849,9 +842,7 @@ impl<'a> Check<'a> {
             sessions: Vec::new(),
             session_ids: HashSet::new(),
             shares: Vec::new(),
-            write,
-            batch: Vec::new(),
-            batch_bytes: 0,
+            staging,
         }
     }
 
@@ -1118,33 +1109,13 @@ impl<'a> Check<'a> {
         if !present {
             self.new_objects += 1;
             self.new_bytes += bytes.len() as u64;
-            if self.write.is_some() {
-                self.batch_bytes += bytes.len();
-                self.batch.push(StoredObject {
-                    id,
-                    bytes: bytes.to_vec(),
-                });
-                if self.batch.len() >= BATCH_NODES || self.batch_bytes >= BATCH_BYTES {
-                    self.flush_batch()?;
-                }
+            if let Some(staging) = self.staging.as_mut() {
+                staging
+                    .add(&id, bytes)
+                    .map_err(|e| BundleError::Store(e.into()))?;
             }
         }
         Ok(())
-    }
-
-    fn flush_batch(&mut self) -> Result<(), BundleError> {
-        let Some(tx) = &self.write else {
-            return Ok(());
-        };
-        if self.batch.is_empty() {
-            return Ok(());
-        }
-        self.batch_bytes = 0;
-        tx.send(std::mem::take(&mut self.batch)).map_err(|_| {
-            BundleError::Store(StoreError::Storage(StorageError::Backend(
-                "the store writer stopped".into(),
-            )))
-        })
     }
 
     fn session(&mut self, payload: &[u8]) -> Result<(), BundleError> {
@@ -1355,8 +1326,9 @@ impl ImportReport {
     }
 }
 
-/// Imports a bundle: all or nothing, idempotent. Pass 1 is [`verify`]; only if it passes does
-/// pass 2 read the file again and write. `progress` gets bytes read (over both passes).
+/// Imports a bundle: all or nothing, idempotent. One pass checks everything [`verify`] checks
+/// and stages the new nodes meanwhile; only if it passes are they committed, then the refs.
+/// `progress` gets bytes read.
 pub fn import(
     store: &Store,
     identity: Option<&Identity>,
@@ -1365,7 +1337,9 @@ pub fn import(
 ) -> Result<ImportReport, BundleError> {
     let file = File::open(path).map_err(io(path))?;
     let size = file.metadata().map_err(io(path))?.len();
-    let mut check = Check::new(store, identity, path, None);
+    // An error anywhere below drops the staging, and the staged nodes with it.
+    let staging = store.storage().stage().map_err(StoreError::from)?;
+    let mut check = Check::new(store, identity, path, Some(staging));
     let checksum = run(&file, path, &mut check, progress)?;
     let info = check.info(path, size, checksum);
     let (updates, outcomes, shares_written) = plan(store, &check)?;
@@ -1376,48 +1350,12 @@ pub fn import(
         objects_written: 0,
         bytes_written: 0,
     };
+    let staging = check.staging.take();
     if check.new_objects == 0 && updates.is_empty() {
         return Ok(report);
     }
-    drop(check);
-    // Pass 2: read and check again, handing batches of new nodes to a writer thread (which
-    // stores each with one flush) while the next batch is read.
-    let (tx, rx) = sync_channel::<Vec<StoredObject>>(1);
-    let (again, written) = std::thread::scope(|scope| {
-        let writer = scope.spawn(move || {
-            let mut total = Written::default();
-            for batch in rx {
-                let w = put_batch(store, batch)?;
-                total.objects += w.objects;
-                total.bytes += w.bytes;
-            }
-            Ok::<Written, StoreError>(total)
-        });
-        let mut second = Check::new(store, identity, path, Some(tx));
-        let mut again = run(&file, path, &mut second, &mut |n| progress(size + n));
-        if again.is_ok() {
-            if let Err(e) = second.flush_batch() {
-                again = Err(e);
-            }
-        }
-        drop(second);
-        let written = writer
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        (again, written)
-    });
-    // A store error is the store's; anything else means the file changed between the passes.
-    let written = written?;
-    match again {
-        Ok(sum) if sum == checksum => {}
-        Err(e @ BundleError::Store(_)) => return Err(e),
-        _ => {
-            return Err(BundleError::Changed {
-                path: path.display().to_string(),
-            })
-        }
-    }
-    // Every node is stored and flushed; now every ref in one transaction.
+    let written = commit_staged(store, staging)?;
+    // Every new node is stored and flushed; now every ref in one transaction.
     match store.commit(&[], &updates) {
         Ok(_) => {}
         Err(StoreError::Storage(StorageError::Conflict { .. })) => return Err(BundleError::Raced),
@@ -1428,20 +1366,28 @@ pub fn import(
     Ok(report)
 }
 
-/// Stores a batch (sled sorts nothing itself: `put_objects` inserts in id order), then
-/// flushes once.
-fn put_batch(store: &Store, batch: Vec<StoredObject>) -> Result<Written, StoreError> {
+/// Adds the staged nodes to the store and makes them durable before any ref names them
+/// (SPEC.md §6).
+fn commit_staged(
+    store: &Store,
+    staging: Option<Box<dyn Staging + '_>>,
+) -> Result<Written, StoreError> {
+    let Some(staging) = staging else {
+        return Ok(Written::default());
+    };
     let started = std::time::Instant::now();
-    let total = store.storage().put_objects(&batch)?;
-    let put = started.elapsed();
-    store.storage().flush()?;
+    let written = staging.commit()?;
+    let committed = started.elapsed();
+    if written.objects > 0 {
+        store.storage().flush()?;
+    }
     tracing::debug!(
-        objects = batch.len(),
-        put_ms = put.as_millis() as u64,
-        flush_ms = (started.elapsed() - put).as_millis() as u64,
-        "stored a bundle batch"
+        objects = written.objects,
+        commit_ms = committed.as_millis() as u64,
+        flush_ms = (started.elapsed() - committed).as_millis() as u64,
+        "stored a bundle's nodes"
     );
-    Ok(total)
+    Ok(written)
 }
 
 type Plan = (Vec<RefUpdate>, Vec<(SessionId, Outcome)>, usize);

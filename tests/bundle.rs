@@ -464,6 +464,64 @@ fn flipped_bytes_and_trailing_garbage_are_refused_and_say_so() {
     assert_eq!(dump(&bob.store), before);
 }
 
+/// Files in the store's pack directory (staged nodes of a large import live there).
+fn pack_files(user: &User) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(user.store.path().join("packs"))
+        .map(|d| {
+            d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_large_bundle_lands_whole_and_a_damaged_copy_leaves_no_trace() {
+    let alice = user("alice");
+    let bob = user("bob");
+    // Enough nodes that an import stages them in a pack file rather than in memory.
+    alice.ingest(samples(0..500));
+    let created = alice.bundle("big.tape", None, None);
+    assert!(created.objects > 4096, "{}", created.objects);
+    bob.ingest(samples(600..602));
+    let before = dump(&bob.store);
+
+    // Damage in the last frame: every node has been verified and staged when it is found.
+    let bytes = std::fs::read(alice.file("big.tape")).unwrap();
+    let mut bad = bytes.clone();
+    let at = bytes.len() - 40;
+    bad[at] ^= 0x01;
+    std::fs::write(bob.file("bad.tape"), &bad).unwrap();
+    let err = bob.import(&bob.file("bad.tape")).unwrap_err();
+    assert!(matches!(err, BundleError::Damaged { .. }), "{err}");
+    assert_eq!(
+        dump(&bob.store),
+        before,
+        "a damaged bundle changed the store"
+    );
+    assert_eq!(
+        pack_files(&bob),
+        Vec::<String>::new(),
+        "staged nodes were left behind"
+    );
+
+    let report = bob.import(&alice.file("big.tape")).unwrap();
+    assert_eq!(report.objects_written as u64, created.objects);
+    assert_eq!(report.count(Outcome::Created), 500);
+    let pack_names = pack_files(&bob);
+    assert_eq!(pack_names.len(), 2, "{pack_names:?}");
+    let bobs = sessions_with_bytes(&bob.store);
+    for session in sessions_with_bytes(&alice.store) {
+        assert!(bobs.contains(&session), "session {} differs", session.0);
+    }
+    assert!(tapes::fsck::fsck(&bob.store, |_| {}).unwrap().is_clean());
+    let after = dump(&bob.store);
+    assert!(bob.import(&alice.file("big.tape")).unwrap().nothing_new());
+    assert_eq!(dump(&bob.store), after);
+    assert_eq!(pack_files(&bob), pack_names);
+}
+
 // ------------------------------------------------------------------------------------------
 // Forged bundles: well-formed files whose signatures or signers are wrong
 // ------------------------------------------------------------------------------------------

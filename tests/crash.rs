@@ -13,6 +13,9 @@
 //! only ever interrupt reads. Besides kills at random delays, some watch the store's files and
 //! strike when sled starts writing a snapshot file (`snap.*.generating`) or starts the commit.
 //!
+//! A second test aims its kills at pack files (bulk writes): while a pack is written, just after
+//! it is renamed into place, and anywhere, each time into a fresh store.
+//!
 //! Sizing: 24 sessions of up to 602 messages (about 14k nodes at the end; one import takes
 //! about a second in a debug build) keep the whole test near a minute with `fsck`, which verifies
 //! every object, after every kill. `TAPES_CRASH_KILLS=<n>` asks for more kills (up to about 250)
@@ -509,4 +512,159 @@ fn sigkill_during_import_leaves_every_session_whole_or_absent() {
         "a second import wrote something: {out}"
     );
     eprintln!("whole test: {:?}", started.elapsed());
+}
+
+/// What a pack-writing kill waited for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum PackAim {
+    /// A pack being written under its temporary name.
+    Staging,
+    /// A pack renamed into place: the window before its registration is flushed.
+    Placed,
+    /// Anywhere over the whole import.
+    Anywhere,
+}
+
+/// Files in the store's pack directory whose name ends with one of `suffixes`.
+fn pack_files(store_dir: &Path, suffixes: &[&str]) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(store_dir.join("packs")) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = entries
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| suffixes.iter().any(|s| n.ends_with(s)))
+        .collect();
+    names.sort();
+    names
+}
+
+/// Waits until a file with one of `suffixes` appears in the pack directory (or the child
+/// exits), then up to `jitter_us` more; kills the child; returns whether it was still running.
+fn kill_when_pack_file(
+    child: &mut Child,
+    store_dir: &Path,
+    suffixes: &[&str],
+    jitter_us: u64,
+    rng: &mut Rng,
+) -> bool {
+    while child.try_wait().unwrap().is_none() && pack_files(store_dir, suffixes).is_empty() {
+        std::thread::sleep(Duration::from_micros(100));
+    }
+    std::thread::sleep(Duration::from_micros(rng.below(jitter_us)));
+    let running = child.try_wait().unwrap().is_none();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    running
+}
+
+/// Bulk writes go to pack files (one pack for an import of 24 × 602 nodes). Each round imports
+/// every transcript whole into a fresh store and SIGKILLs the import while its pack is being
+/// written, just after the pack is renamed into place (before its registration is flushed), or
+/// anywhere. After each kill the store must reopen with no temporary or half-registered pack
+/// left, pass fsck, and hold every session whole or none; an import run to its end then brings
+/// everything in, and a second one finds nothing new.
+#[test]
+fn sigkill_while_a_pack_is_written_leaves_it_live_or_gone() {
+    const ROUNDS: usize = 9;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("projects");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut transcripts = transcripts(&dir);
+    let full = transcripts[0].messages();
+    for t in &mut transcripts {
+        t.grow_to(full);
+    }
+    let versions = [full];
+    let (_, calibration) = import_to_end(&tmp.path().join("calibration"), &dir);
+    assert_eq!(
+        pack_files(&tmp.path().join("calibration").join("store"), &[".pack"]).len(),
+        1,
+        "an import of {} nodes should write one pack",
+        SESSIONS * full
+    );
+    let mut rng = Rng::new(SEED ^ 0x7061_636b);
+    let mut outcomes: BTreeMap<(PackAim, &str), usize> = BTreeMap::new();
+    for round in 0..ROUNDS {
+        let home = tmp.path().join(format!("home-{round}"));
+        let store_dir = home.join("store");
+        let aim = match round % 3 {
+            0 => PackAim::Staging,
+            1 => PackAim::Placed,
+            _ => PackAim::Anywhere,
+        };
+        let mut child = import(&home, &dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let running = match aim {
+            PackAim::Staging => {
+                kill_when_pack_file(&mut child, &store_dir, &[".tmp"], 3_000, &mut rng)
+            }
+            // The registration and its flush follow the rename within a few ms, then the refs.
+            PackAim::Placed => {
+                kill_when_pack_file(&mut child, &store_dir, &[".pack"], 15_000, &mut rng)
+            }
+            PackAim::Anywhere => {
+                let limit = calibration.as_micros() as u64 * 11 / 10;
+                std::thread::sleep(Duration::from_micros(rng.below(limit)));
+                let running = child.try_wait().unwrap().is_none();
+                child.kill().unwrap();
+                child.wait().unwrap();
+                running
+            }
+        };
+        let label = format!(
+            "round {round} ({aim:?}, {})",
+            if running { "killed" } else { "finished first" }
+        );
+        let (state, _) = check_store(&store_dir, &transcripts, &versions, &label);
+        assert_eq!(
+            pack_files(&store_dir, &[".tmp"]),
+            Vec::<String>::new(),
+            "{label}: temporary pack files survived the reopen"
+        );
+        let packs = pack_files(&store_dir, &[".pack"]);
+        let indexes = pack_files(&store_dir, &[".idx"]);
+        assert_eq!(
+            packs
+                .iter()
+                .map(|p| p.trim_end_matches(".pack"))
+                .collect::<Vec<_>>(),
+            indexes
+                .iter()
+                .map(|p| p.trim_end_matches(".idx"))
+                .collect::<Vec<_>>(),
+            "{label}: a pack without its index or an index without its pack survived the reopen"
+        );
+        let outcome = match (state, packs.len()) {
+            (Some(_), _) => "sessions whole",
+            (None, 1) => "pack live, refs not moved",
+            (None, _) => "nothing durable",
+        };
+        *outcomes.entry((aim, outcome)).or_default() += 1;
+        eprintln!("{label}: {outcome}");
+
+        import_to_end(&home, &dir);
+        let (state, _) = check_store(
+            &store_dir,
+            &transcripts,
+            &versions,
+            &format!("{label}, then a whole import"),
+        );
+        assert_eq!(
+            state,
+            Some(full),
+            "{label}: the import after the kill left sessions out"
+        );
+        let (out, _) = import_to_end(&home, &dir);
+        assert!(
+            out.starts_with("nothing new:"),
+            "{label}: a second import wrote something: {out}"
+        );
+    }
+    for ((aim, outcome), n) in &outcomes {
+        eprintln!("  {aim:?}: {n} × {outcome}");
+    }
 }

@@ -1,6 +1,7 @@
-//! `tapes fsck` finds damage: a flipped byte inside a stored object, an object whose parent is
-//! gone, a session ref to a node that is not there. The damage is made by writing to the sled
-//! trees directly, as a failing disk or a buggy tool would, behind tapes' back.
+//! `tapes fsck` finds damage: a flipped byte inside a stored object (in sled or in a pack file),
+//! an object whose parent is gone, a session ref to a node that is not there, a damaged or
+//! missing pack. The damage is made by writing to the sled trees or the pack files directly, as
+//! a failing disk or a buggy tool would, behind tapes' back.
 
 use assert_cmd::Command;
 use predicates::prelude::*;
@@ -147,4 +148,85 @@ fn a_ref_to_a_node_that_never_existed_is_found() {
             "node {} is missing",
             NodeId([0xab; 32])
         )));
+}
+
+/// A store whose nodes sit in a pack file: one batch large enough (over 4096 new nodes), as a
+/// bundle import or a fetch writes them. Returns the number of nodes.
+fn packed_home() -> (tempfile::TempDir, usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("store")).unwrap();
+    let incoming: Vec<Incoming> = (0..500)
+        .map(|i| Incoming {
+            session: sample::session(9, i, Shape::default()),
+            path: String::new(),
+        })
+        .collect();
+    let report = ingest(&store, &incoming, 0).unwrap();
+    assert!(report.new_nodes > 4096, "{}", report.new_nodes);
+    (dir, report.new_nodes)
+}
+
+/// The store's pack files with the given extension.
+fn pack_file(home: &std::path::Path, extension: &str) -> std::path::PathBuf {
+    let packs: Vec<std::path::PathBuf> = std::fs::read_dir(home.join("store").join("packs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == extension))
+        .collect();
+    assert_eq!(packs.len(), 1, "{packs:?}");
+    packs[0].clone()
+}
+
+#[test]
+fn a_flipped_byte_in_an_object_inside_a_pack_is_found() {
+    let (dir, nodes) = packed_home();
+    let (victim, bytes) = {
+        let store = Store::open(&dir.path().join("store")).unwrap();
+        let picked = store.storage().objects().nth(100).unwrap().unwrap();
+        picked
+    };
+    let path = pack_file(dir.path(), "pack");
+    let mut pack = std::fs::read(&path).unwrap();
+    let start = pack
+        .windows(bytes.len())
+        .position(|w| w == bytes.as_slice())
+        .expect("the object's bytes are in the pack");
+    // Inside the canonical body (past the 5-byte header), where the text lives.
+    pack[start + bytes.len() / 3] ^= 0x01;
+    std::fs::write(&path, &pack).unwrap();
+    fsck(dir.path())
+        .code(1)
+        .stdout(predicate::str::contains(format!(
+            "damaged: object {victim}"
+        )))
+        .stdout(predicate::str::contains(format!(
+            "problems in {nodes} objects"
+        )));
+}
+
+#[test]
+fn a_damaged_pack_index_is_reported() {
+    let (dir, _) = packed_home();
+    let path = pack_file(dir.path(), "idx");
+    let mut idx = std::fs::read(&path).unwrap();
+    // An entry in the middle (the last 32 bytes are the checksum).
+    let at = idx.len() / 2;
+    idx[at] ^= 0x01;
+    std::fs::write(&path, &idx).unwrap();
+    fsck(dir.path()).code(1).stderr(
+        predicate::str::contains("is damaged: the index does not match its checksum").and(
+            predicate::str::contains(path.display().to_string().replace(".idx", ".pack")),
+        ),
+    );
+}
+
+#[test]
+fn a_missing_pack_file_stops_the_store_from_opening() {
+    let (dir, _) = packed_home();
+    let path = pack_file(dir.path(), "pack");
+    std::fs::remove_file(&path).unwrap();
+    fsck(dir.path()).code(1).stderr(
+        predicate::str::contains("is registered in the store but cannot be opened")
+            .and(predicate::str::contains(path.display().to_string())),
+    );
 }

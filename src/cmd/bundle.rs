@@ -341,7 +341,7 @@ fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
     let (home, store) = super::open_store()?;
     let identity = identity_if_any(&home)?;
     let len = file_len(&args.bundle);
-    let bar = super::progress_bar(len * 2, "importing");
+    let bar = super::progress_bar(len, "importing");
     let report = bundle::import(&store, identity.as_ref(), &args.bundle, &mut |n| {
         bar.set_position(n)
     })?;

@@ -3,12 +3,15 @@
 //! Everything tapes persists goes through [`Storage`]: content-addressed objects, refs (small
 //! named records updated only by compare-and-swap) and a few store-wide settings. The sled
 //! backend lives in [`sled_backend`]; nothing else in the crate names sled, so a relay can put
-//! another backend behind the same trait.
+//! another backend behind the same trait. Large batches of objects go to immutable pack files
+//! beside sled (`pack`), registered in sled once they are complete.
 //!
 //! Crash safety rests on one ordering rule (SPEC.md §6): objects are written and flushed before
 //! any ref that points at them, so a ref never names a missing object, whatever moment a
 //! process dies at.
 
+mod merge;
+mod pack;
 pub mod sled_backend;
 
 use tapes_protocol::{NodeId, StoredObject};
@@ -47,6 +50,38 @@ pub struct Written {
     pub bytes: usize,
 }
 
+/// Objects written ahead of a decision: [`Staging::commit`] adds them to the store, dropping
+/// the staging discards them. Bundle import stages every new node while it verifies the
+/// bundle, so it reads the file once and yet the store holds nothing of a bundle that fails.
+pub trait Staging {
+    /// Adds one verified object. Adding an id twice keeps one copy.
+    fn add(&mut self, id: &NodeId, bytes: &[u8]) -> Result<(), StorageError>;
+
+    /// Adds what was staged to the store, except objects it holds by now; returns what was
+    /// new. Like [`Storage::put_objects`], not durable until [`Storage::flush`] returns.
+    fn commit(self: Box<Self>) -> Result<Written, StorageError>;
+}
+
+/// Staging in memory, for backends without a cheaper way: committed with one `put_objects`.
+struct MemoryStaging<'s, S: ?Sized> {
+    storage: &'s S,
+    objects: Vec<StoredObject>,
+}
+
+impl<S: Storage + ?Sized> Staging for MemoryStaging<'_, S> {
+    fn add(&mut self, id: &NodeId, bytes: &[u8]) -> Result<(), StorageError> {
+        self.objects.push(StoredObject {
+            id: *id,
+            bytes: bytes.to_vec(),
+        });
+        Ok(())
+    }
+
+    fn commit(self: Box<Self>) -> Result<Written, StorageError> {
+        self.storage.put_objects(&self.objects)
+    }
+}
+
 /// What the rest of tapes needs from a database.
 pub trait Storage: Send + Sync {
     fn get_object(&self, id: &NodeId) -> Result<Option<Vec<u8>>, StorageError>;
@@ -58,6 +93,16 @@ pub trait Storage: Send + Sync {
     /// necessarily all present after a crash) until [`Storage::flush`] returns, which is why
     /// refs to them are written only after it.
     fn put_objects(&self, objects: &[StoredObject]) -> Result<Written, StorageError>;
+
+    /// Starts staging objects for one large write (see [`Staging`]). The sled backend streams
+    /// them into a pack file that becomes part of the store only on commit; this default keeps
+    /// them in memory.
+    fn stage(&self) -> Result<Box<dyn Staging + '_>, StorageError> {
+        Ok(Box::new(MemoryStaging {
+            storage: self,
+            objects: Vec::new(),
+        }))
+    }
 
     /// Every object, in id order. Used by fsck and by reconciliation.
     fn objects(&self) -> Box<dyn Iterator<Item = Result<(NodeId, Vec<u8>), StorageError>> + '_>;

@@ -1,0 +1,827 @@
+//! Pack files: immutable batches of objects kept beside sled, for bulk writes (the git design;
+//! SPEC.md §4 and §6).
+//!
+//! This module owns the on-disk format of a pack and its index, writing a pack durably, opening
+//! and checking one, and finding objects in it. It does not decide which packs are live: that is
+//! the registry in sled (`packs` tree, see [`super::sled_backend`]). A pack that nobody
+//! registered is a leftover of a crash between writing it and flushing its registration, and
+//! [`sweep`] deletes it when the store opens.
+//!
+//! ```text
+//! <name>.pack := "TAPESPAK" || version u32le (=1) || reserved u32le (=0) || object bytes…
+//! <name>.idx  := "TAPESIDX" || version u32le (=1) || reserved u32le (=0)
+//!                || count u64le || pack_len u64le
+//!                || fanout: 256 × u32le (entries whose id's first byte is ≤ i)
+//!                || count × (id [32] || offset u64le || len u32le)   ids strictly increasing
+//!                || BLAKE3 of everything before it (32 bytes)
+//! ```
+//!
+//! `<name>` is the hex of the first 16 bytes of the index checksum. Objects sit in the pack in
+//! the order they were added (id order for a batch from `put_objects`, file order for a staged
+//! bundle); bytes no index entry points at (a duplicate, an object stored meanwhile by another
+//! writer) are dead weight, never read.
+//!
+//! Why packs: sled manages about 90k inserts/s, while a pack is one sequential write and three
+//! fsyncs (pack, index, directory), limited by the disk.
+//!
+//! Lookups: each pack is searched on its own (fanout, then binary search), so a lookup costs
+//! O(packs × log n) and a miss searches every pack. Packs are made only for large batches, and
+//! the backend merges the smallest when there are many, which keeps their number bounded.
+
+use std::collections::HashSet;
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use memmap2::Mmap;
+use tapes_protocol::NodeId;
+
+use super::StorageError;
+
+const PACK_MAGIC: &[u8; 8] = b"TAPESPAK";
+const IDX_MAGIC: &[u8; 8] = b"TAPESIDX";
+const VERSION: u32 = 1;
+const PACK_HEADER: usize = 16;
+const IDX_HEADER: usize = 32;
+const FANOUT: usize = 256 * 4;
+/// id [32] | offset u64 | len u32.
+const ENTRY: usize = 44;
+const CHECKSUM: usize = 32;
+/// Where the entries start in an index file.
+const ENTRIES: usize = IDX_HEADER + FANOUT;
+/// Suffix of files being written; never live, always deleted on open.
+const TMP: &str = ".tmp";
+
+/// Version byte of an encoded [`PackRecord`].
+const RECORD_VERSION: u8 = 1;
+const RECORD_LEN: usize = 1 + 8 + 8 + CHECKSUM;
+
+/// What the registry in sled holds about a live pack. Opening a pack checks its files against
+/// it, so a truncated or swapped file is noticed before any object is read from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackRecord {
+    pub name: String,
+    pub count: u64,
+    pub pack_len: u64,
+    /// The index file's trailing checksum.
+    pub checksum: [u8; 32],
+}
+
+impl PackRecord {
+    /// The registry value: version u8 | count u64le | pack_len u64le | checksum [32].
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(RECORD_LEN);
+        out.push(RECORD_VERSION);
+        out.extend_from_slice(&self.count.to_le_bytes());
+        out.extend_from_slice(&self.pack_len.to_le_bytes());
+        out.extend_from_slice(&self.checksum);
+        out
+    }
+
+    pub fn decode(name: &[u8], value: &[u8]) -> Result<PackRecord, StorageError> {
+        let name = String::from_utf8(name.to_vec())
+            .ok()
+            .filter(|n| is_pack_name(n))
+            .ok_or_else(|| {
+                StorageError::Backend(format!(
+                    "the pack registry names a pack `{}`, which is not a pack name",
+                    String::from_utf8_lossy(name)
+                ))
+            })?;
+        if value.len() != RECORD_LEN || value[0] != RECORD_VERSION {
+            return Err(StorageError::Backend(format!(
+                "the registry record of pack {name} is damaged or from a newer tapes ({} bytes, version {})",
+                value.len(),
+                value.first().copied().unwrap_or(0)
+            )));
+        }
+        Ok(PackRecord {
+            count: le_u64(&value[1..9]),
+            pack_len: le_u64(&value[9..17]),
+            checksum: value[17..].try_into().unwrap_or([0; 32]),
+            name,
+        })
+    }
+
+    fn idx_len(&self) -> u64 {
+        (ENTRIES + CHECKSUM) as u64 + self.count.saturating_mul(ENTRY as u64)
+    }
+}
+
+/// Pack names are 32 lowercase hex digits.
+fn is_pack_name(name: &str) -> bool {
+    name.len() == 32 && name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+fn le_u64(bytes: &[u8]) -> u64 {
+    u64::from_le_bytes(bytes.try_into().unwrap_or([0; 8]))
+}
+
+fn le_u32(bytes: &[u8]) -> u32 {
+    u32::from_le_bytes(bytes.try_into().unwrap_or([0; 4]))
+}
+
+fn pack_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}.pack"))
+}
+
+fn idx_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}.idx"))
+}
+
+fn io_err(what: &str, path: &Path, e: std::io::Error) -> StorageError {
+    StorageError::Backend(format!("cannot {what} {}: {e}", path.display()))
+}
+
+/// An open, checked pack: both files mapped read-only.
+pub struct Pack {
+    record: PackRecord,
+    path: PathBuf,
+    pack: Mmap,
+    idx: Mmap,
+}
+
+impl Pack {
+    /// Opens a registered pack and checks what is cheap to check: both headers, both lengths
+    /// against the registry, the index's checksum against the one registered, and the fanout.
+    /// The index's contents are checksummed by [`Pack::verify_index`] (fsck), and every object
+    /// is checked against its id by whoever reads it.
+    pub fn open(dir: &Path, record: PackRecord) -> Result<Pack, StorageError> {
+        let path = pack_path(dir, &record.name);
+        let pack = map(&path, record.pack_len)?;
+        let idx = map(&idx_path(dir, &record.name), record.idx_len())?;
+        let pack = Pack {
+            record,
+            path,
+            pack,
+            idx,
+        };
+        pack.check()?;
+        Ok(pack)
+    }
+
+    fn check(&self) -> Result<(), StorageError> {
+        if self.pack.len() < PACK_HEADER
+            || &self.pack[..8] != PACK_MAGIC
+            || le_u32(&self.pack[8..12]) != VERSION
+        {
+            return Err(self.damaged("the pack file does not start with a version 1 pack header"));
+        }
+        let idx = &self.idx;
+        if &idx[..8] != IDX_MAGIC || le_u32(&idx[8..12]) != VERSION {
+            return Err(self.damaged("the index does not start with a version 1 index header"));
+        }
+        if le_u64(&idx[16..24]) != self.record.count || le_u64(&idx[24..32]) != self.record.pack_len
+        {
+            return Err(self.damaged("the index header disagrees with the pack's registration"));
+        }
+        if idx[idx.len() - CHECKSUM..] != self.record.checksum {
+            return Err(self.damaged("the index checksum is not the one registered"));
+        }
+        let mut previous = 0;
+        for byte in 0..256 {
+            let at = self.fanout(byte);
+            if at < previous {
+                return Err(self.damaged("the index fanout table is not in order"));
+            }
+            previous = at;
+        }
+        if previous as u64 != self.record.count {
+            return Err(self.damaged("the index fanout table does not end at the entry count"));
+        }
+        Ok(())
+    }
+
+    fn damaged(&self, why: &str) -> StorageError {
+        StorageError::Backend(format!(
+            "pack {} is damaged: {why}; its objects cannot be trusted (restore the store from a backup, or import its sessions again into a fresh store)",
+            self.path.display()
+        ))
+    }
+
+    pub fn name(&self) -> &str {
+        &self.record.name
+    }
+
+    /// The pack file and its index.
+    pub fn files(&self) -> [PathBuf; 2] {
+        [self.path.clone(), self.path.with_extension("idx")]
+    }
+
+    /// Number of objects.
+    pub fn len(&self) -> usize {
+        self.record.count as usize
+    }
+
+    /// Bytes of both files.
+    pub fn disk_size(&self) -> u64 {
+        self.record.pack_len + self.record.idx_len()
+    }
+
+    /// Entries whose id's first byte is ≤ `byte`. Checked at open to be in order and to end at
+    /// the entry count, so it is always a valid entry bound.
+    fn fanout(&self, byte: usize) -> usize {
+        let at = IDX_HEADER + byte * 4;
+        le_u32(&self.idx[at..at + 4]) as usize
+    }
+
+    fn entry(&self, i: usize) -> &[u8] {
+        let at = ENTRIES + i * ENTRY;
+        &self.idx[at..at + ENTRY]
+    }
+
+    pub fn id_at(&self, i: usize) -> NodeId {
+        let mut id = [0u8; 32];
+        id.copy_from_slice(&self.entry(i)[..32]);
+        NodeId(id)
+    }
+
+    /// The entry holding `id`: the fanout narrows the search to ids with the same first byte
+    /// (1/256 of the entries), then a binary search.
+    pub fn find(&self, id: &NodeId) -> Option<usize> {
+        let (lo, hi) = self.bucket(id);
+        self.search(lo, hi, id).ok()
+    }
+
+    /// The entries whose id starts with the same byte as `id`.
+    fn bucket(&self, id: &NodeId) -> (usize, usize) {
+        let first = id.0[0] as usize;
+        let lo = if first == 0 {
+            0
+        } else {
+            self.fanout(first - 1)
+        };
+        (lo, self.fanout(first))
+    }
+
+    /// Binary search for `id` in entries `lo..hi`: its entry, or where it would be.
+    fn search(&self, mut lo: usize, mut hi: usize, id: &NodeId) -> Result<usize, usize> {
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            match self.entry(mid)[..32].cmp(&id.0[..]) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => return Ok(mid),
+            }
+        }
+        Err(lo)
+    }
+
+    /// Like [`Pack::find`] for an id not smaller than any looked up before with this `cursor`
+    /// (which starts at 0): it gallops forward from the last position, so a sorted batch is
+    /// checked in about one pass over the index instead of one random search per id.
+    pub fn find_sorted(&self, cursor: &mut usize, id: &NodeId) -> bool {
+        let (bucket_lo, hi) = self.bucket(id);
+        let lo = (*cursor).max(bucket_lo).min(hi);
+        // Probe lo, lo+1, lo+2, lo+4, … until an entry is not below `id` (everything before
+        // `start` is below it), then search between the last two probes.
+        let (mut start, mut probe, mut step) = (lo, lo, 1);
+        while probe < hi && self.entry(probe)[..32] < id.0[..] {
+            start = probe + 1;
+            probe = (lo + step).min(hi);
+            step *= 2;
+        }
+        let found = self.search(start, (probe + 1).min(hi), id);
+        let (Ok(at) | Err(at)) = found;
+        *cursor = at;
+        found.is_ok()
+    }
+
+    /// The bytes of entry `i`, bounds-checked against the pack (a damaged index must give an
+    /// error, not a panic or bytes from outside the object area).
+    pub fn object_at(&self, i: usize) -> Result<&[u8], StorageError> {
+        let entry = self.entry(i);
+        let offset = le_u64(&entry[32..40]);
+        let len = le_u32(&entry[40..44]) as u64;
+        let end = offset.saturating_add(len);
+        if offset < PACK_HEADER as u64 || end > self.pack.len() as u64 {
+            return Err(self.damaged(&format!(
+                "the index places object {} at bytes {offset}..{end}, outside the pack",
+                self.id_at(i)
+            )));
+        }
+        Ok(&self.pack[offset as usize..end as usize])
+    }
+
+    pub fn get(&self, id: &NodeId) -> Result<Option<&[u8]>, StorageError> {
+        self.find(id).map(|i| self.object_at(i)).transpose()
+    }
+
+    /// Recomputes the index checksum (reads the whole index: fsck, not open).
+    pub fn verify_index(&self) -> Result<(), StorageError> {
+        let body = &self.idx[..self.idx.len() - CHECKSUM];
+        if blake3::hash(body).as_bytes() != &self.record.checksum {
+            return Err(self.damaged("the index does not match its checksum"));
+        }
+        Ok(())
+    }
+}
+
+/// Maps a pack file read-only after checking that it has the registered length (mapping a
+/// shorter file and reading past its end would be a SIGBUS, not an error).
+fn map(path: &Path, expected: u64) -> Result<Mmap, StorageError> {
+    let file = File::open(path).map_err(|e| {
+        StorageError::Backend(format!(
+            "pack file {} is registered in the store but cannot be opened: {e}; restore it from a backup",
+            path.display()
+        ))
+    })?;
+    let len = file
+        .metadata()
+        .map_err(|e| io_err("read the size of", path, e))?
+        .len();
+    if len != expected {
+        return Err(StorageError::Backend(format!(
+            "pack file {} is damaged: it is {len} bytes, the store registered {expected}; restore it from a backup",
+            path.display()
+        )));
+    }
+    // SAFETY: pack files are immutable: written under a temporary name, fsynced, renamed, and
+    // never opened for writing again (a merge would write a new pack). Nothing in tapes
+    // modifies or truncates them while mapped; another program doing so is outside what the
+    // store can defend against, as it is for sled's own files.
+    unsafe { Mmap::map(&file) }.map_err(|e| io_err("map", path, e))
+}
+
+/// Bytes written between two requests to start writeback (see [`PackWriter`]).
+const WRITEBACK_EVERY: u64 = 32 << 20;
+/// Bytes per buffer handed to the writer thread, and buffers in flight at most: 32 MiB of
+/// objects may wait for the disk while the caller goes on.
+const BUFFER: usize = 4 << 20;
+const BUFFERS: usize = 8;
+
+/// Where one object sits in a pack being built.
+struct Entry {
+    id: NodeId,
+    offset: u64,
+    len: u32,
+}
+
+/// A pack being written object by object under a temporary name. It is nobody's until
+/// [`PackBuilder::finish`] names it, and even then not live until the caller registers it;
+/// dropped unfinished it deletes its file, and a crash leaves a `.tmp` that [`sweep`] deletes.
+pub struct PackBuilder {
+    dir: PathBuf,
+    /// `None` once renamed into place (nothing left to delete on drop).
+    tmp: Option<PathBuf>,
+    writer: Option<PackWriter>,
+    /// Bytes not yet handed to the writer.
+    buffer: Vec<u8>,
+    entries: Vec<Entry>,
+    /// Bytes added so far, header included: the offset of the next object.
+    len: u64,
+}
+
+impl PackBuilder {
+    pub fn create(dir: &Path) -> Result<PackBuilder, StorageError> {
+        // Unique within the process; only one process opens a store at a time.
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = dir.join(format!("staging-{}-{n}.pack{TMP}", std::process::id()));
+        let file = File::create(&tmp).map_err(|e| io_err("create", &tmp, e))?;
+        let mut builder = PackBuilder {
+            dir: dir.to_path_buf(),
+            writer: Some(PackWriter::spawn(file)),
+            tmp: Some(tmp),
+            buffer: Vec::with_capacity(BUFFER),
+            entries: Vec::new(),
+            len: 0,
+        };
+        let mut header = [0u8; PACK_HEADER];
+        header[..8].copy_from_slice(PACK_MAGIC);
+        header[8..12].copy_from_slice(&VERSION.to_le_bytes());
+        builder.append(&header)?;
+        Ok(builder)
+    }
+
+    fn err(&self, what: &str, e: std::io::Error) -> StorageError {
+        io_err(what, self.tmp.as_deref().unwrap_or(&self.dir), e)
+    }
+
+    /// Copies `bytes` into the current buffer, handing full buffers to the writer thread.
+    fn append(&mut self, mut bytes: &[u8]) -> Result<(), StorageError> {
+        self.len += bytes.len() as u64;
+        while !bytes.is_empty() {
+            let room = BUFFER - self.buffer.len();
+            let (now, rest) = bytes.split_at(room.min(bytes.len()));
+            self.buffer.extend_from_slice(now);
+            bytes = rest;
+            if self.buffer.len() == BUFFER {
+                self.hand_over()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn hand_over(&mut self) -> Result<(), StorageError> {
+        let Some(writer) = self.writer.as_mut() else {
+            return Err(StorageError::Backend("pack writer already stopped".into()));
+        };
+        let next = writer.spare();
+        let full = std::mem::replace(&mut self.buffer, next);
+        if writer.send(full).is_err() {
+            // The writer thread stopped on an I/O error; its join says which.
+            return self.stop_writer().map(|_| ());
+        }
+        Ok(())
+    }
+
+    /// Stops the writer thread after it wrote everything handed over, and returns the file.
+    fn stop_writer(&mut self) -> Result<File, StorageError> {
+        let writer = self
+            .writer
+            .take()
+            .ok_or_else(|| StorageError::Backend("pack writer already stopped".into()))?;
+        writer.finish().map_err(|e| self.err("write", e))
+    }
+
+    /// Appends one object. The bytes go to disk on a writer thread (see [`PackWriter`]), so the
+    /// caller goes on verifying the next objects while the disk works.
+    pub fn add(&mut self, id: &NodeId, bytes: &[u8]) -> Result<(), StorageError> {
+        let len = u32::try_from(bytes.len()).map_err(|_| {
+            StorageError::Backend(format!(
+                "object {id} is {} bytes, too large for a pack",
+                bytes.len()
+            ))
+        })?;
+        self.entries.push(Entry {
+            id: *id,
+            offset: self.len,
+            len,
+        });
+        self.append(bytes)
+    }
+
+    /// Completes the pack with the objects for which `keep` says yes (the others stay as
+    /// unreachable bytes in the file; an id added twice is kept once): fsyncs it, writes and
+    /// fsyncs its index, renames both into place and fsyncs the directory. Returns the record
+    /// to register and the bytes of the objects kept, or `None` (and deletes the file) when
+    /// nothing is kept. The pack is live only once the caller registers the record.
+    pub fn finish(
+        mut self,
+        mut keep: impl FnMut(&NodeId) -> Result<bool, StorageError>,
+    ) -> Result<Option<(PackRecord, u64)>, StorageError> {
+        let mut entries = std::mem::take(&mut self.entries);
+        entries.sort_by_key(|e| e.id);
+        entries.dedup_by(|a, b| a.id == b.id);
+        let mut kept = Vec::with_capacity(entries.len());
+        for entry in entries {
+            if keep(&entry.id)? {
+                kept.push(entry);
+            }
+        }
+        if kept.is_empty() {
+            return Ok(None);
+        }
+        let bytes = kept.iter().map(|e| u64::from(e.len)).sum();
+        self.hand_over()?;
+        let file = self.stop_writer()?;
+        file.sync_all().map_err(|e| self.err("sync", e))?;
+        drop(file);
+        let idx = build_index(&kept, self.len)?;
+        let checksum: [u8; 32] = idx[idx.len() - CHECKSUM..].try_into().unwrap_or([0; 32]);
+        let name = hex::encode(&checksum[..16]);
+        let idx_final = idx_path(&self.dir, &name);
+        let idx_tmp = tmp_path(&idx_final);
+        let placed = write_synced(&idx_tmp, &idx)
+            .and_then(|()| {
+                let tmp = self.tmp.take().unwrap_or_default();
+                rename(&tmp, &pack_path(&self.dir, &name))
+            })
+            .and_then(|()| rename(&idx_tmp, &idx_final))
+            .and_then(|()| sync_dir(&self.dir));
+        if let Err(e) = placed {
+            // A pack file already renamed is unregistered and swept on the next open.
+            let _ = fs::remove_file(&idx_tmp);
+            return Err(e);
+        }
+        let record = PackRecord {
+            name,
+            count: kept.len() as u64,
+            pack_len: self.len,
+            checksum,
+        };
+        Ok(Some((record, bytes)))
+    }
+}
+
+impl Drop for PackBuilder {
+    fn drop(&mut self) {
+        // The thread first, so that nothing writes to the file once it is deleted.
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.finish();
+        }
+        if let Some(tmp) = &self.tmp {
+            let _ = fs::remove_file(tmp);
+        }
+    }
+}
+
+/// The thread that writes a pack's buffers to its file, so that the disk works while the
+/// builder's caller goes on. Every 32 MiB it asks the kernel to start writing back what it
+/// wrote (Linux `sync_file_range`): otherwise the page cache would hold the whole pack until
+/// the final fsync and the disk would only start then. Used buffers come back for reuse.
+struct PackWriter {
+    full: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+    spare: std::sync::mpsc::Receiver<Vec<u8>>,
+    thread: std::thread::JoinHandle<std::io::Result<File>>,
+}
+
+impl PackWriter {
+    fn spawn(file: File) -> PackWriter {
+        let (full, full_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(BUFFERS);
+        let (spare_tx, spare) = std::sync::mpsc::sync_channel::<Vec<u8>>(BUFFERS + 1);
+        let thread = std::thread::spawn(move || {
+            let mut file = file;
+            let (mut written, mut kicked) = (0u64, 0u64);
+            for mut buffer in full_rx {
+                file.write_all(&buffer)?;
+                written += buffer.len() as u64;
+                if written - kicked >= WRITEBACK_EVERY {
+                    start_writeback(&file, kicked, written - kicked);
+                    kicked = written;
+                }
+                buffer.clear();
+                // The builder may have enough buffers already; then this one is freed.
+                let _ = spare_tx.try_send(buffer);
+            }
+            Ok(file)
+        });
+        PackWriter {
+            full: Some(full),
+            spare,
+            thread,
+        }
+    }
+
+    /// An empty buffer: a used one if the thread gave one back, else a new one.
+    fn spare(&self) -> Vec<u8> {
+        self.spare
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(BUFFER))
+    }
+
+    /// Hands a buffer over (waits while [`BUFFERS`] are in flight); an error means the thread
+    /// stopped.
+    fn send(&self, buffer: Vec<u8>) -> Result<(), ()> {
+        match &self.full {
+            Some(full) => full.send(buffer).map_err(|_| ()),
+            None => Err(()),
+        }
+    }
+
+    /// Waits for everything handed over to be written; the file, or the thread's I/O error.
+    fn finish(mut self) -> std::io::Result<File> {
+        drop(self.full.take());
+        self.thread
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    }
+}
+
+/// Starts writeback of `len` bytes at `offset` without waiting for it.
+fn start_writeback(file: &File, offset: u64, len: u64) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::io::AsRawFd;
+        // SAFETY: a plain syscall on a file descriptor this thread owns. It only starts
+        // writeback (no durability promise), so its result is not needed: finish() fsyncs
+        // whatever is still dirty.
+        unsafe {
+            libc::sync_file_range(
+                file.as_raw_fd(),
+                offset as libc::off64_t,
+                len as libc::off64_t,
+                libc::SYNC_FILE_RANGE_WRITE,
+            );
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (file, offset, len);
+}
+
+/// The index of `entries` (sorted by id, unique) of a pack of `pack_len` bytes, checksum
+/// included.
+fn build_index(entries: &[Entry], pack_len: u64) -> Result<Vec<u8>, StorageError> {
+    let count = u32::try_from(entries.len()).map_err(|_| {
+        StorageError::Backend(format!(
+            "{} objects are too many for one pack",
+            entries.len()
+        ))
+    })?;
+    let mut idx = Vec::with_capacity(ENTRIES + entries.len() * ENTRY + CHECKSUM);
+    idx.extend_from_slice(IDX_MAGIC);
+    idx.extend_from_slice(&VERSION.to_le_bytes());
+    idx.extend_from_slice(&0u32.to_le_bytes());
+    idx.extend_from_slice(&u64::from(count).to_le_bytes());
+    idx.extend_from_slice(&pack_len.to_le_bytes());
+    let mut fanout = [0u32; 256];
+    for entry in entries {
+        fanout[entry.id.0[0] as usize] += 1;
+    }
+    let mut running = 0u32;
+    for n in fanout {
+        running += n;
+        idx.extend_from_slice(&running.to_le_bytes());
+    }
+    for entry in entries {
+        idx.extend_from_slice(entry.id.as_bytes());
+        idx.extend_from_slice(&entry.offset.to_le_bytes());
+        idx.extend_from_slice(&entry.len.to_le_bytes());
+    }
+    let checksum = blake3::hash(&idx);
+    idx.extend_from_slice(checksum.as_bytes());
+    Ok(idx)
+}
+
+fn tmp_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(TMP);
+    PathBuf::from(name)
+}
+
+/// Creates `path` with `bytes` and fsyncs it.
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), StorageError> {
+    let err = |e| io_err("write", path, e);
+    let mut file = File::create(path).map_err(err)?;
+    file.write_all(bytes).map_err(err)?;
+    file.sync_all().map_err(err)
+}
+
+fn rename(from: &Path, to: &Path) -> Result<(), StorageError> {
+    fs::rename(from, to).map_err(|e| io_err("rename into place", to, e))
+}
+
+/// Makes the directory's entries (the renames) durable.
+fn sync_dir(dir: &Path) -> Result<(), StorageError> {
+    #[cfg(unix)]
+    {
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| io_err("sync the directory", dir, e))?;
+    }
+    // Elsewhere a directory cannot be opened to sync it; the renames are as durable as the
+    // platform makes them.
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
+}
+
+/// Deletes from `dir` every pack-related file that is not a live pack's `.pack` or `.idx`:
+/// temporary files, and packs whose registration never became durable (a crash between
+/// writing a pack and the flush that registers it). Their objects were never reachable: refs
+/// are written only after that flush (SPEC.md §6). Other files are left alone. Returns how many
+/// files it removed.
+pub fn sweep(dir: &Path, live: &HashSet<String>) -> Result<usize, StorageError> {
+    let entries = fs::read_dir(dir).map_err(|e| io_err("list", dir, e))?;
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else {
+            continue;
+        };
+        let keep = match name.rsplit_once('.') {
+            Some((stem, "pack" | "idx")) => live.contains(stem),
+            Some((_, "tmp")) => false,
+            _ => true,
+        };
+        if keep {
+            continue;
+        }
+        let path = entry.path();
+        fs::remove_file(&path).map_err(|e| io_err("remove the leftover", &path, e))?;
+        tracing::warn!(file = %path.display(), "removed a pack file left unregistered by an interrupted write");
+        removed += 1;
+    }
+    Ok(removed)
+}
+
+/// Writes `objects` as one pack, keeping all of them (tests).
+#[cfg(test)]
+pub fn write_all(
+    dir: &Path,
+    objects: &[&tapes_protocol::StoredObject],
+) -> Result<PackRecord, StorageError> {
+    let mut builder = PackBuilder::create(dir)?;
+    for object in objects {
+        builder.add(&object.id, &object.bytes)?;
+    }
+    let (record, _) = builder
+        .finish(|_| Ok(true))?
+        .ok_or_else(|| StorageError::Backend("an empty pack".into()))?;
+    Ok(record)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tapes_protocol::StoredObject;
+
+    fn object(n: u32) -> StoredObject {
+        let bytes = format!("object number {n}").into_bytes();
+        StoredObject {
+            id: NodeId(*blake3::hash(&bytes).as_bytes()),
+            bytes,
+        }
+    }
+
+    fn sorted(n: u32) -> Vec<StoredObject> {
+        let mut objects: Vec<StoredObject> = (0..n).map(object).collect();
+        objects.sort_by_key(|o| o.id);
+        objects
+    }
+
+    #[test]
+    fn a_written_pack_opens_and_finds_every_object() {
+        let dir = tempfile::tempdir().unwrap();
+        let objects = sorted(1000);
+        let refs: Vec<&StoredObject> = objects.iter().collect();
+        let record = write_all(dir.path(), &refs).unwrap();
+        let pack = Pack::open(dir.path(), record.clone()).unwrap();
+        assert_eq!(pack.len(), 1000);
+        pack.verify_index().unwrap();
+        for (i, o) in objects.iter().enumerate() {
+            assert_eq!(pack.find(&o.id), Some(i));
+            assert_eq!(pack.get(&o.id).unwrap(), Some(o.bytes.as_slice()));
+        }
+        assert_eq!(pack.get(&object(5000).id).unwrap(), None);
+        let decoded = PackRecord::decode(record.name.as_bytes(), &record.encode()).unwrap();
+        assert_eq!(decoded, record);
+    }
+
+    #[test]
+    fn sorted_lookups_agree_with_single_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let objects = sorted(3000);
+        let (stored, absent) = objects.split_at(2000);
+        let refs: Vec<&StoredObject> = stored.iter().collect();
+        let pack = Pack::open(dir.path(), write_all(dir.path(), &refs).unwrap()).unwrap();
+        let mut queries: Vec<NodeId> = objects.iter().step_by(3).map(|o| o.id).collect();
+        queries.extend(absent.iter().map(|o| o.id));
+        queries.sort();
+        let mut cursor = 0;
+        for id in &queries {
+            assert_eq!(pack.find_sorted(&mut cursor, id), pack.find(id).is_some());
+        }
+        let mut cursor = 0;
+        let found = stored
+            .iter()
+            .filter(|o| pack.find_sorted(&mut cursor, &o.id))
+            .count();
+        assert_eq!(found, 2000);
+    }
+
+    #[test]
+    fn a_truncated_or_altered_pack_is_refused_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let objects = sorted(10);
+        let refs: Vec<&StoredObject> = objects.iter().collect();
+        let record = write_all(dir.path(), &refs).unwrap();
+        let pack_file = pack_path(dir.path(), &record.name);
+        let full = fs::read(&pack_file).unwrap();
+        fs::write(&pack_file, &full[..full.len() - 1]).unwrap();
+        let err = Pack::open(dir.path(), record.clone()).err().unwrap();
+        assert!(
+            err.to_string().contains("bytes, the store registered"),
+            "{err}"
+        );
+        fs::write(&pack_file, &full).unwrap();
+
+        let idx_file = idx_path(dir.path(), &record.name);
+        let mut idx = fs::read(&idx_file).unwrap();
+        idx[ENTRIES + 3] ^= 1;
+        fs::write(&idx_file, &idx).unwrap();
+        let pack = Pack::open(dir.path(), record).unwrap();
+        let err = pack.verify_index().unwrap_err();
+        assert!(
+            err.to_string().contains("does not match its checksum"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn sweep_removes_unregistered_and_temporary_files_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let objects = sorted(3);
+        let refs: Vec<&StoredObject> = objects.iter().collect();
+        let live = write_all(dir.path(), &refs).unwrap();
+        let dead = write_all(dir.path(), &refs[..2]).unwrap();
+        fs::write(dir.path().join("0123.pack.tmp"), b"half").unwrap();
+        fs::write(dir.path().join("README"), b"not ours").unwrap();
+        let removed = sweep(dir.path(), &HashSet::from([live.name.clone()])).unwrap();
+        assert_eq!(removed, 3);
+        let mut left: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        let mut expected = vec![
+            format!("{}.idx", live.name),
+            format!("{}.pack", live.name),
+            "README".to_string(),
+        ];
+        expected.sort();
+        assert_eq!(left, expected);
+        assert!(Pack::open(dir.path(), dead).is_err());
+    }
+}
