@@ -13,7 +13,7 @@ use crate::storage::{RefUpdate, SledStorage, Storage, StorageError, Written};
 
 /// The on-disk format this build writes. A store stamped with a larger number was written by a
 /// newer tapes and is refused rather than misread.
-pub const STORE_FORMAT: u32 = 1;
+pub const STORE_FORMAT: u32 = 2;
 const FORMAT_KEY: &str = "format";
 const OWNER_KEY: &str = "owner";
 
@@ -81,6 +81,14 @@ impl Store {
                         found,
                         supported: STORE_FORMAT,
                     });
+                }
+                if found < STORE_FORMAT {
+                    // Format 2 adds pack files; a format-1 store is a valid format-2 store.
+                    // Stamping it makes a format-1 build refuse it instead of missing the
+                    // nodes that will live in packs.
+                    self.storage
+                        .set_setting(FORMAT_KEY, &STORE_FORMAT.to_le_bytes())?;
+                    self.storage.flush()?;
                 }
                 Ok(())
             }
