@@ -19,7 +19,8 @@
 //!
 //! Environment: `TAPES_BENCH_GB` (default 1.0) scales everything; `TAPES_BENCH_PLAIN=0` skips
 //! the plain path; `TAPES_BENCH_PERF=<dir>` records `perf` profiles of both sides during the
-//! sealed fetch (`perf report -i <dir>/alice.data`).
+//! sealed fetch (`perf report -i <dir>/alice.data`; `TAPES_BENCH_PERF_ARGS` replaces the default
+//! `-F 499 -g`, e.g. `-e page-faults --call-graph dwarf` to see what touches new memory).
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
@@ -222,6 +223,13 @@ fn orchestrate() -> Result<()> {
             over as f64 / secs.max(1e-9) / 1e6
         );
     }
+    println!(
+        "   (the store writes above wrote {} to the store files for {} of objects: x{:.1})",
+        mb(parts["write_io"].as_u64().unwrap_or(0)),
+        mb(parts["written"].as_u64().unwrap_or(0)),
+        parts["write_io"].as_u64().unwrap_or(0) as f64
+            / parts["written"].as_u64().unwrap_or(1).max(1) as f64
+    );
     alice.quit();
 
     println!("\nsummary against the targets:");
@@ -270,8 +278,11 @@ fn print_fetch(got: &Value, before: &Value, after: &Value, bytes: u64, nodes: u6
     let r = report_of(got);
     let secs = got["secs"].as_f64().unwrap_or(0.0);
     let stored = got["stored_objects"].as_u64().unwrap_or(0);
-    let server_cpu =
-        after["cpu_secs"].as_f64().unwrap_or(0.0) - before["cpu_secs"].as_f64().unwrap_or(0.0);
+    let server = |k: &str| {
+        after["usage"][k].as_f64().unwrap_or(0.0) - before["usage"][k].as_f64().unwrap_or(0.0)
+    };
+    let server_usage =
+        json!({ "user": server("user"), "sys": server("sys"), "faults": server("faults") });
     let rate = bytes as f64 / secs / 1e6;
     println!(
         "   {} sessions, {} of {nodes} nodes, {} of objects stored ({stored} objects in the store) in {secs:.2} s = {rate:.0} MB/s",
@@ -287,19 +298,23 @@ fn print_fetch(got: &Value, before: &Value, after: &Value, bytes: u64, nodes: u6
         got["connect_secs"].as_f64().unwrap_or(0.0) * 1e3,
     );
     println!(
-        "   CPU: client {:.2} s, server {:.2} s (of {:.2} s wall x 2 cores)",
-        got["cpu_secs"].as_f64().unwrap_or(0.0),
-        server_cpu,
-        secs
+        "   client wrote {} to its store files for {} of objects (x{:.1})",
+        mb(got["io_written"].as_u64().unwrap_or(0)),
+        mb(bytes),
+        got["io_written"].as_u64().unwrap_or(0) as f64 / bytes.max(1) as f64
     );
+    println!("   CPU of {secs:.2} s wall x 2 cores:");
+    println!("     client {}", cpu_text(&got["usage"]));
+    println!("     server {}", cpu_text(&server_usage));
     println!(
-        "   peak RSS: client {} (before the fetch {}), server {} (its own process)",
+        "   peak RSS: client {} (before the fetch {}), server {} (before the fetch {}); each its own process",
         kb(got["hwm_kb"].as_u64().unwrap_or(0)),
         kb(got["rss_before_kb"].as_u64().unwrap_or(0)),
-        kb(after["hwm_kb"].as_u64().unwrap_or(0))
+        kb(after["hwm_kb"].as_u64().unwrap_or(0)),
+        kb(before["rss_kb"].as_u64().unwrap_or(0))
     );
-    if r.nodes as u64 != nodes && r.new_sessions > 0 {
-        println!("   WARNING: expected {nodes} nodes, got {}", r.nodes);
+    if stored < nodes {
+        println!("   WARNING: alice has {nodes} objects, the client stored {stored}");
     }
     rate
 }
@@ -389,7 +404,13 @@ impl Perf {
         for (name, pid) in pids {
             children.push(
                 Command::new("perf")
-                    .args(["record", "-F", "499", "-g", "-o"])
+                    .arg("record")
+                    .args(
+                        std::env::var("TAPES_BENCH_PERF_ARGS")
+                            .unwrap_or_else(|_| "-F 499 -g".into())
+                            .split_whitespace(),
+                    )
+                    .arg("-o")
                     .arg(format!("{dir}/{name}.data"))
                     .args(["-p", &pid.to_string()])
                     .stdout(Stdio::null())
@@ -502,10 +523,14 @@ async fn iroh_blobs_fetch(bytes: u64) -> Result<Timed> {
         }
         out.flush()?;
     }
-    let sender = FsStore::load(dir.path().join("sender")).await?;
-    let receiver = FsStore::load(dir.path().join("receiver")).await?;
+    let sender = FsStore::load(dir.path().join("sender"))
+        .await
+        .context("sender store")?;
+    let receiver = FsStore::load(dir.path().join("receiver"))
+        .await
+        .context("receiver store")?;
     let added = Instant::now();
-    let tag = sender.blobs().add_path(&file).await?;
+    let tag = sender.blobs().add_path(&file).await.context("add_path")?;
     let add_secs = added.elapsed().as_secs_f64();
     std::fs::remove_file(&file)?;
 
@@ -518,19 +543,24 @@ async fn iroh_blobs_fetch(bytes: u64) -> Result<Timed> {
     reset_hwm();
     let started = Instant::now();
     let conn = a.connect(target, iroh_blobs::ALPN).await?;
-    let stats = receiver.remote().fetch(conn.clone(), tag.hash).await?;
+    let stats = receiver
+        .remote()
+        .fetch(conn.clone(), tag.hash)
+        .await
+        .context("fetch")?;
     let secs = started.elapsed().as_secs_f64();
     let hwm_kb = status_kb("VmHWM");
     tracing::debug!(?stats, "iroh-blobs fetch");
-    let got = receiver.blobs().status(tag.hash).await?;
+    let got = receiver.blobs().status(tag.hash).await.context("status")?;
     if !matches!(got, iroh_blobs::api::blobs::BlobStatus::Complete { size } if size == bytes) {
         bail!("the receiver does not hold the whole blob: {got:?}");
     }
     conn.close(0u32.into(), b"done");
-    router.shutdown().await?;
+    router.shutdown().await.context("router shutdown")?;
     a.close().await;
-    sender.shutdown().await?;
-    receiver.shutdown().await?;
+    // The router's shutdown already shut the sender's store down through the protocol.
+    let _ = sender.shutdown().await;
+    let _ = receiver.shutdown().await;
     Ok(Timed {
         secs,
         hwm_kb,
@@ -570,7 +600,7 @@ fn alice_main() -> Result<()> {
                 while bytes < target {
                     let mut batch = Vec::new();
                     let mut batch_nodes = 0;
-                    while batch_nodes < 100_000 {
+                    while batch_nodes < 20_000 {
                         let session = dataset_session(i);
                         i += 1;
                         batch_nodes += session.messages.len();
@@ -615,7 +645,7 @@ fn alice_main() -> Result<()> {
             }
             ["mark"] => {
                 // CPU so far and the peak since the last mark; then a fresh peak.
-                let v = json!({ "cpu_secs": cpu_secs(), "hwm_kb": status_kb("VmHWM") });
+                let v = json!({ "usage": Usage::now().json(), "hwm_kb": status_kb("VmHWM"), "rss_kb": status_kb("VmRSS") });
                 reset_hwm();
                 v
             }
@@ -746,6 +776,7 @@ fn components(
     let (mut bytes, mut sealed_bytes, mut written) = (0u64, 0u64, 0u64);
     let mut pending: Vec<StoredObject> = Vec::new();
     let mut pending_bytes = 0usize;
+    let io_before = io_bytes();
     for id in ids {
         // Read: the server's walk, head to root.
         let t = Instant::now();
@@ -815,14 +846,32 @@ fn components(
         scratch.storage().flush()?;
         write += t.elapsed();
     }
+    let write_io = io_bytes() - io_before;
+    // What the server and the client each do once per session: load (and verify) the team
+    // chain; the client also unwraps the team key from it.
+    let t = Instant::now();
+    for _ in ids {
+        let _ = teams::load(store, team)?;
+    }
+    let load = t.elapsed();
+    let t = Instant::now();
+    for _ in ids {
+        let chain = teams::load(store, team)?;
+        let _ = KeyRing::for_member(&chain, &member(identity), identity.age_identity())?;
+    }
+    let load_unwrap = t.elapsed();
     let stage = |name: &str, d: Duration, over: u64| json!({ "name": name, "secs": d.as_secs_f64(), "bytes": over });
-    Ok(json!({ "stages": [
-        stage("server: walk chains, read objects (sled get)", read, bytes),
-        stage("server: seal 1 MB batches (postcard + age)", seal, bytes),
-        stage("client: open sealed batches (age + postcard)", open, sealed_bytes),
-        stage("client: verify objects (BLAKE3 + strict decode)", verify, bytes),
-        stage("client: store writes (sled put_objects + flush)", write, written),
-    ]}))
+    Ok(
+        json!({ "write_io": write_io, "written": written, "stages": [
+            stage("server: walk chains, read objects (sled get)", read, bytes),
+            stage("server: seal 1 MB batches (postcard + age)", seal, bytes),
+            stage("client: open sealed batches (age + postcard)", open, sealed_bytes),
+            stage("client: verify objects (BLAKE3 + strict decode)", verify, bytes),
+            stage("client: store writes (sled put_objects + flush)", write, written),
+            stage("server: per session, load the team chain", load, bytes),
+            stage("client: per session, load the chain + unwrap the key", load_unwrap, bytes),
+        ]}),
+    )
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -850,20 +899,22 @@ fn client_main(name: &str) -> Result<()> {
                 let addr = PeerAddr::parse(ticket)?;
                 let rss_before = status_kb("VmRSS");
                 reset_hwm();
-                let cpu = cpu_secs();
+                let usage = Usage::now();
+                let io = io_bytes();
                 let started = Instant::now();
                 let conn = connect(&endpoint, &addr, "alice").await?;
                 let connect_secs = started.elapsed().as_secs_f64();
                 let report = conn.fetch(&store, &identity).await?;
                 let secs = started.elapsed().as_secs_f64();
-                let cpu = cpu_secs() - cpu;
+                let usage = Usage::now().since(usage);
+                let io = io_bytes() - io;
                 let hwm = status_kb("VmHWM");
                 conn.close();
                 let view = tokio::task::block_in_place(|| {
                     tapes::access::view_for(&store, &identity, &addr.id, tapes::now_ms())
                 })?;
                 anyhow::Ok(json!({
-                    "secs": secs, "connect_secs": connect_secs, "cpu_secs": cpu,
+                    "secs": secs, "connect_secs": connect_secs, "usage": usage, "io_written": io,
                     "hwm_kb": hwm, "rss_before_kb": rss_before,
                     "stored_objects": store.storage().object_count(),
                     "items": view.items.len(),
@@ -962,18 +1013,68 @@ fn status_kb(field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Bytes this process passed to write/pwrite so far (`wchar` of /proc/self/io; the network
+/// goes through sendmsg, which is not counted). `write_bytes` there counts a page each time a
+/// synced page is dirtied again, so it overstates small synced writes many times over.
+fn io_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/io")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("wchar:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 /// Resets the peak RSS to the current RSS (Linux >= 4.0).
 fn reset_hwm() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
-/// User + system CPU seconds of this process so far.
-fn cpu_secs() -> f64 {
-    // SAFETY: getrusage fills the struct we pass.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
-    let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
-    t(usage.ru_utime) + t(usage.ru_stime)
+/// User and system CPU seconds and minor page faults of this process so far.
+#[derive(Clone, Copy, Default)]
+struct Usage {
+    user: f64,
+    sys: f64,
+    faults: u64,
+}
+
+impl Usage {
+    fn now() -> Usage {
+        // SAFETY: getrusage fills the struct we pass.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+        let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
+        Usage {
+            user: t(usage.ru_utime),
+            sys: t(usage.ru_stime),
+            faults: usage.ru_minflt as u64,
+        }
+    }
+
+    fn since(self, before: Usage) -> Value {
+        json!({
+            "user": self.user - before.user,
+            "sys": self.sys - before.sys,
+            "faults": self.faults - before.faults,
+        })
+    }
+
+    fn json(self) -> Value {
+        self.since(Usage::default())
+    }
+}
+
+/// "user + sys s CPU (N page faults)" of a usage difference.
+fn cpu_text(v: &Value) -> String {
+    let f = |k: &str| v[k].as_f64().unwrap_or(0.0);
+    format!(
+        "{:.2} s user + {:.2} s sys, {:.0}k page faults",
+        f("user"),
+        f("sys"),
+        f("faults") / 1e3
+    )
 }
 
 fn env_or(name: &str, default: f64) -> f64 {
