@@ -863,11 +863,11 @@ fn components(
     let stage = |name: &str, d: Duration, over: u64| json!({ "name": name, "secs": d.as_secs_f64(), "bytes": over });
     Ok(
         json!({ "write_io": write_io, "written": written, "stages": [
-            stage("server: walk chains, read objects (sled get)", read, bytes),
+            stage("server: walk chains, read objects (get_object)", read, bytes),
             stage("server: seal 1 MB batches (postcard + age)", seal, bytes),
             stage("client: open sealed batches (age + postcard)", open, sealed_bytes),
             stage("client: verify objects (BLAKE3 + strict decode)", verify, bytes),
-            stage("client: store writes (sled put_objects + flush)", write, written),
+            stage("client: store writes (put_objects + flush)", write, written),
             stage("server: per session, load the team chain", load, bytes),
             stage("client: per session, load the chain + unwrap the key", load_unwrap, bytes),
         ]}),
