@@ -131,6 +131,21 @@ fn fork_key(team: &TeamId) -> Vec<u8> {
     format!("team/{}/fork", team.to_hex()).into_bytes()
 }
 
+/// What changes whenever a team's stored chain changes (its head and fork records), so a
+/// loaded chain can be cached and reused while this stays the same.
+pub fn chain_stamp(store: &Store, team: &TeamId) -> Result<Vec<u8>, TeamError> {
+    let storage = store.storage();
+    let mut stamp = storage
+        .get_ref(&head_key(team))
+        .map_err(StoreError::from)?
+        .unwrap_or_default();
+    stamp.push(0xff);
+    if let Some(fork) = storage.get_ref(&fork_key(team)).map_err(StoreError::from)? {
+        stamp.extend_from_slice(&fork);
+    }
+    Ok(stamp)
+}
+
 fn head_value(m: &SignedManifest) -> Vec<u8> {
     let mut v = m.manifest.version.to_le_bytes().to_vec();
     v.extend_from_slice(m.id().as_bytes());

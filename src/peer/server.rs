@@ -5,6 +5,7 @@
 //! A peer that breaks the protocol or sends an object that does not verify is disconnected;
 //! nothing of the batch it was sending is stored.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, Weak};
 
@@ -13,7 +14,8 @@ use iroh::protocol::{AcceptError, ProtocolHandler};
 use tapes_protocol::join::JoinRequest;
 use tapes_protocol::reconcile::{Message, Reconciler, SortedIds};
 use tapes_protocol::sync::{encode_batch, ItemId, Objects, Request, Response};
-use tapes_protocol::{MemberId, NodeId, SessionId, StoredObject};
+use tapes_protocol::team_chain::TeamChain;
+use tapes_protocol::{MemberId, NodeId, SessionId, StoredObject, TeamId};
 use tokio::sync::OnceCell;
 
 use super::endpoint::member_of;
@@ -96,6 +98,24 @@ struct Conn {
     store: Arc<Store>,
     view: OnceCell<Arc<View>>,
     counters: Counters,
+    /// Team chains loaded for sealing, with the stamp they were loaded at: verifying a chain
+    /// costs as much as sending a small session, and it only changes with its stamp.
+    chains: Mutex<HashMap<TeamId, (Vec<u8>, TeamChain)>>,
+}
+
+impl Conn {
+    fn chain(&self, team: &TeamId) -> Result<TeamChain, PeerError> {
+        let stamp = teams::chain_stamp(&self.store, team)?;
+        let mut cache = self.chains.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((seen, chain)) = cache.get(team) {
+            if *seen == stamp {
+                return Ok(chain.clone());
+            }
+        }
+        let chain = teams::load(&self.store, team)?;
+        cache.insert(*team, (stamp, chain.clone()));
+        Ok(chain)
+    }
 }
 
 impl Server {
@@ -131,6 +151,7 @@ impl Server {
             store,
             view: OnceCell::new(),
             counters: Counters::default(),
+            chains: Mutex::new(HashMap::new()),
         });
         tracing::debug!(peer = %conn.name, "connected");
         loop {
@@ -336,10 +357,7 @@ impl Server {
             }
         };
         let mut sealer = match grant {
-            Some(Grant::Team(team)) => Some(
-                tokio::task::block_in_place(|| teams::load(store, &team))
-                    .map_err(PeerError::from)?,
-            ),
+            Some(Grant::Team(team)) => Some(tokio::task::block_in_place(|| conn.chain(&team))?),
             _ => None,
         };
         let mut batch = Vec::new();
