@@ -39,13 +39,9 @@ use tapes::peer::client::{connect, FetchReport};
 use tapes::peer::endpoint::{bind, EndpointConfig};
 use tapes::peer::server::{Server, StoreHandle, BATCH_BYTES};
 use tapes::protocol::sync::{decode_batch, encode_batch, ALPN};
-use tapes::protocol::{
-    ContentBlock, MemberId, Node, NodeBody, NodeMeta, Role, SessionId, StoredObject, ToolResultPart,
-};
+use tapes::protocol::{ContentBlock, MemberId, SessionId, StoredObject, ToolResultPart};
 use tapes::sample::{self, Rng, Shape};
-use tapes::session::session_ref_key;
 use tapes::share::{self, Audience, SecretPolicy, ShareOptions};
-use tapes::storage::RefUpdate;
 use tapes::store::Store;
 use tapes::team_keys::{self, KeyRing, Sealed};
 use tapes::teams::{self, InviteOptions};
@@ -724,32 +720,10 @@ fn share_to(store: &Store, identity: &Identity, id: &SessionId, audience: Audien
 
 /// Appends `n` nodes to session `id`, as continuing it would.
 fn append(store: &Store, id: &SessionId, n: usize) -> Result<()> {
-    let mut record = store.session(id)?.context("no such session")?;
-    let raw = store.session_raw(id)?;
-    let mut objects = Vec::with_capacity(n);
-    for k in 0..n {
-        let object = StoredObject::encode(&Node {
-            body: NodeBody {
-                parent: Some(record.head),
-                role: Role::User,
-                model: String::new(),
-                blocks: vec![ContentBlock::text(format!("and one more thing, #{k}"))],
-            },
-            meta: NodeMeta::default(),
-        });
-        record.head = object.id;
-        record.summary.messages += 1;
-        objects.push(object);
-    }
-    store.commit(
-        &objects,
-        &[RefUpdate {
-            key: session_ref_key(id),
-            expected: raw,
-            new: Some(record.encode()),
-        }],
-    )?;
-    Ok(())
+    let texts: Vec<String> = (0..n)
+        .map(|k| format!("and one more thing, #{k}"))
+        .collect();
+    Ok(tapes::sample::continue_session(store, id, &texts)?)
 }
 
 /// Each stage of the fetch pipeline alone, on one core, over the sessions: what the server

@@ -22,13 +22,9 @@ use tapes::peer::server::{Server, StoreHandle};
 use tapes::peer::PeerError;
 use tapes::protocol::manifest::TeamRole;
 use tapes::protocol::sync::ALPN;
-use tapes::protocol::{
-    ContentBlock, MemberId, Node, NodeBody, NodeMeta, Role, SessionId, StoredObject, TeamId,
-};
+use tapes::protocol::{MemberId, SessionId, TeamId};
 use tapes::sample::{self, Shape};
-use tapes::session::session_ref_key;
 use tapes::share::{self, Audience, SecretPolicy, ShareOptions};
-use tapes::storage::RefUpdate;
 use tapes::store::Store;
 use tapes::teams::{self, InviteOptions};
 
@@ -146,31 +142,11 @@ async fn join(owner: &Teammate, joiner: &Teammate, team: &TeamId) -> anyhow::Res
 
 /// Continues a session by one message, as an agent would.
 fn append(who: &Teammate, id: &SessionId, text: &str) -> anyhow::Result<()> {
-    let mut record = who
-        .store
-        .session(id)?
-        .ok_or_else(|| anyhow::anyhow!("no session"))?;
-    let raw = who.store.session_raw(id)?;
-    let object = StoredObject::encode(&Node {
-        body: NodeBody {
-            parent: Some(record.head),
-            role: Role::User,
-            model: String::new(),
-            blocks: vec![ContentBlock::text(text)],
-        },
-        meta: NodeMeta::default(),
-    });
-    record.head = object.id;
-    record.summary.messages += 1;
-    who.store.commit(
-        &[object],
-        &[RefUpdate {
-            key: session_ref_key(id),
-            expected: raw,
-            new: Some(record.encode()),
-        }],
-    )?;
-    Ok(())
+    Ok(sample::continue_session(
+        &who.store,
+        id,
+        &[text.to_string()],
+    )?)
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]

@@ -278,3 +278,42 @@ fn claude_block(block: &ContentBlock) -> serde_json::Value {
         }
     }
 }
+
+/// Continues session `id` in `store` by one user message per text, as an agent session goes
+/// on: new nodes on the head and the record moved to the last one, in one commit. For tests,
+/// examples and benchmarks of what happens after a session grows.
+pub fn continue_session(
+    store: &crate::store::Store,
+    id: &tapes_protocol::SessionId,
+    texts: &[String],
+) -> Result<(), crate::store::StoreError> {
+    use tapes_protocol::{ContentBlock, Node, NodeBody, NodeMeta, Role, StoredObject};
+    let mut record = store
+        .session(id)?
+        .ok_or_else(|| crate::store::StoreError::SessionNotFound(id.short()))?;
+    let raw = store.session_raw(id)?;
+    let mut objects = Vec::with_capacity(texts.len());
+    for text in texts {
+        let object = StoredObject::encode(&Node {
+            body: NodeBody {
+                parent: Some(record.head),
+                role: Role::User,
+                model: String::new(),
+                blocks: vec![ContentBlock::text(text)],
+            },
+            meta: NodeMeta::default(),
+        });
+        record.head = object.id;
+        record.summary.messages += 1;
+        objects.push(object);
+    }
+    store.commit(
+        &objects,
+        &[crate::storage::RefUpdate {
+            key: crate::session::session_ref_key(id),
+            expected: raw,
+            new: Some(record.encode()),
+        }],
+    )?;
+    Ok(())
+}

@@ -247,29 +247,7 @@ async fn a_stranger_pushing_is_refused_and_changes_nothing() {
 
 /// Appends one node to a session in `node`'s store, as continuing it would.
 fn append(node: &TestNode, id: &SessionId, text: &str) {
-    let mut record = node.store.session(id).unwrap().unwrap();
-    let raw = node.store.session_raw(id).unwrap();
-    let object = StoredObject::encode(&Node {
-        body: NodeBody {
-            parent: Some(record.head),
-            role: Role::User,
-            model: String::new(),
-            blocks: vec![ContentBlock::text(text)],
-        },
-        meta: NodeMeta::default(),
-    });
-    record.head = object.id;
-    record.summary.messages += 1;
-    node.store
-        .commit(
-            &[object],
-            &[RefUpdate {
-                key: session_ref_key(id),
-                expected: raw,
-                new: Some(record.encode()),
-            }],
-        )
-        .unwrap();
+    sample::continue_session(&node.store, id, &[text.to_string()]).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

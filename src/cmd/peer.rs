@@ -180,6 +180,22 @@ async fn dial(
     Ok((endpoint, conn))
 }
 
+/// Dials a peer, runs `op` on the connection with a progress spinner, and closes it.
+async fn with_peer<T>(
+    identity: &Identity,
+    name: &str,
+    addr: &PeerAddr,
+    op: impl AsyncFnOnce(&PeerConn) -> Result<T, tapes::peer::PeerError>,
+) -> anyhow::Result<T> {
+    let (endpoint, conn) = dial(identity, name, addr).await?;
+    let progress = show_progress(&conn, name);
+    let result = op(&conn).await;
+    drop(progress);
+    conn.close();
+    endpoint.close().await;
+    Ok(result?)
+}
+
 fn describe(name: &str, report: &FetchReport) -> String {
     let cost = format!(
         "{} round trip{}, {} sent, {} received",
@@ -212,10 +228,6 @@ fn describe(name: &str, report: &FetchReport) -> String {
 struct Progress {
     bar: indicatif::ProgressBar,
     task: tokio::task::JoinHandle<()>,
-}
-
-impl Progress {
-    fn abort(self) {}
 }
 
 impl Drop for Progress {
@@ -264,15 +276,9 @@ pub fn fetch(args: FetchArgs) -> anyhow::Result<ExitCode> {
     let runtime = runtime()?;
     let mut failed = false;
     for (name, addr) in targets {
-        let result = runtime.block_on(async {
-            let (endpoint, conn) = dial(&identity, &name, &addr).await?;
-            let progress = show_progress(&conn, &name);
-            let report = conn.fetch(&store, &identity).await;
-            progress.abort();
-            conn.close();
-            endpoint.close().await;
-            Ok::<_, anyhow::Error>(report?)
-        });
+        let result = runtime.block_on(with_peer(&identity, &name, &addr, async |conn| {
+            conn.fetch(&store, &identity).await
+        }));
         match result {
             Ok(report) => {
                 println!("{}", describe(&name, &report));
@@ -307,15 +313,9 @@ pub fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
     let runtime = runtime()?;
     let mut failed = false;
     for (name, addr) in targets {
-        let result = runtime.block_on(async {
-            let (endpoint, conn) = dial(&identity, &name, &addr).await?;
-            let progress = show_progress(&conn, &name);
-            let outcome = conn.sync(&store, &identity).await;
-            progress.abort();
-            conn.close();
-            endpoint.close().await;
-            Ok::<_, anyhow::Error>(outcome?)
-        });
+        let result = runtime.block_on(with_peer(&identity, &name, &addr, async |conn| {
+            conn.sync(&store, &identity).await
+        }));
         match result {
             Ok((report, pushed)) => {
                 println!("{}", describe(&name, &report));
