@@ -741,12 +741,11 @@ fn prepare_push(
             source,
         })?;
     match record.owner {
-        Some(owner) if owner != me => {
-            return Err(PeerError::Refused {
-                peer: "this node".into(),
-                reason: format!("session {} belongs to someone else; fork it to push your own copy (`tapes fork {}`)", id.short(), id.short()),
-            })
-        }
+        Some(owner) if owner != me => return Err(PeerError::Local(format!(
+            "session {} belongs to someone else; fork it to push your own copy (`tapes fork {}`)",
+            id.short(),
+            id.short()
+        ))),
         Some(_) => {}
         None => {
             // Imported before `tapes init`: it is this identity's; say so in the record first.
@@ -770,13 +769,12 @@ fn prepare_push(
             .iter()
             .position(|(n, _)| *n == base)
             .map(|i| i + 1)
-            .ok_or_else(|| PeerError::Refused {
-                peer: "this node".into(),
-                reason: format!(
+            .ok_or_else(|| {
+                PeerError::Local(format!(
                     "your base {} of session {} is not in its history here; `tapes pull` it again",
                     base.short(),
                     id.short()
-                ),
+                ))
             })?,
     };
     let mut objects = Vec::with_capacity(chain.len() - start);
@@ -790,10 +788,9 @@ fn prepare_push(
     }
     let mut shares = Vec::new();
     let mut seal_to = None;
-    for (_, share) in crate::share::shares_of(store, id).map_err(|e| PeerError::Refused {
-        peer: "this node".into(),
-        reason: e.to_string(),
-    })? {
+    for (_, share) in
+        crate::share::shares_of(store, id).map_err(|e| PeerError::Local(e.to_string()))?
+    {
         if let Audience::Team(team) = share.record.audience {
             if share.is_live(crate::now_ms()) && seal_to.is_none() {
                 if let Ok(chain) = teams::load(store, &team) {

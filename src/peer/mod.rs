@@ -14,8 +14,6 @@ pub mod receive;
 pub mod remote;
 pub mod server;
 
-use tapes_protocol::NodeId;
-
 use crate::access::AccessError;
 use crate::remote::RemoteError;
 use crate::store::StoreError;
@@ -31,6 +29,9 @@ pub enum PeerError {
     Connect { peer: String, why: String },
     #[error("the connection to peer {peer} broke: {why}; run the command again, it resumes where it stopped")]
     Connection { peer: String, why: String },
+    /// Something about this node's own sessions that stops a push before anything is sent.
+    #[error("{0}")]
+    Local(String),
     #[error("peer {peer} refused: {reason}")]
     Refused { peer: String, reason: String },
     #[error(
@@ -60,9 +61,4 @@ pub enum PeerError {
     Key(#[from] KeyError),
     #[error(transparent)]
     Remote(#[from] RemoteError),
-}
-
-/// A node id as errors and logs show it.
-pub fn short(id: &NodeId) -> String {
-    id.short()
 }

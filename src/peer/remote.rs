@@ -28,11 +28,6 @@ pub struct PeerRemote {
 
 fn remote_error(name: &str, e: PeerError) -> RemoteError {
     match e {
-        PeerError::Conflict { .. } => RemoteError::Unauthorized {
-            name: name.into(),
-            id: String::new(),
-            why: e.to_string(),
-        },
         PeerError::Store(source) => RemoteError::Store {
             name: name.into(),
             source,

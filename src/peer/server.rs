@@ -431,12 +431,8 @@ impl Server {
         if allowed {
             // A pull of one's own session continues like a fetch.
             if let Some(Request::Fetch { have_head, .. }) = stream.read("fetch").await? {
-                let grant = view.grant_for(&id);
-                let grant = if grant.is_some() && !matches!(grant, Some(Grant::Public)) {
-                    grant
-                } else {
-                    None
-                };
+                // Team content stays sealed even on a pull; anything else is the peer's own.
+                let grant = view.grant_for(&id).filter(|g| matches!(g, Grant::Team(_)));
                 self.send_session(conn, stream, id, grant, have_head)
                     .await?;
             }
