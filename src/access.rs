@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 
 use tapes_protocol::bundle::SessionEntry;
 use tapes_protocol::sync::{manifest_item, session_item, share_item, ItemId};
+use tapes_protocol::team_chain::TeamChain;
 use tapes_protocol::{MemberId, SessionId, TeamId};
 
 use crate::identity::Identity;
@@ -149,6 +150,36 @@ pub fn view_for(
     peer: &MemberId,
     now_ms: i64,
 ) -> Result<View, AccessError> {
+    view_where(store, identity, now_ms, |chain| {
+        let ever = chain
+            .versions()
+            .iter()
+            .any(|v| v.manifest.member(peer).is_some());
+        (ever, chain.head().manifest.member(peer).is_some())
+    })
+}
+
+/// What this node and a relay serving `teams` (the relay's registered teams we are in) have
+/// in common: those teams' manifests and shares, and public shares (SPEC.md §16.4).
+pub fn view_for_teams(
+    store: &Store,
+    identity: &Identity,
+    teams: &[TeamId],
+    now_ms: i64,
+) -> Result<View, AccessError> {
+    view_where(store, identity, now_ms, |chain| {
+        let listed = teams.contains(&chain.team_id());
+        (listed, listed)
+    })
+}
+
+/// The view for a peer described by `member_of(chain) = (ever a member, a member now)`.
+fn view_where(
+    store: &Store,
+    identity: &Identity,
+    now_ms: i64,
+    member_of: impl Fn(&TeamChain) -> (bool, bool),
+) -> Result<View, AccessError> {
     let me = MemberId(identity.verifying_key().to_bytes());
     let mut view = View::default();
     // Teams both are in now; teams the peer was ever in (for the manifests).
@@ -159,10 +190,7 @@ pub fn view_for(
         if head.member(&me).is_none() {
             continue;
         }
-        let ever = chain
-            .versions()
-            .iter()
-            .any(|v| v.manifest.member(peer).is_some());
+        let (ever, now) = member_of(&chain);
         if !ever {
             continue;
         }
@@ -175,7 +203,7 @@ pub fn view_for(
                 },
             );
         }
-        if head.member(peer).is_some() {
+        if now {
             shared_teams.push(team);
         }
     }

@@ -17,6 +17,8 @@ pub mod ingest;
 pub mod lineage;
 pub mod peer;
 pub mod pricing;
+pub mod provider;
+pub mod relay;
 pub mod remote;
 pub mod render;
 pub mod sample;

@@ -57,6 +57,11 @@ enum Command {
     Serve(cmd::peer::ServeArgs),
     /// Fetch what peers share with you (team shares, public shares, manifests).
     Fetch(cmd::peer::FetchArgs),
+    /// Run a relay (an always-on peer that holds no team key), or register a team on one.
+    Relay(cmd::relay::RelayArgs),
+    /// Where sessions live: local, cloud (a relay) or hybrid; status and sync.
+    #[command(subcommand)]
+    Storage(cmd::storage::StorageCommand),
     /// Fetch from peers, then push your own shared sessions they lack.
     Sync(cmd::peer::SyncArgs),
     /// Teammates on this LAN (mDNS): who they are, their teams, whether they are remotes.
@@ -96,6 +101,16 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     init_logging(cli.verbose);
+    // Commands that change what a hybrid or cloud provider syncs (SPEC.md §16.6).
+    let wrote = matches!(
+        cli.command,
+        Command::Import(_)
+            | Command::Share(_)
+            | Command::Unshare(_)
+            | Command::Branch(_)
+            | Command::Fork(_)
+            | Command::Team(_)
+    );
     let result = match cli.command {
         Command::Init(args) => cmd::init::init(args),
         Command::Id(args) => cmd::init::id(args),
@@ -123,7 +138,10 @@ fn main() -> ExitCode {
         Command::Fetch(args) => cmd::peer::fetch(args),
         Command::Sync(args) => cmd::peer::sync(args),
         Command::Peers(args) => cmd::peers::run(args),
+        Command::Relay(args) => cmd::relay::run(args),
+        Command::Storage(command) => cmd::storage::run(command),
     };
+    let result = cmd::storage::after_command(result, wrote);
     match result {
         Ok(code) => code,
         // 1 for anything that went wrong at run time; clap uses 2 for wrong usage.

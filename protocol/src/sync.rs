@@ -18,7 +18,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::bundle::SessionEntry;
-use crate::{NodeId, SessionId, TeamId};
+use crate::{MemberId, NodeId, SessionId, TeamId};
 
 /// The ALPN of this protocol. A peer speaking a later version uses a different one.
 pub const ALPN: &[u8] = b"tapes/sync/1";
@@ -141,6 +141,67 @@ pub enum Request {
     Join { request: Vec<u8> },
     /// The client's object frames during a push, exactly like [`Response::Objects`].
     Upload(Objects),
+    /// Relay only (SPEC.md §16): which registered teams the client is a current member of.
+    /// Answered with [`Response::Relay`].
+    Hello,
+    /// Relay only: an admin registers a team with its whole signed manifest chain (encoded
+    /// manifests, genesis first). Answered with [`Response::Accepted`] or `Refused`.
+    Register { manifests: Vec<Vec<u8>> },
+    /// Relay only: newer manifests of a registered team, to keep the relay's chain current.
+    Manifests {
+        team: TeamId,
+        manifests: Vec<Vec<u8>>,
+    },
+    /// Relay only: deposit the new part of one of the client's sessions for a team or the
+    /// public. Object frames ([`Request::Upload`]) with the nodes after `expected` follow
+    /// (sealed to the team, or plain for the public), then [`Request::Done`]; answered like a
+    /// push.
+    Deposit(Deposit),
+    /// Relay only: an admin collects the join requests waiting for `team`. Answered with
+    /// [`Response::Joins`].
+    Mailbox { team: TeamId },
+    /// Relay only: an admin's answer (`crate::join::JoinResponse` bytes) to the waiting join
+    /// request of `joiner`, for the joiner to collect.
+    Answer {
+        team: TeamId,
+        joiner: MemberId,
+        response: Vec<u8>,
+    },
+}
+
+/// Where a deposit at a relay is visible.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Scope {
+    /// The current members of a registered team; everything is sealed to the team.
+    Team(TeamId),
+    /// Anyone, and the relay's public page; plain.
+    Public,
+}
+
+/// A deposit of one session at a relay (SPEC.md §16.3). For a team the relay cannot read the
+/// entry or the share, so the pusher also states what the relay needs in the clear: the head
+/// (for compare-and-swap), the node ids (hashes), the item ids and the share's expiry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deposit {
+    pub scope: Scope,
+    pub session: SessionId,
+    /// The relay's head the pusher builds on (`None`: the relay has no copy yet).
+    pub expected: Option<NodeId>,
+    /// The new head.
+    pub head: NodeId,
+    /// Ids of the objects that follow, in chain order (the nodes after `expected`).
+    pub ids: Vec<NodeId>,
+    /// The signed [`SessionEntry`] (postcard), sealed to the team for a team scope.
+    pub entry: Vec<u8>,
+    /// [`session_item`] of the entry's record.
+    pub session_item: ItemId,
+    /// The signed share record, sealed to the team for a team scope.
+    pub share: Vec<u8>,
+    /// [`share_item`] of the share record.
+    pub share_item: ItemId,
+    /// The share's expiry and revocation, which the relay enforces.
+    pub expires_ms: Option<i64>,
+    pub revoked: bool,
 }
 
 /// A run of objects, plain or sealed to a team.
@@ -186,6 +247,26 @@ pub enum Response {
     Join(Vec<u8>),
     /// The request is not allowed or not understood; `reason` is for the user.
     Refused { reason: String },
+    /// A relay's answer to [`Request::Hello`]: the registered teams the client is a current
+    /// member of.
+    Relay { teams: Vec<TeamId> },
+    /// A relay's session item of a team: like [`Response::Session`], with the entry sealed.
+    /// `ids` is always the whole chain; objects start at a deposit boundary at or before the
+    /// first object the client lacks (the receiver aligns on the first object's id).
+    SealedSession {
+        team: TeamId,
+        entry: Vec<u8>,
+        ids: Vec<NodeId>,
+        from_head: bool,
+    },
+    /// A relay's share item of a team: the signed share record, sealed.
+    SealedShare { team: TeamId, sealed: Vec<u8> },
+    /// A request that changes the relay's state was applied.
+    Accepted,
+    /// A join request now waits at the relay for an admin's next sync.
+    Queued,
+    /// The join requests waiting for a team (`crate::join::JoinRequest` bytes each).
+    Joins(Vec<Vec<u8>>),
 }
 
 /// Why bytes are not a frame.

@@ -134,16 +134,21 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// The peer remotes to talk to: the one named, every one, or the only one.
-fn peers(store: &Store, name: Option<&str>, all: bool) -> anyhow::Result<Vec<(String, PeerAddr)>> {
+/// A peer remote to dial: its name, address and whether it is a relay.
+type Target = (String, PeerAddr, bool);
+
+fn peers(store: &Store, name: Option<&str>, all: bool) -> anyhow::Result<Vec<Target>> {
     let mut out = Vec::new();
     for (remote_name, _) in remote::configured(store)? {
         if let Some(addr) = remote::peer(store, &remote_name)? {
-            out.push((remote_name, addr));
+            out.push((remote_name, addr, false));
+        } else if let Some(addr) = remote::relay(store, &remote_name)? {
+            out.push((remote_name, addr, true));
         }
     }
     match name {
         Some(name) => {
-            let found = out.into_iter().find(|(n, _)| n == name);
+            let found = out.into_iter().find(|(n, _, _)| n == name);
             match found {
                 Some(found) => Ok(vec![found]),
                 None if remote::exists(store, name)? => bail!("remote `{name}` is a path remote; `tapes fetch` and `tapes sync` talk to peers (`tapes pull --from {name}` works with paths)"),
@@ -163,14 +168,14 @@ fn peers(store: &Store, name: Option<&str>, all: bool) -> anyhow::Result<Vec<(St
         None => bail!(
             "several peers are configured ({}); name one, or pass --all",
             out.iter()
-                .map(|(n, _)| n.as_str())
+                .map(|(n, _, _)| n.as_str())
                 .collect::<Vec<_>>()
                 .join(", ")
         ),
     }
 }
 
-async fn dial(
+pub async fn dial(
     identity: &Identity,
     name: &str,
     addr: &PeerAddr,
@@ -181,13 +186,15 @@ async fn dial(
 }
 
 /// Dials a peer, runs `op` on the connection with a progress spinner, and closes it.
-async fn with_peer<T>(
+pub async fn with_peer<T>(
     identity: &Identity,
     name: &str,
     addr: &PeerAddr,
+    relay: bool,
     op: impl AsyncFnOnce(&PeerConn) -> Result<T, tapes::peer::PeerError>,
 ) -> anyhow::Result<T> {
     let (endpoint, conn) = dial(identity, name, addr).await?;
+    let conn = if relay { conn.into_relay() } else { conn };
     let progress = show_progress(&conn, name);
     let result = op(&conn).await;
     drop(progress);
@@ -196,7 +203,7 @@ async fn with_peer<T>(
     Ok(result?)
 }
 
-fn describe(name: &str, report: &FetchReport) -> String {
+pub fn describe(name: &str, report: &FetchReport) -> String {
     let cost = format!(
         "{} round trip{}, {} sent, {} received",
         report.round_trips,
@@ -275,8 +282,8 @@ pub fn fetch(args: FetchArgs) -> anyhow::Result<ExitCode> {
     let targets = peers(&store, args.remote.as_deref(), args.all)?;
     let runtime = runtime()?;
     let mut failed = false;
-    for (name, addr) in targets {
-        let result = runtime.block_on(with_peer(&identity, &name, &addr, async |conn| {
+    for (name, addr, relay) in targets {
+        let result = runtime.block_on(with_peer(&identity, &name, &addr, relay, async |conn| {
             conn.fetch(&store, &identity).await
         }));
         match result {
@@ -305,15 +312,28 @@ pub fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
     let mut targets = peers(&store, args.remote.as_deref(), args.remote.is_none())?;
     if let Some(team) = &args.team {
         let chain = tapes::teams::resolve(&store, Some(team))?;
-        targets.retain(|(_, addr)| chain.head().manifest.member(&addr.id).is_some());
+        targets.retain(|(_, addr, relay)| *relay || chain.head().manifest.member(&addr.id).is_some());
         if targets.is_empty() {
             bail!("none of your peer remotes is a member of team {}; add one with `tapes remote add <name> <node-id>`", chain.head().manifest.name);
         }
     }
     let runtime = runtime()?;
     let mut failed = false;
-    for (name, addr) in targets {
-        let result = runtime.block_on(with_peer(&identity, &name, &addr, async |conn| {
+    for (name, addr, relay) in targets {
+        if relay {
+            let result = runtime.block_on(with_peer(&identity, &name, &addr, true, async |conn| {
+                conn.relay_sync(&store, &identity).await
+            }));
+            match result {
+                Ok(report) => failed |= print_relay_sync(&name, &report),
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    failed = true;
+                }
+            }
+            continue;
+        }
+        let result = runtime.block_on(with_peer(&identity, &name, &addr, false, async |conn| {
             conn.sync(&store, &identity).await
         }));
         match result {
@@ -340,6 +360,35 @@ pub fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Prints what a sync with a relay did; true when something failed.
+pub fn print_relay_sync(name: &str, report: &tapes::peer::relay_client::RelaySyncReport) -> bool {
+    println!("{}", describe(name, &report.fetched));
+    if report.manifests_sent > 0 {
+        println!("  sent {} team manifests", report.manifests_sent);
+    }
+    for (id, scope, nodes) in &report.deposited {
+        println!("  deposited {} for {}: {nodes} new nodes", id.short(), scope_name(scope));
+    }
+    for (team, who, accepted) in &report.joins_answered {
+        println!(
+            "  {} the join request of {who} for team {} (it waited at the relay)",
+            if *accepted { "accepted" } else { "refused" },
+            team.short()
+        );
+    }
+    for (id, scope, e) in &report.failed {
+        eprintln!("  error: deposit of {} for {}: {e}", id.short(), scope_name(scope));
+    }
+    !report.failed.is_empty()
+}
+
+pub fn scope_name(scope: &tapes::protocol::sync::Scope) -> String {
+    match scope {
+        tapes::protocol::sync::Scope::Team(t) => format!("team {}", t.short()),
+        tapes::protocol::sync::Scope::Public => "the public".into(),
+    }
 }
 
 /// `tapes team join <code>` over the network: sends the request to the inviter's node (at the

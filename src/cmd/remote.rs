@@ -27,7 +27,7 @@ pub enum RemoteCommand {
     Add {
         /// A short name for it, used by `tapes fetch`, `tapes pull --from` and `tapes push <remote>`.
         name: String,
-        /// The peer's node id or ticket, or the remote's tapes home (the directory holding its
+        /// The peer's node id or ticket, `relay:<ticket>` for a relay, or the remote's tapes home (the directory holding its
         /// `store/`).
         target: String,
     },
@@ -47,6 +47,8 @@ pub enum RemoteSpec {
     Path(PathBuf),
     /// A teammate's node, over iroh.
     Peer(PeerAddr),
+    /// A relay (`tapes relay`), over iroh.
+    Relay(PeerAddr),
 }
 
 impl RemoteSpec {
@@ -62,6 +64,7 @@ impl RemoteSpec {
                 Ok(format!("path:{text}").into_bytes())
             }
             RemoteSpec::Peer(addr) => Ok(format!("peer:{}", addr.ticket()).into_bytes()),
+            RemoteSpec::Relay(addr) => Ok(format!("relay:{}", addr.ticket()).into_bytes()),
         }
     }
 
@@ -71,6 +74,9 @@ impl RemoteSpec {
             Some(("path", rest)) if !rest.is_empty() => Ok(RemoteSpec::Path(PathBuf::from(rest))),
             Some(("peer", rest)) => PeerAddr::parse(rest)
                 .map(RemoteSpec::Peer)
+                .map_err(|e| e.to_string()),
+            Some(("relay", rest)) => PeerAddr::parse(rest)
+                .map(RemoteSpec::Relay)
                 .map_err(|e| e.to_string()),
             Some((scheme, _)) => Err(format!("its kind `{scheme}` is not one this tapes knows")),
             None => Err("its value has no kind (`path:`)".to_string()),
@@ -101,7 +107,13 @@ pub fn run(command: RemoteCommand) -> anyhow::Result<ExitCode> {
         RemoteCommand::Add { name, target } => {
             // 64 hex digits (optionally @addresses) is a node id; anything else is a path.
             let id_part = target.split('@').next().unwrap_or_default();
-            if id_part.len() == 64 && id_part.bytes().all(|b| b.is_ascii_hexdigit()) {
+            if let Some(ticket) = target.strip_prefix("relay:") {
+                validate_name(&name)?;
+                let addr = PeerAddr::parse(ticket)?;
+                save(&store, &name, &RemoteSpec::Relay(addr.clone()))?;
+                println!("added relay {name}: node {}", addr.id.short());
+                Ok(ExitCode::SUCCESS)
+            } else if id_part.len() == 64 && id_part.bytes().all(|b| b.is_ascii_hexdigit()) {
                 add_peer(&store, &name, &PeerAddr::parse(&target)?)
             } else {
                 add(&home, &store, &name, Path::new(&target))
@@ -178,6 +190,7 @@ fn list(store: &Store) -> anyhow::Result<ExitCode> {
         let place = match RemoteSpec::decode(raw) {
             Ok(RemoteSpec::Path(path)) => path.display().to_string(),
             Ok(RemoteSpec::Peer(addr)) => format!("peer {}", addr.ticket()),
+            Ok(RemoteSpec::Relay(addr)) => format!("relay {}", addr.ticket()),
             Err(why) => format!("{} ({why})", String::from_utf8_lossy(raw)),
         };
         println!("{name:width$}  {place}");
@@ -281,6 +294,9 @@ pub fn open(home: &Home, store: &Arc<Store>, name: &str) -> anyhow::Result<Box<d
             }
             Ok(Box::new(PathRemote::open(name, &path)?))
         }
+        RemoteSpec::Relay(_) => bail!(
+            "remote `{name}` is a relay: it keeps your shared sessions sealed; `tapes sync {name}` (or `tapes storage sync`) deposits them and `tapes fetch {name}` brings what it holds for you"
+        ),
         RemoteSpec::Peer(addr) => {
             let identity = Arc::new(tapes::identity::Identity::load(home)?);
             Ok(Box::new(PeerRemote::connect(
@@ -304,6 +320,35 @@ pub fn peer(store: &Store, name: &str) -> anyhow::Result<Option<PeerAddr>> {
         Ok(RemoteSpec::Peer(addr)) => Some(addr),
         _ => None,
     })
+}
+
+/// The relay a configured remote names, if it is one.
+pub fn relay(store: &Store, name: &str) -> anyhow::Result<Option<PeerAddr>> {
+    let Some(raw) = store.storage().get_ref(&ref_key(name))? else {
+        return Ok(None);
+    };
+    Ok(match RemoteSpec::decode(&raw) {
+        Ok(RemoteSpec::Relay(addr)) => Some(addr),
+        _ => None,
+    })
+}
+
+/// Saves a relay remote (what `tapes storage configure --relay` does).
+pub fn save_relay(store: &Store, name: &str, addr: &PeerAddr) -> anyhow::Result<()> {
+    validate_name(name)?;
+    let key = ref_key(name);
+    let current = store.storage().get_ref(&key)?;
+    let new = RemoteSpec::Relay(addr.clone()).encode()?;
+    if current.as_deref() == Some(new.as_slice()) {
+        return Ok(());
+    }
+    store.storage().update_refs(&[RefUpdate {
+        key,
+        expected: current,
+        new: Some(new),
+    }])?;
+    store.storage().flush()?;
+    Ok(())
 }
 
 fn is_own_home(home: &Home, path: &Path) -> bool {

@@ -51,6 +51,9 @@ pub struct PeerConn {
     pub peer: MemberId,
     pub name: Arc<str>,
     pub counters: Arc<Counters>,
+    /// The peer is a relay (SPEC.md §16): its view is asked for first, and it sends sealed
+    /// entries and whole deposits.
+    pub relay: bool,
 }
 
 /// What a fetch did.
@@ -97,11 +100,18 @@ pub async fn connect(
         peer: addr.id,
         name: name.into(),
         counters: Arc::new(Counters::default()),
+        relay: false,
     })
 }
 
 impl PeerConn {
-    async fn stream(&self) -> Result<Stream<'_>, PeerError> {
+    /// The same connection, talking to a relay.
+    pub fn into_relay(mut self) -> PeerConn {
+        self.relay = true;
+        self
+    }
+
+    pub(crate) async fn stream(&self) -> Result<Stream<'_>, PeerError> {
         let (send, recv) = self
             .conn
             .open_bi()
@@ -118,7 +128,7 @@ impl PeerConn {
         })
     }
 
-    fn refused(&self, reason: String) -> PeerError {
+    pub(crate) fn refused(&self, reason: String) -> PeerError {
         PeerError::Refused {
             peer: self.name.to_string(),
             reason,
@@ -213,17 +223,26 @@ impl PeerConn {
         Ok((report, pushed))
     }
 
-    async fn fetch_and_list(
+    pub(crate) async fn fetch_and_list(
         &self,
         store: &Arc<Store>,
         identity: &Arc<Identity>,
     ) -> Result<(FetchReport, Vec<ItemId>), PeerError> {
         let me = MemberId(identity.verifying_key().to_bytes());
-        let view =
-            block_in_place(|| access::view_for(store, identity, &self.peer, crate::now_ms()))?;
+        let (view, hello) = if self.relay {
+            let teams = self.hello().await?;
+            let view = block_in_place(|| {
+                access::view_for_teams(store, identity, &teams, crate::now_ms())
+            })?;
+            (view, 1)
+        } else {
+            let view =
+                block_in_place(|| access::view_for(store, identity, &self.peer, crate::now_ms()))?;
+            (view, 0)
+        };
         let (have, need, rounds) = self.reconcile(view.ids()).await?;
         let mut report = FetchReport {
-            round_trips: rounds,
+            round_trips: rounds + hello,
             ..FetchReport::default()
         };
         let (manifests, rest): (Vec<ItemId>, Vec<ItemId>) = have
@@ -235,7 +254,11 @@ impl PeerConn {
             let mut tasks = JoinSet::new();
             for item in manifests {
                 let this = self.clone();
-                tasks.spawn(async move { this.fetch_small(item).await });
+                let (store, identity) = (store.clone(), identity.clone());
+                tasks.spawn(async move {
+                    this.fetch_small(item, &store, &identity, &Mutex::new(Rings::default()))
+                        .await
+                });
             }
             while let Some(joined) = tasks.join_next().await {
                 if let Got::Manifest(team, bytes) =
@@ -297,7 +320,7 @@ impl PeerConn {
                             )
                             .await
                         }
-                        _ => this.fetch_small(item).await,
+                        _ => this.fetch_small(item, &store, &identity, &rings).await,
                     }
                 });
             }
@@ -358,7 +381,13 @@ impl PeerConn {
     }
 
     /// Fetches a share or manifest item.
-    async fn fetch_small(&self, item: ItemId) -> Result<Got, PeerError> {
+    async fn fetch_small(
+        &self,
+        item: ItemId,
+        store: &Store,
+        identity: &Identity,
+        rings: &Mutex<Rings>,
+    ) -> Result<Got, PeerError> {
         let mut stream = self.stream().await?;
         stream
             .write(&Request::Fetch {
@@ -369,6 +398,21 @@ impl PeerConn {
         stream.finish();
         match stream.expect::<Response>("item").await? {
             Response::Share(bytes) => Ok(Got::Share(bytes)),
+            Response::SealedShare { team, sealed } => {
+                let plain = block_in_place(|| {
+                    rings
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .open_sealed(store, identity, &team, &sealed)
+                })
+                .map_err(|why| PeerError::BadObject {
+                    peer: self.name.to_string(),
+                    what: "sealed share record of session",
+                    id: item_session(&item).short(),
+                    why,
+                })?;
+                Ok(Got::Share(plain))
+            }
             Response::Manifest { team, manifest } => Ok(Got::Manifest(team, manifest)),
             Response::Refused { reason } => Err(self.refused(reason)),
             _ => Err(stream.protocol("expected a share or a manifest")),
@@ -388,20 +432,38 @@ impl PeerConn {
         item: Option<ItemId>,
     ) -> Result<Got, PeerError> {
         let me = MemberId(identity.verifying_key().to_bytes());
+        let bad = |what: &'static str, id: String, why: String| PeerError::BadObject {
+            peer: self.name.to_string(),
+            what,
+            id,
+            why,
+        };
         let (entry, ids, from_head) = match stream.expect::<Response>("session").await? {
             Response::Session {
                 entry,
                 ids,
                 from_head,
             } => (entry, ids, from_head),
+            Response::SealedSession {
+                team,
+                entry,
+                ids,
+                from_head,
+            } if self.relay => {
+                let what = item.map(|i| item_session(&i).short()).unwrap_or_default();
+                let plain = block_in_place(|| {
+                    rings
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .open_sealed(store, identity, &team, &entry)
+                })
+                .map_err(|why| bad("sealed record of session", what.clone(), why))?;
+                let entry: SessionEntry = postcard::from_bytes(&plain)
+                    .map_err(|e| bad("sealed record of session", what, e.to_string()))?;
+                (entry, ids, from_head)
+            }
             Response::Refused { reason } => return Err(self.refused(reason)),
             _ => return Err(stream.protocol("expected a session")),
-        };
-        let bad = |what: &'static str, id: String, why: String| PeerError::BadObject {
-            peer: self.name.to_string(),
-            what,
-            id,
-            why,
         };
         let record =
             check_entry(&entry).map_err(|why| bad("session record", entry.id.short(), why))?;
@@ -419,7 +481,14 @@ impl PeerConn {
             stream.finish();
             return Ok(Got::Kept(format!("{} (yours)", entry.id.short())));
         }
-        let (start, parent, asked_from) = if from_head {
+        let (start, parent, asked_from) = if from_head && self.relay {
+            // A relay announces the whole chain; we continue after our head.
+            let at = have_head.and_then(|h| ids.iter().position(|id| *id == h));
+            let Some(at) = at else {
+                return Err(stream.protocol("the relay's chain does not contain our head"));
+            };
+            (at + 1, have_head, false)
+        } else if from_head {
             (0, have_head, false)
         } else if have_head.is_some() {
             // Our head is not in their chain: they are behind, or the session diverged.
@@ -435,6 +504,9 @@ impl PeerConn {
         };
         stream.finish();
         let mut check = ChainCheck::new(ids, start, parent);
+        if self.relay {
+            check = check.aligning();
+        }
         let mut nodes = 0;
         loop {
             match stream.expect::<Response>("objects").await? {

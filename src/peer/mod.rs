@@ -11,6 +11,7 @@ pub mod client;
 pub mod endpoint;
 pub mod frames;
 pub mod receive;
+pub mod relay_client;
 pub mod remote;
 pub mod server;
 

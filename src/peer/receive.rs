@@ -58,6 +58,9 @@ pub struct ChainCheck {
     ids: Vec<NodeId>,
     next: usize,
     parent: Option<NodeId>,
+    /// A relay sends whole deposits, so its first object may come before `next`: the check
+    /// then starts at that object (found by its parent link), never after `next`.
+    align: bool,
 }
 
 impl ChainCheck {
@@ -67,11 +70,49 @@ impl ChainCheck {
             ids,
             next: start,
             parent,
+            align: false,
         }
+    }
+
+    /// Accepts a first object at or before `start` (what a relay sends, SPEC.md §16.4).
+    pub fn aligning(mut self) -> ChainCheck {
+        self.align = true;
+        self
+    }
+
+    fn align_on(&mut self, bytes: &[u8]) -> Result<(), (String, String)> {
+        self.align = false;
+        let parent = StoredObject::parent_of(bytes)
+            .map_err(|e| ("an object".to_string(), format!("it does not decode ({e})")))?;
+        let at = match parent {
+            None => 0,
+            Some(parent) => match self.ids[..self.next.min(self.ids.len())]
+                .iter()
+                .position(|id| *id == parent)
+            {
+                Some(i) => i + 1,
+                None if Some(parent) == self.parent => self.next,
+                None => {
+                    return Err((
+                        "an object".into(),
+                        "it does not continue the announced chain".into(),
+                    ))
+                }
+            },
+        };
+        if at > self.next {
+            return Err(("an object".into(), "it skips part of the chain".into()));
+        }
+        self.next = at;
+        self.parent = parent;
+        Ok(())
     }
 
     /// Checks the next object of the chain.
     pub fn check(&mut self, bytes: Vec<u8>) -> Result<StoredObject, (String, String)> {
+        if self.align {
+            self.align_on(&bytes)?;
+        }
         let Some(expected) = self.ids.get(self.next).copied() else {
             return Err(("an object".into(), "more objects than announced".into()));
         };
@@ -136,22 +177,33 @@ impl Rings {
         match objects {
             Objects::Plain(list) => Ok(list),
             Objects::Sealed { team, sealed } => {
-                if !self.rings.contains_key(&team) {
-                    let chain = teams::load(store, &team).map_err(|e| e.to_string())?;
-                    let me = MemberId(identity.verifying_key().to_bytes());
-                    let ring = KeyRing::for_member(&chain, &me, identity.age_identity())
-                        .map_err(|e| e.to_string())?;
-                    self.rings.insert(team, ring);
-                }
-                let ring = &self.rings[&team];
-                let sealed = Sealed::decode(&sealed).map_err(|e| e.to_string())?;
-                if sealed.team != team {
-                    return Err("the sealed batch names another team".into());
-                }
-                let plain = team_keys::open(ring, &team, &sealed).map_err(|e| e.to_string())?;
+                let plain = self.open_sealed(store, identity, &team, &sealed)?;
                 decode_batch(&plain).map_err(|e| e.to_string())
             }
         }
+    }
+
+    /// Opens bytes sealed to `team` (a batch, or a record a relay keeps sealed).
+    pub fn open_sealed(
+        &mut self,
+        store: &Store,
+        identity: &Identity,
+        team: &TeamId,
+        sealed: &[u8],
+    ) -> Result<Vec<u8>, String> {
+        if !self.rings.contains_key(team) {
+            let chain = teams::load(store, team).map_err(|e| e.to_string())?;
+            let me = MemberId(identity.verifying_key().to_bytes());
+            let ring = KeyRing::for_member(&chain, &me, identity.age_identity())
+                .map_err(|e| e.to_string())?;
+            self.rings.insert(*team, ring);
+        }
+        let ring = &self.rings[team];
+        let sealed = Sealed::decode(sealed).map_err(|e| e.to_string())?;
+        if sealed.team != *team {
+            return Err("the sealed bytes name another team".into());
+        }
+        team_keys::open(ring, team, &sealed).map_err(|e| e.to_string())
     }
 }
 

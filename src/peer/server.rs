@@ -220,6 +220,18 @@ impl Server {
             Request::From { .. } | Request::Done | Request::Upload(_) => {
                 Err(stream.protocol("a stream began with a continuation frame"))
             }
+            Request::Hello
+            | Request::Register { .. }
+            | Request::Manifests { .. }
+            | Request::Deposit(_)
+            | Request::Mailbox { .. }
+            | Request::Answer { .. } => {
+                refuse(
+                    stream,
+                    "this is a teammate's node, not a relay; use `tapes fetch`/`tapes push` with it",
+                )
+                .await
+            }
         }
     }
 
@@ -241,40 +253,7 @@ impl Server {
             stream.finish();
             return Ok(());
         }
-        let mut reconciler = Reconciler::new(SortedIds::new(view.ids()));
-        let mut incoming = first;
-        loop {
-            let message = Message::decode(&incoming).map_err(|e| stream.protocol(e))?;
-            let step = reconciler
-                .respond(&message)
-                .map_err(|e| stream.protocol(e))?;
-            match step.reply {
-                Some(reply) => {
-                    stream
-                        .write(&Response::Reconcile {
-                            message: reply.encode(),
-                            done: step.done,
-                        })
-                        .await?
-                }
-                None => {
-                    stream
-                        .write(&Response::Reconcile {
-                            message: Vec::new(),
-                            done: true,
-                        })
-                        .await?;
-                    break;
-                }
-            }
-            match stream.read::<Request>("reconcile message").await? {
-                Some(Request::Reconcile { first }) => incoming = first,
-                None => break,
-                Some(_) => return Err(stream.protocol("expected a reconcile message")),
-            }
-        }
-        stream.finish();
-        Ok(())
+        answer_reconcile(stream, view.ids(), first).await
     }
 
     async fn fetch(
@@ -600,7 +579,49 @@ impl ProtocolHandler for Server {
     }
 }
 
-async fn refuse(stream: &mut Stream<'_>, reason: &str) -> Result<(), PeerError> {
+/// The answering side of a reconciliation over `ids`, after the client's opening `first`.
+pub(crate) async fn answer_reconcile(
+    stream: &mut Stream<'_>,
+    ids: Vec<ItemId>,
+    first: Vec<u8>,
+) -> Result<(), PeerError> {
+    let mut reconciler = Reconciler::new(SortedIds::new(ids));
+    let mut incoming = first;
+    loop {
+        let message = Message::decode(&incoming).map_err(|e| stream.protocol(e))?;
+        let step = reconciler
+            .respond(&message)
+            .map_err(|e| stream.protocol(e))?;
+        match step.reply {
+            Some(reply) => {
+                stream
+                    .write(&Response::Reconcile {
+                        message: reply.encode(),
+                        done: step.done,
+                    })
+                    .await?
+            }
+            None => {
+                stream
+                    .write(&Response::Reconcile {
+                        message: Vec::new(),
+                        done: true,
+                    })
+                    .await?;
+                break;
+            }
+        }
+        match stream.read::<Request>("reconcile message").await? {
+            Some(Request::Reconcile { first }) => incoming = first,
+            None => break,
+            Some(_) => return Err(stream.protocol("expected a reconcile message")),
+        }
+    }
+    stream.finish();
+    Ok(())
+}
+
+pub(crate) async fn refuse(stream: &mut Stream<'_>, reason: &str) -> Result<(), PeerError> {
     stream
         .write(&Response::Refused {
             reason: reason.to_string(),

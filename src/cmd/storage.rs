@@ -1,0 +1,897 @@
+//! `tapes storage set-provider|configure|status|sync`, the sync after every command, and the
+//! background sync of `tapes serve`: the network side of the storage providers
+//! (`tapes::provider` holds the configuration and the decision when to sync).
+//!
+//! * local: nothing here ever dials; `tapes storage sync` refuses.
+//! * cloud: write-through; after a command that wrote, the relay must take the change or the
+//!   command fails (the change stays queued locally).
+//! * hybrid: after a command that wrote (with `sync_on_close`) or when the interval is due, a
+//!   sync runs; if the relay cannot be reached that is a warning, never a failed command.
+//!
+//! What is pending is derived from the store (our shared sessions against what we last
+//! deposited at the relay), so a sync that did not happen loses nothing: the next one catches up.
+
+use std::collections::BTreeSet;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use tapes::home::Home;
+use tapes::identity::Identity;
+use tapes::peer::addr::PeerAddr;
+use tapes::peer::client::PeerConn;
+use tapes::peer::relay_client::{counts, known_teams, RelayCounts, RelaySyncReport};
+use tapes::peer::PeerError;
+use tapes::protocol::sync::{item_kind, item_session, ItemKind};
+use tapes::protocol::{MemberId, SessionId, TeamId};
+use tapes::provider::{
+    failure_is_error, parse_interval, should_sync, Provider, StorageConfig, SyncState,
+    DEFAULT_RELAY_REMOTE,
+};
+use tapes::store::Store;
+use tokio::task::block_in_place;
+
+use super::peer::{dial, print_relay_sync, runtime};
+use super::remote;
+
+/// How long `tapes storage status` waits for the relay before printing "pending pull unknown".
+const STATUS_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a sync waits for the connection to the relay (the sync itself is not cut short).
+const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Set by commands that do their own syncing (`tapes storage …`, `tapes serve`), so that
+/// [`after_command`] leaves them alone.
+static HANDLED: AtomicBool = AtomicBool::new(false);
+
+/// Tells [`after_command`] that this command syncs (or reports) on its own.
+pub fn skip_after_command() {
+    HANDLED.store(true, Ordering::SeqCst);
+}
+
+#[derive(clap::Subcommand)]
+pub enum StorageCommand {
+    /// Show the provider, the local store and what is pending against the relay.
+    Status(StatusArgs),
+    /// Sync with the relay now: push what is pending, pull what is new.
+    Sync,
+    /// Choose where sessions live: local (never the network), cloud (the relay; every change
+    /// is synced before the command returns) or hybrid (local first, synced in the background).
+    SetProvider {
+        #[arg(value_parser = clap::builder::PossibleValuesParser::new(["local", "cloud", "hybrid"]))]
+        provider: String,
+    },
+    /// Set the relay to sync with and how often (switches a local provider to hybrid).
+    Configure(ConfigureArgs),
+}
+
+#[derive(clap::Args)]
+pub struct StatusArgs {
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+    /// Do not ask the relay (pending pull is then unknown).
+    #[arg(long)]
+    offline: bool,
+}
+
+#[derive(clap::Args)]
+pub struct ConfigureArgs {
+    /// The relay: its ticket (`<node-id>@<host:port>`, printed by `tapes relay`), or the name
+    /// of a relay remote.
+    #[arg(long)]
+    relay: Option<String>,
+    /// The name to save the relay's ticket under as a remote (default `relay`).
+    #[arg(long, requires = "relay")]
+    name: Option<String>,
+    /// Only count these teams at the relay (name or id prefix; repeatable).
+    #[arg(long = "team")]
+    teams: Vec<String>,
+    /// Count every team again (drops an earlier --team).
+    #[arg(long, conflicts_with = "teams")]
+    all_teams: bool,
+    /// How often to sync in the background, e.g. 30s, 5m, 1h (default 5m).
+    #[arg(long, value_parser = check_interval)]
+    sync_interval: Option<String>,
+    /// Sync when a command that changed something exits (the default).
+    #[arg(long, overrides_with = "no_sync_on_close")]
+    sync_on_close: bool,
+    /// Do not sync when a command exits; only on the interval.
+    #[arg(long, overrides_with = "sync_on_close")]
+    no_sync_on_close: bool,
+}
+
+fn check_interval(text: &str) -> Result<String, String> {
+    parse_interval(text).map_err(|e| e.to_string())?;
+    Ok(text.trim().to_string())
+}
+
+pub fn run(command: StorageCommand) -> anyhow::Result<ExitCode> {
+    skip_after_command();
+    match command {
+        StorageCommand::Status(args) => status(args),
+        StorageCommand::Sync => sync(),
+        StorageCommand::SetProvider { provider } => set_provider(&provider),
+        StorageCommand::Configure(args) => configure(args),
+    }
+}
+
+fn load_config(home: &Home) -> anyhow::Result<StorageConfig> {
+    Ok(StorageConfig::load(&StorageConfig::path(home))?)
+}
+
+/// The relay the configuration names.
+struct Relay {
+    name: String,
+    addr: PeerAddr,
+}
+
+fn configured_relay(store: &Store, config: &StorageConfig) -> anyhow::Result<Relay> {
+    let Some(name) = &config.relay else {
+        bail!("no relay is configured; run `tapes storage configure --relay <ticket>` with the ticket `tapes relay` prints");
+    };
+    match remote::relay(store, name)? {
+        Some(addr) => Ok(Relay {
+            name: name.clone(),
+            addr,
+        }),
+        None => bail!(
+            "storage.toml names the relay remote `{name}`, which is gone or is not a relay; run `tapes storage configure --relay <ticket>` again"
+        ),
+    }
+}
+
+fn me(identity: &Identity) -> MemberId {
+    MemberId(identity.verifying_key().to_bytes())
+}
+
+/// The teams whose shares the relay should hold from us: the relay's teams we are in as of the
+/// last sync; before any sync with this relay, every team we are in. Narrowed by the
+/// configuration's team filter.
+fn relay_teams(
+    store: &Store,
+    identity: &Identity,
+    config: &StorageConfig,
+    relay: &MemberId,
+    state: &SyncState,
+) -> anyhow::Result<Vec<TeamId>> {
+    let known = known_teams(store, relay)?;
+    let mut teams = if !known.is_empty() || state.ever_synced() {
+        known
+    } else {
+        let me = me(identity);
+        tapes::teams::list(store)?
+            .into_iter()
+            .filter(|c| c.head().manifest.member(&me).is_some())
+            .map(|c| c.team_id())
+            .collect()
+    };
+    narrow(&mut teams, config)?;
+    Ok(teams)
+}
+
+fn narrow(teams: &mut Vec<TeamId>, config: &StorageConfig) -> anyhow::Result<()> {
+    let filter = config.team_ids().map_err(|e| anyhow!(e))?;
+    if !filter.is_empty() {
+        teams.retain(|t| filter.contains(t));
+    }
+    Ok(())
+}
+
+fn local_counts(
+    store: &Store,
+    identity: &Identity,
+    config: &StorageConfig,
+    relay: &Relay,
+    state: &SyncState,
+) -> anyhow::Result<RelayCounts> {
+    let teams = relay_teams(store, identity, config, &relay.addr.id, state)?;
+    Ok(counts(store, identity, &relay.addr.id, &teams)?)
+}
+
+/// Why a sync did not happen.
+struct Failure {
+    /// The relay could not be reached (or the connection broke), as opposed to refusing.
+    unreachable: bool,
+    why: String,
+}
+
+fn peer_failure(e: PeerError) -> Failure {
+    match e {
+        PeerError::Connect { why, .. } | PeerError::Connection { why, .. } => Failure {
+            unreachable: true,
+            why,
+        },
+        other => Failure {
+            unreachable: false,
+            why: other.to_string(),
+        },
+    }
+}
+
+/// Dials the relay, giving up after `timeout`.
+async fn connect_relay(
+    identity: &Identity,
+    relay: &Relay,
+    timeout: Duration,
+) -> Result<(iroh::Endpoint, PeerConn), Failure> {
+    match tokio::time::timeout(timeout, dial(identity, &relay.name, &relay.addr)).await {
+        Ok(Ok((endpoint, conn))) => Ok((endpoint, conn.into_relay())),
+        Ok(Err(e)) => Err(match e.downcast::<PeerError>() {
+            Ok(p) => {
+                let mut f = peer_failure(p);
+                // A relay that cannot be dialled is unreachable, whatever the cause.
+                f.unreachable = true;
+                f
+            }
+            Err(e) => Failure {
+                unreachable: true,
+                why: format!("{e:#}"),
+            },
+        }),
+        Err(_) => Err(Failure {
+            unreachable: true,
+            why: format!("no answer within {} s", timeout.as_secs()),
+        }),
+    }
+}
+
+/// One sync attempt with the configured relay.
+struct Attempt {
+    relay: Relay,
+    outcome: Result<RelaySyncReport, Failure>,
+    /// Our changes the relay still lacks afterwards (None if they could not be counted).
+    pending_push: Option<usize>,
+}
+
+/// Syncs with the configured relay and records the attempt in the sync state. Errors are
+/// local problems (no relay configured, the store); the network's are in the attempt.
+async fn attempt(
+    home: &Home,
+    store: &Arc<Store>,
+    identity: &Arc<Identity>,
+    config: &StorageConfig,
+) -> anyhow::Result<Attempt> {
+    let relay = block_in_place(|| configured_relay(store, config))?;
+    let outcome = match connect_relay(identity, &relay, DIAL_TIMEOUT).await {
+        Err(f) => Err(f),
+        Ok((endpoint, conn)) => {
+            let result = conn.relay_sync(store, identity).await.map_err(peer_failure);
+            conn.close();
+            endpoint.close().await;
+            result
+        }
+    };
+    let node = relay.addr.id.to_hex();
+    let now = tapes::now_ms();
+    let state_path = SyncState::path(home);
+    let mut state = SyncState::load(&state_path);
+    match &outcome {
+        Ok(report) => {
+            let failed = report
+                .failed
+                .iter()
+                .map(|(id, _, e)| format!("deposit of {}: {e}", id.short()))
+                .collect::<Vec<_>>();
+            state.record_sync(&node, now, (!failed.is_empty()).then(|| failed.join("; ")));
+        }
+        Err(f) => state.record_failure(&node, now, f.why.clone()),
+    }
+    if let Err(e) = state.save(&state_path) {
+        tracing::warn!("{e}");
+    }
+    let state = state.for_relay(&node);
+    let pending_push = block_in_place(|| local_counts(store, identity, config, &relay, &state))
+        .ok()
+        .map(|c| c.pending_push);
+    Ok(Attempt {
+        relay,
+        outcome,
+        pending_push,
+    })
+}
+
+fn open_all() -> anyhow::Result<(Home, Arc<Store>, Arc<Identity>)> {
+    let (home, store) = super::open_store()?;
+    let identity = Arc::new(Identity::load(&home)?);
+    Ok((home, store, identity))
+}
+
+fn changes(n: Option<usize>) -> String {
+    match n {
+        Some(1) => "1 change".into(),
+        Some(n) => format!("{n} changes"),
+        None => "your changes are".into(),
+    }
+}
+
+fn queued(n: Option<usize>) -> String {
+    match n {
+        None => "your changes are queued".into(),
+        n => format!("{} queued", changes(n)),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// tapes storage sync
+
+fn sync() -> anyhow::Result<ExitCode> {
+    let home = Home::locate()?;
+    let config = load_config(&home)?;
+    if config.provider == Provider::Local {
+        bail!("the storage provider is local, which never talks to the network; `tapes storage set-provider hybrid` (after `tapes storage configure --relay <ticket>`) syncs through a relay (`tapes sync <remote>` syncs once with a peer)");
+    }
+    let (home, store, identity) = open_all()?;
+    let attempt = runtime()?.block_on(attempt(&home, &store, &identity, &config))?;
+    let name = &attempt.relay.name;
+    match attempt.outcome {
+        Ok(report) => {
+            let failed = print_relay_sync(name, &report);
+            let counts = local_counts(
+                &store,
+                &identity,
+                &config,
+                &attempt.relay,
+                &SyncState::load(&SyncState::path(&home)).for_relay(&attempt.relay.addr.id.to_hex()),
+            )?;
+            println!(
+                "relay {name}: {} synced, {} pending push",
+                counts.synced, counts.pending_push
+            );
+            Ok(if failed {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Err(f) if f.unreachable => bail!(
+            "relay `{name}` unreachable: {}; {} (nothing is lost); run `tapes storage sync` again when it is back, `tapes storage status` shows what is pending",
+            f.why,
+            queued(attempt.pending_push)
+        ),
+        Err(f) => bail!(
+            "sync with relay `{name}` failed: {}; {}",
+            f.why,
+            queued(attempt.pending_push)
+        ),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// tapes storage set-provider / configure
+
+fn set_provider(provider: &str) -> anyhow::Result<ExitCode> {
+    let provider: Provider = provider.parse().map_err(|e: String| anyhow!(e))?;
+    let home = Home::locate()?;
+    home.ensure()?;
+    let path = StorageConfig::path(&home);
+    let mut config = load_config(&home)?;
+    if provider == Provider::Cloud && config.relay.is_none() {
+        bail!("the cloud provider keeps your sessions at a relay, and none is configured; run `tapes storage configure --relay <ticket>` first (it switches to hybrid), then `tapes storage set-provider cloud`");
+    }
+    let before = config.provider;
+    config.provider = provider;
+    config.save(&path)?;
+    if before == provider {
+        println!("provider: {provider} (unchanged)");
+    } else {
+        println!("provider: {provider} (was {before})");
+    }
+    println!("{}", provider.describe());
+    match (provider, &config.relay) {
+        (Provider::Local, Some(relay)) => println!(
+            "the relay `{relay}` stays configured; `tapes storage set-provider hybrid` uses it again"
+        ),
+        (Provider::Hybrid, None) => println!(
+            "no relay is configured yet, so nothing syncs: run `tapes storage configure --relay <ticket>`"
+        ),
+        (Provider::Hybrid | Provider::Cloud, Some(relay)) => println!(
+            "relay: {relay}, every {}{}; `tapes storage sync` syncs now",
+            config.sync_interval,
+            if provider == Provider::Cloud {
+                " and after every change"
+            } else if config.sync_on_close {
+                " and when a command that changed something exits"
+            } else {
+                ""
+            }
+        ),
+        _ => {}
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn configure(args: ConfigureArgs) -> anyhow::Result<ExitCode> {
+    let nothing = args.relay.is_none()
+        && args.teams.is_empty()
+        && !args.all_teams
+        && args.sync_interval.is_none()
+        && !args.sync_on_close
+        && !args.no_sync_on_close;
+    if nothing {
+        bail!("nothing to configure; pass --relay <ticket> (and optionally --team, --sync-interval, --sync-on-close or --no-sync-on-close)");
+    }
+    let home = Home::locate()?;
+    // Check the configuration before touching anything else.
+    let mut config = load_config(&home)?;
+    let (home, store) = super::open_store()?;
+    let path = StorageConfig::path(&home);
+    // Everything is checked first; nothing is written until all of it is good.
+    let mut save_remote = None;
+    if let Some(relay) = &args.relay {
+        if remote::relay(&store, relay)?.is_some() {
+            config.relay = Some(relay.clone());
+        } else {
+            let ticket = relay.strip_prefix("relay:").unwrap_or(relay);
+            let addr = PeerAddr::parse(ticket).with_context(|| {
+                format!("`{relay}` is neither a relay remote nor a relay ticket (`<node-id>@<host:port>`, printed by `tapes relay`)")
+            })?;
+            if addr.addrs.is_empty() {
+                bail!("the relay ticket `{relay}` has no address; use the whole ticket `tapes relay` prints (`<node-id>@<host:port>`)");
+            }
+            let name = args.name.as_deref().unwrap_or(DEFAULT_RELAY_REMOTE);
+            if remote::exists(&store, name)? && remote::relay(&store, name)?.is_none() {
+                bail!("remote `{name}` exists and is not a relay; pass --name <another name> to save the relay under");
+            }
+            config.relay = Some(name.to_string());
+            save_remote = Some((name.to_string(), addr));
+        }
+    }
+    if args.all_teams {
+        config.teams.clear();
+    } else if !args.teams.is_empty() {
+        let mut ids = Vec::new();
+        for team in &args.teams {
+            let chain = tapes::teams::resolve(&store, Some(team))?;
+            let id = chain.team_id().to_hex();
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+        config.teams = ids;
+    }
+    if let Some(interval) = &args.sync_interval {
+        config.sync_interval = interval.clone();
+    }
+    if args.sync_on_close {
+        config.sync_on_close = true;
+    }
+    if args.no_sync_on_close {
+        config.sync_on_close = false;
+    }
+    let switched = config.provider == Provider::Local && config.relay.is_some();
+    if switched {
+        config.provider = Provider::Hybrid;
+    }
+    if let Some((name, addr)) = &save_remote {
+        remote::save_relay(&store, name, addr)?;
+    }
+    config.save(&path)?;
+    if let Some(relay) = &config.relay {
+        let addr = remote::relay(&store, relay)?;
+        println!(
+            "relay: {relay}{}",
+            addr.map(|a| format!(" ({})", a.ticket())).unwrap_or_default()
+        );
+    }
+    if !config.teams.is_empty() {
+        let names = team_names(&store, &config)?;
+        println!("teams: {}", names.join(", "));
+    }
+    println!(
+        "sync: every {}{}",
+        config.sync_interval,
+        if config.sync_on_close {
+            ", and when a command that changed something exits"
+        } else {
+            ""
+        }
+    );
+    if switched {
+        println!(
+            "provider: hybrid (was local): {}",
+            Provider::Hybrid.describe()
+        );
+        println!("`tapes storage set-provider cloud` makes every change sync before the command returns; `tapes storage set-provider local` stops syncing");
+    } else {
+        println!("provider: {}", config.provider);
+    }
+    println!("`tapes storage sync` syncs now; `tapes storage status` shows what is pending");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn team_names(store: &Store, config: &StorageConfig) -> anyhow::Result<Vec<String>> {
+    let ids = config.team_ids().map_err(|e| anyhow!(e))?;
+    let mut out = Vec::new();
+    for id in ids {
+        let name = tapes::teams::load(store, &id)
+            .map(|c| c.head().manifest.name.clone())
+            .unwrap_or_else(|_| "unknown team".into());
+        out.push(format!("{name} ({})", id.short()));
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------------------------
+// tapes storage status
+
+/// What the relay has that we lack, asked live: sessions (not shares or manifests) it would
+/// send us. Our own sessions whose newer version we have not deposited yet are pending push,
+/// not pull, and are left out.
+async fn pending_pull(
+    store: &Arc<Store>,
+    identity: &Arc<Identity>,
+    relay: &Relay,
+) -> Result<(Vec<TeamId>, usize), Failure> {
+    let (endpoint, conn) = connect_relay(identity, relay, STATUS_TIMEOUT).await?;
+    let asked = tokio::time::timeout(STATUS_TIMEOUT, async {
+        let teams = conn.hello().await?;
+        let view = block_in_place(|| {
+            tapes::access::view_for_teams(store, identity, &teams, tapes::now_ms())
+        })?;
+        let (have, need, _) = conn.reconcile(view.ids()).await?;
+        Ok::<_, PeerError>((teams, have, need))
+    })
+    .await;
+    conn.close();
+    endpoint.close().await;
+    let (teams, have, need) = match asked {
+        Ok(Ok(found)) => found,
+        Ok(Err(e)) => return Err(peer_failure(e)),
+        Err(_) => {
+            return Err(Failure {
+                unreachable: true,
+                why: format!("no answer within {} s", STATUS_TIMEOUT.as_secs()),
+            })
+        }
+    };
+    let sessions = |items: &[tapes::protocol::sync::ItemId]| -> BTreeSet<SessionId> {
+        items
+            .iter()
+            .filter(|i| item_kind(i) == Some(ItemKind::Session))
+            .map(item_session)
+            .collect()
+    };
+    let pushing = sessions(&need);
+    let me = me(identity);
+    let mut pull = 0;
+    for session in sessions(&have) {
+        let ours = pushing.contains(&session)
+            && block_in_place(|| store.session(&session))
+                .ok()
+                .flatten()
+                .is_some_and(|r| r.owner == Some(me));
+        if !ours {
+            pull += 1;
+        }
+    }
+    Ok((teams, pull))
+}
+
+fn ago(then_ms: i64, now_ms: i64) -> String {
+    let s = (now_ms - then_ms).max(0) / 1000;
+    let (n, unit) = match s {
+        0..=4 => return "just now".into(),
+        5..=59 => (s, "second"),
+        60..=3599 => (s / 60, "minute"),
+        3600..=86_399 => (s / 3600, "hour"),
+        _ => (s / 86_400, "day"),
+    };
+    format!("{n} {unit}{} ago", if n == 1 { "" } else { "s" })
+}
+
+fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let home = Home::locate()?;
+    let config = load_config(&home)?;
+    let (home, store) = super::open_store()?;
+    let sessions = store.sessions()?.len();
+    let store_path = home.store_dir();
+    let now = tapes::now_ms();
+    let identity = Identity::load(&home).ok().map(Arc::new);
+
+    // The relay, its counts, and pending pull (live unless local or --offline).
+    let mut remote_json = serde_json::Value::Null;
+    let mut remote_line = match config.provider {
+        Provider::Local => "none (the local provider never talks to the network; `tapes storage configure --relay <ticket>` syncs through a relay)".to_string(),
+        _ => "none configured; run `tapes storage configure --relay <ticket>`".to_string(),
+    };
+    let mut state_line = None;
+    let mut state_json = serde_json::Value::Null;
+    if config.relay.is_some() {
+        let relay = configured_relay(&store, &config)?;
+        let node = relay.addr.id.to_hex();
+        let state = SyncState::load(&SyncState::path(&home)).for_relay(&node);
+        let live = match (&identity, config.provider, args.offline) {
+            (None, _, _) => Err("no identity yet; run `tapes init`".to_string()),
+            (_, Provider::Local, _) => Err("the local provider does not ask the relay".into()),
+            (_, _, true) => Err("--offline".into()),
+            (Some(identity), _, false) => runtime()?
+                .block_on(pending_pull(&store, identity, &relay))
+                .map_err(|f| {
+                    if f.unreachable {
+                        format!("relay unreachable: {}", f.why)
+                    } else {
+                        format!("relay refused: {}", f.why)
+                    }
+                }),
+        };
+        let counts = match &identity {
+            None => None,
+            Some(identity) => {
+                let teams = match &live {
+                    Ok((teams, _)) => {
+                        let mut teams = teams.clone();
+                        narrow(&mut teams, &config)?;
+                        teams
+                    }
+                    Err(_) => relay_teams(&store, identity, &config, &relay.addr.id, &state)?,
+                };
+                Some(counts(&store, identity, &relay.addr.id, &teams)?)
+            }
+        };
+        let pull_text = match &live {
+            Ok((_, n)) => format!("{n} pending pull"),
+            Err(why) => format!("pending pull unknown ({why})"),
+        };
+        let used = if config.provider == Provider::Local {
+            " [not used by the local provider]"
+        } else {
+            ""
+        };
+        remote_line = match &counts {
+            Some(c) => format!(
+                "{} {}{used} ({} synced, {} pending push, {pull_text})",
+                relay.name,
+                relay.addr.ticket(),
+                c.synced,
+                c.pending_push
+            ),
+            None => format!(
+                "{} {}{used} (counts need an identity: run `tapes init`)",
+                relay.name,
+                relay.addr.ticket()
+            ),
+        };
+        remote_json = serde_json::json!({
+            "name": relay.name,
+            "ticket": relay.addr.ticket(),
+            "node": node,
+            "synced": counts.as_ref().map(|c| c.synced),
+            "pending_push": counts.as_ref().map(|c| c.pending_push),
+            "pending_pull": live.as_ref().ok().map(|(_, n)| *n),
+            "pending_pull_unknown": live.as_ref().err(),
+            "teams": if config.teams.is_empty() { serde_json::Value::Null } else { serde_json::json!(config.teams) },
+        });
+        let mut line = match state.last_sync_ms {
+            Some(at) => ago(at, now),
+            None => "never".to_string(),
+        };
+        if let Some(error) = &state.last_error {
+            match (state.last_attempt_ms, state.last_sync_ms) {
+                (Some(a), Some(s)) if a == s => line.push_str(&format!(" (with errors: {error})")),
+                (Some(a), _) => {
+                    line.push_str(&format!(" (last attempt {} failed: {error})", ago(a, now)))
+                }
+                _ => {}
+            }
+        }
+        state_line = Some(line);
+        state_json = serde_json::json!({
+            "last_sync_ms": state.last_sync_ms,
+            "last_attempt_ms": state.last_attempt_ms,
+            "last_error": state.last_error,
+        });
+    }
+    let schedule = match config.provider {
+        Provider::Local => None,
+        Provider::Cloud => Some(format!(
+            "after every change (write-through), and every {}",
+            config.sync_interval
+        )),
+        Provider::Hybrid => Some(format!(
+            "every {}{}",
+            config.sync_interval,
+            if config.sync_on_close {
+                ", and when a command that changed something exits"
+            } else {
+                ""
+            }
+        )),
+    };
+    if args.json {
+        let value = serde_json::json!({
+            "provider": config.provider.as_str(),
+            "config": StorageConfig::path(&home).display().to_string(),
+            "local": { "path": store_path.display().to_string(), "sessions": sessions },
+            "remote": remote_json,
+            "sync": state_json,
+            "sync_interval": config.sync_interval,
+            "sync_on_close": config.sync_on_close,
+        });
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("Provider: {}", config.provider);
+    println!(
+        "Local: {} ({sessions} session{})",
+        store_path.display(),
+        if sessions == 1 { "" } else { "s" }
+    );
+    println!("Remote: {remote_line}");
+    if let Some(line) = state_line {
+        println!("Last sync: {line}");
+    }
+    if let Some(schedule) = schedule {
+        println!("Sync: {schedule}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+// ---------------------------------------------------------------------------------------------
+// After every command, and `tapes serve`
+
+/// Runs after every command: a hybrid provider syncs when the command wrote (and
+/// `sync_on_close`) or the interval is due, warning if the relay is unreachable; a cloud
+/// provider syncs after every write and fails the command if the relay did not take it.
+/// The local provider does nothing.
+pub fn after_command(result: anyhow::Result<ExitCode>, wrote: bool) -> anyhow::Result<ExitCode> {
+    if HANDLED.load(Ordering::SeqCst) || result.is_err() {
+        return result;
+    }
+    let Ok(home) = Home::locate() else {
+        return result;
+    };
+    let config = match StorageConfig::load(&StorageConfig::path(&home)) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("warning: {e}");
+            return result;
+        }
+    };
+    if !config.provider.syncs() {
+        return result;
+    }
+    let state = SyncState::load(&SyncState::path(&home));
+    if !should_sync(&config, &state, wrote, tapes::now_ms()) {
+        return result;
+    }
+    let strict = failure_is_error(&config, wrote);
+    let attempted = (|| {
+        let (home, store, identity) = open_all()?;
+        runtime()?.block_on(attempt(&home, &store, &identity, &config))
+    })();
+    let problem = match attempted {
+        Err(e) => format!("sync with the relay did not start: {e:#}; nothing is lost, `tapes storage sync` retries"),
+        Ok(attempt) => {
+            let name = &attempt.relay.name;
+            match &attempt.outcome {
+                Ok(report) if report.failed.is_empty() => {
+                    let fetched = report.fetched.new_sessions + report.fetched.updated_sessions;
+                    if !report.deposited.is_empty() || fetched > 0 {
+                        eprintln!(
+                            "synced with relay {name}: {} deposited, {fetched} sessions fetched",
+                            report.deposited.len()
+                        );
+                    }
+                    return result;
+                }
+                Ok(report) => {
+                    let (id, _, e) = &report.failed[0];
+                    format!(
+                        "relay {name} did not take {} (deposit of {}: {e}); {}; `tapes storage sync` retries",
+                        changes(Some(report.failed.len())),
+                        id.short(),
+                        queued(attempt.pending_push)
+                    )
+                }
+                Err(f) if f.unreachable => format!(
+                    "relay unreachable; {}; `tapes storage sync` retries (relay {name}: {})",
+                    queued(attempt.pending_push),
+                    f.why
+                ),
+                Err(f) => format!(
+                    "sync with relay {name} failed: {}; {}; `tapes storage sync` retries",
+                    f.why,
+                    queued(attempt.pending_push)
+                ),
+            }
+        }
+    };
+    if strict {
+        return Err(anyhow!(
+            "the cloud provider could not store this change at the relay: {problem}. The change is kept locally and queued; `tapes storage sync` retries, or `tapes storage set-provider hybrid` keeps working locally and syncs in the background"
+        ));
+    }
+    eprintln!("warning: {problem}");
+    result
+}
+
+/// `tapes serve` with a hybrid or cloud provider: syncs with the relay every sync interval
+/// (the first time at once), logging each outcome. `None` when there is nothing to sync.
+/// Must be called inside the tokio runtime.
+pub fn background_sync(home: &Home) -> Option<tokio::task::JoinHandle<()>> {
+    skip_after_command();
+    let config = match load_config(home) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("warning: {e:#}; no background sync");
+            return None;
+        }
+    };
+    if !config.provider.syncs() || config.relay.is_none() {
+        return None;
+    }
+    println!(
+        "storage: {} provider; syncing with relay {} every {}",
+        config.provider,
+        config.relay.as_deref().unwrap_or_default(),
+        config.sync_interval
+    );
+    let home = home.clone();
+    Some(tokio::spawn(async move {
+        let log = |line: String| println!("{}  {line}", tapes::tracking::now_rfc3339());
+        let mut every = config.interval_ms();
+        let mut tick = tokio::time::interval(Duration::from_millis(every as u64));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            // The configuration may have changed since serve started.
+            let config = match load_config(&home) {
+                Ok(config) => config,
+                Err(e) => {
+                    log(format!("storage sync skipped: {e:#}"));
+                    continue;
+                }
+            };
+            if !config.provider.syncs() || config.relay.is_none() {
+                continue;
+            }
+            if config.interval_ms() != every {
+                every = config.interval_ms();
+                tick = tokio::time::interval_at(
+                    tokio::time::Instant::now() + Duration::from_millis(every as u64),
+                    Duration::from_millis(every as u64),
+                );
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            }
+            let opened = block_in_place(|| {
+                let store = Arc::new(
+                    Store::open(&home.store_dir())
+                        .with_context(|| format!("opening the store in {}", home.root().display()))?,
+                );
+                let identity = Arc::new(Identity::load(&home)?);
+                Ok::<_, anyhow::Error>((store, identity))
+            });
+            let (store, identity) = match opened {
+                Ok(opened) => opened,
+                Err(e) => {
+                    log(format!("storage sync skipped: {e:#}"));
+                    continue;
+                }
+            };
+            match attempt(&home, &store, &identity, &config).await {
+                Err(e) => log(format!("storage sync failed: {e:#}")),
+                Ok(a) => match a.outcome {
+                    Ok(report) => log(format!(
+                        "storage sync with relay {}: {} deposited, {} failed, {} sessions fetched; {} pending push",
+                        a.relay.name,
+                        report.deposited.len(),
+                        report.failed.len(),
+                        report.fetched.new_sessions + report.fetched.updated_sessions,
+                        a.pending_push.map_or("?".into(), |n| n.to_string())
+                    )),
+                    Err(f) => log(format!(
+                        "storage sync with relay {} failed: {}; {}, retrying in {}",
+                        a.relay.name,
+                        f.why,
+                        queued(a.pending_push),
+                        config.sync_interval
+                    )),
+                },
+            }
+            // Let other commands have the store between syncs.
+            drop(store);
+        }
+    }))
+}

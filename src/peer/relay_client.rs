@@ -1,0 +1,543 @@
+//! The member's side of a relay (SPEC.md §16): register a team, keep the relay's manifest
+//! chain current, deposit our shared sessions (sealed to the team, or plain when public),
+//! collect join requests that waited there, and one `relay_sync` that does all of it after a
+//! fetch. Fetching from a relay is the ordinary fetch with [`PeerConn::relay`] set.
+//!
+//! What we last deposited is remembered per relay in refs
+//! `relay-sync/<relay hex>/<team hex | public>/<session hex>` → head ‖ share item, so
+//! `tapes storage status` can count pending pushes without the network, and a deposit knows
+//! which head the relay should be at.
+
+use std::collections::BTreeSet;
+
+use tapes_protocol::join::{JoinRequest, JoinResponse};
+use tapes_protocol::manifest::SignedManifest;
+use tapes_protocol::sync::{
+    encode_batch, item_kind, item_session, session_item, share_item, Deposit, ItemId, ItemKind,
+    Objects, Request, Response, Scope,
+};
+use tapes_protocol::{MemberId, NodeId, SessionId, StoredObject, TeamId};
+use tokio::task::block_in_place;
+
+use super::client::{FetchReport, PeerConn};
+use super::server::BATCH_BYTES;
+use super::PeerError;
+use crate::access;
+use crate::identity::Identity;
+use crate::share::{share_key, Audience, SignedShare};
+use crate::storage::RefUpdate;
+use crate::store::{Store, StoreError};
+use crate::teams;
+
+/// What one `relay_sync` did.
+#[derive(Debug, Default)]
+pub struct RelaySyncReport {
+    pub fetched: FetchReport,
+    /// Deposits that landed: (session, scope, new nodes).
+    pub deposited: Vec<(SessionId, Scope, u64)>,
+    /// Deposits that did not, with why.
+    pub failed: Vec<(SessionId, Scope, PeerError)>,
+    pub manifests_sent: usize,
+    /// Join requests this node accepted or refused at the relay.
+    pub joins_answered: Vec<(TeamId, String, bool)>,
+}
+
+/// The state of our sessions against one relay (what `tapes storage status` prints).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RelayCounts {
+    /// Our shared sessions whose last deposit matches what we have.
+    pub synced: usize,
+    /// Our shared sessions with changes the relay does not have yet.
+    pub pending_push: usize,
+}
+
+fn scope_part(scope: &Scope) -> String {
+    match scope {
+        Scope::Team(t) => t.to_hex(),
+        Scope::Public => "public".into(),
+    }
+}
+
+fn tracking_key(relay: &MemberId, scope: &Scope, session: &SessionId) -> Vec<u8> {
+    format!(
+        "relay-sync/{}/{}/{}",
+        relay.to_hex(),
+        scope_part(scope),
+        session.to_hex()
+    )
+    .into_bytes()
+}
+
+/// What a deposit would say about one of our sessions for one scope.
+struct Wanted {
+    scope: Scope,
+    session: SessionId,
+    head: NodeId,
+    share_raw: Vec<u8>,
+    share: SignedShare,
+}
+
+impl Wanted {
+    fn tracking_value(&self) -> Vec<u8> {
+        let mut v = self.head.0.to_vec();
+        v.extend_from_slice(&share_item(&self.session, &self.share_raw).0);
+        v
+    }
+}
+
+/// Our sessions shared with `teams` (the relay's teams we are in) or the public: what the
+/// relay should hold from us.
+fn wanted(store: &Store, me: &MemberId, teams: &[TeamId]) -> Result<Vec<Wanted>, PeerError> {
+    let mut out = Vec::new();
+    for share in crate::share::all_shares(store).map_err(|e| PeerError::Local(e.to_string()))? {
+        let record = &share.record;
+        if record.sharer != *me {
+            continue;
+        }
+        let scope = match record.audience {
+            Audience::Team(t) if teams.contains(&t) => Scope::Team(t),
+            Audience::Team(_) => continue,
+            Audience::Public => Scope::Public,
+        };
+        let Some(session) = store.session(&record.session)? else {
+            continue;
+        };
+        if session.owner != Some(*me) {
+            continue;
+        }
+        let Some(share_raw) = store
+            .storage()
+            .get_ref(&share_key(&record.session, &record.audience))
+            .map_err(StoreError::from)?
+        else {
+            continue;
+        };
+        out.push(Wanted {
+            scope,
+            session: record.session,
+            head: session.head,
+            share_raw,
+            share,
+        });
+    }
+    Ok(out)
+}
+
+/// Counts our shared sessions against what we last deposited at `relay` (no network).
+pub fn counts(
+    store: &Store,
+    identity: &Identity,
+    relay: &MemberId,
+    teams: &[TeamId],
+) -> Result<RelayCounts, PeerError> {
+    let me = MemberId(identity.verifying_key().to_bytes());
+    let mut counts = RelayCounts::default();
+    for w in wanted(store, &me, teams)? {
+        let tracked = store
+            .storage()
+            .get_ref(&tracking_key(relay, &w.scope, &w.session))
+            .map_err(StoreError::from)?;
+        // A revoked share the relay never had needs no deposit.
+        if tracked.is_none() && w.share.record.revoked {
+            continue;
+        }
+        if tracked.as_deref() == Some(w.tracking_value().as_slice()) {
+            counts.synced += 1;
+        } else {
+            counts.pending_push += 1;
+        }
+    }
+    Ok(counts)
+}
+
+/// The relay's teams we are in, as last seen (refs `relay-teams/<relay hex>`).
+pub fn known_teams(store: &Store, relay: &MemberId) -> Result<Vec<TeamId>, StoreError> {
+    let raw = store
+        .storage()
+        .get_ref(format!("relay-teams/{}", relay.to_hex()).as_bytes())?;
+    Ok(raw
+        .map(|b| b.chunks_exact(32).filter_map(TeamId::from_slice).collect())
+        .unwrap_or_default())
+}
+
+fn remember_teams(store: &Store, relay: &MemberId, teams: &[TeamId]) -> Result<(), StoreError> {
+    let key = format!("relay-teams/{}", relay.to_hex()).into_bytes();
+    let current = store.storage().get_ref(&key)?;
+    let new: Vec<u8> = teams.iter().flat_map(|t| t.0).collect();
+    if current.as_deref() == Some(new.as_slice()) {
+        return Ok(());
+    }
+    store.commit(
+        &[],
+        &[RefUpdate {
+            key,
+            expected: current,
+            new: Some(new),
+        }],
+    )?;
+    Ok(())
+}
+
+impl PeerConn {
+    /// The relay's registered teams we are a current member of (1 round trip).
+    pub async fn hello(&self) -> Result<Vec<TeamId>, PeerError> {
+        let mut stream = self.stream().await?;
+        stream.write(&Request::Hello).await?;
+        stream.finish();
+        match stream.expect::<Response>("relay hello").await? {
+            Response::Relay { teams } => Ok(teams),
+            Response::Refused { reason } => Err(self.refused(reason)),
+            _ => Err(stream.protocol("expected the relay's teams")),
+        }
+    }
+
+    async fn expect_accepted(&self, request: Request) -> Result<(), PeerError> {
+        let mut stream = self.stream().await?;
+        stream.write(&request).await?;
+        stream.finish();
+        match stream.expect::<Response>("relay answer").await? {
+            Response::Accepted => Ok(()),
+            Response::Refused { reason } => Err(self.refused(reason)),
+            _ => Err(stream.protocol("expected the relay to accept or refuse")),
+        }
+    }
+
+    /// `tapes relay register`: signs `team` onto the relay with its whole chain.
+    pub async fn register(&self, store: &Store, team: &TeamId) -> Result<(), PeerError> {
+        let chain = block_in_place(|| teams::load(store, team))?;
+        let manifests = chain.versions().iter().map(SignedManifest::encode).collect();
+        self.expect_accepted(Request::Register { manifests }).await
+    }
+
+    /// Sends the relay the manifests of `team` it lacks.
+    pub async fn send_manifests(&self, team: TeamId, manifests: Vec<Vec<u8>>) -> Result<(), PeerError> {
+        self.expect_accepted(Request::Manifests { team, manifests }).await
+    }
+
+    /// Leaves a join request at the relay: the answer if an admin already gave one, else
+    /// `None` (it waits there).
+    pub async fn join_at_relay(&self, request: &JoinRequest) -> Result<Option<JoinResponse>, PeerError> {
+        let mut stream = self.stream().await?;
+        stream
+            .write(&Request::Join {
+                request: postcard::to_stdvec(request).expect("postcard encoding to a Vec cannot fail"),
+            })
+            .await?;
+        stream.finish();
+        match stream.expect::<Response>("join answer").await? {
+            Response::Queued => Ok(None),
+            Response::Join(bytes) => postcard::from_bytes(&bytes)
+                .map(Some)
+                .map_err(|e| stream.protocol(format!("a malformed join answer: {e}"))),
+            Response::Refused { reason } => Err(self.refused(reason)),
+            _ => Err(stream.protocol("expected a join answer")),
+        }
+    }
+
+    /// As an admin of `team`: accepts (or refuses, per the invite's rules) every join request
+    /// waiting at the relay, and leaves the answers there.
+    async fn answer_joins(
+        &self,
+        store: &Store,
+        identity: &Identity,
+        team: TeamId,
+        report: &mut RelaySyncReport,
+    ) -> Result<(), PeerError> {
+        let mut stream = self.stream().await?;
+        stream.write(&Request::Mailbox { team }).await?;
+        stream.finish();
+        let list = match stream.expect::<Response>("waiting joins").await? {
+            Response::Joins(list) => list,
+            Response::Refused { .. } => return Ok(()),
+            _ => return Err(stream.protocol("expected the waiting join requests")),
+        };
+        for bytes in list {
+            let Ok(request) = postcard::from_bytes::<JoinRequest>(&bytes) else {
+                continue;
+            };
+            let response =
+                block_in_place(|| teams::accept_join(store, identity, &request, crate::now_ms()))?;
+            let accepted = matches!(response, JoinResponse::Accepted { .. });
+            report
+                .joins_answered
+                .push((team, request.body.member.name.clone(), accepted));
+            self.expect_accepted(Request::Answer {
+                team,
+                joiner: request.body.member.id,
+                response: postcard::to_stdvec(&response).expect("postcard encoding to a Vec cannot fail"),
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Deposits one of our sessions for `scope`, building on what the relay has. A relay that
+    /// is at an older head of ours (a deposit cut short, or another machine of ours) is
+    /// caught up from there.
+    pub async fn deposit(
+        &self,
+        store: &Store,
+        identity: &Identity,
+        scope: Scope,
+        session: SessionId,
+    ) -> Result<u64, PeerError> {
+        let me = MemberId(identity.verifying_key().to_bytes());
+        let wanted = block_in_place(|| wanted(store, &me, &scope_teams(&scope)))?
+            .into_iter()
+            .find(|w| w.scope == scope && w.session == session)
+            .ok_or_else(|| {
+                PeerError::Local(format!(
+                    "session {} is not yours and shared there, so there is nothing to deposit",
+                    session.short()
+                ))
+            })?;
+        let key = tracking_key(&self.peer, &scope, &session);
+        let tracked = block_in_place(|| store.storage().get_ref(&key)).map_err(StoreError::from)?;
+        let mut expected = tracked
+            .as_deref()
+            .and_then(|t| t.get(..32))
+            .and_then(NodeId::from_slice);
+        if tracked.is_none() && wanted.share.record.revoked {
+            return Ok(0);
+        }
+        let mut tries = 0;
+        let nodes = loop {
+            tries += 1;
+            match self.deposit_once(store, identity, &wanted, expected).await {
+                Ok(nodes) => break nodes,
+                Err(PeerError::Conflict { .. }) if tries < 3 => {
+                    // Where is the relay? Claiming it is at our head either lands (it is:
+                    // only the records changed) or tells us its head; if that is on our chain,
+                    // continue from there.
+                    match self
+                        .send_deposit(store, identity, &wanted, Some(wanted.head), Vec::new())
+                        .await?
+                    {
+                        Ok(_) => break 0,
+                        Err(current) => {
+                            let ours = match current {
+                                None => true,
+                                Some(h) => block_in_place(|| store.has_node(&h))?,
+                            };
+                            if !ours || current == expected {
+                                return Err(self.conflict(&session, current));
+                            }
+                            expected = current;
+                        }
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        let value = wanted.tracking_value();
+        block_in_place(|| {
+            store.commit(
+                &[],
+                &[RefUpdate {
+                    key: key.clone(),
+                    expected: store.storage().get_ref(&key)?,
+                    new: Some(value),
+                }],
+            )
+        })?;
+        Ok(nodes)
+    }
+
+    fn conflict(&self, session: &SessionId, current: Option<NodeId>) -> PeerError {
+        PeerError::Conflict {
+            peer: self.name.to_string(),
+            session: session.short(),
+            current: current.map_or("nothing".into(), |c| c.short()),
+        }
+    }
+
+    async fn deposit_once(
+        &self,
+        store: &Store,
+        identity: &Identity,
+        wanted: &Wanted,
+        expected: Option<NodeId>,
+    ) -> Result<u64, PeerError> {
+        let objects = block_in_place(|| chain_after(store, &wanted.head, expected.as_ref()))?;
+        let Some(objects) = objects else {
+            return Err(self.conflict(&wanted.session, expected));
+        };
+        match self.send_deposit(store, identity, wanted, expected, objects).await? {
+            Ok(nodes) => Ok(nodes),
+            Err(current) => Err(self.conflict(&wanted.session, current)),
+        }
+    }
+
+    /// One deposit exchange. `Ok(Err(current))` is a lost compare-and-swap.
+    async fn send_deposit(
+        &self,
+        store: &Store,
+        identity: &Identity,
+        wanted: &Wanted,
+        expected: Option<NodeId>,
+        objects: Vec<StoredObject>,
+    ) -> Result<Result<u64, Option<NodeId>>, PeerError> {
+        let entry = block_in_place(|| access::session_entry(store, identity, &wanted.session))?
+            .ok_or_else(|| PeerError::Local(format!("session {} is gone", wanted.session.short())))?;
+        let entry_plain = postcard::to_stdvec(&entry).expect("postcard encoding to a Vec cannot fail");
+        let mut chain = match wanted.scope {
+            Scope::Team(team) => Some(block_in_place(|| teams::load(store, &team))?),
+            Scope::Public => None,
+        };
+        let mut seal = |bytes: &[u8]| -> Result<Vec<u8>, PeerError> {
+            match &mut chain {
+                None => Ok(bytes.to_vec()),
+                Some(chain) => Ok(block_in_place(|| {
+                    teams::seal_for(store, identity, chain, bytes, crate::now_ms())
+                })?
+                .encode()),
+            }
+        };
+        let deposit = Deposit {
+            scope: wanted.scope,
+            session: wanted.session,
+            expected,
+            head: wanted.head,
+            ids: objects.iter().map(|o| o.id).collect(),
+            entry: seal(&entry_plain)?,
+            session_item: session_item(&wanted.session, &entry.record),
+            share: seal(&wanted.share_raw)?,
+            share_item: share_item(&wanted.session, &wanted.share_raw),
+            expires_ms: wanted.share.record.expires_ms,
+            revoked: wanted.share.record.revoked,
+        };
+        let mut stream = self.stream().await?;
+        stream.write(&Request::Deposit(deposit)).await?;
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        let total = objects.len();
+        for (i, object) in objects.into_iter().enumerate() {
+            bytes += object.bytes.len();
+            batch.push(object.bytes);
+            if bytes >= BATCH_BYTES || i + 1 == total {
+                let list = std::mem::take(&mut batch);
+                bytes = 0;
+                let upload = match wanted.scope {
+                    Scope::Public => Objects::Plain(list),
+                    Scope::Team(team) => Objects::Sealed {
+                        team,
+                        sealed: seal(&encode_batch(&list))?,
+                    },
+                };
+                stream.write(&Request::Upload(upload)).await?;
+            }
+        }
+        stream.write(&Request::Done).await?;
+        stream.finish();
+        match stream.expect::<Response>("deposit answer").await? {
+            Response::Pushed { nodes } => Ok(Ok(nodes)),
+            Response::Conflict { current } => Ok(Err(current)),
+            Response::Refused { reason } => Err(self.refused(reason)),
+            _ => Err(stream.protocol("expected a deposit answer")),
+        }
+    }
+
+    /// Everything against a relay: fetch what it has for us, send the manifests it lacks,
+    /// deposit our shared sessions it lacks or has older, answer waiting join requests of
+    /// teams we administer.
+    pub async fn relay_sync(
+        &self,
+        store: &std::sync::Arc<Store>,
+        identity: &std::sync::Arc<Identity>,
+    ) -> Result<RelaySyncReport, PeerError> {
+        let me = MemberId(identity.verifying_key().to_bytes());
+        let (fetched, need) = self.fetch_and_list(store, identity).await?;
+        let mut report = RelaySyncReport {
+            fetched,
+            ..RelaySyncReport::default()
+        };
+        let teams = self.hello().await?;
+        block_in_place(|| remember_teams(store, &self.peer, &teams))?;
+        // Manifests the relay lacks, per team (it applies them through the chain rules).
+        let need_set: BTreeSet<ItemId> = need.iter().copied().collect();
+        for team in &teams {
+            let chain = block_in_place(|| teams::load(store, team))?;
+            let missing: Vec<Vec<u8>> = chain
+                .versions()
+                .iter()
+                .map(SignedManifest::encode)
+                .filter(|m| need_set.contains(&tapes_protocol::sync::manifest_item(team, m)))
+                .collect();
+            if !missing.is_empty() {
+                report.manifests_sent += missing.len();
+                self.send_manifests(*team, missing).await?;
+            }
+        }
+        // Sessions: ours whose record or share the relay lacks, for every scope shared there.
+        let changed: BTreeSet<SessionId> = need
+            .iter()
+            .filter(|i| matches!(item_kind(i), Some(ItemKind::Session | ItemKind::Share)))
+            .map(item_session)
+            .collect();
+        let wanted = block_in_place(|| wanted(store, &me, &teams))?;
+        for w in wanted {
+            if !changed.contains(&w.session) {
+                continue;
+            }
+            match self.deposit(store, identity, w.scope, w.session).await {
+                Ok(nodes) => report.deposited.push((w.session, w.scope, nodes)),
+                Err(e @ (PeerError::Connection { .. } | PeerError::Protocol { .. })) => return Err(e),
+                Err(e) => report.failed.push((w.session, w.scope, e)),
+            }
+        }
+        for team in &teams {
+            let chain = block_in_place(|| teams::load(store, team))?;
+            let admin = chain
+                .head()
+                .manifest
+                .member(&me)
+                .is_some_and(|m| m.role != tapes_protocol::manifest::TeamRole::Member);
+            if admin {
+                let before = report.joins_answered.len();
+                self.answer_joins(store, identity, *team, &mut report).await?;
+                if report.joins_answered.len() > before {
+                    // The new members are in our chain now; the relay must know them too.
+                    let chain = block_in_place(|| teams::load(store, team))?;
+                    let manifests = chain.versions().iter().map(SignedManifest::encode).collect();
+                    self.send_manifests(*team, manifests).await?;
+                }
+            }
+        }
+        Ok(report)
+    }
+}
+
+fn scope_teams(scope: &Scope) -> Vec<TeamId> {
+    match scope {
+        Scope::Team(t) => vec![*t],
+        Scope::Public => Vec::new(),
+    }
+}
+
+/// The objects of the chain ending at `head` after `stop` (exclusive), root first; `None` if
+/// `stop` is not on the chain.
+fn chain_after(
+    store: &Store,
+    head: &NodeId,
+    stop: Option<&NodeId>,
+) -> Result<Option<Vec<StoredObject>>, StoreError> {
+    let mut out = Vec::new();
+    let mut next = Some(*head);
+    while let Some(id) = next {
+        if Some(&id) == stop {
+            out.reverse();
+            return Ok(Some(out));
+        }
+        let bytes = store
+            .storage()
+            .get_object(&id)?
+            .ok_or(StoreError::MissingNode(id))?;
+        next = StoredObject::parent_of(&bytes).map_err(|_| StoreError::MissingNode(id))?;
+        out.push(StoredObject { id, bytes });
+    }
+    if stop.is_some() {
+        return Ok(None);
+    }
+    out.reverse();
+    Ok(Some(out))
+}

@@ -1,0 +1,152 @@
+//! The relay's configuration (`<data>/relay.toml`): per-team quotas.
+//!
+//! ```toml
+//! [default]                # every team unless overridden; the RFC's free tier
+//! sessions_per_month = 100
+//! members = 3
+//! bytes = 1073741824       # 1 GiB of sealed objects
+//!
+//! [teams.<team id hex>]    # any subset of the same keys
+//! sessions_per_month = 1000
+//! ```
+//!
+//! A missing file is the default; a file that does not parse stops the relay with the line
+//! at fault, rather than silently running with no limits.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use tapes_protocol::TeamId;
+
+use super::RelayError;
+
+/// Limits for one team. `None` means unlimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Quota {
+    /// New sessions deposited per calendar month (UTC).
+    pub sessions_per_month: Option<u64>,
+    /// Current members of the team's manifest.
+    pub members: Option<u64>,
+    /// Bytes of deposited objects, sealed or public.
+    pub bytes: Option<u64>,
+}
+
+impl Quota {
+    /// The RFC's free tier: 100 sessions a month, 3 members; 1 GiB.
+    pub const FREE: Quota = Quota {
+        sessions_per_month: Some(100),
+        members: Some(3),
+        bytes: Some(1 << 30),
+    };
+}
+
+impl Default for Quota {
+    fn default() -> Quota {
+        Quota::FREE
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PartialQuota {
+    sessions_per_month: Option<u64>,
+    members: Option<u64>,
+    bytes: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    default: Option<PartialQuota>,
+    #[serde(default)]
+    teams: BTreeMap<String, PartialQuota>,
+}
+
+/// The parsed configuration.
+#[derive(Debug, Clone, Default)]
+pub struct RelayConfig {
+    pub default: Quota,
+    pub teams: BTreeMap<TeamId, Quota>,
+}
+
+impl RelayConfig {
+    /// Reads `path`; a missing file is the default (free tier for every team).
+    pub fn load(path: &Path) -> Result<RelayConfig, RelayError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(RelayConfig::default()),
+            Err(e) => {
+                return Err(RelayError::Config {
+                    path: path.display().to_string(),
+                    why: e.to_string(),
+                })
+            }
+        };
+        RelayConfig::parse(&text).map_err(|why| RelayError::Config {
+            path: path.display().to_string(),
+            why,
+        })
+    }
+
+    pub fn parse(text: &str) -> Result<RelayConfig, String> {
+        let file: File = toml::from_str(text).map_err(|e| e.to_string())?;
+        let default = merge(Quota::FREE, file.default.unwrap_or_default());
+        let mut teams = BTreeMap::new();
+        for (hex, partial) in file.teams {
+            let team: TeamId = hex
+                .parse()
+                .map_err(|e| format!("[teams.{hex}] is not a team id: {e}"))?;
+            teams.insert(team, merge(default, partial));
+        }
+        Ok(RelayConfig { default, teams })
+    }
+
+    pub fn quota(&self, team: &TeamId) -> Quota {
+        self.teams.get(team).copied().unwrap_or(self.default)
+    }
+}
+
+fn merge(base: Quota, over: PartialQuota) -> Quota {
+    // 0 in the file means "no limit", so a team can be lifted off the free tier explicitly.
+    let pick = |o: Option<u64>, b: Option<u64>| match o {
+        Some(0) => None,
+        Some(v) => Some(v),
+        None => b,
+    };
+    Quota {
+        sessions_per_month: pick(over.sessions_per_month, base.sessions_per_month),
+        members: pick(over.members, base.members),
+        bytes: pick(over.bytes, base.bytes),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_is_the_free_tier_and_teams_override_it() {
+        let team = TeamId([7; 32]);
+        let text = format!(
+            "[default]\nmembers = 5\n\n[teams.{}]\nsessions_per_month = 0\nbytes = 10\n",
+            team.to_hex()
+        );
+        let config = RelayConfig::parse(&text).unwrap();
+        assert_eq!(config.default.members, Some(5));
+        assert_eq!(config.default.sessions_per_month, Some(100));
+        let q = config.quota(&team);
+        assert_eq!(q.sessions_per_month, None);
+        assert_eq!(q.bytes, Some(10));
+        assert_eq!(q.members, Some(5));
+        assert_eq!(RelayConfig::default().quota(&team), Quota::FREE);
+    }
+
+    #[test]
+    fn bad_files_are_refused_with_the_reason() {
+        assert!(RelayConfig::parse("[default]\nmembrs = 3\n").is_err());
+        assert!(RelayConfig::parse("[teams.zz]\nmembers = 3\n").is_err());
+        assert!(RelayConfig::parse("members = ").is_err());
+    }
+}

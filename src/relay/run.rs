@@ -1,0 +1,142 @@
+//! Starting a relay from its data directory: its identity (created on first start), store and
+//! configuration, the iroh endpoint with the relay's protocol handler, and the public page.
+//! `tapes relay`, the tests, the example and the benchmark all start relays through here.
+//!
+//! ```text
+//! <data>/identity/     the relay's node key (0600): its node id is how members dial it
+//! <data>/store/        everything it keeps (SPEC.md §16.2), behind the Storage trait
+//! <data>/relay.toml    quotas (optional; the free tier by default)
+//! <data>/relay-ticket  the ticket of the last start
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use iroh::protocol::Router;
+use tapes_protocol::sync::ALPN;
+
+use super::{RelayConfig, RelayError, RelayServer, RelayState};
+use crate::home::Home;
+use crate::identity::{Identity, Profile};
+use crate::peer::addr::PeerAddr;
+use crate::peer::endpoint::{bind, EndpointConfig};
+use crate::peer::server::EventLog;
+use crate::peer::PeerError;
+use crate::store::Store;
+
+/// Why a relay did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Relay(#[from] RelayError),
+    #[error(transparent)]
+    Peer(#[from] PeerError),
+    #[error("the relay's identity in {path}: {why}")]
+    Identity { path: PathBuf, why: String },
+    #[error("cannot listen for the public page on {addr}: {why}; pick another --http address")]
+    Http { addr: SocketAddr, why: String },
+}
+
+/// Where a relay listens.
+#[derive(Debug, Clone)]
+pub struct RelayOptions {
+    pub bind: SocketAddr,
+    /// The public page's address, if served.
+    pub http: Option<SocketAddr>,
+}
+
+/// A running relay; dropping it does not stop it, [`RunningRelay::shutdown`] does.
+pub struct RunningRelay {
+    pub router: Router,
+    pub state: Arc<RelayState>,
+    pub ticket: PeerAddr,
+    pub http: Option<SocketAddr>,
+    http_task: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// The relay's identity in `data`, created on first start.
+pub fn relay_identity(data: &Path) -> Result<Identity, StartError> {
+    let home = Home::at(data);
+    let fail = |why: String| StartError::Identity {
+        path: data.to_path_buf(),
+        why,
+    };
+    home.ensure().map_err(|e| fail(e.to_string()))?;
+    if Identity::exists(&home) {
+        return Identity::load(&home).map_err(|e| fail(e.to_string()));
+    }
+    let identity = Identity::generate(Profile {
+        name: "relay".into(),
+        email: None,
+    })
+    .map_err(|e| fail(e.to_string()))?;
+    identity.save(&home).map_err(|e| fail(e.to_string()))?;
+    Ok(identity)
+}
+
+/// Starts a relay on the current tokio runtime.
+pub async fn start(data: &Path, options: &RelayOptions, log: EventLog) -> Result<RunningRelay, StartError> {
+    let identity = relay_identity(data)?;
+    let config = RelayConfig::load(&data.join("relay.toml"))?;
+    let store = Arc::new(Store::open(&Home::at(data).store_dir()).map_err(RelayError::from)?);
+    let state = Arc::new(tokio::task::block_in_place(|| RelayState::open(store, config))?);
+    let endpoint = bind(
+        &identity,
+        &EndpointConfig {
+            bind: options.bind,
+            mdns: false,
+        },
+    )
+    .await?;
+    let router = Router::builder(endpoint.clone())
+        .accept(ALPN, RelayServer::new(state.clone(), log))
+        .spawn();
+    let mut ticket = PeerAddr::of_endpoint(&endpoint);
+    for _ in 0..20 {
+        if ticket.addrs.iter().all(|a| !a.ip().is_unspecified()) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        ticket = PeerAddr::of_endpoint(&endpoint);
+    }
+    let _ = std::fs::write(data.join("relay-ticket"), ticket.ticket());
+    let (http, http_task) = match options.http {
+        None => (None, None),
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| StartError::Http {
+                    addr,
+                    why: e.to_string(),
+                })?;
+            let local = listener.local_addr().map_err(|e| StartError::Http {
+                addr,
+                why: e.to_string(),
+            })?;
+            let state = state.clone();
+            let task = tokio::spawn(async move {
+                if let Err(e) = super::http::serve(listener, state).await {
+                    tracing::warn!("the public page stopped: {e}");
+                }
+            });
+            (Some(local), Some(task))
+        }
+    };
+    Ok(RunningRelay {
+        router,
+        state,
+        ticket,
+        http,
+        http_task,
+    })
+}
+
+impl RunningRelay {
+    pub async fn shutdown(self) {
+        if let Some(task) = self.http_task {
+            task.abort();
+        }
+        let _ = self.router.shutdown().await;
+    }
+}

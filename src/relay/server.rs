@@ -1,0 +1,393 @@
+//! The relay's side of `tapes/sync/1` (SPEC.md §16.4): the same framing, reconciliation and
+//! fetch as a teammate's node, plus registration, manifests, deposits and the join mailbox.
+//! Every state change goes through [`RelayState`], which holds the rules; this module only
+//! moves frames.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use iroh::endpoint::Connection;
+use iroh::protocol::{AcceptError, ProtocolHandler};
+use tapes_protocol::sync::{decode_batch, ItemId, Objects, Request, Response, Scope};
+use tapes_protocol::{MemberId, NodeId, SessionId};
+
+use super::state::{DepositOutcome, RelayItem, RelayState};
+use super::RelayError;
+use crate::peer::endpoint::member_of;
+use crate::peer::frames::{Counters, Stream};
+use crate::peer::server::{answer_reconcile, refuse, EventLog};
+use crate::peer::PeerError;
+
+/// The relay's protocol handler.
+#[derive(Clone)]
+pub struct RelayServer {
+    state: Arc<RelayState>,
+    log: EventLog,
+}
+
+impl std::fmt::Debug for RelayServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RelayServer")
+    }
+}
+
+struct Conn {
+    peer: MemberId,
+    name: String,
+    counters: Counters,
+    /// The view computed at the last reconciliation; fetches look items up in it.
+    view: Mutex<Option<Arc<BTreeMap<ItemId, RelayItem>>>>,
+}
+
+impl RelayServer {
+    pub fn new(state: Arc<RelayState>, log: EventLog) -> RelayServer {
+        RelayServer { state, log }
+    }
+
+    pub fn state(&self) -> &Arc<RelayState> {
+        &self.state
+    }
+
+    fn log(&self, line: String) {
+        tracing::info!("{line}");
+        (self.log)(line);
+    }
+
+    async fn serve(&self, connection: Connection) {
+        let peer = member_of(&connection.remote_id());
+        let name = self
+            .state
+            .teams()
+            .iter()
+            .find_map(|c| {
+                c.head()
+                    .manifest
+                    .member(&peer)
+                    .map(|m| format!("{} ({})", m.name, peer.short()))
+            })
+            .unwrap_or_else(|| format!("node {}", peer.short()));
+        let conn = Arc::new(Conn {
+            peer,
+            name,
+            counters: Counters::default(),
+            view: Mutex::new(None),
+        });
+        loop {
+            let Ok((send, recv)) = connection.accept_bi().await else {
+                break;
+            };
+            let this = self.clone();
+            let conn = conn.clone();
+            let connection = connection.clone();
+            tokio::spawn(async move {
+                let mut stream = Stream {
+                    send,
+                    recv,
+                    peer: &conn.name,
+                    counters: &conn.counters,
+                };
+                if let Err(e) = this.handle(&conn, &mut stream).await {
+                    match &e {
+                        PeerError::Connection { .. } => tracing::debug!("{e}"),
+                        PeerError::Protocol { .. } => {
+                            this.log(format!("disconnected {}: {e}", conn.name));
+                            connection.close(3u32.into(), b"protocol violation");
+                        }
+                        _ => tracing::warn!("{e}"),
+                    }
+                }
+            });
+        }
+    }
+
+    fn view(&self, conn: &Conn, fresh: bool) -> Result<Arc<BTreeMap<ItemId, RelayItem>>, RelayError> {
+        let mut slot = conn.view.lock().unwrap_or_else(|p| p.into_inner());
+        if let (false, Some(view)) = (fresh, slot.as_ref()) {
+            return Ok(view.clone());
+        }
+        let view = Arc::new(self.state.view(&conn.peer, crate::now_ms())?);
+        *slot = Some(view.clone());
+        Ok(view)
+    }
+
+    async fn handle(&self, conn: &Conn, stream: &mut Stream<'_>) -> Result<(), PeerError> {
+        let request: Request = stream.expect("request").await?;
+        let result = match request {
+            Request::Hello => {
+                let teams = self.state.teams_of(&conn.peer);
+                stream.write(&Response::Relay { teams }).await?;
+                Ok(())
+            }
+            Request::Reconcile { first } => {
+                let view = match tokio::task::block_in_place(|| self.view(conn, true)) {
+                    Ok(view) => view,
+                    Err(e) => return refuse(stream, &e.to_string()).await,
+                };
+                return answer_reconcile(stream, view.keys().copied().collect(), first).await;
+            }
+            Request::Fetch { item, have_head } => return self.fetch(conn, stream, item, have_head).await,
+            Request::Register { manifests } => {
+                match tokio::task::block_in_place(|| self.state.register(&conn.peer, &manifests)) {
+                    Ok(team) => {
+                        self.log(format!("{} registered team {}", conn.name, team.short()));
+                        stream.write(&Response::Accepted).await?;
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            Request::Manifests { team, manifests } => {
+                match tokio::task::block_in_place(|| {
+                    self.state.update_manifests(&conn.peer, &team, &manifests)
+                }) {
+                    Ok(new) => {
+                        if new > 0 {
+                            self.log(format!(
+                                "{} brought {new} new manifests of team {}",
+                                conn.name,
+                                team.short()
+                            ));
+                        }
+                        stream.write(&Response::Accepted).await?;
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            Request::Deposit(deposit) => return self.deposit(conn, stream, deposit).await,
+            Request::Mailbox { team } => {
+                match tokio::task::block_in_place(|| self.state.waiting_joins(&conn.peer, &team)) {
+                    Ok(list) => {
+                        stream.write(&Response::Joins(list)).await?;
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            Request::Answer {
+                team,
+                joiner,
+                response,
+            } => match tokio::task::block_in_place(|| {
+                self.state.answer_join(&conn.peer, &team, &joiner, response)
+            }) {
+                Ok(()) => {
+                    self.log(format!(
+                        "{} answered the join request of {} for team {}",
+                        conn.name,
+                        joiner.short(),
+                        team.short()
+                    ));
+                    stream.write(&Response::Accepted).await?;
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            },
+            Request::Join { request } => {
+                match tokio::task::block_in_place(|| self.state.join(&conn.peer, &request)) {
+                    Ok(Some(answer)) => {
+                        self.log(format!("{} collected its join answer", conn.name));
+                        stream.write(&Response::Join(answer)).await?;
+                        Ok(())
+                    }
+                    Ok(None) => {
+                        self.log(format!("{} left a join request", conn.name));
+                        stream.write(&Response::Queued).await?;
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            Request::Session { .. } | Request::Push { .. } => {
+                return refuse(
+                    stream,
+                    "this is a relay: it takes sealed deposits (`tapes push <relay>` or `tapes storage sync`) and serves them through `tapes fetch <relay>`",
+                )
+                .await
+            }
+            Request::From { .. } | Request::Done | Request::Upload(_) => {
+                return Err(stream.protocol("a stream began with a continuation frame"))
+            }
+        };
+        if let Err(e) = result {
+            return refuse(stream, &e.to_string()).await;
+        }
+        stream.finish();
+        Ok(())
+    }
+
+    async fn fetch(
+        &self,
+        conn: &Conn,
+        stream: &mut Stream<'_>,
+        item: ItemId,
+        have_head: Option<NodeId>,
+    ) -> Result<(), PeerError> {
+        let lookup = |fresh| {
+            tokio::task::block_in_place(|| self.view(conn, fresh)).map(|v| v.get(&item).cloned())
+        };
+        let found = match lookup(false) {
+            Ok(Some(found)) => Some(found),
+            Ok(None) => lookup(true).ok().flatten(),
+            Err(e) => return refuse(stream, &e.to_string()).await,
+        };
+        let Some(found) = found else {
+            return refuse(stream, "that item is not shared with you at this relay (or no longer)").await;
+        };
+        let sent = match found {
+            RelayItem::Manifest { team, version } => {
+                let chain = self.state.teams().into_iter().find(|c| c.team_id() == team);
+                match chain.and_then(|c| c.versions().get(version as usize).cloned()) {
+                    Some(signed) => {
+                        stream
+                            .write(&Response::Manifest {
+                                team,
+                                manifest: signed.encode(),
+                            })
+                            .await
+                    }
+                    None => return refuse(stream, "that manifest is gone").await,
+                }
+            }
+            RelayItem::Share { scope, session } => {
+                let found = tokio::task::block_in_place(|| self.state.deposited(&scope, &session));
+                let Ok(Some((deposited, _))) = found else {
+                    return refuse(stream, "that share is gone").await;
+                };
+                match scope {
+                    Scope::Team(team) => {
+                        stream
+                            .write(&Response::SealedShare {
+                                team,
+                                sealed: deposited.share,
+                            })
+                            .await
+                    }
+                    Scope::Public => stream.write(&Response::Share(deposited.share)).await,
+                }
+            }
+            RelayItem::Session { scope, session } => {
+                self.send_session(conn, stream, scope, session, have_head).await
+            }
+        };
+        sent?;
+        stream.finish();
+        Ok(())
+    }
+
+    async fn send_session(
+        &self,
+        conn: &Conn,
+        stream: &mut Stream<'_>,
+        scope: Scope,
+        session: SessionId,
+        have_head: Option<NodeId>,
+    ) -> Result<(), PeerError> {
+        let found = tokio::task::block_in_place(|| self.state.deposited(&scope, &session));
+        let Ok(Some((deposited, ids))) = found else {
+            return refuse(stream, "that session is gone").await;
+        };
+        let at = have_head.and_then(|h| ids.iter().position(|id| *id == h));
+        let from_head = at.is_some();
+        let response = match scope {
+            Scope::Team(team) => Response::SealedSession {
+                team,
+                entry: deposited.entry.clone(),
+                ids: ids.clone(),
+                from_head,
+            },
+            Scope::Public => match postcard::from_bytes(&deposited.entry) {
+                Ok(entry) => Response::Session {
+                    entry,
+                    ids: ids.clone(),
+                    from_head,
+                },
+                Err(_) => return refuse(stream, "that session's record is damaged at the relay").await,
+            },
+        };
+        stream.write(&response).await?;
+        let from = match at {
+            Some(p) => p as u64 + 1,
+            None => match stream.read::<Request>("from").await? {
+                Some(Request::From { index }) => index,
+                None => return Ok(()),
+                Some(_) => return Err(stream.protocol("expected `from`")),
+            },
+        };
+        let (_, blobs) = RelayState::blobs_from(&deposited, from);
+        for blob in blobs {
+            let bytes = match tokio::task::block_in_place(|| self.state.blob(&blob)) {
+                Ok(bytes) => bytes,
+                Err(e) => return refuse(stream, &e.to_string()).await,
+            };
+            let objects = match scope {
+                Scope::Team(team) => Objects::Sealed { team, sealed: bytes },
+                Scope::Public => match decode_batch(&bytes) {
+                    Ok(list) => Objects::Plain(list),
+                    Err(e) => return refuse(stream, &e.to_string()).await,
+                },
+            };
+            stream.write(&Response::Objects(objects)).await?;
+        }
+        stream.write(&Response::End).await?;
+        self.log(format!("{} fetched session {}", conn.name, session.short()));
+        Ok(())
+    }
+
+    async fn deposit(
+        &self,
+        conn: &Conn,
+        stream: &mut Stream<'_>,
+        deposit: tapes_protocol::sync::Deposit,
+    ) -> Result<(), PeerError> {
+        let session = deposit.session;
+        let mut pending =
+            match tokio::task::block_in_place(|| self.state.begin_deposit(&conn.peer, deposit)) {
+                Ok(pending) => pending,
+                Err(e) => return refuse(stream, &e.to_string()).await,
+            };
+        loop {
+            match stream.expect::<Request>("upload").await? {
+                Request::Upload(objects) => {
+                    if let Err(e) =
+                        tokio::task::block_in_place(|| self.state.add_batch(&mut pending, objects))
+                    {
+                        self.log(format!("refused a deposit from {}: {e}", conn.name));
+                        return refuse(stream, &e.to_string()).await;
+                    }
+                }
+                Request::Done => break,
+                _ => return Err(stream.protocol("expected objects or `done`")),
+            }
+        }
+        let outcome =
+            tokio::task::block_in_place(|| self.state.finish_deposit(pending, crate::now_ms()));
+        let answer = match outcome {
+            Ok(DepositOutcome::Stored { nodes }) => {
+                self.log(format!(
+                    "{} deposited session {} ({nodes} new nodes)",
+                    conn.name,
+                    session.short()
+                ));
+                Response::Pushed { nodes }
+            }
+            Ok(DepositOutcome::Conflict { current }) => Response::Conflict { current },
+            Err(e) => {
+                self.log(format!("refused a deposit from {}: {e}", conn.name));
+                Response::Refused {
+                    reason: e.to_string(),
+                }
+            }
+        };
+        stream.write(&answer).await?;
+        stream.finish();
+        Ok(())
+    }
+}
+
+impl ProtocolHandler for RelayServer {
+    async fn accept(&self, connection: Connection) -> Result<(), AcceptError> {
+        self.serve(connection).await;
+        Ok(())
+    }
+}

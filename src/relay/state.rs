@@ -1,0 +1,853 @@
+//! What a relay keeps (SPEC.md §16.2) and the rules it applies to changing it: registered teams
+//! and their verified manifest chains, deposited sessions (opaque sealed segments plus the few
+//! facts it needs in the clear), per-team usage against quotas, and join requests waiting for
+//! an admin. Everything lives behind the project's [`Storage`](crate::storage::Storage) trait,
+//! in refs under `relay/` and in content-addressed objects for segments.
+//!
+//! The relay holds no team key. For a team it can check who is asking (the QUIC handshake),
+//! whether they are a current member (the verified manifest chain) and whether a deposit
+//! builds on what it has (compare-and-swap on the head); it cannot check what a sealed segment
+//! contains. Members check that when they open it, exactly as they check a peer's objects.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+
+use serde::{Deserialize, Serialize};
+use tapes_protocol::join::{JoinRequest, JoinResponse};
+use tapes_protocol::manifest::{SignedManifest, TeamRole};
+use tapes_protocol::sync::{decode_batch, encode_batch, manifest_item, Deposit, ItemId, Scope};
+use tapes_protocol::team_chain::{Applied, TeamChain};
+use tapes_protocol::{MemberId, NodeId, SessionId, StoredObject, TeamId};
+
+use super::config::{Quota, RelayConfig};
+use super::RelayError;
+use crate::peer::receive::{check_entry, ChainCheck};
+use crate::session::SessionRecord;
+use crate::share::{Audience, SignedShare};
+use crate::storage::{RefUpdate, StorageError};
+use crate::store::{Store, StoreError};
+use crate::team_keys::Sealed;
+
+/// Join requests one team may have waiting at once.
+const MAX_WAITING_JOINS: usize = 64;
+
+/// One deposit's objects: a run of the chain, `ids[start..end]`, as one or more blobs (sealed
+/// batches for a team, plain batches for the public) stored as content-addressed objects.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Segment {
+    pub start: u64,
+    pub end: u64,
+    pub blobs: Vec<NodeId>,
+}
+
+/// A deposited session, as the relay sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deposited {
+    pub owner: MemberId,
+    pub head: NodeId,
+    /// The signed entry (sealed for a team).
+    pub entry: Vec<u8>,
+    pub session_item: ItemId,
+    /// The signed share record (sealed for a team).
+    pub share: Vec<u8>,
+    pub share_item: ItemId,
+    pub expires_ms: Option<i64>,
+    pub revoked: bool,
+    pub segments: Vec<Segment>,
+    pub bytes: u64,
+    pub updated_ms: i64,
+}
+
+impl Deposited {
+    pub fn is_live(&self, now_ms: i64) -> bool {
+        !self.revoked && self.expires_ms.is_none_or(|e| now_ms < e)
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        postcard::to_stdvec(self).expect("postcard encoding to a Vec cannot fail")
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Deposited, RelayError> {
+        postcard::from_bytes(bytes).map_err(|e| RelayError::Damaged(format!("deposit record: {e}")))
+    }
+}
+
+/// A team's use of the relay.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    /// `YYYY-MM` (UTC) the session count is for.
+    pub month: String,
+    pub sessions_this_month: u64,
+    pub bytes: u64,
+    pub sessions: u64,
+}
+
+/// A join request waiting at the relay, and the admin's answer once there is one.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct JoinWait {
+    request: Vec<u8>,
+    response: Option<Vec<u8>>,
+}
+
+/// Something a member may fetch from the relay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RelayItem {
+    Manifest { team: TeamId, version: u64 },
+    Session { scope: Scope, session: SessionId },
+    Share { scope: Scope, session: SessionId },
+}
+
+/// A deposit checked against the relay's state, waiting for its objects.
+pub struct PendingDeposit {
+    pub deposit: Deposit,
+    owner: MemberId,
+    current: Option<Vec<u8>>,
+    previous: Option<Deposited>,
+    ids_before: Vec<NodeId>,
+    check: Option<ChainCheck>,
+    blobs: Vec<StoredObject>,
+    pub objects: u64,
+}
+
+/// What a deposit did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DepositOutcome {
+    Stored { nodes: u64 },
+    Conflict { current: Option<NodeId> },
+}
+
+/// A session as the public page shows it.
+pub struct PublicSession {
+    pub id: SessionId,
+    pub record: SessionRecord,
+    pub share: SignedShare,
+    pub objects: Vec<StoredObject>,
+}
+
+/// The relay's state over its store.
+pub struct RelayState {
+    store: Arc<Store>,
+    config: RelayConfig,
+    /// Verified chains of registered teams, loaded once: this process is the only writer.
+    chains: RwLock<HashMap<TeamId, TeamChain>>,
+}
+
+fn team_key(team: &TeamId) -> Vec<u8> {
+    format!("relay/team/{}", team.to_hex()).into_bytes()
+}
+
+fn scope_part(scope: &Scope) -> String {
+    match scope {
+        Scope::Team(t) => t.to_hex(),
+        Scope::Public => "public".into(),
+    }
+}
+
+fn deposit_prefix(scope: &Scope) -> Vec<u8> {
+    format!("relay/s/{}/", scope_part(scope)).into_bytes()
+}
+
+fn deposit_key(scope: &Scope, session: &SessionId) -> Vec<u8> {
+    let mut key = deposit_prefix(scope);
+    key.extend_from_slice(session.to_hex().as_bytes());
+    key
+}
+
+fn ids_key(scope: &Scope, session: &SessionId) -> Vec<u8> {
+    format!("relay/ids/{}/{}", scope_part(scope), session.to_hex()).into_bytes()
+}
+
+fn usage_key(scope: &Scope) -> Vec<u8> {
+    format!("relay/usage/{}", scope_part(scope)).into_bytes()
+}
+
+fn join_prefix(team: &TeamId) -> Vec<u8> {
+    format!("relay/join/{}/", team.to_hex()).into_bytes()
+}
+
+fn join_key(team: &TeamId, joiner: &MemberId) -> Vec<u8> {
+    let mut key = join_prefix(team);
+    key.extend_from_slice(joiner.to_hex().as_bytes());
+    key
+}
+
+/// The `YYYY-MM` (UTC) of a time in milliseconds.
+pub fn month_of(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.format("%Y-%m").to_string())
+        .unwrap_or_default()
+}
+
+fn decode_ids(bytes: &[u8]) -> Vec<NodeId> {
+    bytes.chunks_exact(32).filter_map(NodeId::from_slice).collect()
+}
+
+fn encode_ids(ids: &[NodeId]) -> Vec<u8> {
+    ids.iter().flat_map(|id| id.0).collect()
+}
+
+fn blob_id(bytes: &[u8]) -> NodeId {
+    NodeId(*blake3::hash(bytes).as_bytes())
+}
+
+impl RelayState {
+    pub fn open(store: Arc<Store>, config: RelayConfig) -> Result<RelayState, RelayError> {
+        let mut chains = HashMap::new();
+        for item in store.storage().refs(b"relay/team/") {
+            let (_, raw) = item.map_err(StoreError::from)?;
+            let chain = decode_chain(&raw)?;
+            chains.insert(chain.team_id(), chain);
+        }
+        Ok(RelayState {
+            store,
+            config,
+            chains: RwLock::new(chains),
+        })
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    pub fn config(&self) -> &RelayConfig {
+        &self.config
+    }
+
+    fn chain(&self, team: &TeamId) -> Result<TeamChain, RelayError> {
+        self.chains
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(team)
+            .cloned()
+            .ok_or_else(|| RelayError::NotRegistered(team.short()))
+    }
+
+    /// Registered teams, with their chains.
+    pub fn teams(&self) -> Vec<TeamChain> {
+        let chains = self.chains.read().unwrap_or_else(|p| p.into_inner());
+        let mut list: Vec<TeamChain> = chains.values().cloned().collect();
+        list.sort_by_key(|c| c.team_id());
+        list
+    }
+
+    /// Registered teams `peer` is a current member of.
+    pub fn teams_of(&self, peer: &MemberId) -> Vec<TeamId> {
+        self.teams()
+            .iter()
+            .filter(|c| c.head().manifest.member(peer).is_some())
+            .map(TeamChain::team_id)
+            .collect()
+    }
+
+    fn require_member(&self, team: &TeamId, peer: &MemberId) -> Result<TeamChain, RelayError> {
+        let chain = self.chain(team)?;
+        if chain.head().manifest.member(peer).is_none() {
+            return Err(RelayError::NotMember(team.short()));
+        }
+        Ok(chain)
+    }
+
+    fn check_members(&self, chain: &TeamChain) -> Result<(), RelayError> {
+        let quota = self.config.quota(&chain.team_id());
+        let members = chain.head().manifest.members.len() as u64;
+        if let Some(limit) = quota.members {
+            if members > limit {
+                return Err(RelayError::Quota(format!(
+                    "team {} has {members} members and this relay allows {limit} per team; the relay's operator raises `members` in relay.toml",
+                    chain.team_id().short()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn store_chain(&self, chain: &TeamChain, previous: Option<&TeamChain>) -> Result<(), RelayError> {
+        let key = team_key(&chain.team_id());
+        let update = RefUpdate {
+            expected: previous.map(encode_chain),
+            key,
+            new: Some(encode_chain(chain)),
+        };
+        self.store.storage().update_refs(&[update]).map_err(|e| match e {
+            StorageError::Conflict { .. } => RelayError::Busy,
+            other => StoreError::from(other).into(),
+        })?;
+        self.store.storage().flush().map_err(StoreError::from)?;
+        self.chains
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(chain.team_id(), chain.clone());
+        Ok(())
+    }
+
+    /// `tapes relay register`: `peer` must be an admin or owner of the chain's verified head.
+    /// Registering again with a longer chain brings it up to date.
+    pub fn register(&self, peer: &MemberId, manifests: &[Vec<u8>]) -> Result<TeamId, RelayError> {
+        let versions = manifests
+            .iter()
+            .map(|m| SignedManifest::decode(m))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| RelayError::BadChain(e.to_string()))?;
+        let chain =
+            TeamChain::from_versions(versions, None).map_err(|e| RelayError::BadChain(e.to_string()))?;
+        let team = chain.team_id();
+        match chain.head().manifest.member(peer) {
+            Some(m) if m.role != TeamRole::Member => {}
+            _ => return Err(RelayError::NotAdmin(team.short())),
+        }
+        let _guard = self.write_lock();
+        match self.chain(&team) {
+            Ok(current) => {
+                let versions = chain.versions()[current.versions().len().min(chain.versions().len())..].to_vec();
+                self.extend(&current, versions)?;
+            }
+            Err(_) => {
+                self.check_members(&chain)?;
+                self.store_chain(&chain, None)?;
+            }
+        }
+        Ok(team)
+    }
+
+    /// Newer manifests of a registered team from one of its members.
+    pub fn update_manifests(
+        &self,
+        peer: &MemberId,
+        team: &TeamId,
+        manifests: &[Vec<u8>],
+    ) -> Result<usize, RelayError> {
+        let versions = manifests
+            .iter()
+            .map(|m| SignedManifest::decode(m))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| RelayError::BadChain(e.to_string()))?;
+        let _guard = self.write_lock();
+        let current = self.chain(team)?;
+        // A member removed by one of these manifests still delivers them: it is how the
+        // relay learns of the removal.
+        if current.head().manifest.member(peer).is_none() {
+            return Err(RelayError::NotMember(team.short()));
+        }
+        self.extend(&current, versions)
+    }
+
+    fn extend(&self, current: &TeamChain, mut versions: Vec<SignedManifest>) -> Result<usize, RelayError> {
+        versions.sort_by_key(|m| m.manifest.version);
+        let mut chain = current.clone();
+        let mut new = 0;
+        for m in versions {
+            let known = chain
+                .versions()
+                .get(m.manifest.version as usize)
+                .is_some_and(|v| v.id() == m.id());
+            if known {
+                continue;
+            }
+            match chain.apply(m).map_err(|e| RelayError::BadChain(e.to_string()))? {
+                Applied::AlreadyKnown => {}
+                _ => new += 1,
+            }
+        }
+        if new > 0 {
+            self.check_members(&chain)?;
+            self.store_chain(&chain, Some(current))?;
+        }
+        Ok(new)
+    }
+
+    /// Everything `peer` may fetch, by item id.
+    pub fn view(&self, peer: &MemberId, now_ms: i64) -> Result<BTreeMap<ItemId, RelayItem>, RelayError> {
+        let mut items = BTreeMap::new();
+        let mut scopes = vec![Scope::Public];
+        for chain in self.teams() {
+            if chain.head().manifest.member(peer).is_none() {
+                continue;
+            }
+            let team = chain.team_id();
+            for signed in chain.versions() {
+                items.insert(
+                    manifest_item(&team, &signed.encode()),
+                    RelayItem::Manifest {
+                        team,
+                        version: signed.manifest.version,
+                    },
+                );
+            }
+            scopes.push(Scope::Team(team));
+        }
+        for scope in scopes {
+            for found in self.store.storage().refs(&deposit_prefix(&scope)) {
+                let (key, raw) = found.map_err(StoreError::from)?;
+                let Some(session) = session_of_key(&key) else { continue };
+                let deposited = Deposited::decode(&raw)?;
+                items.insert(deposited.share_item, RelayItem::Share { scope, session });
+                if deposited.is_live(now_ms) {
+                    items.insert(deposited.session_item, RelayItem::Session { scope, session });
+                }
+            }
+        }
+        Ok(items)
+    }
+
+    /// A deposited session and its chain's ids.
+    pub fn deposited(
+        &self,
+        scope: &Scope,
+        session: &SessionId,
+    ) -> Result<Option<(Deposited, Vec<NodeId>)>, RelayError> {
+        let storage = self.store.storage();
+        let Some(raw) = storage.get_ref(&deposit_key(scope, session)).map_err(StoreError::from)? else {
+            return Ok(None);
+        };
+        let ids = storage
+            .get_ref(&ids_key(scope, session))
+            .map_err(StoreError::from)?
+            .map(|b| decode_ids(&b))
+            .unwrap_or_default();
+        Ok(Some((Deposited::decode(&raw)?, ids)))
+    }
+
+    /// A stored blob of a segment.
+    pub fn blob(&self, id: &NodeId) -> Result<Vec<u8>, RelayError> {
+        self.store
+            .storage()
+            .get_object(id)
+            .map_err(StoreError::from)?
+            .ok_or_else(|| RelayError::Damaged(format!("segment blob {} is missing", id.short())))
+    }
+
+    /// Checks a deposit before its objects arrive: who may deposit what, and where it lands.
+    pub fn begin_deposit(&self, peer: &MemberId, deposit: Deposit) -> Result<PendingDeposit, RelayError> {
+        let scope = deposit.scope;
+        if let Scope::Team(team) = &scope {
+            self.require_member(team, peer)?;
+            for sealed in [&deposit.entry, &deposit.share] {
+                let sealed = Sealed::decode(sealed).map_err(|e| RelayError::Malformed(e.to_string()))?;
+                if sealed.team != *team {
+                    return Err(RelayError::Malformed("a sealed record names another team".into()));
+                }
+            }
+        } else {
+            // Public content is plain, so the relay checks it like a peer would.
+            let entry: tapes_protocol::bundle::SessionEntry = postcard::from_bytes(&deposit.entry)
+                .map_err(|e| RelayError::Malformed(format!("session entry: {e}")))?;
+            let record = check_entry(&entry).map_err(RelayError::Malformed)?;
+            if entry.signer != *peer || entry.id != deposit.session || record.head != deposit.head {
+                return Err(RelayError::NotOwner(deposit.session.short()));
+            }
+            let share = SignedShare::decode(&deposit.share).map_err(RelayError::Malformed)?;
+            if share.record.sharer != *peer
+                || share.record.session != deposit.session
+                || share.record.audience != Audience::Public
+                || share.record.revoked != deposit.revoked
+                || share.record.expires_ms != deposit.expires_ms
+            {
+                return Err(RelayError::Malformed(
+                    "the public share record does not match the deposit".into(),
+                ));
+            }
+        }
+        if deposit.ids.last().is_some_and(|last| *last != deposit.head)
+            || (deposit.ids.is_empty() && deposit.expected != Some(deposit.head))
+        {
+            return Err(RelayError::Malformed("the deposited ids do not end at its head".into()));
+        }
+        let storage = self.store.storage();
+        let current = storage
+            .get_ref(&deposit_key(&scope, &deposit.session))
+            .map_err(StoreError::from)?;
+        let previous = current.as_deref().map(Deposited::decode).transpose()?;
+        if let Some(previous) = &previous {
+            if previous.owner != *peer {
+                return Err(RelayError::NotOwner(deposit.session.short()));
+            }
+        }
+        let ids_before = storage
+            .get_ref(&ids_key(&scope, &deposit.session))
+            .map_err(StoreError::from)?
+            .map(|b| decode_ids(&b))
+            .unwrap_or_default();
+        let check = (scope == Scope::Public)
+            .then(|| ChainCheck::new(deposit.ids.clone(), 0, deposit.expected));
+        Ok(PendingDeposit {
+            deposit,
+            owner: *peer,
+            current,
+            previous,
+            ids_before,
+            check,
+            blobs: Vec::new(),
+            objects: 0,
+        })
+    }
+
+    /// One `Upload` of a deposit: a sealed batch for a team, a plain one for the public
+    /// (checked object by object).
+    pub fn add_batch(
+        &self,
+        pending: &mut PendingDeposit,
+        objects: tapes_protocol::sync::Objects,
+    ) -> Result<(), RelayError> {
+        use tapes_protocol::sync::Objects;
+        let bytes = match (&pending.deposit.scope, objects) {
+            (Scope::Team(team), Objects::Sealed { team: sealed_to, sealed }) if sealed_to == *team => {
+                let parsed = Sealed::decode(&sealed).map_err(|e| RelayError::Malformed(e.to_string()))?;
+                if parsed.team != *team {
+                    return Err(RelayError::Malformed("a sealed batch names another team".into()));
+                }
+                sealed
+            }
+            (Scope::Public, Objects::Plain(list)) => {
+                let check = pending.check.as_mut().expect("public deposits are checked");
+                for bytes in &list {
+                    check
+                        .check(bytes.clone())
+                        .map_err(|(id, why)| RelayError::Malformed(format!("node {id}: {why}")))?;
+                }
+                pending.objects += list.len() as u64;
+                encode_batch(&list)
+            }
+            (Scope::Team(_), _) => {
+                return Err(RelayError::Malformed(
+                    "team content reaches a relay only sealed to that team".into(),
+                ))
+            }
+            (Scope::Public, _) => {
+                return Err(RelayError::Malformed("public content is deposited plain".into()))
+            }
+        };
+        pending.blobs.push(StoredObject {
+            id: blob_id(&bytes),
+            bytes,
+        });
+        Ok(())
+    }
+
+    /// Stores a deposit whose objects all arrived: the blobs first (flushed), then the record,
+    /// its ids and the team's usage in one compare-and-swap.
+    pub fn finish_deposit(&self, pending: PendingDeposit, now_ms: i64) -> Result<DepositOutcome, RelayError> {
+        let PendingDeposit {
+            deposit,
+            owner,
+            current,
+            previous,
+            ids_before,
+            check,
+            blobs,
+            objects: _,
+        } = pending;
+        if check.as_ref().is_some_and(|c| !c.is_complete()) {
+            return Err(RelayError::Malformed("fewer objects than announced".into()));
+        }
+        if !deposit.ids.is_empty() && blobs.is_empty() {
+            return Err(RelayError::Malformed("a deposit with ids but no objects".into()));
+        }
+        let relay_head = previous.as_ref().map(|p| p.head);
+        if relay_head != deposit.expected {
+            return Ok(DepositOutcome::Conflict { current: relay_head });
+        }
+        let scope = deposit.scope;
+        let added: u64 = blobs.iter().map(|b| b.bytes.len() as u64).sum();
+        let mut ids = ids_before;
+        let start = ids.len() as u64;
+        ids.extend_from_slice(&deposit.ids);
+        let mut segments = previous.as_ref().map(|p| p.segments.clone()).unwrap_or_default();
+        if !blobs.is_empty() {
+            segments.push(Segment {
+                start,
+                end: ids.len() as u64,
+                blobs: blobs.iter().map(|b| b.id).collect(),
+            });
+        }
+        let record = Deposited {
+            owner,
+            head: deposit.head,
+            entry: deposit.entry.clone(),
+            session_item: deposit.session_item,
+            share: deposit.share.clone(),
+            share_item: deposit.share_item,
+            expires_ms: deposit.expires_ms,
+            revoked: deposit.revoked,
+            segments,
+            bytes: previous.as_ref().map_or(0, |p| p.bytes) + added,
+            updated_ms: now_ms,
+        };
+        let storage = self.store.storage();
+        if !blobs.is_empty() {
+            storage.put_objects(&blobs).map_err(StoreError::from)?;
+            storage.flush().map_err(StoreError::from)?;
+        }
+        let quota = match scope {
+            Scope::Team(team) => self.config.quota(&team),
+            Scope::Public => self.config.default,
+        };
+        // Usage is shared by concurrent deposits of the team: retry its compare-and-swap, never
+        // the session's (that one is the deposit's own conflict).
+        loop {
+            let usage_raw = storage.get_ref(&usage_key(&scope)).map_err(StoreError::from)?;
+            let mut usage: Usage = usage_raw
+                .as_deref()
+                .and_then(|b| postcard::from_bytes(b).ok())
+                .unwrap_or_default();
+            let month = month_of(now_ms);
+            if usage.month != month {
+                usage.month = month;
+                usage.sessions_this_month = 0;
+            }
+            if previous.is_none() {
+                usage.sessions_this_month += 1;
+                usage.sessions += 1;
+            }
+            usage.bytes += added;
+            check_quota(&scope, &quota, &usage, previous.is_none(), added)?;
+            let updates = [
+                RefUpdate {
+                    key: deposit_key(&scope, &deposit.session),
+                    expected: current.clone(),
+                    new: Some(record.encode()),
+                },
+                RefUpdate {
+                    key: ids_key(&scope, &deposit.session),
+                    expected: storage.get_ref(&ids_key(&scope, &deposit.session)).map_err(StoreError::from)?,
+                    new: Some(encode_ids(&ids)),
+                },
+                RefUpdate {
+                    key: usage_key(&scope),
+                    expected: usage_raw,
+                    new: Some(postcard::to_stdvec(&usage).expect("postcard encoding to a Vec cannot fail")),
+                },
+            ];
+            match storage.update_refs(&updates) {
+                Ok(()) => break,
+                Err(StorageError::Conflict { key, .. }) if key.starts_with("relay/usage/") => continue,
+                Err(StorageError::Conflict { .. }) => {
+                    let now = self.deposited(&scope, &deposit.session)?.map(|(d, _)| d.head);
+                    return Ok(DepositOutcome::Conflict { current: now });
+                }
+                Err(e) => return Err(StoreError::from(e).into()),
+            }
+        }
+        storage.flush().map_err(StoreError::from)?;
+        Ok(DepositOutcome::Stored {
+            nodes: deposit.ids.len() as u64,
+        })
+    }
+
+    /// A team's usage of the relay (for `tapes relay` status and errors).
+    pub fn usage(&self, scope: &Scope) -> Result<Usage, RelayError> {
+        Ok(self
+            .store
+            .storage()
+            .get_ref(&usage_key(scope))
+            .map_err(StoreError::from)?
+            .as_deref()
+            .and_then(|b| postcard::from_bytes(b).ok())
+            .unwrap_or_default())
+    }
+
+    /// A join request from its joiner: the answer if an admin left one, or it waits.
+    pub fn join(&self, peer: &MemberId, request_bytes: &[u8]) -> Result<Option<Vec<u8>>, RelayError> {
+        let request: JoinRequest = postcard::from_bytes(request_bytes)
+            .map_err(|e| RelayError::Malformed(format!("join request: {e}")))?;
+        if !request.verify() || request.body.member.id != *peer {
+            return Err(RelayError::Malformed(
+                "a join request must be signed by the node that sends it".into(),
+            ));
+        }
+        let team = request.body.team;
+        self.chain(&team)?;
+        let storage = self.store.storage();
+        let key = join_key(&team, peer);
+        let current = storage.get_ref(&key).map_err(StoreError::from)?;
+        if let Some(raw) = &current {
+            let wait: JoinWait = postcard::from_bytes(raw)
+                .map_err(|e| RelayError::Damaged(format!("join record: {e}")))?;
+            if let Some(response) = wait.response {
+                // Delivered: the record has done its job.
+                let _ = storage.update_refs(&[RefUpdate {
+                    key,
+                    expected: current,
+                    new: None,
+                }]);
+                return Ok(Some(response));
+            }
+        } else if storage.refs(&join_prefix(&team)).count() >= MAX_WAITING_JOINS {
+            return Err(RelayError::Quota(format!(
+                "{MAX_WAITING_JOINS} join requests already wait for team {}; ask an admin to sync",
+                team.short()
+            )));
+        }
+        let wait = JoinWait {
+            request: request_bytes.to_vec(),
+            response: None,
+        };
+        storage
+            .update_refs(&[RefUpdate {
+                key,
+                expected: current,
+                new: Some(postcard::to_stdvec(&wait).expect("postcard encoding to a Vec cannot fail")),
+            }])
+            .map_err(|_| RelayError::Busy)?;
+        storage.flush().map_err(StoreError::from)?;
+        Ok(None)
+    }
+
+    /// The unanswered join requests of `team`, for one of its admins.
+    pub fn waiting_joins(&self, peer: &MemberId, team: &TeamId) -> Result<Vec<Vec<u8>>, RelayError> {
+        self.require_admin(team, peer)?;
+        let mut out = Vec::new();
+        for found in self.store.storage().refs(&join_prefix(team)) {
+            let (_, raw) = found.map_err(StoreError::from)?;
+            if let Ok(wait) = postcard::from_bytes::<JoinWait>(&raw) {
+                if wait.response.is_none() {
+                    out.push(wait.request);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// An admin's answer to a waiting join request.
+    pub fn answer_join(
+        &self,
+        peer: &MemberId,
+        team: &TeamId,
+        joiner: &MemberId,
+        response: Vec<u8>,
+    ) -> Result<(), RelayError> {
+        self.require_admin(team, peer)?;
+        postcard::from_bytes::<JoinResponse>(&response)
+            .map_err(|e| RelayError::Malformed(format!("join answer: {e}")))?;
+        let storage = self.store.storage();
+        let key = join_key(team, joiner);
+        let Some(raw) = storage.get_ref(&key).map_err(StoreError::from)? else {
+            return Err(RelayError::Malformed("no join request of that node waits here".into()));
+        };
+        let mut wait: JoinWait =
+            postcard::from_bytes(&raw).map_err(|e| RelayError::Damaged(format!("join record: {e}")))?;
+        wait.response = Some(response);
+        storage
+            .update_refs(&[RefUpdate {
+                key,
+                expected: Some(raw),
+                new: Some(postcard::to_stdvec(&wait).expect("postcard encoding to a Vec cannot fail")),
+            }])
+            .map_err(|_| RelayError::Busy)?;
+        storage.flush().map_err(StoreError::from)?;
+        Ok(())
+    }
+
+    fn require_admin(&self, team: &TeamId, peer: &MemberId) -> Result<(), RelayError> {
+        match self.chain(team)?.head().manifest.member(peer) {
+            Some(m) if m.role != TeamRole::Member => Ok(()),
+            _ => Err(RelayError::NotAdmin(team.short())),
+        }
+    }
+
+    /// A live public share with its session, for the public page; `None` once unshared or
+    /// expired (and for anything shared only with a team: those are never looked up here).
+    pub fn public_session(&self, session: &SessionId, now_ms: i64) -> Result<Option<PublicSession>, RelayError> {
+        let Some((deposited, ids)) = self.deposited(&Scope::Public, session)? else {
+            return Ok(None);
+        };
+        if !deposited.is_live(now_ms) {
+            return Ok(None);
+        }
+        let entry: tapes_protocol::bundle::SessionEntry = postcard::from_bytes(&deposited.entry)
+            .map_err(|e| RelayError::Damaged(format!("public entry: {e}")))?;
+        let record = SessionRecord::decode(&entry.record).map_err(|e| RelayError::Damaged(e.to_string()))?;
+        let share = SignedShare::decode(&deposited.share).map_err(RelayError::Damaged)?;
+        let mut objects = Vec::with_capacity(ids.len());
+        for segment in &deposited.segments {
+            for blob in &segment.blobs {
+                let list = decode_batch(&self.blob(blob)?).map_err(|e| RelayError::Damaged(e.to_string()))?;
+                for bytes in list {
+                    let id = ids
+                        .get(objects.len())
+                        .copied()
+                        .ok_or_else(|| RelayError::Damaged("more objects than ids".into()))?;
+                    objects.push(StoredObject { id, bytes });
+                }
+            }
+        }
+        Ok(Some(PublicSession {
+            id: *session,
+            record,
+            share,
+            objects,
+        }))
+    }
+
+    /// Every byte of segment blobs a deposit's chain needs from index `from` on: the blobs of
+    /// the segment holding `from` and all after it, and the index the first one starts at.
+    pub fn blobs_from(deposited: &Deposited, from: u64) -> (u64, Vec<NodeId>) {
+        let mut start = None;
+        let mut blobs = Vec::new();
+        for segment in &deposited.segments {
+            if segment.end <= from {
+                continue;
+            }
+            start.get_or_insert(segment.start);
+            blobs.extend_from_slice(&segment.blobs);
+        }
+        (start.unwrap_or(from), blobs)
+    }
+
+    fn write_lock(&self) -> std::sync::MutexGuard<'static, ()> {
+        // Chain changes are rare; one lock for all of them keeps the cache and the store in
+        // step without a compare-and-swap retry loop.
+        static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        LOCK.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn check_quota(scope: &Scope, quota: &Quota, usage: &Usage, new_session: bool, added: u64) -> Result<(), RelayError> {
+    let who = match scope {
+        Scope::Team(t) => format!("team {}", t.short()),
+        Scope::Public => "public shares".to_string(),
+    };
+    if new_session {
+        if let Some(limit) = quota.sessions_per_month {
+            if usage.sessions_this_month > limit {
+                return Err(RelayError::Quota(format!(
+                    "{who} has deposited its {limit} sessions for {} on this relay; new sessions are taken again next month, or when the relay's operator raises `sessions_per_month` in relay.toml",
+                    usage.month
+                )));
+            }
+        }
+    }
+    if added > 0 {
+        if let Some(limit) = quota.bytes {
+            if usage.bytes > limit {
+                return Err(RelayError::Quota(format!(
+                    "{who} would hold {} on this relay, over its {} limit; unshare old sessions or ask the relay's operator to raise `bytes` in relay.toml",
+                    crate::render::bytes(usage.bytes as usize),
+                    crate::render::bytes(limit as usize)
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn session_of_key(key: &[u8]) -> Option<SessionId> {
+    let text = std::str::from_utf8(key).ok()?;
+    text.rsplit('/').next()?.parse().ok()
+}
+
+fn encode_chain(chain: &TeamChain) -> Vec<u8> {
+    let list: Vec<Vec<u8>> = chain.versions().iter().map(SignedManifest::encode).collect();
+    postcard::to_stdvec(&list).expect("postcard encoding to a Vec cannot fail")
+}
+
+fn decode_chain(bytes: &[u8]) -> Result<TeamChain, RelayError> {
+    let list: Vec<Vec<u8>> =
+        postcard::from_bytes(bytes).map_err(|e| RelayError::Damaged(format!("team chain: {e}")))?;
+    let versions = list
+        .iter()
+        .map(|m| SignedManifest::decode(m))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| RelayError::Damaged(format!("team chain: {e}")))?;
+    TeamChain::from_versions(versions, None).map_err(|e| RelayError::Damaged(format!("team chain: {e}")))
+}
+

@@ -1,0 +1,648 @@
+//! The relay with real iroh endpoints on 127.0.0.1 (relays and discovery off): members sync
+//! through it while the author is away, it never holds plaintext of team content, it refuses
+//! non-members, join requests wait there, public shares have a web page that 404s after
+//! unshare, quotas, compare-and-swap between two machines of one owner, 50 concurrent
+//! depositors, and a relay killed with SIGKILL mid-deposit that restarts and converges.
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use iroh::Endpoint;
+use tapes::identity::{Identity, Profile};
+use tapes::ingest::{ingest, Incoming};
+use tapes::peer::addr::PeerAddr;
+use tapes::peer::client::{connect, PeerConn};
+use tapes::peer::endpoint::{bind, EndpointConfig};
+use tapes::peer::PeerError;
+use tapes::protocol::sync::Scope;
+use tapes::protocol::{MemberId, SessionId, TeamId};
+use tapes::relay::run::{start, RelayOptions, RunningRelay};
+use tapes::sample::{self, Shape};
+use tapes::share::{self, Audience, SecretPolicy, ShareOptions};
+use tapes::store::Store;
+use tapes::teams::{self, InviteOptions};
+
+struct Member {
+    _dir: tempfile::TempDir,
+    store: Arc<Store>,
+    identity: Arc<Identity>,
+    endpoint: Endpoint,
+}
+
+impl Member {
+    async fn new(name: &str) -> Member {
+        Self::with_identity(
+            Identity::generate(Profile {
+                name: name.into(),
+                email: None,
+            })
+            .unwrap(),
+        )
+        .await
+    }
+
+    async fn with_identity(identity: Identity) -> Member {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(&dir.path().join("store")).unwrap());
+        store.set_local_owner(&id_of(&identity)).unwrap();
+        let identity = Arc::new(identity);
+        let endpoint = bind(&identity, &EndpointConfig::loopback()).await.unwrap();
+        Member {
+            _dir: dir,
+            store,
+            identity,
+            endpoint,
+        }
+    }
+
+    fn id(&self) -> MemberId {
+        id_of(&self.identity)
+    }
+
+    async fn relay(&self, ticket: &PeerAddr) -> Result<PeerConn, PeerError> {
+        Ok(connect(&self.endpoint, ticket, "relay").await?.into_relay())
+    }
+
+    /// A session whose messages carry `texts`.
+    fn session_with(&self, seed: u64, texts: &[&str]) -> SessionId {
+        let report = ingest(
+            &self.store,
+            &[Incoming {
+                session: sample::session(seed, 0, Shape::default()),
+                path: String::new(),
+            }],
+            0,
+        )
+        .unwrap();
+        let id = report.sessions[0].id;
+        let texts: Vec<String> = texts.iter().map(|t| t.to_string()).collect();
+        sample::continue_session(&self.store, &id, &texts).unwrap();
+        id
+    }
+
+    fn share(&self, id: &SessionId, audience: Audience) {
+        share::share(
+            &self.store,
+            &self.identity,
+            id,
+            &ShareOptions {
+                audience,
+                title: None,
+                note: None,
+                expires_ms: None,
+                secrets: SecretPolicy::Allow,
+            },
+            tapes::now_ms(),
+        )
+        .unwrap();
+    }
+
+    fn has(&self, id: &SessionId) -> bool {
+        self.store.session(id).unwrap().is_some()
+    }
+
+    fn fsck_clean(&self) {
+        let report = tapes::fsck::fsck(&self.store, |_| {}).unwrap();
+        assert!(report.is_clean(), "{report:?}");
+    }
+
+    async fn sync(&self, ticket: &PeerAddr) -> tapes::peer::relay_client::RelaySyncReport {
+        let conn = self.relay(ticket).await.unwrap();
+        let report = conn.relay_sync(&self.store, &self.identity).await.unwrap();
+        conn.close();
+        report
+    }
+}
+
+fn id_of(identity: &Identity) -> MemberId {
+    MemberId(identity.verifying_key().to_bytes())
+}
+
+fn options() -> RelayOptions {
+    RelayOptions {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        http: Some("127.0.0.1:0".parse().unwrap()),
+    }
+}
+
+async fn start_relay(data: &Path) -> RunningRelay {
+    start(data, &options(), Arc::new(|_| {})).await.unwrap()
+}
+
+/// Adds `joiner` to `owner`'s team without the network (invite, request, accept, complete).
+fn add_member(owner: &Member, joiner: &Member, team: &TeamId) {
+    let chain = teams::load(&owner.store, team).unwrap();
+    let (code, _) = teams::invite(
+        &owner.store,
+        &owner.identity,
+        &chain,
+        invite_options(),
+        tapes::now_ms(),
+    )
+    .unwrap();
+    let (invite, request) = teams::join_request(&joiner.identity, &code, tapes::now_ms()).unwrap();
+    let response =
+        teams::accept_join(&owner.store, &owner.identity, &request, tapes::now_ms()).unwrap();
+    teams::complete_join(&joiner.store, &joiner.identity, &invite.team, response).unwrap();
+}
+
+fn invite_options() -> InviteOptions {
+    InviteOptions {
+        expires_ms: None,
+        max_uses: 1,
+        email: None,
+        role: tapes::protocol::manifest::TeamRole::Member,
+        addrs: Vec::new(),
+    }
+}
+
+/// Every file under `dir` that contains `needle`.
+fn files_containing(dir: &Path, needle: &str) -> Vec<String> {
+    let mut hits = Vec::new();
+    for entry in walkdir::WalkDir::new(dir) {
+        let entry = entry.unwrap();
+        if !entry.file_type().is_file() {
+            continue;
+        }
+        let bytes = std::fs::read(entry.path()).unwrap();
+        if bytes
+            .windows(needle.len())
+            .any(|w| w == needle.as_bytes())
+        {
+            hits.push(entry.path().display().to_string());
+        }
+    }
+    hits
+}
+
+/// A plain HTTP GET; returns the status code and body.
+fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: relay\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+const SECRET_TEAM_TEXT: &str = "zebra-marmalade-protocol-7781";
+const SECOND_TEAM_TEXT: &str = "quokka-lighthouse-ledger-0042";
+const PUBLIC_TEXT: &str = "public-heron-notes-5150";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_sync_through_a_relay_that_holds_no_plaintext() {
+    let data = tempfile::tempdir().unwrap();
+    let relay = start_relay(data.path()).await;
+    let ticket = relay.ticket.clone();
+    let http = relay.http.unwrap();
+
+    let alice = Member::new("alice").await;
+    let bob = Member::new("bob").await;
+    let team = teams::create(&alice.store, &alice.identity, "core", tapes::now_ms())
+        .unwrap()
+        .team_id();
+    add_member(&alice, &bob, &team);
+
+    // Bob is a member but not an admin: he cannot register the team.
+    let conn = bob.relay(&ticket).await.unwrap();
+    let refused = conn.register(&bob.store, &team).await.unwrap_err();
+    assert!(
+        refused.to_string().contains("only an admin"),
+        "{refused}"
+    );
+    let conn = alice.relay(&ticket).await.unwrap();
+    conn.register(&alice.store, &team).await.unwrap();
+
+    let team_session = alice.session_with(1, &[SECRET_TEAM_TEXT, SECOND_TEAM_TEXT]);
+    let public_session = alice.session_with(2, &[PUBLIC_TEXT]);
+    let private_session = alice.session_with(3, &["never leaves alice"]);
+    alice.share(&team_session, Audience::Team(team));
+    alice.share(&public_session, Audience::Public);
+    let report = alice.sync(&ticket).await;
+    assert_eq!(report.deposited.len(), 2, "{report:?}");
+    assert!(report.failed.is_empty(), "{report:?}");
+    assert!(report
+        .deposited
+        .iter()
+        .any(|(id, scope, _)| *id == team_session && *scope == Scope::Team(team)));
+
+    // Alice goes away; bob gets both from the relay, byte-equal, and never the private one.
+    alice.endpoint.close().await;
+    let report = bob.sync(&ticket).await;
+    assert_eq!(report.fetched.new_sessions, 2, "{report:?}");
+    assert!(bob.has(&team_session) && bob.has(&public_session));
+    assert!(!bob.has(&private_session));
+    assert_eq!(
+        bob.store.session_raw(&team_session).unwrap(),
+        alice.store.session_raw(&team_session).unwrap()
+    );
+    let chain = bob
+        .store
+        .chain(&bob.store.session(&team_session).unwrap().unwrap().head)
+        .unwrap();
+    assert!(format!("{chain:?}").contains(SECRET_TEAM_TEXT));
+    bob.fsck_clean();
+
+    // A second sync is empty.
+    let again = bob.sync(&ticket).await;
+    assert!(again.fetched.is_empty(), "{:?}", again.fetched);
+    assert!(again.deposited.is_empty());
+
+    // The public page shows the public share; a team share is never served there.
+    let (status, body) = http_get(http, &format!("/s/{}", public_session.to_hex()));
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(PUBLIC_TEXT));
+    let (status, _) = http_get(http, &format!("/s/{}", team_session.to_hex()));
+    assert_eq!(status, 404);
+    let (status, _) = http_get(http, "/s/not-a-session");
+    assert_eq!(status, 404);
+
+    // No plaintext of team content anywhere under the relay's data directory, while running
+    // and after it stops (sled flushes on close).
+    relay.shutdown().await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    for needle in [SECRET_TEAM_TEXT, SECOND_TEAM_TEXT] {
+        assert_eq!(files_containing(data.path(), needle), Vec::<String>::new());
+    }
+    // (The public share is public: the relay keeps it readable for its page.)
+    assert!(!files_containing(data.path(), PUBLIC_TEXT).is_empty());
+
+    // Restarted on the same directory, the relay has everything.
+    let relay = start_relay(data.path()).await;
+    let carol = Member::new("carol").await;
+    add_member_via_bob_is_impossible(&bob);
+    let conn = carol.relay(&relay.ticket).await.unwrap();
+    let report = conn.fetch(&carol.store, &carol.identity).await.unwrap();
+    // Carol is in no team: only the public share.
+    assert_eq!(report.new_sessions, 1, "{report:?}");
+    assert!(carol.has(&public_session) && !carol.has(&team_session));
+    // And the relay takes nothing from her for the team: she is not in its verified manifest.
+    let deposit = tapes::protocol::sync::Deposit {
+        scope: Scope::Team(team),
+        session: SessionId([7; 16]),
+        expected: None,
+        head: tapes::protocol::NodeId([1; 32]),
+        ids: vec![tapes::protocol::NodeId([1; 32])],
+        entry: Vec::new(),
+        session_item: tapes::protocol::NodeId([2; 32]),
+        share: Vec::new(),
+        share_item: tapes::protocol::NodeId([3; 32]),
+        expires_ms: None,
+        revoked: false,
+    };
+    let refused = relay
+        .state
+        .begin_deposit(&carol.id(), deposit)
+        .err()
+        .expect("a non-member's deposit is refused");
+    assert!(refused.to_string().contains("not a current member"), "{refused}");
+    relay.shutdown().await;
+}
+
+/// Bob is a plain member: he cannot admit anyone (the relay path goes through an admin).
+fn add_member_via_bob_is_impossible(bob: &Member) {
+    let chain = teams::list(&bob.store).unwrap().remove(0);
+    assert!(teams::invite(
+        &bob.store,
+        &bob.identity,
+        &chain,
+        invite_options(),
+        tapes::now_ms()
+    )
+    .is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unshare_and_non_members_and_join_requests_that_wait_at_the_relay() {
+    let data = tempfile::tempdir().unwrap();
+    let relay = start_relay(data.path()).await;
+    let ticket = relay.ticket.clone();
+    let http = relay.http.unwrap();
+    let alice = Member::new("alice").await;
+    let team = teams::create(&alice.store, &alice.identity, "core", tapes::now_ms())
+        .unwrap()
+        .team_id();
+    alice
+        .relay(&ticket)
+        .await
+        .unwrap()
+        .register(&alice.store, &team)
+        .await
+        .unwrap();
+    let public_session = alice.session_with(4, &[PUBLIC_TEXT]);
+    let team_session = alice.session_with(5, &[SECRET_TEAM_TEXT]);
+    alice.share(&public_session, Audience::Public);
+    alice.share(&team_session, Audience::Team(team));
+    alice.sync(&ticket).await;
+    assert_eq!(
+        http_get(http, &format!("/s/{}", public_session.to_hex())).0,
+        200
+    );
+
+    // Unshare: the page 404s from the next sync on.
+    share::unshare(
+        &alice.store,
+        &alice.identity,
+        &public_session,
+        Some(Audience::Public),
+        tapes::now_ms(),
+    )
+    .unwrap();
+    let report = alice.sync(&ticket).await;
+    assert_eq!(report.deposited.len(), 1, "{report:?}");
+    assert_eq!(
+        http_get(http, &format!("/s/{}", public_session.to_hex())).0,
+        404
+    );
+
+    // Dave asks to join while alice is offline: the request waits at the relay.
+    let chain = teams::load(&alice.store, &team).unwrap();
+    let mut options = invite_options();
+    options.addrs = vec![format!("relay:{}", ticket.ticket())];
+    let (code, _) =
+        teams::invite(&alice.store, &alice.identity, &chain, options, tapes::now_ms()).unwrap();
+    let dave = Member::new("dave").await;
+    let (invite, request) = teams::join_request(&dave.identity, &code, tapes::now_ms()).unwrap();
+    let conn = dave.relay(&ticket).await.unwrap();
+    assert!(conn.join_at_relay(&request).await.unwrap().is_none());
+    // Before alice syncs, dave is nobody to the relay.
+    let report = conn.fetch(&dave.store, &dave.identity).await.unwrap();
+    assert!(!dave.has(&team_session), "{report:?}");
+
+    // Alice's next sync accepts it and tells the relay about the new member.
+    let report = alice.sync(&ticket).await;
+    assert_eq!(report.joins_answered.len(), 1, "{report:?}");
+    assert!(report.joins_answered[0].2);
+    let answer = conn.join_at_relay(&request).await.unwrap().unwrap();
+    teams::complete_join(&dave.store, &dave.identity, &invite.team, answer).unwrap();
+    let report = dave.sync(&ticket).await;
+    assert!(dave.has(&team_session), "{report:?}");
+    dave.fsck_clean();
+
+    // After alice removes dave (and syncs), a new team share does not reach him.
+    let mut chain = teams::load(&alice.store, &team).unwrap();
+    teams::remove(
+        &alice.store,
+        &alice.identity,
+        &mut chain,
+        &dave.id(),
+        tapes::now_ms(),
+    )
+    .unwrap();
+    let later = alice.session_with(6, &["after dave left"]);
+    alice.share(&later, Audience::Team(team));
+    alice.sync(&ticket).await;
+    dave.sync(&ticket).await;
+    assert!(!dave.has(&later));
+    relay.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_owner_on_two_machines_conflicts_and_quotas_refuse_clearly() {
+    let data = tempfile::tempdir().unwrap();
+    std::fs::write(
+        data.path().join("relay.toml"),
+        "[default]\nsessions_per_month = 2\n",
+    )
+    .unwrap();
+    let relay = start_relay(data.path()).await;
+    let ticket = relay.ticket.clone();
+    let laptop = Member::new("alice").await;
+    let team = teams::create(&laptop.store, &laptop.identity, "core", tapes::now_ms())
+        .unwrap()
+        .team_id();
+    laptop
+        .relay(&ticket)
+        .await
+        .unwrap()
+        .register(&laptop.store, &team)
+        .await
+        .unwrap();
+    let id = laptop.session_with(7, &["base"]);
+    laptop.share(&id, Audience::Team(team));
+    laptop.sync(&ticket).await;
+
+    // The same identity on a desktop, with the same base; both go on from it.
+    let desktop = Member::with_identity(Identity::from_parts(
+        laptop.identity.signing_key().clone(),
+        laptop.identity.age_identity().clone(),
+        laptop.identity.profile.clone(),
+    ))
+    .await;
+    // (A fetch never replaces one's own sessions, so the desktop has the base from the same
+    // import: the sample and its continuation are deterministic.)
+    teams::store_chain(&desktop.store, &teams::load(&laptop.store, &team).unwrap()).unwrap();
+    assert_eq!(desktop.session_with(7, &["base"]), id);
+    desktop.share(&id, Audience::Team(team));
+    sample::continue_session(&laptop.store, &id, &["laptop's turn".into()]).unwrap();
+    sample::continue_session(&desktop.store, &id, &["desktop's turn".into()]).unwrap();
+    laptop.share(&id, Audience::Team(team));
+    desktop.share(&id, Audience::Team(team));
+    let first = laptop.sync(&ticket).await;
+    assert_eq!(first.deposited.len(), 1, "{first:?}");
+    let second = desktop.sync(&ticket).await;
+    assert_eq!(second.failed.len(), 1, "{second:?}");
+    let message = second.failed[0].2.to_string();
+    assert!(message.contains("conflict") && message.contains("tapes pull"), "{message}");
+
+    // Quota: two sessions this month; the third is refused with the reason.
+    let two = laptop.session_with(8, &["two"]);
+    let three = laptop.session_with(9, &["three"]);
+    laptop.share(&two, Audience::Team(team));
+    laptop.sync(&ticket).await;
+    laptop.share(&three, Audience::Team(team));
+    let report = laptop.sync(&ticket).await;
+    assert_eq!(report.failed.len(), 1, "{report:?}");
+    let message = report.failed[0].2.to_string();
+    assert!(
+        message.contains("quota exceeded") && message.contains("sessions_per_month"),
+        "{message}"
+    );
+    relay.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_concurrent_depositors_all_land() {
+    let data = tempfile::tempdir().unwrap();
+    std::fs::write(
+        data.path().join("relay.toml"),
+        "[default]\nmembers = 0\nsessions_per_month = 0\n",
+    )
+    .unwrap();
+    let relay = start_relay(data.path()).await;
+    let ticket = relay.ticket.clone();
+    let owner = Member::new("owner").await;
+    let team = teams::create(&owner.store, &owner.identity, "big", tapes::now_ms())
+        .unwrap()
+        .team_id();
+    let mut members = Vec::new();
+    for i in 0..50 {
+        let m = Member::new(&format!("m{i}")).await;
+        add_member(&owner, &m, &team);
+        members.push(m);
+    }
+    owner
+        .relay(&ticket)
+        .await
+        .unwrap()
+        .register(&owner.store, &team)
+        .await
+        .unwrap();
+    // Everyone's chain must be the final one (each joined at a different version).
+    let final_chain = teams::load(&owner.store, &team).unwrap();
+    for m in &members {
+        teams::store_chain(&m.store, &final_chain).unwrap();
+    }
+    let mut sessions = Vec::new();
+    for (i, m) in members.iter().enumerate() {
+        let id = m.session_with(100 + i as u64, &[&format!("member {i}")]);
+        m.share(&id, Audience::Team(team));
+        sessions.push(id);
+    }
+    let members = Arc::new(members);
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..members.len() {
+        let members = members.clone();
+        let ticket = ticket.clone();
+        tasks.spawn(async move {
+            let m = &members[i];
+            m.sync(&ticket).await
+        });
+    }
+    let mut landed = 0;
+    while let Some(report) = tasks.join_next().await {
+        let report = report.unwrap();
+        assert!(report.failed.is_empty(), "{report:?}");
+        landed += report.deposited.len();
+    }
+    assert_eq!(landed, 50);
+    let report = owner.sync(&ticket).await;
+    assert_eq!(report.fetched.new_sessions, 50, "{:?}", report.fetched);
+    for id in &sessions {
+        assert!(owner.has(id));
+    }
+    owner.fsck_clean();
+    relay.shutdown().await;
+}
+
+/// A `tapes relay` process, killed when dropped.
+struct RelayProcess {
+    child: std::process::Child,
+}
+
+impl RelayProcess {
+    fn spawn(data: &Path) -> (RelayProcess, PeerAddr) {
+        let ticket_file = data.join("relay-ticket");
+        let _ = std::fs::remove_file(&ticket_file);
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_tapes"))
+            .args(["relay", "--data"])
+            .arg(data)
+            .args(["--bind", "127.0.0.1:0"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let process = RelayProcess { child };
+        for _ in 0..200 {
+            if let Ok(text) = std::fs::read_to_string(&ticket_file) {
+                if let Ok(addr) = PeerAddr::parse(text.trim()) {
+                    return (process, addr);
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("the relay did not start");
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for RelayProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_killed_mid_deposit_restarts_and_the_client_converges() {
+    let data = tempfile::tempdir().unwrap();
+    let (mut process, ticket) = RelayProcess::spawn(data.path());
+    let alice = Member::new("alice").await;
+    let bob = Member::new("bob").await;
+    let team = teams::create(&alice.store, &alice.identity, "core", tapes::now_ms())
+        .unwrap()
+        .team_id();
+    add_member(&alice, &bob, &team);
+    alice
+        .relay(&ticket)
+        .await
+        .unwrap()
+        .register(&alice.store, &team)
+        .await
+        .unwrap();
+    // A session of ~30 MB, so the deposit takes long enough to be cut.
+    let report = ingest(
+        &alice.store,
+        &[Incoming {
+            session: sample::session(
+                11,
+                0,
+                Shape {
+                    tool_rounds: 6000,
+                    ..Shape::default()
+                },
+            ),
+            path: String::new(),
+        }],
+        0,
+    )
+    .unwrap();
+    let id = report.sessions[0].id;
+    alice.share(&id, Audience::Team(team));
+
+    let conn = alice.relay(&ticket).await.unwrap();
+    let counters = conn.counters.clone();
+    let store = alice.store.clone();
+    let identity = alice.identity.clone();
+    let deposit = tokio::spawn(async move { conn.relay_sync(&store, &identity).await });
+    while counters.sent() < 2 << 20 && !deposit.is_finished() {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert!(!deposit.is_finished(), "the deposit ended before the kill");
+    process.kill();
+    let cut = deposit.await.unwrap();
+    assert!(cut.is_err() || !cut.as_ref().unwrap().failed.is_empty(), "{cut:?}");
+
+    // Restarted: the relay's store is whole and has no trace of the cut deposit's session.
+    let (process2, ticket) = RelayProcess::spawn(data.path());
+    let report = bob.sync(&ticket).await;
+    assert!(!bob.has(&id), "{report:?}");
+    // The client retries and converges; bob then gets the whole session.
+    let report = alice.sync(&ticket).await;
+    assert_eq!(report.deposited.len(), 1, "{report:?}");
+    let report = bob.sync(&ticket).await;
+    assert_eq!(report.fetched.new_sessions, 1, "{report:?}");
+    assert_eq!(
+        bob.store.session_raw(&id).unwrap(),
+        alice.store.session_raw(&id).unwrap()
+    );
+    bob.fsck_clean();
+    drop(process2);
+}
