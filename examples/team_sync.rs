@@ -4,7 +4,11 @@
 //! Alice shares sessions with the team (sealed with the team key on the wire) and one publicly;
 //! Bob fetches them, Carol fetches them from Bob (peers pass on what they may); Bob forks one
 //! and shares the fork, Alice branches hers; a push from a stale base is refused with the
-//! conflict hint; a no-op sync costs one round trip. Prints what happened at each step.
+//! conflict hint; a no-op sync costs one round trip. Then a relay: Alice registers the team
+//! and deposits a session sealed, goes away, Bob syncs it from the relay, Dave's join request
+//! waits there until Alice's next sync, the public page serves the public share (and 404s a
+//! team one), and no file under the relay's data directory holds the team-only text. Prints
+//! what happened at each step.
 //!
 //! `cargo run --release --example team_sync [-- --sessions N]`
 
@@ -19,10 +23,12 @@ use tapes::peer::addr::PeerAddr;
 use tapes::peer::client::{connect, FetchReport, PeerConn};
 use tapes::peer::endpoint::{bind, EndpointConfig};
 use tapes::peer::server::{Server, StoreHandle};
+use tapes::peer::relay_client::RelaySyncReport;
 use tapes::peer::PeerError;
 use tapes::protocol::manifest::TeamRole;
 use tapes::protocol::sync::ALPN;
 use tapes::protocol::{MemberId, SessionId, TeamId};
+use tapes::relay::run::{start, RelayOptions};
 use tapes::sample::{self, Shape};
 use tapes::share::{self, Audience, SecretPolicy, ShareOptions};
 use tapes::store::Store;
@@ -74,6 +80,19 @@ impl Teammate {
         Ok(report)
     }
 
+    async fn relay(&self, ticket: &PeerAddr) -> Result<PeerConn, PeerError> {
+        Ok(connect(self.router.endpoint(), ticket, "relay")
+            .await?
+            .into_relay())
+    }
+
+    async fn relay_sync(&self, ticket: &PeerAddr) -> anyhow::Result<RelaySyncReport> {
+        let conn = self.relay(ticket).await?;
+        let report = conn.relay_sync(&self.store, &self.identity).await?;
+        conn.close();
+        Ok(report)
+    }
+
     fn sessions(&self) -> anyhow::Result<usize> {
         Ok(self.store.sessions()?.len())
     }
@@ -94,6 +113,35 @@ impl Teammate {
         )?;
         Ok(())
     }
+}
+
+/// The status code of a plain HTTP GET.
+fn http_status(addr: std::net::SocketAddr, path: &str) -> anyhow::Result<u16> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr)?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: relay\r\nConnection: close\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("not an HTTP answer"))
+}
+
+/// How many files under `dir` contain `needle`.
+fn files_containing(dir: &std::path::Path, needle: &str) -> anyhow::Result<usize> {
+    let mut hits = 0;
+    for entry in walkdir::WalkDir::new(dir) {
+        let entry = entry?;
+        if entry.file_type().is_file() {
+            let bytes = std::fs::read(entry.path())?;
+            if bytes.windows(needle.len()).any(|w| w == needle.as_bytes()) {
+                hits += 1;
+            }
+        }
+    }
+    Ok(hits)
 }
 
 fn describe(report: &FetchReport) -> String {
@@ -262,8 +310,91 @@ async fn main() -> anyhow::Result<()> {
     }
     conn.close();
 
-    println!("10. every store verifies");
-    for t in [&alice, &bob, &carol] {
+    println!("10. a relay keeps the team's sessions while laptops are closed; it holds no team key");
+    let relay_dir = tempfile::tempdir()?;
+    // The free tier (the default) allows 3 members per team; this team will have 4.
+    std::fs::write(relay_dir.path().join("relay.toml"), "[default]\nmembers = 10\n")?;
+    println!("   relay.toml: the free tier, with room for 10 members");
+    let relay = start(
+        relay_dir.path(),
+        &RelayOptions {
+            bind: "127.0.0.1:0".parse()?,
+            http: Some("127.0.0.1:0".parse()?),
+        },
+        Arc::new(|line| println!("      [relay] {line}")),
+    )
+    .await?;
+    println!("   relay node {}", relay.ticket.ticket());
+    alice.relay(&relay.ticket).await?.register(&alice.store, &team).await?;
+    println!("   alice (owner) registered \"platform\" on it");
+    const SECRET: &str = "the database failover runbook (team only)";
+    let plan = ids[4];
+    append(&alice, &plan, SECRET)?;
+    alice.share(&plan, Audience::Team(team))?;
+    let report = alice.relay_sync(&relay.ticket).await?;
+    println!(
+        "   alice syncs: {} sessions deposited (sealed to the team), {} manifests",
+        report.deposited.len(),
+        report.manifests_sent
+    );
+    println!("   alice closes her laptop; bob syncs with the relay instead");
+    let report = bob.relay_sync(&relay.ticket).await?;
+    println!("   {}", describe(&report.fetched));
+    anyhow::ensure!(bob.store.session(&plan)?.is_some(), "bob should have the plan");
+    let dave = Teammate::start("dave").await?;
+    let chain = teams::load(&alice.store, &team)?;
+    let (code, _) = teams::invite(
+        &alice.store,
+        &alice.identity,
+        &chain,
+        InviteOptions {
+            expires_ms: None,
+            max_uses: 1,
+            email: None,
+            role: TeamRole::Member,
+            addrs: teams::relay_hints(&alice.identity, &relay.ticket.ticket()),
+        },
+        tapes::now_ms(),
+    )?;
+    let (invite, request) = teams::join_request(&dave.identity, &code, tapes::now_ms())?;
+    let inviter = teams::inviter_recipient(&invite)
+        .ok_or_else(|| anyhow::anyhow!("the invite should name the inviter's key"))?;
+    let waiting = dave
+        .relay(&relay.ticket)
+        .await?
+        .join_at_relay(&request, &inviter)
+        .await?;
+    println!(
+        "   dave asks to join while alice is away: {}",
+        if waiting.is_none() { "the request waits at the relay" } else { "answered" }
+    );
+    let report = alice.relay_sync(&relay.ticket).await?;
+    for (_, who, accepted) in &report.joins_answered {
+        println!("   alice's next sync {} {who}", if *accepted { "accepts" } else { "refuses" });
+    }
+    let answer = dave
+        .relay(&relay.ticket)
+        .await?
+        .join_at_relay(&request, &inviter)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("the answer should wait at the relay"))?;
+    teams::complete_join(&dave.store, &dave.identity, &invite.team, answer)?;
+    let report = dave.relay_sync(&relay.ticket).await?;
+    println!("   dave joined and synced: {}", describe(&report.fetched));
+    let http = relay.http.ok_or_else(|| anyhow::anyhow!("no public page"))?;
+    let public = http_status(http, &format!("/s/{}", ids[3].to_hex()))?;
+    let team_only = http_status(http, &format!("/s/{}", plan.to_hex()))?;
+    println!("   public page: GET /s/<public session> -> {public}, GET /s/<team session> -> {team_only}");
+    relay.shutdown().await;
+    let leaks = files_containing(relay_dir.path(), SECRET)?;
+    println!(
+        "   files under the relay's data dir containing the team-only text: {}",
+        leaks
+    );
+    anyhow::ensure!(leaks == 0, "the relay holds plaintext");
+
+    println!("11. every store verifies");
+    for t in [&alice, &bob, &carol, &dave] {
         let report = tapes::fsck::fsck(&t.store, |_| {})?;
         println!(
             "   {:5} {} sessions, fsck {}",
@@ -278,7 +409,7 @@ async fn main() -> anyhow::Result<()> {
         anyhow::ensure!(report.is_clean(), "fsck found damage in {}'s store", t.name);
     }
     println!("done in {:.1?}", started.elapsed());
-    for t in [alice, bob, carol] {
+    for t in [alice, bob, carol, dave] {
         t.router.shutdown().await.ok();
     }
     Ok(())

@@ -400,7 +400,12 @@ mod tests {
             assert!(!should_sync(&c, &synced_at(0), wrote, 100 * MIN));
         }
         // Even with sync_on_close and a due interval.
-        assert!(!should_sync(&StorageConfig::default(), &SyncState::default(), true, i64::MAX));
+        assert!(!should_sync(
+            &StorageConfig::default(),
+            &SyncState::default(),
+            true,
+            i64::MAX
+        ));
     }
 
     #[test]
@@ -472,7 +477,10 @@ mod tests {
     fn config_round_trips_and_defaults() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(CONFIG_FILE);
-        assert_eq!(StorageConfig::load(&path).unwrap(), StorageConfig::default());
+        assert_eq!(
+            StorageConfig::load(&path).unwrap(),
+            StorageConfig::default()
+        );
         assert_eq!(StorageConfig::default().provider, Provider::Local);
         let c = StorageConfig {
             provider: Provider::Hybrid,

@@ -705,6 +705,25 @@ pub fn revoke(store: &Store, code_or_id: &str) -> Result<InviteRecord, TeamError
     Ok(record)
 }
 
+/// The invite hints that let a joiner leave a request at `relay` while the inviter is
+/// offline: the relay's ticket and the inviter's age recipient, which the request is sealed to
+/// (it carries the invite secret, which the relay must not learn).
+pub fn relay_hints(identity: &Identity, relay_ticket: &str) -> Vec<String> {
+    vec![
+        format!("relay:{relay_ticket}"),
+        format!("age:{}", identity.age_recipient()),
+    ]
+}
+
+/// The inviter's age recipient from an invite's `age:` hint.
+pub fn inviter_recipient(invite: &Invite) -> Option<age::x25519::Recipient> {
+    invite
+        .addrs
+        .iter()
+        .find_map(|h| h.strip_prefix("age:"))
+        .and_then(|r| r.parse().ok())
+}
+
 /// The joiner's side, step 1: a signed request for the team in `code`.
 pub fn join_request(
     identity: &Identity,

@@ -160,6 +160,10 @@ fn invite_options() -> InviteOptions {
 
 /// Every file under `dir` that contains `needle`.
 fn files_containing(dir: &Path, needle: &str) -> Vec<String> {
+    files_with_bytes(dir, needle.as_bytes())
+}
+
+fn files_with_bytes(dir: &Path, needle: &[u8]) -> Vec<String> {
     let mut hits = Vec::new();
     for entry in walkdir::WalkDir::new(dir) {
         let entry = entry.unwrap();
@@ -167,10 +171,7 @@ fn files_containing(dir: &Path, needle: &str) -> Vec<String> {
             continue;
         }
         let bytes = std::fs::read(entry.path()).unwrap();
-        if bytes
-            .windows(needle.len())
-            .any(|w| w == needle.as_bytes())
-        {
+        if bytes.windows(needle.len()).any(|w| w == needle) {
             hits.push(entry.path().display().to_string());
         }
     }
@@ -372,13 +373,16 @@ async fn unshare_and_non_members_and_join_requests_that_wait_at_the_relay() {
     // Dave asks to join while alice is offline: the request waits at the relay.
     let chain = teams::load(&alice.store, &team).unwrap();
     let mut options = invite_options();
-    options.addrs = vec![format!("relay:{}", ticket.ticket())];
+    options.addrs = teams::relay_hints(&alice.identity, &ticket.ticket());
     let (code, _) =
         teams::invite(&alice.store, &alice.identity, &chain, options, tapes::now_ms()).unwrap();
     let dave = Member::new("dave").await;
     let (invite, request) = teams::join_request(&dave.identity, &code, tapes::now_ms()).unwrap();
     let conn = dave.relay(&ticket).await.unwrap();
-    assert!(conn.join_at_relay(&request).await.unwrap().is_none());
+    let inviter = teams::inviter_recipient(&invite).unwrap();
+    assert!(conn.join_at_relay(&request, &inviter).await.unwrap().is_none());
+    // The request waits sealed: the relay never holds the invite secret it carries.
+    assert!(files_with_bytes(data.path(), &invite.secret).is_empty());
     // Before alice syncs, dave is nobody to the relay.
     let report = conn.fetch(&dave.store, &dave.identity).await.unwrap();
     assert!(!dave.has(&team_session), "{report:?}");
@@ -387,7 +391,7 @@ async fn unshare_and_non_members_and_join_requests_that_wait_at_the_relay() {
     let report = alice.sync(&ticket).await;
     assert_eq!(report.joins_answered.len(), 1, "{report:?}");
     assert!(report.joins_answered[0].2);
-    let answer = conn.join_at_relay(&request).await.unwrap().unwrap();
+    let answer = conn.join_at_relay(&request, &inviter).await.unwrap().unwrap();
     teams::complete_join(&dave.store, &dave.identity, &invite.team, answer).unwrap();
     let report = dave.sync(&ticket).await;
     assert!(dave.has(&team_session), "{report:?}");
@@ -458,6 +462,23 @@ async fn one_owner_on_two_machines_conflicts_and_quotas_refuse_clearly() {
     assert_eq!(second.failed.len(), 1, "{second:?}");
     let message = second.failed[0].2.to_string();
     assert!(message.contains("conflict") && message.contains("tapes pull"), "{message}");
+
+    // A third machine of alice's with an empty store restores her shared session from the
+    // relay (the relay is where "cloud" keeps things); the other two keep their own.
+    let fresh = Member::with_identity(Identity::from_parts(
+        laptop.identity.signing_key().clone(),
+        laptop.identity.age_identity().clone(),
+        laptop.identity.profile.clone(),
+    ))
+    .await;
+    teams::store_chain(&fresh.store, &teams::load(&laptop.store, &team).unwrap()).unwrap();
+    let restored = fresh.sync(&ticket).await;
+    assert_eq!(restored.fetched.new_sessions, 1, "{restored:?}");
+    assert_eq!(
+        fresh.store.session_raw(&id).unwrap(),
+        laptop.store.session_raw(&id).unwrap()
+    );
+    fresh.fsck_clean();
 
     // Quota: two sessions this month; the third is refused with the reason.
     let two = laptop.session_with(8, &["two"]);

@@ -157,6 +157,10 @@ pub enum Request {
     /// (sealed to the team, or plain for the public), then [`Request::Done`]; answered like a
     /// push.
     Deposit(Deposit),
+    /// Relay only: a join request for an offline inviter, sealed (age) to the inviter's key
+    /// so the relay never sees the invite secret it carries. Answered with
+    /// [`Response::Queued`], or [`Response::Join`] once the inviter left an answer.
+    JoinSealed { team: TeamId, sealed: Vec<u8> },
     /// Relay only: an admin collects the join requests waiting for `team`. Answered with
     /// [`Response::Joins`].
     Mailbox { team: TeamId },
@@ -265,8 +269,9 @@ pub enum Response {
     Accepted,
     /// A join request now waits at the relay for an admin's next sync.
     Queued,
-    /// The join requests waiting for a team (`crate::join::JoinRequest` bytes each).
-    Joins(Vec<Vec<u8>>),
+    /// The join requests waiting for a team: who left each, and the request sealed to the
+    /// inviter (only the inviter can open it; other admins skip it).
+    Joins(Vec<(MemberId, Vec<u8>)>),
 }
 
 /// Why bytes are not a frame.

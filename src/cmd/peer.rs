@@ -122,10 +122,15 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 ""
             }
         );
+        // A hybrid or cloud storage provider: catch the relay up every sync interval.
+        let storage_sync = super::storage::background_sync(&home);
         println!("Ctrl-C stops");
         tokio::signal::ctrl_c()
             .await
             .context("cannot wait for Ctrl-C")?;
+        if let Some(task) = storage_sync {
+            task.abort();
+        }
         router.shutdown().await.ok();
         println!("stopped");
         Ok::<_, anyhow::Error>(())
@@ -388,6 +393,35 @@ pub fn scope_name(scope: &tapes::protocol::sync::Scope) -> String {
     match scope {
         tapes::protocol::sync::Scope::Team(t) => format!("team {}", t.short()),
         tapes::protocol::sync::Scope::Public => "the public".into(),
+    }
+}
+
+/// Leaves a join request at a relay (the inviter is offline), or collects the answer an admin
+/// left there since. Remembers the relay as remote `relay` when no remote has that name.
+pub fn join_via_relay(
+    store: &Store,
+    identity: &Identity,
+    invite: &tapes::protocol::join::Invite,
+    request: &tapes::protocol::join::JoinRequest,
+    relay: &PeerAddr,
+) -> anyhow::Result<Option<tapes::protocol::team_chain::TeamChain>> {
+    let Some(inviter) = tapes::teams::inviter_recipient(invite) else {
+        bail!("the invite names a relay but not the inviter's key, so the request cannot be sealed for it; ask for a new invite");
+    };
+    let answer = runtime()?.block_on(with_peer(identity, "the relay", relay, true, async |conn| {
+        conn.join_at_relay(request, &inviter).await
+    }))?;
+    if !remote::exists(store, "relay")? {
+        remote::save_relay(store, "relay", relay)?;
+    }
+    match answer {
+        None => Ok(None),
+        Some(response) => Ok(Some(tapes::teams::complete_join(
+            store,
+            identity,
+            &invite.team,
+            response,
+        )?)),
     }
 }
 

@@ -333,6 +333,17 @@ pub fn relay(store: &Store, name: &str) -> anyhow::Result<Option<PeerAddr>> {
     })
 }
 
+/// Every configured relay remote.
+pub fn relays(store: &Store) -> anyhow::Result<Vec<(String, PeerAddr)>> {
+    let mut out = Vec::new();
+    for (name, raw) in configured(store)? {
+        if let Ok(RemoteSpec::Relay(addr)) = RemoteSpec::decode(&raw) {
+            out.push((name, addr));
+        }
+    }
+    Ok(out)
+}
+
 /// Saves a relay remote (what `tapes storage configure --relay` does).
 pub fn save_relay(store: &Store, name: &str, addr: &PeerAddr) -> anyhow::Result<()> {
     validate_name(name)?;

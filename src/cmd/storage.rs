@@ -21,7 +21,8 @@ use anyhow::{anyhow, bail, Context};
 use tapes::home::Home;
 use tapes::identity::Identity;
 use tapes::peer::addr::PeerAddr;
-use tapes::peer::client::PeerConn;
+use tapes::peer::client::{connect, PeerConn};
+use tapes::peer::endpoint::{bind, EndpointConfig};
 use tapes::peer::relay_client::{counts, known_teams, RelayCounts, RelaySyncReport};
 use tapes::peer::PeerError;
 use tapes::protocol::sync::{item_kind, item_session, ItemKind};
@@ -33,13 +34,20 @@ use tapes::provider::{
 use tapes::store::Store;
 use tokio::task::block_in_place;
 
-use super::peer::{dial, print_relay_sync, runtime};
+use super::peer::{print_relay_sync, runtime};
 use super::remote;
 
-/// How long `tapes storage status` waits for the relay before printing "pending pull unknown".
+/// How long `tapes storage status` waits for the relay's answers before printing "pending
+/// pull unknown": to connect, then to answer.
+const STATUS_DIAL_TIMEOUT: Duration = Duration::from_secs(3);
 const STATUS_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a sync waits for the connection to the relay (the sync itself is not cut short).
+/// How long `tapes storage sync`, a cloud write-through and `tapes serve` wait for the
+/// connection to the relay (the sync itself is not cut short).
 const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
+/// The same for a hybrid sync when a command exits: best effort, so that a machine that is
+/// offline pays little for it (a QUIC handshake with a relay that is up takes well under 1 s).
+/// An unreachable relay also costs iroh's ~3 s drain when the endpoint closes.
+const BACKGROUND_DIAL_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Set by commands that do their own syncing (`tapes storage …`, `tapes serve`), so that
 /// [`after_command`] leaves them alone.
@@ -210,31 +218,36 @@ fn peer_failure(e: PeerError) -> Failure {
     }
 }
 
-/// Dials the relay, giving up after `timeout`.
+/// Dials the relay, giving up after `timeout` (a relay that is down does not answer at all:
+/// QUIC has no "connection refused").
 async fn connect_relay(
     identity: &Identity,
     relay: &Relay,
     timeout: Duration,
 ) -> Result<(iroh::Endpoint, PeerConn), Failure> {
-    match tokio::time::timeout(timeout, dial(identity, &relay.name, &relay.addr)).await {
-        Ok(Ok((endpoint, conn))) => Ok((endpoint, conn.into_relay())),
-        Ok(Err(e)) => Err(match e.downcast::<PeerError>() {
-            Ok(p) => {
-                let mut f = peer_failure(p);
+    let endpoint = bind(identity, &EndpointConfig::loopback_or_any(&relay.addr))
+        .await
+        .map_err(|e| Failure {
+            unreachable: false,
+            why: e.to_string(),
+        })?;
+    let failure =
+        match tokio::time::timeout(timeout, connect(&endpoint, &relay.addr, &relay.name)).await {
+            Ok(Ok(conn)) => return Ok((endpoint, conn.into_relay())),
+            Ok(Err(e)) => Failure {
                 // A relay that cannot be dialled is unreachable, whatever the cause.
-                f.unreachable = true;
-                f
-            }
-            Err(e) => Failure {
                 unreachable: true,
-                why: format!("{e:#}"),
+                ..peer_failure(e)
             },
-        }),
-        Err(_) => Err(Failure {
-            unreachable: true,
-            why: format!("no answer within {} s", timeout.as_secs()),
-        }),
-    }
+            Err(_) => Failure {
+                unreachable: true,
+                why: format!("no answer within {} s", timeout.as_secs()),
+            },
+        };
+    // This waits for the abandoned handshake to drain (QUIC's probe timeout, ~3 s); dropping
+    // the endpoint instead would make iroh log an error.
+    endpoint.close().await;
+    Err(failure)
 }
 
 /// One sync attempt with the configured relay.
@@ -252,9 +265,10 @@ async fn attempt(
     store: &Arc<Store>,
     identity: &Arc<Identity>,
     config: &StorageConfig,
+    dial_timeout: Duration,
 ) -> anyhow::Result<Attempt> {
     let relay = block_in_place(|| configured_relay(store, config))?;
-    let outcome = match connect_relay(identity, &relay, DIAL_TIMEOUT).await {
+    let outcome = match connect_relay(identity, &relay, dial_timeout).await {
         Err(f) => Err(f),
         Ok((endpoint, conn)) => {
             let result = conn.relay_sync(store, identity).await.map_err(peer_failure);
@@ -298,18 +312,18 @@ fn open_all() -> anyhow::Result<(Home, Arc<Store>, Arc<Identity>)> {
     Ok((home, store, identity))
 }
 
-fn changes(n: Option<usize>) -> String {
-    match n {
-        Some(1) => "1 change".into(),
-        Some(n) => format!("{n} changes"),
-        None => "your changes are".into(),
+fn changes(n: usize) -> String {
+    if n == 1 {
+        "1 change".into()
+    } else {
+        format!("{n} changes")
     }
 }
 
 fn queued(n: Option<usize>) -> String {
     match n {
+        Some(n) => format!("{} queued", changes(n)),
         None => "your changes are queued".into(),
-        n => format!("{} queued", changes(n)),
     }
 }
 
@@ -323,7 +337,7 @@ fn sync() -> anyhow::Result<ExitCode> {
         bail!("the storage provider is local, which never talks to the network; `tapes storage set-provider hybrid` (after `tapes storage configure --relay <ticket>`) syncs through a relay (`tapes sync <remote>` syncs once with a peer)");
     }
     let (home, store, identity) = open_all()?;
-    let attempt = runtime()?.block_on(attempt(&home, &store, &identity, &config))?;
+    let attempt = runtime()?.block_on(attempt(&home, &store, &identity, &config, DIAL_TIMEOUT))?;
     let name = &attempt.relay.name;
     match attempt.outcome {
         Ok(report) => {
@@ -472,7 +486,8 @@ fn configure(args: ConfigureArgs) -> anyhow::Result<ExitCode> {
         let addr = remote::relay(&store, relay)?;
         println!(
             "relay: {relay}{}",
-            addr.map(|a| format!(" ({})", a.ticket())).unwrap_or_default()
+            addr.map(|a| format!(" ({})", a.ticket()))
+                .unwrap_or_default()
         );
     }
     if !config.teams.is_empty() {
@@ -524,7 +539,7 @@ async fn pending_pull(
     identity: &Arc<Identity>,
     relay: &Relay,
 ) -> Result<(Vec<TeamId>, usize), Failure> {
-    let (endpoint, conn) = connect_relay(identity, relay, STATUS_TIMEOUT).await?;
+    let (endpoint, conn) = connect_relay(identity, relay, STATUS_DIAL_TIMEOUT).await?;
     let asked = tokio::time::timeout(STATUS_TIMEOUT, async {
         let teams = conn.hello().await?;
         let view = block_in_place(|| {
@@ -757,15 +772,22 @@ pub fn after_command(result: anyhow::Result<ExitCode>, wrote: bool) -> anyhow::R
         return result;
     }
     let strict = failure_is_error(&config, wrote);
+    let dial_timeout = if strict {
+        DIAL_TIMEOUT
+    } else {
+        BACKGROUND_DIAL_TIMEOUT
+    };
     let attempted = (|| {
         let (home, store, identity) = open_all()?;
-        runtime()?.block_on(attempt(&home, &store, &identity, &config))
+        runtime()?.block_on(attempt(&home, &store, &identity, &config, dial_timeout))
     })();
-    let problem = match attempted {
-        Err(e) => format!("sync with the relay did not start: {e:#}; nothing is lost, `tapes storage sync` retries"),
+    // (what went wrong, how many changes wait, whether the relay could not be reached)
+    let (what, pending, unreachable) = match attempted {
+        Err(e) => (format!("the sync did not start: {e:#}"), None, false),
         Ok(attempt) => {
             let name = &attempt.relay.name;
-            match &attempt.outcome {
+            let pending = attempt.pending_push;
+            match attempt.outcome {
                 Ok(report) if report.failed.is_empty() => {
                     let fetched = report.fetched.new_sessions + report.fetched.updated_sessions;
                     if !report.deposited.is_empty() || fetched > 0 {
@@ -778,32 +800,40 @@ pub fn after_command(result: anyhow::Result<ExitCode>, wrote: bool) -> anyhow::R
                 }
                 Ok(report) => {
                     let (id, _, e) = &report.failed[0];
-                    format!(
-                        "relay {name} did not take {} (deposit of {}: {e}); {}; `tapes storage sync` retries",
-                        changes(Some(report.failed.len())),
+                    let what = format!(
+                        "relay {name} did not take {} (deposit of {}: {e})",
+                        changes(report.failed.len()),
                         id.short(),
-                        queued(attempt.pending_push)
-                    )
+                    );
+                    (what, pending, false)
                 }
-                Err(f) if f.unreachable => format!(
-                    "relay unreachable; {}; `tapes storage sync` retries (relay {name}: {})",
-                    queued(attempt.pending_push),
-                    f.why
-                ),
-                Err(f) => format!(
-                    "sync with relay {name} failed: {}; {}; `tapes storage sync` retries",
-                    f.why,
-                    queued(attempt.pending_push)
+                Err(f) if f.unreachable => (format!("relay {name}: {}", f.why), pending, true),
+                Err(f) => (
+                    format!("sync with relay {name} failed: {}", f.why),
+                    pending,
+                    false,
                 ),
             }
         }
     };
     if strict {
         return Err(anyhow!(
-            "the cloud provider could not store this change at the relay: {problem}. The change is kept locally and queued; `tapes storage sync` retries, or `tapes storage set-provider hybrid` keeps working locally and syncs in the background"
+            "the cloud provider could not store this change at the relay ({}{what}); the change is kept locally and queued ({}): `tapes storage sync` retries, or `tapes storage set-provider hybrid` keeps working locally and syncs in the background",
+            if unreachable { "unreachable: " } else { "" },
+            queued(pending)
         ));
     }
-    eprintln!("warning: {problem}");
+    if unreachable {
+        eprintln!(
+            "warning: relay unreachable; {}; `tapes storage sync` retries ({what})",
+            queued(pending)
+        );
+    } else {
+        eprintln!(
+            "warning: {what}; {}; `tapes storage sync` retries",
+            queued(pending)
+        );
+    }
     result
 }
 
@@ -856,10 +886,10 @@ pub fn background_sync(home: &Home) -> Option<tokio::task::JoinHandle<()>> {
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             }
             let opened = block_in_place(|| {
-                let store = Arc::new(
-                    Store::open(&home.store_dir())
-                        .with_context(|| format!("opening the store in {}", home.root().display()))?,
-                );
+                let store =
+                    Arc::new(Store::open(&home.store_dir()).with_context(|| {
+                        format!("opening the store in {}", home.root().display())
+                    })?);
                 let identity = Arc::new(Identity::load(&home)?);
                 Ok::<_, anyhow::Error>((store, identity))
             });
@@ -870,17 +900,26 @@ pub fn background_sync(home: &Home) -> Option<tokio::task::JoinHandle<()>> {
                     continue;
                 }
             };
-            match attempt(&home, &store, &identity, &config).await {
+            match attempt(&home, &store, &identity, &config, DIAL_TIMEOUT).await {
                 Err(e) => log(format!("storage sync failed: {e:#}")),
                 Ok(a) => match a.outcome {
-                    Ok(report) => log(format!(
-                        "storage sync with relay {}: {} deposited, {} failed, {} sessions fetched; {} pending push",
-                        a.relay.name,
-                        report.deposited.len(),
-                        report.failed.len(),
-                        report.fetched.new_sessions + report.fetched.updated_sessions,
-                        a.pending_push.map_or("?".into(), |n| n.to_string())
-                    )),
+                    Ok(report) => {
+                        let fetched = report.fetched.new_sessions + report.fetched.updated_sessions;
+                        if report.deposited.is_empty() && report.failed.is_empty() && fetched == 0 {
+                            log(format!(
+                                "storage sync with relay {}: up to date",
+                                a.relay.name
+                            ));
+                        } else {
+                            log(format!(
+                                "storage sync with relay {}: {} deposited, {} failed, {fetched} sessions fetched; {} pending push",
+                                a.relay.name,
+                                report.deposited.len(),
+                                report.failed.len(),
+                                a.pending_push.map_or("?".into(), |n| n.to_string())
+                            ));
+                        }
+                    }
                     Err(f) => log(format!(
                         "storage sync with relay {} failed: {}; {}, retrying in {}",
                         a.relay.name,

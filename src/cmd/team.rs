@@ -348,7 +348,12 @@ fn invite(
         role: TeamRole::parse(&args.role).unwrap_or(TeamRole::Member),
         // Where `tapes serve` last listened, so `tapes team join <code>` can reach us.
         addrs: if args.addrs.is_empty() {
-            super::peer::last_ticket(home).into_iter().collect()
+            let mut addrs: Vec<String> = super::peer::last_ticket(home).into_iter().collect();
+            // And the relays we sync with: a join request waits there while we are offline.
+            for (_, relay) in super::remote::relays(store)? {
+                addrs.extend(teams::relay_hints(&me, &relay.ticket()));
+            }
+            addrs
         } else {
             args.addrs
         },
@@ -434,15 +439,61 @@ fn join_cmd(
     let (invite, request) = teams::join_request(&me, &code, now)?;
     if args.out.is_none() && !args.offline {
         // Straight to the inviter's `tapes serve` when it can be reached.
-        if let Some(chain) = super::peer::join_online(store, &me, &invite, &request)? {
-            let m = &chain.head().manifest;
-            println!(
-                "joined team \"{}\" ({}) with {} members",
-                m.name,
-                chain.team_id().short(),
-                m.members.len()
-            );
-            return Ok(ExitCode::SUCCESS);
+        match super::peer::join_online(store, &me, &invite, &request) {
+            Ok(Some(chain)) => {
+                let m = &chain.head().manifest;
+                println!(
+                    "joined team \"{}\" ({}) with {} members",
+                    m.name,
+                    chain.team_id().short(),
+                    m.members.len()
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            Ok(None) => {}
+            // Accepted through a relay while we were away: the answer waits there.
+            Err(e)
+                if invite.addrs.iter().any(|h| h.starts_with("relay:"))
+                    && e.downcast_ref::<teams::TeamError>().is_some_and(|t| {
+                        matches!(
+                            t,
+                            teams::TeamError::Refused(
+                                tapes::protocol::join::JoinRefusal::AlreadyMember
+                            )
+                        )
+                    }) => {}
+            Err(e) => return Err(e),
+        }
+        // The inviter is away: leave the request at a relay the invite names, if any.
+        for hint in &invite.addrs {
+            let Some(ticket) = hint.strip_prefix("relay:") else {
+                continue;
+            };
+            let Ok(relay) = tapes::peer::addr::PeerAddr::parse(ticket) else {
+                continue;
+            };
+            match super::peer::join_via_relay(store, &me, &invite, &request, &relay) {
+                Ok(Some(chain)) => {
+                    let m = &chain.head().manifest;
+                    println!(
+                        "joined team \"{}\" ({}) with {} members (the answer waited at relay {})",
+                        m.name,
+                        chain.team_id().short(),
+                        m.members.len(),
+                        relay.id.short()
+                    );
+                    return Ok(ExitCode::SUCCESS);
+                }
+                Ok(None) => {
+                    println!(
+                        "the inviter is offline; your request waits at relay {}",
+                        relay.id.short()
+                    );
+                    println!("it is accepted at the inviter's next sync; then run the same `tapes team join <code>` again");
+                    return Ok(ExitCode::SUCCESS);
+                }
+                Err(e) => eprintln!("the relay did not take the request: {e:#}"),
+            }
         }
         eprintln!("writing a request file to hand over instead");
     }

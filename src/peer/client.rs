@@ -66,6 +66,9 @@ pub struct FetchReport {
     pub nodes: usize,
     pub shares: usize,
     pub manifests: usize,
+    /// Sessions a relay served that did not verify (a relay cannot check sealed content, so one
+    /// member's bad deposit must not stop the others): the session and why.
+    pub rejected: Vec<String>,
     /// Round trips on the critical path: reconciliation, then one per fetch phase.
     pub round_trips: usize,
     pub bytes_sent: u64,
@@ -335,6 +338,10 @@ impl PeerConn {
                 }
                 Ok(Ok(Got::Kept(id))) => report.kept.push(id),
                 Ok(Ok(_)) => {}
+                Ok(Err(e @ PeerError::BadObject { .. })) if self.relay => {
+                    tracing::warn!("{e}");
+                    report.rejected.push(e.to_string());
+                }
                 Ok(Err(e)) | Err(e) => {
                     // Stop asking; what is verified so far is still stored below.
                     failure.get_or_insert(e);
@@ -477,7 +484,9 @@ impl PeerConn {
         if !ends_at_head {
             return Err(stream.protocol("the announced chain does not end at the record's head"));
         }
-        if record.owner == Some(me) && item.is_some() {
+        // Our own sessions come back only from a relay, and only when this machine has none
+        // (a new machine restoring what it shared): a fetch never replaces our own work.
+        if record.owner == Some(me) && item.is_some() && !(self.relay && have_head.is_none()) {
             stream.finish();
             return Ok(Got::Kept(format!("{} (yours)", entry.id.short())));
         }

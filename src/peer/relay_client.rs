@@ -214,13 +214,22 @@ impl PeerConn {
         self.expect_accepted(Request::Manifests { team, manifests }).await
     }
 
-    /// Leaves a join request at the relay: the answer if an admin already gave one, else
-    /// `None` (it waits there).
-    pub async fn join_at_relay(&self, request: &JoinRequest) -> Result<Option<JoinResponse>, PeerError> {
+    /// Leaves a join request at the relay, sealed to the inviter (`inviter`: its age recipient,
+    /// from the invite's `age:` hint) so the relay never holds the invite secret. Returns the
+    /// answer if the inviter already left one, else `None` (it waits there).
+    pub async fn join_at_relay(
+        &self,
+        request: &JoinRequest,
+        inviter: &age::x25519::Recipient,
+    ) -> Result<Option<JoinResponse>, PeerError> {
+        let plain = postcard::to_stdvec(request).expect("postcard encoding to a Vec cannot fail");
+        let sealed = age::encrypt(inviter, &plain)
+            .map_err(|e| PeerError::Local(format!("cannot seal the join request: {e}")))?;
         let mut stream = self.stream().await?;
         stream
-            .write(&Request::Join {
-                request: postcard::to_stdvec(request).expect("postcard encoding to a Vec cannot fail"),
+            .write(&Request::JoinSealed {
+                team: request.body.team,
+                sealed,
             })
             .await?;
         stream.finish();
@@ -251,24 +260,44 @@ impl PeerConn {
             Response::Refused { .. } => return Ok(()),
             _ => return Err(stream.protocol("expected the waiting join requests")),
         };
-        for bytes in list {
-            let Ok(request) = postcard::from_bytes::<JoinRequest>(&bytes) else {
+        let mut answers = Vec::new();
+        for (joiner, sealed) in list {
+            // Sealed to whoever issued the invite: another admin's requests are not ours to
+            // answer (we would not know the invite).
+            let Ok(plain) = age::decrypt(identity.age_identity(), &sealed) else {
                 continue;
             };
+            let Ok(request) = postcard::from_bytes::<JoinRequest>(&plain) else {
+                continue;
+            };
+            if request.body.member.id != joiner || request.body.team != team {
+                continue;
+            }
             let response =
                 block_in_place(|| teams::accept_join(store, identity, &request, crate::now_ms()))?;
             let accepted = matches!(response, JoinResponse::Accepted { .. });
             report
                 .joins_answered
                 .push((team, request.body.member.name.clone(), accepted));
+            answers.push((request.body.member.id, response));
+        }
+        if answers.is_empty() {
+            return Ok(());
+        }
+        // The relay learns the new members before they come to collect their answers.
+        let chain = block_in_place(|| teams::load(store, &team))?;
+        let manifests = chain.versions().iter().map(SignedManifest::encode).collect();
+        let manifests_sent = self.send_manifests(team, manifests).await;
+        for (joiner, response) in answers {
             self.expect_accepted(Request::Answer {
                 team,
-                joiner: request.body.member.id,
-                response: postcard::to_stdvec(&response).expect("postcard encoding to a Vec cannot fail"),
+                joiner,
+                response: postcard::to_stdvec(&response)
+                    .expect("postcard encoding to a Vec cannot fail"),
             })
             .await?;
         }
-        Ok(())
+        manifests_sent
     }
 
     /// Deposits one of our sessions for `scope`, building on what the relay has. A relay that
@@ -474,6 +503,7 @@ impl PeerConn {
             .filter(|i| matches!(item_kind(i), Some(ItemKind::Session | ItemKind::Share)))
             .map(item_session)
             .collect();
+        let heads_before = block_in_place(|| head_versions(store, &teams))?;
         let wanted = block_in_place(|| wanted(store, &me, &teams))?;
         for w in wanted {
             if !changed.contains(&w.session) {
@@ -485,6 +515,20 @@ impl PeerConn {
                 Err(e) => report.failed.push((w.session, w.scope, e)),
             }
         }
+        // Sealing may have rotated a team key that a removal left owed: teammates need the new
+        // manifest to open what we just deposited.
+        let heads_after = block_in_place(|| head_versions(store, &teams))?;
+        for (team, (before, after)) in teams.iter().zip(heads_before.iter().zip(&heads_after)) {
+            if after > before {
+                let chain = block_in_place(|| teams::load(store, team))?;
+                let manifests = chain.versions()[(*before as usize + 1).min(chain.versions().len())..]
+                    .iter()
+                    .map(SignedManifest::encode)
+                    .collect::<Vec<_>>();
+                report.manifests_sent += manifests.len();
+                self.send_manifests(*team, manifests).await?;
+            }
+        }
         for team in &teams {
             let chain = block_in_place(|| teams::load(store, team))?;
             let admin = chain
@@ -493,18 +537,17 @@ impl PeerConn {
                 .member(&me)
                 .is_some_and(|m| m.role != tapes_protocol::manifest::TeamRole::Member);
             if admin {
-                let before = report.joins_answered.len();
                 self.answer_joins(store, identity, *team, &mut report).await?;
-                if report.joins_answered.len() > before {
-                    // The new members are in our chain now; the relay must know them too.
-                    let chain = block_in_place(|| teams::load(store, team))?;
-                    let manifests = chain.versions().iter().map(SignedManifest::encode).collect();
-                    self.send_manifests(*team, manifests).await?;
-                }
             }
         }
         Ok(report)
     }
+}
+
+fn head_versions(store: &Store, list: &[TeamId]) -> Result<Vec<u64>, PeerError> {
+    list.iter()
+        .map(|t| Ok(teams::load(store, t)?.head().manifest.version))
+        .collect()
 }
 
 fn scope_teams(scope: &Scope) -> Vec<TeamId> {

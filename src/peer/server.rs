@@ -224,6 +224,7 @@ impl Server {
             | Request::Register { .. }
             | Request::Manifests { .. }
             | Request::Deposit(_)
+            | Request::JoinSealed { .. }
             | Request::Mailbox { .. }
             | Request::Answer { .. } => {
                 refuse(

@@ -40,7 +40,7 @@ pub enum RelayError {
     NotOwner(String),
     #[error("malformed request: {0}")]
     Malformed(String),
-    #[error("the relay's data is damaged: {0}; run `tapes fsck` on the relay's data directory")]
+    #[error("the relay's data is damaged: {0}; restore the relay's data directory from a backup")]
     Damaged(String),
     #[error("another request changed the same record at the same moment; retry")]
     Busy,

@@ -183,8 +183,15 @@ impl RelayServer {
                 }
                 Err(e) => Err(e),
             },
-            Request::Join { request } => {
-                match tokio::task::block_in_place(|| self.state.join(&conn.peer, &request)) {
+            Request::Join { .. } => {
+                return refuse(
+                    stream,
+                    "a relay takes join requests only sealed to the inviter; upgrade tapes",
+                )
+                .await
+            }
+            Request::JoinSealed { team, sealed } => {
+                match tokio::task::block_in_place(|| self.state.join(&conn.peer, &team, &sealed)) {
                     Ok(Some(answer)) => {
                         self.log(format!("{} collected its join answer", conn.name));
                         stream.write(&Response::Join(answer)).await?;
@@ -201,7 +208,7 @@ impl RelayServer {
             Request::Session { .. } | Request::Push { .. } => {
                 return refuse(
                     stream,
-                    "this is a relay: it takes sealed deposits (`tapes push <relay>` or `tapes storage sync`) and serves them through `tapes fetch <relay>`",
+                    "this is a relay: it takes sealed deposits (`tapes sync <relay>` or `tapes storage sync`) and serves them through `tapes fetch <relay>`",
                 )
                 .await
             }
@@ -341,11 +348,14 @@ impl RelayServer {
         deposit: tapes_protocol::sync::Deposit,
     ) -> Result<(), PeerError> {
         let session = deposit.session;
-        let mut pending =
-            match tokio::task::block_in_place(|| self.state.begin_deposit(&conn.peer, deposit)) {
-                Ok(pending) => pending,
-                Err(e) => return refuse(stream, &e.to_string()).await,
-            };
+        let began = tokio::task::block_in_place(|| self.state.begin_deposit(&conn.peer, deposit));
+        let mut pending = match began {
+            Ok(pending) => pending,
+            Err(e) => {
+                self.log(format!("refused a deposit from {}: {e}", conn.name));
+                return drain_then_refuse(stream, &e.to_string()).await;
+            }
+        };
         loop {
             match stream.expect::<Request>("upload").await? {
                 Request::Upload(objects) => {
@@ -353,7 +363,7 @@ impl RelayServer {
                         tokio::task::block_in_place(|| self.state.add_batch(&mut pending, objects))
                     {
                         self.log(format!("refused a deposit from {}: {e}", conn.name));
-                        return refuse(stream, &e.to_string()).await;
+                        return drain_then_refuse(stream, &e.to_string()).await;
                     }
                 }
                 Request::Done => break,
@@ -383,6 +393,19 @@ impl RelayServer {
         stream.finish();
         Ok(())
     }
+}
+
+/// Reads the rest of a refused deposit's uploads (dropping them), then answers: a client that
+/// is still sending then reads the reason instead of a reset stream.
+async fn drain_then_refuse(stream: &mut Stream<'_>, reason: &str) -> Result<(), PeerError> {
+    loop {
+        match stream.read::<Request>("upload").await? {
+            Some(Request::Upload(_)) => {}
+            Some(Request::Done) | None => break,
+            Some(_) => return Err(stream.protocol("expected objects or `done`")),
+        }
+    }
+    refuse(stream, reason).await
 }
 
 impl ProtocolHandler for RelayServer {

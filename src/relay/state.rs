@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 
 use serde::{Deserialize, Serialize};
-use tapes_protocol::join::{JoinRequest, JoinResponse};
+use tapes_protocol::join::JoinResponse;
 use tapes_protocol::manifest::{SignedManifest, TeamRole};
 use tapes_protocol::sync::{decode_batch, encode_batch, manifest_item, Deposit, ItemId, Scope};
 use tapes_protocol::team_chain::{Applied, TeamChain};
@@ -106,8 +106,14 @@ pub struct PendingDeposit {
     ids_before: Vec<NodeId>,
     check: Option<ChainCheck>,
     blobs: Vec<StoredObject>,
+    /// Bytes this deposit may still add before a quota or the per-deposit cap stops it: a
+    /// deposit is held in memory until it is whole, so it is cut off early, not at the end.
+    room: u64,
     pub objects: u64,
 }
+
+/// The most one deposit may hold in memory.
+const MAX_DEPOSIT_BYTES: u64 = 512 << 20;
 
 /// What a deposit did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -186,8 +192,12 @@ fn encode_ids(ids: &[NodeId]) -> Vec<u8> {
     ids.iter().flat_map(|id| id.0).collect()
 }
 
+/// Segment blobs are not nodes: their ids hash in their own context (SPEC.md §1), so they can
+/// never be mistaken for one.
 fn blob_id(bytes: &[u8]) -> NodeId {
-    NodeId(*blake3::hash(bytes).as_bytes())
+    let mut h = blake3::Hasher::new_derive_key("tapes 2026-11 relay blob v1");
+    h.update(bytes);
+    NodeId(*h.finalize().as_bytes())
 }
 
 impl RelayState {
@@ -247,11 +257,14 @@ impl RelayState {
         Ok(chain)
     }
 
-    fn check_members(&self, chain: &TeamChain) -> Result<(), RelayError> {
+    /// The members quota stops a team from growing past it; a manifest that removes members
+    /// is always taken, so the relay never keeps serving someone the team removed.
+    fn check_members(&self, chain: &TeamChain, before: Option<&TeamChain>) -> Result<(), RelayError> {
         let quota = self.config.quota(&chain.team_id());
         let members = chain.head().manifest.members.len() as u64;
+        let previous = before.map_or(0, |c| c.head().manifest.members.len() as u64);
         if let Some(limit) = quota.members {
-            if members > limit {
+            if members > limit && members > previous {
                 return Err(RelayError::Quota(format!(
                     "team {} has {members} members and this relay allows {limit} per team; the relay's operator raises `members` in relay.toml",
                     chain.team_id().short()
@@ -302,7 +315,7 @@ impl RelayState {
                 self.extend(&current, versions)?;
             }
             Err(_) => {
-                self.check_members(&chain)?;
+                self.check_members(&chain, None)?;
                 self.store_chain(&chain, None)?;
             }
         }
@@ -349,7 +362,7 @@ impl RelayState {
             }
         }
         if new > 0 {
-            self.check_members(&chain)?;
+            self.check_members(&chain, Some(current))?;
             self.store_chain(&chain, Some(current))?;
         }
         Ok(new)
@@ -469,6 +482,14 @@ impl RelayState {
             .unwrap_or_default();
         let check = (scope == Scope::Public)
             .then(|| ChainCheck::new(deposit.ids.clone(), 0, deposit.expected));
+        let quota = match scope {
+            Scope::Team(team) => self.config.quota(&team),
+            Scope::Public => self.config.default,
+        };
+        let used = self.usage(&scope)?.bytes;
+        let room = quota
+            .bytes
+            .map_or(MAX_DEPOSIT_BYTES, |limit| limit.saturating_sub(used).min(MAX_DEPOSIT_BYTES));
         Ok(PendingDeposit {
             deposit,
             owner: *peer,
@@ -477,6 +498,7 @@ impl RelayState {
             ids_before,
             check,
             blobs: Vec::new(),
+            room,
             objects: 0,
         })
     }
@@ -516,6 +538,14 @@ impl RelayState {
                 return Err(RelayError::Malformed("public content is deposited plain".into()))
             }
         };
+        let size = bytes.len() as u64;
+        if size > pending.room {
+            return Err(RelayError::Quota(format!(
+                "this deposit does not fit: the relay takes at most {} per deposit and within the scope's `bytes` quota; ask the relay's operator to raise `bytes` in relay.toml",
+                crate::render::bytes(MAX_DEPOSIT_BYTES as usize)
+            )));
+        }
+        pending.room -= size;
         pending.blobs.push(StoredObject {
             id: blob_id(&bytes),
             bytes,
@@ -534,6 +564,7 @@ impl RelayState {
             ids_before,
             check,
             blobs,
+            room: _,
             objects: _,
         } = pending;
         if check.as_ref().is_some_and(|c| !c.is_complete()) {
@@ -645,19 +676,15 @@ impl RelayState {
             .unwrap_or_default())
     }
 
-    /// A join request from its joiner: the answer if an admin left one, or it waits.
-    pub fn join(&self, peer: &MemberId, request_bytes: &[u8]) -> Result<Option<Vec<u8>>, RelayError> {
-        let request: JoinRequest = postcard::from_bytes(request_bytes)
-            .map_err(|e| RelayError::Malformed(format!("join request: {e}")))?;
-        if !request.verify() || request.body.member.id != *peer {
-            return Err(RelayError::Malformed(
-                "a join request must be signed by the node that sends it".into(),
-            ));
+    /// A join request from its joiner, sealed to the inviter: the answer if an admin left one,
+    /// or it waits. The relay sees only who asks for which team.
+    pub fn join(&self, peer: &MemberId, team: &TeamId, sealed: &[u8]) -> Result<Option<Vec<u8>>, RelayError> {
+        self.chain(team)?;
+        if sealed.len() > 64 << 10 {
+            return Err(RelayError::Malformed("a join request larger than 64 KiB".into()));
         }
-        let team = request.body.team;
-        self.chain(&team)?;
         let storage = self.store.storage();
-        let key = join_key(&team, peer);
+        let key = join_key(team, peer);
         let current = storage.get_ref(&key).map_err(StoreError::from)?;
         if let Some(raw) = &current {
             let wait: JoinWait = postcard::from_bytes(raw)
@@ -671,14 +698,14 @@ impl RelayState {
                 }]);
                 return Ok(Some(response));
             }
-        } else if storage.refs(&join_prefix(&team)).count() >= MAX_WAITING_JOINS {
+        } else if storage.refs(&join_prefix(team)).count() >= MAX_WAITING_JOINS {
             return Err(RelayError::Quota(format!(
                 "{MAX_WAITING_JOINS} join requests already wait for team {}; ask an admin to sync",
                 team.short()
             )));
         }
         let wait = JoinWait {
-            request: request_bytes.to_vec(),
+            request: sealed.to_vec(),
             response: None,
         };
         storage
@@ -692,15 +719,23 @@ impl RelayState {
         Ok(None)
     }
 
-    /// The unanswered join requests of `team`, for one of its admins.
-    pub fn waiting_joins(&self, peer: &MemberId, team: &TeamId) -> Result<Vec<Vec<u8>>, RelayError> {
+    /// The unanswered join requests of `team` (who left each, sealed to its inviter), for one
+    /// of its admins.
+    pub fn waiting_joins(&self, peer: &MemberId, team: &TeamId) -> Result<Vec<(MemberId, Vec<u8>)>, RelayError> {
         self.require_admin(team, peer)?;
         let mut out = Vec::new();
         for found in self.store.storage().refs(&join_prefix(team)) {
-            let (_, raw) = found.map_err(StoreError::from)?;
+            let (key, raw) = found.map_err(StoreError::from)?;
+            let Some(joiner) = std::str::from_utf8(&key)
+                .ok()
+                .and_then(|k| k.rsplit('/').next())
+                .and_then(|h| h.parse::<MemberId>().ok())
+            else {
+                continue;
+            };
             if let Ok(wait) = postcard::from_bytes::<JoinWait>(&raw) {
                 if wait.response.is_none() {
-                    out.push(wait.request);
+                    out.push((joiner, wait.request));
                 }
             }
         }
@@ -820,7 +855,7 @@ fn check_quota(scope: &Scope, quota: &Quota, usage: &Usage, new_session: bool, a
         if let Some(limit) = quota.bytes {
             if usage.bytes > limit {
                 return Err(RelayError::Quota(format!(
-                    "{who} would hold {} on this relay, over its {} limit; unshare old sessions or ask the relay's operator to raise `bytes` in relay.toml",
+                    "{who} would hold {} on this relay, over its {} limit; ask the relay's operator to raise `bytes` in relay.toml",
                     crate::render::bytes(usage.bytes as usize),
                     crate::render::bytes(limit as usize)
                 )));

@@ -1,0 +1,387 @@
+//! Storage providers through the real binary, one `TAPES_HOME` per person, on 127.0.0.1:
+//! `tapes storage status|sync|set-provider|configure`, the local provider that never dials, a
+//! hybrid provider whose relay is down (commands succeed, changes are queued and counted), a
+//! cloud provider whose write-through fails loudly, and a real `tapes relay` that takes the
+//! queued changes.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command as StdCommand, Stdio};
+use std::time::{Duration, Instant};
+
+use assert_cmd::Command;
+
+fn tapes(home: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::cargo_bin("tapes")
+        .unwrap()
+        .env("TAPES_HOME", home)
+        .env_remove("RUST_LOG")
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn ok(home: &Path, args: &[&str]) -> (String, String) {
+    let (code, stdout, stderr) = tapes(home, args);
+    assert_eq!(
+        code, 0,
+        "tapes {args:?}\nstdout: {stdout}\nstderr: {stderr}"
+    );
+    (stdout, stderr)
+}
+
+fn person(dir: &Path, name: &str) -> PathBuf {
+    let home = dir.join(name);
+    ok(&home, &["init", "--name", name]);
+    home
+}
+
+fn node_id(home: &Path) -> String {
+    let (out, _) = ok(home, &["id", "--json"]);
+    let value: serde_json::Value = serde_json::from_str(&out).unwrap();
+    value["node_id"].as_str().unwrap().to_string()
+}
+
+/// Imports a sample Claude Code session and returns its id.
+fn import_sample(home: &Path, dir: &Path, name: &str) -> (String, String) {
+    let file = dir.join(format!("{name}.jsonl"));
+    let seed = name
+        .bytes()
+        .fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64));
+    let session = tapes::sample::session(seed, 0, Default::default());
+    std::fs::write(&file, tapes::sample::claude_jsonl(&session)).unwrap();
+    let before = session_ids(home);
+    let (_, stderr) = ok(home, &["import", file.to_str().unwrap()]);
+    let new: Vec<String> = session_ids(home)
+        .into_iter()
+        .filter(|id| !before.contains(id))
+        .collect();
+    assert_eq!(new.len(), 1, "one new session from {name}");
+    (new[0].clone(), stderr)
+}
+
+fn session_ids(home: &Path) -> Vec<String> {
+    let (list, _) = ok(home, &["sessions", "--json"]);
+    let value: serde_json::Value = serde_json::from_str(&list).unwrap();
+    value
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn status_json(home: &Path) -> serde_json::Value {
+    let (out, _) = ok(home, &["storage", "status", "--json"]);
+    serde_json::from_str(&out).unwrap()
+}
+
+#[test]
+fn a_fresh_home_is_local_and_never_syncs() {
+    let dir = tempfile::tempdir().unwrap();
+    let alice = person(dir.path(), "alice");
+    let (out, _) = ok(&alice, &["storage", "status"]);
+    assert!(out.contains("Provider: local"), "{out}");
+    assert!(out.contains("(0 sessions)"), "{out}");
+    assert!(out.contains("Remote: none"), "{out}");
+    let json = status_json(&alice);
+    assert_eq!(json["provider"], "local");
+    assert_eq!(json["local"]["sessions"], 0);
+
+    let (code, _, stderr) = tapes(&alice, &["storage", "sync"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("`tapes storage set-provider hybrid`"),
+        "{stderr}"
+    );
+
+    // Writing commands under the local provider print nothing about syncing.
+    let (_, stderr) = import_sample(&alice, dir.path(), "alice");
+    assert!(!stderr.contains("relay"), "{stderr}");
+    let (out, _) = ok(&alice, &["storage", "status"]);
+    assert!(out.contains("(1 session)"), "{out}");
+    assert!(!alice.join("storage.toml").exists());
+}
+
+#[test]
+fn wrong_usage_and_bad_tickets_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let alice = person(dir.path(), "alice");
+    let (code, _, stderr) = tapes(&alice, &["storage", "set-provider", "bogus"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("local, cloud, hybrid"), "{stderr}");
+    let (code, _, stderr) = tapes(
+        &alice,
+        &[
+            "storage",
+            "configure",
+            "--relay",
+            "x",
+            "--sync-interval",
+            "soon",
+        ],
+    );
+    assert_eq!(code, 2, "{stderr}");
+
+    for bad in [
+        "not-a-ticket",
+        "abcd@127.0.0.1:9",
+        &format!("{}@nowhere", node_id(&alice)),
+    ] {
+        let (code, _, stderr) = tapes(&alice, &["storage", "configure", "--relay", bad]);
+        assert_eq!(code, 1, "{bad}: {stderr}");
+        assert!(stderr.contains("relay"), "{stderr}");
+        assert!(!alice.join("storage.toml").exists(), "{bad}");
+        let (out, _) = ok(&alice, &["remote", "list"]);
+        assert!(out.contains("no remotes"), "{out}");
+    }
+
+    // Cloud needs a relay first.
+    let (code, _, stderr) = tapes(&alice, &["storage", "set-provider", "cloud"]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("configure --relay"), "{stderr}");
+    assert!(!alice.join("storage.toml").exists());
+
+    // A malformed storage.toml: named, with the fix; other commands still work.
+    std::fs::write(alice.join("storage.toml"), "provider = \"floppy\"\n").unwrap();
+    let (code, _, stderr) = tapes(&alice, &["storage", "status"]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("storage.toml"), "{stderr}");
+    assert!(stderr.contains("delete it"), "{stderr}");
+    let (_, stderr) = ok(&alice, &["sessions"]);
+    assert!(stderr.contains("storage.toml"), "{stderr}");
+}
+
+#[test]
+fn hybrid_with_the_relay_down_queues_and_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let alice = person(dir.path(), "alice");
+    // Nobody listens on port 9 with this node id.
+    let ghost = person(dir.path(), "ghost");
+    let ticket = format!("{}@127.0.0.1:9", node_id(&ghost));
+    ok(&alice, &["team", "create", "core"]);
+    let (out, _) = ok(&alice, &["storage", "configure", "--relay", &ticket]);
+    assert!(out.contains("provider: hybrid (was local)"), "{out}");
+    let config = std::fs::read_to_string(alice.join("storage.toml")).unwrap();
+    assert!(config.contains("provider = \"hybrid\""), "{config}");
+    assert!(config.contains("relay = \"relay\""), "{config}");
+    let (remotes, _) = ok(&alice, &["remote", "list"]);
+    assert!(remotes.contains("relay"), "{remotes}");
+
+    let started = Instant::now();
+    let (session, stderr) = import_sample(&alice, dir.path(), "alice");
+    assert!(
+        stderr.contains("relay unreachable; 0 changes queued; `tapes storage sync` retries"),
+        "{stderr}"
+    );
+    let (_, stderr) = ok(
+        &alice,
+        &["share", &session[..12], "--team", "core", "--allow-secrets"],
+    );
+    assert!(
+        stderr.contains("relay unreachable; 1 change queued; `tapes storage sync` retries"),
+        "{stderr}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(60));
+
+    let (out, _) = ok(&alice, &["storage", "status"]);
+    assert!(out.contains("Provider: hybrid"), "{out}");
+    assert!(out.contains("(1 session)"), "{out}");
+    assert!(out.contains("0 synced, 1 pending push"), "{out}");
+    assert!(
+        out.contains("pending pull unknown (relay unreachable"),
+        "{out}"
+    );
+    assert!(out.contains("Last sync: never (last attempt"), "{out}");
+    let (out, _) = ok(&alice, &["storage", "status", "--json", "--offline"]);
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json["remote"]["pending_push"], 1);
+    assert!(json["remote"]["pending_pull"].is_null());
+    assert_eq!(json["remote"]["pending_pull_unknown"], "--offline");
+
+    // An explicit sync fails (exit 1) and says nothing is lost.
+    let (code, _, stderr) = tapes(&alice, &["storage", "sync"]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("unreachable"), "{stderr}");
+    assert!(stderr.contains("1 change queued"), "{stderr}");
+
+    // The interval is not due: a read-only command does not dial again.
+    let (_, stderr) = ok(&alice, &["sessions"]);
+    assert!(!stderr.contains("relay"), "{stderr}");
+
+    // Cloud: the same outage is an error exit, and the change is still queued.
+    ok(&alice, &["storage", "set-provider", "cloud"]);
+    let (code, _, stderr) = tapes(&alice, &["unshare", &session[..12], "--team", "core"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("it is kept locally and queued"), "{stderr}");
+    assert!(stderr.contains("set-provider hybrid"), "{stderr}");
+
+    // Local again: nothing dials, nothing warns.
+    ok(&alice, &["storage", "set-provider", "local"]);
+    let (_, stderr) = import_sample(&alice, dir.path(), "alice2");
+    assert!(!stderr.contains("relay"), "{stderr}");
+    let (out, _) = ok(&alice, &["storage", "status"]);
+    assert!(out.contains("Provider: local"), "{out}");
+    assert!(out.contains("not used by the local provider"), "{out}");
+}
+
+/// A running `tapes relay`, stopped on drop (also when the test panics).
+struct Relay {
+    child: Child,
+    ticket: String,
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_relay(data: &Path) -> Relay {
+    let child = StdCommand::new(assert_cmd::cargo::cargo_bin("tapes"))
+        .env_remove("RUST_LOG")
+        .env("TAPES_HOME", data.join("unused-home"))
+        .args([
+            "relay",
+            "--data",
+            data.to_str().unwrap(),
+            "--bind",
+            "127.0.0.1:0",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut relay = Relay {
+        child,
+        ticket: String::new(),
+    };
+    let file = data.join("relay-ticket");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(ticket) = std::fs::read_to_string(&file) {
+            if !ticket.trim().is_empty() {
+                relay.ticket = ticket.trim().to_string();
+                break;
+            }
+        }
+        if let Some(status) = relay.child.try_wait().unwrap() {
+            panic!("tapes relay exited early: {status}");
+        }
+        assert!(Instant::now() < deadline, "tapes relay wrote no ticket");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    relay
+}
+
+#[test]
+fn hybrid_syncs_through_a_real_relay() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("relay-data");
+    std::fs::create_dir_all(&data).unwrap();
+    let relay = start_relay(&data);
+    let alice = person(dir.path(), "alice");
+    ok(&alice, &["team", "create", "core"]);
+    ok(
+        &alice,
+        &["relay", "register", "--team", "core", &relay.ticket],
+    );
+    ok(
+        &alice,
+        &[
+            "storage",
+            "configure",
+            "--relay",
+            &relay.ticket,
+            "--no-sync-on-close",
+            "--sync-interval",
+            "1h",
+        ],
+    );
+    // Configured but never synced: the first command after it catches up (interval due).
+    let (session, _) = import_sample(&alice, dir.path(), "alice");
+    ok(
+        &alice,
+        &["share", &session[..12], "--team", "core", "--allow-secrets"],
+    );
+    // sync_on_close is off and the interval is an hour: the share is still pending.
+    let (out, _) = ok(&alice, &["storage", "status"]);
+    assert!(
+        out.contains("0 synced, 1 pending push, 0 pending pull"),
+        "{out}"
+    );
+
+    let (out, _) = ok(&alice, &["storage", "sync"]);
+    assert!(
+        out.contains(&format!("deposited {}", &session[..8])),
+        "{out}"
+    );
+    assert!(out.contains("1 synced, 0 pending push"), "{out}");
+    let (out, _) = ok(&alice, &["storage", "status"]);
+    assert!(out.contains("Provider: hybrid"), "{out}");
+    assert!(
+        out.contains("1 synced, 0 pending push, 0 pending pull"),
+        "{out}"
+    );
+    assert!(out.contains("Last sync: just now"), "{out}");
+    let json = status_json(&alice);
+    assert_eq!(json["remote"]["synced"], 1);
+    assert_eq!(json["remote"]["pending_push"], 0);
+    assert_eq!(json["remote"]["pending_pull"], 0);
+
+    // Write-through: with the cloud provider a share reaches the relay before exit.
+    ok(&alice, &["storage", "set-provider", "cloud"]);
+    let (second, _) = import_sample(&alice, dir.path(), "alice-second");
+    let (_, stderr) = ok(
+        &alice,
+        &["share", &second[..12], "--team", "core", "--allow-secrets"],
+    );
+    assert!(stderr.contains("1 deposited"), "{stderr}");
+    let json = status_json(&alice);
+    assert_eq!(json["remote"]["synced"], 2, "{json}");
+    assert_eq!(json["remote"]["pending_push"], 0, "{json}");
+
+    // Bob joins the team (request and answer files); alice's write-through brings the new
+    // manifest to the relay as part of `team accept`.
+    let bob = person(dir.path(), "bob");
+    let (code, _) = ok(&alice, &["team", "invite"]);
+    let request = dir.path().join("bob.request");
+    let answer = dir.path().join("bob.answer");
+    ok(
+        &bob,
+        &["team", "join", code.trim(), "-o", request.to_str().unwrap()],
+    );
+    ok(
+        &alice,
+        &[
+            "team",
+            "accept",
+            request.to_str().unwrap(),
+            "-o",
+            answer.to_str().unwrap(),
+        ],
+    );
+    ok(
+        &bob,
+        &["team", "join", "--answer", answer.to_str().unwrap()],
+    );
+    ok(&bob, &["storage", "configure", "--relay", &relay.ticket]);
+    // Pending pull is asked live: alice's two sessions.
+    let (out, _) = ok(&bob, &["storage", "status"]);
+    assert!(out.contains("(0 sessions)"), "{out}");
+    assert!(
+        out.contains("0 synced, 0 pending push, 2 pending pull"),
+        "{out}"
+    );
+    let (out, _) = ok(&bob, &["storage", "sync"]);
+    assert!(out.contains("2 new sessions"), "{out}");
+    let (out, _) = ok(&bob, &["storage", "status"]);
+    assert!(out.contains("(2 sessions)"), "{out}");
+    assert!(out.contains("0 pending pull"), "{out}");
+    drop(relay);
+}
