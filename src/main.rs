@@ -101,7 +101,7 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     init_logging(cli.verbose);
-    // Commands that change what a hybrid or cloud provider syncs (SPEC.md §16.6).
+    // Commands that change what a hybrid or cloud provider syncs (SPEC.md §16.11).
     let wrote = matches!(
         cli.command,
         Command::Import(_)

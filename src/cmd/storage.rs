@@ -271,7 +271,12 @@ async fn attempt(
     let outcome = match connect_relay(identity, &relay, dial_timeout).await {
         Err(f) => Err(f),
         Ok((endpoint, conn)) => {
-            let result = conn.relay_sync(store, identity).await.map_err(peer_failure);
+            let filter = config.team_ids().unwrap_or_default();
+            let only = (!filter.is_empty()).then_some(filter.as_slice());
+            let result = conn
+                .relay_sync_only(store, identity, only)
+                .await
+                .map_err(peer_failure);
             conn.close();
             endpoint.close().await;
             result
@@ -801,15 +806,19 @@ pub fn after_command(result: anyhow::Result<ExitCode>, wrote: bool) -> anyhow::R
                 Ok(report) => {
                     let (id, _, e) = &report.failed[0];
                     let what = format!(
-                        "relay {name} did not take {} (deposit of {}: {e})",
+                        "relay `{name}` did not take {} (deposit of {}: {e})",
                         changes(report.failed.len()),
                         id.short(),
                     );
                     (what, pending, false)
                 }
-                Err(f) if f.unreachable => (format!("relay {name}: {}", f.why), pending, true),
+                Err(f) if f.unreachable => (
+                    format!("relay `{name}` unreachable: {}", f.why),
+                    pending,
+                    true,
+                ),
                 Err(f) => (
-                    format!("sync with relay {name} failed: {}", f.why),
+                    format!("sync with relay `{name}` failed: {}", f.why),
                     pending,
                     false,
                 ),
@@ -818,8 +827,7 @@ pub fn after_command(result: anyhow::Result<ExitCode>, wrote: bool) -> anyhow::R
     };
     if strict {
         return Err(anyhow!(
-            "the cloud provider could not store this change at the relay ({}{what}); the change is kept locally and queued ({}): `tapes storage sync` retries, or `tapes storage set-provider hybrid` keeps working locally and syncs in the background",
-            if unreachable { "unreachable: " } else { "" },
+            "the cloud provider could not store this change: {what}; it is kept locally and queued ({}): `tapes storage sync` retries, or `tapes storage set-provider hybrid` keeps working locally and syncs in the background",
             queued(pending)
         ));
     }

@@ -474,18 +474,42 @@ impl PeerConn {
         store: &std::sync::Arc<Store>,
         identity: &std::sync::Arc<Identity>,
     ) -> Result<RelaySyncReport, PeerError> {
+        self.relay_sync_only(store, identity, None).await
+    }
+
+    /// [`PeerConn::relay_sync`], depositing and answering joins only for `only` (the teams a
+    /// `storage.toml` filter names); manifests and fetches still cover every team.
+    pub async fn relay_sync_only(
+        &self,
+        store: &std::sync::Arc<Store>,
+        identity: &std::sync::Arc<Identity>,
+        only: Option<&[TeamId]>,
+    ) -> Result<RelaySyncReport, PeerError> {
         let me = MemberId(identity.verifying_key().to_bytes());
         let (fetched, need) = self.fetch_and_list(store, identity).await?;
         let mut report = RelaySyncReport {
             fetched,
             ..RelaySyncReport::default()
         };
-        let teams = self.hello().await?;
-        block_in_place(|| remember_teams(store, &self.peer, &teams))?;
+        let listed = self.hello().await?;
+        // The relay's teams we hold a chain of (a fetch above brought any we lacked).
+        let teams: Vec<TeamId> = listed
+            .into_iter()
+            .filter(|t| teams::load(store, t).is_ok())
+            .collect();
         // Manifests the relay lacks, per team (it applies them through the chain rules).
         let need_set: BTreeSet<ItemId> = need.iter().copied().collect();
         for team in &teams {
             let chain = block_in_place(|| teams::load(store, team))?;
+            if chain.head().manifest.member(&me).is_none() {
+                // We left or were removed, and the relay does not know yet: tell it, so it
+                // stops serving us (and whoever else the newer manifests removed).
+                let manifests = chain.versions().iter().map(SignedManifest::encode).collect();
+                if self.send_manifests(*team, manifests).await.is_ok() {
+                    report.manifests_sent += 1;
+                }
+                continue;
+            }
             let missing: Vec<Vec<u8>> = chain
                 .versions()
                 .iter()
@@ -497,6 +521,15 @@ impl PeerConn {
                 self.send_manifests(*team, missing).await?;
             }
         }
+        // From here on, only the teams we are still in.
+        let teams: Vec<TeamId> = teams
+            .into_iter()
+            .filter(|t| {
+                teams::load(store, t).is_ok_and(|c| c.head().manifest.member(&me).is_some())
+            })
+            .filter(|t| only.is_none_or(|o| o.contains(t)))
+            .collect();
+        block_in_place(|| remember_teams(store, &self.peer, &teams))?;
         // Sessions: ours whose record or share the relay lacks, for every scope shared there.
         let changed: BTreeSet<SessionId> = need
             .iter()
