@@ -370,6 +370,27 @@ async fn unshare_and_non_members_and_join_requests_that_wait_at_the_relay() {
         404
     );
 
+    // Expiry: a share that expires 404s from then on, without another sync.
+    let brief = alice.session_with(14, &["here for a moment"]);
+    share::share(
+        &alice.store,
+        &alice.identity,
+        &brief,
+        &ShareOptions {
+            audience: Audience::Public,
+            title: None,
+            note: None,
+            expires_ms: Some(tapes::now_ms() + 1500),
+            secrets: SecretPolicy::Allow,
+        },
+        tapes::now_ms(),
+    )
+    .unwrap();
+    alice.sync(&ticket).await;
+    assert_eq!(http_get(http, &format!("/s/{}", brief.to_hex())).0, 200);
+    tokio::time::sleep(std::time::Duration::from_millis(1600)).await;
+    assert_eq!(http_get(http, &format!("/s/{}", brief.to_hex())).0, 404);
+
     // Dave asks to join while alice is offline: the request waits at the relay.
     let chain = teams::load(&alice.store, &team).unwrap();
     let mut options = invite_options();
