@@ -320,6 +320,21 @@ impl PeerConn {
                     session.short()
                 ))
             })?;
+        self.deposit_wanted(store, identity, &wanted, &Chains::default())
+            .await
+    }
+
+    /// Deposits what `wanted` describes, catching the relay up from its head when it is at an
+    /// older one of ours. `chains` holds team chains loaded for sealing across deposits
+    /// (loading verifies the whole chain, which costs more than sealing a small session).
+    async fn deposit_wanted(
+        &self,
+        store: &Store,
+        identity: &Identity,
+        wanted: &Wanted,
+        chains: &Chains,
+    ) -> Result<u64, PeerError> {
+        let (scope, session) = (wanted.scope, wanted.session);
         let key = tracking_key(&self.peer, &scope, &session);
         let tracked = block_in_place(|| store.storage().get_ref(&key)).map_err(StoreError::from)?;
         let mut expected = tracked
@@ -332,14 +347,14 @@ impl PeerConn {
         let mut tries = 0;
         let nodes = loop {
             tries += 1;
-            match self.deposit_once(store, identity, &wanted, expected).await {
+            match self.deposit_once(store, identity, wanted, expected, chains).await {
                 Ok(nodes) => break nodes,
                 Err(PeerError::Conflict { .. }) if tries < 3 => {
                     // Where is the relay? Claiming it is at our head either lands (it is:
                     // only the records changed) or tells us its head; if that is on our chain,
                     // continue from there.
                     match self
-                        .send_deposit(store, identity, &wanted, Some(wanted.head), Vec::new())
+                        .send_deposit(store, identity, wanted, Some(wanted.head), Vec::new(), chains)
                         .await?
                     {
                         Ok(_) => break 0,
@@ -386,12 +401,16 @@ impl PeerConn {
         identity: &Identity,
         wanted: &Wanted,
         expected: Option<NodeId>,
+        chains: &Chains,
     ) -> Result<u64, PeerError> {
         let objects = block_in_place(|| chain_after(store, &wanted.head, expected.as_ref()))?;
         let Some(objects) = objects else {
             return Err(self.conflict(&wanted.session, expected));
         };
-        match self.send_deposit(store, identity, wanted, expected, objects).await? {
+        match self
+            .send_deposit(store, identity, wanted, expected, objects, chains)
+            .await?
+        {
             Ok(nodes) => Ok(nodes),
             Err(current) => Err(self.conflict(&wanted.session, current)),
         }
@@ -405,12 +424,19 @@ impl PeerConn {
         wanted: &Wanted,
         expected: Option<NodeId>,
         objects: Vec<StoredObject>,
+        chains: &Chains,
     ) -> Result<Result<u64, Option<NodeId>>, PeerError> {
         let entry = block_in_place(|| access::session_entry(store, identity, &wanted.session))?
             .ok_or_else(|| PeerError::Local(format!("session {} is gone", wanted.session.short())))?;
         let entry_plain = postcard::to_stdvec(&entry).expect("postcard encoding to a Vec cannot fail");
         let mut chain = match wanted.scope {
-            Scope::Team(team) => Some(block_in_place(|| teams::load(store, &team))?),
+            Scope::Team(team) => {
+                let cached = chains.lock().unwrap_or_else(|p| p.into_inner()).remove(&team);
+                Some(match cached {
+                    Some(chain) => chain,
+                    None => block_in_place(|| teams::load(store, &team))?,
+                })
+            }
             Scope::Public => None,
         };
         let mut seal = |bytes: &[u8]| -> Result<Vec<u8>, PeerError> {
@@ -458,6 +484,12 @@ impl PeerConn {
         }
         stream.write(&Request::Done).await?;
         stream.finish();
+        if let Some(chain) = chain {
+            chains
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(chain.team_id(), chain);
+        }
         match stream.expect::<Response>("deposit answer").await? {
             Response::Pushed { nodes } => Ok(Ok(nodes)),
             Response::Conflict { current } => Ok(Err(current)),
@@ -538,11 +570,12 @@ impl PeerConn {
             .collect();
         let heads_before = block_in_place(|| head_versions(store, &teams))?;
         let wanted = block_in_place(|| wanted(store, &me, &teams))?;
+        let chains = Chains::default();
         for w in wanted {
             if !changed.contains(&w.session) {
                 continue;
             }
-            match self.deposit(store, identity, w.scope, w.session).await {
+            match self.deposit_wanted(store, identity, &w, &chains).await {
                 Ok(nodes) => report.deposited.push((w.session, w.scope, nodes)),
                 Err(e @ (PeerError::Connection { .. } | PeerError::Protocol { .. })) => return Err(e),
                 Err(e) => report.failed.push((w.session, w.scope, e)),
@@ -576,6 +609,9 @@ impl PeerConn {
         Ok(report)
     }
 }
+
+/// Team chains loaded for sealing, shared by the deposits of one sync.
+type Chains = std::sync::Mutex<std::collections::HashMap<TeamId, tapes_protocol::team_chain::TeamChain>>;
 
 fn head_versions(store: &Store, list: &[TeamId]) -> Result<Vec<u64>, PeerError> {
     list.iter()
