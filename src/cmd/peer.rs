@@ -297,6 +297,9 @@ pub fn fetch(args: FetchArgs) -> anyhow::Result<ExitCode> {
                 for kept in &report.kept {
                     println!("  kept yours: {kept}");
                 }
+                for rejected in &report.rejected {
+                    eprintln!("  rejected: {rejected}");
+                }
             }
             Err(e) => {
                 eprintln!("error: {e:#}");
@@ -370,6 +373,9 @@ pub fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
 /// Prints what a sync with a relay did; true when something failed.
 pub fn print_relay_sync(name: &str, report: &tapes::peer::relay_client::RelaySyncReport) -> bool {
     println!("{}", describe(name, &report.fetched));
+    for rejected in &report.fetched.rejected {
+        eprintln!("  rejected: {rejected}");
+    }
     if report.manifests_sent > 0 {
         println!("  sent {} team manifests", report.manifests_sent);
     }
