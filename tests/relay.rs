@@ -131,6 +131,37 @@ async fn start_relay(data: &Path) -> RunningRelay {
     start(data, &options(), Arc::new(|_| {})).await.unwrap()
 }
 
+/// A relay in `data` with `config` as its relay.toml.
+async fn relay_with(data: &Path, config: &str) -> RunningRelay {
+    std::fs::write(data.join("relay.toml"), config).unwrap();
+    start_relay(data).await
+}
+
+/// `owner` creates team `name` and registers it on the relay.
+async fn team_on_relay(owner: &Member, ticket: &PeerAddr, name: &str) -> TeamId {
+    let team = teams::create(&owner.store, &owner.identity, name, tapes::now_ms())
+        .unwrap()
+        .team_id();
+    owner
+        .relay(ticket)
+        .await
+        .unwrap()
+        .register(&owner.store, &team)
+        .await
+        .unwrap();
+    team
+}
+
+/// Another machine of `member`'s: the same keys, an empty store.
+async fn second_machine(member: &Member) -> Member {
+    Member::with_identity(Identity::from_parts(
+        member.identity.signing_key().clone(),
+        member.identity.age_identity().clone(),
+        member.identity.profile.clone(),
+    ))
+    .await
+}
+
 /// Adds `joiner` to `owner`'s team without the network (invite, request, accept, complete).
 fn add_member(owner: &Member, joiner: &Member, team: &TeamId) {
     let chain = teams::load(&owner.store, team).unwrap();
@@ -334,16 +365,7 @@ async fn unshare_and_non_members_and_join_requests_that_wait_at_the_relay() {
     let ticket = relay.ticket.clone();
     let http = relay.http.unwrap();
     let alice = Member::new("alice").await;
-    let team = teams::create(&alice.store, &alice.identity, "core", tapes::now_ms())
-        .unwrap()
-        .team_id();
-    alice
-        .relay(&ticket)
-        .await
-        .unwrap()
-        .register(&alice.store, &team)
-        .await
-        .unwrap();
+    let team = team_on_relay(&alice, &ticket, "core").await;
     let public_session = alice.session_with(4, &[PUBLIC_TEXT]);
     let team_session = alice.session_with(5, &[SECRET_TEAM_TEXT]);
     alice.share(&public_session, Audience::Public);
@@ -439,35 +461,16 @@ async fn unshare_and_non_members_and_join_requests_that_wait_at_the_relay() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_owner_on_two_machines_conflicts_and_quotas_refuse_clearly() {
     let data = tempfile::tempdir().unwrap();
-    std::fs::write(
-        data.path().join("relay.toml"),
-        "[default]\nsessions_per_month = 2\n",
-    )
-    .unwrap();
-    let relay = start_relay(data.path()).await;
+    let relay = relay_with(data.path(), "[default]\nsessions_per_month = 2\n").await;
     let ticket = relay.ticket.clone();
     let laptop = Member::new("alice").await;
-    let team = teams::create(&laptop.store, &laptop.identity, "core", tapes::now_ms())
-        .unwrap()
-        .team_id();
-    laptop
-        .relay(&ticket)
-        .await
-        .unwrap()
-        .register(&laptop.store, &team)
-        .await
-        .unwrap();
+    let team = team_on_relay(&laptop, &ticket, "core").await;
     let id = laptop.session_with(7, &["base"]);
     laptop.share(&id, Audience::Team(team));
     laptop.sync(&ticket).await;
 
     // The same identity on a desktop, with the same base; both go on from it.
-    let desktop = Member::with_identity(Identity::from_parts(
-        laptop.identity.signing_key().clone(),
-        laptop.identity.age_identity().clone(),
-        laptop.identity.profile.clone(),
-    ))
-    .await;
+    let desktop = second_machine(&laptop).await;
     // (A fetch never replaces one's own sessions, so the desktop has the base from the same
     // import: the sample and its continuation are deterministic.)
     teams::store_chain(&desktop.store, &teams::load(&laptop.store, &team).unwrap()).unwrap();
@@ -486,12 +489,7 @@ async fn one_owner_on_two_machines_conflicts_and_quotas_refuse_clearly() {
 
     // A third machine of alice's with an empty store restores her shared session from the
     // relay (the relay is where "cloud" keeps things); the other two keep their own.
-    let fresh = Member::with_identity(Identity::from_parts(
-        laptop.identity.signing_key().clone(),
-        laptop.identity.age_identity().clone(),
-        laptop.identity.profile.clone(),
-    ))
-    .await;
+    let fresh = second_machine(&laptop).await;
     teams::store_chain(&fresh.store, &teams::load(&laptop.store, &team).unwrap()).unwrap();
     let restored = fresh.sync(&ticket).await;
     assert_eq!(restored.fetched.new_sessions, 1, "{restored:?}");
@@ -520,12 +518,7 @@ async fn one_owner_on_two_machines_conflicts_and_quotas_refuse_clearly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_concurrent_depositors_all_land() {
     let data = tempfile::tempdir().unwrap();
-    std::fs::write(
-        data.path().join("relay.toml"),
-        "[default]\nmembers = 0\nsessions_per_month = 0\n",
-    )
-    .unwrap();
-    let relay = start_relay(data.path()).await;
+    let relay = relay_with(data.path(), "[default]\nmembers = 0\nsessions_per_month = 0\n").await;
     let ticket = relay.ticket.clone();
     let owner = Member::new("owner").await;
     let team = teams::create(&owner.store, &owner.identity, "big", tapes::now_ms())
