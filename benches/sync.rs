@@ -309,6 +309,12 @@ fn print_fetch(got: &Value, before: &Value, after: &Value, bytes: u64, nodes: u6
         kb(after["hwm_kb"].as_u64().unwrap_or(0)),
         kb(before["rss_kb"].as_u64().unwrap_or(0))
     );
+    println!(
+        "   client peaks sampled every 5 ms: anonymous {}, file-backed (mapped packs) {}, {} threads",
+        kb(got["anon_kb"].as_u64().unwrap_or(0)),
+        kb(got["file_kb"].as_u64().unwrap_or(0)),
+        got["threads"].as_u64().unwrap_or(0),
+    );
     if stored < nodes {
         println!("   WARNING: alice has {nodes} objects, the client stored {stored}");
     }
@@ -875,11 +881,13 @@ fn client_main(name: &str) -> Result<()> {
                 reset_hwm();
                 let usage = Usage::now();
                 let io = io_bytes();
+                let sampler = Sampler::start();
                 let started = Instant::now();
                 let conn = connect(&endpoint, &addr, "alice").await?;
                 let connect_secs = started.elapsed().as_secs_f64();
                 let report = conn.fetch(&store, &identity).await?;
                 let secs = started.elapsed().as_secs_f64();
+                let sampled = sampler.stop();
                 let usage = Usage::now().since(usage);
                 let io = io_bytes() - io;
                 let hwm = status_kb("VmHWM");
@@ -890,6 +898,8 @@ fn client_main(name: &str) -> Result<()> {
                 anyhow::Ok(json!({
                     "secs": secs, "connect_secs": connect_secs, "usage": usage, "io_written": io,
                     "hwm_kb": hwm, "rss_before_kb": rss_before,
+                    "anon_kb": sampled.anon_kb, "file_kb": sampled.file_kb,
+                    "threads": sampled.threads,
                     "stored_objects": store.storage().object_count(),
                     "items": view.items.len(),
                     "report": {
@@ -1002,6 +1012,43 @@ fn io_bytes() -> u64 {
 }
 
 /// Resets the peak RSS to the current RSS (Linux >= 4.0).
+/// Peaks of `RssAnon`, `RssFile` and `Threads` in /proc/self/status, sampled every 5 ms on a
+/// thread of its own while a fetch runs: what kind of memory makes the peak RSS.
+struct Sampler {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Sampled>,
+}
+
+#[derive(Default)]
+struct Sampled {
+    anon_kb: u64,
+    file_kb: u64,
+    threads: u64,
+}
+
+impl Sampler {
+    fn start() -> Sampler {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut peak = Sampled::default();
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                peak.anon_kb = peak.anon_kb.max(status_kb("RssAnon"));
+                peak.file_kb = peak.file_kb.max(status_kb("RssFile"));
+                peak.threads = peak.threads.max(status_kb("Threads"));
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            peak
+        });
+        Sampler { stop, thread }
+    }
+
+    fn stop(self) -> Sampled {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap_or_default()
+    }
+}
+
 fn reset_hwm() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }

@@ -22,8 +22,8 @@ use tapes::lineage::{self, CopyOptions};
 use tapes::peer::addr::PeerAddr;
 use tapes::peer::client::{connect, FetchReport, PeerConn};
 use tapes::peer::endpoint::{bind, EndpointConfig};
-use tapes::peer::server::{Server, StoreHandle};
 use tapes::peer::relay_client::RelaySyncReport;
+use tapes::peer::server::{Server, StoreHandle};
 use tapes::peer::PeerError;
 use tapes::protocol::manifest::TeamRole;
 use tapes::protocol::sync::ALPN;
@@ -119,7 +119,10 @@ impl Teammate {
 fn http_status(addr: std::net::SocketAddr, path: &str) -> anyhow::Result<u16> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(addr)?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: relay\r\nConnection: close\r\n\r\n")?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: relay\r\nConnection: close\r\n\r\n"
+    )?;
     let mut response = String::new();
     stream.read_to_string(&mut response)?;
     response
@@ -310,10 +313,15 @@ async fn main() -> anyhow::Result<()> {
     }
     conn.close();
 
-    println!("10. a relay keeps the team's sessions while laptops are closed; it holds no team key");
+    println!(
+        "10. a relay keeps the team's sessions while laptops are closed; it holds no team key"
+    );
     let relay_dir = tempfile::tempdir()?;
     // The free tier (the default) allows 3 members per team; this team will have 4.
-    std::fs::write(relay_dir.path().join("relay.toml"), "[default]\nmembers = 10\n")?;
+    std::fs::write(
+        relay_dir.path().join("relay.toml"),
+        "[default]\nmembers = 10\n",
+    )?;
     println!("   relay.toml: the free tier, with room for 10 members");
     let relay = start(
         relay_dir.path(),
@@ -325,7 +333,11 @@ async fn main() -> anyhow::Result<()> {
     )
     .await?;
     println!("   relay node {}", relay.ticket.ticket());
-    alice.relay(&relay.ticket).await?.register(&alice.store, &team).await?;
+    alice
+        .relay(&relay.ticket)
+        .await?
+        .register(&alice.store, &team)
+        .await?;
     println!("   alice (owner) registered \"platform\" on it");
     const SECRET: &str = "the database failover runbook (team only)";
     let plan = ids[4];
@@ -340,7 +352,10 @@ async fn main() -> anyhow::Result<()> {
     println!("   alice closes her laptop; bob syncs with the relay instead");
     let report = bob.relay_sync(&relay.ticket).await?;
     println!("   {}", describe(&report.fetched));
-    anyhow::ensure!(bob.store.session(&plan)?.is_some(), "bob should have the plan");
+    anyhow::ensure!(
+        bob.store.session(&plan)?.is_some(),
+        "bob should have the plan"
+    );
     let dave = Teammate::start("dave").await?;
     let chain = teams::load(&alice.store, &team)?;
     let (code, _) = teams::invite(
@@ -366,11 +381,18 @@ async fn main() -> anyhow::Result<()> {
         .await?;
     println!(
         "   dave asks to join while alice is away: {}",
-        if waiting.is_none() { "the request waits at the relay" } else { "answered" }
+        if waiting.is_none() {
+            "the request waits at the relay"
+        } else {
+            "answered"
+        }
     );
     let report = alice.relay_sync(&relay.ticket).await?;
     for (_, who, accepted) in &report.joins_answered {
-        println!("   alice's next sync {} {who}", if *accepted { "accepts" } else { "refuses" });
+        println!(
+            "   alice's next sync {} {who}",
+            if *accepted { "accepts" } else { "refuses" }
+        );
     }
     let answer = dave
         .relay(&relay.ticket)
@@ -381,10 +403,14 @@ async fn main() -> anyhow::Result<()> {
     teams::complete_join(&dave.store, &dave.identity, &invite.team, answer)?;
     let report = dave.relay_sync(&relay.ticket).await?;
     println!("   dave joined and synced: {}", describe(&report.fetched));
-    let http = relay.http.ok_or_else(|| anyhow::anyhow!("no public page"))?;
+    let http = relay
+        .http
+        .ok_or_else(|| anyhow::anyhow!("no public page"))?;
     let public = http_status(http, &format!("/s/{}", ids[3].to_hex()))?;
     let team_only = http_status(http, &format!("/s/{}", plan.to_hex()))?;
-    println!("   public page: GET /s/<public session> -> {public}, GET /s/<team session> -> {team_only}");
+    println!(
+        "   public page: GET /s/<public session> -> {public}, GET /s/<team session> -> {team_only}"
+    );
     relay.shutdown().await;
     let leaks = files_containing(relay_dir.path(), SECRET)?;
     println!(

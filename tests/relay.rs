@@ -252,10 +252,7 @@ async fn members_sync_through_a_relay_that_holds_no_plaintext() {
     // Bob is a member but not an admin: he cannot register the team.
     let conn = bob.relay(&ticket).await.unwrap();
     let refused = conn.register(&bob.store, &team).await.unwrap_err();
-    assert!(
-        refused.to_string().contains("only an admin"),
-        "{refused}"
-    );
+    assert!(refused.to_string().contains("only an admin"), "{refused}");
     let conn = alice.relay(&ticket).await.unwrap();
     conn.register(&alice.store, &team).await.unwrap();
 
@@ -341,7 +338,10 @@ async fn members_sync_through_a_relay_that_holds_no_plaintext() {
         .begin_deposit(&carol.id(), deposit)
         .err()
         .expect("a non-member's deposit is refused");
-    assert!(refused.to_string().contains("not a current member"), "{refused}");
+    assert!(
+        refused.to_string().contains("not a current member"),
+        "{refused}"
+    );
     relay.shutdown().await;
 }
 
@@ -417,13 +417,23 @@ async fn unshare_and_non_members_and_join_requests_that_wait_at_the_relay() {
     let chain = teams::load(&alice.store, &team).unwrap();
     let mut options = invite_options();
     options.addrs = teams::relay_hints(&alice.identity, &ticket.ticket());
-    let (code, _) =
-        teams::invite(&alice.store, &alice.identity, &chain, options, tapes::now_ms()).unwrap();
+    let (code, _) = teams::invite(
+        &alice.store,
+        &alice.identity,
+        &chain,
+        options,
+        tapes::now_ms(),
+    )
+    .unwrap();
     let dave = Member::new("dave").await;
     let (invite, request) = teams::join_request(&dave.identity, &code, tapes::now_ms()).unwrap();
     let conn = dave.relay(&ticket).await.unwrap();
     let inviter = teams::inviter_recipient(&invite).unwrap();
-    assert!(conn.join_at_relay(&request, &inviter).await.unwrap().is_none());
+    assert!(conn
+        .join_at_relay(&request, &inviter)
+        .await
+        .unwrap()
+        .is_none());
     // The request waits sealed: the relay never holds the invite secret it carries.
     assert!(files_with_bytes(data.path(), &invite.secret).is_empty());
     // Before alice syncs, dave is nobody to the relay.
@@ -434,7 +444,11 @@ async fn unshare_and_non_members_and_join_requests_that_wait_at_the_relay() {
     let report = alice.sync(&ticket).await;
     assert_eq!(report.joins_answered.len(), 1, "{report:?}");
     assert!(report.joins_answered[0].2);
-    let answer = conn.join_at_relay(&request, &inviter).await.unwrap().unwrap();
+    let answer = conn
+        .join_at_relay(&request, &inviter)
+        .await
+        .unwrap()
+        .unwrap();
     teams::complete_join(&dave.store, &dave.identity, &invite.team, answer).unwrap();
     let report = dave.sync(&ticket).await;
     assert!(dave.has(&team_session), "{report:?}");
@@ -485,7 +499,10 @@ async fn one_owner_on_two_machines_conflicts_and_quotas_refuse_clearly() {
     let second = desktop.sync(&ticket).await;
     assert_eq!(second.failed.len(), 1, "{second:?}");
     let message = second.failed[0].2.to_string();
-    assert!(message.contains("conflict") && message.contains("tapes pull"), "{message}");
+    assert!(
+        message.contains("conflict") && message.contains("tapes pull"),
+        "{message}"
+    );
 
     // A third machine of alice's with an empty store restores her shared session from the
     // relay (the relay is where "cloud" keeps things); the other two keep their own.
@@ -518,7 +535,11 @@ async fn one_owner_on_two_machines_conflicts_and_quotas_refuse_clearly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_concurrent_depositors_all_land() {
     let data = tempfile::tempdir().unwrap();
-    let relay = relay_with(data.path(), "[default]\nmembers = 0\nsessions_per_month = 0\n").await;
+    let relay = relay_with(
+        data.path(),
+        "[default]\nmembers = 0\nsessions_per_month = 0\n",
+    )
+    .await;
     let ticket = relay.ticket.clone();
     let owner = Member::new("owner").await;
     let team = teams::create(&owner.store, &owner.identity, "big", tapes::now_ms())
@@ -663,7 +684,10 @@ async fn a_relay_killed_mid_deposit_restarts_and_the_client_converges() {
     assert!(!deposit.is_finished(), "the deposit ended before the kill");
     process.kill();
     let cut = deposit.await.unwrap();
-    assert!(cut.is_err() || !cut.as_ref().unwrap().failed.is_empty(), "{cut:?}");
+    assert!(
+        cut.is_err() || !cut.as_ref().unwrap().failed.is_empty(),
+        "{cut:?}"
+    );
 
     // Restarted: the relay's store is whole and has no trace of the cut deposit's session.
     let (process2, ticket) = RelayProcess::spawn(data.path());

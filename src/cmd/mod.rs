@@ -13,8 +13,8 @@ pub mod remote;
 pub mod search;
 pub mod search_tui;
 pub mod sessions;
-pub mod storage;
 pub mod share;
+pub mod storage;
 pub mod team;
 pub mod transfer;
 

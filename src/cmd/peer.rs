@@ -320,7 +320,8 @@ pub fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
     let mut targets = peers(&store, args.remote.as_deref(), args.remote.is_none())?;
     if let Some(team) = &args.team {
         let chain = tapes::teams::resolve(&store, Some(team))?;
-        targets.retain(|(_, addr, relay)| *relay || chain.head().manifest.member(&addr.id).is_some());
+        targets
+            .retain(|(_, addr, relay)| *relay || chain.head().manifest.member(&addr.id).is_some());
         if targets.is_empty() {
             bail!("none of your peer remotes is a member of team {}; add one with `tapes remote add <name> <node-id>`", chain.head().manifest.name);
         }
@@ -380,7 +381,11 @@ pub fn print_relay_sync(name: &str, report: &tapes::peer::relay_client::RelaySyn
         println!("  sent {} team manifests", report.manifests_sent);
     }
     for (id, scope, nodes) in &report.deposited {
-        println!("  deposited {} for {}: {nodes} new nodes", id.short(), scope_name(scope));
+        println!(
+            "  deposited {} for {}: {nodes} new nodes",
+            id.short(),
+            scope_name(scope)
+        );
     }
     for (team, who, accepted) in &report.joins_answered {
         println!(
@@ -390,7 +395,11 @@ pub fn print_relay_sync(name: &str, report: &tapes::peer::relay_client::RelaySyn
         );
     }
     for (id, scope, e) in &report.failed {
-        eprintln!("  error: deposit of {} for {}: {e}", id.short(), scope_name(scope));
+        eprintln!(
+            "  error: deposit of {} for {}: {e}",
+            id.short(),
+            scope_name(scope)
+        );
     }
     !report.failed.is_empty()
 }
@@ -414,9 +423,13 @@ pub fn join_via_relay(
     let Some(inviter) = tapes::teams::inviter_recipient(invite) else {
         bail!("the invite names a relay but not the inviter's key, so the request cannot be sealed for it; ask for a new invite");
     };
-    let answer = runtime()?.block_on(with_peer(identity, "the relay", relay, true, async |conn| {
-        conn.join_at_relay(request, &inviter).await
-    }))?;
+    let answer = runtime()?.block_on(with_peer(
+        identity,
+        "the relay",
+        relay,
+        true,
+        async |conn| conn.join_at_relay(request, &inviter).await,
+    ))?;
     if !remote::exists(store, "relay")? {
         remote::save_relay(store, "relay", relay)?;
     }

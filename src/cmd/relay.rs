@@ -103,9 +103,13 @@ fn register(team: Option<&str>, relay: &str) -> anyhow::Result<ExitCode> {
     let chain = tapes::teams::resolve(&store, team)?;
     let addr = relay_addr(&store, relay)?;
     let team_id = chain.team_id();
-    runtime()?.block_on(with_peer(&identity, "the relay", &addr, true, async |conn| {
-        conn.register(&store, &team_id).await
-    }))?;
+    runtime()?.block_on(with_peer(
+        &identity,
+        "the relay",
+        &addr,
+        true,
+        async |conn| conn.register(&store, &team_id).await,
+    ))?;
     println!(
         "registered team {} ({}) on relay {}",
         chain.head().manifest.name,

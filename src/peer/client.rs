@@ -7,7 +7,7 @@
 //! and moves each session's ref only after its nodes are durable (group commit).
 
 use std::collections::BTreeMap;
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 
 use iroh::endpoint::Connection;
@@ -21,13 +21,14 @@ use tapes_protocol::sync::{
     Response, ALPN,
 };
 use tapes_protocol::{MemberId, NodeId, SessionId, StoredObject, TeamId};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::{block_in_place, JoinSet};
 
 use super::addr::PeerAddr;
 use super::frames::{Counters, Stream};
 use super::receive::{
     apply_manifests, apply_session, apply_share, check_entry, first_missing, local_head,
-    ChainCheck, Rings, SessionApplied,
+    open_batch, ChainCheck, Rings, SessionApplied,
 };
 use super::server::BATCH_BYTES;
 use super::PeerError;
@@ -36,12 +37,14 @@ use crate::identity::Identity;
 use crate::remote::RefSignature;
 use crate::session::SessionRecord;
 use crate::share::Audience;
+use crate::storage::Staging;
 use crate::store::Store;
 use crate::teams;
 
 /// Streams fetched at once.
 const PARALLEL: usize = 8;
-/// Bytes of verified objects the writer gathers before one store batch.
+/// Bytes of verified objects the writer stages (into one pack) before committing and flushing
+/// them and moving the refs of the sessions they complete.
 const WRITE_BATCH_BYTES: usize = 32 << 20;
 
 /// A connection to one peer.
@@ -308,8 +311,7 @@ impl PeerConn {
                 tasks.spawn(async move {
                     match item_kind(&item) {
                         Some(ItemKind::Session) => {
-                            let have_head =
-                                block_in_place(|| local_head(&store, &item_session(&item)))?;
+                            let have_head = local_head(&store, &item_session(&item))?;
                             let mut stream = this.stream().await?;
                             stream.write(&Request::Fetch { item, have_head }).await?;
                             this.receive_session(
@@ -433,7 +435,7 @@ impl PeerConn {
         stream: &mut Stream<'_>,
         store: &Arc<Store>,
         identity: &Arc<Identity>,
-        writer: &SyncSender<WriteMsg>,
+        writer: &WriterTx,
         rings: &Mutex<Rings>,
         have_head: Option<NodeId>,
         item: Option<ItemId>,
@@ -507,7 +509,7 @@ impl PeerConn {
                 entry.id.short()
             )));
         } else {
-            let k = block_in_place(|| first_missing(store, &ids))?;
+            let k = first_missing(store, &ids)?;
             stream.write(&Request::From { index: k as u64 }).await?;
             (k, k.checked_sub(1).map(|i| ids[i]), true)
         };
@@ -520,13 +522,11 @@ impl PeerConn {
         loop {
             match stream.expect::<Response>("objects").await? {
                 Response::Objects(objects) => {
-                    let list = block_in_place(|| {
-                        rings
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .open(store, identity, objects)
-                    })
-                    .map_err(|why| bad("sealed batch of session", entry.id.short(), why))?;
+                    // Opened and checked on this task: a batch is a few ms of CPU, and handing
+                    // the runtime thread over for it (`block_in_place`) per batch spread the
+                    // fetch over dozens of threads, each keeping freed memory of its own.
+                    let list = open_batch(rings, store, identity, objects)
+                        .map_err(|why| bad("sealed batch of session", entry.id.short(), why))?;
                     let mut batch = Vec::with_capacity(list.len());
                     for bytes in list {
                         batch.push(
@@ -536,7 +536,7 @@ impl PeerConn {
                         );
                     }
                     nodes += batch.len();
-                    send(writer, WriteMsg::Objects(batch))?;
+                    writer.objects(batch).await?;
                 }
                 Response::End => break,
                 Response::Refused { reason } => return Err(self.refused(reason)),
@@ -546,13 +546,10 @@ impl PeerConn {
         if !check.is_complete() {
             return Err(stream.protocol("the chain ended before its head"));
         }
-        send(
-            writer,
-            WriteMsg::Ref {
-                entry: Box::new(entry),
-                record: Box::new(record),
-            },
-        )?;
+        writer.send(WriteMsg::Ref {
+            entry: Box::new(entry),
+            record: Box::new(record),
+        })?;
         Ok(Got::Session { nodes, asked_from })
     }
 
@@ -822,11 +819,13 @@ fn prepare_push(
             source,
         })?;
     match record.owner {
-        Some(owner) if owner != me => return Err(PeerError::Local(format!(
+        Some(owner) if owner != me => {
+            return Err(PeerError::Local(format!(
             "session {} belongs to someone else; fork it to push your own copy (`tapes fork {}`)",
             id.short(),
             id.short()
-        ))),
+        )))
+        }
         Some(_) => {}
         None => {
             // Imported before `tapes init`: it is this identity's; say so in the record first.
@@ -893,17 +892,53 @@ fn prepare_push(
     })
 }
 
-fn send(writer: &SyncSender<WriteMsg>, msg: WriteMsg) -> Result<(), PeerError> {
-    block_in_place(|| writer.send(msg)).map_err(|_| {
-        PeerError::Store(crate::store::StoreError::Storage(
-            crate::storage::StorageError::Backend("the store writer stopped".into()),
-        ))
-    })
+/// Verified bytes waiting for the writer at most: a fetch then holds about this much, the
+/// writer's pack buffers and one batch per stream, however much it fetches and however slow the
+/// disk is.
+const QUEUE_BYTES: usize = 8 << 20;
+/// The queue budget is counted in KiB (semaphore permits are u32).
+const QUEUE_UNITS: usize = QUEUE_BYTES >> 10;
+
+/// The sending side of the writer: a channel bounded in bytes (a semaphore of [`QUEUE_UNITS`]
+/// permits held by each queued batch), so that waiting for room is an await, not a blocked
+/// runtime thread.
+#[derive(Clone)]
+struct WriterTx {
+    tx: Sender<WriteMsg>,
+    budget: Arc<Semaphore>,
+}
+
+fn writer_stopped() -> PeerError {
+    PeerError::Store(crate::store::StoreError::Storage(
+        crate::storage::StorageError::Backend("the store writer stopped".into()),
+    ))
+}
+
+impl WriterTx {
+    /// Queues a verified batch, waiting while the queue holds [`QUEUE_BYTES`].
+    async fn objects(&self, batch: Vec<StoredObject>) -> Result<(), PeerError> {
+        let bytes: usize = batch.iter().map(|o| o.bytes.len()).sum();
+        let units = (bytes >> 10).clamp(1, QUEUE_UNITS) as u32;
+        let permit = self
+            .budget
+            .clone()
+            .acquire_many_owned(units)
+            .await
+            .map_err(|_| writer_stopped())?;
+        self.tx
+            .send(WriteMsg::Objects(batch, permit))
+            .map_err(|_| writer_stopped())
+    }
+
+    fn send(&self, msg: WriteMsg) -> Result<(), PeerError> {
+        self.tx.send(msg).map_err(|_| writer_stopped())
+    }
 }
 
 /// Messages to the writer thread.
 enum WriteMsg {
-    Objects(Vec<StoredObject>),
+    /// A verified batch and its share of the queue budget (returned once it is staged).
+    Objects(Vec<StoredObject>, OwnedSemaphorePermit),
     /// All objects of this session were sent before this message.
     Ref {
         entry: Box<SessionEntry>,
@@ -918,10 +953,11 @@ struct WriteOutcome {
     kept: Vec<String>,
 }
 
-/// The group-commit writer: objects in big batches, each batch flushed before the refs of the
-/// sessions it completes.
+/// The group-commit writer: objects streamed into a staged pack (so they are on their way to
+/// disk as they come, not gathered in memory), committed and flushed about every
+/// [`WRITE_BATCH_BYTES`] before the refs of the sessions the batch completes.
 struct Writer {
-    tx: Option<SyncSender<WriteMsg>>,
+    tx: Option<WriterTx>,
     handle: std::thread::JoinHandle<Result<WriteOutcome, crate::store::StoreError>>,
 }
 
@@ -931,15 +967,22 @@ impl Writer {
     }
 
     fn spawn(store: Arc<Store>, me: MemberId, own: bool) -> Writer {
-        let (tx, rx) = sync_channel(64);
-        let handle = std::thread::spawn(move || write_loop(&store, &me, own, rx));
+        let (tx, rx) = channel();
+        let budget = Arc::new(Semaphore::new(QUEUE_UNITS));
+        let closer = budget.clone();
+        let handle = std::thread::spawn(move || {
+            let result = write_loop(&store, &me, own, rx);
+            // Wakes senders waiting for room: the writer is gone.
+            closer.close();
+            result
+        });
         Writer {
-            tx: Some(tx),
+            tx: Some(WriterTx { tx, budget }),
             handle,
         }
     }
 
-    fn sender(&self) -> SyncSender<WriteMsg> {
+    fn sender(&self) -> WriterTx {
         self.tx.clone().expect("the writer is running")
     }
 
@@ -960,16 +1003,15 @@ fn write_loop(
     rx: Receiver<WriteMsg>,
 ) -> Result<WriteOutcome, crate::store::StoreError> {
     let mut outcome = WriteOutcome::default();
-    let mut objects: Vec<StoredObject> = Vec::new();
+    let mut staging: Option<Box<dyn Staging + '_>> = None;
     let mut bytes = 0usize;
     let mut refs: Vec<(Box<SessionEntry>, Box<SessionRecord>)> = Vec::new();
-    let flush = |objects: &mut Vec<StoredObject>,
+    let flush = |staging: &mut Option<Box<dyn Staging + '_>>,
                  refs: &mut Vec<(Box<SessionEntry>, Box<SessionRecord>)>,
                  outcome: &mut WriteOutcome|
      -> Result<(), crate::store::StoreError> {
-        if !objects.is_empty() {
-            store.storage().put_objects(objects)?;
-            objects.clear();
+        if let Some(staged) = staging.take() {
+            staged.commit()?;
         }
         store.storage().flush()?;
         for (entry, record) in refs.drain(..) {
@@ -985,17 +1027,25 @@ fn write_loop(
     };
     for msg in rx {
         match msg {
-            WriteMsg::Objects(batch) => {
-                bytes += batch.iter().map(|o| o.bytes.len()).sum::<usize>();
-                objects.extend(batch);
+            WriteMsg::Objects(batch, permit) => {
+                let stage = match &mut staging {
+                    Some(stage) => stage,
+                    None => staging.insert(store.storage().stage()?),
+                };
+                for object in &batch {
+                    stage.add(&object.id, &object.bytes)?;
+                    bytes += object.bytes.len();
+                }
+                drop(batch);
+                drop(permit);
                 if bytes >= WRITE_BATCH_BYTES {
-                    flush(&mut objects, &mut refs, &mut outcome)?;
+                    flush(&mut staging, &mut refs, &mut outcome)?;
                     bytes = 0;
                 }
             }
             WriteMsg::Ref { entry, record } => refs.push((entry, record)),
         }
     }
-    flush(&mut objects, &mut refs, &mut outcome)?;
+    flush(&mut staging, &mut refs, &mut outcome)?;
     Ok(outcome)
 }

@@ -11,6 +11,7 @@
 //! * Manifests extend a team chain only through the verified chain rules of `teams`.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use tapes_protocol::bundle::SessionEntry;
 use tapes_protocol::manifest::SignedManifest;
@@ -163,10 +164,29 @@ impl ChainCheck {
 /// Team key rings, opened once per team per sync.
 #[derive(Default)]
 pub struct Rings {
-    rings: HashMap<TeamId, KeyRing>,
+    rings: HashMap<TeamId, Arc<KeyRing>>,
 }
 
 impl Rings {
+    /// The key ring of `team`, opened on first use.
+    fn ring(
+        &mut self,
+        store: &Store,
+        identity: &Identity,
+        team: &TeamId,
+    ) -> Result<Arc<KeyRing>, String> {
+        if let Some(ring) = self.rings.get(team) {
+            return Ok(ring.clone());
+        }
+        let chain = teams::load(store, team).map_err(|e| e.to_string())?;
+        let me = MemberId(identity.verifying_key().to_bytes());
+        let ring = Arc::new(
+            KeyRing::for_member(&chain, &me, identity.age_identity()).map_err(|e| e.to_string())?,
+        );
+        self.rings.insert(*team, ring.clone());
+        Ok(ring)
+    }
+
     /// Opens a batch: plain, or sealed to a team this node is in.
     pub fn open(
         &mut self,
@@ -191,19 +211,38 @@ impl Rings {
         team: &TeamId,
         sealed: &[u8],
     ) -> Result<Vec<u8>, String> {
-        if !self.rings.contains_key(team) {
-            let chain = teams::load(store, team).map_err(|e| e.to_string())?;
-            let me = MemberId(identity.verifying_key().to_bytes());
-            let ring = KeyRing::for_member(&chain, &me, identity.age_identity())
-                .map_err(|e| e.to_string())?;
-            self.rings.insert(*team, ring);
+        let ring = self.ring(store, identity, team)?;
+        open_with(&ring, team, sealed)
+    }
+}
+
+fn open_with(ring: &KeyRing, team: &TeamId, sealed: &[u8]) -> Result<Vec<u8>, String> {
+    let sealed = Sealed::decode(sealed).map_err(|e| e.to_string())?;
+    if sealed.team != *team {
+        return Err("the sealed bytes name another team".into());
+    }
+    team_keys::open(ring, team, &sealed).map_err(|e| e.to_string())
+}
+
+/// [`Rings::open`] for streams sharing one set of rings: the lock is held only to look the
+/// ring up, so that streams decrypt their batches at the same time.
+pub fn open_batch(
+    rings: &Mutex<Rings>,
+    store: &Store,
+    identity: &Identity,
+    objects: Objects,
+) -> Result<Vec<Vec<u8>>, String> {
+    match objects {
+        Objects::Plain(list) => Ok(list),
+        Objects::Sealed { team, sealed } => {
+            let ring = rings
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .ring(store, identity, &team)?;
+            let plain = open_with(&ring, &team, &sealed)?;
+            drop(sealed);
+            decode_batch(&plain).map_err(|e| e.to_string())
         }
-        let ring = &self.rings[team];
-        let sealed = Sealed::decode(sealed).map_err(|e| e.to_string())?;
-        if sealed.team != *team {
-            return Err("the sealed bytes name another team".into());
-        }
-        team_keys::open(ring, team, &sealed).map_err(|e| e.to_string())
     }
 }
 

@@ -205,13 +205,22 @@ impl PeerConn {
     /// `tapes relay register`: signs `team` onto the relay with its whole chain.
     pub async fn register(&self, store: &Store, team: &TeamId) -> Result<(), PeerError> {
         let chain = block_in_place(|| teams::load(store, team))?;
-        let manifests = chain.versions().iter().map(SignedManifest::encode).collect();
+        let manifests = chain
+            .versions()
+            .iter()
+            .map(SignedManifest::encode)
+            .collect();
         self.expect_accepted(Request::Register { manifests }).await
     }
 
     /// Sends the relay the manifests of `team` it lacks.
-    pub async fn send_manifests(&self, team: TeamId, manifests: Vec<Vec<u8>>) -> Result<(), PeerError> {
-        self.expect_accepted(Request::Manifests { team, manifests }).await
+    pub async fn send_manifests(
+        &self,
+        team: TeamId,
+        manifests: Vec<Vec<u8>>,
+    ) -> Result<(), PeerError> {
+        self.expect_accepted(Request::Manifests { team, manifests })
+            .await
     }
 
     /// Leaves a join request at the relay, sealed to the inviter (`inviter`: its age recipient,
@@ -286,7 +295,11 @@ impl PeerConn {
         }
         // The relay learns the new members before they come to collect their answers.
         let chain = block_in_place(|| teams::load(store, &team))?;
-        let manifests = chain.versions().iter().map(SignedManifest::encode).collect();
+        let manifests = chain
+            .versions()
+            .iter()
+            .map(SignedManifest::encode)
+            .collect();
         let manifests_sent = self.send_manifests(team, manifests).await;
         for (joiner, response) in answers {
             self.expect_accepted(Request::Answer {
@@ -347,14 +360,24 @@ impl PeerConn {
         let mut tries = 0;
         let nodes = loop {
             tries += 1;
-            match self.deposit_once(store, identity, wanted, expected, chains).await {
+            match self
+                .deposit_once(store, identity, wanted, expected, chains)
+                .await
+            {
                 Ok(nodes) => break nodes,
                 Err(PeerError::Conflict { .. }) if tries < 3 => {
                     // Where is the relay? Claiming it is at our head either lands (it is:
                     // only the records changed) or tells us its head; if that is on our chain,
                     // continue from there.
                     match self
-                        .send_deposit(store, identity, wanted, Some(wanted.head), Vec::new(), chains)
+                        .send_deposit(
+                            store,
+                            identity,
+                            wanted,
+                            Some(wanted.head),
+                            Vec::new(),
+                            chains,
+                        )
                         .await?
                     {
                         Ok(_) => break 0,
@@ -427,11 +450,17 @@ impl PeerConn {
         chains: &Chains,
     ) -> Result<Result<u64, Option<NodeId>>, PeerError> {
         let entry = block_in_place(|| access::session_entry(store, identity, &wanted.session))?
-            .ok_or_else(|| PeerError::Local(format!("session {} is gone", wanted.session.short())))?;
-        let entry_plain = postcard::to_stdvec(&entry).expect("postcard encoding to a Vec cannot fail");
+            .ok_or_else(|| {
+                PeerError::Local(format!("session {} is gone", wanted.session.short()))
+            })?;
+        let entry_plain =
+            postcard::to_stdvec(&entry).expect("postcard encoding to a Vec cannot fail");
         let mut chain = match wanted.scope {
             Scope::Team(team) => {
-                let cached = chains.lock().unwrap_or_else(|p| p.into_inner()).remove(&team);
+                let cached = chains
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&team);
                 Some(match cached {
                     Some(chain) => chain,
                     None => block_in_place(|| teams::load(store, &team))?,
@@ -536,7 +565,11 @@ impl PeerConn {
             if chain.head().manifest.member(&me).is_none() {
                 // We left or were removed, and the relay does not know yet: tell it, so it
                 // stops serving us (and whoever else the newer manifests removed).
-                let manifests = chain.versions().iter().map(SignedManifest::encode).collect();
+                let manifests = chain
+                    .versions()
+                    .iter()
+                    .map(SignedManifest::encode)
+                    .collect();
                 if self.send_manifests(*team, manifests).await.is_ok() {
                     report.manifests_sent += 1;
                 }
@@ -577,7 +610,9 @@ impl PeerConn {
             }
             match self.deposit_wanted(store, identity, &w, &chains).await {
                 Ok(nodes) => report.deposited.push((w.session, w.scope, nodes)),
-                Err(e @ (PeerError::Connection { .. } | PeerError::Protocol { .. })) => return Err(e),
+                Err(e @ (PeerError::Connection { .. } | PeerError::Protocol { .. })) => {
+                    return Err(e)
+                }
                 Err(e) => report.failed.push((w.session, w.scope, e)),
             }
         }
@@ -587,7 +622,8 @@ impl PeerConn {
         for (team, (before, after)) in teams.iter().zip(heads_before.iter().zip(&heads_after)) {
             if after > before {
                 let chain = block_in_place(|| teams::load(store, team))?;
-                let manifests = chain.versions()[(*before as usize + 1).min(chain.versions().len())..]
+                let manifests = chain.versions()
+                    [(*before as usize + 1).min(chain.versions().len())..]
                     .iter()
                     .map(SignedManifest::encode)
                     .collect::<Vec<_>>();
@@ -603,7 +639,8 @@ impl PeerConn {
                 .member(&me)
                 .is_some_and(|m| m.role != tapes_protocol::manifest::TeamRole::Member);
             if admin {
-                self.answer_joins(store, identity, *team, &mut report).await?;
+                self.answer_joins(store, identity, *team, &mut report)
+                    .await?;
             }
         }
         Ok(report)
@@ -611,7 +648,8 @@ impl PeerConn {
 }
 
 /// Team chains loaded for sealing, shared by the deposits of one sync.
-type Chains = std::sync::Mutex<std::collections::HashMap<TeamId, tapes_protocol::team_chain::TeamChain>>;
+type Chains =
+    std::sync::Mutex<std::collections::HashMap<TeamId, tapes_protocol::team_chain::TeamChain>>;
 
 fn head_versions(store: &Store, list: &[TeamId]) -> Result<Vec<u64>, PeerError> {
     list.iter()

@@ -226,13 +226,11 @@ impl Server {
             | Request::Deposit(_)
             | Request::JoinSealed { .. }
             | Request::Mailbox { .. }
-            | Request::Answer { .. } => {
-                refuse(
-                    stream,
-                    "this is a teammate's node, not a relay; use `tapes fetch`/`tapes push` with it",
-                )
-                .await
-            }
+            | Request::Answer { .. } => refuse(
+                stream,
+                "this is a teammate's node, not a relay; use `tapes fetch`/`tapes push` with it",
+            )
+            .await,
         }
     }
 

@@ -76,11 +76,17 @@ pub fn relay_identity(data: &Path) -> Result<Identity, StartError> {
 }
 
 /// Starts a relay on the current tokio runtime.
-pub async fn start(data: &Path, options: &RelayOptions, log: EventLog) -> Result<RunningRelay, StartError> {
+pub async fn start(
+    data: &Path,
+    options: &RelayOptions,
+    log: EventLog,
+) -> Result<RunningRelay, StartError> {
     let identity = relay_identity(data)?;
     let config = RelayConfig::load(&data.join("relay.toml"))?;
     let store = Arc::new(Store::open(&Home::at(data).store_dir()).map_err(RelayError::from)?);
-    let state = Arc::new(tokio::task::block_in_place(|| RelayState::open(store, config))?);
+    let state = Arc::new(tokio::task::block_in_place(|| {
+        RelayState::open(store, config)
+    })?);
     let endpoint = bind(
         &identity,
         &EndpointConfig {
@@ -104,12 +110,13 @@ pub async fn start(data: &Path, options: &RelayOptions, log: EventLog) -> Result
     let (http, http_task) = match options.http {
         None => (None, None),
         Some(addr) => {
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .map_err(|e| StartError::Http {
-                    addr,
-                    why: e.to_string(),
-                })?;
+            let listener =
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| StartError::Http {
+                        addr,
+                        why: e.to_string(),
+                    })?;
             let local = listener.local_addr().map_err(|e| StartError::Http {
                 addr,
                 why: e.to_string(),

@@ -100,7 +100,11 @@ impl RelayServer {
         }
     }
 
-    fn view(&self, conn: &Conn, fresh: bool) -> Result<Arc<BTreeMap<ItemId, RelayItem>>, RelayError> {
+    fn view(
+        &self,
+        conn: &Conn,
+        fresh: bool,
+    ) -> Result<Arc<BTreeMap<ItemId, RelayItem>>, RelayError> {
         let mut slot = conn.view.lock().unwrap_or_else(|p| p.into_inner());
         if let (false, Some(view)) = (fresh, slot.as_ref()) {
             return Ok(view.clone());
@@ -239,7 +243,11 @@ impl RelayServer {
             Err(e) => return refuse(stream, &e.to_string()).await,
         };
         let Some(found) = found else {
-            return refuse(stream, "that item is not shared with you at this relay (or no longer)").await;
+            return refuse(
+                stream,
+                "that item is not shared with you at this relay (or no longer)",
+            )
+            .await;
         };
         let sent = match found {
             RelayItem::Manifest { team, version } => {
@@ -274,7 +282,8 @@ impl RelayServer {
                 }
             }
             RelayItem::Session { scope, session } => {
-                self.send_session(conn, stream, scope, session, have_head).await
+                self.send_session(conn, stream, scope, session, have_head)
+                    .await
             }
         };
         sent?;
@@ -309,7 +318,9 @@ impl RelayServer {
                     ids: ids.clone(),
                     from_head,
                 },
-                Err(_) => return refuse(stream, "that session's record is damaged at the relay").await,
+                Err(_) => {
+                    return refuse(stream, "that session's record is damaged at the relay").await
+                }
             },
         };
         stream.write(&response).await?;
@@ -328,7 +339,10 @@ impl RelayServer {
                 Err(e) => return refuse(stream, &e.to_string()).await,
             };
             let objects = match scope {
-                Scope::Team(team) => Objects::Sealed { team, sealed: bytes },
+                Scope::Team(team) => Objects::Sealed {
+                    team,
+                    sealed: bytes,
+                },
                 Scope::Public => match decode_batch(&bytes) {
                     Ok(list) => Objects::Plain(list),
                     Err(e) => return refuse(stream, &e.to_string()).await,

@@ -185,7 +185,10 @@ pub fn month_of(ms: i64) -> String {
 }
 
 fn decode_ids(bytes: &[u8]) -> Vec<NodeId> {
-    bytes.chunks_exact(32).filter_map(NodeId::from_slice).collect()
+    bytes
+        .chunks_exact(32)
+        .filter_map(NodeId::from_slice)
+        .collect()
 }
 
 fn encode_ids(ids: &[NodeId]) -> Vec<u8> {
@@ -259,7 +262,11 @@ impl RelayState {
 
     /// The members quota stops a team from growing past it; a manifest that removes members
     /// is always taken, so the relay never keeps serving someone the team removed.
-    fn check_members(&self, chain: &TeamChain, before: Option<&TeamChain>) -> Result<(), RelayError> {
+    fn check_members(
+        &self,
+        chain: &TeamChain,
+        before: Option<&TeamChain>,
+    ) -> Result<(), RelayError> {
         let quota = self.config.quota(&chain.team_id());
         let members = chain.head().manifest.members.len() as u64;
         let previous = before.map_or(0, |c| c.head().manifest.members.len() as u64);
@@ -274,17 +281,24 @@ impl RelayState {
         Ok(())
     }
 
-    fn store_chain(&self, chain: &TeamChain, previous: Option<&TeamChain>) -> Result<(), RelayError> {
+    fn store_chain(
+        &self,
+        chain: &TeamChain,
+        previous: Option<&TeamChain>,
+    ) -> Result<(), RelayError> {
         let key = team_key(&chain.team_id());
         let update = RefUpdate {
             expected: previous.map(encode_chain),
             key,
             new: Some(encode_chain(chain)),
         };
-        self.store.storage().update_refs(&[update]).map_err(|e| match e {
-            StorageError::Conflict { .. } => RelayError::Busy,
-            other => StoreError::from(other).into(),
-        })?;
+        self.store
+            .storage()
+            .update_refs(&[update])
+            .map_err(|e| match e {
+                StorageError::Conflict { .. } => RelayError::Busy,
+                other => StoreError::from(other).into(),
+            })?;
         self.store.storage().flush().map_err(StoreError::from)?;
         self.chains
             .write()
@@ -301,8 +315,8 @@ impl RelayState {
             .map(|m| SignedManifest::decode(m))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| RelayError::BadChain(e.to_string()))?;
-        let chain =
-            TeamChain::from_versions(versions, None).map_err(|e| RelayError::BadChain(e.to_string()))?;
+        let chain = TeamChain::from_versions(versions, None)
+            .map_err(|e| RelayError::BadChain(e.to_string()))?;
         let team = chain.team_id();
         match chain.head().manifest.member(peer) {
             Some(m) if m.role != TeamRole::Member => {}
@@ -311,7 +325,9 @@ impl RelayState {
         let _guard = self.write_lock();
         match self.chain(&team) {
             Ok(current) => {
-                let versions = chain.versions()[current.versions().len().min(chain.versions().len())..].to_vec();
+                let versions = chain.versions()
+                    [current.versions().len().min(chain.versions().len())..]
+                    .to_vec();
                 self.extend(&current, versions)?;
             }
             Err(_) => {
@@ -344,7 +360,11 @@ impl RelayState {
         self.extend(&current, versions)
     }
 
-    fn extend(&self, current: &TeamChain, mut versions: Vec<SignedManifest>) -> Result<usize, RelayError> {
+    fn extend(
+        &self,
+        current: &TeamChain,
+        mut versions: Vec<SignedManifest>,
+    ) -> Result<usize, RelayError> {
         versions.sort_by_key(|m| m.manifest.version);
         let mut chain = current.clone();
         let mut new = 0;
@@ -356,7 +376,10 @@ impl RelayState {
             if known {
                 continue;
             }
-            match chain.apply(m).map_err(|e| RelayError::BadChain(e.to_string()))? {
+            match chain
+                .apply(m)
+                .map_err(|e| RelayError::BadChain(e.to_string()))?
+            {
                 Applied::AlreadyKnown => {}
                 _ => new += 1,
             }
@@ -369,7 +392,11 @@ impl RelayState {
     }
 
     /// Everything `peer` may fetch, by item id.
-    pub fn view(&self, peer: &MemberId, now_ms: i64) -> Result<BTreeMap<ItemId, RelayItem>, RelayError> {
+    pub fn view(
+        &self,
+        peer: &MemberId,
+        now_ms: i64,
+    ) -> Result<BTreeMap<ItemId, RelayItem>, RelayError> {
         let mut items = BTreeMap::new();
         let mut scopes = vec![Scope::Public];
         for chain in self.teams() {
@@ -391,11 +418,16 @@ impl RelayState {
         for scope in scopes {
             for found in self.store.storage().refs(&deposit_prefix(&scope)) {
                 let (key, raw) = found.map_err(StoreError::from)?;
-                let Some(session) = session_of_key(&key) else { continue };
+                let Some(session) = session_of_key(&key) else {
+                    continue;
+                };
                 let deposited = Deposited::decode(&raw)?;
                 items.insert(deposited.share_item, RelayItem::Share { scope, session });
                 if deposited.is_live(now_ms) {
-                    items.insert(deposited.session_item, RelayItem::Session { scope, session });
+                    items.insert(
+                        deposited.session_item,
+                        RelayItem::Session { scope, session },
+                    );
                 }
             }
         }
@@ -409,7 +441,10 @@ impl RelayState {
         session: &SessionId,
     ) -> Result<Option<(Deposited, Vec<NodeId>)>, RelayError> {
         let storage = self.store.storage();
-        let Some(raw) = storage.get_ref(&deposit_key(scope, session)).map_err(StoreError::from)? else {
+        let Some(raw) = storage
+            .get_ref(&deposit_key(scope, session))
+            .map_err(StoreError::from)?
+        else {
             return Ok(None);
         };
         let ids = storage
@@ -430,14 +465,21 @@ impl RelayState {
     }
 
     /// Checks a deposit before its objects arrive: who may deposit what, and where it lands.
-    pub fn begin_deposit(&self, peer: &MemberId, deposit: Deposit) -> Result<PendingDeposit, RelayError> {
+    pub fn begin_deposit(
+        &self,
+        peer: &MemberId,
+        deposit: Deposit,
+    ) -> Result<PendingDeposit, RelayError> {
         let scope = deposit.scope;
         if let Scope::Team(team) = &scope {
             self.require_member(team, peer)?;
             for sealed in [&deposit.entry, &deposit.share] {
-                let sealed = Sealed::decode(sealed).map_err(|e| RelayError::Malformed(e.to_string()))?;
+                let sealed =
+                    Sealed::decode(sealed).map_err(|e| RelayError::Malformed(e.to_string()))?;
                 if sealed.team != *team {
-                    return Err(RelayError::Malformed("a sealed record names another team".into()));
+                    return Err(RelayError::Malformed(
+                        "a sealed record names another team".into(),
+                    ));
                 }
             }
         } else {
@@ -463,7 +505,9 @@ impl RelayState {
         if deposit.ids.last().is_some_and(|last| *last != deposit.head)
             || (deposit.ids.is_empty() && deposit.expected != Some(deposit.head))
         {
-            return Err(RelayError::Malformed("the deposited ids do not end at its head".into()));
+            return Err(RelayError::Malformed(
+                "the deposited ids do not end at its head".into(),
+            ));
         }
         let storage = self.store.storage();
         let current = storage
@@ -487,9 +531,9 @@ impl RelayState {
             Scope::Public => self.config.default,
         };
         let used = self.usage(&scope)?.bytes;
-        let room = quota
-            .bytes
-            .map_or(MAX_DEPOSIT_BYTES, |limit| limit.saturating_sub(used).min(MAX_DEPOSIT_BYTES));
+        let room = quota.bytes.map_or(MAX_DEPOSIT_BYTES, |limit| {
+            limit.saturating_sub(used).min(MAX_DEPOSIT_BYTES)
+        });
         Ok(PendingDeposit {
             deposit,
             owner: *peer,
@@ -512,10 +556,19 @@ impl RelayState {
     ) -> Result<(), RelayError> {
         use tapes_protocol::sync::Objects;
         let bytes = match (&pending.deposit.scope, objects) {
-            (Scope::Team(team), Objects::Sealed { team: sealed_to, sealed }) if sealed_to == *team => {
-                let parsed = Sealed::decode(&sealed).map_err(|e| RelayError::Malformed(e.to_string()))?;
+            (
+                Scope::Team(team),
+                Objects::Sealed {
+                    team: sealed_to,
+                    sealed,
+                },
+            ) if sealed_to == *team => {
+                let parsed =
+                    Sealed::decode(&sealed).map_err(|e| RelayError::Malformed(e.to_string()))?;
                 if parsed.team != *team {
-                    return Err(RelayError::Malformed("a sealed batch names another team".into()));
+                    return Err(RelayError::Malformed(
+                        "a sealed batch names another team".into(),
+                    ));
                 }
                 sealed
             }
@@ -535,7 +588,9 @@ impl RelayState {
                 ))
             }
             (Scope::Public, _) => {
-                return Err(RelayError::Malformed("public content is deposited plain".into()))
+                return Err(RelayError::Malformed(
+                    "public content is deposited plain".into(),
+                ))
             }
         };
         let size = bytes.len() as u64;
@@ -555,7 +610,11 @@ impl RelayState {
 
     /// Stores a deposit whose objects all arrived: the blobs first (flushed), then the record,
     /// its ids and the team's usage in one compare-and-swap.
-    pub fn finish_deposit(&self, pending: PendingDeposit, now_ms: i64) -> Result<DepositOutcome, RelayError> {
+    pub fn finish_deposit(
+        &self,
+        pending: PendingDeposit,
+        now_ms: i64,
+    ) -> Result<DepositOutcome, RelayError> {
         let PendingDeposit {
             deposit,
             owner,
@@ -571,18 +630,25 @@ impl RelayState {
             return Err(RelayError::Malformed("fewer objects than announced".into()));
         }
         if !deposit.ids.is_empty() && blobs.is_empty() {
-            return Err(RelayError::Malformed("a deposit with ids but no objects".into()));
+            return Err(RelayError::Malformed(
+                "a deposit with ids but no objects".into(),
+            ));
         }
         let relay_head = previous.as_ref().map(|p| p.head);
         if relay_head != deposit.expected {
-            return Ok(DepositOutcome::Conflict { current: relay_head });
+            return Ok(DepositOutcome::Conflict {
+                current: relay_head,
+            });
         }
         let scope = deposit.scope;
         let added: u64 = blobs.iter().map(|b| b.bytes.len() as u64).sum();
         let mut ids = ids_before;
         let start = ids.len() as u64;
         ids.extend_from_slice(&deposit.ids);
-        let mut segments = previous.as_ref().map(|p| p.segments.clone()).unwrap_or_default();
+        let mut segments = previous
+            .as_ref()
+            .map(|p| p.segments.clone())
+            .unwrap_or_default();
         if !blobs.is_empty() {
             segments.push(Segment {
                 start,
@@ -615,7 +681,9 @@ impl RelayState {
         // Usage is shared by concurrent deposits of the team: retry its compare-and-swap, never
         // the session's (that one is the deposit's own conflict).
         loop {
-            let usage_raw = storage.get_ref(&usage_key(&scope)).map_err(StoreError::from)?;
+            let usage_raw = storage
+                .get_ref(&usage_key(&scope))
+                .map_err(StoreError::from)?;
             let mut usage: Usage = usage_raw
                 .as_deref()
                 .and_then(|b| postcard::from_bytes(b).ok())
@@ -639,20 +707,29 @@ impl RelayState {
                 },
                 RefUpdate {
                     key: ids_key(&scope, &deposit.session),
-                    expected: storage.get_ref(&ids_key(&scope, &deposit.session)).map_err(StoreError::from)?,
+                    expected: storage
+                        .get_ref(&ids_key(&scope, &deposit.session))
+                        .map_err(StoreError::from)?,
                     new: Some(encode_ids(&ids)),
                 },
                 RefUpdate {
                     key: usage_key(&scope),
                     expected: usage_raw,
-                    new: Some(postcard::to_stdvec(&usage).expect("postcard encoding to a Vec cannot fail")),
+                    new: Some(
+                        postcard::to_stdvec(&usage)
+                            .expect("postcard encoding to a Vec cannot fail"),
+                    ),
                 },
             ];
             match storage.update_refs(&updates) {
                 Ok(()) => break,
-                Err(StorageError::Conflict { key, .. }) if key.starts_with("relay/usage/") => continue,
+                Err(StorageError::Conflict { key, .. }) if key.starts_with("relay/usage/") => {
+                    continue
+                }
                 Err(StorageError::Conflict { .. }) => {
-                    let now = self.deposited(&scope, &deposit.session)?.map(|(d, _)| d.head);
+                    let now = self
+                        .deposited(&scope, &deposit.session)?
+                        .map(|(d, _)| d.head);
                     return Ok(DepositOutcome::Conflict { current: now });
                 }
                 Err(e) => return Err(StoreError::from(e).into()),
@@ -678,10 +755,17 @@ impl RelayState {
 
     /// A join request from its joiner, sealed to the inviter: the answer if an admin left one,
     /// or it waits. The relay sees only who asks for which team.
-    pub fn join(&self, peer: &MemberId, team: &TeamId, sealed: &[u8]) -> Result<Option<Vec<u8>>, RelayError> {
+    pub fn join(
+        &self,
+        peer: &MemberId,
+        team: &TeamId,
+        sealed: &[u8],
+    ) -> Result<Option<Vec<u8>>, RelayError> {
         self.chain(team)?;
         if sealed.len() > 64 << 10 {
-            return Err(RelayError::Malformed("a join request larger than 64 KiB".into()));
+            return Err(RelayError::Malformed(
+                "a join request larger than 64 KiB".into(),
+            ));
         }
         let storage = self.store.storage();
         let key = join_key(team, peer);
@@ -712,7 +796,9 @@ impl RelayState {
             .update_refs(&[RefUpdate {
                 key,
                 expected: current,
-                new: Some(postcard::to_stdvec(&wait).expect("postcard encoding to a Vec cannot fail")),
+                new: Some(
+                    postcard::to_stdvec(&wait).expect("postcard encoding to a Vec cannot fail"),
+                ),
             }])
             .map_err(|_| RelayError::Busy)?;
         storage.flush().map_err(StoreError::from)?;
@@ -721,7 +807,11 @@ impl RelayState {
 
     /// The unanswered join requests of `team` (who left each, sealed to its inviter), for one
     /// of its admins.
-    pub fn waiting_joins(&self, peer: &MemberId, team: &TeamId) -> Result<Vec<(MemberId, Vec<u8>)>, RelayError> {
+    pub fn waiting_joins(
+        &self,
+        peer: &MemberId,
+        team: &TeamId,
+    ) -> Result<Vec<(MemberId, Vec<u8>)>, RelayError> {
         self.require_admin(team, peer)?;
         let mut out = Vec::new();
         for found in self.store.storage().refs(&join_prefix(team)) {
@@ -756,16 +846,20 @@ impl RelayState {
         let storage = self.store.storage();
         let key = join_key(team, joiner);
         let Some(raw) = storage.get_ref(&key).map_err(StoreError::from)? else {
-            return Err(RelayError::Malformed("no join request of that node waits here".into()));
+            return Err(RelayError::Malformed(
+                "no join request of that node waits here".into(),
+            ));
         };
-        let mut wait: JoinWait =
-            postcard::from_bytes(&raw).map_err(|e| RelayError::Damaged(format!("join record: {e}")))?;
+        let mut wait: JoinWait = postcard::from_bytes(&raw)
+            .map_err(|e| RelayError::Damaged(format!("join record: {e}")))?;
         wait.response = Some(response);
         storage
             .update_refs(&[RefUpdate {
                 key,
                 expected: Some(raw),
-                new: Some(postcard::to_stdvec(&wait).expect("postcard encoding to a Vec cannot fail")),
+                new: Some(
+                    postcard::to_stdvec(&wait).expect("postcard encoding to a Vec cannot fail"),
+                ),
             }])
             .map_err(|_| RelayError::Busy)?;
         storage.flush().map_err(StoreError::from)?;
@@ -781,7 +875,11 @@ impl RelayState {
 
     /// A live public share with its session, for the public page; `None` once unshared or
     /// expired (and for anything shared only with a team: those are never looked up here).
-    pub fn public_session(&self, session: &SessionId, now_ms: i64) -> Result<Option<PublicSession>, RelayError> {
+    pub fn public_session(
+        &self,
+        session: &SessionId,
+        now_ms: i64,
+    ) -> Result<Option<PublicSession>, RelayError> {
         let Some((deposited, ids)) = self.deposited(&Scope::Public, session)? else {
             return Ok(None);
         };
@@ -790,12 +888,14 @@ impl RelayState {
         }
         let entry: tapes_protocol::bundle::SessionEntry = postcard::from_bytes(&deposited.entry)
             .map_err(|e| RelayError::Damaged(format!("public entry: {e}")))?;
-        let record = SessionRecord::decode(&entry.record).map_err(|e| RelayError::Damaged(e.to_string()))?;
+        let record =
+            SessionRecord::decode(&entry.record).map_err(|e| RelayError::Damaged(e.to_string()))?;
         let share = SignedShare::decode(&deposited.share).map_err(RelayError::Damaged)?;
         let mut objects = Vec::with_capacity(ids.len());
         for segment in &deposited.segments {
             for blob in &segment.blobs {
-                let list = decode_batch(&self.blob(blob)?).map_err(|e| RelayError::Damaged(e.to_string()))?;
+                let list = decode_batch(&self.blob(blob)?)
+                    .map_err(|e| RelayError::Damaged(e.to_string()))?;
                 for bytes in list {
                     let id = ids
                         .get(objects.len())
@@ -836,7 +936,13 @@ impl RelayState {
     }
 }
 
-fn check_quota(scope: &Scope, quota: &Quota, usage: &Usage, new_session: bool, added: u64) -> Result<(), RelayError> {
+fn check_quota(
+    scope: &Scope,
+    quota: &Quota,
+    usage: &Usage,
+    new_session: bool,
+    added: u64,
+) -> Result<(), RelayError> {
     let who = match scope {
         Scope::Team(t) => format!("team {}", t.short()),
         Scope::Public => "public shares".to_string(),
@@ -871,7 +977,11 @@ fn session_of_key(key: &[u8]) -> Option<SessionId> {
 }
 
 fn encode_chain(chain: &TeamChain) -> Vec<u8> {
-    let list: Vec<Vec<u8>> = chain.versions().iter().map(SignedManifest::encode).collect();
+    let list: Vec<Vec<u8>> = chain
+        .versions()
+        .iter()
+        .map(SignedManifest::encode)
+        .collect();
     postcard::to_stdvec(&list).expect("postcard encoding to a Vec cannot fail")
 }
 
@@ -883,6 +993,6 @@ fn decode_chain(bytes: &[u8]) -> Result<TeamChain, RelayError> {
         .map(|m| SignedManifest::decode(m))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| RelayError::Damaged(format!("team chain: {e}")))?;
-    TeamChain::from_versions(versions, None).map_err(|e| RelayError::Damaged(format!("team chain: {e}")))
+    TeamChain::from_versions(versions, None)
+        .map_err(|e| RelayError::Damaged(format!("team chain: {e}")))
 }
-

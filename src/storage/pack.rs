@@ -307,6 +307,25 @@ impl Pack {
         self.find(id).map(|i| self.object_at(i)).transpose()
     }
 
+    /// Drops this process's mapped pages of the pack (not the file's cached pages): a merge
+    /// reads whole packs once, and their pages would otherwise all count as the process's
+    /// memory until the pack is unmapped. Later reads map them again from the page cache.
+    pub fn release(&self) {
+        #[cfg(unix)]
+        for map in [&self.pack, &self.idx] {
+            // SAFETY: a read-only shared file mapping: MADV_DONTNEED only unmaps pages, which
+            // the next access maps again from the file (unchanged: packs are immutable), so no
+            // reader, concurrent or not, can see different bytes.
+            unsafe {
+                libc::madvise(
+                    map.as_ptr() as *mut libc::c_void,
+                    map.len(),
+                    libc::MADV_DONTNEED,
+                );
+            }
+        }
+    }
+
     /// Recomputes the index checksum (reads the whole index: fsck, not open).
     pub fn verify_index(&self) -> Result<(), StorageError> {
         let body = &self.idx[..self.idx.len() - CHECKSUM];

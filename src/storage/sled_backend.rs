@@ -51,6 +51,8 @@ const PACK_MIN_BYTES: usize = 4 << 20;
 /// smallest keeps the rewriting to about log16 of the data per byte.
 const MAX_PACKS: usize = 32;
 const MERGE_PACKS: usize = 16;
+/// Bytes a merge reads between two releases of the victims' mapped pages ([`Pack::release`]).
+const MERGE_RELEASE_BYTES: usize = 32 << 20;
 
 /// How long to wait for another tapes process to release the store before saying so.
 const LOCK_WAIT: Duration = Duration::from_secs(5);
@@ -226,10 +228,19 @@ impl SledStorage {
                 Box::new((0..pack.len()).map(move |i| Ok((pack.id_at(i), pack.object_at(i)?))))
             })
             .collect();
+        let mut read = 0usize;
         for entry in Merge::new(sources) {
             let (id, bytes) = entry?;
             builder.add(&id, bytes)?;
+            read += bytes.len();
+            if read >= MERGE_RELEASE_BYTES {
+                // What was read of the victims so far would otherwise stay mapped: a merge of
+                // 16 packs of 32 MiB touched 512 MiB of the process's memory.
+                victims.iter().for_each(|v| v.release());
+                read = 0;
+            }
         }
+        victims.iter().for_each(|v| v.release());
         let Some((record, _)) = builder.finish(|_| Ok(true))? else {
             return Ok(());
         };
