@@ -324,10 +324,8 @@ impl PeerConn {
         session: SessionId,
     ) -> Result<u64, PeerError> {
         let me = MemberId(identity.verifying_key().to_bytes());
-        let wanted = block_in_place(|| wanted(store, &me, &scope_teams(&scope)))?
-            .into_iter()
-            .find(|w| w.scope == scope && w.session == session)
-            .ok_or_else(|| {
+        let wanted =
+            block_in_place(|| wanted_one(store, &me, scope, session))?.ok_or_else(|| {
                 PeerError::Local(format!(
                     "session {} is not yours and shared there, so there is nothing to deposit",
                     session.short()
@@ -657,11 +655,41 @@ fn head_versions(store: &Store, list: &[TeamId]) -> Result<Vec<u64>, PeerError> 
         .collect()
 }
 
-fn scope_teams(scope: &Scope) -> Vec<TeamId> {
-    match scope {
-        Scope::Team(t) => vec![*t],
-        Scope::Public => Vec::new(),
+/// What a deposit of one session for one scope would say, read directly (not by listing
+/// every share in the store).
+fn wanted_one(
+    store: &Store,
+    me: &MemberId,
+    scope: Scope,
+    session: SessionId,
+) -> Result<Option<Wanted>, PeerError> {
+    let audience = match scope {
+        Scope::Team(t) => Audience::Team(t),
+        Scope::Public => Audience::Public,
+    };
+    let Some(share_raw) = store
+        .storage()
+        .get_ref(&share_key(&session, &audience))
+        .map_err(StoreError::from)?
+    else {
+        return Ok(None);
+    };
+    let Ok(share) = SignedShare::decode(&share_raw) else {
+        return Ok(None);
+    };
+    let Some(record) = store.session(&session)? else {
+        return Ok(None);
+    };
+    if share.record.sharer != *me || record.owner != Some(*me) {
+        return Ok(None);
     }
+    Ok(Some(Wanted {
+        scope,
+        session,
+        head: record.head,
+        share_raw,
+        share,
+    }))
 }
 
 /// The objects of the chain ending at `head` after `stop` (exclusive), root first; `None` if
