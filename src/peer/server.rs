@@ -154,32 +154,23 @@ impl Server {
             chains: Mutex::new(HashMap::new()),
         });
         tracing::debug!(peer = %conn.name, "connected");
-        loop {
-            let Ok((send, recv)) = connection.accept_bi().await else {
-                break;
-            };
+        let this = self.clone();
+        let log: EventLog = Arc::new(move |line| this.log(line));
+        let name = conn.name.clone();
+        accept_streams(connection, name, log, |send, recv| {
             let this = self.clone();
             let conn = conn.clone();
-            let connection = connection.clone();
-            tokio::spawn(async move {
+            async move {
                 let mut stream = Stream {
                     send,
                     recv,
                     peer: &conn.name,
                     counters: &conn.counters,
                 };
-                if let Err(e) = this.handle(&conn, &mut stream).await {
-                    match &e {
-                        PeerError::Connection { .. } => tracing::debug!("{e}"),
-                        PeerError::Protocol { .. } | PeerError::BadObject { .. } => {
-                            this.log(format!("disconnected {}: {e}", conn.name));
-                            connection.close(3u32.into(), b"protocol violation");
-                        }
-                        _ => tracing::warn!("{e}"),
-                    }
-                }
-            });
-        }
+                this.handle(&conn, &mut stream).await
+            }
+        })
+        .await;
     }
 
     async fn view(&self, conn: &Conn) -> Result<Arc<View>, PeerError> {
@@ -575,6 +566,35 @@ impl ProtocolHandler for Server {
     async fn accept(&self, connection: Connection) -> Result<(), AcceptError> {
         self.serve(connection).await;
         Ok(())
+    }
+}
+
+/// Accepts the streams a peer opens until the connection closes, one task each running
+/// `handle`. A peer that breaks the protocol or sends a bad object is logged (`log`, naming
+/// `name`) and disconnected; a broken connection is only traced.
+pub(crate) async fn accept_streams<F, Fut>(
+    connection: Connection,
+    name: String,
+    log: EventLog,
+    handle: F,
+) where
+    F: Fn(iroh::endpoint::SendStream, iroh::endpoint::RecvStream) -> Fut,
+    Fut: std::future::Future<Output = Result<(), PeerError>> + Send + 'static,
+{
+    while let Ok((send, recv)) = connection.accept_bi().await {
+        let work = handle(send, recv);
+        let (connection, name, log) = (connection.clone(), name.clone(), log.clone());
+        tokio::spawn(async move {
+            match work.await {
+                Ok(()) => {}
+                Err(e @ PeerError::Connection { .. }) => tracing::debug!("{e}"),
+                Err(e @ (PeerError::Protocol { .. } | PeerError::BadObject { .. })) => {
+                    log(format!("disconnected {name}: {e}"));
+                    connection.close(3u32.into(), b"protocol violation");
+                }
+                Err(e) => tracing::warn!("{e}"),
+            }
+        });
     }
 }
 

@@ -15,7 +15,7 @@ use super::state::{DepositOutcome, RelayItem, RelayState};
 use super::RelayError;
 use crate::peer::endpoint::member_of;
 use crate::peer::frames::{Counters, Stream};
-use crate::peer::server::{answer_reconcile, refuse, EventLog};
+use crate::peer::server::{accept_streams, answer_reconcile, refuse, EventLog};
 use crate::peer::PeerError;
 
 /// The relay's protocol handler.
@@ -72,32 +72,23 @@ impl RelayServer {
             counters: Counters::default(),
             view: Mutex::new(None),
         });
-        loop {
-            let Ok((send, recv)) = connection.accept_bi().await else {
-                break;
-            };
+        let this = self.clone();
+        let log: EventLog = Arc::new(move |line| this.log(line));
+        let name = conn.name.clone();
+        accept_streams(connection, name, log, |send, recv| {
             let this = self.clone();
             let conn = conn.clone();
-            let connection = connection.clone();
-            tokio::spawn(async move {
+            async move {
                 let mut stream = Stream {
                     send,
                     recv,
                     peer: &conn.name,
                     counters: &conn.counters,
                 };
-                if let Err(e) = this.handle(&conn, &mut stream).await {
-                    match &e {
-                        PeerError::Connection { .. } => tracing::debug!("{e}"),
-                        PeerError::Protocol { .. } => {
-                            this.log(format!("disconnected {}: {e}", conn.name));
-                            connection.close(3u32.into(), b"protocol violation");
-                        }
-                        _ => tracing::warn!("{e}"),
-                    }
-                }
-            });
-        }
+                this.handle(&conn, &mut stream).await
+            }
+        })
+        .await;
     }
 
     fn view(
@@ -332,7 +323,7 @@ impl RelayServer {
                 Some(_) => return Err(stream.protocol("expected `from`")),
             },
         };
-        let (_, blobs) = RelayState::blobs_from(&deposited, from);
+        let blobs = RelayState::blobs_from(&deposited, from);
         for blob in blobs {
             let bytes = match tokio::task::block_in_place(|| self.state.blob(&blob)) {
                 Ok(bytes) => bytes,

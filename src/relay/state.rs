@@ -103,13 +103,13 @@ pub struct PendingDeposit {
     owner: MemberId,
     current: Option<Vec<u8>>,
     previous: Option<Deposited>,
-    ids_before: Vec<NodeId>,
+    /// The chain's ids as stored when the deposit began (compared again when it lands).
+    ids_raw: Option<Vec<u8>>,
     check: Option<ChainCheck>,
     blobs: Vec<StoredObject>,
     /// Bytes this deposit may still add before a quota or the per-deposit cap stops it: a
     /// deposit is held in memory until it is whole, so it is cut off early, not at the end.
     room: u64,
-    pub objects: u64,
 }
 
 /// The most one deposit may hold in memory.
@@ -136,6 +136,7 @@ pub struct RelayState {
     config: RelayConfig,
     /// Verified chains of registered teams, loaded once: this process is the only writer.
     chains: RwLock<HashMap<TeamId, TeamChain>>,
+    chain_lock: std::sync::Mutex<()>,
 }
 
 fn team_key(team: &TeamId) -> Vec<u8> {
@@ -215,6 +216,7 @@ impl RelayState {
             store,
             config,
             chains: RwLock::new(chains),
+            chain_lock: std::sync::Mutex::new(()),
         })
     }
 
@@ -519,11 +521,9 @@ impl RelayState {
                 return Err(RelayError::NotOwner(deposit.session.short()));
             }
         }
-        let ids_before = storage
+        let ids_raw = storage
             .get_ref(&ids_key(&scope, &deposit.session))
-            .map_err(StoreError::from)?
-            .map(|b| decode_ids(&b))
-            .unwrap_or_default();
+            .map_err(StoreError::from)?;
         let check = (scope == Scope::Public)
             .then(|| ChainCheck::new(deposit.ids.clone(), 0, deposit.expected));
         let quota = match scope {
@@ -539,11 +539,10 @@ impl RelayState {
             owner: *peer,
             current,
             previous,
-            ids_before,
+            ids_raw,
             check,
             blobs: Vec::new(),
             room,
-            objects: 0,
         })
     }
 
@@ -579,7 +578,6 @@ impl RelayState {
                         .check(bytes.clone())
                         .map_err(|(id, why)| RelayError::Malformed(format!("node {id}: {why}")))?;
                 }
-                pending.objects += list.len() as u64;
                 encode_batch(&list)
             }
             (Scope::Team(_), _) => {
@@ -620,11 +618,10 @@ impl RelayState {
             owner,
             current,
             previous,
-            ids_before,
+            ids_raw,
             check,
             blobs,
             room: _,
-            objects: _,
         } = pending;
         if check.as_ref().is_some_and(|c| !c.is_complete()) {
             return Err(RelayError::Malformed("fewer objects than announced".into()));
@@ -642,7 +639,7 @@ impl RelayState {
         }
         let scope = deposit.scope;
         let added: u64 = blobs.iter().map(|b| b.bytes.len() as u64).sum();
-        let mut ids = ids_before;
+        let mut ids = ids_raw.as_deref().map(decode_ids).unwrap_or_default();
         let start = ids.len() as u64;
         ids.extend_from_slice(&deposit.ids);
         let mut segments = previous
@@ -707,9 +704,7 @@ impl RelayState {
                 },
                 RefUpdate {
                     key: ids_key(&scope, &deposit.session),
-                    expected: storage
-                        .get_ref(&ids_key(&scope, &deposit.session))
-                        .map_err(StoreError::from)?,
+                    expected: ids_raw.clone(),
                     new: Some(encode_ids(&ids)),
                 },
                 RefUpdate {
@@ -913,26 +908,21 @@ impl RelayState {
         }))
     }
 
-    /// Every byte of segment blobs a deposit's chain needs from index `from` on: the blobs of
-    /// the segment holding `from` and all after it, and the index the first one starts at.
-    pub fn blobs_from(deposited: &Deposited, from: u64) -> (u64, Vec<NodeId>) {
-        let mut start = None;
-        let mut blobs = Vec::new();
-        for segment in &deposited.segments {
-            if segment.end <= from {
-                continue;
-            }
-            start.get_or_insert(segment.start);
-            blobs.extend_from_slice(&segment.blobs);
-        }
-        (start.unwrap_or(from), blobs)
+    /// The segment blobs a deposit's chain needs from index `from` on: those of the segment
+    /// holding `from` and of every later one (the receiver aligns on the first object).
+    pub fn blobs_from(deposited: &Deposited, from: u64) -> Vec<NodeId> {
+        deposited
+            .segments
+            .iter()
+            .filter(|segment| segment.end > from)
+            .flat_map(|segment| segment.blobs.iter().copied())
+            .collect()
     }
 
-    fn write_lock(&self) -> std::sync::MutexGuard<'static, ()> {
+    fn write_lock(&self) -> std::sync::MutexGuard<'_, ()> {
         // Chain changes are rare; one lock for all of them keeps the cache and the store in
         // step without a compare-and-swap retry loop.
-        static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-        LOCK.lock().unwrap_or_else(|p| p.into_inner())
+        self.chain_lock.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
