@@ -102,6 +102,15 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
     // Commands that change what a hybrid or cloud provider syncs (SPEC.md §16.11).
+    // Commands that talk to the relay (or report on it) themselves: no second sync after them.
+    let syncs_itself = matches!(
+        cli.command,
+        Command::Storage(_)
+            | Command::Serve(_)
+            | Command::Sync(_)
+            | Command::Fetch(_)
+            | Command::Relay(_)
+    );
     let wrote = matches!(
         cli.command,
         Command::Import(_)
@@ -141,7 +150,11 @@ fn main() -> ExitCode {
         Command::Relay(args) => cmd::relay::run(args),
         Command::Storage(command) => cmd::storage::run(command),
     };
-    let result = cmd::storage::after_command(result, wrote);
+    let result = if syncs_itself {
+        result
+    } else {
+        cmd::storage::after_command(result, wrote)
+    };
     match result {
         Ok(code) => code,
         // 1 for anything that went wrong at run time; clap uses 2 for wrong usage.

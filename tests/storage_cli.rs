@@ -134,7 +134,10 @@ fn wrong_usage_and_bad_tickets_change_nothing() {
     ] {
         let (code, _, stderr) = tapes(&alice, &["storage", "configure", "--relay", bad]);
         assert_eq!(code, 1, "{bad}: {stderr}");
-        assert!(stderr.contains("relay"), "{stderr}");
+        assert!(
+            stderr.contains("neither a relay remote nor a relay ticket"),
+            "{stderr}"
+        );
         assert!(!alice.join("storage.toml").exists(), "{bad}");
         let (out, _) = ok(&alice, &["remote", "list"]);
         assert!(out.contains("no remotes"), "{out}");

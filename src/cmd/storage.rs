@@ -13,7 +13,6 @@
 
 use std::collections::BTreeSet;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -48,15 +47,6 @@ const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
 /// offline pays little for it (a QUIC handshake with a relay that is up takes well under 1 s).
 /// An unreachable relay also costs iroh's ~3 s drain when the endpoint closes.
 const BACKGROUND_DIAL_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// Set by commands that do their own syncing (`tapes storage …`, `tapes serve`), so that
-/// [`after_command`] leaves them alone.
-static HANDLED: AtomicBool = AtomicBool::new(false);
-
-/// Tells [`after_command`] that this command syncs (or reports) on its own.
-pub fn skip_after_command() {
-    HANDLED.store(true, Ordering::SeqCst);
-}
 
 #[derive(clap::Subcommand)]
 pub enum StorageCommand {
@@ -116,7 +106,6 @@ fn check_interval(text: &str) -> Result<String, String> {
 }
 
 pub fn run(command: StorageCommand) -> anyhow::Result<ExitCode> {
-    skip_after_command();
     match command {
         StorageCommand::Status(args) => status(args),
         StorageCommand::Sync => sync(),
@@ -254,8 +243,8 @@ async fn connect_relay(
 struct Attempt {
     relay: Relay,
     outcome: Result<RelaySyncReport, Failure>,
-    /// Our changes the relay still lacks afterwards (None if they could not be counted).
-    pending_push: Option<usize>,
+    /// Our sessions against the relay afterwards (None if they could not be counted).
+    counts: Option<RelayCounts>,
 }
 
 /// Syncs with the configured relay and records the attempt in the sync state. Errors are
@@ -301,13 +290,11 @@ async fn attempt(
         tracing::warn!("{e}");
     }
     let state = state.for_relay(&node);
-    let pending_push = block_in_place(|| local_counts(store, identity, config, &relay, &state))
-        .ok()
-        .map(|c| c.pending_push);
+    let counts = block_in_place(|| local_counts(store, identity, config, &relay, &state)).ok();
     Ok(Attempt {
         relay,
         outcome,
-        pending_push,
+        counts,
     })
 }
 
@@ -347,13 +334,7 @@ fn sync() -> anyhow::Result<ExitCode> {
     match attempt.outcome {
         Ok(report) => {
             let failed = print_relay_sync(name, &report);
-            let counts = local_counts(
-                &store,
-                &identity,
-                &config,
-                &attempt.relay,
-                &SyncState::load(&SyncState::path(&home)).for_relay(&attempt.relay.addr.id.to_hex()),
-            )?;
+            let counts = attempt.counts.unwrap_or_default();
             println!(
                 "relay {name}: {} synced, {} pending push",
                 counts.synced, counts.pending_push
@@ -367,12 +348,12 @@ fn sync() -> anyhow::Result<ExitCode> {
         Err(f) if f.unreachable => bail!(
             "relay `{name}` unreachable: {}; {} (nothing is lost); run `tapes storage sync` again when it is back, `tapes storage status` shows what is pending",
             f.why,
-            queued(attempt.pending_push)
+            queued(attempt.counts.as_ref().map(|c| c.pending_push))
         ),
         Err(f) => bail!(
             "sync with relay `{name}` failed: {}; {}",
             f.why,
-            queued(attempt.pending_push)
+            queued(attempt.counts.as_ref().map(|c| c.pending_push))
         ),
     }
 }
@@ -751,12 +732,13 @@ fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
 // ---------------------------------------------------------------------------------------------
 // After every command, and `tapes serve`
 
-/// Runs after every command: a hybrid provider syncs when the command wrote (and
+/// Runs after every command that does not talk to the relay itself (main decides): a hybrid
+/// provider syncs when the command wrote (and
 /// `sync_on_close`) or the interval is due, warning if the relay is unreachable; a cloud
 /// provider syncs after every write and fails the command if the relay did not take it.
 /// The local provider does nothing.
 pub fn after_command(result: anyhow::Result<ExitCode>, wrote: bool) -> anyhow::Result<ExitCode> {
-    if HANDLED.load(Ordering::SeqCst) || result.is_err() {
+    if result.is_err() {
         return result;
     }
     let Ok(home) = Home::locate() else {
@@ -788,10 +770,24 @@ pub fn after_command(result: anyhow::Result<ExitCode>, wrote: bool) -> anyhow::R
     })();
     // (what went wrong, how many changes wait, whether the relay could not be reached)
     let (what, pending, unreachable) = match attempted {
-        Err(e) => (format!("the sync did not start: {e:#}"), None, false),
+        // A setup problem (no relay remote, no identity): its message says what to do, and a
+        // retry would fail the same way, so it is said once per interval, with no "retries".
+        Err(e) => {
+            let mut state = SyncState::load(&SyncState::path(&home));
+            state.last_attempt_ms = Some(tapes::now_ms());
+            state.last_error = Some(format!("{e:#}"));
+            if let Err(save) = state.save(&SyncState::path(&home)) {
+                tracing::warn!("{save}");
+            }
+            if strict {
+                return Err(e.context("the cloud provider could not store this change"));
+            }
+            eprintln!("warning: the sync did not start: {e:#}");
+            return result;
+        }
         Ok(attempt) => {
             let name = &attempt.relay.name;
-            let pending = attempt.pending_push;
+            let pending = attempt.counts.as_ref().map(|c| c.pending_push);
             match attempt.outcome {
                 Ok(report) if report.failed.is_empty() => {
                     let fetched = report.fetched.new_sessions + report.fetched.updated_sessions;
@@ -849,7 +845,6 @@ pub fn after_command(result: anyhow::Result<ExitCode>, wrote: bool) -> anyhow::R
 /// (the first time at once), logging each outcome. `None` when there is nothing to sync.
 /// Must be called inside the tokio runtime.
 pub fn background_sync(home: &Home) -> Option<tokio::task::JoinHandle<()>> {
-    skip_after_command();
     let config = match load_config(home) {
         Ok(config) => config,
         Err(e) => {
@@ -924,7 +919,7 @@ pub fn background_sync(home: &Home) -> Option<tokio::task::JoinHandle<()>> {
                                 a.relay.name,
                                 report.deposited.len(),
                                 report.failed.len(),
-                                a.pending_push.map_or("?".into(), |n| n.to_string())
+                                a.counts.as_ref().map(|c| c.pending_push).map_or("?".into(), |n| n.to_string())
                             ));
                         }
                     }
@@ -932,7 +927,7 @@ pub fn background_sync(home: &Home) -> Option<tokio::task::JoinHandle<()>> {
                         "storage sync with relay {} failed: {}; {}, retrying in {}",
                         a.relay.name,
                         f.why,
-                        queued(a.pending_push),
+                        queued(a.counts.as_ref().map(|c| c.pending_push)),
                         config.sync_interval
                     )),
                 },

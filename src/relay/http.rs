@@ -137,8 +137,7 @@ fn lookup(state: &RelayState, session: &SessionId, now_ms: i64) -> Lookup {
     // The relay checked these at deposit; checking again here means a mistake elsewhere cannot
     // turn into a team session or a dead share on the open web.
     let share = &public.share;
-    if public.id != *session
-        || share.record.session != *session
+    if share.record.session != *session
         || share.record.audience != Audience::Public
         || !share.is_live(now_ms)
     {
