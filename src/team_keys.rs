@@ -178,9 +178,19 @@ fn encrypt_to<'a>(
     recipients: impl Iterator<Item = &'a dyn age::Recipient>,
     plain: &[u8],
 ) -> Result<Vec<u8>, KeyError> {
+    encrypt_after(recipients, plain, Vec::with_capacity(plain.len() + 256))
+}
+
+/// Appends the age encryption of `plain` to `out` (which may already hold a header).
+fn encrypt_after<'a>(
+    recipients: impl Iterator<Item = &'a dyn age::Recipient>,
+    plain: &[u8],
+    mut out: Vec<u8>,
+) -> Result<Vec<u8>, KeyError> {
     let encryptor = age::Encryptor::with_recipients(recipients)
         .map_err(|e| KeyError::Encrypt(e.to_string()))?;
-    let mut out = Vec::with_capacity(plain.len() + 256);
+    // age's stream adds 16 bytes per 64 KiB chunk and a header of about 200 bytes.
+    out.reserve(plain.len() + plain.len() / 4096 + 256);
     let mut writer = encryptor
         .wrap_output(&mut out)
         .map_err(|e| KeyError::Encrypt(e.to_string()))?;
@@ -203,38 +213,77 @@ pub struct Sealed {
 
 const SEAL_MAGIC: &[u8; 6] = b"TSEAL1";
 
+const SEAL_HEADER: usize = 46;
+
 impl Sealed {
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(46 + self.ciphertext.len());
-        out.extend_from_slice(SEAL_MAGIC);
-        out.extend_from_slice(self.team.as_bytes());
-        out.extend_from_slice(&self.epoch.to_le_bytes());
+        let mut out = Vec::with_capacity(SEAL_HEADER + self.ciphertext.len());
+        put_header(&mut out, &self.team, self.epoch);
         out.extend_from_slice(&self.ciphertext);
         out
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Sealed, KeyError> {
-        if bytes.len() < 46 || &bytes[..6] != SEAL_MAGIC {
-            return Err(KeyError::Malformed(
-                "not tapes team-sealed content (bad magic or too short)".into(),
-            ));
-        }
-        let team = TeamId::from_slice(&bytes[6..38])
-            .ok_or_else(|| KeyError::Malformed("team id".into()))?;
-        let mut epoch = [0u8; 8];
-        epoch.copy_from_slice(&bytes[38..46]);
+        let (team, epoch, ciphertext) = split_sealed(bytes)?;
         Ok(Sealed {
             team,
-            epoch: u64::from_le_bytes(epoch),
-            ciphertext: bytes[46..].to_vec(),
+            epoch,
+            ciphertext: ciphertext.to_vec(),
         })
     }
+}
+
+fn put_header(out: &mut Vec<u8>, team: &TeamId, epoch: u64) {
+    out.extend_from_slice(SEAL_MAGIC);
+    out.extend_from_slice(team.as_bytes());
+    out.extend_from_slice(&epoch.to_le_bytes());
+}
+
+/// The team, epoch and ciphertext of encoded sealed bytes, borrowed.
+fn split_sealed(bytes: &[u8]) -> Result<(TeamId, u64, &[u8]), KeyError> {
+    if bytes.len() < SEAL_HEADER || &bytes[..6] != SEAL_MAGIC {
+        return Err(KeyError::Malformed(
+            "not tapes team-sealed content (bad magic or too short)".into(),
+        ));
+    }
+    let team =
+        TeamId::from_slice(&bytes[6..38]).ok_or_else(|| KeyError::Malformed("team id".into()))?;
+    let mut epoch = [0u8; 8];
+    epoch.copy_from_slice(&bytes[38..SEAL_HEADER]);
+    Ok((team, u64::from_le_bytes(epoch), &bytes[SEAL_HEADER..]))
 }
 
 /// Seals `plaintext` to the current key epoch of a team. Refused while someone who left still
 /// knows that epoch's key (a remaining member must rotate first: `teams::rotate`, done
 /// automatically by `teams::seal_for`).
 pub fn seal(chain: &TeamChain, plaintext: &[u8]) -> Result<Sealed, KeyError> {
+    let (team, epoch, recipient) = current_epoch(chain)?;
+    let ciphertext = encrypt_to(
+        std::iter::once(&recipient as &dyn age::Recipient),
+        plaintext,
+    )?;
+    Ok(Sealed {
+        team,
+        epoch,
+        ciphertext,
+    })
+}
+
+/// [`seal`] straight into the encoded form ([`Sealed::encode`]), without a copy of the
+/// ciphertext: what goes on the wire, a batch of objects at a time.
+pub fn seal_encoded(chain: &TeamChain, plaintext: &[u8]) -> Result<Vec<u8>, KeyError> {
+    let (team, epoch, recipient) = current_epoch(chain)?;
+    let mut out = Vec::new();
+    put_header(&mut out, &team, epoch);
+    encrypt_after(
+        std::iter::once(&recipient as &dyn age::Recipient),
+        plaintext,
+        out,
+    )
+}
+
+/// The team, epoch and recipient content is sealed to now; refused while a rotation is owed.
+fn current_epoch(chain: &TeamChain) -> Result<(TeamId, u64, age::x25519::Recipient), KeyError> {
     let gone = chain.rotation_owed();
     if !gone.is_empty() {
         let names: Vec<&str> = gone.iter().map(|m| m.name.as_str()).collect();
@@ -246,35 +295,43 @@ pub fn seal(chain: &TeamChain, plaintext: &[u8]) -> Result<Sealed, KeyError> {
     let m = &chain.head().manifest;
     let recipient = age::x25519::Recipient::from_str(&m.epoch_recipient)
         .map_err(|e| KeyError::Encrypt(format!("manifest epoch recipient is invalid: {e}")))?;
-    let ciphertext = encrypt_to(
-        std::iter::once(&recipient as &dyn age::Recipient),
-        plaintext,
-    )?;
-    Ok(Sealed {
-        team: m.team_id(),
-        epoch: m.epoch,
-        ciphertext,
-    })
+    Ok((m.team_id(), m.epoch, recipient))
 }
 
 /// Opens sealed content with a member's ring.
 pub fn open(ring: &KeyRing, team: &TeamId, sealed: &Sealed) -> Result<Vec<u8>, KeyError> {
-    if &sealed.team != team {
+    open_parts(ring, team, &sealed.team, sealed.epoch, &sealed.ciphertext)
+}
+
+/// [`open`] of encoded sealed bytes ([`Sealed::encode`]), reading the ciphertext in place.
+pub fn open_encoded(ring: &KeyRing, team: &TeamId, bytes: &[u8]) -> Result<Vec<u8>, KeyError> {
+    let (found, epoch, ciphertext) = split_sealed(bytes)?;
+    open_parts(ring, team, &found, epoch, ciphertext)
+}
+
+fn open_parts(
+    ring: &KeyRing,
+    team: &TeamId,
+    found: &TeamId,
+    epoch: u64,
+    ciphertext: &[u8],
+) -> Result<Vec<u8>, KeyError> {
+    if found != team {
         return Err(KeyError::WrongTeam {
             expected: *team,
-            found: sealed.team,
+            found: *found,
         });
     }
-    let key = ring.keys.get(&sealed.epoch).ok_or(KeyError::NoEpochKey {
-        team: *team,
-        epoch: sealed.epoch,
-    })?;
-    let decryptor = age::Decryptor::new_buffered(&sealed.ciphertext[..])
-        .map_err(|e| KeyError::Decrypt(e.to_string()))?;
+    let key = ring
+        .keys
+        .get(&epoch)
+        .ok_or(KeyError::NoEpochKey { team: *team, epoch })?;
+    let decryptor =
+        age::Decryptor::new_buffered(ciphertext).map_err(|e| KeyError::Decrypt(e.to_string()))?;
     let mut reader = decryptor
         .decrypt(std::iter::once(key as &dyn age::Identity))
         .map_err(|e| KeyError::Decrypt(e.to_string()))?;
-    let mut out = Vec::with_capacity(sealed.ciphertext.len());
+    let mut out = Vec::with_capacity(ciphertext.len());
     reader
         .read_to_end(&mut out)
         .map_err(|e| KeyError::Decrypt(e.to_string()))?;

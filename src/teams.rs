@@ -532,6 +532,20 @@ pub fn seal_for(
     Ok(crate::team_keys::seal(chain, plaintext)?)
 }
 
+/// [`seal_for`] into the encoded form, for the wire (see [`crate::team_keys::seal_encoded`]).
+pub fn seal_encoded_for(
+    store: &Store,
+    identity: &Identity,
+    chain: &mut TeamChain,
+    plaintext: &[u8],
+    now_ms: i64,
+) -> Result<Vec<u8>, TeamError> {
+    if !chain.rotation_owed().is_empty() {
+        rotate(store, identity, chain, now_ms)?;
+    }
+    Ok(crate::team_keys::seal_encoded(chain, plaintext)?)
+}
+
 /// Which side of a fork an owner keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Side {

@@ -221,8 +221,10 @@ pub fn decode_object(payload: &[u8]) -> Result<(NodeId, &[u8]), FormatError> {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionEntry {
     pub id: SessionId,
+    #[serde(with = "serde_bytes")]
     pub record: Vec<u8>,
     pub signer: MemberId,
+    #[serde(with = "serde_bytes")]
     pub signature: Vec<u8>,
 }
 

@@ -89,6 +89,7 @@ pub enum JoinRefusal {
 pub enum JoinResponse {
     /// The team's signed manifests, version 0 first, each as `SignedManifest::encode` bytes.
     Accepted {
+        #[serde(with = "crate::wire_bytes")]
         manifests: Vec<Vec<u8>>,
     },
     Refused(JoinRefusal),

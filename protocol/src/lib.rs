@@ -17,6 +17,7 @@ pub mod object;
 pub mod reconcile;
 pub mod sync;
 pub mod team_chain;
+mod wire_bytes;
 
 pub use id::{IdParseError, ManifestId, MemberId, NodeId, SessionId, TeamId};
 pub use node::{ContentBlock, ImageSource, Node, NodeBody, NodeMeta, Role, ToolResultPart, Usage};

@@ -106,7 +106,10 @@ pub enum Request {
     /// Reconcile the items the client may see. `first` is the initiator's opening
     /// [`crate::reconcile::Message`]; both sides then alternate `Reconcile` frames on this
     /// stream until one side has nothing to ask.
-    Reconcile { first: Vec<u8> },
+    Reconcile {
+        #[serde(with = "serde_bytes")]
+        first: Vec<u8>,
+    },
     /// One item the client lacks. For a session item the server answers with the entry and
     /// the node chain down to `have_head` (the client's head of that session, if it has one):
     /// [`Response::Session`], then, if the server did not find `have_head` in the chain, it
@@ -131,14 +134,19 @@ pub enum Request {
         expected: Option<NodeId>,
         /// The ids of the objects that follow, in chain order.
         ids: Vec<NodeId>,
+        #[serde(with = "serde_bytes")]
         ref_signature: Vec<u8>,
+        #[serde(with = "crate::wire_bytes")]
         shares: Vec<Vec<u8>>,
     },
     /// Ends a client's run of object frames.
     Done,
     /// A join request (`tapes team join <code>`) for the inviter to accept:
     /// `crate::join::JoinRequest` bytes. Answered with [`Response::Join`].
-    Join { request: Vec<u8> },
+    Join {
+        #[serde(with = "serde_bytes")]
+        request: Vec<u8>,
+    },
     /// The client's object frames during a push, exactly like [`Response::Objects`].
     Upload(Objects),
     /// Relay only (SPEC.md §16): which registered teams the client is a current member of.
@@ -146,10 +154,14 @@ pub enum Request {
     Hello,
     /// Relay only: an admin registers a team with its whole signed manifest chain (encoded
     /// manifests, genesis first). Answered with [`Response::Accepted`] or `Refused`.
-    Register { manifests: Vec<Vec<u8>> },
+    Register {
+        #[serde(with = "crate::wire_bytes")]
+        manifests: Vec<Vec<u8>>,
+    },
     /// Relay only: newer manifests of a registered team, to keep the relay's chain current.
     Manifests {
         team: TeamId,
+        #[serde(with = "crate::wire_bytes")]
         manifests: Vec<Vec<u8>>,
     },
     /// Relay only: deposit the new part of one of the client's sessions for a team or the
@@ -160,7 +172,11 @@ pub enum Request {
     /// Relay only: a join request for an offline inviter, sealed (age) to the inviter's key
     /// so the relay never sees the invite secret it carries. Answered with
     /// [`Response::Queued`], or [`Response::Join`] once the inviter left an answer.
-    JoinSealed { team: TeamId, sealed: Vec<u8> },
+    JoinSealed {
+        team: TeamId,
+        #[serde(with = "serde_bytes")]
+        sealed: Vec<u8>,
+    },
     /// Relay only: an admin collects the join requests waiting for `team`. Answered with
     /// [`Response::Joins`].
     Mailbox { team: TeamId },
@@ -169,6 +185,7 @@ pub enum Request {
     Answer {
         team: TeamId,
         joiner: MemberId,
+        #[serde(with = "serde_bytes")]
         response: Vec<u8>,
     },
 }
@@ -196,10 +213,12 @@ pub struct Deposit {
     /// Ids of the objects that follow, in chain order (the nodes after `expected`).
     pub ids: Vec<NodeId>,
     /// The signed [`SessionEntry`] (postcard), sealed to the team for a team scope.
+    #[serde(with = "serde_bytes")]
     pub entry: Vec<u8>,
     /// [`session_item`] of the entry's record.
     pub session_item: ItemId,
     /// The signed share record, sealed to the team for a team scope.
+    #[serde(with = "serde_bytes")]
     pub share: Vec<u8>,
     /// [`share_item`] of the share record.
     pub share_item: ItemId,
@@ -212,10 +231,14 @@ pub struct Deposit {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Objects {
     /// Objects in chain order, each the bytes of a stored object.
-    Plain(Vec<Vec<u8>>),
+    Plain(#[serde(with = "crate::wire_bytes")] Vec<Vec<u8>>),
     /// The same, sealed (SPEC.md §9.6) to `team` at some key epoch: the plaintext is
     /// `postcard(Vec<Vec<u8>>)`.
-    Sealed { team: TeamId, sealed: Vec<u8> },
+    Sealed {
+        team: TeamId,
+        #[serde(with = "serde_bytes")]
+        sealed: Vec<u8>,
+    },
 }
 
 /// The server's frames.
@@ -223,7 +246,11 @@ pub enum Objects {
 pub enum Response {
     /// A reconciliation message (see [`Request::Reconcile`]); `done` when the sender expects
     /// no reply.
-    Reconcile { message: Vec<u8>, done: bool },
+    Reconcile {
+        #[serde(with = "serde_bytes")]
+        message: Vec<u8>,
+        done: bool,
+    },
     /// A session item: the signed entry, and the ids of its chain the server will send, root
     /// first: everything after the client's `have_head` when `from_head` is true (objects
     /// follow at once), or the whole chain otherwise (the server waits for
@@ -234,9 +261,13 @@ pub enum Response {
         from_head: bool,
     },
     /// A share item: encoded signed share record.
-    Share(Vec<u8>),
+    Share(#[serde(with = "serde_bytes")] Vec<u8>),
     /// A manifest item: encoded signed manifest and its team.
-    Manifest { team: TeamId, manifest: Vec<u8> },
+    Manifest {
+        team: TeamId,
+        #[serde(with = "serde_bytes")]
+        manifest: Vec<u8>,
+    },
     /// Objects of a chain, in order.
     Objects(Objects),
     /// The end of a run of frames.
@@ -248,7 +279,7 @@ pub enum Response {
     /// A push lost the compare-and-swap: the session is now at `current`.
     Conflict { current: Option<NodeId> },
     /// A join answer: `crate::join::JoinResponse` bytes.
-    Join(Vec<u8>),
+    Join(#[serde(with = "serde_bytes")] Vec<u8>),
     /// The request is not allowed or not understood; `reason` is for the user.
     Refused { reason: String },
     /// A relay's answer to [`Request::Hello`]: the registered teams the client is a current
@@ -259,12 +290,17 @@ pub enum Response {
     /// first object the client lacks (the receiver aligns on the first object's id).
     SealedSession {
         team: TeamId,
+        #[serde(with = "serde_bytes")]
         entry: Vec<u8>,
         ids: Vec<NodeId>,
         from_head: bool,
     },
     /// A relay's share item of a team: the signed share record, sealed.
-    SealedShare { team: TeamId, sealed: Vec<u8> },
+    SealedShare {
+        team: TeamId,
+        #[serde(with = "serde_bytes")]
+        sealed: Vec<u8>,
+    },
     /// A request that changes the relay's state was applied.
     Accepted,
     /// A join request now waits at the relay for an admin's next sync.
@@ -285,10 +321,12 @@ pub enum FrameError {
 
 /// Encodes `message` as one frame.
 pub fn encode_frame<T: Serialize>(message: &T) -> Vec<u8> {
-    let body = postcard::to_stdvec(message).expect("postcard encoding to a Vec cannot fail");
-    let mut out = Vec::with_capacity(FRAME_HEAD_LEN + body.len());
-    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
-    out.extend_from_slice(&body);
+    // Encoded behind a placeholder head, patched after: a batch frame is about 1 MB, and
+    // encoding it apart and copying it behind the head was a second copy of every byte sent.
+    let mut out = postcard::to_extend(message, vec![0u8; FRAME_HEAD_LEN])
+        .expect("postcard encoding to a Vec cannot fail");
+    let len = (out.len() - FRAME_HEAD_LEN) as u32;
+    out[..FRAME_HEAD_LEN].copy_from_slice(&len.to_le_bytes());
     out
 }
 
@@ -321,17 +359,47 @@ pub fn decode_payload<T: serde::de::DeserializeOwned>(
 
 /// Encodes a batch of objects for sealing.
 pub fn encode_batch(objects: &[Vec<u8>]) -> Vec<u8> {
-    postcard::to_stdvec(objects).expect("postcard encoding to a Vec cannot fail")
+    postcard::to_stdvec(&BatchRef(objects)).expect("postcard encoding to a Vec cannot fail")
 }
 
 /// Decodes an opened sealed batch.
 pub fn decode_batch(bytes: &[u8]) -> Result<Vec<Vec<u8>>, FrameError> {
-    decode_payload(bytes, "sealed object batch")
+    decode_payload::<Batch>(bytes, "sealed object batch").map(|b| b.0)
 }
+
+/// The plaintext of a sealed batch, `postcard(Vec<Vec<u8>>)`, each object one byte string.
+#[derive(Deserialize)]
+struct Batch(#[serde(with = "crate::wire_bytes")] Vec<Vec<u8>>);
+
+#[derive(Serialize)]
+struct BatchRef<'a>(#[serde(serialize_with = "crate::wire_bytes::serialize")] &'a [Vec<u8>]);
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn byte_strings_keep_their_wire_layout() {
+        // SPEC.md §15.2: a byte string is a varint length then the bytes, and a list of them
+        // a varint count then each; the bytes below are what tapes has always sent.
+        let frame = encode_frame(&Response::Objects(Objects::Plain(vec![
+            vec![7, 8, 9],
+            vec![0xff; 200],
+        ])));
+        let mut expected = vec![0u8; 4];
+        expected.extend_from_slice(&[4, 0, 2, 3, 7, 8, 9, 0xc8, 0x01]); // Objects, Plain, 2 objects
+        expected.extend_from_slice(&[0xff; 200]);
+        let body_len = (expected.len() - 4) as u32;
+        expected[..4].copy_from_slice(&body_len.to_le_bytes());
+        assert_eq!(frame, expected);
+        let batch = encode_batch(&[vec![1], vec![2, 3]]);
+        assert_eq!(batch, [2, 1, 1, 2, 2, 3]);
+        // …which is what plain serde makes of a `Vec<Vec<u8>>`.
+        let lists: Vec<Vec<u8>> = vec![vec![1], vec![2, 3]];
+        assert_eq!(batch, postcard::to_stdvec(&lists).unwrap());
+        assert_eq!(decode_batch(&batch).unwrap(), vec![vec![1], vec![2, 3]]);
+        assert!(decode_batch(&[2, 1, 1, 5, 2]).is_err());
+    }
 
     #[test]
     fn frames_round_trip_and_refuse_garbage() {

@@ -358,13 +358,17 @@ impl PeerConn {
         if let Some(e) = failure {
             return Err(e);
         }
-        for bytes in shares {
-            match block_in_place(|| apply_share(store, &bytes)) {
-                Ok(true) => report.shares += 1,
-                Ok(false) => {}
-                Err(why) => tracing::warn!(peer = %self.name, "skipped a share record: {why}"),
+        block_in_place(|| {
+            for bytes in shares {
+                match apply_share(store, &bytes) {
+                    Ok(true) => report.shares += 1,
+                    Ok(false) => {}
+                    Err(why) => tracing::warn!(peer = %self.name, "skipped a share record: {why}"),
+                }
             }
-        }
+            store.storage().flush()
+        })
+        .map_err(crate::store::StoreError::from)?;
         if needed_from {
             report.round_trips += 1;
         }
@@ -1023,6 +1027,8 @@ fn write_loop(
                 SessionApplied::Kept => outcome.kept.push(entry.id.short()),
             }
         }
+        // One flush makes the whole group's refs durable.
+        store.storage().flush()?;
         Ok(())
     };
     for msg in rx {

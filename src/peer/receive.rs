@@ -27,7 +27,7 @@ use crate::session::{session_ref_key, SessionRecord};
 use crate::share::{share_key, SignedShare};
 use crate::storage::RefUpdate;
 use crate::store::{Store, StoreError};
-use crate::team_keys::{self, KeyRing, Sealed};
+use crate::team_keys::{self, KeyRing};
 use crate::teams;
 
 /// Checks a session entry: the record decodes, names an owner, and the owner signed it.
@@ -217,11 +217,10 @@ impl Rings {
 }
 
 fn open_with(ring: &KeyRing, team: &TeamId, sealed: &[u8]) -> Result<Vec<u8>, String> {
-    let sealed = Sealed::decode(sealed).map_err(|e| e.to_string())?;
-    if sealed.team != *team {
-        return Err("the sealed bytes name another team".into());
-    }
-    team_keys::open(ring, team, &sealed).map_err(|e| e.to_string())
+    team_keys::open_encoded(ring, team, sealed).map_err(|e| match e {
+        team_keys::KeyError::WrongTeam { .. } => "the sealed bytes name another team".into(),
+        e => e.to_string(),
+    })
 }
 
 /// [`Rings::open`] for streams sharing one set of rings: the lock is held only to look the
@@ -259,6 +258,11 @@ pub enum SessionApplied {
 /// Moves the local ref of a received session to `entry` (after its nodes were stored and
 /// flushed): only forward, and only for sessions that are not ours. `forward` says the new
 /// chain contains the head we had.
+///
+/// The update is atomic but not yet durable: the caller flushes once for a whole group of
+/// sessions (a fetch of 3,000 sessions flushed after each one spent most of its time in
+/// fsync). A crash before that flush loses some of the group's refs, never their nodes, and
+/// the next fetch asks for those sessions again.
 pub fn apply_session(
     store: &Store,
     me: &MemberId,
@@ -293,7 +297,7 @@ pub fn apply_session(
             new: Some(encode_signature(&signature)),
         },
     ];
-    store.commit(&[], &updates)?;
+    store.storage().update_refs(&updates)?;
     Ok(if current.is_some() {
         SessionApplied::Updated
     } else {
@@ -302,7 +306,7 @@ pub fn apply_session(
 }
 
 /// Stores a received share record if it is valid and newer than ours. Returns whether it
-/// changed anything.
+/// changed anything. Like [`apply_session`], the caller flushes.
 pub fn apply_share(store: &Store, bytes: &[u8]) -> Result<bool, String> {
     let share = SignedShare::decode(bytes)?;
     let record = &share.record;
@@ -321,14 +325,12 @@ pub fn apply_share(store: &Store, bytes: &[u8]) -> Result<bool, String> {
         }
     }
     store
-        .commit(
-            &[],
-            &[RefUpdate {
-                key,
-                expected: current,
-                new: Some(bytes.to_vec()),
-            }],
-        )
+        .storage()
+        .update_refs(&[RefUpdate {
+            key,
+            expected: current,
+            new: Some(bytes.to_vec()),
+        }])
         .map_err(|e| e.to_string())?;
     Ok(true)
 }

@@ -303,6 +303,7 @@ impl Pack {
         Ok(&self.pack[offset as usize..end as usize])
     }
 
+    #[cfg(test)]
     pub fn get(&self, id: &NodeId) -> Result<Option<&[u8]>, StorageError> {
         self.find(id).map(|i| self.object_at(i)).transpose()
     }

@@ -11,6 +11,7 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
@@ -32,6 +33,10 @@ pub struct SledStorage {
     /// The live packs, opened. Changed only under the writer lock, each change in one step:
     /// a checked and registered pack appended, or merged packs replaced by their merge.
     packs: RwLock<Vec<Arc<Pack>>>,
+    /// The pack the last lookup found its object in, searched first by the next one: a chain
+    /// is walked node after node, and a session's nodes sit in one pack, so this turns a
+    /// search of every pack per node (up to [`MAX_PACKS`]) into one.
+    last_pack: AtomicUsize,
     /// Held by `put_objects` from its presence checks to its last write, so two writers never
     /// both store one object: `Written` stays exact and an object lands in one place.
     writer: Mutex<()>,
@@ -100,6 +105,7 @@ impl SledStorage {
             pack_registry,
             packs_dir,
             packs: RwLock::new(packs),
+            last_pack: AtomicUsize::new(0),
             writer: Mutex::new(()),
             db,
         })
@@ -116,7 +122,21 @@ impl SledStorage {
 
     fn in_packs(&self, id: &NodeId) -> bool {
         let packs = self.packs.read().unwrap_or_else(PoisonError::into_inner);
-        packs.iter().any(|p| p.find(id).is_some())
+        self.find_in_packs(&packs, id).is_some()
+    }
+
+    /// The pack holding `id` and its entry there, starting with the pack of the last hit.
+    fn find_in_packs<'p>(&self, packs: &'p [Arc<Pack>], id: &NodeId) -> Option<(&'p Pack, usize)> {
+        let first = self.last_pack.load(Ordering::Relaxed);
+        let first = if first < packs.len() { first } else { 0 };
+        let order = (first..packs.len()).chain(0..first);
+        for i in order {
+            if let Some(entry) = packs[i].find(id) {
+                self.last_pack.store(i, Ordering::Relaxed);
+                return Some((&packs[i], entry));
+            }
+        }
+        None
     }
 
     /// The objects of `objects` that are stored nowhere yet, in id order, each once.
@@ -377,12 +397,10 @@ impl Storage for SledStorage {
             return Ok(Some(v.to_vec()));
         }
         let packs = self.packs.read().unwrap_or_else(PoisonError::into_inner);
-        for pack in packs.iter() {
-            if let Some(bytes) = pack.get(id)? {
-                return Ok(Some(bytes.to_vec()));
-            }
+        match self.find_in_packs(&packs, id) {
+            Some((pack, entry)) => Ok(Some(pack.object_at(entry)?.to_vec())),
+            None => Ok(None),
         }
-        Ok(None)
     }
 
     fn contains_object(&self, id: &NodeId) -> Result<bool, StorageError> {
