@@ -41,8 +41,10 @@ use crate::storage::Staging;
 use crate::store::Store;
 use crate::teams;
 
-/// Streams fetched at once.
-const PARALLEL: usize = 8;
+/// Streams fetched at once. Measured on 2 cores at 0.2 GB sealed: 3 streams 64 MB/s, 8 70,
+/// 16 82, 32 74. More streams keep both sides busy between one session's round trips; past
+/// 16 the connection's lock and the server's per-stream buffers cost more than they bring.
+const PARALLEL: usize = 16;
 /// Bytes of verified objects the writer stages (into one pack) before committing and flushing
 /// them and moving the refs of the sessions they complete.
 const WRITE_BATCH_BYTES: usize = 32 << 20;

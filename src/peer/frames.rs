@@ -66,11 +66,16 @@ impl Stream<'_> {
             Err(e) => return Err(self.broken(e)),
         }
         let len = frame_len(head).map_err(|e| self.protocol(e))?;
-        let mut body = vec![0u8; len];
-        self.recv
-            .read_exact(&mut body)
-            .await
-            .map_err(|e| self.broken(e))?;
+        // Filled chunk by chunk as QUIC hands them over: a zeroed buffer to read into would
+        // cost a write of every received byte before the copy.
+        let mut body = Vec::with_capacity(len);
+        while body.len() < len {
+            match self.recv.read_chunk(len - body.len()).await {
+                Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+                Ok(None) => return Err(self.broken("the stream ended inside a frame")),
+                Err(e) => return Err(self.broken(e)),
+            }
+        }
         self.counters
             .received
             .fetch_add((FRAME_HEAD_LEN + len) as u64, Ordering::Relaxed);
