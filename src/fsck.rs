@@ -48,6 +48,8 @@ impl fmt::Display for Problem {
 pub struct FsckReport {
     pub objects: usize,
     pub refs: usize,
+    /// Share records checked (their signatures, see [`fsck`]).
+    pub shares: usize,
     pub problems: Vec<Problem>,
     /// Objects no session reaches whose parent is missing: what a crash mid-import leaves.
     /// Harmless; the next import of the same transcript completes them.
@@ -119,6 +121,19 @@ pub fn fsck(store: &Store, mut progress: impl FnMut(usize)) -> Result<FsckReport
                     report.problems.push(Problem::StaleSummary { key });
                 }
             }
+        }
+    }
+    // Share records decide who may fetch what; the sync paths trust the signatures checked
+    // when the records were stored (`SignedShare::decode_stored`), so this is where a
+    // damaged or planted one is found.
+    for entry in storage.refs(crate::share::SHARE_REF_PREFIX) {
+        let (key, value) = entry?;
+        report.shares += 1;
+        if let Err(why) = crate::share::SignedShare::decode(&value) {
+            report.problems.push(Problem::BadRef {
+                key: String::from_utf8_lossy(&key).into_owned(),
+                detail: format!("share record: {why}"),
+            });
         }
     }
     for (id, parent) in orphans {

@@ -6,9 +6,11 @@
 use assert_cmd::Command;
 use predicates::prelude::*;
 use tapes::ingest::{ingest, Incoming};
+use tapes::protocol::MemberId;
 use tapes::protocol::{NodeId, SessionId};
 use tapes::sample::{self, Shape};
 use tapes::session::{session_ref_key, SessionRecord};
+use tapes::share::{share_key, Audience, ShareRecord, SignedShare};
 use tapes::store::Store;
 
 fn populated_home() -> (tempfile::TempDir, Vec<SessionId>) {
@@ -148,6 +150,43 @@ fn a_ref_to_a_node_that_never_existed_is_found() {
             "node {} is missing",
             NodeId([0xab; 32])
         )));
+}
+
+#[test]
+fn a_share_record_with_a_forged_signature_is_found() {
+    // Sync trusts the share records of its own store (their signatures are checked when they
+    // are stored), so fsck is where one planted behind tapes' back must show up.
+    let (dir, ids) = populated_home();
+    let head = Store::open(&dir.path().join("store"))
+        .unwrap()
+        .session(&ids[0])
+        .unwrap()
+        .unwrap()
+        .head;
+    let forged = SignedShare {
+        record: ShareRecord {
+            session: ids[0],
+            head,
+            audience: Audience::Public,
+            sharer: MemberId([7; 32]),
+            sharer_name: "mallory".into(),
+            title: None,
+            note: None,
+            shared_ms: 1,
+            expires_ms: None,
+            revoked: false,
+        },
+        signature: vec![0; 64],
+    };
+    with_trees(dir.path(), |_, refs| {
+        let key = share_key(&ids[0], &Audience::Public);
+        refs.insert(key, postcard::to_stdvec(&forged).unwrap())
+            .unwrap();
+    });
+    fsck(dir.path())
+        .code(1)
+        .stdout(predicate::str::contains("signature does not verify"))
+        .stdout(predicate::str::contains("and 1 share records"));
 }
 
 /// A store whose nodes sit in a pack file: one batch large enough (over 4096 new nodes), as a

@@ -19,15 +19,19 @@ pub fn run(_args: FsckArgs) -> anyhow::Result<ExitCode> {
             report.leftovers
         );
     }
+    let shares = match report.shares {
+        0 => String::new(),
+        n => format!(" and {n} share records"),
+    };
     if report.is_clean() {
         println!(
-            "ok: {} objects and {} refs verified",
+            "ok: {} objects and {} refs{shares} verified",
             report.objects, report.refs
         );
         Ok(ExitCode::SUCCESS)
     } else {
         println!(
-            "{} problems in {} objects and {} refs; restore the damaged objects from a teammate or a bundle",
+            "{} problems in {} objects and {} refs{shares}; restore the damaged objects from a teammate or a bundle",
             report.problems.len(),
             report.objects,
             report.refs
