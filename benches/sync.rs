@@ -310,7 +310,7 @@ fn print_fetch(got: &Value, before: &Value, after: &Value, bytes: u64, nodes: u6
         kb(before["rss_kb"].as_u64().unwrap_or(0))
     );
     println!(
-        "   client peaks sampled every 5 ms: anonymous {}, file-backed (mapped packs) {}, {} threads",
+        "   client peaks sampled every 5 ms: anonymous {}, file-backed (the binary and mapped pack indexes) {}, {} threads",
         kb(got["anon_kb"].as_u64().unwrap_or(0)),
         kb(got["file_kb"].as_u64().unwrap_or(0)),
         got["threads"].as_u64().unwrap_or(0),

@@ -57,7 +57,9 @@ const PACK_MIN_BYTES: usize = 4 << 20;
 const MAX_PACKS: usize = 32;
 const MERGE_PACKS: usize = 16;
 /// Bytes a merge reads between two releases of the victims' mapped pages ([`Pack::release`]).
-const MERGE_RELEASE_BYTES: usize = 32 << 20;
+/// A merge reads in id order, so each ~1 KB object tends to sit on a page of its own: 8 MiB
+/// read keeps up to ~32 MiB mapped (32 MiB kept 124 MB mapped during a 1 GB fetch).
+const MERGE_RELEASE_BYTES: usize = 8 << 20;
 
 /// How long to wait for another tapes process to release the store before saying so.
 const LOCK_WAIT: Duration = Duration::from_secs(5);
@@ -393,10 +395,17 @@ fn backend(e: sled::Error) -> StorageError {
 
 impl Storage for SledStorage {
     fn get_object(&self, id: &NodeId) -> Result<Option<Vec<u8>>, StorageError> {
+        let packs = self.packs.read().unwrap_or_else(PoisonError::into_inner);
+        // The pack of the last hit first: walking a chain that sits in a pack, this finds each
+        // node with one index search instead of a sled miss (about a microsecond) first.
+        if let Some(pack) = packs.get(self.last_pack.load(Ordering::Relaxed)) {
+            if let Some(entry) = pack.find(id) {
+                return Ok(Some(pack.object_at(entry)?.to_vec()));
+            }
+        }
         if let Some(v) = self.objects.get(id.as_bytes()).map_err(backend)? {
             return Ok(Some(v.to_vec()));
         }
-        let packs = self.packs.read().unwrap_or_else(PoisonError::into_inner);
         match self.find_in_packs(&packs, id) {
             Some((pack, entry)) => Ok(Some(pack.object_at(entry)?.to_vec())),
             None => Ok(None),
