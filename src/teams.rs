@@ -526,9 +526,7 @@ pub fn seal_for(
     plaintext: &[u8],
     now_ms: i64,
 ) -> Result<crate::team_keys::Sealed, TeamError> {
-    if !chain.rotation_owed().is_empty() {
-        rotate(store, identity, chain, now_ms)?;
-    }
+    rotate_if_owed(store, identity, chain, now_ms)?;
     Ok(crate::team_keys::seal(chain, plaintext)?)
 }
 
@@ -540,10 +538,21 @@ pub fn seal_encoded_for(
     plaintext: &[u8],
     now_ms: i64,
 ) -> Result<Vec<u8>, TeamError> {
+    rotate_if_owed(store, identity, chain, now_ms)?;
+    Ok(crate::team_keys::seal_encoded(chain, plaintext)?)
+}
+
+/// Rotates the team key first when someone who left still knows the current one.
+fn rotate_if_owed(
+    store: &Store,
+    identity: &Identity,
+    chain: &mut TeamChain,
+    now_ms: i64,
+) -> Result<(), TeamError> {
     if !chain.rotation_owed().is_empty() {
         rotate(store, identity, chain, now_ms)?;
     }
-    Ok(crate::team_keys::seal_encoded(chain, plaintext)?)
+    Ok(())
 }
 
 /// Which side of a fork an owner keeps.
