@@ -109,12 +109,11 @@ impl SignedShare {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<SignedShare, String> {
-        match postcard::take_from_bytes::<SignedShare>(bytes) {
-            Ok((share, [])) if share.verify() => Ok(share),
-            Ok((_, [])) => Err("its signature does not verify".into()),
-            Ok(_) => Err("trailing bytes".into()),
-            Err(e) => Err(e.to_string()),
+        let share = SignedShare::decode_stored(bytes)?;
+        if !share.verify() {
+            return Err("its signature does not verify".into());
         }
+        Ok(share)
     }
 
     /// Decodes a share record read back from this store, without checking its signature

@@ -217,10 +217,7 @@ impl Rings {
 }
 
 fn open_with(ring: &KeyRing, team: &TeamId, sealed: &[u8]) -> Result<Vec<u8>, String> {
-    team_keys::open_encoded(ring, team, sealed).map_err(|e| match e {
-        team_keys::KeyError::WrongTeam { .. } => "the sealed bytes name another team".into(),
-        e => e.to_string(),
-    })
+    team_keys::open_encoded(ring, team, sealed).map_err(|e| e.to_string())
 }
 
 /// [`Rings::open`] for streams sharing one set of rings: the lock is held only to look the
