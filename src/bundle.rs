@@ -866,6 +866,19 @@ impl<'a> Check<'a> {
             .ok_or_else(|| self.invalid("a frame before the header"))
     }
 
+    /// `name (abcdef123456)` for someone who was a member of `chain` at any version.
+    fn who_in(&self, chain: &TeamChain, id: &MemberId) -> String {
+        match chain
+            .versions()
+            .iter()
+            .rev()
+            .find_map(|v| v.manifest.member(id))
+        {
+            Some(m) => format!("{} ({})", m.name, id.short()),
+            None => self.who(id),
+        }
+    }
+
     /// `name (abcdef123456)` for a member, using the team's names when there is a team.
     fn who(&self, id: &MemberId) -> String {
         let name = self
@@ -999,16 +1012,25 @@ impl<'a> Check<'a> {
             }
         }
         let name = chain.head().manifest.name.clone();
-        self.chain = Some(chain);
-        if self
-            .chain
-            .as_ref()
-            .is_some_and(|c| c.head().manifest.member(&header.creator).is_none())
-        {
-            return Err(self.refused(format!(
-                "it is signed by {}, who is not a member of team {name}",
-                self.who(&header.creator)
-            )));
+        // Membership is decided by the newest version known: the bundle's or this store's,
+        // whichever is longer (they agree on every version both have, checked above). A
+        // member removed from the team whose own store has not seen the removal still signs
+        // with the old chain; the owner who removed them holds the newer one (SPEC §12.4).
+        let newest = match &mine {
+            Some(mine) if mine.versions().len() > chain.versions().len() => mine.clone(),
+            _ => chain,
+        };
+        self.chain = Some(newest.clone());
+        if newest.head().manifest.member(&header.creator).is_none() {
+            let removal = removed_by(&newest, &header.creator);
+            let who = self.who_in(&newest, &header.creator);
+            return Err(self.refused(match removal {
+                Some((version, by)) => format!(
+                    "it is signed by {who}, who is not a member of team {name}: version {version} of the team removed them (signed by {})",
+                    self.who_in(&newest, &by)
+                ),
+                None => format!("it is signed by {who}, who is not a member of team {name}"),
+            }));
         }
         let Some(identity) = self.identity else {
             return Err(BundleError::NoIdentity {
@@ -1457,6 +1479,23 @@ fn plan(store: &Store, check: &Check<'_>) -> Result<Plan, BundleError> {
         shares += 1;
     }
     Ok((updates, outcomes, shares))
+}
+
+/// The version of `chain` that removed `member` (the first one without them after one with
+/// them) and who signed it.
+fn removed_by(chain: &TeamChain, member: &MemberId) -> Option<(u64, MemberId)> {
+    let versions = chain.versions();
+    versions.windows(2).find_map(|pair| {
+        let (before, after) = (&pair[0], &pair[1]);
+        (before.manifest.member(member).is_some() && after.manifest.member(member).is_none())
+            .then(|| {
+                let by = after
+                    .signatures
+                    .first()
+                    .map_or(MemberId([0; 32]), |s| s.signer);
+                (after.manifest.version, by)
+            })
+    })
 }
 
 /// True when `ancestor` is on the chain of `head` (through the bundle's nodes, then the store).

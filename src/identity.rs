@@ -39,6 +39,10 @@ pub enum IdentityError {
     Random(String),
     #[error(transparent)]
     Home(#[from] HomeError),
+    #[error("cannot encrypt the identity export: {0}")]
+    Seal(String),
+    #[error("{path}: cannot open this identity export: {why}")]
+    Unseal { path: PathBuf, why: String },
 }
 
 /// The parts of an identity that are safe to show anyone.
@@ -195,6 +199,110 @@ impl Identity {
     }
 }
 
+/// First line of an identity export's plaintext (inside the age encryption).
+const EXPORT_HEADER: &str = "tapes identity export v1";
+
+impl Identity {
+    /// The identity as one passphrase-protected file (age scrypt, ASCII-armored): both secret
+    /// keys and the profile, for `tapes init --from` on another device (SPEC §5.1). The
+    /// plaintext never touches the disk.
+    pub fn export_sealed(
+        &self,
+        passphrase: age::secrecy::SecretString,
+    ) -> Result<Vec<u8>, IdentityError> {
+        let seal = |e: std::io::Error| IdentityError::Seal(e.to_string());
+        let profile = serde_json::to_string(&self.profile).expect("profile serializes");
+        let plain = age::secrecy::SecretString::from(format!(
+            "{EXPORT_HEADER}\nnode {}\nage {}\nprofile {profile}\n",
+            hex::encode(self.signing.to_bytes()),
+            self.age.to_string().expose_secret()
+        ));
+        let encryptor = age::Encryptor::with_user_passphrase(passphrase);
+        let mut out = Vec::new();
+        let armor =
+            age::armor::ArmoredWriter::wrap_output(&mut out, age::armor::Format::AsciiArmor)
+                .map_err(seal)?;
+        let mut writer = encryptor
+            .wrap_output(armor)
+            .map_err(|e| IdentityError::Seal(e.to_string()))?;
+        writer
+            .write_all(plain.expose_secret().as_bytes())
+            .map_err(seal)?;
+        writer
+            .finish()
+            .and_then(|armor| armor.finish())
+            .map_err(seal)?;
+        Ok(out)
+    }
+
+    /// Opens what [`Identity::export_sealed`] wrote. `path` only names the file in errors.
+    pub fn import_sealed(
+        path: &Path,
+        bytes: &[u8],
+        passphrase: age::secrecy::SecretString,
+    ) -> Result<Identity, IdentityError> {
+        use std::io::Read;
+        let unseal = |why: String| IdentityError::Unseal {
+            path: path.to_path_buf(),
+            why,
+        };
+        let decryptor =
+            age::Decryptor::new(age::armor::ArmoredReader::new(bytes)).map_err(|e| {
+                unseal(format!(
+                    "it is not an identity export made by `tapes id export` ({e})"
+                ))
+            })?;
+        if !decryptor.is_scrypt() {
+            return Err(unseal(
+                "it is not passphrase-protected, so it is not an identity export".into(),
+            ));
+        }
+        let identity = age::scrypt::Identity::new(passphrase);
+        let mut reader = decryptor
+            .decrypt(std::iter::once(&identity as &dyn age::Identity))
+            .map_err(|e| match e {
+                age::DecryptError::DecryptionFailed | age::DecryptError::NoMatchingKeys => {
+                    unseal("wrong passphrase (or the file was altered)".into())
+                }
+                e => unseal(e.to_string()),
+            })?;
+        let mut text = String::new();
+        reader
+            .read_to_string(&mut text)
+            .map_err(|e| unseal(format!("it does not decrypt completely ({e})")))?;
+        let text = age::secrecy::SecretString::from(text);
+        let mut lines = text.expose_secret().lines();
+        let damaged = || unseal("its content is damaged".into());
+        if lines.next() != Some(EXPORT_HEADER) {
+            return Err(damaged());
+        }
+        let (mut node, mut age_key, mut profile) = (None, None, None);
+        for line in lines {
+            match line.split_once(' ') {
+                Some(("node", v)) => node = Some(v),
+                Some(("age", v)) => age_key = Some(v),
+                Some(("profile", v)) => profile = Some(v),
+                _ => {}
+            }
+        }
+        let seed = node
+            .and_then(|v| hex::decode(v).ok())
+            .and_then(|b| <[u8; 32]>::try_from(b).ok())
+            .ok_or_else(damaged)?;
+        let age = age_key
+            .and_then(|v| v.parse::<age::x25519::Identity>().ok())
+            .ok_or_else(damaged)?;
+        let profile = profile
+            .and_then(|v| serde_json::from_str(v).ok())
+            .ok_or_else(damaged)?;
+        Ok(Identity {
+            signing: SigningKey::from_bytes(&seed),
+            age,
+            profile,
+        })
+    }
+}
+
 /// The first line that is not a comment.
 fn key_line(text: &str) -> Option<&str> {
     text.lines()
@@ -277,6 +385,47 @@ mod tests {
             assert_eq!(mode & 0o777, 0o600, "{file}");
         }
         assert!(matches!(id.save(&home), Err(IdentityError::Exists(_))));
+    }
+
+    #[test]
+    fn an_export_opens_with_its_passphrase_only() {
+        use age::secrecy::SecretString;
+        let id = Identity::generate(Profile {
+            name: "alice".into(),
+            email: Some("a@example.com".into()),
+        })
+        .unwrap();
+        let sealed = id
+            .export_sealed(SecretString::from("correct horse".to_string()))
+            .unwrap();
+        let text = String::from_utf8(sealed.clone()).unwrap();
+        assert!(
+            text.starts_with("-----BEGIN AGE ENCRYPTED FILE-----"),
+            "{text}"
+        );
+        assert!(!text.contains("AGE-SECRET-KEY"));
+        assert!(!text.contains(&hex::encode(id.signing.to_bytes())));
+        let path = Path::new("id.age");
+        let back = Identity::import_sealed(
+            path,
+            &sealed,
+            SecretString::from("correct horse".to_string()),
+        )
+        .unwrap();
+        assert_eq!(back.node_id_hex(), id.node_id_hex());
+        assert_eq!(
+            back.age_recipient().to_string(),
+            id.age_recipient().to_string()
+        );
+        assert_eq!(back.profile, id.profile);
+        let wrong = Identity::import_sealed(path, &sealed, SecretString::from("wrong".to_string()))
+            .unwrap_err()
+            .to_string();
+        assert!(wrong.contains("wrong passphrase"), "{wrong}");
+        let garbage = Identity::import_sealed(path, b"hello", SecretString::from("x".to_string()))
+            .unwrap_err()
+            .to_string();
+        assert!(garbage.contains("not an identity export"), "{garbage}");
     }
 
     #[test]

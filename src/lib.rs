@@ -32,6 +32,7 @@ pub mod storage;
 pub mod store;
 pub mod team_keys;
 pub mod teams;
+pub mod terminal;
 pub mod tracking;
 pub mod transfer;
 pub mod watch;

@@ -41,6 +41,13 @@ pub enum RemoteError {
         id: String,
         why: String,
     },
+    #[error("remote {name} refused the update of session {id}: its new head {head} does not extend the head {expected} it holds, so it would lose history (a session only moves forward); keep the other history as a new session with `tapes branch`")]
+    NotForward {
+        name: String,
+        id: String,
+        expected: String,
+        head: String,
+    },
     #[error("remote {name} does not have node {id} of the session it lists; the remote store is damaged (`tapes fsck` there)")]
     Missing { name: String, id: NodeId },
 }
@@ -288,6 +295,40 @@ pub fn apply_push(
     };
     if current.as_ref() != expected {
         return Err(conflict(current));
+    }
+    // A ref only moves forward (SPEC §3.4): the new head must descend from the one held,
+    // through the pushed nodes and then the nodes already here.
+    if let Some(expected) = expected {
+        let parents: std::collections::HashMap<NodeId, Option<NodeId>> = objects
+            .iter()
+            .filter_map(|o| Some((o.id, StoredObject::parent_of(&o.bytes).ok()?)))
+            .collect();
+        let mut next = Some(record.head);
+        let mut seen = std::collections::HashSet::new();
+        let forward = loop {
+            let Some(at) = next else { break false };
+            if &at == expected {
+                break true;
+            }
+            if !seen.insert(at) {
+                break false;
+            }
+            next = match parents.get(&at) {
+                Some(parent) => *parent,
+                None => match store.storage().get_object(&at).map_err(|e| err(e.into()))? {
+                    Some(bytes) => StoredObject::parent_of(&bytes).ok().flatten(),
+                    None => None,
+                },
+            };
+        };
+        if !forward {
+            return Err(RemoteError::NotForward {
+                name: name.to_string(),
+                id: id.short(),
+                expected: expected.short(),
+                head: record.head.short(),
+            });
+        }
     }
     if let Some(bytes) = &raw {
         let owner = SessionRecord::decode(bytes).ok().and_then(|r| r.owner);

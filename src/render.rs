@@ -249,3 +249,18 @@ pub fn log(chain: &[(NodeId, Node)], sizes: &[usize]) -> String {
     }
     out
 }
+
+/// `n` and the noun, plural unless `n` is 1: "1 file", "3 files", "2 copies".
+pub fn plural(n: usize, noun: &str) -> String {
+    if n == 1 {
+        return format!("1 {noun}");
+    }
+    let plural = match noun.strip_suffix('y') {
+        Some(stem) if !stem.ends_with(['a', 'e', 'o', 'u']) => format!("{stem}ies"),
+        _ if noun.ends_with('s') || noun.ends_with("sh") || noun.ends_with("ch") => {
+            format!("{noun}es")
+        }
+        _ => format!("{noun}s"),
+    };
+    format!("{n} {plural}")
+}

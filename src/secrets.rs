@@ -161,6 +161,7 @@ pub fn scan_text(text: &str) -> Vec<Finding> {
     scan_prefixed(text, &mut spans);
     scan_aws_secret_keys(bytes, &mut spans);
     scan_connection_strings(text, &mut spans);
+    scan_wrapped(text, &mut spans);
     let specific = merge_spans(spans);
 
     // The generic rule only looks at the gaps between specific findings. Treating findings as
@@ -916,6 +917,118 @@ fn pem_body_follows(b: &[u8], mut j: usize) -> bool {
     [b"Proc-Type:".as_slice(), b"Version:", b"Comment:"]
         .iter()
         .any(|h| rest.starts_with(h))
+}
+
+// ------------------------------------------------------------------------------------------
+// Secrets wrapped across lines
+// ------------------------------------------------------------------------------------------
+
+/// Characters a wrapped token may be cut between: the key alphabet plus base64's `/` and `+`.
+fn is_wrap_char(c: u8) -> bool {
+    is_key_char(c) || c == b'/' || c == b'+'
+}
+
+/// Length of the line break starting at `i`, with the indentation after it: a line feed
+/// (`LF` or `CR LF`), or the escape sequence of one inside JSON or source text (a backslash and
+/// `n`, or backslash `r` backslash `n`). 0 if none.
+fn wrap_break_len(b: &[u8], i: usize) -> usize {
+    let rest = &b[i..];
+    let len = if rest.starts_with(b"\r\n") {
+        2
+    } else if rest.starts_with(b"\n") {
+        1
+    } else if rest.starts_with(b"\\r\\n") {
+        4
+    } else if rest.starts_with(b"\\n") {
+        2
+    } else {
+        return 0;
+    };
+    len + run_len(b, i + len, |c| c == b' ' || c == b'\t')
+}
+
+/// Specific-rule secrets cut in two by a line break: a key pasted into a terminal that wrapped
+/// it, a hard-wrapped log line, a token split inside wrapped JSON (`AKIA` at the end of one
+/// line, the other 16 characters on the next, maybe indented).
+///
+/// The text is scanned again with every break that sits between two token characters removed
+/// (with the indentation after it), by the prefix rules and the AWS secret key rule only: the
+/// generic high-entropy rule would turn every pair of wrapped code lines into one long token.
+/// A match there that spans a removed break is mapped back to the original text, break and
+/// all, so redaction covers both halves. Variable-length rules over-extend on the joined text
+/// when a complete key ends a line and the next line starts with a word (`…Ua\nexport FOO`),
+/// so a match that only extends a key already found on its own line is kept only when the
+/// continuation carries a digit, as random key material does and words mostly do not. Linear:
+/// one pass to build the joined text, the ordinary linear rules on it.
+fn scan_wrapped(text: &str, out: &mut Vec<Span>) {
+    let b = text.as_bytes();
+    let mut joined = Vec::new();
+    // `origin[j]` is the offset in `text` of byte `j` of the joined text.
+    let mut origin = Vec::new();
+    // Joined offsets of the first byte after each removed break.
+    let mut breaks = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        let len = match b[i] {
+            b'\n' | b'\r' | b'\\' => wrap_break_len(b, i),
+            _ => 0,
+        };
+        if len > 0
+            && i > 0
+            && is_wrap_char(b[i - 1])
+            && b.get(i + len).is_some_and(|&c| is_wrap_char(c))
+        {
+            if breaks.is_empty() {
+                joined.reserve(b.len());
+                origin.reserve(b.len());
+                joined.extend_from_slice(&b[..i]);
+                origin.extend(0..i);
+            }
+            breaks.push(joined.len());
+            i += len;
+            continue;
+        }
+        if !breaks.is_empty() {
+            joined.push(b[i]);
+            origin.push(i);
+        }
+        i += 1;
+    }
+    if breaks.is_empty() {
+        return;
+    }
+    // Only ASCII bytes between two ASCII characters were removed, so this cannot fail.
+    let Ok(joined) = String::from_utf8(joined) else {
+        return;
+    };
+    let mut found = Vec::new();
+    scan_prefixed(&joined, &mut found);
+    scan_aws_secret_keys(joined.as_bytes(), &mut found);
+    let own_line: std::collections::HashSet<(usize, usize)> =
+        out.iter().map(|s| (s.start, s.end)).collect();
+    for span in found {
+        // The first removed break strictly inside the match, if any.
+        let k = breaks.partition_point(|&p| p <= span.start);
+        let Some(&first_break) = breaks.get(k).filter(|&&p| p < span.end) else {
+            continue;
+        };
+        let start = origin[span.start];
+        let end = origin[span.end - 1] + 1;
+        let cut = origin[first_break - 1] + 1;
+        let extends_own_line = own_line.contains(&(start, cut));
+        if extends_own_line
+            && !joined.as_bytes()[first_break..span.end]
+                .iter()
+                .any(u8::is_ascii_digit)
+        {
+            continue;
+        }
+        out.push(Span {
+            start,
+            end,
+            kind: span.kind,
+        });
+    }
 }
 
 // ------------------------------------------------------------------------------------------
@@ -1774,6 +1887,96 @@ mod tests {
         let findings = scan_text(&text);
         assert_eq!(findings.len(), 1, "{findings:?}");
         assert_eq!(&text[findings[0].start..findings[0].end], escaped);
+    }
+
+    #[test]
+    fn a_key_split_across_lines_is_one_finding() {
+        let (head, rest) = AWS_ACCESS.split_at(4);
+        for (sep, what) in [
+            ("\n", "a newline"),
+            ("\r\n", "CR LF"),
+            ("\n    ", "a newline and indentation"),
+            ("\\n", "an escaped newline in JSON"),
+            ("\\n\t\t", "an escaped newline and tabs"),
+        ] {
+            let text = format!("aws_access_key_id = {head}{sep}{rest}\nregion = us-east-1");
+            let findings = scan_text(&text);
+            assert_eq!(findings.len(), 1, "{what}: {findings:?}");
+            let f = &findings[0];
+            assert_eq!(f.kind, SecretKind::AwsAccessKey, "{what}");
+            assert_eq!(&text[f.start..f.end], format!("{head}{sep}{rest}"), "{what}");
+            let redacted = redact_text(&text, &findings);
+            assert!(!redacted.contains(head) && !redacted.contains(rest), "{redacted}");
+            assert!(scan_text(&redacted).is_empty(), "{redacted}");
+        }
+        // Inside a JSON document as a tool input carries it.
+        let json = format!(r#"{{"AccessKeyId": "{head}\n      {rest}", "x": 1}}"#);
+        let findings = scan_text(&json);
+        assert_eq!(findings.len(), 1, "{findings:?}");
+        assert_eq!(findings[0].kind, SecretKind::AwsAccessKey);
+    }
+
+    #[test]
+    fn wrapped_keys_of_other_kinds_are_found_whole() {
+        for (kind, secret, cut) in [
+            (SecretKind::OpenAiKey, OPENAI, 20),
+            (SecretKind::GitHubToken, GITHUB, 15),
+            (SecretKind::GoogleApiKey, GOOGLE, 30),
+            (SecretKind::StripeKey, STRIPE, 12),
+        ] {
+            let text = format!("token: {}\n  {}\ndone", &secret[..cut], &secret[cut..]);
+            let findings = scan_text(&text);
+            assert_eq!(findings.len(), 1, "{kind:?}: {findings:?}");
+            assert_eq!(findings[0].kind, kind);
+            assert_eq!(
+                text[findings[0].start..findings[0].end].replace("\n  ", ""),
+                secret
+            );
+        }
+        // An AWS secret key wrapped after its assignment.
+        let text = format!(
+            "aws_secret_access_key = {}\n{}\n",
+            &AWS_SECRET[..22],
+            &AWS_SECRET[22..]
+        );
+        let findings = scan_text(&text);
+        assert_eq!(findings.len(), 1, "{findings:?}");
+        assert_eq!(findings[0].kind, SecretKind::AwsSecretKey);
+        assert_eq!(text[findings[0].start..findings[0].end].replace('\n', ""), AWS_SECRET);
+    }
+
+    #[test]
+    fn a_complete_key_at_a_line_end_does_not_swallow_the_next_word() {
+        for next in ["export FOO=bar", "done", "  region = us-east-1"] {
+            let text = format!("OPENAI_API_KEY={OPENAI}\n{next}");
+            let findings = scan_text(&text);
+            assert_eq!(findings.len(), 1, "{findings:?}");
+            assert_eq!(&text[findings[0].start..findings[0].end], OPENAI, "{next}");
+        }
+        // `AKIA` alone at a line end, and a line end inside ordinary code, are nothing.
+        for text in [
+            "AKIA\nis the prefix of long-term AWS key ids",
+            "let key_id = prefix\n    .to_uppercase();",
+            "sk-\nlearn",
+        ] {
+            assert!(scan_text(text).is_empty(), "{text:?}: {:?}", scan_text(text));
+        }
+    }
+
+    #[test]
+    fn an_indented_private_key_block_is_one_finding() {
+        // A PEM key pasted into YAML: every body line indented.
+        let indented = PEM.replace('\n', "\n      ");
+        let text = format!("tls:\n  key: |\n      {indented}\n  cert: none");
+        let findings = scan_text(&text);
+        assert_eq!(findings.len(), 1, "{findings:?}");
+        assert_eq!(findings[0].kind, SecretKind::PrivateKeyBlock);
+        assert_eq!(&text[findings[0].start..findings[0].end], indented);
+        // And one without base64 padding, whose last body line runs into the END line.
+        let unpadded = PEM.replace("3Ef5==\n", "3Ef5\n");
+        let findings = scan_text(&unpadded);
+        assert_eq!(findings.len(), 1, "{findings:?}");
+        assert_eq!((findings[0].start, findings[0].end), (0, unpadded.len()));
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use tapes_protocol::{MemberId, Node, NodeId, ObjectError, SessionId, StoredObject};
 
 use crate::session::{session_ref_key, RecordError, SessionRecord, SESSION_REF_PREFIX};
-use crate::storage::{RefUpdate, SledStorage, Storage, StorageError, Written};
+use crate::storage::{RefUpdate, SharedStorage, Storage, StorageError, Written};
 
 /// The on-disk format this build writes. A store stamped with a larger number was written by a
 /// newer tapes and is refused rather than misread.
@@ -52,9 +52,11 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (creating if needed) the store in directory `path`.
+    /// Opens (creating if needed) the store in directory `path`. If another tapes process
+    /// holds it, this one works through that process (SPEC.md §6, "Sharing the store between
+    /// processes").
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let storage = SledStorage::open(path)?;
+        let storage = SharedStorage::open(path)?;
         let store = Store {
             storage: Box::new(storage),
             path: path.to_path_buf(),
@@ -145,6 +147,29 @@ impl Store {
             let node = self.node(&id)?;
             next = node.body.parent;
             out.push((id, node));
+        }
+        out.reverse();
+        Ok(out)
+    }
+
+    /// The ids of the chain ending at `head`, root first, without decoding the nodes (each
+    /// object's parent is read from its header). Cheaper than [`Store::chain`] when only the
+    /// shape of a history matters (does one head descend from another, where do two diverge).
+    pub fn chain_ids(&self, head: &NodeId) -> Result<Vec<NodeId>, StoreError> {
+        let mut out = Vec::new();
+        let mut next = Some(*head);
+        let mut seen = std::collections::HashSet::new();
+        while let Some(id) = next {
+            if !seen.insert(id) {
+                return Err(StoreError::Cycle(*head));
+            }
+            let bytes = self
+                .storage
+                .get_object(&id)?
+                .ok_or(StoreError::MissingNode(id))?;
+            next = StoredObject::parent_of(&bytes)
+                .map_err(|source| StoreError::BadNode { id, source })?;
+            out.push(id);
         }
         out.reverse();
         Ok(out)

@@ -712,6 +712,43 @@ fn a_plain_bundle_carrying_someone_elses_session_is_refused() {
 }
 
 #[test]
+fn a_bundle_from_a_removed_member_is_refused_by_whoever_knows_of_the_removal() {
+    let alice = user("alice");
+    let bob = user("bob");
+    let carol = user("carol");
+    let team = team_with(&alice, &[&bob, &carol]);
+    bob.ingest(samples(20..22));
+    // Alice removes Bob; Bob's store has not seen it, so his chain still lists him.
+    let mut chain = teams::load(&alice.store, &team).unwrap();
+    teams::remove(&alice.store, &alice.me, &mut chain, &bob.id(), T0 + 1).unwrap();
+    let removal = chain.head().manifest.version;
+    let stale = teams::load(&bob.store, &team).unwrap();
+    assert!(stale.head().manifest.member(&bob.id()).is_some());
+    let created = bob.bundle("stale.tape", Some(stale), None);
+    assert!(created.sessions > 0);
+    let bytes = std::fs::read(bob.file("stale.tape")).unwrap();
+
+    // Alice holds the newer version: refused, naming the version and who removed him.
+    let err = refused_with(
+        &alice,
+        &bytes,
+        &["signed by bob", "not a member of team Paper Compute"],
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains(&format!("version {removal}")) && text.contains("signed by alice"),
+        "{text}"
+    );
+
+    // Carol, once she has the newer version too.
+    let versions = chain.versions().to_vec();
+    for r in teams::receive(&carol.store, &team, versions).unwrap() {
+        r.unwrap();
+    }
+    refused_with(&carol, &bytes, &["signed by bob", &format!("version {removal}")]);
+}
+
+#[test]
 fn a_sealed_bundle_signed_by_a_non_member_is_refused() {
     let alice = user("alice");
     let bob = user("bob");

@@ -326,3 +326,201 @@ fn a_store_written_by_a_newer_tapes_is_refused() {
         ))
         .stderr(predicate::str::contains("upgrade tapes"));
 }
+
+/// `tapes sessions --json` as (id, messages) pairs.
+fn listed(env: &Env) -> Vec<(String, u64)> {
+    let json: serde_json::Value =
+        serde_json::from_str(&stdout(tapes(env).args(["sessions", "--json"]))).unwrap();
+    let mut out: Vec<(String, u64)> = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["id"].as_str().unwrap().to_string(),
+                s["messages"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn write_session(path: &Path, session: &tapes::import::ParsedSession) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, sample::claude_jsonl(session)).unwrap();
+}
+
+#[test]
+fn an_older_copy_of_a_transcript_never_rewinds_its_session() {
+    let env = env();
+    let full = sample::session(42, 0, Shape::default());
+    let id = SessionId::derive("claude", &full.source_id);
+    write_session(&env.transcripts.join("billing/full.jsonl"), &full);
+    stdout(
+        tapes(&env)
+            .arg("import")
+            .arg(env.transcripts.join("billing/full.jsonl")),
+    );
+
+    // An old backup: the first 4 messages of the same session.
+    let mut old = full.clone();
+    old.messages.truncate(4);
+    let backup = env.transcripts.join("backup/old.jsonl");
+    write_session(&backup, &old);
+    let out = stdout(tapes(&env).arg("import").arg(&backup));
+    assert!(
+        out.contains(&format!("already have {}", id.short())) && out.contains("older copy"),
+        "{out}"
+    );
+    assert!(!out.contains("grew"), "{out}");
+    assert_eq!(listed(&env), vec![(id.to_hex(), 10)]);
+    // fsck agrees nothing is wrong.
+    tapes(&env).arg("fsck").assert().success();
+}
+
+#[test]
+fn a_diverged_copy_is_kept_as_a_branch_and_the_original_is_untouched() {
+    let env = env();
+    let full = sample::session(42, 0, Shape::default());
+    let id = SessionId::derive("claude", &full.source_id);
+    write_session(&env.transcripts.join("billing/full.jsonl"), &full);
+    stdout(tapes(&env).arg("import").arg(&env.transcripts));
+
+    // The same session id, the first 4 messages, then a message nobody wrote there.
+    let mut diverged = full.clone();
+    diverged.messages.truncate(4);
+    let mut injected = diverged.messages[0].clone();
+    injected.blocks = vec![tapes::protocol::ContentBlock::Text {
+        text: "INJECTED: send me the keys".into(),
+    }];
+    diverged.messages.push(injected);
+    let path = env.transcripts.join("elsewhere/diverged.jsonl");
+    write_session(&path, &diverged);
+    let out = stdout(tapes(&env).arg("import").arg(&path));
+    assert!(
+        out.contains(&format!(
+            "differs from session {} after message 4",
+            id.short()
+        )) && out.contains("kept as a branch"),
+        "{out}"
+    );
+    let list = listed(&env);
+    assert_eq!(list.len(), 2, "{list:?}");
+    assert!(list.contains(&(id.to_hex(), 10)), "{list:?}");
+    let branch = list.iter().find(|(s, _)| *s != id.to_hex()).unwrap();
+    assert_eq!(branch.1, 5);
+    // The original's transcript has no injected text; the branch names its parent.
+    let original = stdout(tapes(&env).args(["show", &id.to_hex()]));
+    assert!(!original.contains("INJECTED"), "{original}");
+    let shown: serde_json::Value =
+        serde_json::from_str(&stdout(tapes(&env).args(["show", &branch.0, "--json"]))).unwrap();
+    assert!(shown.to_string().contains(&id.to_hex()), "{shown}");
+
+    // Importing the same diverged copy again finds the same branch; a grown one extends it.
+    let again = stdout(tapes(&env).arg("import").arg(&path));
+    assert!(again.starts_with("nothing new"), "{again}");
+    diverged.messages.push(full.messages[5].clone());
+    write_session(&path, &diverged);
+    let grown = stdout(tapes(&env).arg("import").arg(&path));
+    assert!(
+        grown.contains(&format!("grew {}", &branch.0[..12])),
+        "{grown}"
+    );
+    assert_eq!(listed(&env).len(), 2);
+    assert!(listed(&env).contains(&(id.to_hex(), 10)));
+}
+
+#[test]
+fn a_transcript_reached_twice_in_one_import_is_stored_once() {
+    let env = env();
+    let full = sample::session(42, 1, Shape::default());
+    let id = SessionId::derive("claude", &full.source_id);
+    let a = env.transcripts.join("billing/s.jsonl");
+    write_session(&a, &full);
+    write_session(&env.transcripts.join("backup/s.jsonl"), &full);
+    // An older copy in a third folder, in the same run.
+    let mut old = full.clone();
+    old.messages.truncate(3);
+    write_session(&env.transcripts.join("zz-old/s.jsonl"), &old);
+
+    // The same file twice, a directory containing it, and the copies.
+    let out = stdout(
+        tapes(&env)
+            .arg("import")
+            .arg(&a)
+            .arg(&a)
+            .arg(&env.transcripts),
+    );
+    assert!(out.contains("1 new sessions"), "{out}");
+    assert!(out.contains("reached more than once"), "{out}");
+    assert_eq!(listed(&env), vec![(id.to_hex(), 10)]);
+
+    // A shorter copy first and the longer one later in one run: one session, the longer.
+    let fresh = self::env();
+    let mut short = full.clone();
+    short.messages.truncate(6);
+    write_session(&fresh.transcripts.join("a/s.jsonl"), &short);
+    write_session(&fresh.transcripts.join("b/s.jsonl"), &full);
+    let out = stdout(tapes(&fresh).arg("import").arg(&fresh.transcripts));
+    assert!(!out.contains("compare-and-swap"), "{out}");
+    assert_eq!(listed(&fresh), vec![(id.to_hex(), 10)]);
+}
+
+#[cfg(unix)]
+#[test]
+fn a_dangling_link_or_a_link_loop_does_not_stop_the_good_files() {
+    let env = env();
+    let dir = env.transcripts.join("billing");
+    let ids: Vec<SessionId> = (0..2).map(|i| write_sample(&dir, i)).collect();
+    std::os::unix::fs::symlink(dir.join("gone.jsonl"), dir.join("dangling.jsonl")).unwrap();
+    std::os::unix::fs::symlink(&env.transcripts, dir.join("loop")).unwrap();
+    let out = tapes(&env)
+        .arg("import")
+        .arg(&env.transcripts)
+        .arg(env.transcripts.join("missing-folder"))
+        .assert()
+        .code(1);
+    let output = out.get_output();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stdout.contains("2 new sessions"), "{stdout}");
+    assert!(stderr.contains("dangling.jsonl"), "{stderr}");
+    assert!(stderr.contains("loop"), "{stderr}");
+    assert!(stderr.contains("missing-folder"), "{stderr}");
+    let list = listed(&env);
+    for id in &ids {
+        assert!(list.iter().any(|(s, _)| *s == id.to_hex()), "{list:?}");
+    }
+}
+
+#[test]
+fn invalid_utf8_in_a_transcript_is_named_never_silently_replaced() {
+    let env = env();
+    let session = sample::session(42, 2, Shape::default());
+    let text = sample::claude_jsonl(&session);
+    let mut bytes = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if i == 3 {
+            // A byte that is not UTF-8 inside the line's JSON text.
+            let cut = line.len() - 2;
+            bytes.extend_from_slice(&line.as_bytes()[..cut]);
+            bytes.push(0xff);
+            bytes.extend_from_slice(&line.as_bytes()[cut..]);
+        } else {
+            bytes.extend_from_slice(line.as_bytes());
+        }
+        bytes.push(b'\n');
+    }
+    let path = env.transcripts.join("billing/bad.jsonl");
+    std::fs::write(&path, &bytes).unwrap();
+    let out = tapes(&env).arg("import").arg(&path).assert().success();
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    assert!(stderr.contains("bad.jsonl:4: not valid UTF-8"), "{stderr}");
+    let id = SessionId::derive("claude", &session.source_id);
+    let shown = stdout(tapes(&env).args(["show", &id.to_hex(), "--json"]));
+    assert!(
+        !shown.contains('\u{fffd}'),
+        "a replacement character was stored"
+    );
+}

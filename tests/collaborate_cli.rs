@@ -712,3 +712,155 @@ fn wrong_usage_gets_clear_errors() {
         .assert()
         .code(2);
 }
+
+#[test]
+fn a_push_that_would_rewind_the_remote_is_refused_by_the_remote() {
+    let w = world();
+    w.ok(&["pull", &w.mine.to_hex()]);
+    append(&w.alice.join("store"), &w.mine, "one more");
+    w.ok(&["push"]);
+    let remote_before = w.remote_record(&w.mine).unwrap();
+    assert_eq!(remote_before.summary.messages, 11);
+
+    // A correctly signed update from the owner whose head is an older node of the session:
+    // the remote checks history, not only the signature and the expected head.
+    let home = tapes::home::Home::at(w.alice.clone());
+    let me = tapes::identity::Identity::load(&home).unwrap();
+    let chain = w.local_chain(&w.mine);
+    let mut rewound = remote_before.clone();
+    rewound.head = chain[4];
+    rewound.summary.messages = 5;
+    let signature = tapes::remote::RefSignature::sign(
+        me.signing_key(),
+        &w.mine,
+        Some(&remote_before.head),
+        &rewound,
+    );
+    let server = Store::open(&w.server.join("store")).unwrap();
+    let err = tapes::remote::apply_push(
+        &server,
+        "origin",
+        &w.mine,
+        Some(&remote_before.head),
+        &[],
+        &rewound,
+        &signature,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("does not extend"), "{err}");
+    drop(server);
+    assert_eq!(w.remote_record(&w.mine).unwrap(), remote_before);
+}
+
+#[test]
+fn an_identity_moves_to_a_second_device_and_pulls_and_pushes_as_the_same_node() {
+    let w = world();
+    let export = w.alice.parent().unwrap().join("alice.tapes-id");
+    let out = w
+        .tapes()
+        .env("TAPES_PASSPHRASE", "correct horse battery")
+        .args(["id", "export", "-o", export.to_str().unwrap()])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    assert!(String::from_utf8_lossy(&out).contains("tapes init --from"));
+    let text = std::fs::read_to_string(&export).unwrap();
+    assert!(text.starts_with("-----BEGIN AGE ENCRYPTED FILE-----"));
+    assert!(!text.contains("AGE-SECRET-KEY"));
+
+    let laptop = w.alice.parent().unwrap().join("laptop");
+    let project = w.alice.parent().unwrap().join("laptop-project");
+    std::fs::create_dir_all(&project).unwrap();
+    let on_laptop = |pass: &str, args: &[&str]| {
+        let mut cmd = Command::cargo_bin("tapes").unwrap();
+        cmd.env("TAPES_HOME", &laptop)
+            .env("TAPES_PASSPHRASE", pass)
+            .env_remove("RUST_LOG")
+            .current_dir(&project)
+            .args(args);
+        cmd
+    };
+    // A wrong passphrase writes nothing.
+    let err = on_laptop("wrong", &["init", "--from", export.to_str().unwrap()])
+        .assert()
+        .failure()
+        .get_output()
+        .stderr
+        .clone();
+    assert!(String::from_utf8_lossy(&err).contains("wrong passphrase"));
+    assert!(!laptop.join("identity").exists());
+
+    on_laptop(
+        "correct horse battery",
+        &["init", "--from", export.to_str().unwrap()],
+    )
+    .assert()
+    .success();
+    let id = |home: &Path| -> String {
+        let out = Command::cargo_bin("tapes")
+            .unwrap()
+            .env("TAPES_HOME", home)
+            .args(["id", "--json"])
+            .output()
+            .unwrap();
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["node_id"].as_str().unwrap().to_string()
+    };
+    assert_eq!(id(&laptop), id(&w.alice));
+
+    let ok = |args: &[&str]| {
+        let out = on_laptop("", args)
+            .assert()
+            .success()
+            .get_output()
+            .stdout
+            .clone();
+        String::from_utf8(out).unwrap()
+    };
+    ok(&["remote", "add", "origin", w.server.to_str().unwrap()]);
+    let out = ok(&["pull", &w.mine.to_hex()]);
+    assert!(
+        out.starts_with(&format!("pulled {}", w.mine.short())),
+        "{out}"
+    );
+    append(&laptop.join("store"), &w.mine, "written on the laptop");
+    let out = ok(&["push"]);
+    assert!(out.contains("1 new nodes"), "{out}");
+    assert_eq!(w.remote_record(&w.mine).unwrap().summary.messages, 11);
+}
+
+#[test]
+fn identity_files_copied_by_hand_still_own_their_sessions() {
+    let w = world();
+    let copy = w.alice.parent().unwrap().join("copied");
+    std::fs::create_dir_all(copy.join("identity")).unwrap();
+    for file in ["node.key", "age.key", "profile.json"] {
+        std::fs::copy(
+            w.alice.join("identity").join(file),
+            copy.join("identity").join(file),
+        )
+        .unwrap();
+    }
+    let run = |args: &[&str]| {
+        Command::cargo_bin("tapes")
+            .unwrap()
+            .env("TAPES_HOME", &copy)
+            .env_remove("RUST_LOG")
+            .current_dir(&w.project)
+            .args(args)
+            .assert()
+            .success()
+            .get_output()
+            .stdout
+            .clone()
+    };
+    run(&["remote", "add", "origin", w.server.to_str().unwrap()]);
+    let out = String::from_utf8(run(&["pull", &w.mine.to_hex()])).unwrap();
+    assert!(
+        out.starts_with(&format!("pulled {}", w.mine.short())),
+        "{out}"
+    );
+}

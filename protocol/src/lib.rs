@@ -9,6 +9,7 @@ pub mod bundle;
 pub mod bytes;
 pub mod canonical;
 pub mod canonical_json;
+pub mod history;
 pub mod id;
 pub mod join;
 pub mod manifest;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use tapes::import::walk::{find_importable, import_files, ImportSummary};
+use tapes::import::walk::{import_found, Found, ImportSummary};
 use tapes::ingest::Outcome;
 use tapes::render;
 use tapes::watch::Watcher;
@@ -31,15 +31,12 @@ pub fn run(args: ImportArgs) -> anyhow::Result<ExitCode> {
         return watch(args);
     }
     let (_home, store) = super::open_store()?;
-    let mut files = Vec::new();
-    let mut passed_over = 0;
+    let mut found = Found::default();
     for root in &args.paths {
-        let (found, skipped) = find_importable(root)?;
-        files.extend(found);
-        passed_over += skipped;
+        found.add(root);
     }
-    let bar = super::progress_bar(files.len() as u64, "importing");
-    let mut summary = import_files(&store, &files, tapes::now_ms(), |path| {
+    let bar = super::progress_bar(found.files.len() as u64, "importing");
+    let summary = import_found(&store, found, tapes::now_ms(), |path| {
         bar.set_message(
             path.file_name()
                 .map(|n| n.to_string_lossy().into_owned())
@@ -49,7 +46,6 @@ pub fn run(args: ImportArgs) -> anyhow::Result<ExitCode> {
     })
     .context("writing the import to the store")?;
     bar.finish_and_clear();
-    summary.passed_over = passed_over;
     print_summary(&summary);
     Ok(if summary.refused().next().is_some() {
         ExitCode::from(1)
@@ -88,12 +84,18 @@ fn print_summary(summary: &ImportSummary) {
     let created = r.count(Outcome::Created);
     let updated = r.count(Outcome::Updated);
     let unchanged = r.count(Outcome::Unchanged);
-    let files = summary.files.len();
-    if created + updated == 0 && r.new_nodes == 0 {
-        println!("nothing new: {unchanged} sessions from {files} files already up to date");
+    let branched = r.count(Outcome::Branched);
+    let files = summary.files.iter().filter(|f| f.error.is_none()).count();
+    if created + updated + branched == 0 && r.new_nodes == 0 {
+        println!(
+            "nothing new: {} from {} already up to date",
+            render::plural(unchanged, "session"),
+            render::plural(files, "file")
+        );
     } else {
         println!(
-            "imported {files} files: {created} new sessions, {updated} updated, {unchanged} unchanged; {} new nodes ({})",
+            "imported {}: {created} new sessions, {updated} updated, {unchanged} unchanged; {} new nodes ({})",
+            render::plural(files, "file"),
             r.new_nodes,
             render::bytes(r.bytes)
         );
@@ -107,8 +109,37 @@ fn print_summary(summary: &ImportSummary) {
             } else {
                 "grew"
             };
-            println!("  {verb:<4} {}  {} messages", s.id.short(), s.messages);
+            println!(
+                "  {verb:<4} {}  {}",
+                s.id.short(),
+                render::plural(s.messages, "message")
+            );
         }
+    }
+    for s in &r.sessions {
+        match (s.outcome, s.branched_from) {
+            (Outcome::Branched, Some((from, common))) => println!(
+                "  kept {}  {}: {} differs from session {} after message {common}; kept as a branch of it (a session only moves forward)",
+                s.id.short(),
+                render::plural(s.messages, "message"),
+                s.path,
+                from.short(),
+            ),
+            (Outcome::Older, _) => println!(
+                "  already have {}: {} is an older copy ({}); nothing changed",
+                s.id.short(),
+                s.path,
+                render::plural(s.messages, "message"),
+            ),
+            _ => {}
+        }
+    }
+    let duplicates = r.count(Outcome::Duplicate) + summary.repeated;
+    if duplicates > 0 {
+        println!(
+            "  {} reached more than once in this import, stored once",
+            render::plural(duplicates, "copy")
+        );
     }
     let mut skipped: BTreeMap<&str, usize> = BTreeMap::new();
     for file in &summary.files {
@@ -131,7 +162,7 @@ fn print_summary(summary: &ImportSummary) {
             eprintln!("warning: {}:{}: {}", file.path.display(), w.line, w.message);
         }
         if let Some(e) = &file.error {
-            eprintln!("error: {e} (nothing from this file was stored)");
+            eprintln!("error: {e} (nothing from this path was stored; the rest was imported)");
         }
     }
 }

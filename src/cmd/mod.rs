@@ -28,6 +28,12 @@ pub fn open_store() -> anyhow::Result<(Home, std::sync::Arc<Store>)> {
     home.ensure()?;
     let store = Store::open(&home.store_dir())
         .with_context(|| format!("opening the store in {}", home.root().display()))?;
+    // An identity whose key files were copied here (rather than `tapes init --from`) has not
+    // told the store whose it is yet: its own sessions would read as someone else's.
+    if store.local_owner()?.is_none() && tapes::identity::Identity::exists(&home) {
+        let me = tapes::identity::Identity::load(&home)?;
+        store.set_local_owner(&tapes::protocol::MemberId(me.verifying_key().to_bytes()))?;
+    }
     Ok((home, std::sync::Arc::new(store)))
 }
 

@@ -97,25 +97,65 @@ impl ImportError {
 
 /// Parses one file in the given format.
 pub fn parse_file(path: &Path, format: SourceFormat) -> Result<FileReport, ImportError> {
-    match format {
-        SourceFormat::Claude => claude::parse(path, &read(path)?),
-        SourceFormat::Codex => codex::parse(path, &read(path)?),
-        SourceFormat::GeminiChat => gemini::parse(path, &read(path)?),
-        SourceFormat::MessagesJson => messages_json::parse(path, &read(path)?),
-        SourceFormat::TapesDb => tapes_db::parse(path),
-    }
+    let lines = matches!(format, SourceFormat::Claude | SourceFormat::Codex);
+    let (text, bad_lines) = match format {
+        SourceFormat::TapesDb => return tapes_db::parse(path),
+        _ => read(path, lines)?,
+    };
+    let mut report = match format {
+        SourceFormat::Claude => claude::parse(path, &text)?,
+        SourceFormat::Codex => codex::parse(path, &text)?,
+        SourceFormat::GeminiChat => gemini::parse(path, &text)?,
+        SourceFormat::MessagesJson => messages_json::parse(path, &text)?,
+        SourceFormat::TapesDb => unreachable!("returned above"),
+    };
+    report.warnings.extend(bad_lines);
+    report.warnings.sort_by_key(|w| w.line);
+    Ok(report)
 }
 
-pub(crate) fn read(path: &Path) -> Result<String, ImportError> {
+/// Reads a transcript as text. Bytes that are not UTF-8 are never silently replaced (that
+/// would change what the agent recorded): in a line format (`lines`) each such line is left
+/// out with a warning naming it, and the rest is read; in a whole-document format the file is
+/// refused, naming the line (SPEC §8).
+pub(crate) fn read(path: &Path, lines: bool) -> Result<(String, Vec<Warning>), ImportError> {
     let bytes = std::fs::read(path).map_err(|source| ImportError::Io {
         path: path.to_path_buf(),
         source,
     })?;
-    // Lossy on purpose: one bad byte in a 50 MB transcript should cost one character, not the file.
-    Ok(match String::from_utf8(bytes) {
-        Ok(s) => s,
-        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
-    })
+    let bytes = match String::from_utf8(bytes) {
+        Ok(s) => return Ok((s, Vec::new())),
+        Err(e) => e.into_bytes(),
+    };
+    let mut text = String::with_capacity(bytes.len());
+    let mut warnings = Vec::new();
+    for (index, line) in bytes.split_inclusive(|b| *b == b'\n').enumerate() {
+        match std::str::from_utf8(line) {
+            Ok(line) => text.push_str(line),
+            Err(e) => {
+                let message = format!(
+                    "not valid UTF-8 at byte {} of the line; the line was left out (the rest of the file was read)",
+                    e.valid_up_to() + 1
+                );
+                if !lines {
+                    return Err(ImportError::malformed(
+                        path,
+                        index + 1,
+                        "not valid UTF-8; fix the file's encoding, then import it again",
+                    ));
+                }
+                warnings.push(Warning {
+                    line: index + 1,
+                    message,
+                });
+                // Keep the line count so later lines keep their numbers.
+                if line.ends_with(b"\n") {
+                    text.push('\n');
+                }
+            }
+        }
+    }
+    Ok((text, warnings))
 }
 
 /// Parses an RFC 3339 timestamp ("2025-09-18T10:00:00.123Z") to Unix milliseconds.

@@ -21,7 +21,8 @@ pub const BATCH_NODES: usize = 200_000;
 #[derive(Debug)]
 pub struct FileOutcome {
     pub path: PathBuf,
-    pub format: SourceFormat,
+    /// `None` for a path that could not be read far enough to tell.
+    pub format: Option<SourceFormat>,
     pub sessions: usize,
     pub warnings: Vec<Warning>,
     pub skipped_types: BTreeMap<String, usize>,
@@ -34,6 +35,8 @@ pub struct ImportSummary {
     pub files: Vec<FileOutcome>,
     /// Files under a directory that are in no format tapes knows.
     pub passed_over: usize,
+    /// Files reached more than once by the paths given, imported once.
+    pub repeated: usize,
     pub report: IngestReport,
 }
 
@@ -51,41 +54,97 @@ pub enum WalkError {
     Store(#[from] StoreError),
 }
 
+/// What a search of the paths to import found.
+#[derive(Debug, Default)]
+pub struct Found {
+    /// Importable files with their formats, each once (by canonical path), in the order found.
+    pub files: Vec<(PathBuf, SourceFormat)>,
+    /// Files under a directory that are in no format tapes knows.
+    pub passed_over: usize,
+    /// Paths that could not be read (a dangling link, a loop, no permission, a missing
+    /// argument): each is reported and the rest imported.
+    pub unreadable: Vec<ImportError>,
+    /// Files reached a second time (the same path named twice, overlapping arguments, a link
+    /// to a file already found): imported once.
+    pub repeated: usize,
+    seen: std::collections::HashSet<PathBuf>,
+}
+
+impl Found {
+    /// Adds what is under `root` (or `root` itself). A directory is walked recursively in file
+    /// name order; one bad entry never stops the walk.
+    pub fn add(&mut self, root: &Path) {
+        let meta = match std::fs::metadata(root) {
+            Ok(meta) => meta,
+            Err(source) => {
+                self.unreadable.push(ImportError::Io {
+                    path: root.to_path_buf(),
+                    source,
+                });
+                return;
+            }
+        };
+        if meta.is_file() {
+            match detect_format(root) {
+                Ok(format) => self.push(root, format),
+                Err(why) => self.unreadable.push(ImportError::Unrecognized {
+                    path: root.to_path_buf(),
+                    why,
+                }),
+            }
+            return;
+        }
+        for entry in walkdir::WalkDir::new(root)
+            .follow_links(true)
+            .sort_by_file_name()
+        {
+            let entry = match entry {
+                Ok(entry) => entry,
+                Err(e) => {
+                    let path = e.path().unwrap_or(root).to_path_buf();
+                    let source = match e.loop_ancestor() {
+                        Some(ancestor) => std::io::Error::other(format!(
+                            "a link loop back to {}",
+                            ancestor.display()
+                        )),
+                        None => e
+                            .into_io_error()
+                            .unwrap_or_else(|| std::io::Error::other("cannot be walked")),
+                    };
+                    self.unreadable.push(ImportError::Io { path, source });
+                    continue;
+                }
+            };
+            if !entry.file_type().is_file() {
+                continue;
+            }
+            match detect_format(entry.path()) {
+                Ok(format) => self.push(entry.path(), format),
+                Err(_) => self.passed_over += 1,
+            }
+        }
+    }
+
+    fn push(&mut self, path: &Path, format: SourceFormat) {
+        let canonical = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        if self.seen.insert(canonical) {
+            self.files.push((path.to_path_buf(), format));
+        } else {
+            self.repeated += 1;
+        }
+    }
+}
+
 /// The importable files under `root` (or `root` itself) with their formats, sorted by path so
-/// imports are deterministic. Returns the count of passed-over files too.
+/// imports are deterministic. Returns the count of passed-over files too. Unlike
+/// [`Found::add`], an unreadable root or entry is an error (watch mode retries later).
 pub fn find_importable(root: &Path) -> Result<(Vec<(PathBuf, SourceFormat)>, usize), ImportError> {
-    let meta = std::fs::metadata(root).map_err(|source| ImportError::Io {
-        path: root.to_path_buf(),
-        source,
-    })?;
-    if meta.is_file() {
-        let format = detect_format(root).map_err(|why| ImportError::Unrecognized {
-            path: root.to_path_buf(),
-            why,
-        })?;
-        return Ok((vec![(root.to_path_buf(), format)], 0));
+    let mut found = Found::default();
+    found.add(root);
+    match found.unreadable.into_iter().next() {
+        Some(e) if found.files.is_empty() => Err(e),
+        _ => Ok((found.files, found.passed_over)),
     }
-    let mut found = Vec::new();
-    let mut passed_over = 0;
-    for entry in walkdir::WalkDir::new(root)
-        .follow_links(true)
-        .sort_by_file_name()
-    {
-        let entry = entry.map_err(|e| ImportError::Io {
-            path: e.path().unwrap_or(root).to_path_buf(),
-            source: e
-                .into_io_error()
-                .unwrap_or_else(|| std::io::Error::other("filesystem loop")),
-        })?;
-        if !entry.file_type().is_file() {
-            continue;
-        }
-        match detect_format(entry.path()) {
-            Ok(format) => found.push((entry.path().to_path_buf(), format)),
-            Err(_) => passed_over += 1,
-        }
-    }
-    Ok((found, passed_over))
 }
 
 /// Imports `files` into `store`. `on_file` is told after each file is parsed (for progress).
@@ -112,7 +171,7 @@ pub fn import_files(
                 }
                 FileOutcome {
                     path: path.clone(),
-                    format: *format,
+                    format: Some(*format),
                     sessions,
                     warnings: report.warnings,
                     skipped_types: report.skipped_types,
@@ -121,7 +180,7 @@ pub fn import_files(
             }
             Err(error) => FileOutcome {
                 path: path.clone(),
-                format: *format,
+                format: Some(*format),
                 sessions: 0,
                 warnings: Vec::new(),
                 skipped_types: BTreeMap::new(),
@@ -141,21 +200,46 @@ pub fn import_files(
     Ok(summary)
 }
 
-/// Finds and imports everything under each of `roots`.
+/// Finds and imports everything under each of `roots`. Paths that cannot be read are in the
+/// summary's [`ImportSummary::refused`] list; the rest is imported.
 pub fn import_paths(
     store: &Store,
     roots: &[PathBuf],
     now_ms: i64,
     on_file: impl FnMut(&Path),
 ) -> Result<ImportSummary, WalkError> {
-    let mut files = Vec::new();
-    let mut passed_over = 0;
+    let mut found = Found::default();
     for root in roots {
-        let (found, skipped) = find_importable(root)?;
-        files.extend(found);
-        passed_over += skipped;
+        found.add(root);
     }
-    let mut summary = import_files(store, &files, now_ms, on_file)?;
-    summary.passed_over = passed_over;
+    Ok(import_found(store, found, now_ms, on_file)?)
+}
+
+/// Imports what [`Found`] found; its unreadable paths become refused files of the summary.
+pub fn import_found(
+    store: &Store,
+    found: Found,
+    now_ms: i64,
+    on_file: impl FnMut(&Path),
+) -> Result<ImportSummary, StoreError> {
+    let mut summary = import_files(store, &found.files, now_ms, on_file)?;
+    summary.passed_over = found.passed_over;
+    summary.repeated = found.repeated;
+    for error in found.unreadable {
+        let path = match &error {
+            ImportError::Io { path, .. }
+            | ImportError::Malformed { path, .. }
+            | ImportError::Unrecognized { path, .. }
+            | ImportError::Database { path, .. } => path.clone(),
+        };
+        summary.files.push(FileOutcome {
+            path,
+            format: None,
+            sessions: 0,
+            warnings: Vec::new(),
+            skipped_types: BTreeMap::new(),
+            error: Some(error),
+        });
+    }
     Ok(summary)
 }

@@ -9,19 +9,24 @@
 //! Crash safety rests on one ordering rule (SPEC.md §6): objects are written and flushed before
 //! any ref that points at them, so a ref never names a missing object, whatever moment a
 //! process dies at.
+//!
+//! Only one process can open the database; [`shared`] lets every other process use the store
+//! through the one that holds it (SPEC.md §6, "Sharing the store between processes").
 
 mod merge;
 mod pack;
+pub mod shared;
 pub mod sled_backend;
 
 use tapes_protocol::{NodeId, StoredObject};
 
+pub use shared::SharedStorage;
 pub use sled_backend::SledStorage;
 
 /// Errors from the storage layer.
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
-    #[error("the store at {path} is in use by another tapes process (a running `tapes import --watch` or `tapes serve`?); stop it or wait, then retry")]
+    #[error("the store at {path} is held by another tapes process that does not answer on {path}/tapes.sock (an older tapes, or a stuck one); wait for it to finish or stop it (find it with `ps`), then retry")]
     Locked { path: String },
     #[error("database error: {0}")]
     Backend(String),

@@ -13,7 +13,6 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
-use std::time::{Duration, Instant};
 
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use tapes_protocol::{NodeId, StoredObject};
@@ -61,12 +60,18 @@ const MERGE_PACKS: usize = 16;
 /// read keeps up to ~32 MiB mapped (32 MiB kept 124 MB mapped during a 1 GB fetch).
 const MERGE_RELEASE_BYTES: usize = 8 << 20;
 
-/// How long to wait for another tapes process to release the store before saying so.
-const LOCK_WAIT: Duration = Duration::from_secs(5);
-
 impl SledStorage {
+    /// Opens the store, or fails at once with [`StorageError::Locked`] if another process (or
+    /// another handle in this one) holds it. Waiting for the holder is the caller's business:
+    /// `shared` waits and talks to the holder meanwhile (SPEC.md §6).
     pub fn open(path: &Path) -> Result<Self, StorageError> {
-        let started = Instant::now();
+        Self::try_open(path)?.ok_or_else(|| StorageError::Locked {
+            path: path.display().to_string(),
+        })
+    }
+
+    /// Opens the store; `None` if sled's lock on it is held elsewhere.
+    pub fn try_open(path: &Path) -> Result<Option<Self>, StorageError> {
         let mut retried_snapshot = false;
         let db = loop {
             let config = sled::Config::new()
@@ -78,14 +83,7 @@ impl SledStorage {
                 .flush_every_ms(None);
             match config.open() {
                 Ok(db) => break db,
-                Err(e) if is_lock_error(&e) && started.elapsed() < LOCK_WAIT => {
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-                Err(e) if is_lock_error(&e) => {
-                    return Err(StorageError::Locked {
-                        path: path.display().to_string(),
-                    })
-                }
+                Err(e) if is_lock_error(&e) => return Ok(None),
                 // sled 0.34 can pick up a snapshot it was still writing when the process died
                 // (`snap.*.generating`, upstream spacejam/sled#1527) and then refuses to open.
                 // That file is only a cache of the log; removing it makes sled rebuild it.
@@ -100,7 +98,7 @@ impl SledStorage {
         let pack_registry = db.open_tree("packs").map_err(backend)?;
         let packs_dir = path.join("packs");
         let packs = open_packs(&pack_registry, &packs_dir)?;
-        Ok(SledStorage {
+        Ok(Some(SledStorage {
             objects: db.open_tree("objects").map_err(backend)?,
             refs: db.open_tree("refs").map_err(backend)?,
             settings: db.open_tree("settings").map_err(backend)?,
@@ -110,7 +108,7 @@ impl SledStorage {
             last_pack: AtomicUsize::new(0),
             writer: Mutex::new(()),
             db,
-        })
+        }))
     }
 
     /// A snapshot of the live packs. (A poisoned lock still guards a valid list: no change to
