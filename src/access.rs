@@ -1,4 +1,5 @@
-//! Access: which records of this store another node may see, as sync items (SPEC.md §15.2).
+//! Access: which records of this store another node may see, as sync items (SPEC.md §15.2),
+//! and the signed entry every outgoing record is sent as (§11.3: without local paths).
 //!
 //! A peer is authenticated by its node id (the QUIC handshake proves it holds the key) and
 //! authorized by the *current verified manifest* of each team this node has:
@@ -84,9 +85,12 @@ impl View {
     }
 }
 
-/// The signed entry of a session as it is served: the record bytes as stored, signed by its
-/// owner. This node signs its own sessions afresh; for others' it keeps the owner's signature
-/// (`sig/<session hex>`), and serves nothing if that no longer matches the record.
+/// The signed entry of a session as it is served: the record as it may leave the machine,
+/// signed by its owner. This node signs its own sessions afresh, over the record without its
+/// local source path and with a project name rather than a path (SPEC.md §11.3,
+/// [`crate::outgoing::record`]); for others' it keeps the record as received and the owner's
+/// signature (`sig/<session hex>`), and serves nothing if that no longer matches the record.
+/// Every outgoing entry (peer fetch and push, relay deposit) is made here.
 pub fn session_entry(
     store: &Store,
     identity: &Identity,
@@ -102,11 +106,14 @@ pub fn session_entry(
     let Some(owner) = record.owner else {
         return Ok(None);
     };
-    let signature = if owner == me {
-        RefSignature::sign(identity.signing_key(), id, None, &record)
+    let (raw, signature) = if owner == me {
+        let paths = crate::outgoing::PathPolicy::load(store)?;
+        let record = crate::outgoing::record(&record, paths);
+        let signature = RefSignature::sign(identity.signing_key(), id, None, &record);
+        (record.encode(), signature)
     } else {
         match stored_signature(store, id)? {
-            Some(sig) if sig.signer == owner && sig.verify(id, None, &record) => sig,
+            Some(sig) if sig.signer == owner && sig.verify(id, None, &record) => (raw, sig),
             _ => return Ok(None),
         }
     };

@@ -28,8 +28,9 @@ use tapes_protocol::{MemberId, NodeId, SessionId, StoredObject, TeamId};
 
 use crate::identity::Identity;
 use crate::remote::RefSignature;
+use crate::outgoing::{self, PathPolicy};
 use crate::session::{session_ref_key, SessionRecord};
-use crate::share::{share_key, SignedShare};
+use crate::share::{share_key, Audience, SignedShare};
 use crate::storage::{RefUpdate, Staging, StorageError, Written};
 use crate::store::{Store, StoreError};
 use crate::team_keys::{self, KeyError, KeyRing, Sealed};
@@ -118,6 +119,12 @@ pub enum BundleError {
     Key { team: String, source: KeyError },
     #[error("no session matches; nothing to bundle (`tapes sessions` lists them)")]
     NoSessions,
+    /// The secret gate's scan could not be done.
+    #[error(transparent)]
+    Gate(#[from] crate::gate::GateError),
+    /// A redacted copy could not be made.
+    #[error(transparent)]
+    Share(#[from] crate::share::ShareError),
 }
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> BundleError + '_ {
@@ -138,6 +145,153 @@ fn short(bytes: &[u8]) -> String {
 // ------------------------------------------------------------------------------------------
 // Create
 // ------------------------------------------------------------------------------------------
+
+/// Who a bundle is for, which decides what it may carry (SPEC.md §12.3).
+pub enum Sealing {
+    /// Sealed to the creator's own key: a personal backup only the same identity opens. Only
+    /// the creator's own sessions (private ones included).
+    Personal,
+    /// Sealed to a team: only what that team may see (sessions shared with it or publicly),
+    /// plus sessions of the creator's own that were named by id.
+    Team(TeamChain),
+    /// Not sealed (`--plain`): readable by whoever holds the file. Only the creator's own
+    /// sessions.
+    Plain,
+}
+
+/// A session [`prepare`] left out, and why.
+#[derive(Debug, Clone)]
+pub struct LeftOut {
+    pub session: SessionId,
+    /// It was named by id (rather than matched by a filter or `--all`).
+    pub named: bool,
+    pub why: String,
+}
+
+/// What [`prepare`] chose for a bundle.
+#[derive(Debug, Default)]
+pub struct Prepared {
+    /// What to bundle (a redacted copy in place of a session under `--redact`).
+    pub sessions: Vec<(SessionId, SessionRecord)>,
+    /// Sessions the sealing does not allow.
+    pub left_out: Vec<LeftOut>,
+    /// Sessions the secret gate refused (each error names the session and every finding).
+    pub refused: Vec<crate::gate::GateError>,
+    /// (original, redacted copy, spans redacted).
+    pub redacted: Vec<(SessionId, SessionId, usize)>,
+    /// Under `dry_run`: the gate's report per session that would be bundled.
+    pub reports: Vec<String>,
+}
+
+/// The personal backup's chain: a one-member team of the creator, made afresh (never stored)
+/// and carried in the bundle like any team's chain, so the import checks it the same way and
+/// only this identity's age key opens the content.
+pub fn personal_chain(identity: &Identity, now_ms: i64) -> Result<TeamChain, BundleError> {
+    let name = if identity.profile.name.is_empty() {
+        "personal backup".to_string()
+    } else {
+        format!("personal backup of {}", identity.profile.name)
+    };
+    Ok(teams::genesis(identity, &name, now_ms)?)
+}
+
+/// True when a live share of session `id` lets team `team` see it (a share to the team, or a
+/// public one), made by `owner`.
+fn shared_with(
+    store: &Store,
+    id: &SessionId,
+    owner: &MemberId,
+    team: &TeamId,
+    now_ms: i64,
+) -> Result<bool, BundleError> {
+    let shares = crate::share::shares_of(store, id)?;
+    Ok(shares.iter().any(|(_, s)| {
+        s.is_live(now_ms)
+            && &s.record.sharer == owner
+            && (matches!(s.record.audience, Audience::Public)
+                || matches!(s.record.audience, Audience::Team(t) if &t == team))
+    }))
+}
+
+/// Chooses what a bundle sealed as `sealing` carries of `sessions` and runs the secret gate
+/// on each (SPEC.md §11.2, §12.3): sessions the sealing does not allow are left out (a team
+/// bundle never carries a session that team may not see); a finding refuses that session
+/// under [`SecretPolicy::Block`], is carried as a redacted copy (made here like `tapes share
+/// --redact` does) under `Redact`, as is under `Allow`. `named` are the sessions given by id.
+/// With `dry_run` nothing is made: `reports` lists what the gate finds.
+#[allow(clippy::too_many_arguments)]
+pub fn prepare(
+    store: &Store,
+    identity: &Identity,
+    sessions: Vec<(SessionId, SessionRecord)>,
+    named: &[SessionId],
+    sealing: &Sealing,
+    policy: crate::gate::SecretPolicy,
+    dry_run: bool,
+    now_ms: i64,
+) -> Result<Prepared, BundleError> {
+    use crate::gate::{Exit, GateError, Verdict};
+    let me = me(identity);
+    let mut out = Prepared::default();
+    for (id, record) in sessions {
+        let owner = record.owner.unwrap_or(me);
+        let named = named.contains(&id);
+        let why = match sealing {
+            Sealing::Plain | Sealing::Personal if owner != me => Some(format!(
+                "it belongs to {}; a {} carries only your own sessions (seal to a team you share with them, --team T)",
+                owner.short(),
+                if matches!(sealing, Sealing::Plain) { "plain bundle" } else { "personal backup" }
+            )),
+            Sealing::Team(chain) => {
+                let team = chain.team_id();
+                let name = &chain.head().manifest.name;
+                if chain.head().manifest.member(&owner).is_none() {
+                    Some(format!(
+                        "it belongs to {}, who is not a member of team {name}",
+                        owner.short()
+                    ))
+                } else if (named && owner == me) || shared_with(store, &id, &owner, &team, now_ms)? {
+                    None
+                } else {
+                    Some(format!(
+                        "it is not shared with team {name}; share it first (`tapes share {} --team \"{name}\"`), or name it by id to bundle a session of yours",
+                        id.short()
+                    ))
+                }
+            }
+            _ => None,
+        };
+        if let Some(why) = why {
+            out.left_out.push(LeftOut {
+                session: id,
+                named,
+                why,
+            });
+            continue;
+        }
+        let findings = crate::gate::scan_session(store, &id, None, &[])?;
+        if dry_run {
+            out.reports.push(findings.dry_run(Exit::Bundle));
+            continue;
+        }
+        match findings.check(Exit::Bundle, policy) {
+            Ok(Verdict::Clean | Verdict::Allowed(_)) => out.sessions.push((id, record)),
+            Ok(Verdict::Redact(_)) => {
+                let (copy, spans) = crate::share::redacted_copy(store, &id, now_ms)?;
+                let copy_record = store
+                    .session(&copy)?
+                    .ok_or(StoreError::SessionNotFound(copy.short()))?;
+                out.redacted.push((id, copy, spans));
+                out.sessions.push((copy, copy_record));
+            }
+            Err(e @ (GateError::Refused { .. } | GateError::CannotRedact { .. })) => {
+                out.refused.push(e)
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(out)
+}
 
 /// What to put in a bundle.
 pub struct CreateOptions<'a> {
@@ -324,6 +478,9 @@ pub fn create(
             teams::rotate(store, identity, chain, options.now_ms)?;
         }
     }
+    // What travels carries no local paths (SPEC.md §11.3): records are blanked here, before
+    // they are signed, and node metadata as it is written.
+    let paths = PathPolicy::load(store)?;
     // Every record must be one this creator may vouch for, before anything is written.
     let mut records = Vec::with_capacity(options.sessions.len());
     for (id, record) in options.sessions {
@@ -345,7 +502,7 @@ pub fn create(
             }
             _ => {}
         }
-        records.push((id, record));
+        records.push((id, outgoing::record(&record, paths)));
     }
     let basis = match options.basis {
         Some(path) => Some(read_basis(store, identity, path)?),
@@ -378,6 +535,7 @@ pub fn create(
         &header_bytes,
         &records,
         basis.as_ref(),
+        paths,
         progress,
     );
     let (checksum, counts) = match result {
@@ -413,6 +571,7 @@ fn partial_path(out: &Path) -> PathBuf {
     out.with_file_name(name)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn write_bundle(
     store: &Store,
     identity: &Identity,
@@ -420,6 +579,7 @@ fn write_bundle(
     header_bytes: &[u8],
     records: &[(SessionId, SessionRecord)],
     basis: Option<&Basis>,
+    paths: PathPolicy,
     progress: &mut dyn FnMut(u64),
 ) -> Result<([u8; 32], Created), BundleError> {
     let err = |e: std::io::Error| BundleError::Io {
@@ -478,6 +638,7 @@ fn write_bundle(
                 .get_object(id)
                 .map_err(StoreError::from)?
                 .ok_or(StoreError::MissingNode(*id))?;
+            let bytes = outgoing::object(bytes, paths);
             sink.object(id, &bytes)?;
             list.add(id);
             written.insert(*id);
@@ -510,21 +671,38 @@ fn write_bundle(
         });
         included.push(*id);
     }
+    // A share to another team names that team and carries its note: it goes only where whoever
+    // opens the bundle could see it anyway (public shares, shares to the sealed team, and
+    // anything in a plain bundle or one only its creator opens).
+    let only_me = |chain: &TeamChain| {
+        let members = &chain.head().manifest.members;
+        members.len() == 1 && members[0].id == me(identity)
+    };
+    let share_goes = |audience: &Audience| match (&sink.seal, audience) {
+        (None, _) | (_, Audience::Public) => true,
+        (Some(chain), Audience::Team(t)) => *t == chain.team_id() || only_me(chain),
+    };
+    let mut shares = Vec::new();
     for id in &included {
         let prefix = format!("share/{}/", id.to_hex());
         for entry in storage.refs(prefix.as_bytes()) {
             let (key, value) = entry.map_err(StoreError::from)?;
-            if SignedShare::decode(&value).is_err() {
-                tracing::warn!(key = %String::from_utf8_lossy(&key), "skipping a share record that does not verify");
-                continue;
+            match SignedShare::decode(&value) {
+                Ok(share) if share_goes(&share.record.audience) => shares.push(value),
+                Ok(_) => {}
+                Err(_) => {
+                    tracing::warn!(key = %String::from_utf8_lossy(&key), "skipping a share record that does not verify");
+                }
             }
-            let digest = format::entry_digest(&value);
-            if basis.is_some_and(|b| b.entries.contains(&digest)) {
-                continue;
-            }
-            sink.content(kind::SHARE, &value)?;
-            refs.shares.push(digest);
         }
+    }
+    for value in shares {
+        let digest = format::entry_digest(&value);
+        if basis.is_some_and(|b| b.entries.contains(&digest)) {
+            continue;
+        }
+        sink.content(kind::SHARE, &value)?;
+        refs.shares.push(digest);
     }
     counts.sessions = refs.sessions.len();
     counts.shares = refs.shares.len();

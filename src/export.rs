@@ -5,6 +5,12 @@
 //! Everything is streamed: one session's nodes are in memory at a time, whatever the export's
 //! size. `total_cost` is each node's usage at its model's price ([`crate::pricing`]). The JSON form ends with `"checksum": "blake3:<hex>"` over the exact bytes of its
 //! `sessions` array (SPEC.md §12.6).
+//!
+//! An export leaves the machine as surely as a share, so every session passes the secret gate
+//! first ([`crate::gate`], §11.2): a finding leaves that session out (the others are written)
+//! unless `--redact` (its text is written redacted, under the original node ids) or
+//! `--allow-secrets` (no scan). Node metadata carries only the project's name, not the working
+//! directory ([`crate::outgoing`], §11.3), unless `share.paths` is `full`.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -14,6 +20,8 @@ use serde_json::{json, Value};
 use tapes_protocol::SessionId;
 
 use crate::duration::parse_duration_ms;
+use crate::gate::{self, Exit, GateError, SecretPolicy, Verdict};
+use crate::outgoing::{self, PathPolicy};
 use crate::pricing::PriceTable;
 use crate::session::SessionRecord;
 use crate::store::{Store, StoreError};
@@ -30,6 +38,8 @@ pub enum ExportError {
     BadDuration(String),
     #[error("cannot write the export: {0}")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Gate(#[from] GateError),
 }
 
 /// Which sessions to take. Every field that is set must match.
@@ -162,13 +172,98 @@ pub fn session_object(
     prices: &PriceTable,
 ) -> Result<Value, ExportError> {
     let chain = store.chain(&record.head)?;
-    let cost = chain_cost(&chain, prices);
+    Ok(object_of(id, record, &chain, prices))
+}
+
+/// A session after the secret gate, as an export writes it: the record and chain as they may
+/// leave (paths reduced, text redacted under `--redact`), or the gate's refusal.
+struct Gated {
+    record: SessionRecord,
+    chain: Vec<(tapes_protocol::NodeId, tapes_protocol::Node)>,
+    redacted: bool,
+}
+
+fn gated(
+    store: &Store,
+    id: &SessionId,
+    record: &SessionRecord,
+    meta: &ExportMeta,
+) -> Result<Result<Gated, GateError>, ExportError> {
+    let chain = store.chain(&record.head)?;
+    let mut out = Gated {
+        record: outgoing::record(record, meta.paths),
+        chain: chain
+            .iter()
+            .map(|(id, node)| (*id, outgoing::node(node, meta.paths)))
+            .collect(),
+        redacted: false,
+    };
+    if meta.secrets == SecretPolicy::Allow {
+        return Ok(Ok(out));
+    }
+    match findings(id, record, &chain).check(Exit::Export, meta.secrets) {
+        Ok(Verdict::Clean | Verdict::Allowed(_)) => {}
+        Ok(Verdict::Redact(_)) => {
+            for (_, node) in &mut out.chain {
+                node.body.blocks = crate::secrets::redact_blocks(&node.body.blocks).0;
+            }
+            let r = &mut out.record;
+            r.title = r.title.as_deref().map(redact_text);
+            r.summary.first_prompt = redact_text(&r.summary.first_prompt);
+            out.redacted = true;
+        }
+        Err(e) => return Ok(Err(e)),
+    }
+    Ok(Ok(out))
+}
+
+/// What the gate finds in what an export writes of a session: its messages and title.
+fn findings(
+    id: &SessionId,
+    record: &SessionRecord,
+    chain: &[(tapes_protocol::NodeId, tapes_protocol::Node)],
+) -> gate::Findings {
+    let mut texts = Vec::new();
+    if let Some(title) = &record.title {
+        texts.push(("title", title.as_str()));
+    }
+    gate::Findings {
+        session: *id,
+        nodes: gate::scan_chain(id, chain, 0),
+        fields: gate::scan_texts(id, "record", &texts),
+    }
+}
+
+fn redact_text(text: &str) -> String {
+    crate::secrets::redact_text(text, &crate::secrets::scan_text(text))
+}
+
+/// `tapes export --dry-run`: the gate's report for each session, writing nothing.
+pub fn dry_run(
+    store: &Store,
+    sessions: &[(SessionId, SessionRecord)],
+) -> Result<Vec<String>, ExportError> {
+    let mut out = Vec::with_capacity(sessions.len());
+    for (id, record) in sessions {
+        let chain = store.chain(&record.head)?;
+        out.push(findings(id, record, &chain).dry_run(Exit::Export));
+    }
+    Ok(out)
+}
+
+fn object_of(
+    id: &SessionId,
+    record: &SessionRecord,
+    chain: &[(tapes_protocol::NodeId, tapes_protocol::Node)],
+    prices: &PriceTable,
+) -> Value {
+    let cost = chain_cost(chain, prices);
     let nodes: Vec<Value> = chain
         .iter()
         .map(|(node_id, node)| crate::render::node_json(node_id, node))
         .collect();
     let s = &record.summary;
-    Ok(json!({
+    json!({
         "id": id.to_hex(),
         "head": record.head.to_hex(),
         "title": record.title,
@@ -187,7 +282,7 @@ pub fn session_object(
         "first_prompt": s.first_prompt,
         "nodes": nodes,
         "facets": {},
-    }))
+    })
 }
 
 /// Output formats.
@@ -217,9 +312,25 @@ pub struct ExportMeta {
     pub prices: PriceTable,
     pub exported_by: String,
     pub filter: BTreeMap<String, String>,
+    /// The secret gate's choice (`--redact`, `--allow-secrets`; default: refuse).
+    pub secrets: SecretPolicy,
+    /// How much of working directories is written (`share.paths`).
+    pub paths: PathPolicy,
 }
 
-/// Writes `sessions` to `out` in `format`. Returns how many were written.
+/// What [`export`] wrote.
+#[derive(Debug, Default)]
+pub struct Exported {
+    /// Sessions written.
+    pub written: usize,
+    /// Sessions written with redacted text.
+    pub redacted: usize,
+    /// Sessions the secret gate left out, each with its findings.
+    pub refused: Vec<GateError>,
+}
+
+/// Writes `sessions` to `out` in `format`, each through the secret gate (a refused session is
+/// left out and reported).
 pub fn export(
     store: &Store,
     sessions: &[(SessionId, SessionRecord)],
@@ -227,7 +338,21 @@ pub fn export(
     meta: &ExportMeta,
     out: &mut dyn Write,
     mut progress: impl FnMut(usize),
-) -> Result<usize, ExportError> {
+) -> Result<Exported, ExportError> {
+    let mut report = Exported::default();
+    let mut pass = |id: &SessionId, record: &SessionRecord| -> Result<Option<Gated>, ExportError> {
+        match gated(store, id, record, meta)? {
+            Ok(g) => {
+                report.written += 1;
+                report.redacted += usize::from(g.redacted);
+                Ok(Some(g))
+            }
+            Err(refused) => {
+                report.refused.push(refused);
+                Ok(None)
+            }
+        }
+    };
     match format {
         Format::Json => {
             let head = json!({
@@ -248,14 +373,19 @@ pub fn export(
                 out.write_all(bytes)
             };
             emit(out, b"[")?;
+            let mut first = true;
             for (i, (id, record)) in sessions.iter().enumerate() {
-                emit(out, if i == 0 { b"\n" } else { b",\n" })?;
-                let value = session_object(store, id, record, &meta.prices)?;
+                progress(i + 1);
+                let Some(g) = pass(id, record)? else {
+                    continue;
+                };
+                emit(out, if first { b"\n" } else { b",\n" })?;
+                first = false;
+                let value = object_of(id, &g.record, &g.chain, &meta.prices);
                 emit(
                     out,
                     serde_json::to_string(&value).unwrap_or_default().as_bytes(),
                 )?;
-                progress(i + 1);
             }
             emit(out, b"\n]")?;
             writeln!(
@@ -266,22 +396,28 @@ pub fn export(
         }
         Format::Jsonl => {
             for (i, (id, record)) in sessions.iter().enumerate() {
-                let value = session_object(store, id, record, &meta.prices)?;
-                writeln!(out, "{}", serde_json::to_string(&value).unwrap_or_default())?;
                 progress(i + 1);
+                let Some(g) = pass(id, record)? else {
+                    continue;
+                };
+                let value = object_of(id, &g.record, &g.chain, &meta.prices);
+                writeln!(out, "{}", serde_json::to_string(&value).unwrap_or_default())?;
             }
         }
         Format::Csv => {
             write_csv_row(out, CSV_COLUMNS.iter().map(|c| c.to_string()))?;
             for (i, (id, record)) in sessions.iter().enumerate() {
-                let cost = chain_cost(&store.chain(&record.head)?, &meta.prices);
-                write_csv_row(out, csv_fields(id, record, cost).into_iter())?;
                 progress(i + 1);
+                let Some(g) = pass(id, record)? else {
+                    continue;
+                };
+                let cost = chain_cost(&g.chain, &meta.prices);
+                write_csv_row(out, csv_fields(id, &g.record, cost).into_iter())?;
             }
         }
     }
     out.flush()?;
-    Ok(sessions.len())
+    Ok(report)
 }
 
 pub const CSV_COLUMNS: [&str; 14] = [

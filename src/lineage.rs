@@ -104,6 +104,43 @@ pub fn fork(
     copy(store, source, &record, me, options, now_ms)
 }
 
+/// What `branch` / `fork` of `source` with `options` would carry, for the secret gate's
+/// `--dry-run` (SPEC.md §11.2): its shared messages and its record's texts. Nothing is
+/// written.
+pub fn scan_copy(
+    store: &Store,
+    source: &SessionId,
+    options: &CopyOptions,
+) -> Result<crate::gate::Findings, LineageError> {
+    let record = store.session(source)?.ok_or(LineageError::NotFound)?;
+    let chain = store.chain(&record.head)?;
+    let count = chain.len() as u64;
+    let at = options.at.unwrap_or(count);
+    if at == 0 || at > count {
+        return Err(LineageError::AtOutOfRange { at, count });
+    }
+    let mut texts = Vec::new();
+    if let Some(title) = options.title.as_ref().or(record.title.as_ref()) {
+        texts.push(("title", title.as_str()));
+    }
+    if let Some(description) = &options.description {
+        texts.push(("description", description.as_str()));
+    }
+    let tags = if options.tags.is_empty() {
+        &record.tags
+    } else {
+        &options.tags
+    };
+    for tag in tags {
+        texts.push(("tag", tag.as_str()));
+    }
+    Ok(crate::gate::Findings {
+        session: *source,
+        nodes: crate::gate::scan_chain(source, &chain[..at as usize], 0),
+        fields: crate::gate::scan_texts(source, "record", &texts),
+    })
+}
+
 fn copy(
     store: &Store,
     source: &SessionId,

@@ -1,5 +1,5 @@
-//! Secret scanning: before a session leaves the machine (share, push), tapes looks for
-//! credentials in it.
+//! Secret scanning (SPEC.md §11.2): before a session or its text leaves the machine, tapes
+//! looks for credentials in it.
 //!
 //! A hit blocks the share and lists what was found (`--dry-run` only lists, `--allow-secrets`
 //! overrides); `--redact` shares a copy in which every finding is replaced by
@@ -21,8 +21,15 @@
 //!   identifiers), so this rule carries most of the false-positive filtering; each filter is
 //!   documented where it is applied.
 //!
+//! Specific rules also find a token cut in two by a line break (a wrapped terminal line, wrapped
+//! JSON, an escaped `\n` plus indentation): see [`scan_wrapped`]. A private key block spans its
+//! lines by construction.
+//!
 //! Findings never overlap: overlapping matches are merged into one span (kind of the earliest),
 //! so redaction always covers every byte any rule matched.
+//!
+//! Where the scan is run (every exit of a session or its text from the machine) is
+//! [`crate::gate`]'s business (SPEC.md §11.2).
 
 use serde_json::Value;
 use tapes_protocol::canonical_json::canonical_value;
@@ -158,8 +165,8 @@ const WORDLIKE_MIN_COMMON_TENTHS: usize = 6;
 pub fn scan_text(text: &str) -> Vec<Finding> {
     let bytes = text.as_bytes();
     let mut spans = Vec::new();
-    scan_prefixed(text, &mut spans);
-    scan_aws_secret_keys(bytes, &mut spans);
+    scan_prefixed(text, &[], &mut spans);
+    scan_aws_secret_keys(bytes, &[], &mut spans);
     scan_connection_strings(text, &mut spans);
     scan_wrapped(text, &mut spans);
     let specific = merge_spans(spans);
@@ -614,6 +621,11 @@ fn is_token_core(c: u8) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, b'+' | b'/' | b'_' | b'-')
 }
 
+/// True when `p` is right after a removed line break (see [`scan_prefixed`]).
+fn at_break(breaks: &[usize], p: usize) -> bool {
+    breaks.binary_search(&p).is_ok()
+}
+
 /// Length of the run of `class` bytes starting at `from` (0 if `from` is past the end).
 fn run_len(b: &[u8], from: usize, class: impl Fn(u8) -> bool) -> usize {
     b.get(from..)
@@ -649,7 +661,11 @@ struct Blocked {
 /// Runs all prefix-based rules in one pass. Every rule requires that the match is not preceded
 /// by `[A-Za-z0-9]`: a prefix glued to a word (`task-…`, `mask-…`, `AAKIA…`) is part of that
 /// word, not the start of a token.
-fn scan_prefixed(text: &str, out: &mut Vec<Span>) {
+///
+/// `breaks` are the offsets in `text` right after a line break that [`scan_wrapped`] removed
+/// (sorted; empty for the text as written): a fixed-length token may end there even though a
+/// token character follows.
+fn scan_prefixed(text: &str, breaks: &[usize], out: &mut Vec<Span>) {
     let b = text.as_bytes();
     let mut blocked = Blocked::default();
     let mut i = 0;
@@ -657,7 +673,7 @@ fn scan_prefixed(text: &str, out: &mut Vec<Span>) {
         let candidate = matches!(b[i], b's' | b'r' | b'A' | b'g' | b'x' | b'h' | b'e' | b'-')
             && (i == 0 || !is_alnum(b[i - 1]));
         if candidate {
-            if let Some((end, kind)) = match_prefixed(text, i, &mut blocked) {
+            if let Some((end, kind)) = match_prefixed(text, i, &mut blocked, breaks) {
                 debug_assert!(end > i);
                 out.push(Span {
                     start: i,
@@ -674,7 +690,12 @@ fn scan_prefixed(text: &str, out: &mut Vec<Span>) {
 }
 
 /// The end and kind of a prefix-rule match starting at `i`, if any.
-fn match_prefixed(text: &str, i: usize, blocked: &mut Blocked) -> Option<(usize, SecretKind)> {
+fn match_prefixed(
+    text: &str,
+    i: usize,
+    blocked: &mut Blocked,
+    breaks: &[usize],
+) -> Option<(usize, SecretKind)> {
     let b = text.as_bytes();
     let rest = &b[i..];
     match b[i] {
@@ -733,7 +754,9 @@ fn match_prefixed(text: &str, i: usize, blocked: &mut Blocked) -> Option<(usize,
                     AWS_ACCESS_BODY,
                 );
                 let end = body + n;
-                if n == AWS_ACCESS_BODY && b.get(end).is_none_or(|&c| !is_alnum(c)) {
+                if n == AWS_ACCESS_BODY
+                    && (b.get(end).is_none_or(|&c| !is_alnum(c)) || at_break(breaks, end))
+                {
                     return Some((end, SecretKind::AwsAccessKey));
                 }
                 return None;
@@ -745,8 +768,9 @@ fn match_prefixed(text: &str, i: usize, blocked: &mut Blocked) -> Option<(usize,
             if rest.starts_with(b"AIza") {
                 let body = i + 4;
                 let n = run_len_capped(b, body, is_key_char, GOOGLE_BODY + 1);
-                if n == GOOGLE_BODY {
-                    return Some((body + n, SecretKind::GoogleApiKey));
+                if n == GOOGLE_BODY || (n > GOOGLE_BODY && at_break(breaks, body + GOOGLE_BODY))
+                {
+                    return Some((body + GOOGLE_BODY, SecretKind::GoogleApiKey));
                 }
             }
             None
@@ -965,7 +989,7 @@ fn scan_wrapped(text: &str, out: &mut Vec<Span>) {
     let mut joined = Vec::new();
     // `origin[j]` is the offset in `text` of byte `j` of the joined text.
     let mut origin = Vec::new();
-    // Joined offsets of the first byte after each removed break.
+    // Joined offsets of the first byte after each removed break (sorted).
     let mut breaks = Vec::new();
     let mut i = 0;
     while i < b.len() {
@@ -1002,33 +1026,59 @@ fn scan_wrapped(text: &str, out: &mut Vec<Span>) {
         return;
     };
     let mut found = Vec::new();
-    scan_prefixed(&joined, &mut found);
-    scan_aws_secret_keys(joined.as_bytes(), &mut found);
-    let own_line: std::collections::HashSet<(usize, usize)> =
-        out.iter().map(|s| (s.start, s.end)).collect();
+    scan_prefixed(&joined, &breaks, &mut found);
+    scan_aws_secret_keys(joined.as_bytes(), &breaks, &mut found);
     for span in found {
-        // The first removed break strictly inside the match, if any.
-        let k = breaks.partition_point(|&p| p <= span.start);
-        let Some(&first_break) = breaks.get(k).filter(|&&p| p < span.end) else {
+        let Some(end) = trim_wrapped(&joined, &breaks, span) else {
             continue;
         };
-        let start = origin[span.start];
-        let end = origin[span.end - 1] + 1;
-        let cut = origin[first_break - 1] + 1;
-        let extends_own_line = own_line.contains(&(start, cut));
-        if extends_own_line
-            && !joined.as_bytes()[first_break..span.end]
-                .iter()
-                .any(u8::is_ascii_digit)
-        {
-            continue;
-        }
         out.push(Span {
-            start,
-            end,
+            start: origin[span.start],
+            end: origin[end - 1] + 1,
             kind: span.kind,
         });
     }
+}
+
+/// Where a match on the joined text ends once its over-extension is cut off, or `None` when
+/// what remains crosses no removed break (the ordinary scan has it, or it is no secret).
+///
+/// Variable-length rules run on across a break when a token ends a line and the next line
+/// starts with a word (`…Ua` then `export FOO`). Random key material practically always has
+/// a digit in a dozen characters and such words mostly do not, so from the last break inside
+/// the match backwards, a continuation without a digit is cut off, as long as the rest still
+/// matches the same rule on its own. Fixed-length matches and private key blocks (which end
+/// at their END line) are kept whole.
+fn trim_wrapped(joined: &str, breaks: &[usize], span: Span) -> Option<usize> {
+    let crosses = |end: usize| {
+        let k = breaks.partition_point(|&p| p <= span.start);
+        breaks.get(k).is_some_and(|&p| p < end)
+    };
+    let mut end = span.end;
+    if !matches!(
+        span.kind,
+        SecretKind::AwsAccessKey
+            | SecretKind::AwsSecretKey
+            | SecretKind::GoogleApiKey
+            | SecretKind::PrivateKeyBlock
+    ) {
+        let b = joined.as_bytes();
+        while let Some(&p) = breaks[..breaks.partition_point(|&p| p < end)]
+            .last()
+            .filter(|&&p| p > span.start)
+        {
+            if b[p..end].iter().any(u8::is_ascii_digit) {
+                break;
+            }
+            // `p` follows an ASCII byte, so it is a char boundary.
+            let shorter = &joined[..p];
+            match match_prefixed(shorter, span.start, &mut Blocked::default(), breaks) {
+                Some((e, kind)) if e == p && kind == span.kind => end = p,
+                _ => break,
+            }
+        }
+    }
+    crosses(end).then_some(end)
 }
 
 // ------------------------------------------------------------------------------------------
@@ -1044,7 +1094,7 @@ fn scan_wrapped(text: &str, out: &mut Vec<Span>) {
 /// context is required; in return the 40-character value is reported even when it would not
 /// pass the generic high-entropy filters. The value must be exactly 40 characters (a maximal
 /// run) so longer base64 blobs under such a name are not cut in half.
-fn scan_aws_secret_keys(b: &[u8], out: &mut Vec<Span>) {
+fn scan_aws_secret_keys(b: &[u8], breaks: &[usize], out: &mut Vec<Span>) {
     const KEYWORDS: [&[u8]; 2] = [b"aws_secret", b"secretaccesskey"];
     let mut i = 0;
     while i < b.len() {
@@ -1070,7 +1120,10 @@ fn scan_aws_secret_keys(b: &[u8], out: &mut Vec<Span>) {
             j += run_len(b, j, |c| {
                 quote_or_space(c) || matches!(c, b'=' | b':' | b'>')
             });
-            if run_len_capped(b, j, is_aws_secret_char, AWS_SECRET_LEN + 1) == AWS_SECRET_LEN {
+            let n = run_len_capped(b, j, is_aws_secret_char, AWS_SECRET_LEN + 1);
+            if n == AWS_SECRET_LEN
+                || (n > AWS_SECRET_LEN && at_break(breaks, j + AWS_SECRET_LEN))
+            {
                 out.push(Span {
                     start: j,
                     end: j + AWS_SECRET_LEN,
@@ -1943,6 +1996,28 @@ mod tests {
         assert_eq!(findings.len(), 1, "{findings:?}");
         assert_eq!(findings[0].kind, SecretKind::AwsSecretKey);
         assert_eq!(text[findings[0].start..findings[0].end].replace('\n', ""), AWS_SECRET);
+    }
+
+    #[test]
+    fn fixed_length_keys_are_found_wherever_the_line_breaks() {
+        for (kind, pre, secret) in [
+            (SecretKind::AwsAccessKey, "id: ", AWS_ACCESS),
+            (SecretKind::GoogleApiKey, "key=", GOOGLE),
+            (SecretKind::AwsSecretKey, "AWS_SECRET_ACCESS_KEY=", AWS_SECRET),
+        ] {
+            for cut in 1..secret.len() {
+                for sep in ["\n", "\n    ", "\\n "] {
+                    let text = format!("{pre}{}{sep}{}\nnext line", &secret[..cut], &secret[cut..]);
+                    let findings = scan_text(&text);
+                    assert_eq!(findings.len(), 1, "{text:?}: {findings:?}");
+                    assert_eq!(findings[0].kind, kind, "{text:?}");
+                    assert_eq!(
+                        &text[findings[0].start..findings[0].end],
+                        format!("{}{sep}{}", &secret[..cut], &secret[cut..]),
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -7,17 +7,19 @@
 //! rather than deleting, so the revocation itself can travel to peers; access ends from then
 //! on. Refs: `share/<session hex>/<team hex | "public">` → signed record (SPEC.md §11).
 //!
-//! Before anything is shared the session is scanned for secrets ([`crate::secrets`]): a hit
-//! blocks the share with a list, unless the user shares a redacted copy (a new chain whose
-//! redacted spans are marked; the original stays untouched) or overrides.
+//! Before anything is shared the session, its record's texts and the share's own note and
+//! title pass the secret gate ([`crate::gate`], SPEC.md §11.2): a hit blocks the share with a
+//! list, unless the user shares a redacted copy (a new chain whose redacted spans are marked,
+//! with the note and title redacted too; the original stays untouched) or overrides.
 
 use ed25519_dalek::{Signature, Signer, Verifier, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use tapes_protocol::{MemberId, NodeId, SessionId, StoredObject, TeamId};
 
+use crate::gate::{self, Exit, GateError};
 use crate::identity::Identity;
 use crate::lineage::is_mine;
-use crate::secrets::{self, NodeFinding};
+use crate::secrets;
 use crate::session::{
     session_ref_key, Lineage, SessionRecord, SessionSource, SessionSummary, Visibility,
 };
@@ -70,7 +72,9 @@ pub enum ShareError {
     Store(#[from] StoreError),
     #[error("you can only share your own sessions; fork it first (`tapes fork {0}`)")]
     NotYours(String),
-    #[error("{count} possible secrets in session {session}; nothing was shared.\n{list}\nshare a redacted copy with --redact, see everything with --dry-run, or share as is with --allow-secrets")]
+    #[error(transparent)]
+    Gate(#[from] GateError),
+    #[error("{}", gate::refusal_text(Exit::Share, session, *count, list))]
     Secrets {
         session: String,
         count: usize,
@@ -148,28 +152,7 @@ pub fn share_key(session: &SessionId, audience: &Audience) -> Vec<u8> {
     format!("share/{}/{}", session.to_hex(), audience.key_part()).into_bytes()
 }
 
-/// One possible secret, as listed to the user.
-#[derive(Debug, Clone)]
-pub struct Hit {
-    pub session: SessionId,
-    pub node: NodeId,
-    pub index: usize,
-    pub finding: NodeFinding,
-}
-
-impl Hit {
-    pub fn describe(&self) -> String {
-        format!(
-            "  session {} node #{} {} ({}): {} {}",
-            self.session.short(),
-            self.index,
-            self.node.short(),
-            self.finding.field,
-            self.finding.finding.kind.label(),
-            self.finding.finding.masked
-        )
-    }
-}
+pub use crate::gate::{scan_chain, Hit, SecretPolicy};
 
 /// The session's own descriptive fields (title, description, note, tags) that contain
 /// possible secrets, listed like node hits: `  session S record (title): kind masked`.
@@ -177,31 +160,10 @@ pub fn scan_record_fields(store: &Store, id: &SessionId) -> Result<Vec<String>, 
     let record = store
         .session(id)?
         .ok_or(StoreError::SessionNotFound(id.short()))?;
-    let mut fields: Vec<(&str, &str)> = Vec::new();
-    if let Some(t) = &record.title {
-        fields.push(("title", t));
-    }
-    if let Some(d) = &record.description {
-        fields.push(("description", d));
-    }
-    if let Some(n) = &record.note {
-        fields.push(("note", n));
-    }
-    for tag in &record.tags {
-        fields.push(("tag", tag));
-    }
-    let mut out = Vec::new();
-    for (field, text) in fields {
-        for finding in secrets::scan_text(text) {
-            out.push(format!(
-                "  session {} record ({field}): {} {}",
-                id.short(),
-                finding.kind.label(),
-                finding.masked
-            ));
-        }
-    }
-    Ok(out)
+    Ok(gate::scan_texts(id, "record", &gate::record_texts(&record))
+        .iter()
+        .map(gate::FieldHit::describe)
+        .collect())
 }
 
 /// Scans every node of a session for secrets.
@@ -212,24 +174,16 @@ pub fn scan_session(store: &Store, id: &SessionId) -> Result<Vec<Hit>, ShareErro
     Ok(scan_chain(id, &store.chain(&record.head)?, 0))
 }
 
-/// Scans the nodes of `chain` from index `from` on (a push sends only what follows its base).
-pub fn scan_chain(
-    id: &SessionId,
-    chain: &[(NodeId, tapes_protocol::Node)],
-    from: usize,
-) -> Vec<Hit> {
-    let mut hits = Vec::new();
-    for (index, (node, body)) in chain.iter().enumerate().skip(from) {
-        for finding in secrets::scan_blocks(&body.body.blocks) {
-            hits.push(Hit {
-                session: *id,
-                node: *node,
-                index,
-                finding,
-            });
-        }
+/// The texts a share publishes besides the session (the relay's public page shows them).
+pub fn share_texts(options: &ShareOptions) -> Vec<(&'static str, &str)> {
+    let mut out = Vec::new();
+    if let Some(title) = &options.title {
+        out.push(("title", title.as_str()));
     }
-    hits
+    if let Some(note) = &options.note {
+        out.push(("note", note.as_str()));
+    }
+    out
 }
 
 /// Makes a redacted copy of session `id`: a new chain (every node re-encoded with redacted
@@ -312,17 +266,6 @@ fn redact_field(text: &str) -> String {
     secrets::redact_text(text, &secrets::scan_text(text))
 }
 
-/// What `share` should do about secrets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SecretPolicy {
-    /// Refuse when anything is found (the default).
-    Block,
-    /// Share a redacted copy instead of the session.
-    Redact,
-    /// Share as is.
-    Allow,
-}
-
 /// Options of one share.
 #[derive(Debug, Clone)]
 pub struct ShareOptions {
@@ -356,18 +299,27 @@ pub fn share(
     if !is_mine(&record, store.local_owner()?.as_ref()) {
         return Err(ShareError::NotYours(id.short()));
     }
-    let mut list: Vec<String> = scan_session(store, id)?.iter().map(Hit::describe).collect();
-    list.extend(scan_record_fields(store, id)?);
-    let (session, redacted_spans) = match options.secrets {
-        SecretPolicy::Block if !list.is_empty() => {
+    let findings = gate::scan_session(store, id, None, &share_texts(options))?;
+    let (session, redacted_spans, title, note) = match findings.check(Exit::Share, options.secrets)
+    {
+        Ok(gate::Verdict::Clean | gate::Verdict::Allowed(_)) => {
+            (*id, 0, options.title.clone(), options.note.clone())
+        }
+        Ok(gate::Verdict::Redact(_)) => {
+            let (copy, spans) = redacted_copy(store, id, now_ms)?;
+            // The note and title are published with the share: redacted like the copy.
+            let title = options.title.as_deref().map(redact_field);
+            let note = options.note.as_deref().map(redact_field);
+            (copy, spans, title, note)
+        }
+        Err(GateError::Refused { count, list, .. }) => {
             return Err(ShareError::Secrets {
                 session: id.short(),
-                count: list.len(),
-                list: list.join("\n"),
-            });
+                count,
+                list,
+            })
         }
-        SecretPolicy::Redact if !list.is_empty() => redacted_copy(store, id, now_ms)?,
-        _ => (*id, 0),
+        Err(e) => return Err(e.into()),
     };
     let record = store
         .session(&session)?
@@ -379,8 +331,8 @@ pub fn share(
             audience: options.audience,
             sharer: MemberId(identity.verifying_key().to_bytes()),
             sharer_name: identity.profile.name.clone(),
-            title: options.title.clone().or_else(|| record.title.clone()),
-            note: options.note.clone(),
+            title: title.or_else(|| record.title.clone()),
+            note: note.clone(),
             shared_ms: now_ms,
             expires_ms: options.expires_ms,
             revoked: false,
@@ -394,8 +346,8 @@ pub fn share(
         Audience::Team(t) if record.visibility != Visibility::Public => Visibility::Team(t),
         Audience::Team(_) => record.visibility,
     };
-    if let Some(note) = &options.note {
-        updated.note = Some(note.clone());
+    if let Some(note) = note {
+        updated.note = Some(note);
     }
     updated.expires_ms = options.expires_ms.or(record.expires_ms);
     let key = share_key(&session, &options.audience);

@@ -341,6 +341,14 @@ pub fn create(
     name: &str,
     now_ms: i64,
 ) -> Result<TeamChain, TeamError> {
+    let chain = genesis(identity, name, now_ms)?;
+    store_chain(store, &chain)?;
+    Ok(chain)
+}
+
+/// A new team chain with `identity` as its only member (the owner), not stored anywhere: what
+/// [`create`] stores, and what a personal backup bundle is sealed to (SPEC.md §12.3).
+pub fn genesis(identity: &Identity, name: &str, now_ms: i64) -> Result<TeamChain, TeamError> {
     let (ring, epoch_recipient) = KeyRing::genesis();
     let members = vec![member_for(identity, TeamRole::Owner)];
     let keyring = ring.wrap_for(&members)?;
@@ -360,9 +368,7 @@ pub fn create(
         manifest,
         signatures: vec![signature],
     };
-    let chain = TeamChain::new(genesis)?;
-    store_chain(store, &chain)?;
-    Ok(chain)
+    Ok(TeamChain::new(genesis)?)
 }
 
 /// Builds, signs and commits the successor of `chain`'s head with `members`; `rotate` starts

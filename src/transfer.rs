@@ -5,16 +5,22 @@
 //! ref from your base digest to your head — compare-and-swap, so two people continuing the same
 //! session from the same base cannot both win; the loser is told to pull or branch.
 //!
-//! Like a share, a push leaves the machine, so the CLI runs [`scan_outgoing`] on the nodes it
-//! would send first and refuses on a hit ([`secrets_error`]) unless told `--allow-secrets`.
+//! Like a share, a push leaves the machine, so [`push_gated`] runs the secret gate
+//! ([`crate::gate`], SPEC.md §11.2) on what it would send first: the nodes after the base, and
+//! the record's texts when the remote does not hold the session yet. A session new to the remote
+//! can go as a redacted copy instead; a continuation cannot (redacting changes node ids). What
+//! is sent carries no local paths ([`crate::outgoing`], §11.3): the record's source path is
+//! blanked before it is signed, and node metadata keeps only the project's name.
 
 use tapes_protocol::{MemberId, Node, NodeId, SessionId, StoredObject};
 
+use crate::gate::{self, Exit, GateError, SecretPolicy, Verdict};
 use crate::identity::Identity;
 use crate::lineage::is_mine;
+use crate::outgoing::{self, PathPolicy};
 use crate::remote::{RefSignature, Remote, RemoteError};
 use crate::session::{session_ref_key, SessionRecord};
-use crate::share::Hit;
+use crate::share::ShareError;
 use crate::storage::RefUpdate;
 use crate::store::{Store, StoreError};
 
@@ -41,14 +47,12 @@ pub enum TransferError {
         id: NodeId,
         why: String,
     },
-    /// The secret scan found something in the nodes a push would send. Redaction is not
-    /// offered: it changes node ids, which breaks the chain the remote holds.
-    #[error("{count} possible secrets in what would be pushed of session {session}; nothing was pushed.\n{list}\nredacting is not possible for a push (it would change node ids and break the chain the remote holds): share a redacted copy with `tapes share --redact`, or push anyway with --allow-secrets")]
-    Secrets {
-        session: String,
-        count: usize,
-        list: String,
-    },
+    /// The secret gate refused what a push would send (or `--redact` where it cannot be done).
+    #[error(transparent)]
+    Gate(#[from] GateError),
+    /// Making the redacted copy that goes in the session's place.
+    #[error(transparent)]
+    Share(#[from] ShareError),
 }
 
 /// What a pull brought.
@@ -97,6 +101,15 @@ pub fn pull(store: &Store, remote: &dyn Remote, id: &SessionId) -> Result<Pulled
         expected_parent = Some(object.id);
     }
     let current = store.session_raw(id)?;
+    // Source paths never travel (SPEC.md §11.3); the one this store recorded stays.
+    let mut record = record;
+    if record.source.path.is_empty() {
+        if let Some(here) = current.as_deref().and_then(|raw| SessionRecord::decode(raw).ok()) {
+            if here.source.kind == record.source.kind && here.source.id == record.source.id {
+                record.source.path = here.source.path;
+            }
+        }
+    }
     let update = RefUpdate {
         key: session_ref_key(id),
         expected: current,
@@ -138,31 +151,108 @@ fn delta_start(
     }
 }
 
-/// The secret scan of a push: every possible secret in the nodes a push of `id` from `base`
-/// would send: the nodes after the base (the remote holds the rest already, so refusing over
-/// them would change nothing). Indexes are positions in the whole chain, as `tapes share`
-/// lists them.
+/// The gate's exit for a push from `base`: a session the remote does not hold yet, or a
+/// continuation of one it does.
+pub fn push_exit(base: Option<&NodeId>) -> Exit {
+    match base {
+        None => Exit::Push,
+        Some(_) => Exit::PushContinuation,
+    }
+}
+
+/// The secret gate's findings in what a push of `id` from `base` would send: the nodes after
+/// the base (the remote holds the rest already, so refusing over them would change nothing),
+/// and the record's texts when the remote does not hold the session yet. Indexes are positions
+/// in the whole chain, as `tapes share` lists them.
 pub fn scan_outgoing(
     store: &Store,
     id: &SessionId,
     base: Option<&NodeId>,
-) -> Result<Vec<Hit>, TransferError> {
+) -> Result<gate::Findings, TransferError> {
     let record = store.session(id)?.ok_or(TransferError::NotFound)?;
     let chain = store.chain(&record.head)?;
     let start = delta_start(&chain, id, base)?;
-    Ok(crate::share::scan_chain(id, &chain, start))
+    let fields = match base {
+        None => gate::scan_texts(id, "record", &gate::record_texts(&record)),
+        Some(_) => Vec::new(),
+    };
+    Ok(gate::Findings {
+        session: *id,
+        nodes: gate::scan_chain(id, &chain, start),
+        fields,
+    })
 }
 
-/// The error for a push the secret scan stopped.
-pub fn secrets_error(id: &SessionId, hits: &[Hit]) -> TransferError {
-    TransferError::Secrets {
-        session: id.short(),
-        count: hits.len(),
-        list: hits
-            .iter()
-            .map(Hit::describe)
-            .collect::<Vec<_>>()
-            .join("\n"),
+/// What `tapes push --dry-run` prints for `id`: the findings, and what `--redact` would do.
+pub fn dry_run(store: &Store, id: &SessionId, base: Option<&NodeId>) -> Result<String, TransferError> {
+    Ok(scan_outgoing(store, id, base)?.dry_run(push_exit(base)))
+}
+
+/// What [`push_gated`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GatedPush {
+    pub pushed: Pushed,
+    /// The session that went: `id`, or the redacted copy made in its place.
+    pub session: SessionId,
+    /// Spans redacted in the copy (0 when the session went as is).
+    pub redacted_spans: usize,
+}
+
+/// Pushes `id` through the secret gate: refused on a finding under [`SecretPolicy::Block`];
+/// under [`SecretPolicy::Redact`] a redacted copy ([`crate::share::redacted_copy`], a new
+/// session here) is pushed in its place when the remote does not hold `id` yet.
+pub fn push_gated(
+    store: &Store,
+    identity: &Identity,
+    remote: &dyn Remote,
+    id: &SessionId,
+    base: Option<&NodeId>,
+    policy: SecretPolicy,
+    now_ms: i64,
+) -> Result<GatedPush, TransferError> {
+    gated(store, identity, remote, id, base, push_exit(base), policy, now_ms)
+}
+
+/// Creates `id` on `remote` (a new branch or fork: the remote does not hold it) through the
+/// secret gate at `exit` ([`Exit::Branch`], [`Exit::Fork`]); as [`push_gated`] otherwise.
+pub fn create_gated(
+    store: &Store,
+    identity: &Identity,
+    remote: &dyn Remote,
+    id: &SessionId,
+    exit: Exit,
+    policy: SecretPolicy,
+    now_ms: i64,
+) -> Result<GatedPush, TransferError> {
+    gated(store, identity, remote, id, None, exit, policy, now_ms)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn gated(
+    store: &Store,
+    identity: &Identity,
+    remote: &dyn Remote,
+    id: &SessionId,
+    base: Option<&NodeId>,
+    exit: Exit,
+    policy: SecretPolicy,
+    now_ms: i64,
+) -> Result<GatedPush, TransferError> {
+    let findings = scan_outgoing(store, id, base)?;
+    match findings.check(exit, policy)? {
+        Verdict::Clean | Verdict::Allowed(_) => Ok(GatedPush {
+            pushed: push(store, identity, remote, id, base)?,
+            session: *id,
+            redacted_spans: 0,
+        }),
+        Verdict::Redact(_) => {
+            let (copy, spans) = crate::share::redacted_copy(store, id, now_ms)?;
+            Ok(GatedPush {
+                pushed: push(store, identity, remote, &copy, None)?,
+                session: copy,
+                redacted_spans: spans,
+            })
+        }
     }
 }
 
@@ -184,6 +274,7 @@ pub fn push(
     }
     let chain = store.chain(&record.head)?;
     let start = delta_start(&chain, id, base)?;
+    let paths = PathPolicy::load(store)?;
     let mut objects = Vec::with_capacity(chain.len() - start);
     for (node, _) in &chain[start..] {
         let bytes = store
@@ -191,8 +282,13 @@ pub fn push(
             .get_object(node)
             .map_err(StoreError::from)?
             .ok_or(StoreError::MissingNode(*node))?;
-        objects.push(StoredObject { id: *node, bytes });
+        objects.push(StoredObject {
+            id: *node,
+            bytes: outgoing::object(bytes, paths),
+        });
     }
+    // Signed as it travels: without the local source path.
+    let record = outgoing::record(&record, paths);
     let signature = RefSignature::sign(identity.signing_key(), id, base, &record);
     remote.push(id, base, &objects, &record, &signature)?;
     Ok(Pushed {

@@ -264,8 +264,107 @@ fn a_missing_pack_file_stops_the_store_from_opening() {
     let (dir, _) = packed_home();
     let path = pack_file(dir.path(), "pack");
     std::fs::remove_file(&path).unwrap();
-    fsck(dir.path()).code(1).stderr(
+    fsck(dir.path()).code(1).stdout(
         predicate::str::contains("is registered in the store but cannot be opened")
-            .and(predicate::str::contains(path.display().to_string())),
+            .and(predicate::str::contains(path.display().to_string()))
+            .and(predicate::str::contains("tapes fsck --repair")),
     );
+}
+
+fn tapes(home: &std::path::Path, args: &[&str]) -> assert_cmd::assert::Assert {
+    Command::cargo_bin("tapes")
+        .unwrap()
+        .env("TAPES_HOME", home)
+        .env_remove("RUST_LOG")
+        .args(args)
+        .assert()
+}
+
+fn session_count(home: &std::path::Path) -> usize {
+    let out = tapes(home, &["sessions", "--json"]).success();
+    let json: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    json.as_array().unwrap().len()
+}
+
+/// 500 sessions in a pack, then 3 small imports kept in sled (and the journal).
+fn packed_and_loose_home() -> tempfile::TempDir {
+    let (dir, _) = packed_home();
+    let store = Store::open(&dir.path().join("store")).unwrap();
+    for i in 500..503 {
+        let incoming = [Incoming {
+            session: sample::session(9, i, Shape::default()),
+            path: String::new(),
+        }];
+        ingest(&store, &incoming, 0).unwrap();
+    }
+    drop(store);
+    dir
+}
+
+#[test]
+fn a_lost_database_is_diagnosed_and_repaired_from_the_packs_and_the_journal() {
+    let dir = packed_and_loose_home();
+    let home = dir.path();
+    // Everything sled keeps is gone; the pack files and the journal are left.
+    for entry in std::fs::read_dir(home.join("store")).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if name == "db" || name == "conf" || name.starts_with("snap.") || name == "blobs" {
+            if path.is_dir() {
+                std::fs::remove_dir_all(&path).unwrap();
+            } else {
+                std::fs::remove_file(&path).unwrap();
+            }
+        }
+    }
+    tapes(home, &["fsck"]).code(1).stdout(
+        predicate::str::contains("the database was lost or replaced")
+            .and(predicate::str::contains("503 sessions survive whole")),
+    );
+    tapes(home, &["fsck", "--repair"]).success().stdout(
+        predicate::str::contains("503 sessions restored whole")
+            .and(predicate::str::contains("the damaged store is kept at")),
+    );
+    assert_eq!(session_count(home), 503);
+    tapes(home, &["fsck"]).success();
+    let kept: Vec<_> = std::fs::read_dir(home)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("store.damaged-"))
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+}
+
+#[test]
+fn flipped_bytes_in_the_database_never_lose_a_session_that_survives_elsewhere() {
+    for fraction in [3, 5, 7, 11] {
+        let dir = packed_and_loose_home();
+        let home = dir.path();
+        let db = home.join("store").join("db");
+        let mut bytes = std::fs::read(&db).unwrap();
+        let at = bytes.len() / fraction;
+        let end = (at + 16).min(bytes.len());
+        for b in &mut bytes[at..end] {
+            *b ^= 0x5a;
+        }
+        std::fs::write(&db, &bytes).unwrap();
+        // Either the store still opens with every session, or fsck says so and repair
+        // brings every one back.
+        let opens = Command::cargo_bin("tapes")
+            .unwrap()
+            .env("TAPES_HOME", home)
+            .args(["sessions", "--json"])
+            .output()
+            .unwrap();
+        let listed = serde_json::from_slice::<serde_json::Value>(&opens.stdout)
+            .ok()
+            .and_then(|v| v.as_array().map(|a| a.len()));
+        if opens.status.success() && listed == Some(503) {
+            continue;
+        }
+        tapes(home, &["fsck"]).code(1);
+        tapes(home, &["fsck", "--repair"]).success();
+        assert_eq!(session_count(home), 503, "flip at 1/{fraction}");
+        tapes(home, &["fsck"]).success();
+    }
 }

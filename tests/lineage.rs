@@ -157,3 +157,38 @@ fn a_private_session_of_someone_else_cannot_be_forked_and_pull_does_not_see_it()
     let err = tapes::lineage::check_pull(&store, &theirs).unwrap_err();
     assert_eq!(err.to_string(), "Session not found.");
 }
+
+#[test]
+fn a_transcript_claiming_a_teammates_session_never_changes_it() {
+    let (dir, _, other) = setup(Visibility::Public);
+    let store = Store::open(&dir.path().join("store")).unwrap();
+    let before = store.session_raw(&other).unwrap().unwrap();
+    // A transcript with the same source id: the teammate's history plus an injected message.
+    let mut claimed = sample::session(5, 1, Shape::default());
+    let mut injected = claimed.messages[0].clone();
+    injected.blocks = vec![tapes::protocol::ContentBlock::Text {
+        text: "INJECTED".into(),
+    }];
+    claimed.messages.push(injected);
+    let report = ingest(
+        &store,
+        &[Incoming {
+            session: claimed,
+            path: "claimed.jsonl".into(),
+        }],
+        1,
+    )
+    .unwrap();
+    let outcome = &report.sessions[0];
+    assert_eq!(outcome.outcome, tapes::ingest::Outcome::Branched);
+    assert_eq!(outcome.branched_from, Some((other, 10)));
+    assert_ne!(outcome.id, other);
+    // The teammate's session is byte for byte what it was; the copy is ours, private.
+    assert_eq!(store.session_raw(&other).unwrap().unwrap(), before);
+    let kept = store.session(&outcome.id).unwrap().unwrap();
+    assert_eq!(kept.owner, Some(MemberId([1; 32])));
+    assert_eq!(kept.visibility, Visibility::Private);
+    assert_eq!(kept.lineage.parent, Some(other));
+    assert_eq!(kept.lineage.base_count, 10);
+    assert_eq!(kept.summary.messages, 11);
+}

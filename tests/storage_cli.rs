@@ -388,3 +388,40 @@ fn hybrid_syncs_through_a_real_relay() {
     assert!(out.contains("0 pending pull"), "{out}");
     drop(relay);
 }
+
+#[test]
+fn zz_explore() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("relay-data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("relay.toml"), "[default]\nmembers = 1\n").unwrap();
+    let relay = start_relay(&data);
+    let alice = person(dir.path(), "alice");
+    ok(&alice, &["team", "create", "core"]);
+    ok(&alice, &["relay", "register", "--team", "core", &relay.ticket]);
+    ok(&alice, &["storage", "configure", "--relay", &relay.ticket]);
+    let (one, e) = import_sample(&alice, dir.path(), "one");
+    eprintln!("IMPORT1 {e}");
+    let r = tapes(&alice, &["share", &one[..12], "--public", "--allow-secrets"]);
+    eprintln!("SHARE1 {r:?}");
+    let bob = person(dir.path(), "bob");
+    let (code, _) = ok(&alice, &["team", "invite"]);
+    let request = dir.path().join("bob.request");
+    let answer = dir.path().join("bob.answer");
+    ok(&bob, &["team", "join", code.trim(), "-o", request.to_str().unwrap()]);
+    let r = tapes(&alice, &["team", "accept", request.to_str().unwrap(), "-o", answer.to_str().unwrap()]);
+    eprintln!("ACCEPT {r:?}");
+    let r = tapes(&alice, &["unshare", &one[..12]]);
+    eprintln!("UNSHARE {r:?}");
+    let r = tapes(&alice, &["storage", "sync"]);
+    eprintln!("SYNC {r:?}");
+    let r = tapes(&alice, &["sync", "relay"]);
+    eprintln!("SYNCRELAY {r:?}");
+    let r = tapes(&alice, &["sync"]);
+    eprintln!("SYNCALL {r:?}");
+    ok(&alice, &["storage", "set-provider", "cloud"]);
+    let r = tapes(&alice, &["share", &one[..12], "--public", "--allow-secrets"]);
+    eprintln!("SHARE-CLOUD {r:?}");
+    let r = tapes(&alice, &["storage", "status"]);
+    eprintln!("STATUS {r:?}");
+}

@@ -86,6 +86,23 @@ impl StoredObject {
         })
     }
 
+    /// The metadata of encoded object bytes, without decoding the body.
+    pub fn meta_of(bytes: &[u8]) -> Result<NodeMeta, ObjectError> {
+        let (_, meta) = split(bytes)?;
+        decode_meta(meta)
+    }
+
+    /// `bytes` with the metadata replaced by `meta`. The body, and so the id, is unchanged
+    /// (metadata is not hashed, SPEC.md §2.5): what a sender strips from the metadata on the way
+    /// out does not change history.
+    pub fn with_meta(bytes: &[u8], meta: &NodeMeta) -> Result<Vec<u8>, ObjectError> {
+        let (body, _) = split(bytes)?;
+        let mut out = Vec::with_capacity(bytes.len());
+        out.extend_from_slice(&bytes[..5 + body.len()]);
+        out.extend(postcard::to_stdvec(meta).expect("postcard encoding to a Vec cannot fail"));
+        Ok(out)
+    }
+
     /// The parent id, read from the body without decoding the rest (for walking chains fast).
     pub fn parent_of(bytes: &[u8]) -> Result<Option<NodeId>, ObjectError> {
         let (body, _) = split(bytes)?;
@@ -173,6 +190,18 @@ mod tests {
                 assert_eq!(n.body, node().body);
             }
         }
+    }
+
+    #[test]
+    fn with_meta_keeps_the_body_and_id() {
+        let object = StoredObject::encode(&node());
+        let mut meta = StoredObject::meta_of(&object.bytes).unwrap();
+        assert_eq!(meta, node().meta);
+        meta.cwd = Some("elsewhere".into());
+        let bytes = StoredObject::with_meta(&object.bytes, &meta).unwrap();
+        let back = StoredObject::verify(&object.id, &bytes).unwrap();
+        assert_eq!(back.body, node().body);
+        assert_eq!(back.meta, meta);
     }
 
     #[test]

@@ -5,10 +5,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
-use tapes::bundle::{self, BundleInfo, CreateOptions, Outcome};
+use tapes::bundle::{self, BundleInfo, CreateOptions, Outcome, Sealing};
 use tapes::export::Filter;
 use tapes::identity::Identity;
-use tapes::protocol::team_chain::TeamChain;
 use tapes::protocol::{MemberId, SessionId};
 use tapes::render;
 use tapes::session::SessionRecord;
@@ -17,7 +16,9 @@ use tapes::teams;
 
 #[derive(clap::Subcommand)]
 pub enum BundleCommand {
-    /// Write sessions to a bundle file: sealed to your team (or --plain), signed by you.
+    /// Write sessions to a bundle file, signed by you: sealed to your own key (a personal
+    /// backup), to a team (--team: only what it may see), or not at all (--plain). Every
+    /// session passes the secret gate first.
     Create(CreateArgs),
     /// Check a bundle without importing it: checksum, nodes, signatures, team; list its sessions.
     Verify(VerifyArgs),
@@ -56,15 +57,19 @@ pub struct CreateArgs {
     /// The bundle file to write.
     #[arg(short = 'o', long)]
     output: PathBuf,
-    /// Seal to this team (name or id prefix). Default: your only team.
+    /// Seal to this team (name or id prefix): the bundle carries only what the team may see,
+    /// sessions shared with it (or publicly), plus your own sessions named by id. Default:
+    /// sealed to your own key, a personal backup of your own sessions that only you can open.
     #[arg(long, conflicts_with = "plain")]
     team: Option<String>,
-    /// Do not seal: anyone holding the file can read it.
+    /// Do not seal: anyone holding the file can read it (your own sessions only).
     #[arg(long)]
     plain: bool,
     /// Incremental: leave out what this earlier bundle already carries.
     #[arg(long, visible_alias = "since-bundle", value_name = "BUNDLE")]
     basis: Option<PathBuf>,
+    #[command(flatten)]
+    gate: super::GateArgs,
 }
 
 #[derive(clap::Args)]
@@ -147,37 +152,22 @@ fn stdin_is_piped() -> bool {
     }
 }
 
-/// The team to seal to: --team, else none with --plain, else your only team.
-fn seal_to(store: &Store, me: &MemberId, args: &CreateArgs) -> anyhow::Result<Option<TeamChain>> {
+/// How to seal: --plain, --team T, else to your own key.
+fn sealing(store: &Store, me: &MemberId, args: &CreateArgs) -> anyhow::Result<Sealing> {
     if args.plain {
-        return Ok(None);
+        return Ok(Sealing::Plain);
     }
-    if let Some(team) = &args.team {
-        return Ok(Some(teams::resolve(store, Some(team))?));
+    let Some(team) = &args.team else {
+        return Ok(Sealing::Personal);
+    };
+    let chain = teams::resolve(store, Some(team))?;
+    if chain.head().manifest.member(me).is_none() {
+        bail!(
+            "you are not a member of team {}; you can only seal bundles to your own teams",
+            chain.head().manifest.name
+        );
     }
-    let mut mine: Vec<TeamChain> = teams::list(store)?
-        .into_iter()
-        .filter(|c| c.head().manifest.member(me).is_some())
-        .collect();
-    match mine.len() {
-        0 => {
-            eprintln!(
-                "note: you are in no team, so the bundle is plain (anyone holding it can read it)"
-            );
-            Ok(None)
-        }
-        1 => Ok(mine.pop()),
-        n => {
-            let names: Vec<String> = mine
-                .iter()
-                .map(|c| c.head().manifest.name.clone())
-                .collect();
-            bail!(
-                "you are in {n} teams ({}); say which to seal the bundle to with --team T, or pass --plain for an unsealed bundle",
-                names.join(", ")
-            )
-        }
-    }
+    Ok(Sealing::Team(chain))
 }
 
 fn create(args: CreateArgs) -> anyhow::Result<ExitCode> {
@@ -191,14 +181,61 @@ fn create(args: CreateArgs) -> anyhow::Result<ExitCode> {
             "no session matches the selection; nothing was written (`tapes sessions` lists them)"
         );
     }
-    let team = seal_to(&store, &me, &args)?;
-    let bar = super::progress_bar(sessions.len() as u64, "bundling");
+    let sealing = sealing(&store, &me, &args)?;
+    let named = filter.ids.clone().unwrap_or_default();
+    let prepared = bundle::prepare(
+        &store,
+        &identity,
+        sessions,
+        &named,
+        &sealing,
+        args.gate.policy(),
+        args.gate.dry_run,
+        now,
+    )?;
+    let mut failed = false;
+    for left in &prepared.left_out {
+        if left.named {
+            eprintln!("error: session {} is left out: {}", left.session.short(), left.why);
+            failed = true;
+        } else {
+            eprintln!("note: session {} is left out: {}", left.session.short(), left.why);
+        }
+    }
+    if args.gate.dry_run {
+        for report in &prepared.reports {
+            println!("{report}");
+        }
+        return Ok(exit_code(failed));
+    }
+    for refused in &prepared.refused {
+        eprintln!("error: {refused}");
+        failed = true;
+    }
+    for (original, copy, spans) in &prepared.redacted {
+        println!(
+            "bundling a redacted copy {} of {} ({spans} spans redacted; the original is untouched)",
+            copy.short(),
+            original.short()
+        );
+    }
+    if prepared.sessions.is_empty() {
+        eprintln!("error: no session is left to bundle; nothing was written");
+        return Ok(ExitCode::from(1));
+    }
+    let team = match sealing {
+        Sealing::Plain => None,
+        Sealing::Team(chain) => Some(chain),
+        Sealing::Personal => Some(bundle::personal_chain(&identity, now)?),
+    };
+    let personal = args.team.is_none() && !args.plain;
+    let bar = super::progress_bar(prepared.sessions.len() as u64, "bundling");
     let created = bundle::create(
         &store,
         &identity,
         &args.output,
         CreateOptions {
-            sessions,
+            sessions: prepared.sessions,
             filter: filter.describe(),
             team,
             basis: args.basis.as_deref(),
@@ -208,6 +245,9 @@ fn create(args: CreateArgs) -> anyhow::Result<ExitCode> {
     )?;
     bar.finish_and_clear();
     let sealing = match &created.team {
+        Some(_) if personal => {
+            "sealed to your own key (a personal backup: only you can open it)".to_string()
+        }
         Some((id, name)) => format!("sealed to team {name} ({})", id.short()),
         None => "plain (not sealed)".into(),
     };
@@ -229,7 +269,15 @@ fn create(args: CreateArgs) -> anyhow::Result<ExitCode> {
         );
     }
     println!("checksum blake3:{}", hex::encode(created.checksum));
-    Ok(ExitCode::SUCCESS)
+    Ok(exit_code(failed))
+}
+
+fn exit_code(failed: bool) -> ExitCode {
+    if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 fn identity_if_any(home: &tapes::home::Home) -> anyhow::Result<Option<Identity>> {

@@ -1,4 +1,5 @@
-//! `tapes export --format json|jsonl|csv`.
+//! `tapes export --format json|jsonl|csv`: every session through the secret gate first
+//! (SPEC.md §11.2, §12.6).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -21,6 +22,10 @@ pub struct ExportArgs {
     /// Write here instead of stdout.
     #[arg(short = 'o', long)]
     output: Option<PathBuf>,
+    /// The secret gate: a session with a finding is left out (exit 1) unless --redact
+    /// (written redacted) or --allow-secrets (written as is, not scanned).
+    #[command(flatten)]
+    gate: super::GateArgs,
 }
 
 pub fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
@@ -50,12 +55,20 @@ pub fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
         }
         false => String::new(),
     };
+    if args.gate.dry_run {
+        for report in export::dry_run(&store, &sessions)? {
+            println!("{report}");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let prices = tapes::pricing::PriceTable::load(home.root())?;
     let meta = ExportMeta {
         exported_at_ms: now,
         prices,
         exported_by,
         filter: filter.describe(),
+        secrets: args.gate.policy(),
+        paths: tapes::outgoing::PathPolicy::load(&store)?,
     };
     let bar = super::progress_bar(sessions.len() as u64, "exporting");
     match &args.output {
@@ -79,21 +92,51 @@ pub fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
             });
             bar.finish_and_clear();
             match result {
-                Ok(n) => eprintln!("exported {n} sessions to {}", path.display()),
+                Ok(report) => {
+                    eprintln!(
+                        "exported {} sessions to {}{}",
+                        report.written,
+                        path.display(),
+                        redacted_note(&report)
+                    );
+                    Ok(refusals(&report))
+                }
                 Err(e) => {
                     let _ = std::fs::remove_file(&partial);
-                    return Err(e);
+                    Err(e)
                 }
             }
         }
         None => {
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::new(stdout.lock());
-            export::export(&store, &sessions, format, &meta, &mut out, |n| {
+            let report = export::export(&store, &sessions, format, &meta, &mut out, |n| {
                 bar.set_position(n as u64)
             })?;
             bar.finish_and_clear();
+            if report.redacted > 0 {
+                eprintln!("exported {} sessions{}", report.written, redacted_note(&report));
+            }
+            Ok(refusals(&report))
         }
     }
-    Ok(ExitCode::SUCCESS)
+}
+
+fn redacted_note(report: &export::Exported) -> String {
+    match report.redacted {
+        0 => String::new(),
+        n => format!(" ({n} with their secrets redacted)"),
+    }
+}
+
+/// Prints each session the secret gate left out; exit 1 when there was one.
+fn refusals(report: &export::Exported) -> ExitCode {
+    for refused in &report.refused {
+        eprintln!("error: {refused}");
+    }
+    if report.refused.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
 }

@@ -1,12 +1,36 @@
-//! `tapes fsck`
+//! `tapes fsck [--repair]`
 
 use std::process::ExitCode;
 
-#[derive(clap::Args)]
-pub struct FsckArgs {}
+use tapes::home::Home;
 
-pub fn run(_args: FsckArgs) -> anyhow::Result<ExitCode> {
-    let (_home, store) = super::open_store()?;
+#[derive(clap::Args)]
+#[command(
+    after_help = "e.g. `tapes fsck`, then `tapes fsck --repair` if it says the database is damaged"
+)]
+pub struct FsckArgs {
+    /// Salvage everything readable (pack files, the journal, what the database still yields)
+    /// into a fresh store that takes the damaged one's place; the damaged one is kept beside
+    /// it. Sessions that cannot be restored whole are listed.
+    #[arg(long)]
+    repair: bool,
+}
+
+pub fn run(args: FsckArgs) -> anyhow::Result<ExitCode> {
+    if args.repair {
+        return repair();
+    }
+    let store = match super::open_store() {
+        Ok((_home, store)) => store,
+        Err(open_error) => {
+            let home = Home::locate()?;
+            let dir = home.store_dir();
+            if !dir.is_dir() {
+                return Err(open_error);
+            }
+            return diagnose(&dir, &open_error);
+        }
+    };
     let bar = super::progress_bar(store.storage().object_count() as u64, "checking objects");
     let report = tapes::fsck::fsck(&store, |n| bar.set_position(n as u64))?;
     bar.finish_and_clear();
@@ -31,11 +55,95 @@ pub fn run(_args: FsckArgs) -> anyhow::Result<ExitCode> {
         Ok(ExitCode::SUCCESS)
     } else {
         println!(
-            "{} problems in {} objects and {} refs{shares}; restore the damaged objects from a teammate or a bundle",
+            "{} problems in {} objects and {} refs{shares}; restore the damaged objects from a teammate or a bundle, or `tapes fsck --repair` to keep everything else in a fresh store",
             report.problems.len(),
             report.objects,
             report.refs
         );
         Ok(ExitCode::from(1))
     }
+}
+
+/// The store does not open: say what is damaged and what survives.
+fn diagnose(dir: &std::path::Path, open_error: &anyhow::Error) -> anyhow::Result<ExitCode> {
+    let diagnosis = tapes::fsck::diagnose(dir)?;
+    println!(
+        "damaged: the store at {} does not open: {open_error:#}",
+        dir.display()
+    );
+    print_damage(&diagnosis);
+    println!(
+        "{} sessions survive whole in the pack files and the journal; {} would lose nodes that only the damaged database held",
+        diagnosis.recoverable.len(),
+        diagnosis.incomplete.len()
+    );
+    println!(
+        "`tapes fsck --repair` moves them into a fresh store (the damaged one is kept beside it)"
+    );
+    Ok(ExitCode::from(1))
+}
+
+fn print_damage(diagnosis: &tapes::fsck::Diagnosis) {
+    if let Some(e) = &diagnosis.db_error {
+        println!("damaged: database {}", e);
+    }
+    for (path, why) in &diagnosis.damaged_packs {
+        println!("damaged: pack {}: {why}", path.display());
+    }
+    if !diagnosis.journal_damage.is_empty() {
+        let offsets: Vec<String> = diagnosis
+            .journal_damage
+            .iter()
+            .map(|o| o.to_string())
+            .collect();
+        println!(
+            "damaged: {} journal entries (at byte offsets {})",
+            offsets.len(),
+            offsets.join(", ")
+        );
+    }
+    for (id, missing) in &diagnosis.incomplete {
+        println!(
+            "damaged: session {}: node {} survives nowhere",
+            id.short(),
+            missing.short()
+        );
+    }
+}
+
+fn repair() -> anyhow::Result<ExitCode> {
+    let home = Home::locate()?;
+    let dir = home.store_dir();
+    if !dir.is_dir() {
+        anyhow::bail!("no store at {} to repair", dir.display());
+    }
+    let bar = super::progress_bar(0, "salvaging objects");
+    let report = tapes::fsck::repair(&dir, tapes::now_ms(), |n| bar.set_position(n as u64))?;
+    bar.finish_and_clear();
+    print_damage(&report.diagnosis);
+    println!(
+        "repaired: {} objects and {} refs in a fresh store at {}; {} sessions restored whole",
+        report.objects,
+        report.refs,
+        dir.display(),
+        report.diagnosis.recoverable.len()
+    );
+    if report.bad_objects > 0 {
+        println!(
+            "left behind: {} objects that do not verify",
+            report.bad_objects
+        );
+    }
+    if !report.diagnosis.incomplete.is_empty() {
+        println!(
+            "lost: {} sessions whose nodes survive nowhere (listed above); restore them from a teammate, a relay or a bundle",
+            report.diagnosis.incomplete.len()
+        );
+    }
+    println!("the damaged store is kept at {}", report.kept_at.display());
+    Ok(if report.diagnosis.incomplete.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

@@ -5,12 +5,19 @@
 //! created on the remote right away (the remote of the tracked source, or the only remote), so
 //! its id is known there and `tapes push` appends to it; with `--local`, or when there is no
 //! remote to create it on, it is a pending branch that its first `tapes push` creates.
+//!
+//! Creating it on the remote sends it off the machine, so it passes the secret gate first
+//! (SPEC.md §11.2): a finding keeps it here as a pending branch (exit 1) unless
+//! `--allow-secrets` (send as is) or `--redact` (a redacted copy goes to the remote and is
+//! tracked instead; the branch stays here); `--dry-run` lists and creates nothing.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::bail;
+use tapes::gate::Exit;
 use tapes::lineage::{self, CopyOptions};
+use tapes::transfer::{self, GatedPush, TransferError};
 use tapes::protocol::SessionId;
 use tapes::store::Store;
 use tapes::tracking::{self, TrackedAlias, Tracking};
@@ -45,6 +52,9 @@ pub struct CopyArgs {
     /// The project whose `.tapes/tracking.json` records it (default: the current directory).
     #[arg(long, value_name = "DIR")]
     into: Option<PathBuf>,
+    /// The secret gate in front of creating it on the remote.
+    #[command(flatten)]
+    gate: super::GateArgs,
 }
 
 #[derive(clap::Args)]
@@ -127,15 +137,25 @@ pub fn branch(args: BranchArgs) -> anyhow::Result<ExitCode> {
             }
         }
     };
+    if args.copy.gate.dry_run {
+        let findings = lineage::scan_copy(&store, &source, &options(&args.copy)?)?;
+        println!("{}", findings.dry_run(Exit::Branch));
+        return Ok(ExitCode::SUCCESS);
+    }
     let id = lineage::branch(&store, &source, &options(&args.copy)?, tapes::now_ms())?;
     report(&store, "branched", &source, &id)?;
-    finish(&home, &store, &args.copy, project, &source, &id)
+    finish(&home, &store, &args.copy, project, &source, &id, Exit::Branch)
 }
 
 pub fn fork(args: ForkArgs) -> anyhow::Result<ExitCode> {
     let (home, store) = super::open_store()?;
     let project = project(&args.copy, false)?;
     let source = store.resolve_session(&args.id)?;
+    if args.copy.gate.dry_run {
+        let findings = lineage::scan_copy(&store, &source, &options(&args.copy)?)?;
+        println!("{}", findings.dry_run(Exit::Fork));
+        return Ok(ExitCode::SUCCESS);
+    }
     let id = lineage::fork(
         &store,
         &source,
@@ -144,7 +164,7 @@ pub fn fork(args: ForkArgs) -> anyhow::Result<ExitCode> {
         tapes::now_ms(),
     )?;
     report(&store, "forked", &source, &id)?;
-    finish(&home, &store, &args.copy, project, &source, &id)
+    finish(&home, &store, &args.copy, project, &source, &id, Exit::Fork)
 }
 
 fn report(store: &Store, verb: &str, source: &SessionId, id: &SessionId) -> anyhow::Result<()> {
@@ -170,10 +190,13 @@ fn finish(
     project: Option<Project>,
     source: &SessionId,
     id: &SessionId,
+    exit: Exit,
 ) -> anyhow::Result<ExitCode> {
-    let record = store
+    let mut record = store
         .session(id)?
         .ok_or_else(|| anyhow::anyhow!("the new session vanished; run `tapes fsck`"))?;
+    let mut tracked = *id;
+    let mut refused = false;
     // The remote: the tracked source's, else the only one configured.
     let tracked_remote = project
         .as_ref()
@@ -188,10 +211,31 @@ fn finish(
     let mut pending = true;
     if !args.local {
         match &remote_name {
-            Some(name) => match create_on_remote(home, store, name, id) {
-                Ok(()) => {
+            Some(name) => match create_on_remote(home, store, name, id, exit, args.gate) {
+                Ok(gated) if gated.session == *id => {
                     pending = false;
                     println!("created {} on {name}", id.short());
+                }
+                Ok(gated) => {
+                    pending = false;
+                    println!(
+                        "created a redacted copy {} of {} on {name} ({} spans redacted; {} stays here, untracked)",
+                        gated.session.short(),
+                        id.short(),
+                        gated.redacted_spans,
+                        id.short()
+                    );
+                    tracked = gated.session;
+                    record = store.session(&tracked)?.ok_or_else(|| {
+                        anyhow::anyhow!("the redacted copy vanished; run `tapes fsck`")
+                    })?;
+                    // The copy shares no messages with anything: its own head is its base.
+                    record.lineage.base_count = record.summary.messages;
+                    record.lineage.base_digest = Some(record.head);
+                }
+                Err(e) if is_refusal(&e) => {
+                    eprintln!("error: {e:#}");
+                    refused = true;
                 }
                 Err(e) => eprintln!(
                     "warning: could not create {} on remote {name}: {e:#}; it stays here as a pending branch until `tapes push`",
@@ -204,13 +248,18 @@ fn finish(
             None => println!("kept here as a pending branch: several remotes are configured; `tapes push <remote>` creates it on one"),
         }
     }
-    let Some(mut project) = project.filter(|_| !args.no_track) else {
-        return Ok(ExitCode::SUCCESS);
+    let code = if refused {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
     };
-    let alias = args.alias.clone().unwrap_or_else(|| id.short());
+    let Some(mut project) = project.filter(|_| !args.no_track) else {
+        return Ok(code);
+    };
+    let alias = args.alias.clone().unwrap_or_else(|| tracked.short());
     let entry = TrackedAlias {
-        session_id: if pending { None } else { Some(*id) },
-        local_session_id: if pending { Some(*id) } else { None },
+        session_id: if pending { None } else { Some(tracked) },
+        local_session_id: if pending { Some(tracked) } else { None },
         parent_id: record.lineage.parent,
         root_id: Some(record.lineage.root),
         base_count: record.lineage.base_count,
@@ -226,17 +275,35 @@ fn finish(
         "tracking it as `{alias}` in {}",
         Tracking::path(&project.dir).display()
     );
-    Ok(ExitCode::SUCCESS)
+    Ok(code)
 }
 
+/// True for the secret gate's refusals (as opposed to a remote that could not be reached).
+fn is_refusal(e: &anyhow::Error) -> bool {
+    matches!(
+        e.downcast_ref::<TransferError>(),
+        Some(TransferError::Gate(_))
+    )
+}
+
+/// Creates the new session on remote `name` through the secret gate.
 fn create_on_remote(
     home: &tapes::home::Home,
     store: &std::sync::Arc<Store>,
     name: &str,
     id: &SessionId,
-) -> anyhow::Result<()> {
+    exit: Exit,
+    gate: super::GateArgs,
+) -> anyhow::Result<GatedPush> {
     let remote = remote::open(home, store, name)?;
     let identity = tapes::identity::Identity::load(home)?;
-    tapes::transfer::push(store, &identity, remote.as_ref(), id, None)?;
-    Ok(())
+    Ok(transfer::create_gated(
+        store,
+        &identity,
+        remote.as_ref(),
+        id,
+        exit,
+        gate.policy(),
+        tapes::now_ms(),
+    )?)
 }

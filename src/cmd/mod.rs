@@ -22,6 +22,29 @@ use anyhow::Context;
 use tapes::home::Home;
 use tapes::store::Store;
 
+/// The secret gate's choices (SPEC.md §11.2), the same on every command that sends sessions
+/// or their text off the machine: share, push, branch, fork, bundle create, export.
+#[derive(clap::Args, Debug, Clone, Copy)]
+pub struct GateArgs {
+    /// Only list what the secret scan finds (per session: kind, message, block, a masked
+    /// preview) and what --redact would replace; send or write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// When the secret scan finds something, send a redacted copy instead: every finding
+    /// replaced by [REDACTED:<kind>] (the original stays untouched here).
+    #[arg(long, conflicts_with = "allow_secrets")]
+    pub redact: bool,
+    /// Send as is even though the secret scan found something.
+    #[arg(long)]
+    pub allow_secrets: bool,
+}
+
+impl GateArgs {
+    pub fn policy(&self) -> tapes::gate::SecretPolicy {
+        tapes::gate::SecretPolicy::from_flags(self.redact, self.allow_secrets)
+    }
+}
+
 /// Opens the store in `$TAPES_HOME` (creating the home and store on first use).
 pub fn open_store() -> anyhow::Result<(Home, std::sync::Arc<Store>)> {
     let home = Home::locate()?;

@@ -7,7 +7,7 @@ use anyhow::{bail, Context};
 use tapes::duration::parse_duration_ms;
 use tapes::identity::Identity;
 use tapes::protocol::{MemberId, SessionId};
-use tapes::share::{self, Audience, SecretPolicy, ShareError, ShareOptions};
+use tapes::share::{self, Audience, ShareError, ShareOptions};
 use tapes::store::Store;
 use tapes::teams;
 
@@ -23,22 +23,17 @@ pub struct ShareArgs {
     /// Anyone with the link may see it.
     #[arg(long)]
     public: bool,
+    /// A note for the audience (published with the share; scanned for secrets like the session).
     #[arg(long)]
     note: Option<String>,
+    /// A title for the share (default: the session's); scanned for secrets too.
     #[arg(long)]
     title: Option<String>,
     /// Access ends after this long (30m, 12h, 7d, 2w).
     #[arg(long)]
     expires: Option<String>,
-    /// Share a redacted copy when the secret scan finds something.
-    #[arg(long, conflicts_with = "allow_secrets")]
-    redact: bool,
-    /// Share even though the secret scan found something.
-    #[arg(long)]
-    allow_secrets: bool,
-    /// Only list what the secret scan finds and what would be redacted; share nothing.
-    #[arg(long)]
-    dry_run: bool,
+    #[command(flatten)]
+    gate: super::GateArgs,
 }
 
 #[derive(clap::Args)]
@@ -63,7 +58,9 @@ pub struct SharedArgs {
 
 #[derive(clap::Subcommand)]
 pub enum ConfigCommand {
-    /// Set a value, e.g. `default-visibility.<project> private|team|team:<name>|public`.
+    /// Set a value: `default-visibility.<project> private|team|team:<name>|public`, or
+    /// `share.paths name|full` (how much of a working directory travels in what you send:
+    /// the project's name, the default, or the full path).
     Set {
         key: String,
         value: String,
@@ -74,7 +71,7 @@ pub enum ConfigCommand {
     List,
 }
 
-const CONFIG_PREFIX: &str = "config/";
+const CONFIG_PREFIX: &str = tapes::outgoing::CONFIG_PREFIX;
 
 fn ids_from(args: &[String]) -> anyhow::Result<Vec<String>> {
     if !args.is_empty() {
@@ -135,8 +132,8 @@ pub fn share(args: ShareArgs) -> anyhow::Result<ExitCode> {
     let mut failed = false;
     for input in ids_from(&args.ids)? {
         let id = store.resolve_session(&input)?;
-        if args.dry_run {
-            dry_run(&store, &id)?;
+        if args.gate.dry_run {
+            dry_run(&store, &id, &args)?;
             continue;
         }
         let record = store
@@ -147,13 +144,7 @@ pub fn share(args: ShareArgs) -> anyhow::Result<ExitCode> {
             title: args.title.clone(),
             note: args.note.clone(),
             expires_ms,
-            secrets: if args.redact {
-                SecretPolicy::Redact
-            } else if args.allow_secrets {
-                SecretPolicy::Allow
-            } else {
-                SecretPolicy::Block
-            },
+            secrets: args.gate.policy(),
         };
         match share::share(&store, &me, &id, &options, now) {
             Ok(done) => {
@@ -186,24 +177,16 @@ pub fn share(args: ShareArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn dry_run(store: &Store, id: &SessionId) -> anyhow::Result<()> {
-    let mut hits: Vec<String> = share::scan_session(store, id)?
-        .iter()
-        .map(|h| h.describe())
-        .collect();
-    hits.extend(share::scan_record_fields(store, id)?);
-    if hits.is_empty() {
-        println!("{}: no secrets found; it would be shared as is", id.short());
-    } else {
-        println!(
-            "{}: {} possible secrets; --redact would replace each with [REDACTED:<kind>]:",
-            id.short(),
-            hits.len()
-        );
-        for hit in &hits {
-            println!("{hit}");
-        }
+fn dry_run(store: &Store, id: &SessionId, args: &ShareArgs) -> anyhow::Result<()> {
+    let mut texts = Vec::new();
+    if let Some(title) = &args.title {
+        texts.push(("title", title.as_str()));
     }
+    if let Some(note) = &args.note {
+        texts.push(("note", note.as_str()));
+    }
+    let findings = tapes::gate::scan_session(store, id, None, &texts)?;
+    println!("{}", findings.dry_run(tapes::gate::Exit::Share));
     Ok(())
 }
 
@@ -294,16 +277,27 @@ pub fn config(command: ConfigCommand) -> anyhow::Result<ExitCode> {
     let (_home, store) = super::open_store()?;
     match command {
         ConfigCommand::Set { key, value } => {
-            let Some(project) = key.strip_prefix("default-visibility.") else {
-                bail!("unknown setting `{key}`; settable: default-visibility.<project>");
-            };
-            if project.is_empty() {
-                bail!("name the project: default-visibility.<project>");
-            }
-            if !(matches!(value.as_str(), "private" | "team" | "public")
-                || value.starts_with("team:"))
-            {
-                bail!("`{value}` is not a visibility; use private, team, team:<name> or public");
+            if key == tapes::outgoing::PATHS_SETTING {
+                if tapes::outgoing::PathPolicy::parse(&value).is_none() {
+                    bail!("`{value}` is not a choice for {key}; use name (only the project's name travels, the default) or full (full working directories travel)");
+                }
+            } else {
+                let Some(project) = key.strip_prefix("default-visibility.") else {
+                    bail!(
+                        "unknown setting `{key}`; settable: default-visibility.<project>, {}",
+                        tapes::outgoing::PATHS_SETTING
+                    );
+                };
+                if project.is_empty() {
+                    bail!("name the project: default-visibility.<project>");
+                }
+                if !(matches!(value.as_str(), "private" | "team" | "public")
+                    || value.starts_with("team:"))
+                {
+                    bail!(
+                        "`{value}` is not a visibility; use private, team, team:<name> or public"
+                    );
+                }
             }
             let full = format!("{CONFIG_PREFIX}{key}").into_bytes();
             let current = store.storage().get_ref(&full)?;

@@ -3,8 +3,9 @@
 //! Pull brings one of your sessions from a remote and tracks it under an alias (its base is the
 //! head the remote has). Push sends what is after the base and moves the base; a remote that
 //! moved on in the meantime refuses (the seed's 409) and nothing changes on either side.
-//! Before anything is sent, the nodes a push would send are scanned for secrets; a hit refuses
-//! that session's push with the list (`--allow-secrets` overrides).
+//! Before anything is sent, what a push would send passes the secret gate (SPEC.md §11.2): a
+//! hit refuses that session's push with the list; `--dry-run` lists, `--allow-secrets`
+//! overrides, `--redact` pushes a redacted copy of a session the remote does not hold yet.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -49,9 +50,8 @@ pub struct PushArgs {
     /// The project whose `.tapes/tracking.json` holds the bases (default: the current directory).
     #[arg(long, value_name = "DIR")]
     into: Option<PathBuf>,
-    /// Push even though the secret scan found something in what would be sent.
-    #[arg(long)]
-    allow_secrets: bool,
+    #[command(flatten)]
+    gate: super::GateArgs,
 }
 
 pub fn pull(args: PullArgs) -> anyhow::Result<ExitCode> {
@@ -277,37 +277,52 @@ pub fn push(args: PushArgs) -> anyhow::Result<ExitCode> {
             failed = true;
             continue;
         };
-        // Nothing leaves the machine before the secret scan of what would be sent.
-        if !args.allow_secrets {
-            let hits = match transfer::scan_outgoing(&store, &id, base.as_ref()) {
-                Ok(hits) => hits,
+        if args.gate.dry_run {
+            match transfer::dry_run(&store, &id, base.as_ref()) {
+                Ok(report) => println!("{report}"),
                 Err(e) => {
                     eprintln!("error: {e}");
                     failed = true;
-                    continue;
                 }
-            };
-            if !hits.is_empty() {
-                eprintln!("error: {}", transfer::secrets_error(&id, &hits));
-                failed = true;
-                continue;
             }
+            continue;
         }
         let remote = remote::open(&home, &store, &remote_name)?;
-        match transfer::push(&store, &identity, remote.as_ref(), &id, base.as_ref()) {
-            Ok(pushed) => {
-                println!(
-                    "pushed {} to {remote_name}: {} new nodes",
-                    id.short(),
-                    pushed.nodes
-                );
+        // Nothing leaves the machine before the secret gate passed what would be sent.
+        match transfer::push_gated(
+            &store,
+            &identity,
+            remote.as_ref(),
+            &id,
+            base.as_ref(),
+            args.gate.policy(),
+            tapes::now_ms(),
+        ) {
+            Ok(gated) => {
+                let pushed = gated.pushed;
+                if gated.session == id {
+                    println!(
+                        "pushed {} to {remote_name}: {} new nodes",
+                        id.short(),
+                        pushed.nodes
+                    );
+                } else {
+                    println!(
+                        "pushed a redacted copy {} of {} to {remote_name}: {} new nodes ({} spans redacted; the original stays here, unpushed)",
+                        gated.session.short(),
+                        id.short(),
+                        pushed.nodes,
+                        gated.redacted_spans
+                    );
+                }
                 if let (true, Some(name), Some(mut entry)) = (track, &alias_name, alias) {
-                    let count = if pushed.head == record.head {
+                    let count = if gated.session == id && pushed.head == record.head {
                         record.summary.messages
                     } else {
                         store.chain(&pushed.head)?.len() as u64
                     };
-                    entry.session_id = Some(id);
+                    // The alias follows what the remote has: the copy, when one went.
+                    entry.session_id = Some(gated.session);
                     entry.local_session_id = None;
                     entry.base_count = count;
                     entry.base_digest = Some(pushed.head);

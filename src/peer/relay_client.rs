@@ -7,8 +7,14 @@
 //! `relay-sync/<relay hex>/<team hex | public>/<session hex>` → head ‖ share item, so
 //! `tapes storage status` can count pending pushes without the network, and a deposit knows
 //! which head the relay should be at.
+//!
+//! A relay that refuses one item refuses that item (§16.4): the sync reports it
+//! ([`RelaySyncReport::failures`]) and goes on with the others; only a broken connection ends
+//! it. A revoked or expired share travels as a *share-only* deposit (§16.3), which carries no
+//! objects, so no quota stands between an unshare and the relay's public page.
 
 use std::collections::BTreeSet;
+use std::fmt;
 
 use tapes_protocol::join::{JoinRequest, JoinResponse};
 use tapes_protocol::manifest::SignedManifest;
@@ -33,13 +39,102 @@ use crate::teams;
 #[derive(Debug, Default)]
 pub struct RelaySyncReport {
     pub fetched: FetchReport,
-    /// Deposits that landed: (session, scope, new nodes).
+    /// Deposits that landed: (session, scope, new nodes; 0 for records only).
     pub deposited: Vec<(SessionId, Scope, u64)>,
-    /// Deposits that did not, with why.
+    /// Deposits that did not, with why. They stay pending and the next sync tries them again.
     pub failed: Vec<(SessionId, Scope, PeerError)>,
+    /// Every other item that failed (the fetch, a team's manifests, a join answer), each
+    /// once, with why. The sync went on without it.
+    pub failed_items: Vec<(SyncItem, PeerError)>,
     pub manifests_sent: usize,
     /// Join requests this node accepted or refused at the relay.
     pub joins_answered: Vec<(TeamId, String, bool)>,
+}
+
+impl RelaySyncReport {
+    /// Every item that failed, in the order the sync met them (deposits after the fetch and
+    /// the manifests, before join answers), each once.
+    pub fn failures(&self) -> Vec<(SyncItem, &PeerError)> {
+        let (joins, before): (Vec<_>, Vec<_>) = self
+            .failed_items
+            .iter()
+            .partition(|(item, _)| matches!(item, SyncItem::JoinAnswer { .. }));
+        before
+            .into_iter()
+            .map(|(item, e)| (item.clone(), e))
+            .chain(
+                self.failed
+                    .iter()
+                    .map(|(session, scope, e)| (SyncItem::Deposit(*session, *scope), e)),
+            )
+            .chain(joins.into_iter().map(|(item, e)| (item.clone(), e)))
+            .collect()
+    }
+
+    /// Whether anything failed.
+    pub fn has_failures(&self) -> bool {
+        !self.failed.is_empty() || !self.failed_items.is_empty()
+    }
+
+    /// Records a failed item once: the same item failing again later in the sync (a team's
+    /// chain refused before join answers and again with them) is not reported twice.
+    fn fail(&mut self, item: SyncItem, e: PeerError) {
+        tracing::debug!(%item, "relay sync: {e}");
+        if !self.failed_items.iter().any(|(i, _)| *i == item) {
+            self.failed_items.push((item, e));
+        }
+    }
+}
+
+/// One thing a relay sync does that can fail on its own (SPEC.md §16.4).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SyncItem {
+    /// Step 1, fetching what the relay has for us; the sync still deposited.
+    Fetch,
+    /// The manifests of a team that the relay lacks.
+    Manifests(TeamId),
+    /// The deposit of one of our sessions for one scope.
+    Deposit(SessionId, Scope),
+    /// Our answer to a join request that waited at the relay: the team, the joiner's name.
+    JoinAnswer(TeamId, String),
+}
+
+impl fmt::Display for SyncItem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SyncItem::Fetch => write!(f, "fetch"),
+            SyncItem::Manifests(team) => write!(f, "manifests of team {}", team.short()),
+            SyncItem::Deposit(session, Scope::Team(team)) => {
+                write!(
+                    f,
+                    "deposit of {} for team {}",
+                    session.short(),
+                    team.short()
+                )
+            }
+            SyncItem::Deposit(session, Scope::Public) => {
+                write!(f, "deposit of {} for the public", session.short())
+            }
+            SyncItem::JoinAnswer(team, who) => {
+                write!(
+                    f,
+                    "answer to the join request of {who} for team {}",
+                    team.short()
+                )
+            }
+        }
+    }
+}
+
+/// Errors after which nothing more can be asked of this relay in this sync.
+fn ends_sync(e: &PeerError) -> bool {
+    matches!(
+        e,
+        PeerError::Bind(_)
+            | PeerError::Connect { .. }
+            | PeerError::Connection { .. }
+            | PeerError::Protocol { .. }
+    )
 }
 
 /// The state of our sessions against one relay (what `tapes storage status` prints).
@@ -78,11 +173,36 @@ struct Wanted {
 }
 
 impl Wanted {
-    fn tracking_value(&self) -> Vec<u8> {
-        let mut v = self.head.0.to_vec();
-        v.extend_from_slice(&share_item(&self.session, &self.share_raw).0);
-        v
+    fn share_item(&self) -> ItemId {
+        share_item(&self.session, &self.share_raw)
     }
+
+    fn tracking_value(&self) -> Vec<u8> {
+        tracking_value(&self.head, &self.share_item())
+    }
+
+    /// Revoked or expired: the relay serves nothing of it, so it needs the share record only,
+    /// never the session's nodes (§16.3, share-only deposits).
+    fn ended(&self, now_ms: i64) -> bool {
+        !self.share.is_live(now_ms)
+    }
+}
+
+fn tracking_value(head: &NodeId, share: &ItemId) -> Vec<u8> {
+    let mut v = head.0.to_vec();
+    v.extend_from_slice(&share.0);
+    v
+}
+
+/// What a tracking ref says the relay holds: its head, and the share item.
+fn parse_tracked(tracked: Option<&[u8]>) -> (Option<NodeId>, Option<ItemId>) {
+    let head = tracked
+        .and_then(|t| t.get(..32))
+        .and_then(NodeId::from_slice);
+    let share = tracked
+        .and_then(|t| t.get(32..64))
+        .and_then(NodeId::from_slice);
+    (head, share)
 }
 
 /// Our sessions shared with `teams` (the relay's teams we are in) or the public: what the
@@ -131,17 +251,24 @@ pub fn counts(
     teams: &[TeamId],
 ) -> Result<RelayCounts, PeerError> {
     let me = MemberId(identity.verifying_key().to_bytes());
+    let now = crate::now_ms();
     let mut counts = RelayCounts::default();
     for w in wanted(store, &me, teams)? {
         let tracked = store
             .storage()
             .get_ref(&tracking_key(relay, &w.scope, &w.session))
             .map_err(StoreError::from)?;
-        // A revoked share the relay never had needs no deposit.
-        if tracked.is_none() && w.share.record.revoked {
-            continue;
-        }
-        if tracked.as_deref() == Some(w.tracking_value().as_slice()) {
+        let synced = if w.ended(now) {
+            // A revoked or expired share the relay never had needs no deposit; one it has
+            // needs only its share record.
+            match parse_tracked(tracked.as_deref()) {
+                (None, _) => continue,
+                (Some(_), share) => share == Some(w.share_item()),
+            }
+        } else {
+            tracked.as_deref() == Some(w.tracking_value().as_slice())
+        };
+        if synced {
             counts.synced += 1;
         } else {
             counts.pending_push += 1;
@@ -253,7 +380,8 @@ impl PeerConn {
     }
 
     /// As an admin of `team`: accepts (or refuses, per the invite's rules) every join request
-    /// waiting at the relay, and leaves the answers there.
+    /// waiting at the relay, and leaves the answers there. A request we cannot decide, a chain
+    /// or an answer the relay refuses is recorded in `report`, and the other answers still go.
     async fn answer_joins(
         &self,
         store: &Store,
@@ -282,35 +410,47 @@ impl PeerConn {
             if request.body.member.id != joiner || request.body.team != team {
                 continue;
             }
-            let response =
-                block_in_place(|| teams::accept_join(store, identity, &request, crate::now_ms()))?;
-            let accepted = matches!(response, JoinResponse::Accepted { .. });
-            report
-                .joins_answered
-                .push((team, request.body.member.name.clone(), accepted));
-            answers.push((request.body.member.id, response));
+            let name = request.body.member.name.clone();
+            match block_in_place(|| teams::accept_join(store, identity, &request, crate::now_ms()))
+            {
+                Ok(response) => answers.push((request.body.member.id, name, response)),
+                Err(e) => report.fail(SyncItem::JoinAnswer(team, name), e.into()),
+            }
         }
         if answers.is_empty() {
             return Ok(());
         }
-        // The relay learns the new members before they come to collect their answers.
+        // The relay learns the new members before they come to collect their answers. If it
+        // refuses the chain (the members quota), the answers still go: a refusal reaches its
+        // joiner, and an acceptance waits there until the chain is taken.
         let chain = block_in_place(|| teams::load(store, &team))?;
         let manifests = chain
             .versions()
             .iter()
             .map(SignedManifest::encode)
             .collect();
-        let manifests_sent = self.send_manifests(team, manifests).await;
-        for (joiner, response) in answers {
-            self.expect_accepted(Request::Answer {
-                team,
-                joiner,
-                response: postcard::to_stdvec(&response)
-                    .expect("postcard encoding to a Vec cannot fail"),
-            })
-            .await?;
+        match self.send_manifests(team, manifests).await {
+            Ok(()) => {}
+            Err(e) if ends_sync(&e) => return Err(e),
+            Err(e) => report.fail(SyncItem::Manifests(team), e),
         }
-        manifests_sent
+        for (joiner, name, response) in answers {
+            let accepted = matches!(response, JoinResponse::Accepted { .. });
+            let sent = self
+                .expect_accepted(Request::Answer {
+                    team,
+                    joiner,
+                    response: postcard::to_stdvec(&response)
+                        .expect("postcard encoding to a Vec cannot fail"),
+                })
+                .await;
+            match sent {
+                Ok(()) => report.joins_answered.push((team, name, accepted)),
+                Err(e) if ends_sync(&e) => return Err(e),
+                Err(e) => report.fail(SyncItem::JoinAnswer(team, name), e),
+            }
+        }
+        Ok(())
     }
 
     /// Deposits one of our sessions for `scope`, building on what the relay has. A relay that
@@ -331,54 +471,97 @@ impl PeerConn {
                     session.short()
                 ))
             })?;
-        self.deposit_wanted(store, identity, &wanted, &Chains::default())
-            .await
+        Ok(self
+            .deposit_wanted(store, identity, &wanted, &Chains::default())
+            .await?
+            .unwrap_or(0))
     }
 
-    /// Deposits what `wanted` describes, catching the relay up from its head when it is at an
-    /// older one of ours. `chains` holds team chains loaded for sealing across deposits
-    /// (loading verifies the whole chain, which costs more than sealing a small session).
+    /// Deposits what `wanted` describes and records it in the tracking ref. `None`: nothing
+    /// had to be sent (a revoked or expired share the relay never had, or whose record it
+    /// already holds). `chains` holds team chains loaded for sealing across deposits (loading
+    /// verifies the whole chain, which costs more than sealing a small session).
     async fn deposit_wanted(
         &self,
         store: &Store,
         identity: &Identity,
         wanted: &Wanted,
         chains: &Chains,
-    ) -> Result<u64, PeerError> {
-        let (scope, session) = (wanted.scope, wanted.session);
-        let key = tracking_key(&self.peer, &scope, &session);
+    ) -> Result<Option<u64>, PeerError> {
+        let key = tracking_key(&self.peer, &wanted.scope, &wanted.session);
         let tracked = block_in_place(|| store.storage().get_ref(&key)).map_err(StoreError::from)?;
-        let mut expected = tracked
-            .as_deref()
-            .and_then(|t| t.get(..32))
-            .and_then(NodeId::from_slice);
-        if tracked.is_none() && wanted.share.record.revoked {
-            return Ok(0);
+        let (tracked_head, tracked_share) = parse_tracked(tracked.as_deref());
+        let share_changed = tracked_share != Some(wanted.share_item());
+        if wanted.ended(crate::now_ms()) {
+            // The relay needs the share record only, and only if it holds the session.
+            return match tracked_head {
+                Some(at) if share_changed => {
+                    self.deposit_share_only(store, identity, wanted, at, chains)
+                        .await
+                }
+                _ => Ok(None),
+            };
         }
+        match self
+            .deposit_nodes(store, identity, wanted, tracked_head, chains)
+            .await
+        {
+            Ok(nodes) => {
+                block_in_place(|| set_tracking(store, &key, Some(wanted.tracking_value())))?;
+                Ok(Some(nodes))
+            }
+            Err(refused @ PeerError::Refused { .. }) => {
+                // The nodes were refused (a quota, say), but a changed share record (a new
+                // expiry, title or note) still lands on its own; the nodes stay pending.
+                if let (Some(at), true) = (tracked_head, share_changed) {
+                    if let Err(e) = self
+                        .deposit_share_only(store, identity, wanted, at, chains)
+                        .await
+                    {
+                        if ends_sync(&e) {
+                            return Err(e);
+                        }
+                        tracing::debug!("the share record alone did not land either: {e}");
+                    }
+                }
+                Err(refused)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Sends the nodes of `wanted` after `expected` (the tracked head), catching the relay up
+    /// from its head when it is at an older one of ours (§16.3, catch-up retry).
+    async fn deposit_nodes(
+        &self,
+        store: &Store,
+        identity: &Identity,
+        wanted: &Wanted,
+        mut expected: Option<NodeId>,
+        chains: &Chains,
+    ) -> Result<u64, PeerError> {
+        let session = wanted.session;
         let mut tries = 0;
-        let nodes = loop {
+        loop {
             tries += 1;
             match self
                 .deposit_once(store, identity, wanted, expected, chains)
                 .await
             {
-                Ok(nodes) => break nodes,
+                Ok(nodes) => return Ok(nodes),
                 Err(PeerError::Conflict { .. }) if tries < 3 => {
                     // Where is the relay? Claiming it is at our head either lands (it is:
                     // only the records changed) or tells us its head; if that is on our chain,
                     // continue from there.
+                    let probe = Payload::Nodes {
+                        expected: Some(wanted.head),
+                        objects: Vec::new(),
+                    };
                     match self
-                        .send_deposit(
-                            store,
-                            identity,
-                            wanted,
-                            Some(wanted.head),
-                            Vec::new(),
-                            chains,
-                        )
+                        .send_deposit(store, identity, wanted, probe, chains)
                         .await?
                     {
-                        Ok(_) => break 0,
+                        Ok(_) => return Ok(0),
                         Err(current) => {
                             let ours = match current {
                                 None => true,
@@ -393,19 +576,43 @@ impl PeerConn {
                 }
                 Err(e) => return Err(e),
             }
-        };
-        let value = wanted.tracking_value();
-        block_in_place(|| {
-            store.commit(
-                &[],
-                &[RefUpdate {
-                    key: key.clone(),
-                    expected: store.storage().get_ref(&key)?,
-                    new: Some(value),
-                }],
-            )
-        })?;
-        Ok(nodes)
+        }
+    }
+
+    /// A share-only deposit (§16.3): the relay keeps its head, entry and nodes of the session
+    /// and takes our newer share record. `at` is the head we think it holds; as no node is
+    /// sent, a conflict is retried at whatever head the relay names. `None`: the relay holds
+    /// nothing of the session (there is nothing to revoke there, and the next deposit of a
+    /// live share sends the whole chain).
+    async fn deposit_share_only(
+        &self,
+        store: &Store,
+        identity: &Identity,
+        wanted: &Wanted,
+        mut at: NodeId,
+        chains: &Chains,
+    ) -> Result<Option<u64>, PeerError> {
+        let key = tracking_key(&self.peer, &wanted.scope, &wanted.session);
+        for _ in 0..3 {
+            let payload = Payload::ShareOnly { at };
+            match self
+                .send_deposit(store, identity, wanted, payload, chains)
+                .await?
+            {
+                Ok(_) => {
+                    let value = tracking_value(&at, &wanted.share_item());
+                    block_in_place(|| set_tracking(store, &key, Some(value)))?;
+                    return Ok(Some(0));
+                }
+                Err(None) => {
+                    block_in_place(|| set_tracking(store, &key, None))?;
+                    return Ok(None);
+                }
+                Err(Some(current)) if current != at => at = current,
+                Err(current) => return Err(self.conflict(&wanted.session, current)),
+            }
+        }
+        Err(self.conflict(&wanted.session, Some(at)))
     }
 
     fn conflict(&self, session: &SessionId, current: Option<NodeId>) -> PeerError {
@@ -428,8 +635,18 @@ impl PeerConn {
         let Some(objects) = objects else {
             return Err(self.conflict(&wanted.session, expected));
         };
+        // The secret gate, for what was added or changed since the share passed it, and no
+        // local paths (SPEC.md §11.2, §11.3).
+        let objects = block_in_place(|| crate::gate::deposit(store, &wanted.share.record, objects))
+            .map_err(|e| PeerError::Local(e.to_string()))?;
         match self
-            .send_deposit(store, identity, wanted, expected, objects, chains)
+            .send_deposit(
+                store,
+                identity,
+                wanted,
+                Payload::Nodes { expected, objects },
+                chains,
+            )
             .await?
         {
             Ok(nodes) => Ok(nodes),
@@ -443,16 +660,24 @@ impl PeerConn {
         store: &Store,
         identity: &Identity,
         wanted: &Wanted,
-        expected: Option<NodeId>,
-        objects: Vec<StoredObject>,
+        payload: Payload,
         chains: &Chains,
     ) -> Result<Result<u64, Option<NodeId>>, PeerError> {
-        let entry = block_in_place(|| access::session_entry(store, identity, &wanted.session))?
-            .ok_or_else(|| {
-                PeerError::Local(format!("session {} is gone", wanted.session.short()))
-            })?;
-        let entry_plain =
-            postcard::to_stdvec(&entry).expect("postcard encoding to a Vec cannot fail");
+        // (expected, head, objects, the plain entry and its item; none for share-only)
+        let (expected, head, objects, entry) = match payload {
+            Payload::Nodes { expected, objects } => {
+                let entry =
+                    block_in_place(|| access::session_entry(store, identity, &wanted.session))?
+                        .ok_or_else(|| {
+                            PeerError::Local(format!("session {} is gone", wanted.session.short()))
+                        })?;
+                let item = session_item(&wanted.session, &entry.record);
+                let plain =
+                    postcard::to_stdvec(&entry).expect("postcard encoding to a Vec cannot fail");
+                (expected, wanted.head, objects, Some((plain, item)))
+            }
+            Payload::ShareOnly { at } => (Some(at), at, Vec::new(), None),
+        };
         let mut chain = match wanted.scope {
             Scope::Team(team) => {
                 let cached = chains
@@ -475,16 +700,21 @@ impl PeerConn {
                 .encode()),
             }
         };
+        let (entry, session_item) = match entry {
+            Some((plain, item)) => (seal(&plain)?, item),
+            // Share-only: no entry; the relay keeps its own and ignores the item.
+            None => (Vec::new(), NodeId([0; 32])),
+        };
         let deposit = Deposit {
             scope: wanted.scope,
             session: wanted.session,
             expected,
-            head: wanted.head,
+            head,
             ids: objects.iter().map(|o| o.id).collect(),
-            entry: seal(&entry_plain)?,
-            session_item: session_item(&wanted.session, &entry.record),
+            entry,
+            session_item,
             share: seal(&wanted.share_raw)?,
-            share_item: share_item(&wanted.session, &wanted.share_raw),
+            share_item: wanted.share_item(),
             expires_ms: wanted.share.record.expires_ms,
             revoked: wanted.share.record.revoked,
         };
@@ -538,6 +768,10 @@ impl PeerConn {
 
     /// [`PeerConn::relay_sync`], depositing and answering joins only for `only` (the teams a
     /// `storage.toml` filter names); manifests and fetches still cover every team.
+    ///
+    /// An item the relay refuses (or that fails on its own) is recorded in the report and the
+    /// sync goes on with the rest (§16.4); only a broken connection or protocol ends it with
+    /// an error. What did not land stays pending and is tried again at the next sync.
     pub async fn relay_sync_only(
         &self,
         store: &std::sync::Arc<Store>,
@@ -545,10 +779,27 @@ impl PeerConn {
         only: Option<&[TeamId]>,
     ) -> Result<RelaySyncReport, PeerError> {
         let me = MemberId(identity.verifying_key().to_bytes());
-        let (fetched, need) = self.fetch_and_list(store, identity).await?;
-        let mut report = RelaySyncReport {
-            fetched,
-            ..RelaySyncReport::default()
+        let mut report = RelaySyncReport::default();
+        let need = match self.fetch_and_list(store, identity).await {
+            Ok((fetched, need)) => {
+                report.fetched = fetched;
+                need
+            }
+            // A refused or bad item ended the fetch (what verified so far is stored): the
+            // deposits, unshares among them, still go, from a reconciliation of their own.
+            Err(
+                e @ (PeerError::Refused { .. }
+                | PeerError::Protocol { .. }
+                | PeerError::BadObject { .. }),
+            ) => {
+                report.fail(SyncItem::Fetch, e);
+                let listed = self.hello().await?;
+                let view = block_in_place(|| {
+                    access::view_for_teams(store, identity, &listed, crate::now_ms())
+                })?;
+                self.reconcile(view.ids()).await?.1
+            }
+            Err(e) => return Err(e),
         };
         let listed = self.hello().await?;
         // The relay's teams we hold a chain of (a fetch above brought any we lacked).
@@ -580,8 +831,14 @@ impl PeerConn {
                 .filter(|m| need_set.contains(&tapes_protocol::sync::manifest_item(team, m)))
                 .collect();
             if !missing.is_empty() {
-                report.manifests_sent += missing.len();
-                self.send_manifests(*team, missing).await?;
+                let count = missing.len();
+                match self.send_manifests(*team, missing).await {
+                    Ok(()) => report.manifests_sent += count,
+                    Err(e) if ends_sync(&e) => return Err(e),
+                    // (The members quota, say: the relay keeps authorizing by its older head,
+                    // so deposits for the team still land.)
+                    Err(e) => report.fail(SyncItem::Manifests(*team), e),
+                }
             }
         }
         // From here on, only the teams we are still in.
@@ -600,33 +857,42 @@ impl PeerConn {
             .map(item_session)
             .collect();
         let heads_before = block_in_place(|| head_versions(store, &teams))?;
-        let wanted = block_in_place(|| wanted(store, &me, &teams))?;
+        let mut wanted = block_in_place(|| wanted(store, &me, &teams))?;
+        // Revocations and expiries first: they carry no objects, and they reach the relay
+        // even if a long deposit after them breaks the connection.
+        let now = crate::now_ms();
+        wanted.sort_by_key(|w| !w.ended(now));
         let chains = Chains::default();
         for w in wanted {
             if !changed.contains(&w.session) {
                 continue;
             }
             match self.deposit_wanted(store, identity, &w, &chains).await {
-                Ok(nodes) => report.deposited.push((w.session, w.scope, nodes)),
-                Err(e @ (PeerError::Connection { .. } | PeerError::Protocol { .. })) => {
-                    return Err(e)
-                }
+                Ok(Some(nodes)) => report.deposited.push((w.session, w.scope, nodes)),
+                Ok(None) => {}
+                Err(e) if ends_sync(&e) => return Err(e),
                 Err(e) => report.failed.push((w.session, w.scope, e)),
             }
         }
         // Sealing may have rotated a team key that a removal left owed: teammates need the new
-        // manifest to open what we just deposited.
+        // manifest to open what we just deposited. (Not to a relay that refused this team's
+        // chain in this sync: it would refuse the newer versions too.)
         let heads_after = block_in_place(|| head_versions(store, &teams))?;
         for (team, (before, after)) in teams.iter().zip(heads_before.iter().zip(&heads_after)) {
-            if after > before {
+            let item = SyncItem::Manifests(*team);
+            if after > before && !report.failed_items.iter().any(|(i, _)| *i == item) {
                 let chain = block_in_place(|| teams::load(store, team))?;
                 let manifests = chain.versions()
                     [(*before as usize + 1).min(chain.versions().len())..]
                     .iter()
                     .map(SignedManifest::encode)
                     .collect::<Vec<_>>();
-                report.manifests_sent += manifests.len();
-                self.send_manifests(*team, manifests).await?;
+                let count = manifests.len();
+                match self.send_manifests(*team, manifests).await {
+                    Ok(()) => report.manifests_sent += count,
+                    Err(e) if ends_sync(&e) => return Err(e),
+                    Err(e) => report.fail(item, e),
+                }
             }
         }
         for team in &teams {
@@ -643,6 +909,35 @@ impl PeerConn {
         }
         Ok(report)
     }
+}
+
+/// What one deposit exchange sends.
+enum Payload {
+    /// The nodes after `expected` (none: a records-only deposit at our head) with our record
+    /// and share.
+    Nodes {
+        expected: Option<NodeId>,
+        objects: Vec<StoredObject>,
+    },
+    /// Only the share record, at the relay's head `at` (§16.3, share-only deposits).
+    ShareOnly { at: NodeId },
+}
+
+/// Writes (or, with `None`, removes) a tracking ref.
+fn set_tracking(store: &Store, key: &[u8], value: Option<Vec<u8>>) -> Result<(), StoreError> {
+    let current = store.storage().get_ref(key)?;
+    if current == value {
+        return Ok(());
+    }
+    store.commit(
+        &[],
+        &[RefUpdate {
+            key: key.to_vec(),
+            expected: current,
+            new: value,
+        }],
+    )?;
+    Ok(())
 }
 
 /// Team chains loaded for sealing, shared by the deposits of one sync.

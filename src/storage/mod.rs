@@ -13,8 +13,10 @@
 //! Only one process can open the database; [`shared`] lets every other process use the store
 //! through the one that holds it (SPEC.md §6, "Sharing the store between processes").
 
+pub mod journal;
 mod merge;
 mod pack;
+pub mod salvage;
 pub mod shared;
 pub mod sled_backend;
 

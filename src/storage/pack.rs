@@ -307,7 +307,6 @@ impl Pack {
         Ok(&self.pack[offset as usize..end as usize])
     }
 
-    #[cfg(test)]
     pub fn get(&self, id: &NodeId) -> Result<Option<&[u8]>, StorageError> {
         self.find(id).map(|i| self.object_at(i)).transpose()
     }
@@ -725,6 +724,52 @@ pub fn sweep(dir: &Path, live: &HashSet<String>) -> Result<usize, StorageError> 
         removed += 1;
     }
     Ok(removed)
+}
+
+/// Opens every pack in `dir` from its own files, without the registry that lives in sled: for
+/// salvaging a store whose database is damaged (SPEC §6.2). The record is rebuilt from the
+/// index header and trailing checksum, then the whole index is verified. Each pack is returned
+/// opened, or with why it could not be.
+pub fn open_unregistered(dir: &Path) -> Vec<(PathBuf, Result<Pack, StorageError>)> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_str()?.to_string();
+            let stem = name.strip_suffix(".idx")?;
+            is_pack_name(stem).then(|| stem.to_string())
+        })
+        .collect();
+    names.sort();
+    names
+        .into_iter()
+        .map(|name| {
+            let idx = idx_path(dir, &name);
+            let opened = (|| {
+                let bytes = fs::read(&idx).map_err(|e| io_err("read", &idx, e))?;
+                if bytes.len() < ENTRIES + CHECKSUM || &bytes[..8] != IDX_MAGIC {
+                    return Err(StorageError::Backend(format!(
+                        "{} is not a pack index (too short or no header)",
+                        idx.display()
+                    )));
+                }
+                let record = PackRecord {
+                    name: name.clone(),
+                    count: le_u64(&bytes[16..24]),
+                    pack_len: le_u64(&bytes[24..32]),
+                    checksum: bytes[bytes.len() - CHECKSUM..]
+                        .try_into()
+                        .unwrap_or([0; 32]),
+                };
+                let pack = Pack::open(dir, record)?;
+                pack.verify_index()?;
+                Ok(pack)
+            })();
+            (pack_path(dir, &name), opened)
+        })
+        .collect()
 }
 
 /// Writes `objects` as one pack, keeping all of them (tests).

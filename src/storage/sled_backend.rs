@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use tapes_protocol::{NodeId, StoredObject};
 
+use super::journal::Journal;
 use super::merge::{Merge, Source};
 use super::pack::{self, Pack, PackBuilder, PackRecord};
 use super::{RefUpdate, Staging, Storage, StorageError, Written};
@@ -39,6 +40,9 @@ pub struct SledStorage {
     /// Held by `put_objects` from its presence checks to its last write, so two writers never
     /// both store one object: `Written` stays exact and an object lands in one place.
     writer: Mutex<()>,
+    /// A copy of every ref update and of every object stored in sled rather than a pack, so
+    /// a damaged database can be rebuilt (`journal.rs`, SPEC §6.2).
+    journal: Journal,
 }
 
 /// A batch whose new objects reach either bound is written as one pack instead of sled
@@ -95,20 +99,63 @@ impl SledStorage {
                 Err(e) => return Err(backend(e)),
             }
         };
+        let journal_is_new = !Journal::path(path).exists();
+        let refs = db.open_tree("refs").map_err(backend)?;
+        // sled opens a lost or zeroed database as a new, empty one: an empty ref space beside
+        // a journal that records refs means the database was lost, not that the store is new.
+        // This is decided before anything is swept: the pack registry of a lost database is
+        // empty too, and every pack would look like a leftover.
+        if refs.is_empty() && !journal_is_new {
+            let replay = super::journal::replay(&Journal::path(path))?;
+            let recorded = replay.refs.values().filter(|v| v.is_some()).count();
+            if recorded > 0 {
+                return Err(StorageError::Backend(format!(
+                    "the database in {} holds no refs, but its journal records {recorded}: the database was lost or replaced; run `tapes fsck` to see what survives and `tapes fsck --repair` to rebuild it",
+                    path.display()
+                )));
+            }
+        }
         let pack_registry = db.open_tree("packs").map_err(backend)?;
         let packs_dir = path.join("packs");
         let packs = open_packs(&pack_registry, &packs_dir)?;
-        Ok(Some(SledStorage {
+        let storage = SledStorage {
             objects: db.open_tree("objects").map_err(backend)?,
-            refs: db.open_tree("refs").map_err(backend)?,
+            refs,
             settings: db.open_tree("settings").map_err(backend)?,
             pack_registry,
             packs_dir,
             packs: RwLock::new(packs),
             last_pack: AtomicUsize::new(0),
             writer: Mutex::new(()),
+            journal: Journal::open(path)?,
             db,
-        }))
+        };
+        // A store written before the journal existed (or whose journal was lost): start it
+        // with a snapshot of everything it protects, so salvage never depends on history the
+        // journal did not see.
+        if journal_is_new && !storage.refs.is_empty() {
+            storage.compact_journal()?;
+        }
+
+        Ok(Some(storage))
+    }
+
+    /// Rewrites the journal as a snapshot of every ref and every object held in sled (under
+    /// the writer lock, so no object insert interleaves; a ref update that races the snapshot
+    /// is appended after it and wins on replay).
+    fn compact_journal(&self) -> Result<(), StorageError> {
+        let _writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let refs = self.refs.iter().map(|entry| {
+            let (k, v) = entry.map_err(backend)?;
+            Ok((k.to_vec(), v.to_vec()))
+        });
+        let objects = self.objects.iter().map(|entry| {
+            let (k, v) = entry.map_err(backend)?;
+            let id = NodeId::from_slice(&k)
+                .ok_or_else(|| StorageError::Backend("an object key is not 32 bytes".into()))?;
+            Ok((id, v.to_vec()))
+        });
+        self.journal.compact(refs, objects)
     }
 
     /// A snapshot of the live packs. (A poisoned lock still guards a valid list: no change to
@@ -429,11 +476,12 @@ impl Storage for SledStorage {
         } else {
             // In key order: about twice as fast as sled's Batch (which applies writes in hash
             // order), and it leaves fuller leaves on disk.
-            for object in missing {
+            for object in &missing {
                 self.objects
                     .insert(object.id.as_bytes(), object.bytes.as_slice())
                     .map_err(backend)?;
             }
+            self.journal.record_objects(&missing)?;
         }
         Ok(written)
     }
@@ -499,7 +547,7 @@ impl Storage for SledStorage {
             Ok(())
         });
         match result {
-            Ok(()) => Ok(()),
+            Ok(()) => self.journal.record_refs(updates),
             Err(TransactionError::Abort(e)) => Err(e),
             Err(TransactionError::Storage(e)) => Err(backend(e)),
         }
@@ -526,6 +574,10 @@ impl Storage for SledStorage {
 
     fn flush(&self) -> Result<(), StorageError> {
         self.db.flush().map_err(backend)?;
+        self.journal.sync()?;
+        if self.journal.wants_compaction() {
+            self.compact_journal()?;
+        }
         Ok(())
     }
 
