@@ -1,6 +1,7 @@
 //! Import throughput: generate N synthetic nodes, ingest them into a fresh store, print figures.
 //!
 //! `cargo bench --bench import -- [--nodes 1000000] [--jsonl]`
+//! `cargo bench --bench import -- --big-line 50` (peak memory of `tapes import` of one line)
 //!
 //! Without `--jsonl` sessions go straight to the ingest path (hashing, encoding, sled batches,
 //! flushes): the cost of the store itself. With `--jsonl` they are first written as Claude Code
@@ -22,6 +23,10 @@ fn main() {
         .with_writer(std::io::stderr)
         .init();
     let args: Vec<String> = std::env::args().collect();
+    if let Some(mb) = flag(&args, "--big-line") {
+        big_line(mb);
+        return;
+    }
     let nodes: usize = flag(&args, "--nodes").unwrap_or(1_000_000);
     let jsonl = args.iter().any(|a| a == "--jsonl");
     let shape = Shape::default();
@@ -117,4 +122,95 @@ fn human(bytes: usize) -> String {
 fn flag(args: &[String], name: &str) -> Option<usize> {
     let i = args.iter().position(|a| a == name)?;
     args.get(i + 1)?.replace('_', "").parse().ok()
+}
+
+/// Peak memory of the `tapes import` binary on a transcript whose longest line carries one
+/// message of `mb` MB (text with quotes, backslashes, newlines and non-ASCII, so the JSON is
+/// escaped), against the anchor of issue "Trust": at most 3x the line.
+fn big_line(mb: usize) {
+    use std::io::Write;
+    let dir = tempfile::tempdir().expect("temp dir");
+    // Written piece by piece: this process must stay small, since a child's peak RSS as the
+    // kernel reports it includes what it inherited before `exec`.
+    let file = dir.path().join("big.jsonl");
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&file).expect("create"));
+    let line = |uuid: &str, parent: Option<&str>, kind: &str, message: serde_json::Value| {
+        serde_json::json!({
+            "parentUuid": parent, "isSidechain": false, "userType": "external",
+            "cwd": "/tmp/p", "sessionId": "big-line", "version": "2.1.38", "type": kind,
+            "message": message, "uuid": uuid, "timestamp": "2026-02-14T09:00:00.000Z",
+        })
+        .to_string()
+    };
+    let first = line(
+        "u1",
+        None,
+        "user",
+        serde_json::json!({"role": "user", "content": "hello"}),
+    );
+    let marker = "@@TEXT@@";
+    let second = line(
+        "a1",
+        Some("u1"),
+        "assistant",
+        serde_json::json!({"id": "msg_1", "type": "message", "role": "assistant",
+            "model": "claude-sonnet-4", "content": [{"type": "text", "text": marker}],
+            "usage": {"input_tokens": 1, "output_tokens": 1}}),
+    );
+    let (before, after) = second.split_once(marker).expect("marker");
+    writeln!(out, "{first}").expect("write");
+    out.write_all(before.as_bytes()).expect("write");
+    let words = [
+        "fn ",
+        "let ",
+        "\"quoted\" ",
+        "C:\\path ",
+        "é ",
+        "→ ",
+        "{ ",
+        "}\n",
+        "\t",
+    ];
+    let escaped: Vec<String> = words
+        .iter()
+        .map(|w| {
+            let json = serde_json::to_string(w).expect("escape");
+            json[1..json.len() - 1].to_string()
+        })
+        .collect();
+    let (mut text_len, mut i) = (0usize, 0usize);
+    let mut longest = before.len() + after.len();
+    while text_len < mb << 20 {
+        let k = i % words.len();
+        out.write_all(escaped[k].as_bytes()).expect("write");
+        text_len += words[k].len();
+        longest += escaped[k].len();
+        i = i.wrapping_mul(31).wrapping_add(7) % 1_000_003;
+    }
+    writeln!(out, "{after}").expect("write");
+    out.flush().expect("flush");
+    drop(out);
+    let started = Instant::now();
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_tapes"))
+        .env("TAPES_HOME", dir.path().join("home"))
+        .arg("import")
+        .arg(&file)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("run tapes import");
+    assert!(status.success(), "tapes import failed");
+    // SAFETY: getrusage fills the zeroed struct it is given.
+    let peak_kb = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage);
+        usage.ru_maxrss as usize
+    };
+    let peak = peak_kb * 1024;
+    println!(
+        "big line: {} line imported in {:.2?}; peak RSS {} = {:.2}x the line (anchor: at most 3x)",
+        human(longest),
+        started.elapsed(),
+        human(peak),
+        peak as f64 / longest as f64
+    );
 }

@@ -27,8 +27,8 @@ use tapes_protocol::team_chain::TeamChain;
 use tapes_protocol::{MemberId, NodeId, SessionId, StoredObject, TeamId};
 
 use crate::identity::Identity;
-use crate::remote::RefSignature;
 use crate::outgoing::{self, PathPolicy};
+use crate::remote::RefSignature;
 use crate::session::{session_ref_key, SessionRecord};
 use crate::share::{share_key, Audience, SignedShare};
 use crate::storage::{RefUpdate, Staging, StorageError, Written};
@@ -153,7 +153,7 @@ pub enum Sealing {
     Personal,
     /// Sealed to a team: only what that team may see (sessions shared with it or publicly),
     /// plus sessions of the creator's own that were named by id.
-    Team(TeamChain),
+    Team(Box<TeamChain>),
     /// Not sealed (`--plain`): readable by whoever holds the file. Only the creator's own
     /// sessions.
     Plain,
@@ -1665,14 +1665,15 @@ fn removed_by(chain: &TeamChain, member: &MemberId) -> Option<(u64, MemberId)> {
     let versions = chain.versions();
     versions.windows(2).find_map(|pair| {
         let (before, after) = (&pair[0], &pair[1]);
-        (before.manifest.member(member).is_some() && after.manifest.member(member).is_none())
-            .then(|| {
+        (before.manifest.member(member).is_some() && after.manifest.member(member).is_none()).then(
+            || {
                 let by = after
                     .signatures
                     .first()
                     .map_or(MemberId([0; 32]), |s| s.signer);
                 (after.manifest.version, by)
-            })
+            },
+        )
     })
 }
 

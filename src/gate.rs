@@ -430,10 +430,18 @@ pub fn deposit(
         }
     }
     let mut texts = Vec::new();
-    if let Some(title) = record.title.as_ref().filter(|t| Some(*t) != share.title.as_ref()) {
+    if let Some(title) = record
+        .title
+        .as_ref()
+        .filter(|t| Some(*t) != share.title.as_ref())
+    {
         texts.push(("title", title.as_str()));
     }
-    if let Some(note) = record.note.as_ref().filter(|n| Some(*n) != share.note.as_ref()) {
+    if let Some(note) = record
+        .note
+        .as_ref()
+        .filter(|n| Some(*n) != share.note.as_ref())
+    {
         texts.push(("note", note.as_str()));
     }
     let findings = Findings {
@@ -469,6 +477,92 @@ mod tests {
     }
 
     #[test]
+    fn a_deposit_scans_what_was_added_after_the_share_and_nothing_before() {
+        use crate::ingest::{ingest, Incoming};
+        use crate::share::{Audience, ShareOptions};
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("store")).unwrap();
+        let me = crate::identity::Identity::generate(Default::default()).unwrap();
+        store
+            .set_local_owner(&tapes_protocol::MemberId(me.verifying_key().to_bytes()))
+            .unwrap();
+        let session = crate::sample::session(3, 0, crate::sample::Shape::default());
+        let id = ingest(
+            &store,
+            &[Incoming {
+                session,
+                path: String::new(),
+            }],
+            0,
+        )
+        .unwrap()
+        .sessions[0]
+            .id;
+        let options = ShareOptions {
+            audience: Audience::Public,
+            title: None,
+            note: None,
+            expires_ms: None,
+            secrets: SecretPolicy::Block,
+        };
+        crate::share::share(&store, &me, &id, &options, 1).unwrap();
+        let raw = store
+            .storage()
+            .get_ref(&crate::share::share_key(&id, &Audience::Public));
+        let share = crate::share::SignedShare::decode(&raw.unwrap().unwrap())
+            .unwrap()
+            .record;
+        let objects = |store: &Store| -> Vec<tapes_protocol::StoredObject> {
+            let head = store.session(&id).unwrap().unwrap().head;
+            store
+                .chain(&head)
+                .unwrap()
+                .into_iter()
+                .map(|(n, _)| tapes_protocol::StoredObject {
+                    id: n,
+                    bytes: store.storage().get_object(&n).unwrap().unwrap(),
+                })
+                .collect()
+        };
+        // What the share passed goes.
+        assert_eq!(deposit(&store, &share, objects(&store)).unwrap().len(), 10);
+        // A message with a key added since does not.
+        let key = concat!("gh", "p_", "aB3dE5gH7jK9", "mN1pQ3sT5vW7", "yZ9bC1dF3hJ5");
+        crate::sample::continue_session(&store, &id, &[format!("GH_TOKEN={key}")]).unwrap();
+        let err = deposit(&store, &share, objects(&store)).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                GateError::Refused {
+                    exit: Exit::Deposit,
+                    count: 1,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let text = err.to_string();
+        assert!(
+            text.contains("node #10") && text.contains("GitHub token"),
+            "{text}"
+        );
+        assert!(!text.contains(key), "{text}");
+        // Sharing again passes the gate again (here: allowed as is).
+        let allow = ShareOptions {
+            secrets: SecretPolicy::Allow,
+            ..options
+        };
+        crate::share::share(&store, &me, &id, &allow, 2).unwrap();
+        let raw = store
+            .storage()
+            .get_ref(&crate::share::share_key(&id, &Audience::Public));
+        let share = crate::share::SignedShare::decode(&raw.unwrap().unwrap())
+            .unwrap()
+            .record;
+        assert_eq!(deposit(&store, &share, objects(&store)).unwrap().len(), 11);
+    }
+
+    #[test]
     fn a_refusal_names_the_session_the_findings_and_the_choices_never_the_secret() {
         let f = finding();
         assert_eq!(f.len(), 1);
@@ -482,10 +576,17 @@ mod tests {
             Exit::Export,
             Exit::Deposit,
         ] {
-            let text = f.clone().check(exit, SecretPolicy::Block).unwrap_err().to_string();
+            let text = f
+                .clone()
+                .check(exit, SecretPolicy::Block)
+                .unwrap_err()
+                .to_string();
             assert!(text.contains(&f.session.short()), "{text}");
             assert!(text.contains("share (note): AWS access key ID"), "{text}");
-            assert!(text.contains("--dry-run") && text.contains("--allow-secrets"), "{text}");
+            assert!(
+                text.contains("--dry-run") && text.contains("--allow-secrets"),
+                "{text}"
+            );
             assert!(text.contains("--redact"), "{text}");
             assert!(!text.contains("Z7QX4M2N8P5R"), "{text}");
             let dry = f.dry_run(exit);

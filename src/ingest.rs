@@ -126,14 +126,23 @@ pub fn ingest(
     loop {
         attempt += 1;
         let planned = std::time::Instant::now();
-        let plan = plan(store, incoming, now_ms)?;
+        let Plan {
+            objects,
+            refs,
+            report,
+        } = plan(store, incoming, now_ms)?;
         let committed = std::time::Instant::now();
-        match store.commit(&plan.objects, &plan.refs) {
+        let result = store.commit(&objects, &refs);
+        let object_count = objects.len();
+        // The encoded nodes are on disk now: free them before the search index reads them
+        // back (memory stays within a small multiple of the largest message).
+        drop(objects);
+        match result {
             Ok(written) => {
                 let new_nodes = written.objects;
                 tracing::debug!(
                     sessions = incoming.len(),
-                    objects = plan.objects.len(),
+                    objects = object_count,
                     new_nodes,
                     plan_ms = committed.duration_since(planned).as_millis() as u64,
                     commit_ms = committed.elapsed().as_millis() as u64,
@@ -142,7 +151,7 @@ pub fn ingest(
                 let report = IngestReport {
                     new_nodes,
                     bytes: written.bytes,
-                    ..plan.report
+                    ..report
                 };
                 // The search index is a derived cache: updated after the store is durable,
                 // never able to fail the ingest (SPEC.md, "Search index and analytics").

@@ -163,7 +163,10 @@ mod tests {
         assert_eq!(node.meta.cwd.as_deref(), Some("tapes"));
         assert_eq!(node.meta.project.as_deref(), Some("tapes"));
         assert!(!String::from_utf8_lossy(&out).contains("alice"));
-        assert_eq!(super::object(object.bytes.clone(), PathPolicy::Full), object.bytes);
+        assert_eq!(
+            super::object(object.bytes.clone(), PathPolicy::Full),
+            object.bytes
+        );
     }
 
     #[test]

@@ -770,7 +770,12 @@ pub fn after_ingest(store: &Store, report: &IngestReport) {
     let ids: Vec<SessionId> = report
         .sessions
         .iter()
-        .filter(|s| matches!(s.outcome, Outcome::Created | Outcome::Updated))
+        .filter(|s| {
+            matches!(
+                s.outcome,
+                Outcome::Created | Outcome::Updated | Outcome::Branched
+            )
+        })
         .map(|s| s.id)
         .collect();
     if ids.is_empty() {

@@ -282,6 +282,8 @@ pub struct Shared {
     /// The session that was shared (a redacted copy's id under `SecretPolicy::Redact`).
     pub session: SessionId,
     pub redacted_spans: usize,
+    /// Secrets redacted in the share's own note and title.
+    pub redacted_texts: usize,
 }
 
 /// Shares session `id` after the secret gate; writes the signed record and the session's
@@ -300,13 +302,22 @@ pub fn share(
         return Err(ShareError::NotYours(id.short()));
     }
     let findings = gate::scan_session(store, id, None, &share_texts(options))?;
+    let mut redacted_texts = 0;
     let (session, redacted_spans, title, note) = match findings.check(Exit::Share, options.secrets)
     {
         Ok(gate::Verdict::Clean | gate::Verdict::Allowed(_)) => {
             (*id, 0, options.title.clone(), options.note.clone())
         }
-        Ok(gate::Verdict::Redact(_)) => {
-            let (copy, spans) = redacted_copy(store, id, now_ms)?;
+        Ok(gate::Verdict::Redact(found)) => {
+            redacted_texts = found.fields.iter().filter(|f| f.place == "share").count();
+            // A copy only when the session itself has findings; the share's own texts are
+            // redacted either way.
+            let (copy, spans) =
+                if found.nodes.is_empty() && found.fields.iter().all(|f| f.place != "record") {
+                    (*id, 0)
+                } else {
+                    redacted_copy(store, id, now_ms)?
+                };
             // The note and title are published with the share: redacted like the copy.
             let title = options.title.as_deref().map(redact_field);
             let note = options.note.as_deref().map(redact_field);
@@ -370,6 +381,7 @@ pub fn share(
     Ok(Shared {
         session,
         redacted_spans,
+        redacted_texts,
     })
 }
 

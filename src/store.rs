@@ -53,8 +53,7 @@ pub struct Store {
 
 impl Store {
     /// Opens (creating if needed) the store in directory `path`. If another tapes process
-    /// holds it, this one works through that process (SPEC.md §6, "Sharing the store between
-    /// processes").
+    /// holds it, this one works through that process (SPEC.md §6.1).
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         let storage = SharedStorage::open(path)?;
         let store = Store {

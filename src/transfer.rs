@@ -104,7 +104,10 @@ pub fn pull(store: &Store, remote: &dyn Remote, id: &SessionId) -> Result<Pulled
     // Source paths never travel (SPEC.md §11.3); the one this store recorded stays.
     let mut record = record;
     if record.source.path.is_empty() {
-        if let Some(here) = current.as_deref().and_then(|raw| SessionRecord::decode(raw).ok()) {
+        if let Some(here) = current
+            .as_deref()
+            .and_then(|raw| SessionRecord::decode(raw).ok())
+        {
             if here.source.kind == record.source.kind && here.source.id == record.source.id {
                 record.source.path = here.source.path;
             }
@@ -184,7 +187,11 @@ pub fn scan_outgoing(
 }
 
 /// What `tapes push --dry-run` prints for `id`: the findings, and what `--redact` would do.
-pub fn dry_run(store: &Store, id: &SessionId, base: Option<&NodeId>) -> Result<String, TransferError> {
+pub fn dry_run(
+    store: &Store,
+    id: &SessionId,
+    base: Option<&NodeId>,
+) -> Result<String, TransferError> {
     Ok(scan_outgoing(store, id, base)?.dry_run(push_exit(base)))
 }
 
@@ -210,7 +217,16 @@ pub fn push_gated(
     policy: SecretPolicy,
     now_ms: i64,
 ) -> Result<GatedPush, TransferError> {
-    gated(store, identity, remote, id, base, push_exit(base), policy, now_ms)
+    gated(
+        store,
+        identity,
+        remote,
+        id,
+        base,
+        push_exit(base),
+        policy,
+        now_ms,
+    )
 }
 
 /// Creates `id` on `remote` (a new branch or fork: the remote does not hold it) through the

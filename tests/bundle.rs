@@ -9,11 +9,12 @@
 use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
-use tapes::bundle::{self, BundleError, CreateOptions, Outcome};
+use tapes::bundle::{self, BundleError, CreateOptions, Outcome, Sealing};
 use tapes::home::Home;
 use tapes::identity::{Identity, Profile};
 use tapes::import::ParsedSession;
 use tapes::ingest::{ingest, Incoming};
+use tapes::outgoing::{self, PathPolicy};
 use tapes::protocol::bundle::{
     self as format, kind, Header, RefEntry, Refs, SessionEntry, SignedRefs,
 };
@@ -133,6 +134,24 @@ fn sessions_with_bytes(store: &Store) -> Vec<(SessionId, SessionRecord, Vec<Vec<
         .collect()
 }
 
+/// Every session of `store` as a bundle carries it out: the record without its local source
+/// path and node metadata with the project's name for a working directory (SPEC.md §11.3).
+fn as_sent(store: &Store) -> Vec<(SessionId, SessionRecord, Vec<Vec<u8>>)> {
+    sessions_with_bytes(store)
+        .into_iter()
+        .map(|(id, record, chain)| {
+            (
+                id,
+                outgoing::record(&record, PathPolicy::Name),
+                chain
+                    .into_iter()
+                    .map(|bytes| outgoing::object(bytes, PathPolicy::Name))
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
 fn samples(range: std::ops::Range<usize>) -> Vec<ParsedSession> {
     range
         .map(|i| sample::session(11, i, Shape::default()))
@@ -198,10 +217,7 @@ fn a_plain_bundle_reproduces_the_senders_sessions_exactly_and_reimport_adds_noth
     let report = bob.import(&alice.file("all.tape")).unwrap();
     assert_eq!(report.count(Outcome::Created), 6);
     assert_eq!(report.objects_written as u64, created.objects);
-    assert_eq!(
-        sessions_with_bytes(&bob.store),
-        sessions_with_bytes(&alice.store)
-    );
+    assert_eq!(sessions_with_bytes(&bob.store), as_sent(&alice.store));
     for (_, record) in bob.store.sessions().unwrap() {
         assert_eq!(record.owner, Some(alice.id()), "the sender owns them");
     }
@@ -259,10 +275,7 @@ fn a_sealed_bundle_round_trips_to_a_team_member_with_its_shares_and_hides_conten
     let report = bob.import(&alice.file("team.tape")).unwrap();
     assert_eq!(report.count(Outcome::Created), 4);
     assert_eq!(report.shares_written, 1);
-    assert_eq!(
-        sessions_with_bytes(&bob.store),
-        sessions_with_bytes(&alice.store)
-    );
+    assert_eq!(sessions_with_bytes(&bob.store), as_sent(&alice.store));
     let share_refs: Vec<_> = bob
         .store
         .storage()
@@ -346,10 +359,7 @@ fn incremental_bundles_carry_only_what_is_new_and_must_be_imported_in_order() {
     assert_eq!(report.count(Outcome::Created), 1);
     assert_eq!(report.count(Outcome::Updated), 2);
     assert_eq!(report.objects_written, new_nodes);
-    assert_eq!(
-        sessions_with_bytes(&bob.store),
-        sessions_with_bytes(&alice.store)
-    );
+    assert_eq!(sessions_with_bytes(&bob.store), as_sent(&alice.store));
 
     // A third bundle on the second leaves out what the whole chain carries (the first sits
     // next to the second under the name its header gives).
@@ -365,10 +375,7 @@ fn incremental_bundles_carry_only_what_is_new_and_must_be_imported_in_order() {
         "only the grown session's new node"
     );
     bob.import(&alice.file("three.tape")).unwrap();
-    assert_eq!(
-        sessions_with_bytes(&bob.store),
-        sessions_with_bytes(&alice.store)
-    );
+    assert_eq!(sessions_with_bytes(&bob.store), as_sent(&alice.store));
 
     // An older bundle after a newer one changes nothing (the store is ahead).
     let before = dump(&bob.store);
@@ -512,7 +519,7 @@ fn a_large_bundle_lands_whole_and_a_damaged_copy_leaves_no_trace() {
     let pack_names = pack_files(&bob);
     assert_eq!(pack_names.len(), 2, "{pack_names:?}");
     let bobs = sessions_with_bytes(&bob.store);
-    for session in sessions_with_bytes(&alice.store) {
+    for session in as_sent(&alice.store) {
         assert!(bobs.contains(&session), "session {} differs", session.0);
     }
     assert!(tapes::fsck::fsck(&bob.store, |_| {}).unwrap().is_clean());
@@ -745,7 +752,11 @@ fn a_bundle_from_a_removed_member_is_refused_by_whoever_knows_of_the_removal() {
     for r in teams::receive(&carol.store, &team, versions).unwrap() {
         r.unwrap();
     }
-    refused_with(&carol, &bytes, &["signed by bob", &format!("version {removal}")]);
+    refused_with(
+        &carol,
+        &bytes,
+        &["signed by bob", &format!("version {removal}")],
+    );
 }
 
 #[test]
@@ -793,7 +804,10 @@ fn a_sealed_bundle_signed_by_a_non_member_is_refused() {
     let carol_path = bob.file("relayed.tape");
     std::fs::write(&carol_path, relayed).unwrap();
     let report = alice.import(&carol_path).unwrap();
-    assert!(report.nothing_new(), "Alice already has her own sessions");
+    // Alice already has her own sessions (the bundle's records differ from hers only by the
+    // source path that never leaves a machine).
+    assert_eq!(report.objects_written, 0);
+    assert_eq!(report.count(Outcome::Created), 0);
 }
 
 // ------------------------------------------------------------------------------------------
@@ -908,21 +922,52 @@ fn cli_create_verify_import_plain_sealed_and_from_stdin() {
     assert!(err.contains("no session ids on stdin"), "{err}");
     assert!(!cli.dir.path().join("none.tape").exists());
 
-    // Sealed to Alice's only team by default; Bob is not in it.
+    // Sealed to Alice's own key by default (even when she is in a team); Bob cannot open it.
     cli.ok("alice", &["team", "create", "Paper Compute"]);
     let out = cli.ok(
         "alice",
-        &["bundle", "create", "-o", "team.tape", "--project", "infra"],
+        &["bundle", "create", "-o", "mine.tape", "--project", "infra"],
     );
-    assert!(out.contains("sealed to team Paper Compute"), "{out}");
-    let verified = cli.ok("alice", &["bundle", "verify", "team.tape"]);
-    assert!(verified.contains("team      Paper Compute"), "{verified}");
-    assert!(verified.contains("filter    project=infra"), "{verified}");
-    let err = cli.fails("bob", &["bundle", "import", "team.tape"]);
+    assert!(out.contains("sealed to your own key"), "{out}");
+    let verified = cli.ok("alice", &["bundle", "verify", "mine.tape"]);
     assert!(
-        err.contains("sealed to team Paper Compute") && err.contains("not a member"),
+        verified.contains("team      personal backup of alice"),
+        "{verified}"
+    );
+    assert!(verified.contains("filter    project=infra"), "{verified}");
+    let err = cli.fails("bob", &["bundle", "import", "mine.tape"]);
+    assert!(
+        err.contains("sealed to team personal backup of alice") && err.contains("not a member"),
         "{err}"
     );
+    // Alice herself imports it.
+    let out = cli.ok("alice", &["bundle", "import", "mine.tape"]);
+    assert!(
+        out.starts_with("imported mine.tape") || out.starts_with("nothing new"),
+        "{out}"
+    );
+    // A team bundle carries only what the team may see: nothing is shared with it yet.
+    let (code, _, err) = cli.run(
+        "alice",
+        &[
+            "bundle",
+            "create",
+            "-o",
+            "team.tape",
+            "--team",
+            "Paper Compute",
+            "--project",
+            "infra",
+        ],
+        None,
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("is not shared with team Paper Compute"),
+        "{err}"
+    );
+    assert!(err.contains("no session is left to bundle"), "{err}");
+    assert!(!cli.dir.path().join("team.tape").exists());
 
     // Damage is named.
     let mut bytes = std::fs::read(cli.dir.path().join("all.tape")).unwrap();
@@ -934,4 +979,259 @@ fn cli_create_verify_import_plain_sealed_and_from_stdin() {
     std::fs::write(cli.dir.path().join("short.tape"), &bytes[..n / 3]).unwrap();
     let err = cli.fails("bob", &["bundle", "import", "short.tape"]);
     assert!(err.contains("truncated"), "{err}");
+}
+
+// ------------------------------------------------------------------------------------------
+// What a bundle may carry: the sealing decides, the secret gate checks, no local paths
+// ------------------------------------------------------------------------------------------
+
+#[test]
+fn a_team_bundle_carries_only_what_the_team_may_see_and_a_personal_backup_only_its_owner_opens() {
+    let alice = user("alice");
+    let bob = user("bob");
+    let team = team_with(&alice, &[&bob]);
+    alice.ingest(samples(0..3));
+    let sessions = alice.store.sessions().unwrap();
+    let (shared, private, named) = (sessions[0].0, sessions[1].0, sessions[2].0);
+    share::share(
+        &alice.store,
+        &alice.me,
+        &shared,
+        &ShareOptions {
+            audience: Audience::Team(team),
+            title: None,
+            note: None,
+            expires_ms: None,
+            secrets: SecretPolicy::Block,
+        },
+        T0,
+    )
+    .unwrap();
+
+    // --team (with `--all`, and one private session named by id): the shared one and the
+    // named one; the other private one is left out.
+    let chain = teams::load(&alice.store, &team).unwrap();
+    let prepared = bundle::prepare(
+        &alice.store,
+        &alice.me,
+        alice.store.sessions().unwrap(),
+        &[named],
+        &Sealing::Team(Box::new(chain.clone())),
+        SecretPolicy::Block,
+        false,
+        T0,
+    )
+    .unwrap();
+    assert!(prepared.refused.is_empty(), "{:?}", prepared.refused);
+    let mut carried: Vec<SessionId> = prepared.sessions.iter().map(|s| s.0).collect();
+    carried.sort();
+    let mut expected = vec![shared, named];
+    expected.sort();
+    assert_eq!(carried, expected);
+    assert_eq!(prepared.left_out.len(), 1);
+    assert_eq!(prepared.left_out[0].session, private);
+    assert!(!prepared.left_out[0].named);
+    assert!(
+        prepared.left_out[0]
+            .why
+            .contains("not shared with team Paper Compute"),
+        "{}",
+        prepared.left_out[0].why
+    );
+    bundle::create(
+        &alice.store,
+        &alice.me,
+        &alice.file("team.tape"),
+        CreateOptions {
+            sessions: prepared.sessions,
+            filter: Default::default(),
+            team: Some(chain),
+            basis: None,
+            now_ms: T0,
+        },
+        &mut |_| {},
+    )
+    .unwrap();
+    bob.import(&alice.file("team.tape")).unwrap();
+    assert!(bob.store.session(&shared).unwrap().is_some());
+    assert!(bob.store.session(&named).unwrap().is_some());
+    assert!(
+        bob.store.session(&private).unwrap().is_none(),
+        "a team bundle carries no private session"
+    );
+
+    // The default: every session of Alice's, private ones too, sealed to her own key.
+    let prepared = bundle::prepare(
+        &alice.store,
+        &alice.me,
+        alice.store.sessions().unwrap(),
+        &[],
+        &Sealing::Personal,
+        SecretPolicy::Block,
+        false,
+        T0,
+    )
+    .unwrap();
+    assert_eq!(prepared.sessions.len(), 3);
+    let created = bundle::create(
+        &alice.store,
+        &alice.me,
+        &alice.file("backup.tape"),
+        CreateOptions {
+            sessions: prepared.sessions,
+            filter: Default::default(),
+            team: Some(bundle::personal_chain(&alice.me, T0).unwrap()),
+            basis: None,
+            now_ms: T0,
+        },
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(created.sessions, 3);
+    let bytes = std::fs::read(alice.file("backup.tape")).unwrap();
+    let prompt = &alice
+        .store
+        .session(&private)
+        .unwrap()
+        .unwrap()
+        .summary
+        .first_prompt;
+    assert!(!contains(&bytes, &prompt.as_bytes()[..20]), "sealed");
+
+    // Bob, Alice's teammate, cannot open it.
+    let before = dump(&bob.store);
+    let err = bob.import(&alice.file("backup.tape")).unwrap_err();
+    assert!(matches!(err, BundleError::NotMember { .. }), "{err}");
+    assert_eq!(dump(&bob.store), before);
+
+    // Alice restores it on a new machine (a fresh store, the same identity).
+    let dir = tempfile::tempdir().unwrap();
+    let restored = Store::open(&dir.path().join("store")).unwrap();
+    restored.set_local_owner(&alice.id()).unwrap();
+    let report = bundle::import(
+        &restored,
+        Some(&alice.me),
+        &alice.file("backup.tape"),
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(report.count(Outcome::Created), 3);
+    let (got, want) = (sessions_with_bytes(&restored), as_sent(&alice.store));
+    for (a, b) in got.iter().zip(&want) {
+        assert_eq!(a.0, b.0);
+        assert_eq!(a.1, b.1, "record of {}", a.0);
+        assert_eq!(a.2, b.2, "nodes of {}", a.0);
+    }
+    assert_eq!(got.len(), want.len());
+    assert!(tapes::fsck::fsck(&restored, |_| {}).unwrap().is_clean());
+}
+
+#[test]
+fn cli_a_plain_bundle_with_a_key_is_refused_redacted_or_allowed_and_carries_no_local_paths() {
+    let cli = Cli {
+        dir: tempfile::tempdir().unwrap(),
+    };
+    cli.ok("alice", &["init", "--name", "alice"]);
+    let src = cli.dir.path().join("transcripts");
+    std::fs::create_dir_all(&src).unwrap();
+    let key = concat!("AK", "IA", "Z7QX4M2N8P5R", "3T6V");
+    let clean = sample::session(31, 0, Shape::default());
+    let mut leaky = sample::session(31, 1, Shape::default());
+    match &mut leaky.messages[0].blocks[0] {
+        ContentBlock::Text { text } => text.push_str(&format!("\naws_access_key_id = {key}")),
+        other => panic!("{other:?}"),
+    }
+    for s in [&clean, &leaky] {
+        std::fs::write(
+            src.join(format!("{}.jsonl", s.source_id)),
+            sample::claude_jsonl(s),
+        )
+        .unwrap();
+    }
+    cli.ok("alice", &["import", src.to_str().unwrap()]);
+    let leaky_id = SessionId::derive("claude", &leaky.source_id);
+    let file = |name: &str| cli.dir.path().join(name);
+    let bytes = |name: &str| std::fs::read(file(name)).unwrap();
+
+    // No choice: the session with the key is refused and left out; the other is bundled.
+    let (code, out, err) = cli.run(
+        "alice",
+        &["bundle", "create", "--plain", "--all", "-o", "plain.tape"],
+        None,
+    );
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains(&format!(
+            "1 possible secrets in session {}; it was left out of the bundle.",
+            leaky_id.short()
+        )),
+        "{err}"
+    );
+    assert!(err.contains("block 0 (text): AWS access key ID"), "{err}");
+    assert!(
+        err.contains("--redact") && err.contains("--dry-run") && err.contains("--allow-secrets"),
+        "{err}"
+    );
+    assert!(
+        !err.contains(&key[4..]) && !out.contains(&key[4..]),
+        "{err}"
+    );
+    assert!(out.contains("1 sessions"), "{out}");
+    let plain = bytes("plain.tape");
+    assert!(!contains(&plain, key.as_bytes()));
+    // Nothing says where the sessions lived here: no transcript path, no home directory.
+    assert!(!contains(&plain, src.to_str().unwrap().as_bytes()));
+    assert!(!contains(&plain, b"transcripts/"));
+    assert!(!contains(&plain, b"/home/dev/"));
+
+    // --dry-run: the findings per session, no file.
+    let out = cli.ok(
+        "alice",
+        &[
+            "bundle",
+            "create",
+            "--plain",
+            "--all",
+            "-o",
+            "dry.tape",
+            "--dry-run",
+        ],
+    );
+    assert!(
+        out.contains(&format!("{}: 1 possible secrets;", leaky_id.short())),
+        "{out}"
+    );
+    assert!(out.contains("no secrets found"), "{out}");
+    assert!(!out.contains(&key[4..]), "{out}");
+    assert!(!file("dry.tape").exists());
+
+    // --redact: a redacted copy is bundled in its place.
+    let out = cli.ok(
+        "alice",
+        &[
+            "bundle", "create", "--plain", "--all", "-o", "red.tape", "--redact",
+        ],
+    );
+    assert!(out.contains("bundling a redacted copy"), "{out}");
+    assert!(out.contains("2 sessions"), "{out}");
+    let red = bytes("red.tape");
+    assert!(!contains(&red, key.as_bytes()));
+    assert!(contains(&red, b"[REDACTED:AWS access key ID]"));
+
+    // --allow-secrets: as is.
+    let out = cli.ok(
+        "alice",
+        &[
+            "bundle",
+            "create",
+            "--plain",
+            "--all",
+            "-o",
+            "as-is.tape",
+            "--allow-secrets",
+        ],
+    );
+    // (Three now: the redacted copy made above is a session of Alice's too.)
+    assert!(out.contains("3 sessions"), "{out}");
+    assert!(contains(&bytes("as-is.tape"), key.as_bytes()));
 }

@@ -864,3 +864,111 @@ fn identity_files_copied_by_hand_still_own_their_sessions() {
         "{out}"
     );
 }
+
+#[test]
+fn a_branch_with_a_key_is_not_created_on_the_remote_unless_redacted_or_allowed() {
+    let w = world();
+    w.ok(&["pull", &w.mine.to_hex()]);
+    // A key pasted so the terminal wrapped it: `AKIA` ends one line, the rest starts the next.
+    let key = concat!("AK", "IA", "Z7QX4M2N8P5R", "3T6V");
+    let leaky = append(
+        &w.alice.join("store"),
+        &w.mine,
+        &format!("export AWS_ACCESS_KEY_ID={}\n  {}", &key[..4], &key[4..]),
+    );
+    let sessions_here = || {
+        Store::open(&w.alice.join("store"))
+            .unwrap()
+            .sessions()
+            .unwrap()
+            .len()
+    };
+    let remote_sessions = || {
+        Store::open(&w.server.join("store"))
+            .unwrap()
+            .sessions()
+            .unwrap()
+    };
+    let remote_has_node = |node: &NodeId| {
+        Store::open(&w.server.join("store"))
+            .unwrap()
+            .has_node(node)
+            .unwrap()
+    };
+    let before = remote_sessions();
+
+    // --dry-run lists and creates nothing, here or there.
+    let here = sessions_here();
+    let dry = w.ok(&["branch", "--alias", "dry", "--dry-run"]);
+    assert!(dry.contains("1 possible secrets"), "{dry}");
+    assert!(dry.contains("AWS access key ID"), "{dry}");
+    assert!(!dry.contains(&key[4..]), "{dry}");
+    assert_eq!(sessions_here(), here);
+
+    // Refused: the branch stays here as a pending branch, nothing reaches the remote.
+    let out = w
+        .tapes()
+        .args(["branch", "--alias", "leaky"])
+        .assert()
+        .code(1)
+        .get_output()
+        .clone();
+    let (stdout, stderr) = (
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    );
+    let pending = session_of(alias(&w.tracking(), "leaky"), "localSessionId");
+    assert!(
+        stderr.contains(&format!(
+            "1 possible secrets in session {}; nothing was sent to the remote",
+            pending.short()
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "node #10 {} block 0 (text): AWS access key ID",
+            leaky.short()
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("--redact")
+            && stderr.contains("--dry-run")
+            && stderr.contains("--allow-secrets"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(&key[4..]) && !stdout.contains(&key[4..]));
+    assert!(!stdout.contains("created"), "{stdout}");
+    assert_eq!(alias(&w.tracking(), "leaky")["sessionId"], Value::Null);
+    assert_eq!(remote_sessions(), before, "nothing landed on the remote");
+    assert!(!remote_has_node(&leaky));
+
+    // --redact: a redacted copy goes to the remote and is what the alias tracks.
+    let out = w.ok(&["branch", &w.mine.short(), "--alias", "clean", "--redact"]);
+    assert!(out.contains("created a redacted copy "), "{out}");
+    let copy = session_of(alias(&w.tracking(), "clean"), "sessionId");
+    let theirs = w.remote_record(&copy).unwrap();
+    assert!(!remote_has_node(&leaky), "the original node never left");
+    let server = Store::open(&w.server.join("store")).unwrap();
+    let last = server.chain(&theirs.head).unwrap().pop().unwrap().1;
+    let text = last.body.plain_text();
+    assert!(text.contains("[REDACTED:AWS access key ID]"), "{text}");
+    assert!(!text.contains(&key[4..]), "{text}");
+    drop(server);
+
+    // --allow-secrets creates it as is.
+    let out = w.ok(&[
+        "branch",
+        &w.mine.short(),
+        "--alias",
+        "as-is",
+        "--allow-secrets",
+    ]);
+    let as_is = session_of(alias(&w.tracking(), "as-is"), "sessionId");
+    assert!(
+        out.contains(&format!("created {} on origin", as_is.short())),
+        "{out}"
+    );
+    assert_eq!(w.remote_record(&as_is).unwrap().head, leaky);
+}

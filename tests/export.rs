@@ -233,3 +233,103 @@ fn csv_has_a_header_row_one_row_per_session_and_quotes_properly() {
     // No nodes in CSV: metadata only.
     assert!(!text.contains("let value_"));
 }
+
+/// Runs `tapes` in `world`; returns (exit code, stdout, stderr).
+fn run(world: &World, args: &[&str]) -> (i32, String, String) {
+    let out = Command::cargo_bin("tapes")
+        .unwrap()
+        .env("TAPES_HOME", world.home())
+        .env_remove("RUST_LOG")
+        .current_dir(world.dir.path())
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+#[test]
+fn export_passes_the_secret_gate_and_writes_no_working_directories() {
+    let world = World::new();
+    // A sixth session with a key in its first message.
+    let key = concat!("sk-", "proj-", "Xq7vB2mK9pLw", "4Rt8Yz3Nc6Hd", "1Gf5Js0Ua");
+    let mut leaky = sample::session(6, 0, Shape::default());
+    leaky.messages[0]
+        .blocks
+        .push(ContentBlock::text(format!("OPENAI_API_KEY={key}")));
+    let store = Store::open(&Home::at(world.home()).store_dir()).unwrap();
+    let report = ingest(
+        &store,
+        &[Incoming {
+            session: leaky,
+            path: String::new(),
+        }],
+        1_771_059_600_000,
+    )
+    .unwrap();
+    let leaky_id = report.sessions[0].id;
+    drop(store);
+
+    // Refused: the session with the key is left out (exit 1), the others are written.
+    let (code, _, err) = run(&world, &["export", "--all", "-o", "out.json"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&format!(
+            "1 possible secrets in session {}; it was left out of the export.",
+            leaky_id.short()
+        )),
+        "{err}"
+    );
+    assert!(err.contains("OpenAI API key"), "{err}");
+    assert!(!err.contains(key), "{err}");
+    let text = read(&world.path("out.json"));
+    assert!(!text.contains(key));
+    let doc: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(doc["sessions"].as_array().unwrap().len(), 5);
+    // Working directories are written as the project's name.
+    for s in doc["sessions"].as_array().unwrap() {
+        for node in s["nodes"].as_array().unwrap() {
+            let cwd = node["meta"]["cwd"].as_str().unwrap_or_default();
+            assert!(!cwd.contains('/'), "{cwd}");
+        }
+    }
+    assert!(!text.contains("/home/dev/"));
+
+    // --dry-run lists and writes nothing.
+    let (code, out, _) = run(&world, &["export", "--all", "-o", "dry.json", "--dry-run"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains(&format!("{}: 1 possible secrets;", leaky_id.short())),
+        "{out}"
+    );
+    assert!(!out.contains(key));
+    assert!(!world.path("dry.json").exists());
+
+    // --redact writes it redacted; --allow-secrets as is.
+    let (code, _, err) = run(
+        &world,
+        &[
+            "export",
+            "--all",
+            "--format",
+            "jsonl",
+            "-o",
+            "red.jsonl",
+            "--redact",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let red = read(&world.path("red.jsonl"));
+    assert_eq!(red.lines().count(), 6);
+    assert!(!red.contains(key));
+    assert!(red.contains("[REDACTED:OpenAI API key]"));
+    let (code, _, err) = run(
+        &world,
+        &["export", "--all", "-o", "all.json", "--allow-secrets"],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(read(&world.path("all.json")).contains(key));
+}

@@ -425,3 +425,44 @@ fn snapshot(store: &Store) -> (Vec<tapes::protocol::NodeId>, Vec<(Vec<u8>, Vec<u
     let refs = store.storage().refs(b"").map(|r| r.unwrap()).collect();
     (objects, refs)
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_peer_receives_carries_no_local_paths() {
+    let alice = TestNode::new("alice").await;
+    let bob = TestNode::new("bob").await;
+    let team = teams::create(&alice.store, &alice.identity, "core", tapes::now_ms())
+        .unwrap()
+        .team_id();
+    join(&alice, &bob, &team).await;
+    let transcript = "/home/alice/.claude/projects/-home-alice-src-app/0a1b2c3d.jsonl";
+    let report = ingest(
+        &alice.store,
+        &[Incoming {
+            session: sample::session(8, 0, Shape::default()),
+            path: transcript.into(),
+        }],
+        0,
+    )
+    .unwrap();
+    let id = report.sessions[0].id;
+    alice.share(&id, Audience::Team(team));
+
+    let conn = bob.dial(&alice, "alice").await;
+    conn.fetch(&bob.store, &bob.identity).await.unwrap();
+    let ours = alice.store.session(&id).unwrap().unwrap();
+    let theirs = bob.store.session(&id).unwrap().unwrap();
+    assert_eq!(ours.source.path, transcript, "kept here");
+    assert_eq!(theirs.source.path, "", "never sent");
+    assert_eq!(theirs.head, ours.head);
+    for (_, node) in bob.store.chain(&theirs.head).unwrap() {
+        let meta = format!("{:?}", node.meta);
+        assert!(!meta.contains("/home/"), "{meta}");
+        assert_eq!(node.meta.cwd, node.meta.project, "{meta}");
+    }
+    bob.fsck_clean();
+
+    // What alice serves is stable: fetching again brings nothing.
+    let again = bob.dial(&alice, "alice").await;
+    let noop = again.fetch(&bob.store, &bob.identity).await.unwrap();
+    assert!(noop.is_empty(), "{noop:?}");
+}

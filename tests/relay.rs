@@ -3,6 +3,9 @@
 //! non-members, join requests wait there, public shares have a web page that 404s after
 //! unshare, quotas, compare-and-swap between two machines of one owner, 50 concurrent
 //! depositors, and a relay killed with SIGKILL mid-deposit that restarts and converges.
+//! A refused item refuses that item only (SPEC.md §16.3, §16.4): the rest of the sync goes on,
+//! unshares and expiries reach the public page even past a quota, and only what is still
+//! pending is sent again.
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
@@ -15,6 +18,7 @@ use tapes::ingest::{ingest, Incoming};
 use tapes::peer::addr::PeerAddr;
 use tapes::peer::client::{connect, PeerConn};
 use tapes::peer::endpoint::{bind, EndpointConfig};
+use tapes::peer::relay_client::SyncItem;
 use tapes::peer::PeerError;
 use tapes::protocol::sync::Scope;
 use tapes::protocol::{MemberId, SessionId, TeamId};
@@ -529,6 +533,245 @@ async fn one_owner_on_two_machines_conflicts_and_quotas_refuse_clearly() {
         message.contains("quota exceeded") && message.contains("sessions_per_month"),
         "{message}"
     );
+    relay.shutdown().await;
+}
+
+/// The page of `session` on the relay's HTTP address: its status.
+fn page(http: SocketAddr, session: &SessionId) -> u16 {
+    http_get(http, &format!("/s/{}", session.to_hex())).0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_team_chain_does_not_stop_deposits_or_unshares() {
+    let data = tempfile::tempdir().unwrap();
+    let relay = relay_with(data.path(), "[default]\nmembers = 1\n").await;
+    let ticket = relay.ticket.clone();
+    let http = relay.http.unwrap();
+    let alice = Member::new("alice").await;
+    let team = team_on_relay(&alice, &ticket, "core").await;
+    let public = alice.session_with(20, &[PUBLIC_TEXT]);
+    let old_team = alice.session_with(21, &["shared with the team, then not"]);
+    alice.share(&public, Audience::Public);
+    alice.share(&old_team, Audience::Team(team));
+    let first = alice.sync(&ticket).await;
+    assert_eq!(first.deposited.len(), 2, "{first:?}");
+    assert_eq!(page(http, &public), 200);
+
+    // The team grows past the relay's members quota, so the relay refuses its new manifest;
+    // meanwhile alice shares a new session with the team and unshares the other two.
+    let bob = Member::new("bob").await;
+    add_member(&alice, &bob, &team);
+    let new_team = alice.session_with(22, &["for the team, after bob joined"]);
+    alice.share(&new_team, Audience::Team(team));
+    for (id, audience) in [(public, Audience::Public), (old_team, Audience::Team(team))] {
+        share::unshare(
+            &alice.store,
+            &alice.identity,
+            &id,
+            Some(audience),
+            tapes::now_ms(),
+        )
+        .unwrap();
+    }
+    let second = alice.sync(&ticket).await;
+    // The refusal is reported once, with the team and the relay's reason...
+    let failures = second.failures();
+    assert_eq!(failures.len(), 1, "{second:?}");
+    assert_eq!(failures[0].0, SyncItem::Manifests(team));
+    let message = failures[0].1.to_string();
+    assert!(
+        message.contains("quota exceeded") && message.contains("`members`"),
+        "{message}"
+    );
+    // ...and everything else went on: the new deposit and both unshares.
+    let mut deposited: Vec<(SessionId, Scope)> = second
+        .deposited
+        .iter()
+        .map(|(s, sc, _)| (*s, *sc))
+        .collect();
+    deposited.sort();
+    let mut expected = vec![
+        (public, Scope::Public),
+        (old_team, Scope::Team(team)),
+        (new_team, Scope::Team(team)),
+    ];
+    expected.sort();
+    assert_eq!(deposited, expected, "{second:?}");
+    assert_eq!(page(http, &public), 404);
+    let (held, _) = relay
+        .state
+        .deposited(&Scope::Team(team), &old_team)
+        .unwrap()
+        .unwrap();
+    assert!(held.revoked);
+
+    // The next sync sends only what is still pending: the refused chain, again refused once.
+    let third = alice.sync(&ticket).await;
+    assert!(third.deposited.is_empty(), "{third:?}");
+    assert_eq!(third.manifests_sent, 0, "{third:?}");
+    let failures = third.failures();
+    assert_eq!(failures.len(), 1, "{third:?}");
+    assert_eq!(failures[0].0, SyncItem::Manifests(team));
+    assert_eq!(page(http, &public), 404);
+    relay.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_refused_deposit_is_reported_once_and_retried_alone() {
+    let data = tempfile::tempdir().unwrap();
+    let relay = relay_with(data.path(), "[default]\nsessions_per_month = 1\n").await;
+    let ticket = relay.ticket.clone();
+    let http = relay.http.unwrap();
+    let alice = Member::new("alice").await;
+    let a = alice.session_with(30, &["first of two"]);
+    let b = alice.session_with(31, &["second of two"]);
+    alice.share(&a, Audience::Public);
+    alice.share(&b, Audience::Public);
+    let first = alice.sync(&ticket).await;
+    assert_eq!(first.deposited.len(), 1, "{first:?}");
+    assert_eq!(first.failed.len(), 1, "{first:?}");
+    assert_eq!(first.failures().len(), 1, "{first:?}");
+    let landed = first.deposited[0].0;
+    let (refused, _, e) = &first.failed[0];
+    let refused = *refused;
+    assert!(
+        e.to_string().contains("quota exceeded") && e.to_string().contains("sessions_per_month"),
+        "{e}"
+    );
+    assert_eq!(page(http, &landed), 200);
+    assert_eq!(page(http, &refused), 404);
+
+    // Unsharing the one that landed reaches the page although the other is refused again.
+    share::unshare(
+        &alice.store,
+        &alice.identity,
+        &landed,
+        Some(Audience::Public),
+        tapes::now_ms(),
+    )
+    .unwrap();
+    let second = alice.sync(&ticket).await;
+    assert_eq!(
+        second.deposited,
+        vec![(landed, Scope::Public, 0)],
+        "{second:?}"
+    );
+    assert_eq!(second.failures().len(), 1, "{second:?}");
+    assert_eq!(second.failed[0].0, refused);
+    assert_eq!(page(http, &landed), 404);
+
+    // Only the refused one is still pending, and only it is tried again.
+    let counts =
+        tapes::peer::relay_client::counts(&alice.store, &alice.identity, &ticket.id, &[]).unwrap();
+    assert_eq!((counts.synced, counts.pending_push), (1, 1), "{counts:?}");
+    let third = alice.sync(&ticket).await;
+    assert!(third.deposited.is_empty(), "{third:?}");
+    assert_eq!(third.failures().len(), 1, "{third:?}");
+    assert_eq!(third.failed[0].0, refused);
+    relay.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unshare_and_expiry_reach_the_page_past_a_full_quota() {
+    let data = tempfile::tempdir().unwrap();
+    let relay = start_relay(data.path()).await;
+    let alice = Member::new("alice").await;
+    let unshared = alice.session_with(40, &[PUBLIC_TEXT]);
+    let expiring = alice.session_with(41, &["public for a while"]);
+    alice.share(&unshared, Audience::Public);
+    alice.share(&expiring, Audience::Public);
+    assert_eq!(alice.sync(&relay.ticket).await.deposited.len(), 2);
+    let used = relay.state.usage(&Scope::Public).unwrap().bytes;
+    relay.shutdown().await;
+
+    // The operator caps public shares at what they hold now (plus a little): no session of
+    // any size fits any more.
+    let relay = relay_with(data.path(), &format!("[default]\nbytes = {}\n", used + 64)).await;
+    let ticket = relay.ticket.clone();
+    let http = relay.http.unwrap();
+    assert_eq!(page(http, &unshared), 200);
+    assert_eq!(page(http, &expiring), 200);
+    // Both sessions grew since they were deposited; one is unshared, the other shared again
+    // with an expiry that has passed; a new public share does not fit.
+    let long = "a longer answer ".repeat(256);
+    for id in [&unshared, &expiring] {
+        sample::continue_session(&alice.store, id, std::slice::from_ref(&long)).unwrap();
+    }
+    share::unshare(
+        &alice.store,
+        &alice.identity,
+        &unshared,
+        Some(Audience::Public),
+        tapes::now_ms(),
+    )
+    .unwrap();
+    share::share(
+        &alice.store,
+        &alice.identity,
+        &expiring,
+        &ShareOptions {
+            audience: Audience::Public,
+            title: None,
+            note: None,
+            expires_ms: Some(tapes::now_ms() - 1000),
+            secrets: SecretPolicy::Allow,
+        },
+        tapes::now_ms(),
+    )
+    .unwrap();
+    let new = alice.session_with(42, &["does not fit"]);
+    alice.share(&new, Audience::Public);
+
+    let report = alice.sync(&ticket).await;
+    // The revocation and the expiry travel as share records alone (no node, nothing to
+    // charge); the new share is refused once, with the quota's reason.
+    let mut deposited = report.deposited.clone();
+    deposited.sort();
+    let mut expected = vec![(unshared, Scope::Public, 0), (expiring, Scope::Public, 0)];
+    expected.sort();
+    assert_eq!(deposited, expected, "{report:?}");
+    assert_eq!(report.failures().len(), 1, "{report:?}");
+    assert_eq!(report.failed[0].0, new);
+    let message = report.failed[0].2.to_string();
+    assert!(
+        message.contains("quota exceeded") && message.contains("`bytes`"),
+        "{message}"
+    );
+    assert_eq!(page(http, &unshared), 404);
+    assert_eq!(page(http, &expiring), 404);
+    assert_eq!(page(http, &new), 404);
+    // The relay kept its copy of each (head and nodes as deposited); only the share changed.
+    let (held, ids) = relay
+        .state
+        .deposited(&Scope::Public, &unshared)
+        .unwrap()
+        .unwrap();
+    assert!(held.revoked);
+    assert_ne!(
+        Some(&held.head),
+        alice
+            .store
+            .session(&unshared)
+            .unwrap()
+            .map(|r| r.head)
+            .as_ref()
+    );
+    assert_eq!(ids.last(), Some(&held.head));
+
+    // Nothing of the two is pending any more; the refused share is, and only it is retried.
+    let counts =
+        tapes::peer::relay_client::counts(&alice.store, &alice.identity, &ticket.id, &[]).unwrap();
+    assert_eq!((counts.synced, counts.pending_push), (2, 1), "{counts:?}");
+    let again = alice.sync(&ticket).await;
+    assert!(again.deposited.is_empty(), "{again:?}");
+    assert_eq!(again.failures().len(), 1, "{again:?}");
+    assert_eq!(again.failed[0].0, new);
+
+    // A reader who fetches from the relay learns of the revocation too.
+    let reader = Member::new("reader").await;
+    let conn = reader.relay(&ticket).await.unwrap();
+    conn.fetch(&reader.store, &reader.identity).await.unwrap();
+    assert!(!reader.has(&unshared) && !reader.has(&expiring));
     relay.shutdown().await;
 }
 

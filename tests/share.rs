@@ -1503,13 +1503,10 @@ fn push_is_refused_on_a_secret_in_what_it_would_send_unless_allowed() {
             "{plant:?}: {stderr}"
         );
     }
-    assert!(
-        stderr.contains("it would change node ids and break the chain the remote holds"),
-        "{stderr}"
-    );
+    // The remote does not hold the session yet, so a redacted copy could go in its place.
     assert!(
         stderr.contains(
-            "share a redacted copy with `tapes share --redact`, or push anyway with --allow-secrets"
+            "push a redacted copy in its place with --redact, see everything with --dry-run, or push as is with --allow-secrets"
         ),
         "{stderr}"
     );
@@ -1606,6 +1603,21 @@ fn push_scans_only_the_nodes_after_the_base() {
         refused.stderr
     );
     assert!(!refused.stderr.contains("GitHub"), "{}", refused.stderr);
+    // The remote holds the history: a redacted copy is no option for a continuation.
+    assert!(
+        refused
+            .stderr
+            .contains("it would change node ids and break the chain the remote holds"),
+        "{}",
+        refused.stderr
+    );
+    assert!(
+        refused.stderr.contains(
+            "share a redacted copy with `tapes share --redact`, or push anyway with --allow-secrets"
+        ),
+        "{}",
+        refused.stderr
+    );
     assert_no_secret_in(&refused.stderr, "the refused push");
     assert_eq!(remote_head(), clean, "the remote is unchanged");
     assert_eq!(tracking(), tracked, "the base did not move");
@@ -1616,4 +1628,172 @@ fn push_scans_only_the_nodes_after_the_base() {
         format!("pushed {} to origin: 1 new nodes", id.short())
     );
     assert_eq!(remote_head(), leaky);
+}
+
+// ------------------------------------------------------------------------------------------
+// The share's own note and title; what a push carries of local paths
+// ------------------------------------------------------------------------------------------
+
+#[test]
+fn a_key_in_the_share_note_or_title_is_refused_and_redact_shares_it_redacted() {
+    let world = World::new();
+    let alice = world.person("alice");
+    let id = world.import(&alice, &sample::session(71, 0, Shape::default()));
+    team(&alice, "Paper Compute", &[]);
+    let refs_before = all_refs(&alice);
+    let short = id.short();
+
+    // The note is published on the relay's public page: a key in it blocks the share.
+    let note = format!("deploy with {AWS_ACCESS} please");
+    let refused = world.fails(
+        &alice,
+        &["share", &short, "--team", "Paper Compute", "--note", &note],
+    );
+    assert!(
+        refused.stderr.contains(&format!(
+            "1 possible secrets in session {short}; nothing was shared."
+        )),
+        "{}",
+        refused.stderr
+    );
+    assert!(
+        refused.stderr.contains(&format!(
+            "session {short} share (note): {}",
+            SecretKind::AwsAccessKey.label()
+        )),
+        "{}",
+        refused.stderr
+    );
+    assert_no_secret_in(&refused.stderr, "the refused share");
+    assert_eq!(all_refs(&alice), refs_before, "nothing was written");
+
+    // The same key cut by a line break, in the title.
+    let (head, rest) = AWS_ACCESS.split_at(4);
+    let title = format!("keys: {head}\n    {rest}");
+    let refused = world.fails(
+        &alice,
+        &[
+            "share",
+            &short,
+            "--team",
+            "Paper Compute",
+            "--title",
+            &title,
+        ],
+    );
+    assert!(
+        refused.stderr.contains("share (title): AWS access key ID"),
+        "{}",
+        refused.stderr
+    );
+    assert!(!refused.stderr.contains(rest), "{}", refused.stderr);
+    assert_eq!(all_refs(&alice), refs_before, "nothing was written");
+
+    // --dry-run lists it.
+    let dry = world.ok(
+        &alice,
+        &[
+            "share",
+            &short,
+            "--team",
+            "Paper Compute",
+            "--note",
+            &note,
+            "--dry-run",
+        ],
+    );
+    assert!(
+        dry.starts_with(&format!("{short}: 1 possible secrets;")),
+        "{dry}"
+    );
+    assert_no_secret_in(&dry, "the dry run");
+
+    // --redact shares the (clean) session itself, with the note redacted.
+    let out = world.ok(
+        &alice,
+        &[
+            "share",
+            &short,
+            "--team",
+            "Paper Compute",
+            "--note",
+            &note,
+            "--redact",
+        ],
+    );
+    assert!(
+        out.starts_with(&format!("shared {short} with team")),
+        "{out}"
+    );
+    assert!(
+        out.contains("1 possible secrets redacted in its note"),
+        "{out}"
+    );
+    let team_id = teams::list(&alice.store()).unwrap()[0].team_id();
+    let shared = signed_share(&alice, &id, &team_id.to_hex());
+    assert_eq!(
+        shared.record.note.as_deref(),
+        Some("deploy with [REDACTED:AWS access key ID] please")
+    );
+    let record_raw = alice.store().session_raw(&id).unwrap().unwrap();
+    assert!(!contains_bytes(&record_raw, AWS_ACCESS.as_bytes()));
+}
+
+#[test]
+fn what_a_push_sends_carries_no_local_paths() {
+    let world = World::new();
+    let alice = world.person("alice");
+    let server = world.work().join("server");
+    drop(Store::open(&server.join("store")).unwrap());
+    world.ok(
+        &alice,
+        &["remote", "add", "origin", server.to_str().unwrap()],
+    );
+    let session = sample::session(81, 0, Shape::default());
+    let project = session.messages[0].meta.project.clone().unwrap();
+    let cwd = session.messages[0].meta.cwd.clone().unwrap();
+    assert!(cwd.starts_with("/home/dev/"), "{cwd}");
+    let id = world.import(&alice, &session);
+    let local = alice.store().session(&id).unwrap().unwrap();
+    assert!(
+        local.source.path.contains("alice-transcripts"),
+        "{}",
+        local.source.path
+    );
+
+    world.ok(&alice, &["push", "origin", &id.short()]);
+    let remote = Store::open(&server.join("store")).unwrap();
+    let theirs = remote.session(&id).unwrap().unwrap();
+    assert_eq!(theirs.source.path, "", "the source file path stays here");
+    assert_eq!(theirs.head, local.head, "same history, same ids");
+    for (_, node) in remote.chain(&theirs.head).unwrap() {
+        assert_eq!(node.meta.cwd.as_deref(), Some(project.as_str()));
+        assert!(!format!("{:?}", node.meta).contains("/home/dev"));
+    }
+    drop(remote);
+    // Here, nothing changed.
+    let store = alice.store();
+    assert_eq!(store.session(&id).unwrap().unwrap(), local);
+    for (_, node) in store.chain(&local.head).unwrap() {
+        assert_eq!(node.meta.cwd.as_deref(), Some(cwd.as_str()));
+    }
+    drop(store);
+
+    // Opted in: working directories travel in full; the source path still does not.
+    world.ok(&alice, &["config", "set", "share.paths", "full"]);
+    let second = world.import(&alice, &sample::session(82, 0, Shape::default()));
+    world.ok(&alice, &["push", "origin", &second.short()]);
+    let remote = Store::open(&server.join("store")).unwrap();
+    let theirs = remote.session(&second).unwrap().unwrap();
+    assert_eq!(theirs.source.path, "");
+    let (_, first) = &remote.chain(&theirs.head).unwrap()[0];
+    assert!(
+        first
+            .meta
+            .cwd
+            .as_deref()
+            .is_some_and(|c| c.starts_with("/home/dev/")),
+        "{:?}",
+        first.meta
+    );
 }

@@ -389,39 +389,123 @@ fn hybrid_syncs_through_a_real_relay() {
     drop(relay);
 }
 
+/// How often `needle` occurs in a command's stdout and stderr together.
+fn occurrences(stdout: &str, stderr: &str, needle: &str) -> usize {
+    stdout.matches(needle).count() + stderr.matches(needle).count()
+}
+
 #[test]
-fn zz_explore() {
+fn a_refused_item_is_reported_once_and_the_rest_of_the_sync_goes_on() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("relay-data");
     std::fs::create_dir_all(&data).unwrap();
-    std::fs::write(data.join("relay.toml"), "[default]\nmembers = 1\n").unwrap();
+    // One member per team and two new public sessions a month.
+    std::fs::write(
+        data.join("relay.toml"),
+        "[default]\nmembers = 1\nsessions_per_month = 2\n",
+    )
+    .unwrap();
     let relay = start_relay(&data);
     let alice = person(dir.path(), "alice");
     ok(&alice, &["team", "create", "core"]);
-    ok(&alice, &["relay", "register", "--team", "core", &relay.ticket]);
-    ok(&alice, &["storage", "configure", "--relay", &relay.ticket]);
-    let (one, e) = import_sample(&alice, dir.path(), "one");
-    eprintln!("IMPORT1 {e}");
-    let r = tapes(&alice, &["share", &one[..12], "--public", "--allow-secrets"]);
-    eprintln!("SHARE1 {r:?}");
+    ok(
+        &alice,
+        &["relay", "register", "--team", "core", &relay.ticket],
+    );
+    ok(
+        &alice,
+        &[
+            "storage",
+            "configure",
+            "--relay",
+            &relay.ticket,
+            "--no-sync-on-close",
+            "--sync-interval",
+            "1h",
+        ],
+    );
+    let (one, _) = import_sample(&alice, dir.path(), "one");
+    ok(
+        &alice,
+        &["share", &one[..12], "--public", "--allow-secrets"],
+    );
+    let (out, _) = ok(&alice, &["storage", "sync"]);
+    assert!(out.contains(&format!("deposited {}", &one[..12])), "{out}");
+
+    // Bob joins (request and answer files): the team now has more members than the relay
+    // takes, so it refuses the new manifest. Alice shares two more sessions (the relay takes
+    // one more this month) and unshares the first.
     let bob = person(dir.path(), "bob");
     let (code, _) = ok(&alice, &["team", "invite"]);
     let request = dir.path().join("bob.request");
     let answer = dir.path().join("bob.answer");
-    ok(&bob, &["team", "join", code.trim(), "-o", request.to_str().unwrap()]);
-    let r = tapes(&alice, &["team", "accept", request.to_str().unwrap(), "-o", answer.to_str().unwrap()]);
-    eprintln!("ACCEPT {r:?}");
-    let r = tapes(&alice, &["unshare", &one[..12]]);
-    eprintln!("UNSHARE {r:?}");
-    let r = tapes(&alice, &["storage", "sync"]);
-    eprintln!("SYNC {r:?}");
-    let r = tapes(&alice, &["sync", "relay"]);
-    eprintln!("SYNCRELAY {r:?}");
-    let r = tapes(&alice, &["sync"]);
-    eprintln!("SYNCALL {r:?}");
-    ok(&alice, &["storage", "set-provider", "cloud"]);
-    let r = tapes(&alice, &["share", &one[..12], "--public", "--allow-secrets"]);
-    eprintln!("SHARE-CLOUD {r:?}");
-    let r = tapes(&alice, &["storage", "status"]);
-    eprintln!("STATUS {r:?}");
+    ok(
+        &bob,
+        &["team", "join", code.trim(), "-o", request.to_str().unwrap()],
+    );
+    ok(
+        &alice,
+        &[
+            "team",
+            "accept",
+            request.to_str().unwrap(),
+            "-o",
+            answer.to_str().unwrap(),
+        ],
+    );
+    let (two, _) = import_sample(&alice, dir.path(), "two");
+    let (three, _) = import_sample(&alice, dir.path(), "three");
+    for id in [&two, &three] {
+        ok(&alice, &["share", &id[..12], "--public", "--allow-secrets"]);
+    }
+    ok(&alice, &["unshare", &one[..12]]);
+
+    let members_reason = "has 2 members and this relay allows 1 per team";
+    let sessions_reason = "`sessions_per_month`";
+    let (code, out, err) = tapes(&alice, &["storage", "sync"]);
+    // Something was refused, so the exit status is 1; everything else went through.
+    assert_eq!(code, 1, "stdout: {out}\nstderr: {err}");
+    assert_eq!(occurrences(&out, &err, members_reason), 1, "{out}\n{err}");
+    assert_eq!(occurrences(&out, &err, sessions_reason), 1, "{out}\n{err}");
+    assert!(err.contains("error: manifests of team"), "{err}");
+    assert!(err.contains("did not take 2 items"), "{err}");
+    // The unshare landed, and one of the two new shares.
+    assert!(
+        out.contains(&format!(
+            "deposited {} for the public: 0 new nodes",
+            &one[..12]
+        )),
+        "{out}"
+    );
+    let landed: Vec<&String> = [&two, &three]
+        .into_iter()
+        .filter(|id| out.contains(&format!("deposited {}", &id[..12])))
+        .collect();
+    assert_eq!(landed.len(), 1, "{out}");
+    let landed = landed[0].clone();
+    assert!(out.contains("2 synced, 1 pending push"), "{out}");
+
+    // The next sync sends only what is still pending: nothing is deposited again, and each
+    // refusal is said once more.
+    let (code, out, err) = tapes(&alice, &["storage", "sync"]);
+    assert_eq!(code, 1, "stdout: {out}\nstderr: {err}");
+    assert!(!out.contains("deposited"), "{out}");
+    assert_eq!(occurrences(&out, &err, members_reason), 1, "{out}\n{err}");
+    assert_eq!(occurrences(&out, &err, sessions_reason), 1, "{out}\n{err}");
+    let (out, _) = ok(&alice, &["storage", "status"]);
+    assert!(out.contains("2 synced, 1 pending push"), "{out}");
+    assert!(out.contains("with errors"), "{out}");
+
+    // A hybrid sync when a command exits: a warning naming each refusal once, and the
+    // command itself succeeds.
+    ok(&alice, &["storage", "configure", "--sync-on-close"]);
+    let (code, out, err) = tapes(&alice, &["unshare", &landed[..12]]);
+    assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
+    assert!(
+        err.contains("warning: relay `relay` did not take 2 items"),
+        "{err}"
+    );
+    assert_eq!(occurrences(&out, &err, members_reason), 1, "{out}\n{err}");
+    assert_eq!(occurrences(&out, &err, sessions_reason), 1, "{out}\n{err}");
+    drop(relay);
 }

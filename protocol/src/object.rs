@@ -51,7 +51,9 @@ impl StoredObject {
         blocks: &[ContentBlock],
         meta: &NodeMeta,
     ) -> StoredObject {
-        let mut bytes = Vec::with_capacity(256);
+        // Sized up front: a message of tens of MB would otherwise be copied at every doubling
+        // and end with up to twice its size reserved.
+        let mut bytes = Vec::with_capacity(512 + blocks.iter().map(size_hint).sum::<usize>());
         bytes.push(OBJECT_FORMAT);
         bytes.extend_from_slice(&[0; 4]);
         canonical::encode_body_into(&mut bytes, parent, role, model, blocks);
@@ -212,5 +214,41 @@ mod tests {
             StoredObject::encode(&other).id,
             StoredObject::encode(&node()).id
         );
+    }
+}
+
+/// About how many bytes `block` takes encoded (its strings, plus a little for the framing).
+fn size_hint(block: &crate::ContentBlock) -> usize {
+    use crate::{ContentBlock, ImageSource, ToolResultPart};
+    let image = |source: &ImageSource| match source {
+        ImageSource::Bytes { data } => data.len(),
+        ImageSource::Reference { uri } => uri.len(),
+    };
+    32 + match block {
+        ContentBlock::Text { text } => text.len(),
+        ContentBlock::Thinking { text, signature } => {
+            text.len() + signature.as_ref().map_or(0, String::len)
+        }
+        ContentBlock::ToolUse { id, name, input } => id.len() + name.len() + input.len(),
+        ContentBlock::ToolResult {
+            tool_use_id,
+            content,
+            ..
+        } => {
+            tool_use_id.len()
+                + content
+                    .iter()
+                    .map(|part| {
+                        16 + match part {
+                            ToolResultPart::Text { text } => text.len(),
+                            ToolResultPart::Image { media_type, source } => {
+                                media_type.len() + image(source)
+                            }
+                        }
+                    })
+                    .sum::<usize>()
+        }
+        ContentBlock::Image { media_type, source } => media_type.len() + image(source),
+        ContentBlock::Other { kind, json } => kind.len() + json.len(),
     }
 }

@@ -167,7 +167,7 @@ fn sealing(store: &Store, me: &MemberId, args: &CreateArgs) -> anyhow::Result<Se
             chain.head().manifest.name
         );
     }
-    Ok(Sealing::Team(chain))
+    Ok(Sealing::Team(Box::new(chain)))
 }
 
 fn create(args: CreateArgs) -> anyhow::Result<ExitCode> {
@@ -196,10 +196,18 @@ fn create(args: CreateArgs) -> anyhow::Result<ExitCode> {
     let mut failed = false;
     for left in &prepared.left_out {
         if left.named {
-            eprintln!("error: session {} is left out: {}", left.session.short(), left.why);
+            eprintln!(
+                "error: session {} is left out: {}",
+                left.session.short(),
+                left.why
+            );
             failed = true;
         } else {
-            eprintln!("note: session {} is left out: {}", left.session.short(), left.why);
+            eprintln!(
+                "note: session {} is left out: {}",
+                left.session.short(),
+                left.why
+            );
         }
     }
     if args.gate.dry_run {
@@ -225,7 +233,7 @@ fn create(args: CreateArgs) -> anyhow::Result<ExitCode> {
     }
     let team = match sealing {
         Sealing::Plain => None,
-        Sealing::Team(chain) => Some(chain),
+        Sealing::Team(chain) => Some(*chain),
         Sealing::Personal => Some(bundle::personal_chain(&identity, now)?),
     };
     let personal = args.team.is_none() && !args.plain;

@@ -115,7 +115,11 @@ pub fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
             })?;
             bar.finish_and_clear();
             if report.redacted > 0 {
-                eprintln!("exported {} sessions{}", report.written, redacted_note(&report));
+                eprintln!(
+                    "exported {} sessions{}",
+                    report.written,
+                    redacted_note(&report)
+                );
             }
             Ok(refusals(&report))
         }

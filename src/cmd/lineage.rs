@@ -17,10 +17,10 @@ use std::process::ExitCode;
 use anyhow::bail;
 use tapes::gate::Exit;
 use tapes::lineage::{self, CopyOptions};
-use tapes::transfer::{self, GatedPush, TransferError};
 use tapes::protocol::SessionId;
 use tapes::store::Store;
 use tapes::tracking::{self, TrackedAlias, Tracking};
+use tapes::transfer::{self, GatedPush, TransferError};
 
 use super::remote;
 
@@ -144,7 +144,15 @@ pub fn branch(args: BranchArgs) -> anyhow::Result<ExitCode> {
     }
     let id = lineage::branch(&store, &source, &options(&args.copy)?, tapes::now_ms())?;
     report(&store, "branched", &source, &id)?;
-    finish(&home, &store, &args.copy, project, &source, &id, Exit::Branch)
+    finish(
+        &home,
+        &store,
+        &args.copy,
+        project,
+        &source,
+        &id,
+        Exit::Branch,
+    )
 }
 
 pub fn fork(args: ForkArgs) -> anyhow::Result<ExitCode> {

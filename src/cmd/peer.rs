@@ -394,14 +394,10 @@ pub fn print_relay_sync(name: &str, report: &tapes::peer::relay_client::RelaySyn
             team.short()
         );
     }
-    for (id, scope, e) in &report.failed {
-        eprintln!(
-            "  error: deposit of {} for {}: {e}",
-            id.short(),
-            scope_name(scope)
-        );
+    for (item, e) in report.failures() {
+        eprintln!("  error: {item}: {e}");
     }
-    !report.failed.is_empty()
+    report.has_failures()
 }
 
 pub fn scope_name(scope: &tapes::protocol::sync::Scope) -> String {

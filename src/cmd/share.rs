@@ -152,11 +152,15 @@ pub fn share(args: ShareArgs) -> anyhow::Result<ExitCode> {
                     Audience::Public => "everyone with the link".to_string(),
                     Audience::Team(t) => format!("team {}", team_name(&store, &t)),
                 };
+                let texts = match done.redacted_texts {
+                    0 => String::new(),
+                    n => format!(" ({n} possible secrets redacted in its note and title)"),
+                };
                 if done.session == id {
-                    println!("shared {} with {to}", id.short());
+                    println!("shared {} with {to}{texts}", id.short());
                 } else {
                     println!(
-                        "shared a redacted copy {} of {} with {to} ({} spans redacted; the original is untouched)",
+                        "shared a redacted copy {} of {} with {to} ({} spans redacted; the original is untouched){texts}",
                         done.session.short(),
                         id.short(),
                         done.redacted_spans

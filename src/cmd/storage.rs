@@ -1,6 +1,6 @@
 //! `tapes storage set-provider|configure|status|sync`, the sync after every command, and the
-//! background sync of `tapes serve`: the network side of the storage providers
-//! (`tapes::provider` holds the configuration and the decision when to sync).
+//! background sync of `tapes serve`: the network side of the storage providers (SPEC.md
+//! §16.11; `tapes::provider` holds the configuration and the decision when to sync).
 //!
 //! * local: nothing here ever dials; `tapes storage sync` refuses.
 //! * cloud: write-through; after a command that wrote, the relay must take the change or the
@@ -10,6 +10,8 @@
 //!
 //! What is pending is derived from the store (our shared sessions against what we last
 //! deposited at the relay), so a sync that did not happen loses nothing: the next one catches up.
+//! An item the relay refuses (a deposit, a team's manifests, a join answer) is named once with
+//! the relay's reason, and the rest of the sync still happens (SPEC.md §16.4, §16.11).
 
 use std::collections::BTreeSet;
 use std::process::ExitCode;
@@ -33,7 +35,7 @@ use tapes::provider::{
 use tapes::store::Store;
 use tokio::task::block_in_place;
 
-use super::peer::{print_relay_sync, runtime};
+use super::peer::{describe, runtime, scope_name};
 use super::remote;
 
 /// How long `tapes storage status` waits for the relay's answers before printing "pending
@@ -277,12 +279,7 @@ async fn attempt(
     let mut state = SyncState::load(&state_path);
     match &outcome {
         Ok(report) => {
-            let failed = report
-                .failed
-                .iter()
-                .map(|(id, _, e)| format!("deposit of {}: {e}", id.short()))
-                .collect::<Vec<_>>();
-            state.record_sync(&node, now, (!failed.is_empty()).then(|| failed.join("; ")));
+            state.record_sync(&node, now, report.has_failures().then(|| failures(report)));
         }
         Err(f) => state.record_failure(&node, now, f.why.clone()),
     }
@@ -296,6 +293,56 @@ async fn attempt(
         outcome,
         counts,
     })
+}
+
+/// Every item the relay refused (or that failed on its own) in one sync, each once, with
+/// why: `deposit of 1a2b3c4d5e6f for the public: peer relay refused: …; …`.
+fn failures(report: &RelaySyncReport) -> String {
+    report
+        .failures()
+        .iter()
+        .map(|(item, e)| format!("{item}: {e}"))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// How many items failed, in words.
+fn items(n: usize) -> String {
+    if n == 1 {
+        "1 item".into()
+    } else {
+        format!("{n} items")
+    }
+}
+
+/// Prints what a sync with the relay did: the fetch, what landed on stdout; every item that
+/// failed once, on stderr. True when something failed.
+fn print_report(name: &str, report: &RelaySyncReport) -> bool {
+    println!("{}", describe(name, &report.fetched));
+    for rejected in &report.fetched.rejected {
+        eprintln!("  rejected: {rejected}");
+    }
+    if report.manifests_sent > 0 {
+        println!("  sent {} team manifests", report.manifests_sent);
+    }
+    for (id, scope, nodes) in &report.deposited {
+        println!(
+            "  deposited {} for {}: {nodes} new nodes",
+            id.short(),
+            scope_name(scope)
+        );
+    }
+    for (team, who, accepted) in &report.joins_answered {
+        println!(
+            "  {} the join request of {who} for team {} (it waited at the relay)",
+            if *accepted { "accepted" } else { "refused" },
+            team.short()
+        );
+    }
+    for (item, e) in report.failures() {
+        eprintln!("  error: {item}: {e}");
+    }
+    report.has_failures()
 }
 
 fn open_all() -> anyhow::Result<(Home, Arc<Store>, Arc<Identity>)> {
@@ -333,12 +380,20 @@ fn sync() -> anyhow::Result<ExitCode> {
     let name = &attempt.relay.name;
     match attempt.outcome {
         Ok(report) => {
-            let failed = print_relay_sync(name, &report);
+            // Everything else was synced; what failed is listed once above, stays pending and
+            // is retried by the next sync. The exit status says that not everything landed.
+            let failed = print_report(name, &report);
             let counts = attempt.counts.unwrap_or_default();
             println!(
                 "relay {name}: {} synced, {} pending push",
                 counts.synced, counts.pending_push
             );
+            if failed {
+                eprintln!(
+                    "relay `{name}` did not take {}; `tapes storage sync` tries again",
+                    items(report.failures().len())
+                );
+            }
             Ok(if failed {
                 ExitCode::from(1)
             } else {
@@ -789,7 +844,7 @@ pub fn after_command(result: anyhow::Result<ExitCode>, wrote: bool) -> anyhow::R
             let name = &attempt.relay.name;
             let pending = attempt.counts.as_ref().map(|c| c.pending_push);
             match attempt.outcome {
-                Ok(report) if report.failed.is_empty() => {
+                Ok(report) if !report.has_failures() => {
                     let fetched = report.fetched.new_sessions + report.fetched.updated_sessions;
                     if !report.deposited.is_empty() || fetched > 0 {
                         eprintln!(
@@ -800,11 +855,11 @@ pub fn after_command(result: anyhow::Result<ExitCode>, wrote: bool) -> anyhow::R
                     return result;
                 }
                 Ok(report) => {
-                    let (id, _, e) = &report.failed[0];
+                    // The rest of the sync went through; each refused item is named once.
                     let what = format!(
-                        "relay `{name}` did not take {} (deposit of {}: {e})",
-                        changes(report.failed.len()),
-                        id.short(),
+                        "relay `{name}` did not take {} ({})",
+                        items(report.failures().len()),
+                        failures(&report)
                     );
                     (what, pending, false)
                 }
@@ -908,18 +963,19 @@ pub fn background_sync(home: &Home) -> Option<tokio::task::JoinHandle<()>> {
                 Ok(a) => match a.outcome {
                     Ok(report) => {
                         let fetched = report.fetched.new_sessions + report.fetched.updated_sessions;
-                        if report.deposited.is_empty() && report.failed.is_empty() && fetched == 0 {
+                        let failed = report.failures().len();
+                        if report.deposited.is_empty() && failed == 0 && fetched == 0 {
                             log(format!(
                                 "storage sync with relay {}: up to date",
                                 a.relay.name
                             ));
                         } else {
                             log(format!(
-                                "storage sync with relay {}: {} deposited, {} failed, {fetched} sessions fetched; {} pending push",
+                                "storage sync with relay {}: {} deposited, {failed} failed, {fetched} sessions fetched; {} pending push{}",
                                 a.relay.name,
                                 report.deposited.len(),
-                                report.failed.len(),
-                                a.counts.as_ref().map(|c| c.pending_push).map_or("?".into(), |n| n.to_string())
+                                a.counts.as_ref().map(|c| c.pending_push).map_or("?".into(), |n| n.to_string()),
+                                if failed > 0 { format!(" ({})", failures(&report)) } else { String::new() }
                             ));
                         }
                     }

@@ -73,6 +73,19 @@ const DEFAULT_PROVIDER: &str = "anthropic";
 pub fn parse(path: &Path, text: &str) -> Result<FileReport, ImportError> {
     let mut report = FileReport::default();
     let records = read_records(path, text, &mut report.warnings)?;
+    parse_records(report, records)
+}
+
+/// [`parse`], freeing the text as soon as its lines are read (import's path: memory stays
+/// within a small multiple of the longest line).
+pub fn parse_owned(path: &Path, text: String) -> Result<FileReport, ImportError> {
+    let mut report = FileReport::default();
+    let records = read_records(path, &text, &mut report.warnings)?;
+    drop(text);
+    parse_records(report, records)
+}
+
+fn parse_records(mut report: FileReport, records: Vec<Record>) -> Result<FileReport, ImportError> {
     let tree = LineTree::new(&records);
     let mut sessions = SessionSet::default();
     let mut summaries = Vec::new();
@@ -107,7 +120,11 @@ pub fn parse(path: &Path, text: &str) -> Result<FileReport, ImportError> {
 struct Record {
     /// 1-based line number.
     line: usize,
+    /// The line without its `message`.
     value: Map<String, Value>,
+    /// The line's `message`, taken out when it is read: a 50 MB reply is held once as JSON and
+    /// then once as blocks, never both for the whole file (SPEC §8).
+    message: std::cell::RefCell<Option<Value>>,
 }
 
 /// Splits `text` into JSON object lines, warning about (and skipping) every other non-blank line.
@@ -127,8 +144,13 @@ fn read_records(
             continue;
         }
         let problem = match serde_json::from_str::<Value>(raw) {
-            Ok(Value::Object(value)) => {
-                records.push(Record { line, value });
+            Ok(Value::Object(mut value)) => {
+                let message = value.remove("message");
+                records.push(Record {
+                    line,
+                    value,
+                    message: std::cell::RefCell::new(message),
+                });
                 continue;
             }
             Ok(_) => "line is JSON but not an object".to_owned(),
@@ -256,8 +278,9 @@ struct LineMessage {
 fn read_message(record: &Record, role: Role, tree: &LineTree) -> Result<LineMessage, String> {
     let value = &record.value;
     let key = session_key(value, tree).ok_or("message line has no `sessionId`")?;
-    let message = value
-        .get("message")
+    let taken = record.message.take();
+    let message = taken
+        .as_ref()
         .and_then(Value::as_object)
         .ok_or("message line has no `message` object")?;
     let content = message.get("content").ok_or("`message` has no `content`")?;

@@ -103,7 +103,7 @@ pub fn parse_file(path: &Path, format: SourceFormat) -> Result<FileReport, Impor
         _ => read(path, lines)?,
     };
     let mut report = match format {
-        SourceFormat::Claude => claude::parse(path, &text)?,
+        SourceFormat::Claude => claude::parse_owned(path, text)?,
         SourceFormat::Codex => codex::parse(path, &text)?,
         SourceFormat::GeminiChat => gemini::parse(path, &text)?,
         SourceFormat::MessagesJson => messages_json::parse(path, &text)?,

@@ -343,7 +343,9 @@ impl PeerConn {
                 Ok(Ok(Got::Kept(id))) => report.kept.push(id),
                 Ok(Ok(_)) => {}
                 Ok(Err(e @ PeerError::BadObject { .. })) if self.relay => {
-                    tracing::warn!("{e}");
+                    // Reported by the caller with the rest of the report; a log line at the
+                    // default level would print it a second time.
+                    tracing::debug!("{e}");
                     report.rejected.push(e.to_string());
                 }
                 Ok(Err(e)) | Err(e) => {
@@ -863,6 +865,9 @@ fn prepare_push(
                 ))
             })?,
     };
+    // Nothing leaves with local paths (SPEC.md §11.3): the entry above is signed without
+    // them, and so is the ref update below; node metadata keeps the project's name.
+    let paths = crate::outgoing::PathPolicy::load(store)?;
     let mut objects = Vec::with_capacity(chain.len() - start);
     for (node, _) in &chain[start..] {
         let bytes = store
@@ -870,7 +875,10 @@ fn prepare_push(
             .get_object(node)
             .map_err(crate::store::StoreError::from)?
             .ok_or(crate::store::StoreError::MissingNode(*node))?;
-        objects.push(StoredObject { id: *node, bytes });
+        objects.push(StoredObject {
+            id: *node,
+            bytes: crate::outgoing::object(bytes, paths),
+        });
     }
     let mut shares = Vec::new();
     let mut seal_to = None;
@@ -888,6 +896,7 @@ fn prepare_push(
         }
         shares.push(share.encode());
     }
+    let record = crate::outgoing::record(&record, paths);
     let ref_signature = RefSignature::sign(identity.signing_key(), id, base.as_ref(), &record);
     Ok(Prepared {
         entry,

@@ -333,6 +333,8 @@ impl Server {
             Some(Grant::Team(team)) => Some(tokio::task::block_in_place(|| conn.chain(&team))?),
             _ => None,
         };
+        // Node metadata leaves with the project's name, not the working directory (§11.3).
+        let paths = tokio::task::block_in_place(|| crate::outgoing::PathPolicy::load(store))?;
         let mut batch = Vec::new();
         let mut batch_bytes = 0;
         for (id, held) in chain.into_iter().skip(start) {
@@ -342,6 +344,7 @@ impl Server {
                     .map_err(StoreError::from)?
                     .ok_or(StoreError::MissingNode(id))?,
             };
+            let bytes = crate::outgoing::object(bytes, paths);
             batch_bytes += bytes.len();
             batch.push(bytes);
             if batch_bytes >= BATCH_BYTES {

@@ -473,9 +473,18 @@ impl RelayState {
         deposit: Deposit,
     ) -> Result<PendingDeposit, RelayError> {
         let scope = deposit.scope;
+        // A share-only deposit (no entry, no ids) keeps the record's head, entry and nodes and
+        // replaces its share: how a revocation or a new expiry lands without any object, so
+        // that no quota stands in its way. It needs a record of the caller's at that head.
+        let share_only = is_share_only(&deposit);
         if let Scope::Team(team) = &scope {
             self.require_member(team, peer)?;
-            for sealed in [&deposit.entry, &deposit.share] {
+            let sealed_records = if share_only {
+                vec![&deposit.share]
+            } else {
+                vec![&deposit.entry, &deposit.share]
+            };
+            for sealed in sealed_records {
                 let sealed =
                     Sealed::decode(sealed).map_err(|e| RelayError::Malformed(e.to_string()))?;
                 if sealed.team != *team {
@@ -486,11 +495,17 @@ impl RelayState {
             }
         } else {
             // Public content is plain, so the relay checks it like a peer would.
-            let entry: tapes_protocol::bundle::SessionEntry = postcard::from_bytes(&deposit.entry)
-                .map_err(|e| RelayError::Malformed(format!("session entry: {e}")))?;
-            let record = check_entry(&entry).map_err(RelayError::Malformed)?;
-            if entry.signer != *peer || entry.id != deposit.session || record.head != deposit.head {
-                return Err(RelayError::NotOwner(deposit.session.short()));
+            if !share_only {
+                let entry: tapes_protocol::bundle::SessionEntry =
+                    postcard::from_bytes(&deposit.entry)
+                        .map_err(|e| RelayError::Malformed(format!("session entry: {e}")))?;
+                let record = check_entry(&entry).map_err(RelayError::Malformed)?;
+                if entry.signer != *peer
+                    || entry.id != deposit.session
+                    || record.head != deposit.head
+                {
+                    return Err(RelayError::NotOwner(deposit.session.short()));
+                }
             }
             let share = SignedShare::decode(&deposit.share).map_err(RelayError::Malformed)?;
             if share.record.sharer != *peer
@@ -653,18 +668,30 @@ impl RelayState {
                 blobs: blobs.iter().map(|b| b.id).collect(),
             });
         }
-        let record = Deposited {
-            owner,
-            head: deposit.head,
-            entry: deposit.entry.clone(),
-            session_item: deposit.session_item,
-            share: deposit.share.clone(),
-            share_item: deposit.share_item,
-            expires_ms: deposit.expires_ms,
-            revoked: deposit.revoked,
-            segments,
-            bytes: previous.as_ref().map_or(0, |p| p.bytes) + added,
-            updated_ms: now_ms,
+        let record = match (&previous, is_share_only(&deposit)) {
+            // Share-only (the compare-and-swap above put `previous` at `expected`): the
+            // record's head, entry, segments and size stay; the share and its facts change.
+            (Some(previous), true) => Deposited {
+                share: deposit.share.clone(),
+                share_item: deposit.share_item,
+                expires_ms: deposit.expires_ms,
+                revoked: deposit.revoked,
+                updated_ms: now_ms,
+                ..previous.clone()
+            },
+            _ => Deposited {
+                owner,
+                head: deposit.head,
+                entry: deposit.entry.clone(),
+                session_item: deposit.session_item,
+                share: deposit.share.clone(),
+                share_item: deposit.share_item,
+                expires_ms: deposit.expires_ms,
+                revoked: deposit.revoked,
+                segments,
+                bytes: previous.as_ref().map_or(0, |p| p.bytes) + added,
+                updated_ms: now_ms,
+            },
         };
         let storage = self.store.storage();
         if !blobs.is_empty() {
@@ -924,6 +951,12 @@ impl RelayState {
         // step without a compare-and-swap retry loop.
         self.chain_lock.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// A deposit of the share record alone (SPEC.md §16.3): no entry and no ids, at the relay's
+/// head (`expected = head`, checked like every deposit's).
+fn is_share_only(deposit: &Deposit) -> bool {
+    deposit.entry.is_empty() && deposit.ids.is_empty()
 }
 
 fn check_quota(

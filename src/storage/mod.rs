@@ -11,7 +11,7 @@
 //! process dies at.
 //!
 //! Only one process can open the database; [`shared`] lets every other process use the store
-//! through the one that holds it (SPEC.md §6, "Sharing the store between processes").
+//! through the one that holds it (SPEC.md §6.1, "Sharing the store between processes").
 
 pub mod journal;
 mod merge;

@@ -1,4 +1,4 @@
-//! Sharing the store between processes (SPEC.md §6, "Sharing the store between processes").
+//! Sharing the store between processes (SPEC.md §6.1).
 //!
 //! sled lets one process at a time open a store. The process that gets it, the *holder*, serves
 //! the store to the others on a Unix socket beside the database, `<store>/tapes.sock`; every
@@ -11,7 +11,7 @@
 //! The holder makes every write a client sends durable before it answers, so a client never
 //! has to remember what it wrote: what it was told is written survives the holder, and what it
 //! was not told about it sends again (objects are content-addressed; a compare-and-swap that
-//! already landed is recognized, [`already_applied`]).
+//! already landed is recognized, `already_applied`).
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -110,7 +110,7 @@ enum Route<'a> {
 
 /// What the open procedure got.
 enum Acquired {
-    Lock(SledStorage),
+    Lock(Box<SledStorage>),
     Holder(Conn),
 }
 
@@ -156,7 +156,7 @@ impl SharedStorage {
         }
     }
 
-    /// The open procedure (SPEC.md §6), once per thread at a time.
+    /// The open procedure (SPEC.md §6.1), once per thread at a time.
     fn connect(&self) -> Result<Route<'_>, StorageError> {
         let _one = self
             .connecting
@@ -168,7 +168,7 @@ impl SharedStorage {
         match acquire(&self.path, &self.socket)? {
             Acquired::Lock(storage) => {
                 tracing::debug!(store = %self.path.display(), "holding the store");
-                let holder = Holder::start(&self.path, storage);
+                let holder = Holder::start(&self.path, *storage);
                 Ok(Route::Local(
                     &self.local.get_or_init(move || holder).storage,
                 ))
@@ -284,7 +284,7 @@ fn acquire(path: &Path, socket: &Path) -> Result<Acquired, StorageError> {
     let mut open_errors = 0;
     loop {
         match SledStorage::try_open(path) {
-            Ok(Some(storage)) => return Ok(Acquired::Lock(storage)),
+            Ok(Some(storage)) => return Ok(Acquired::Lock(Box::new(storage))),
             Ok(None) => {}
             Err(e) => {
                 open_errors += 1;
@@ -357,7 +357,7 @@ impl Retry {
 /// True when every update's ref holds exactly its new value (`None`: absent). A ref update
 /// sent again after a lost connection that then fails its compare-and-swap landed the first
 /// time if this holds: the store is as the caller wanted it.
-pub fn already_applied(
+fn already_applied(
     updates: &[RefUpdate],
     get_ref: impl Fn(&[u8]) -> Result<Option<Vec<u8>>, StorageError>,
 ) -> Result<bool, StorageError> {
@@ -897,6 +897,8 @@ impl From<WireError> for StorageError {
     }
 }
 
+/// Writes one frame. std sends on Unix sockets with `MSG_NOSIGNAL`, so a peer that hung up is
+/// an `EPIPE` error here, not a SIGPIPE, although `main` restores SIGPIPE's default action.
 fn write_frame(out: &mut impl Write, value: &impl Serialize) -> io::Result<()> {
     let frame = postcard::to_extend(value, vec![0u8; 4])
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;

@@ -67,7 +67,7 @@ const MERGE_RELEASE_BYTES: usize = 8 << 20;
 impl SledStorage {
     /// Opens the store, or fails at once with [`StorageError::Locked`] if another process (or
     /// another handle in this one) holds it. Waiting for the holder is the caller's business:
-    /// `shared` waits and talks to the holder meanwhile (SPEC.md §6).
+    /// `shared` waits and talks to the holder meanwhile (SPEC.md §6.1).
     pub fn open(path: &Path) -> Result<Self, StorageError> {
         Self::try_open(path)?.ok_or_else(|| StorageError::Locked {
             path: path.display().to_string(),
