@@ -466,3 +466,49 @@ async fn what_a_peer_receives_carries_no_local_paths() {
     let noop = again.fetch(&bob.store, &bob.identity).await.unwrap();
     assert!(noop.is_empty(), "{noop:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_serving_an_older_history_never_rewinds_mine() {
+    let alice = TestNode::new("alice").await;
+    let bob = TestNode::new("bob").await;
+    let team = teams::create(&alice.store, &alice.identity, "core", tapes::now_ms())
+        .unwrap()
+        .team_id();
+    join(&alice, &bob, &team).await;
+    let id = alice.import(21, 2);
+    append(&alice, &id, "the newest message");
+    alice.share(&id, Audience::Team(team));
+    bob.dial(&alice, "alice")
+        .await
+        .fetch(&bob.store, &bob.identity)
+        .await
+        .unwrap();
+    let newest = bob.store.session(&id).unwrap().unwrap();
+    assert_eq!(newest.summary.messages, 7);
+
+    // Alice's store goes back to an older head (an old backup restored), signed by her as
+    // every served record is.
+    let raw = alice.store.session_raw(&id).unwrap().unwrap();
+    let mut older = tapes::session::SessionRecord::decode(&raw).unwrap();
+    let chain = alice.store.chain_ids(&older.head).unwrap();
+    older.head = chain[3];
+    older.summary.messages = 4;
+    alice
+        .store
+        .commit(
+            &[],
+            &[RefUpdate {
+                key: session_ref_key(&id),
+                expected: Some(raw),
+                new: Some(older.encode()),
+            }],
+        )
+        .unwrap();
+    bob.dial(&alice, "alice")
+        .await
+        .fetch(&bob.store, &bob.identity)
+        .await
+        .unwrap();
+    assert_eq!(bob.store.session(&id).unwrap().unwrap(), newest);
+    bob.fsck_clean();
+}
