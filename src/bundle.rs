@@ -1597,8 +1597,22 @@ fn plan(store: &Store, check: &Check<'_>) -> Result<Plan, BundleError> {
     let mut updates = Vec::new();
     let mut outcomes = Vec::new();
     for s in &check.sessions {
-        let new = s.record.encode();
         let raw = store.session_raw(&s.id)?;
+        // Records travel without the local transcript path (SPEC §11.3); a session this
+        // store already has keeps its own path, so one's own bundle imports as unchanged.
+        let local_path = raw
+            .as_deref()
+            .and_then(|bytes| SessionRecord::decode(bytes).ok())
+            .map(|here| here.source.path)
+            .filter(|path| !path.is_empty());
+        let new = match local_path {
+            Some(path) if s.record.source.path.is_empty() => {
+                let mut kept = s.record.clone();
+                kept.source.path = path;
+                kept.encode()
+            }
+            _ => s.record.encode(),
+        };
         let outcome = match &raw {
             None => Outcome::Created,
             Some(bytes) if bytes == &new => Outcome::Unchanged,

@@ -1,16 +1,16 @@
 //! Secret scanning (SPEC.md §11.2): before a session or its text leaves the machine, tapes
 //! looks for credentials in it.
 //!
-//! A hit blocks the share and lists what was found (`--dry-run` only lists, `--allow-secrets`
-//! overrides); `--redact` shares a copy in which every finding is replaced by
+//! A hit blocks what would leave and lists what was found (`--dry-run` only lists,
+//! `--allow-secrets` overrides); `--redact` sends a copy in which every finding is replaced by
 //! `[REDACTED:<kind label>]` (the original nodes are untouched).
 //!
 //! Detection is a handful of hand-written scanners, no regex engine: every rule is a literal
 //! anchor (a prefix, `://`, a variable name) plus runs of one character class, checked in a
 //! left-to-right pass. Every pass is linear in the input (a rule that fails never rescans the
 //! run it already looked at), so 10 MB scan in about a tenth of a second in release builds (the
-//! wrapped-token pass included), and text is
-//! only ever sliced at ASCII bytes, so no input can make a slice panic.
+//! wrapped-token pass included), and text is only ever sliced at ASCII bytes, so no input can
+//! make a slice panic.
 //!
 //! Two families of rules:
 //!
@@ -1066,19 +1066,27 @@ fn trim_wrapped(joined: &str, breaks: &[usize], span: Span) -> Option<usize> {
             | SecretKind::GoogleApiKey
             | SecretKind::PrivateKeyBlock
     ) {
+        // Walk back over the trailing continuations without a digit (each byte looked at
+        // once), then check the rest once: linear, whatever the input.
         let b = joined.as_bytes();
-        while let Some(&p) = breaks[..breaks.partition_point(|&p| p < end)]
-            .last()
-            .filter(|&&p| p > span.start)
-        {
-            if b[p..end].iter().any(u8::is_ascii_digit) {
+        let first = breaks.partition_point(|&p| p <= span.start);
+        let last = breaks.partition_point(|&p| p < span.end);
+        let mut cut = span.end;
+        for &p in breaks[first..last].iter().rev() {
+            if b[p..cut].iter().any(u8::is_ascii_digit) {
                 break;
             }
-            // `p` follows an ASCII byte, so it is a char boundary.
-            let shorter = &joined[..p];
-            match match_prefixed(shorter, span.start, &mut Blocked::default(), breaks) {
-                Some((e, kind)) if e == p && kind == span.kind => end = p,
-                _ => break,
+            cut = p;
+        }
+        if cut < span.end {
+            // `cut` follows an ASCII byte, so it is a char boundary.
+            let shorter = &joined[..cut];
+            if let Some((e, kind)) =
+                match_prefixed(shorter, span.start, &mut Blocked::default(), breaks)
+            {
+                if e == cut && kind == span.kind {
+                    end = cut;
+                }
             }
         }
     }
@@ -2290,6 +2298,11 @@ mod tests {
             format!("{HIGH_ENTROPY}-").repeat(n / 37),
             "0x".repeat(n / 2),
             "é".repeat(n / 2),
+            // Wrapped tokens: one match across every break, keys cut at every line.
+            format!("sk-1{}", "\nab".repeat(n / 3)),
+            "AKIA\n".repeat(n / 5),
+            "a\\n  b\n".repeat(n / 8),
+            format!("{OPENAI}\n").repeat(n / 42),
         ];
         for input in &inputs {
             let start = std::time::Instant::now();

@@ -1235,3 +1235,15 @@ fn cli_a_plain_bundle_with_a_key_is_refused_redacted_or_allowed_and_carries_no_l
     assert!(out.contains("3 sessions"), "{out}");
     assert!(contains(&bytes("as-is.tape"), key.as_bytes()));
 }
+
+#[test]
+fn ones_own_bundle_imports_as_nothing_new_and_keeps_the_local_paths() {
+    let alice = user("alice");
+    alice.ingest(samples(30..33));
+    let before = alice.store.sessions().unwrap();
+    assert!(before.iter().all(|(_, r)| r.source.path == "sample"));
+    alice.bundle("own.tape", None, None);
+    let report = alice.import(&alice.file("own.tape")).unwrap();
+    assert!(report.nothing_new(), "{:?}", report.sessions);
+    assert_eq!(alice.store.sessions().unwrap(), before);
+}

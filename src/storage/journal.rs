@@ -11,7 +11,9 @@
 //! File `<store>/journal`: a sequence of entries, each
 //! `"TJE1" || kind u8 || len u32le || BLAKE3(kind || payload)[..16] || payload`, where kind 1
 //! is a ref batch (`count u32le` then per ref `key_len u32le || key || 0|1 || [value_len u32le
-//! || value]`) and kind 2 an object batch (`count u32le` then `id [32] || len u32le || bytes`).
+//! || value]`), kind 2 an object batch (`count u32le` then `id [32] || len u32le || bytes`),
+//! and kind 3 (empty) a flush marker: the entries before it are durable in sled too, while
+//! entries after the last marker may be ahead of sled (a process killed before its flush).
 //! A reader checks every entry's checksum; a damaged or torn entry is skipped by scanning for
 //! the next magic, so one flipped byte costs one entry, not the rest of the file. When the file
 //! grows past twice its last compacted size (and at least [`COMPACT_MIN`]), it is rewritten as a
@@ -32,6 +34,11 @@ const MAGIC: &[u8; 4] = b"TJE1";
 const HEAD: usize = 4 + 1 + 4 + 16;
 const KIND_REFS: u8 = 1;
 const KIND_OBJECTS: u8 = 2;
+/// Written by [`Journal::sync`], which the store calls after sled's own flush returned:
+/// everything before it is durable in the database too. Entries after the last marker may be
+/// ahead of the database (a process killed between its write and its flush), which is no
+/// damage.
+const KIND_FLUSHED: u8 = 3;
 /// Below this the journal is never compacted: rewriting a few MiB saves nothing worth a pass
 /// over sled.
 pub const COMPACT_MIN: u64 = 64 << 20;
@@ -148,16 +155,20 @@ impl Journal {
         self.append(KIND_OBJECTS, &parts)
     }
 
-    /// Makes every entry appended so far durable (called by the store's flush).
+    /// Makes every entry appended so far durable, marked as durable in the database too
+    /// (called by the store's flush, after sled's flush returned).
     pub fn sync(&self) -> Result<(), StorageError> {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        if state.dirty {
-            state
-                .file
-                .sync_data()
-                .map_err(|e| io("sync", &self.path, e))?;
-            state.dirty = false;
+        let dirty = self.state.lock().unwrap_or_else(|p| p.into_inner()).dirty;
+        if !dirty {
+            return Ok(());
         }
+        self.append(KIND_FLUSHED, &[])?;
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state
+            .file
+            .sync_data()
+            .map_err(|e| io("sync", &self.path, e))?;
+        state.dirty = false;
         Ok(())
     }
 
@@ -223,6 +234,8 @@ impl Journal {
             let refs: Vec<&StoredObject> = objects_batch.iter().collect();
             put(&mut out, KIND_OBJECTS, encode_objects(&refs))?;
         }
+        // The snapshot was read from the database: all of it is there.
+        put(&mut out, KIND_FLUSHED, Vec::new())?;
         let file = out
             .into_inner()
             .map_err(|e| io("write", &fresh, e.into_error()))?;
@@ -293,6 +306,8 @@ fn encode_objects(objects: &[&StoredObject]) -> Vec<u8> {
 pub struct Replay {
     /// Ref key → its newest recorded value (`None`: deleted).
     pub refs: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// The same, as of the last flush marker: what the database holds durably too.
+    pub flushed_refs: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
     /// Objects recorded, as found (not yet verified against their ids).
     pub objects: Vec<StoredObject>,
     /// Entries whose checksum or layout did not hold, with their byte offsets.
@@ -371,6 +386,8 @@ pub fn replay(path: &Path) -> Result<Replay, StorageError> {
 
 fn replay_bytes(bytes: &[u8]) -> Replay {
     let mut out = Replay::default();
+    // Ref changes seen since the last flush marker.
+    let mut unflushed: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
     let mut at = 0;
     while at + HEAD <= bytes.len() {
         if &bytes[at..at + 4] != MAGIC {
@@ -398,11 +415,16 @@ fn replay_bytes(bytes: &[u8]) -> Replay {
             && match kind {
                 KIND_REFS => match decode_refs(&bytes[at + HEAD..end]) {
                     Some(refs) => {
+                        unflushed.extend(refs.iter().cloned());
                         out.refs.extend(refs);
                         true
                     }
                     None => false,
                 },
+                KIND_FLUSHED => {
+                    out.flushed_refs.extend(unflushed.drain(..));
+                    len == 0
+                }
                 KIND_OBJECTS => match decode_objects(&bytes[at + HEAD..end]) {
                     Some(objects) => {
                         out.objects.extend(objects);
@@ -496,6 +518,23 @@ mod tests {
         let ids: Vec<u8> = replay.objects.iter().map(|o| o.id.0[0]).collect();
         assert_eq!(ids, vec![0, 1, 3, 4]);
         assert_eq!(replay.damaged.len(), 2, "{:?}", replay.damaged);
+    }
+
+    #[test]
+    fn refs_after_the_last_flush_are_not_yet_the_databases() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(dir.path()).unwrap();
+        journal
+            .record_refs(&[update("session/a", Some("1"))])
+            .unwrap();
+        journal.sync().unwrap();
+        journal
+            .record_refs(&[update("session/b", Some("2"))])
+            .unwrap();
+        let replay = replay(&Journal::path(dir.path())).unwrap();
+        assert_eq!(replay.refs.len(), 2);
+        assert_eq!(replay.flushed_refs.len(), 1);
+        assert!(replay.flushed_refs.contains_key(b"session/a".as_slice()));
     }
 
     #[test]

@@ -107,7 +107,9 @@ impl SledStorage {
         // empty too, and every pack would look like a leftover.
         if refs.is_empty() && !journal_is_new {
             let replay = super::journal::replay(&Journal::path(path))?;
-            let recorded = replay.refs.values().filter(|v| v.is_some()).count();
+            // Only what the journal marks as flushed: a process killed before its first flush
+            // leaves journal entries that the database never had to keep.
+            let recorded = replay.flushed_refs.values().filter(|v| v.is_some()).count();
             if recorded > 0 {
                 return Err(StorageError::Backend(format!(
                     "the database in {} holds no refs, but its journal records {recorded}: the database was lost or replaced; run `tapes fsck` to see what survives and `tapes fsck --repair` to rebuild it",
