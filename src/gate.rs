@@ -462,6 +462,58 @@ pub fn deposit(
         .collect())
 }
 
+/// What `tapes serve` checks before it sends one of its owner's shared sessions: the
+/// messages added since the share (walking back from the head to the share's head) and a
+/// title or note changed since, as [`deposit`] does for a relay. A teammate fetching a session
+/// that grew after `tapes share` would otherwise receive messages no gate has seen. Returns
+/// the findings (empty: the session may be served as it is now).
+pub fn served(store: &Store, share: &crate::share::ShareRecord) -> Result<Findings, GateError> {
+    let id = &share.session;
+    let record = store
+        .session(id)?
+        .ok_or(StoreError::SessionNotFound(id.short()))?;
+    let mut nodes = Vec::new();
+    let mut next = Some(record.head);
+    let mut index = record.summary.messages as usize;
+    let mut seen = std::collections::HashSet::new();
+    while let Some(at) = next {
+        if at == share.head || !seen.insert(at) {
+            break;
+        }
+        let node = store.node(&at)?;
+        index = index.saturating_sub(1);
+        for finding in secrets::scan_blocks(&node.body.blocks) {
+            nodes.push(Hit {
+                session: *id,
+                node: at,
+                index,
+                finding,
+            });
+        }
+        next = node.body.parent;
+    }
+    let mut texts = Vec::new();
+    if let Some(title) = record
+        .title
+        .as_ref()
+        .filter(|t| Some(*t) != share.title.as_ref())
+    {
+        texts.push(("title", title.as_str()));
+    }
+    if let Some(note) = record
+        .note
+        .as_ref()
+        .filter(|n| Some(*n) != share.note.as_ref())
+    {
+        texts.push(("note", note.as_str()));
+    }
+    Ok(Findings {
+        session: *id,
+        nodes,
+        fields: scan_texts(id, "record", &texts),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

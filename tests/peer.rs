@@ -512,3 +512,69 @@ async fn a_peer_serving_an_older_history_never_rewinds_mine() {
     assert_eq!(bob.store.session(&id).unwrap().unwrap(), newest);
     bob.fsck_clean();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_added_after_a_share_wait_for_the_secret_gate_before_they_are_served() {
+    let alice = TestNode::new("alice").await;
+    let bob = TestNode::new("bob").await;
+    let team = teams::create(&alice.store, &alice.identity, "core", tapes::now_ms())
+        .unwrap()
+        .team_id();
+    join(&alice, &bob, &team).await;
+    let id = alice.import(22, 1);
+    let other = alice.import(23, 1);
+    alice.share(&id, Audience::Team(team));
+    alice.share(&other, Audience::Team(team));
+    bob.dial(&alice, "alice")
+        .await
+        .fetch(&bob.store, &bob.identity)
+        .await
+        .unwrap();
+    let shared = bob.store.session(&id).unwrap().unwrap();
+
+    // Alice goes on in the session and pastes a key; the other session grows harmlessly.
+    append(
+        &alice,
+        &id,
+        "use AKIAIOSFODNN7EXAMPLE with the secret wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+    );
+    append(&alice, &other, "nothing secret here");
+    let report = bob
+        .dial(&alice, "alice")
+        .await
+        .fetch(&bob.store, &bob.identity)
+        .await
+        .unwrap();
+    assert_eq!(report.rejected.len(), 1, "{report:?}");
+    assert!(report.rejected[0].contains("secret gate"), "{report:?}");
+    assert_eq!(bob.store.session(&id).unwrap().unwrap(), shared);
+    // The rest of the fetch went on.
+    assert_eq!(
+        bob.store.session(&other).unwrap().unwrap().summary.messages,
+        alice
+            .store
+            .session(&other)
+            .unwrap()
+            .unwrap()
+            .summary
+            .messages
+    );
+    assert!(!bob
+        .store
+        .chain(&bob.store.session(&id).unwrap().unwrap().head)
+        .unwrap()
+        .iter()
+        .any(|(_, n)| format!("{:?}", n.body.blocks).contains("AKIA")));
+
+    // Sharing again (here: allowing it) passes the gate; the session then travels.
+    alice.share(&id, Audience::Team(team));
+    bob.dial(&alice, "alice")
+        .await
+        .fetch(&bob.store, &bob.identity)
+        .await
+        .unwrap();
+    assert_eq!(
+        bob.store.session(&id).unwrap().unwrap().head,
+        alice.store.session(&id).unwrap().unwrap().head
+    );
+}

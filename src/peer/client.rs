@@ -71,8 +71,10 @@ pub struct FetchReport {
     pub nodes: usize,
     pub shares: usize,
     pub manifests: usize,
-    /// Sessions a relay served that did not verify (a relay cannot check sealed content, so one
-    /// member's bad deposit must not stop the others): the session and why.
+    /// Items not received, each with why: sessions a relay served that did not verify (a relay
+    /// cannot check sealed content, so one member's bad deposit must not stop the others), and
+    /// items the peer or relay refused one by one (a session waiting for its owner's secret
+    /// gate, one unshared since the listing).
     pub rejected: Vec<String>,
     /// Round trips on the critical path: reconciliation, then one per fetch phase.
     pub round_trips: usize,
@@ -342,6 +344,13 @@ impl PeerConn {
                 }
                 Ok(Ok(Got::Kept(id))) => report.kept.push(id),
                 Ok(Ok(_)) => {}
+                // A peer or relay that refuses one item (a session whose newest messages wait
+                // for its owner's secret gate, one unshared since the listing) refuses that
+                // item: the rest of the fetch goes on, and the caller reports it.
+                Ok(Err(e @ PeerError::Refused { .. })) => {
+                    tracing::debug!("{e}");
+                    report.rejected.push(e.to_string());
+                }
                 Ok(Err(e @ PeerError::BadObject { .. })) if self.relay => {
                     // Reported by the caller with the rest of the report; a log line at the
                     // default level would print it a second time.

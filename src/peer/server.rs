@@ -78,6 +78,9 @@ struct State {
     store: StoreHandle,
     identity: Arc<Identity>,
     log: EventLog,
+    /// The secret gate's verdict on our own shared sessions as they are now, by session and
+    /// head: a head is scanned once however often it is fetched (`gate::served`).
+    gated: Mutex<HashMap<(SessionId, NodeId), bool>>,
 }
 
 /// The `tapes/sync/1` protocol handler.
@@ -126,6 +129,7 @@ impl Server {
                 store,
                 identity,
                 log,
+                gated: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -280,6 +284,13 @@ impl Server {
                 stream.write(&Response::Share(raw)).await?;
             }
             ViewItem::Session { id, grant } => {
+                if !tokio::task::block_in_place(|| self.passes_gate(conn, &id, &grant))? {
+                    return refuse(
+                        stream,
+                        "its owner's messages added since it was shared wait for the secret gate; ask them to share it again",
+                    )
+                    .await;
+                }
                 self.send_session(conn, stream, id, Some(grant), have_head)
                     .await?;
                 self.log(format!("{} fetched session {}", conn.name, id.short()));
@@ -287,6 +298,61 @@ impl Server {
         }
         stream.finish();
         Ok(())
+    }
+
+    /// True when one of our own shared sessions may be served as it is now: what was added
+    /// since the share passes the secret gate (SPEC §11.2). Sessions of others that this node
+    /// passes on were gated by their owners.
+    fn passes_gate(&self, conn: &Conn, id: &SessionId, grant: &Grant) -> Result<bool, PeerError> {
+        let store = &conn.store;
+        let me = MemberId(self.state.identity.verifying_key().to_bytes());
+        let Some(record) = store.session(id)? else {
+            return Ok(true);
+        };
+        if record.owner.is_some_and(|owner| owner != me) {
+            return Ok(true);
+        }
+        let audience = match grant {
+            Grant::Team(team) => crate::share::Audience::Team(*team),
+            Grant::Public => crate::share::Audience::Public,
+        };
+        let key = crate::share::share_key(id, &audience);
+        let Some(raw) = store.storage().get_ref(&key).map_err(StoreError::from)? else {
+            return Ok(true);
+        };
+        let share = SignedShare::decode_stored(&raw)
+            .map_err(|e| PeerError::Local(format!("the share record of {}: {e}", id.short())))?;
+        if share.record.head == record.head {
+            return Ok(true);
+        }
+        let cached = self
+            .state
+            .gated
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(*id, record.head))
+            .copied();
+        if let Some(passes) = cached {
+            return Ok(passes);
+        }
+        let findings = crate::gate::served(store, &share.record)
+            .map_err(|e| PeerError::Local(e.to_string()))?;
+        let passes = findings.is_empty();
+        if !passes {
+            self.log(format!(
+                "not serving session {} to {}: {} possible secrets in what was added since it was shared; `tapes share {} --dry-run` lists them",
+                id.short(),
+                conn.name,
+                findings.len(),
+                id.short()
+            ));
+        }
+        self.state
+            .gated
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((*id, record.head), passes);
+        Ok(passes)
     }
 
     /// Sends a session's entry and the missing part of its chain. `grant: None` is the peer's
