@@ -480,7 +480,15 @@ pub fn served(store: &Store, share: &crate::share::ShareRecord) -> Result<Findin
         if at == share.head || !seen.insert(at) {
             break;
         }
-        let node = store.node(&at)?;
+        // Decoded without the hash check: the gate is about what the bytes say, and a node
+        // whose bytes do not match its id is the receiver's to refuse (it verifies everything).
+        let bytes = store
+            .storage()
+            .get_object(&at)
+            .map_err(StoreError::from)?
+            .ok_or(StoreError::MissingNode(at))?;
+        let node = tapes_protocol::StoredObject::decode(&bytes)
+            .map_err(|source| StoreError::BadNode { id: at, source })?;
         index = index.saturating_sub(1);
         for finding in secrets::scan_blocks(&node.body.blocks) {
             nodes.push(Hit {

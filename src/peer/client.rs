@@ -651,40 +651,58 @@ impl PeerConn {
                 shares: prepared.shares,
             })
             .await?;
-        let mut chain = prepared.seal_to;
-        let mut batch = Vec::new();
-        let mut bytes = 0;
-        let total = prepared.objects.len();
-        for (i, object) in prepared.objects.into_iter().enumerate() {
-            bytes += object.bytes.len();
-            batch.push(object.bytes);
-            if bytes >= BATCH_BYTES || i + 1 == total {
-                let list = std::mem::take(&mut batch);
-                bytes = 0;
-                let objects = match &mut chain {
-                    None => Objects::Plain(list),
-                    Some(chain) => {
-                        let team = chain.team_id();
-                        let sealed = block_in_place(|| {
-                            teams::seal_for(
-                                store,
-                                identity,
-                                chain,
-                                &encode_batch(&list),
-                                crate::now_ms(),
-                            )
-                        })?;
-                        Objects::Sealed {
-                            team,
-                            sealed: sealed.encode(),
+        let sent = async {
+            let mut chain = prepared.seal_to;
+            let mut batch = Vec::new();
+            let mut bytes = 0;
+            let total = prepared.objects.len();
+            for (i, object) in prepared.objects.into_iter().enumerate() {
+                bytes += object.bytes.len();
+                batch.push(object.bytes);
+                if bytes >= BATCH_BYTES || i + 1 == total {
+                    let list = std::mem::take(&mut batch);
+                    bytes = 0;
+                    let objects = match &mut chain {
+                        None => Objects::Plain(list),
+                        Some(chain) => {
+                            let team = chain.team_id();
+                            let sealed = block_in_place(|| {
+                                teams::seal_for(
+                                    store,
+                                    identity,
+                                    chain,
+                                    &encode_batch(&list),
+                                    crate::now_ms(),
+                                )
+                            })?;
+                            Objects::Sealed {
+                                team,
+                                sealed: sealed.encode(),
+                            }
                         }
-                    }
-                };
-                stream.write(&Request::Upload(objects)).await?;
+                    };
+                    stream.write(&Request::Upload(objects)).await?;
+                }
             }
+            stream.write(&Request::Done).await?;
+            stream.finish();
+            Ok::<(), PeerError>(())
         }
-        stream.write(&Request::Done).await?;
-        stream.finish();
+        .await;
+        if let Err(e @ PeerError::Connection { .. }) = sent {
+            // A peer that refuses a push may stop reading before all of it arrived; its answer
+            // is still on the stream and says why, which the broken write would hide.
+            return match stream.expect::<Response>("push answer").await {
+                Ok(Response::Refused { reason }) => Err(self.refused(reason)),
+                Ok(Response::Conflict { current }) => Err(PeerError::Conflict {
+                    peer: self.name.to_string(),
+                    session: id.short(),
+                    current: current.map_or("nothing".into(), |c| c.short()),
+                }),
+                _ => Err(e),
+            };
+        }
+        sent?;
         match stream.expect::<Response>("push answer").await? {
             Response::Pushed { nodes } => Ok(nodes),
             Response::Conflict { current } => Err(PeerError::Conflict {
