@@ -265,7 +265,8 @@ fn files_under(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
             let path = entry.unwrap().path();
             if path.is_dir() {
                 stack.push(path);
-            } else {
+            } else if path.is_file() {
+                // (The store's `tapes.sock`, while a store is open, holds nothing to read.)
                 let bytes = std::fs::read(&path).unwrap();
                 out.push((path, bytes));
             }
