@@ -51,21 +51,23 @@ pub enum BundleError {
         path: String,
         source: std::io::Error,
     },
-    #[error("{path} is not a tapes bundle, or its start is damaged: {why}; nothing was imported")]
+    #[error("{path} is not a tapes bundle, or its start is damaged: {why}")]
     NotABundle { path: String, why: FormatError },
-    #[error("{path} is truncated: it ends at byte {len}, inside {what}; nothing was imported; copy the file again")]
+    #[error("{path} is truncated: it ends at byte {len}, inside {what}; copy the file again")]
     Truncated {
         path: String,
         len: u64,
         what: &'static str,
     },
-    #[error("{path} is damaged: its checksum does not match its contents, so bytes were changed after it was made (first problem seen: {detail}); nothing was imported; copy the file again")]
+    #[error("{path} is damaged: its checksum does not match its contents, so bytes were changed after it was made (first problem seen: {detail}); copy the file again")]
     Damaged { path: String, detail: String },
-    #[error("{path} has {extra} bytes of trailing garbage after the bundle's end; nothing was imported; copy the file again")]
+    #[error(
+        "{path} has {extra} bytes of trailing garbage after the bundle's end; copy the file again"
+    )]
     Trailing { path: String, extra: u64 },
-    #[error("{path} is not a valid bundle: {why}; nothing was imported")]
+    #[error("{path} is not a valid bundle: {why}")]
     Invalid { path: String, why: String },
-    #[error("{path} is sealed to team {name} ({team}), which you are not a member of; nothing was imported; ask a member of {name} to invite you, or ask the sender for a bundle sealed to a team you are in")]
+    #[error("{path} is sealed to team {name} ({team}), which you are not a member of; ask a member of {name} to invite you, or ask the sender for a bundle sealed to a team you are in")]
     NotMember {
         path: String,
         team: String,
@@ -77,27 +79,27 @@ pub enum BundleError {
         team: String,
         name: String,
     },
-    #[error("{path} is refused: {why}; nothing was imported")]
+    #[error("{path} is refused: {why}")]
     Signer { path: String, why: String },
-    #[error("{path} is incremental on {basis_name} (checksum {basis}), whose nodes are not in your store: import {basis_name} first; nothing was imported")]
+    #[error("{path} is incremental on {basis_name} (checksum {basis}), whose nodes are not in your store: import {basis_name} first")]
     NeedsBasis {
         path: String,
         basis_name: String,
         basis: String,
     },
-    #[error("{path} needs node {id} ({what}), which is neither in the bundle nor in your store; nothing was imported; ask the sender for a complete bundle")]
+    #[error("{path} needs node {id} ({what}), which is neither in the bundle nor in your store; ask the sender for a complete bundle")]
     MissingNode {
         path: String,
         id: String,
         what: String,
     },
-    #[error("session {session}: your store has it at node {here} and the bundle at node {there}, and neither history contains the other; nothing was imported; import the bundle into another TAPES_HOME, or ask the sender to fork the session")]
+    #[error("session {session}: your store has it at node {here} and the bundle at node {there}, and neither history contains the other; import the bundle into another TAPES_HOME, or ask the sender to fork the session")]
     Diverged {
         session: String,
         here: String,
         there: String,
     },
-    #[error("session {session} in your store belongs to {here}, but the bundle's copy belongs to {there}; nothing was imported")]
+    #[error("session {session} in your store belongs to {here}, but the bundle's copy belongs to {there}")]
     OtherOwner {
         session: String,
         here: String,
@@ -1487,6 +1489,29 @@ pub fn verify(
     let mut check = Check::new(store, identity, path, None);
     let checksum = run(&file, path, &mut check, progress)?;
     Ok(check.info(path, size, checksum))
+}
+
+impl BundleError {
+    /// True when the bundle was refused while reading or checking it, before anything was
+    /// written: an import that failed this way left the store exactly as it was.
+    pub fn rejected_before_writing(&self) -> bool {
+        matches!(
+            self,
+            BundleError::NotABundle { .. }
+                | BundleError::Truncated { .. }
+                | BundleError::Damaged { .. }
+                | BundleError::Trailing { .. }
+                | BundleError::Invalid { .. }
+                | BundleError::NotMember { .. }
+                | BundleError::NoIdentity { .. }
+                | BundleError::Signer { .. }
+                | BundleError::NeedsBasis { .. }
+                | BundleError::MissingNode { .. }
+                | BundleError::Diverged { .. }
+                | BundleError::OtherOwner { .. }
+                | BundleError::Raced
+        )
+    }
 }
 
 /// What happened to one session on import.

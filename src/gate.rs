@@ -107,7 +107,8 @@ impl Exit {
 /// error that reports one ([`GateError::Refused`], and `share`'s and `push`'s own errors).
 pub fn refusal_text(exit: Exit, session: &str, count: usize, list: &str) -> String {
     format!(
-        "{count} possible secrets in {}session {session}; {}.\n{list}\n{}",
+        "{} in {}session {session}; {}.\n{list}\n{}",
+        crate::render::plural(count, "possible secret"),
         exit.scope(),
         exit.consequence(),
         exit.options(session)
@@ -154,7 +155,7 @@ pub enum GateError {
         list: String,
     },
     /// `--redact` where it cannot be done.
-    #[error("session {session}: {count} possible secrets, and --redact is not possible here; {}", exit.options(&session.short()))]
+    #[error("session {session}: {}, and --redact is not possible here; {}", crate::render::plural(*count, "possible secret"), exit.options(&session.short()))]
     CannotRedact {
         exit: Exit,
         session: SessionId,
@@ -295,7 +296,10 @@ impl Findings {
                 exit.options(&short)
             )
         };
-        let mut out = format!("{short}: {} possible secrets; {what}:", self.len());
+        let mut out = format!(
+            "{short}: {}; {what}:",
+            crate::render::plural(self.len(), "possible secret")
+        );
         for line in self.lines() {
             out.push('\n');
             out.push_str(&line);

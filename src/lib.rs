@@ -11,6 +11,7 @@ pub mod duration;
 pub mod export;
 pub mod fsck;
 pub mod gate;
+pub mod help;
 pub mod home;
 pub mod identity;
 pub mod import;

@@ -7,7 +7,7 @@ mod cmd;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
@@ -100,7 +100,7 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    let cli = Cli::parse();
+    let cli = parse();
     init_logging(cli.verbose);
     // Commands that change what a hybrid or cloud provider syncs (SPEC.md §16.11).
     // Commands that talk to the relay (or report on it) themselves: no second sync after them.
@@ -124,7 +124,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Init(args) => cmd::init::init(args),
         Command::Id(args) => cmd::init::id(args),
-        Command::Import(args) => cmd::import::run(args),
+        Command::Import(args) => cmd::import::run(args, cli.verbose),
         Command::Sessions(args) => cmd::sessions::list(args),
         Command::Show(args) => cmd::sessions::show(args),
         Command::Log(args) => cmd::sessions::log(args),
@@ -164,6 +164,41 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// The arguments, parsed by the clap command that carries every command's help example.
+fn parse() -> Cli {
+    let matches = with_examples(Cli::command(), "").get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.format(&mut Cli::command()).exit())
+}
+
+/// `command` with an `Example: ...` line at the end of every subcommand's help, from
+/// [`tapes::help::EXAMPLES`] (after any help text the command already has). `path` is the
+/// command's own path (`""` for `tapes` itself).
+fn with_examples(mut command: clap::Command, path: &str) -> clap::Command {
+    let names: Vec<String> = command
+        .get_subcommands()
+        .map(|sub| sub.get_name().to_string())
+        .collect();
+    for name in names {
+        let sub_path = if path.is_empty() {
+            name.clone()
+        } else {
+            format!("{path} {name}")
+        };
+        command = command.mut_subcommand(&name, |sub| {
+            let sub = with_examples(sub, &sub_path);
+            let Some(example) = tapes::help::example(&sub_path) else {
+                return sub;
+            };
+            let text = match sub.get_after_help() {
+                Some(existing) => format!("{existing}\n\nExample: {example}"),
+                None => format!("Example: {example}"),
+            };
+            sub.after_help(text)
+        });
+    }
+    command
 }
 
 /// The error and its causes, `: `-separated, leaving out a cause whose text the message
@@ -223,5 +258,42 @@ fn purge_freed_memory_at_once() {
         if matches!(mi_option_get(MI_OPTION_PURGE_DELAY), 10 | 1000) {
             mi_option_set(MI_OPTION_PURGE_DELAY, 0);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every help example parses as a real invocation: its command exists and its flags and
+    /// arguments are ones that command takes.
+    #[test]
+    fn every_help_example_parses() {
+        for (path, example) in tapes::help::EXAMPLES {
+            let words: Vec<&str> = example.split_whitespace().collect();
+            if let Err(e) = Cli::try_parse_from(&words) {
+                panic!("the example for `{path}` does not parse: {example}\n{e}");
+            }
+        }
+    }
+
+    /// Every command and subcommand has an example (clap's own `help` aside).
+    #[test]
+    fn every_command_has_an_example() {
+        fn walk(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for sub in command.get_subcommands() {
+                let sub_path = format!("{path} {}", sub.get_name()).trim().to_string();
+                if tapes::help::example(&sub_path).is_none() {
+                    missing.push(sub_path.clone());
+                }
+                walk(sub, &sub_path, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "", &mut missing);
+        assert!(
+            missing.is_empty(),
+            "commands without an example: {missing:?}"
+        );
     }
 }

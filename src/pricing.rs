@@ -14,9 +14,11 @@
 //! Model names are normalized before lookup ([`normalize`]): lowercased, provider prefixes
 //! (`models/`, `anthropic/`, `us.anthropic.`, …) and version/date suffixes (`-20250929`,
 //! `@20250929`, `-2025-11-13`, Bedrock's `-v1:0`) stripped. A name is priced by the longest
-//! table key that equals it or is a prefix of it ending at a `-` (so `claude-sonnet-4-5-…`
-//! finds `claude-sonnet-4-5`, and `claude-opus-4-1` falls back to `claude-opus-4`). A model no
-//! key matches costs 0 and is reported as *unpriced*.
+//! table key that equals it or is a prefix of it ending at a `-` and followed only by version
+//! numbers or release words (`preview`, `latest`, `exp`, `instruct`): so `claude-sonnet-4-5-…` finds
+//! `claude-sonnet-4-5`, `gemini-3-pro-preview` finds `gemini-3-pro` and `claude-opus-4-20250514`
+//! finds `claude-opus-4`, but `gemini-3-pro-image-preview` (another model) matches nothing.
+//! A model no key matches costs 0 and is reported as *unpriced* (SPEC.md §13).
 //!
 //! The defaults ([`DEFAULT_PRICES`]) are the providers' list prices when this was written;
 //! they drift. `$TAPES_HOME/prices.json` (same shape, see [`PriceTable::parse_overrides`]) is
@@ -192,7 +194,9 @@ impl PriceTable {
         self.entries
             .iter()
             .filter(|(key, _)| {
-                name.starts_with(key.as_str()) && name.as_bytes().get(key.len()) == Some(&b'-')
+                name.starts_with(key.as_str())
+                    && name.as_bytes().get(key.len()) == Some(&b'-')
+                    && is_variant_suffix(&name[key.len() + 1..])
             })
             .max_by_key(|(key, _)| key.len())
             .map(|(k, (p, s))| (k.as_str(), *p, *s))
@@ -207,6 +211,21 @@ impl PriceTable {
     pub fn entries(&self) -> impl Iterator<Item = (&str, &Price, PriceSource)> {
         self.entries.iter().map(|(k, (p, s))| (k.as_str(), p, *s))
     }
+}
+
+/// Whether what follows a table key (after its `-`) only names a release of that same model:
+/// version numbers (`1`, `05-20`, `001`) and release words (`preview`, `latest`, `exp`,
+/// `experimental`, `instruct`). Any other word names a different model (`gemini-3-pro-image-preview` is
+/// an image model, not `gemini-3-pro`), which stays unpriced rather than priced as another.
+fn is_variant_suffix(rest: &str) -> bool {
+    !rest.is_empty()
+        && rest.split('-').all(|word| {
+            (!word.is_empty() && word.bytes().all(|b| b.is_ascii_digit()))
+                || matches!(
+                    word,
+                    "preview" | "latest" | "exp" | "experimental" | "instruct"
+                )
+        })
 }
 
 fn parse_entries(text: &str, what: &str) -> Result<Vec<(String, Price)>, PricingError> {
@@ -370,6 +389,37 @@ mod tests {
         // A prefix must end at a `-`: `gpt-4` is not a price for `gpt-4o`-like names it does
         // not list, and made-up models are unpriced.
         assert_eq!(t.lookup("llama-3-70b"), None);
+        assert_eq!(t.lookup(""), None);
+    }
+
+    #[test]
+    fn a_family_key_does_not_swallow_a_different_model() {
+        let t = PriceTable::defaults();
+        // Another model whose name starts with a priced one: unpriced, not priced as it.
+        for other in [
+            "gemini-3-pro-image-preview",
+            "models/gemini-3-pro-image-preview",
+            "gemini-2.5-flash-image",
+            "gemini-2.5-flash-tts",
+        ] {
+            assert_eq!(t.lookup(other).map(|l| l.0), None, "{other}");
+            assert_eq!(t.cost(other, &Usage::default()), None, "{other}");
+        }
+        // Dated, versioned and preview releases of a priced model still match it.
+        for (variant, key) in [
+            ("claude-sonnet-4-5-20250929", "claude-sonnet-4-5"),
+            (
+                "us.anthropic.claude-sonnet-4-5-20250929-v1:0",
+                "claude-sonnet-4-5",
+            ),
+            ("claude-haiku-4-5-20251001", "claude-haiku-4-5"),
+            ("gemini-3-pro-preview", "gemini-3-pro"),
+            ("gemini-2.5-pro-preview-06-05", "gemini-2.5-pro"),
+            ("gemini-2.0-flash-001", "gemini-2.0-flash"),
+            ("gemini-2.0-flash-exp", "gemini-2.0-flash"),
+        ] {
+            assert_eq!(t.lookup(variant).map(|l| l.0), Some(key), "{variant}");
+        }
         assert_eq!(t.cost("llama-3-70b", &Usage::default()), None);
         assert_eq!(t.lookup(""), None);
     }

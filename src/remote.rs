@@ -50,6 +50,10 @@ pub enum RemoteError {
     },
     #[error("remote {name} does not have node {id} of the session it lists; the remote store is damaged (`tapes fsck` there)")]
     Missing { name: String, id: NodeId },
+    /// The peer behind the remote refused, could not be reached, or broke the protocol (its
+    /// message names the peer already).
+    #[error(transparent)]
+    Peer(Box<crate::peer::PeerError>),
 }
 
 fn short(id: &Option<NodeId>) -> String {

@@ -43,8 +43,9 @@ use crate::session::SessionRecord;
 use crate::status::{self, Status};
 use crate::store::{Store, StoreError};
 
-/// Bump when the schema or the state layout changes: an index of another version is rebuilt.
-const INDEX_VERSION: u32 = 2;
+/// Bump when the schema, the state layout or a derived fact (status, SPEC §13) changes: an index
+/// of another version is rebuilt. 3: status rules read what the transcript shows.
+const INDEX_VERSION: u32 = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SearchError {

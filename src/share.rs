@@ -80,8 +80,11 @@ pub enum ShareError {
         count: usize,
         list: String,
     },
-    #[error("session {0} is not shared with that audience")]
-    NotShared(String),
+    #[error("session {session} has no share to revoke{}; nothing changed (`tapes share {session}` shares it)", match .audience { None => "", Some(Audience::Public) => " for the public", Some(Audience::Team(_)) => " for that team" })]
+    NotShared {
+        session: String,
+        audience: Option<Audience>,
+    },
     #[error("share record of session {0} is damaged: {1}")]
     Damaged(String, String),
     #[error("cannot make a new session id: {0}")]
@@ -335,6 +338,26 @@ pub fn share(
     let record = store
         .session(&session)?
         .ok_or(StoreError::SessionNotFound(session.short()))?;
+    // Sharing again keeps what this call does not give: the earlier share's title and note,
+    // and its expiry while that share is still live (a revoked or lapsed one's has passed).
+    let previous = [session, *id]
+        .iter()
+        .map(|s| store.storage().get_ref(&share_key(s, &options.audience)))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(StoreError::from)?
+        .into_iter()
+        .flatten()
+        .find_map(|raw| SignedShare::decode_stored(&raw).ok());
+    let (previous_title, previous_note, previous_expiry) = match &previous {
+        Some(p) => (
+            p.record.title.clone(),
+            p.record.note.clone(),
+            p.record.expires_ms.filter(|_| p.is_live(now_ms)),
+        ),
+        None => (None, None, None),
+    };
+    let note = note.or(previous_note);
+    let expires_ms = options.expires_ms.or(previous_expiry);
     let signed = SignedShare::sign(
         ShareRecord {
             session,
@@ -342,10 +365,10 @@ pub fn share(
             audience: options.audience,
             sharer: MemberId(identity.verifying_key().to_bytes()),
             sharer_name: identity.profile.name.clone(),
-            title: title.or_else(|| record.title.clone()),
+            title: title.or(previous_title).or_else(|| record.title.clone()),
             note: note.clone(),
             shared_ms: now_ms,
-            expires_ms: options.expires_ms,
+            expires_ms,
             revoked: false,
         },
         identity,
@@ -360,7 +383,7 @@ pub fn share(
     if let Some(note) = note {
         updated.note = Some(note);
     }
-    updated.expires_ms = options.expires_ms.or(record.expires_ms);
+    updated.expires_ms = expires_ms.or(record.expires_ms);
     let key = share_key(&session, &options.audience);
     let current = store.storage().get_ref(&key).map_err(StoreError::from)?;
     store.commit(
@@ -419,7 +442,10 @@ pub fn unshare(
         }
     }
     if revoked == 0 {
-        return Err(ShareError::NotShared(id.short()));
+        return Err(ShareError::NotShared {
+            session: id.short(),
+            audience,
+        });
     }
     let raw = store.session_raw(id)?;
     if let Some(raw) = raw {

@@ -1,21 +1,31 @@
-//! How a session ended, derived from its chain (never stored by hand).
+//! How a session ended, derived from its chain (never stored by hand). SPEC.md §13 is the
+//! normative text; each rule there names the transcript that shows it.
 //!
-//! The rules, first match wins:
+//! Many agents record no stop reason: current Claude Code writes `"stop_reason": null` on its
+//! final message, Codex and Gemini CLI record none. So the rules read what the transcript shows
+//! (who spoke last and what), and use a stop reason only where one is recorded. First match
+//! wins:
 //!
-//! 1. **failed**: the session ended on a failure: its last assistant message stopped on the
-//!    length limit (`length`, `max_tokens`, `max_output_tokens`), or a tool returned an error
-//!    that nothing after it recovered from (no later successful tool result and no later
-//!    assistant message that finished its turn). An error the agent worked past does not make
+//! 1. **failed**: the last assistant message stopped on the length limit (`length`,
+//!    `max_tokens`, `max_output_tokens`, `model_context_window_exceeded`), or a tool returned an
+//!    error that nothing after it recovered from (no later successful tool result, no later
+//!    assistant message that finished its turn). A tool call the user *rejected* is not an
+//!    error: Claude Code marks it `is_error` with the result text `The user doesn't want to
+//!    proceed with this tool use…` (or `[Request interrupted by user…]`), and it does not make
 //!    the session failed.
-//! 2. **completed**: the session ends on an assistant message that finished its turn
-//!    (`end_turn`, `stop`, `stop_sequence`), or any tool call ran `git commit` or `git push` (a
-//!    shell command in the tool input's `command`/`cmd`/`commands`/`script`).
-//! 3. **abandoned**: the last message is not from the assistant (a prompt or a tool result
-//!    nobody answered).
-//! 4. **unknown**: anything else (e.g. an assistant message with no stop reason recorded).
+//! 2. **completed**: the session ends on an assistant message that finished its turn: its stop
+//!    reason is `end_turn`, `stop` or `stop_sequence`, or, with no stop reason recorded, it says
+//!    something (a non-empty text block) and calls no tool. Or any tool call ran `git commit`
+//!    or `git push` (a shell command in the tool input's `command`/`cmd`/`commands`/`script`).
+//! 3. **abandoned**: the last message is not from the assistant: a prompt nobody answered, a
+//!    tool result nobody answered, or the user stopping the agent (Claude Code's
+//!    `[Request interrupted by user]` and `[Request interrupted by user for tool use]`, e.g.
+//!    after rejecting a tool call).
+//! 4. **unknown**: anything else: the session ends on a tool call with no result yet (still
+//!    running, or cut off), on thinking alone, or on a stop reason that is no end (`tool_use`).
 
 use serde::{Deserialize, Serialize};
-use tapes_protocol::{ContentBlock, Node, Role};
+use tapes_protocol::{ContentBlock, Node, Role, ToolResultPart};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -71,24 +81,70 @@ fn is_turn_end(reason: &str) -> bool {
     )
 }
 
+/// The text Claude Code writes as the result of a tool call the user rejected.
+pub const REJECTED_TOOL_USE: &str = "The user doesn't want to proceed with this tool use";
+
+/// The text Claude Code writes (as a user message, or as a tool result) when the user stops
+/// the agent; `[Request interrupted by user for tool use]` is the variant after a rejection.
+pub const INTERRUPTED_BY_USER: &str = "[Request interrupted by user";
+
+/// Whether a tool result is the user rejecting the call or stopping the agent, not the tool
+/// failing.
+fn is_rejection(content: &[ToolResultPart]) -> bool {
+    content.iter().any(|part| match part {
+        ToolResultPart::Text { text } => {
+            let text = text.trim_start();
+            text.starts_with(REJECTED_TOOL_USE) || text.starts_with(INTERRUPTED_BY_USER)
+        }
+        _ => false,
+    })
+}
+
+/// Whether an assistant message finished its turn: a turn-ending stop reason, or, with none
+/// recorded, some text and no tool call.
+fn finished_turn(node: &Node) -> bool {
+    let stop = node.meta.stop_reason.as_deref().unwrap_or("");
+    if is_turn_end(stop) {
+        return true;
+    }
+    if !stop.is_empty() {
+        return false;
+    }
+    let mut said_something = false;
+    for block in &node.body.blocks {
+        match block {
+            ContentBlock::ToolUse { .. } => return false,
+            ContentBlock::Text { text } if !text.trim().is_empty() => said_something = true,
+            _ => {}
+        }
+    }
+    said_something
+}
+
 /// The status of a chain given root first.
 pub fn derive<'a>(chain: impl IntoIterator<Item = &'a Node>) -> Status {
     let mut unrecovered_error = false;
     let mut git_commit_or_push = false;
-    let mut last_role = None;
-    let mut last_assistant_stop: Option<String> = None;
+    let mut last: Option<&Node> = None;
+    let mut last_assistant_stop: Option<&str> = None;
     for node in chain {
-        last_role = Some(node.body.role);
-        let stop = node.meta.stop_reason.as_deref().unwrap_or("");
+        last = Some(node);
         if node.body.role == Role::Assistant {
-            last_assistant_stop = Some(stop.to_string());
-            if is_turn_end(stop) {
+            last_assistant_stop = node.meta.stop_reason.as_deref();
+            if is_turn_end(last_assistant_stop.unwrap_or("")) {
                 unrecovered_error = false;
             }
         }
         for block in &node.body.blocks {
             match block {
-                ContentBlock::ToolResult { is_error, .. } => unrecovered_error = *is_error,
+                ContentBlock::ToolResult {
+                    is_error, content, ..
+                } => {
+                    // A rejection neither fails the session nor recovers an earlier failure.
+                    if !(*is_error && is_rejection(content)) {
+                        unrecovered_error = *is_error;
+                    }
+                }
                 ContentBlock::ToolUse { input, .. }
                     if !git_commit_or_push && runs_git_commit_or_push(input) =>
                 {
@@ -98,17 +154,17 @@ pub fn derive<'a>(chain: impl IntoIterator<Item = &'a Node>) -> Status {
             }
         }
     }
-    let Some(last_role) = last_role else {
+    let Some(last) = last else {
         return Status::Unknown;
     };
-    let last_stop = last_assistant_stop.unwrap_or_default();
-    if unrecovered_error || is_length_stop(&last_stop) {
+    let ends_finished = last.body.role == Role::Assistant && finished_turn(last);
+    if (unrecovered_error && !ends_finished) || is_length_stop(last_assistant_stop.unwrap_or("")) {
         return Status::Failed;
     }
-    if (last_role == Role::Assistant && is_turn_end(&last_stop)) || git_commit_or_push {
+    if ends_finished || git_commit_or_push {
         return Status::Completed;
     }
-    if last_role != Role::Assistant {
+    if last.body.role != Role::Assistant {
         return Status::Abandoned;
     }
     Status::Unknown
@@ -213,6 +269,20 @@ mod tests {
         )
     }
 
+    fn rejected() -> Node {
+        node(
+            Role::User,
+            vec![ContentBlock::ToolResult {
+                tool_use_id: "t1".into(),
+                is_error: true,
+                content: vec![ToolResultPart::Text {
+                    text: format!("{REJECTED_TOOL_USE}. The tool use was rejected."),
+                }],
+            }],
+            None,
+        )
+    }
+
     #[test]
     fn each_rule() {
         use Status::*;
@@ -294,9 +364,79 @@ mod tests {
                 Abandoned,
             ),
             (
-                "assistant without stop",
+                "assistant text without a stop reason (current Claude Code, Codex, Gemini)",
                 vec![user("hi"), said(None)],
+                Completed,
+            ),
+            (
+                "error, then the agent's last word without a stop reason",
+                vec![user("hi"), call("cargo test"), result(true), said(None)],
+                Completed,
+            ),
+            (
+                "thinking alone at the end",
+                vec![
+                    user("hi"),
+                    node(
+                        Role::Assistant,
+                        vec![ContentBlock::Thinking {
+                            text: "hmm".into(),
+                            signature: None,
+                        }],
+                        None,
+                    ),
+                ],
                 Unknown,
+            ),
+            (
+                "a tool call with no result and no stop reason: running or cut off",
+                vec![user("hi"), {
+                    let mut n = call("ls");
+                    n.meta.stop_reason = None;
+                    n
+                }],
+                Unknown,
+            ),
+            (
+                "a rejected tool call is not a failure",
+                vec![user("hi"), call("rm -rf x"), rejected()],
+                Abandoned,
+            ),
+            (
+                "rejected, then the user stopped the agent",
+                vec![
+                    user("hi"),
+                    call("rm -rf x"),
+                    rejected(),
+                    user("[Request interrupted by user for tool use]"),
+                ],
+                Abandoned,
+            ),
+            (
+                "a rejection does not recover an earlier error",
+                vec![
+                    user("hi"),
+                    call("cargo test"),
+                    result(true),
+                    call("rm -rf x"),
+                    rejected(),
+                ],
+                Failed,
+            ),
+            (
+                "rejected, then the agent answered",
+                vec![user("hi"), call("rm -rf x"), rejected(), said(None)],
+                Completed,
+            ),
+            (
+                "the user interrupted",
+                vec![
+                    user("hi"),
+                    said(None),
+                    user("go on"),
+                    user("[Request interrupted by user]"),
+                ],
+                Abandoned,
             ),
             (
                 "tool_use stop at the end",

@@ -33,8 +33,11 @@ pub enum TeamError {
     Key(#[from] KeyError),
     #[error("no team matches `{0}`; `tapes team list` shows your teams")]
     NotFound(String),
-    #[error("`{0}` matches several teams; use more of the team id")]
-    Ambiguous(String),
+    #[error("`{input}` matches several teams: {}; use more of the name or of the team id", .candidates.join(", "))]
+    Ambiguous {
+        input: String,
+        candidates: Vec<String>,
+    },
     #[error("you are in {0} teams; say which with --team")]
     WhichTeam(usize),
     #[error("you are in no team yet; `tapes team create NAME` or `tapes team join CODE`")]
@@ -230,15 +233,32 @@ pub fn resolve(store: &Store, input: Option<&str>) -> Result<TeamChain, TeamErro
             n => Err(TeamError::WhichTeam(n)),
         };
     };
-    let lower = input.to_ascii_lowercase();
-    let mut matches: Vec<TeamChain> = teams
+    // An exact name (any case) wins; else a unique prefix of a name (any case) or of an id.
+    let lower = input.trim().to_lowercase();
+    let (exact, rest): (Vec<TeamChain>, Vec<TeamChain>) = teams
         .into_iter()
-        .filter(|t| t.head().manifest.name == input || t.team_id().to_hex().starts_with(&lower))
-        .collect();
+        .partition(|t| t.head().manifest.name.to_lowercase() == lower);
+    let mut matches = if exact.is_empty() {
+        rest.into_iter()
+            .filter(|t| {
+                !lower.is_empty()
+                    && (t.head().manifest.name.to_lowercase().starts_with(&lower)
+                        || t.team_id().to_hex().starts_with(&lower))
+            })
+            .collect()
+    } else {
+        exact
+    };
     match matches.len() {
         0 => Err(TeamError::NotFound(input.to_string())),
         1 => Ok(matches.remove(0)),
-        _ => Err(TeamError::Ambiguous(input.to_string())),
+        _ => Err(TeamError::Ambiguous {
+            input: input.to_string(),
+            candidates: matches
+                .iter()
+                .map(|t| format!("{} ({})", t.head().manifest.name, t.team_id().short()))
+                .collect(),
+        }),
     }
 }
 

@@ -98,9 +98,10 @@ fn import_is_idempotent_and_grows_sessions() {
     let ids: Vec<SessionId> = (0..3).map(|i| write_sample(&dir, i)).collect();
     std::fs::write(dir.join("notes.txt"), "not a transcript").unwrap();
 
-    let first = stdout(tapes(&env).arg("import").arg(&env.transcripts));
+    // -v lists every new or grown session under the summary.
+    let first = stdout(tapes(&env).args(["import", "-v"]).arg(&env.transcripts));
     assert!(
-        first.starts_with("imported 3 files: 3 new sessions, 0 updated, 0 unchanged; 30 new nodes"),
+        first.starts_with("imported 3 files: 3 new sessions, 0 grew, 0 unchanged; 30 new nodes"),
         "{first}"
     );
     for id in &ids {
@@ -109,7 +110,13 @@ fn import_is_idempotent_and_grows_sessions() {
             "{first}"
         );
     }
-    assert!(first.contains("passed over 1 files"), "{first}");
+    assert!(
+        first
+            .lines()
+            .next()
+            .is_some_and(|l| l.ends_with("; skipped 1 file in no format tapes imports")),
+        "{first}"
+    );
 
     let second = stdout(tapes(&env).arg("import").arg(&env.transcripts));
     assert!(
@@ -136,9 +143,9 @@ fn import_is_idempotent_and_grows_sessions() {
         sample::claude_jsonl(&session),
     )
     .unwrap();
-    let third = stdout(tapes(&env).arg("import").arg(&env.transcripts));
+    let third = stdout(tapes(&env).args(["import", "-v"]).arg(&env.transcripts));
     assert!(
-        third.starts_with("imported 3 files: 0 new sessions, 1 updated, 2 unchanged; 1 new nodes"),
+        third.starts_with("imported 3 files: 0 new sessions, 1 grew, 2 unchanged; 1 new node ("),
         "{third}"
     );
     assert!(
@@ -183,8 +190,12 @@ fn sessions_show_and_log_read_what_was_imported() {
         .unwrap()
         .iter()
         .all(|s| s["project"] == project.as_str()));
+    // A filter that matches nothing says so (not "no sessions yet") and names what is here.
     let none = stdout(tapes(&env).args(["sessions", "--agent", "codex"]));
-    assert!(none.starts_with("no sessions yet"), "{none}");
+    assert_eq!(
+        none,
+        "no session matches --agent codex (of 2 sessions here)\nagents here: claude-code (2)\n"
+    );
 
     // Unique prefix, like git.
     let prefix = &id.to_hex()[..8];
@@ -288,7 +299,7 @@ fn a_malformed_line_is_reported_with_its_line_number_and_the_rest_imported() {
         .arg(&file)
         .assert()
         .success()
-        .stdout(predicate::str::contains("1 new sessions"))
+        .stdout(predicate::str::contains("1 new session,"))
         .stderr(predicate::str::contains(format!("cut.jsonl:{lines}:")));
 }
 
@@ -422,7 +433,7 @@ fn a_diverged_copy_is_kept_as_a_branch_and_the_original_is_untouched() {
     assert!(again.starts_with("nothing new"), "{again}");
     diverged.messages.push(full.messages[5].clone());
     write_session(&path, &diverged);
-    let grown = stdout(tapes(&env).arg("import").arg(&path));
+    let grown = stdout(tapes(&env).args(["import", "-v"]).arg(&path));
     assert!(
         grown.contains(&format!("grew {}", &branch.0[..12])),
         "{grown}"
@@ -452,7 +463,7 @@ fn a_transcript_reached_twice_in_one_import_is_stored_once() {
             .arg(&a)
             .arg(&env.transcripts),
     );
-    assert!(out.contains("1 new sessions"), "{out}");
+    assert!(out.contains("1 new session,"), "{out}");
     assert!(out.contains("reached more than once"), "{out}");
     assert_eq!(listed(&env), vec![(id.to_hex(), 10)]);
 
@@ -523,4 +534,124 @@ fn invalid_utf8_in_a_transcript_is_named_never_silently_replaced() {
         !shown.contains('\u{fffd}'),
         "a replacement character was stored"
     );
+}
+
+#[test]
+fn import_prints_one_line_when_piped_and_each_session_with_v() {
+    let env = env();
+    let dir = env.transcripts.join("billing");
+    let ids: Vec<SessionId> = (0..3).map(|i| write_sample(&dir, i)).collect();
+
+    // Piped and without -v: exactly one summary line, no line per session.
+    let quiet = stdout(tapes(&env).arg("import").arg(&env.transcripts));
+    let lines: Vec<&str> = quiet.lines().collect();
+    assert_eq!(lines.len(), 1, "{quiet}");
+    assert!(
+        lines[0]
+            .starts_with("imported 3 files: 3 new sessions, 0 grew, 0 unchanged; 30 new nodes ("),
+        "{quiet}"
+    );
+
+    // One file grown by one message, with -v: the summary, then the session that grew.
+    let mut session = sample::session(42, 0, Shape::default());
+    let longer = sample::session(
+        42,
+        0,
+        Shape {
+            tool_rounds: 6,
+            ..Shape::default()
+        },
+    );
+    session.messages.push(longer.messages[1].clone());
+    write_session(&dir.join(format!("{}.jsonl", session.source_id)), &session);
+    let verbose = stdout(tapes(&env).args(["import", "-v"]).arg(&env.transcripts));
+    let lines: Vec<&str> = verbose.lines().collect();
+    assert_eq!(
+        lines,
+        vec![
+            lines[0],
+            format!("  grew {}  11 messages", ids[0].short()).as_str()
+        ],
+        "{verbose}"
+    );
+    assert!(
+        lines[0].starts_with("imported 3 files: 0 new sessions, 1 grew, 2 unchanged; 1 new node ("),
+        "{verbose}"
+    );
+
+    // One file, one session: singular words.
+    let single = self::env();
+    let id = write_sample(&single.transcripts, 7);
+    let out = stdout(
+        tapes(&single)
+            .args(["import", "-v"])
+            .arg(&single.transcripts),
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(
+        lines[0].starts_with("imported 1 file: 1 new session, 0 grew, 0 unchanged; 10 new nodes ("),
+        "{out}"
+    );
+    assert_eq!(lines[1], format!("  new  {}  10 messages", id.short()));
+    let again = stdout(tapes(&single).arg("import").arg(&single.transcripts));
+    assert_eq!(
+        again,
+        "nothing new: 1 session from 1 file already up to date\n"
+    );
+}
+
+/// The subcommand names a `--help` page lists under `Commands:` (clap's own `help` left out).
+fn listed_commands(help: &str) -> Vec<String> {
+    help.lines()
+        .skip_while(|l| l.trim_end() != "Commands:")
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .filter(|l| l.starts_with("  ") && !l[2..].starts_with(' '))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|name| *name != "help")
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn every_command_help_ends_with_an_example_from_the_table() {
+    let env = env();
+    let help = |path: &str| {
+        let mut cmd = tapes(&env);
+        cmd.args(path.split_whitespace()).arg("--help");
+        stdout(&mut cmd)
+    };
+    // Every command path clap knows, walked from `tapes --help` down.
+    let mut paths = Vec::new();
+    let mut todo: Vec<String> = listed_commands(&help(""));
+    assert!(todo.len() > 20, "{todo:?}");
+    while let Some(path) = todo.pop() {
+        let text = help(&path);
+        let last = text.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("");
+        let expected = tapes::help::example(&path)
+            .unwrap_or_else(|| panic!("no example for `tapes {path}` in tapes::help::EXAMPLES"));
+        assert_eq!(
+            last,
+            format!("Example: {expected}"),
+            "tapes {path} --help:\n{text}"
+        );
+        assert!(
+            expected.starts_with(&format!("tapes {path}")),
+            "the example for `{path}` runs another command: {expected}"
+        );
+        todo.extend(
+            listed_commands(&text)
+                .into_iter()
+                .map(|sub| format!("{path} {sub}")),
+        );
+        paths.push(path);
+    }
+    // And the table names no command that is gone.
+    for (path, _) in tapes::help::EXAMPLES {
+        assert!(
+            paths.iter().any(|p| p == path),
+            "tapes::help::EXAMPLES has `{path}`, which is not a command"
+        );
+    }
 }

@@ -303,7 +303,7 @@ fn pull_tracks_the_session_and_push_appends_only_the_delta() {
     let out = w.ok(&["push"]);
     assert_eq!(
         out,
-        format!("pushed {} to origin: 1 new nodes\n", w.mine.short())
+        format!("pushed {} to origin: 1 new node\n", w.mine.short())
     );
     assert_eq!(w.remote_record(&w.mine).unwrap().head, next);
     let main = alias(&w.tracking(), "main").clone();
@@ -389,7 +389,7 @@ fn a_stale_push_is_a_conflict_and_changes_nothing() {
     );
     assert_eq!(
         w.ok(&["push"]),
-        format!("pushed {} to origin: 1 new nodes\n", w.mine.short())
+        format!("pushed {} to origin: 1 new node\n", w.mine.short())
     );
     assert_eq!(w.remote_record(&w.mine).unwrap().head, next);
 
@@ -528,7 +528,7 @@ fn branches_track_their_own_bases_and_push_independently() {
     assert_eq!(
         out,
         format!(
-            "pushed {} to origin: 1 new nodes\npushed {} to origin: 1 new nodes\n",
+            "pushed {} to origin: 1 new node\npushed {} to origin: 1 new node\n",
             a.short(),
             w.mine.short()
         )
@@ -828,7 +828,7 @@ fn an_identity_moves_to_a_second_device_and_pulls_and_pushes_as_the_same_node() 
     );
     append(&laptop.join("store"), &w.mine, "written on the laptop");
     let out = ok(&["push"]);
-    assert!(out.contains("1 new nodes"), "{out}");
+    assert!(out.contains("1 new node\n"), "{out}");
     assert_eq!(w.remote_record(&w.mine).unwrap().summary.messages, 11);
 }
 
@@ -900,7 +900,7 @@ fn a_branch_with_a_key_is_not_created_on_the_remote_unless_redacted_or_allowed()
     // --dry-run lists and creates nothing, here or there.
     let here = sessions_here();
     let dry = w.ok(&["branch", "--alias", "dry", "--dry-run"]);
-    assert!(dry.contains("1 possible secrets"), "{dry}");
+    assert!(dry.contains("1 possible secret"), "{dry}");
     assert!(dry.contains("AWS access key ID"), "{dry}");
     assert!(!dry.contains(&key[4..]), "{dry}");
     assert_eq!(sessions_here(), here);
@@ -920,7 +920,7 @@ fn a_branch_with_a_key_is_not_created_on_the_remote_unless_redacted_or_allowed()
     let pending = session_of(alias(&w.tracking(), "leaky"), "localSessionId");
     assert!(
         stderr.contains(&format!(
-            "1 possible secrets in session {}; nothing was sent to the remote",
+            "1 possible secret in session {}; nothing was sent to the remote",
             pending.short()
         )),
         "{stderr}"

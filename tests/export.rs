@@ -278,7 +278,7 @@ fn export_passes_the_secret_gate_and_writes_no_working_directories() {
     assert_eq!(code, 1, "{err}");
     assert!(
         err.contains(&format!(
-            "1 possible secrets in session {}; it was left out of the export.",
+            "1 possible secret in session {}; it was left out of the export.",
             leaky_id.short()
         )),
         "{err}"
@@ -302,7 +302,7 @@ fn export_passes_the_secret_gate_and_writes_no_working_directories() {
     let (code, out, _) = run(&world, &["export", "--all", "-o", "dry.json", "--dry-run"]);
     assert_eq!(code, 0);
     assert!(
-        out.contains(&format!("{}: 1 possible secrets;", leaky_id.short())),
+        out.contains(&format!("{}: 1 possible secret;", leaky_id.short())),
         "{out}"
     );
     assert!(!out.contains(key));

@@ -79,7 +79,7 @@ fn a_flipped_byte_in_an_object_is_found() {
         .stdout(predicate::str::contains(format!(
             "damaged: object {victim}"
         )))
-        .stdout(predicate::str::contains("problems in 30 objects"));
+        .stdout(predicate::str::contains(" in 30 objects and "));
 }
 
 #[test]
@@ -132,7 +132,7 @@ fn leftovers_of_an_interrupted_import_are_not_damage() {
     });
     fsck(dir.path())
         .success()
-        .stdout("note: 1 unreferenced objects left by an interrupted import (harmless)\nok: 29 objects and 2 refs verified\n");
+        .stdout("note: 1 unreferenced object left by an interrupted import (harmless)\nok: 29 objects and 2 refs verified\n");
 }
 
 #[test]
@@ -186,7 +186,7 @@ fn a_share_record_with_a_forged_signature_is_found() {
     fsck(dir.path())
         .code(1)
         .stdout(predicate::str::contains("signature does not verify"))
-        .stdout(predicate::str::contains("and 1 share records"));
+        .stdout(predicate::str::contains("and 1 share record;"));
 }
 
 /// A store whose nodes sit in a pack file: one batch large enough (over 4096 new nodes), as a
@@ -239,7 +239,7 @@ fn a_flipped_byte_in_an_object_inside_a_pack_is_found() {
             "damaged: object {victim}"
         )))
         .stdout(predicate::str::contains(format!(
-            "problems in {nodes} objects"
+            " in {nodes} objects and "
         )));
 }
 

@@ -216,7 +216,7 @@ fn teammates_find_each_other_on_the_lan_by_node_id_alone() {
         );
         std::thread::sleep(Duration::from_secs(1));
     };
-    assert!(fetched.contains("alice: 1 new sessions"), "{fetched}");
+    assert!(fetched.contains("alice: 1 new session,"), "{fetched}");
     let listed = ok(b, &bob, &["sessions"]);
     assert!(listed.contains(&session[..8]), "{listed}");
 

@@ -997,7 +997,7 @@ fn the_share_record_is_signed_and_carries_everything_and_unshare_revokes_it() {
     // Nothing left to unshare.
     let again = world.fails(&alice, &["unshare", &id.short()]);
     assert!(
-        again.stderr.contains("is not shared with that audience"),
+        again.stderr.contains("has no share to revoke; nothing changed"),
         "{}",
         again.stderr
     );
@@ -1588,7 +1588,7 @@ fn push_scans_only_the_nodes_after_the_base() {
     let refused = world.fails(&alice, &["push"]);
     assert!(
         refused.stderr.contains(&format!(
-            "1 possible secrets in what would be pushed of session {}; nothing was pushed.",
+            "1 possible secret in what would be pushed of session {}; nothing was pushed.",
             id.short()
         )),
         "{}",
@@ -1651,7 +1651,7 @@ fn a_key_in_the_share_note_or_title_is_refused_and_redact_shares_it_redacted() {
     );
     assert!(
         refused.stderr.contains(&format!(
-            "1 possible secrets in session {short}; nothing was shared."
+            "1 possible secret in session {short}; nothing was shared."
         )),
         "{}",
         refused.stderr
@@ -1703,7 +1703,7 @@ fn a_key_in_the_share_note_or_title_is_refused_and_redact_shares_it_redacted() {
         ],
     );
     assert!(
-        dry.starts_with(&format!("{short}: 1 possible secrets;")),
+        dry.starts_with(&format!("{short}: 1 possible secret;")),
         "{dry}"
     );
     assert_no_secret_in(&dry, "the dry run");
@@ -1726,7 +1726,7 @@ fn a_key_in_the_share_note_or_title_is_refused_and_redact_shares_it_redacted() {
         "{out}"
     );
     assert!(
-        out.contains("1 possible secrets redacted in its note"),
+        out.contains("1 possible secret redacted in its note"),
         "{out}"
     );
     let team_id = teams::list(&alice.store()).unwrap()[0].team_id();

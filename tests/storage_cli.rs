@@ -324,6 +324,9 @@ fn hybrid_syncs_through_a_real_relay() {
         out.contains(&format!("deposited {}", &session[..8])),
         "{out}"
     );
+    // Nothing came back, but something went: not "up to date".
+    assert!(out.starts_with("relay: nothing new to fetch ("), "{out}");
+    assert!(out.contains(": 10 new nodes\n"), "{out}");
     assert!(out.contains("1 synced, 0 pending push"), "{out}");
     let (out, _) = ok(&alice, &["storage", "status"]);
     assert!(out.contains("Provider: hybrid"), "{out}");
@@ -386,6 +389,23 @@ fn hybrid_syncs_through_a_real_relay() {
     let (out, _) = ok(&bob, &["storage", "status"]);
     assert!(out.contains("(2 sessions)"), "{out}");
     assert!(out.contains("0 pending pull"), "{out}");
+
+    // An unshare reaches the relay as a revocation and is reported as one, not as a deposit.
+    let (_, stderr) = ok(&alice, &["unshare", &second[..12], "--team", "core"]);
+    assert!(
+        stderr
+            .contains("synced with the relay: 0 deposited, 1 share withdrawn, 0 sessions fetched"),
+        "{stderr}"
+    );
+    ok(&alice, &["storage", "set-provider", "hybrid"]);
+    ok(&alice, &["unshare", &session[..12], "--team", "core"]);
+    let (out, _) = ok(&alice, &["storage", "sync"]);
+    assert!(
+        out.contains(&format!("unshared {} for team ", &session[..12]))
+            && out.contains(" at the relay: it no longer serves it"),
+        "{out}"
+    );
+    assert!(!out.contains("deposited"), "{out}");
     drop(relay);
 }
 
@@ -502,7 +522,7 @@ fn a_refused_item_is_reported_once_and_the_rest_of_the_sync_goes_on() {
     let (code, out, err) = tapes(&alice, &["unshare", &landed[..12]]);
     assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
     assert!(
-        err.contains("warning: relay `relay` did not take 2 items"),
+        err.contains("warning: the relay did not take 2 items"),
         "{err}"
     );
     assert_eq!(occurrences(&out, &err, members_reason), 1, "{out}\n{err}");

@@ -222,9 +222,10 @@ fn create(args: CreateArgs) -> anyhow::Result<ExitCode> {
     }
     for (original, copy, spans) in &prepared.redacted {
         println!(
-            "bundling a redacted copy {} of {} ({spans} spans redacted; the original is untouched)",
+            "bundling a redacted copy {} of {} ({} redacted; the original is untouched)",
             copy.short(),
-            original.short()
+            original.short(),
+            render::plural(*spans as usize, "span")
         );
     }
     if prepared.sessions.is_empty() {
@@ -260,20 +261,20 @@ fn create(args: CreateArgs) -> anyhow::Result<ExitCode> {
         None => "plain (not sealed)".into(),
     };
     println!(
-        "wrote {}: {} sessions, {} nodes ({}), {} shares; {}, {}",
+        "wrote {}: {}, {} ({}), {}; {}, {}",
         created.path.display(),
-        created.sessions,
-        created.objects,
+        render::plural(created.sessions as usize, "session"),
+        render::plural(created.objects as usize, "node"),
         render::bytes(created.object_bytes as usize),
-        created.shares,
+        render::plural(created.shares as usize, "share"),
         render::bytes(created.size as usize),
         sealing
     );
     if let Some(basis) = &args.basis {
         println!(
-            "incremental on {}: left out {} sessions and the history it already carries",
+            "incremental on {}: left out {} and the history it already carries",
             basis.display(),
-            created.basis_sessions
+            render::plural(created.basis_sessions as usize, "session")
         );
     }
     println!("checksum blake3:{}", hex::encode(created.checksum));
@@ -340,10 +341,10 @@ fn describe(info: &BundleInfo) -> String {
         (Some(team), name) => {
             let _ = writeln!(
                 out,
-                "  team      {} ({}), sealed in {} chunks; you are a member",
+                "  team      {} ({}), sealed in {}; you are a member",
                 name.as_deref().unwrap_or("?"),
                 team.to_hex(),
-                info.sealed_chunks
+                render::plural(info.sealed_chunks as usize, "chunk")
             );
         }
         (None, _) => {
@@ -369,16 +370,16 @@ fn describe(info: &BundleInfo) -> String {
     }
     let _ = writeln!(
         out,
-        "  contents  {} sessions, {} nodes ({}), {} shares",
-        info.sessions.len(),
-        info.objects,
+        "  contents  {}, {} ({}), {}",
+        render::plural(info.sessions.len(), "session"),
+        render::plural(info.objects as usize, "node"),
         render::bytes(info.object_bytes as usize),
-        info.shares
+        render::plural(info.shares as usize, "share")
     );
     let _ = writeln!(
         out,
-        "  new here  {} nodes ({}) not in this store",
-        info.new_objects,
+        "  new here  {} ({}) not in this store",
+        render::plural(info.new_objects as usize, "node"),
         render::bytes(info.new_bytes as usize)
     );
     if !info.sessions.is_empty() {
@@ -400,25 +401,38 @@ fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
     let bar = super::progress_bar(len, "importing");
     let report = bundle::import(&store, identity.as_ref(), &args.bundle, &mut |n| {
         bar.set_position(n)
+    })
+    .map_err(|e| {
+        if e.rejected_before_writing() && !matches!(e, bundle::BundleError::Raced) {
+            anyhow::anyhow!("nothing was imported: {e}")
+        } else {
+            e.into()
+        }
     })?;
     bar.finish_and_clear();
     let total = report.sessions.len();
     if report.nothing_new() {
         println!(
-            "nothing new: all {total} sessions of {} are already here",
-            args.bundle.display()
+            "nothing new: {} of {} {} already here",
+            if total == 1 {
+                "the only session".to_string()
+            } else {
+                format!("all {total} sessions")
+            },
+            args.bundle.display(),
+            if total == 1 { "is" } else { "are" }
         );
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "imported {}: {} new sessions, {} updated, {} unchanged; {} new nodes ({}), {} shares",
+        "imported {}: {}, {} updated, {} unchanged; {} ({}), {}",
         args.bundle.display(),
-        report.count(Outcome::Created),
+        render::plural(report.count(Outcome::Created), "new session"),
         report.count(Outcome::Updated),
         report.count(Outcome::Unchanged) + report.count(Outcome::Newer),
-        report.objects_written,
+        render::plural(report.objects_written, "new node"),
         render::bytes(report.bytes_written),
-        report.shares_written
+        render::plural(report.shares_written, "share")
     );
     Ok(ExitCode::SUCCESS)
 }

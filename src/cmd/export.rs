@@ -94,8 +94,8 @@ pub fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
             match result {
                 Ok(report) => {
                     eprintln!(
-                        "exported {} sessions to {}{}",
-                        report.written,
+                        "exported {} to {}{}",
+                        tapes::render::plural(report.written, "session"),
                         path.display(),
                         redacted_note(&report)
                     );
@@ -116,8 +116,8 @@ pub fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
             bar.finish_and_clear();
             if report.redacted > 0 {
                 eprintln!(
-                    "exported {} sessions{}",
-                    report.written,
+                    "exported {}{}",
+                    tapes::render::plural(report.written, "session"),
                     redacted_note(&report)
                 );
             }

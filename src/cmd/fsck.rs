@@ -39,26 +39,27 @@ pub fn run(args: FsckArgs) -> anyhow::Result<ExitCode> {
     }
     if report.leftovers > 0 {
         println!(
-            "note: {} unreferenced objects left by an interrupted import (harmless)",
-            report.leftovers
+            "note: {} left by an interrupted import (harmless)",
+            tapes::render::plural(report.leftovers as usize, "unreferenced object")
         );
     }
     let shares = match report.shares {
         0 => String::new(),
-        n => format!(" and {n} share records"),
+        n => format!(" and {}", tapes::render::plural(n as usize, "share record")),
     };
     if report.is_clean() {
         println!(
-            "ok: {} objects and {} refs{shares} verified",
-            report.objects, report.refs
+            "ok: {} and {}{shares} verified",
+            tapes::render::plural(report.objects as usize, "object"),
+            tapes::render::plural(report.refs as usize, "ref")
         );
         Ok(ExitCode::SUCCESS)
     } else {
         println!(
-            "{} problems in {} objects and {} refs{shares}; restore the damaged objects from a teammate or a bundle, or `tapes fsck --repair` to keep everything else in a fresh store",
-            report.problems.len(),
-            report.objects,
-            report.refs
+            "{} in {} and {}{shares}; restore the damaged objects from a teammate or a bundle, or `tapes fsck --repair` to keep everything else in a fresh store",
+            tapes::render::plural(report.problems.len(), "problem"),
+            tapes::render::plural(report.objects as usize, "object"),
+            tapes::render::plural(report.refs as usize, "ref")
         );
         Ok(ExitCode::from(1))
     }
@@ -73,8 +74,11 @@ fn diagnose(dir: &std::path::Path, open_error: &anyhow::Error) -> anyhow::Result
     );
     print_damage(&diagnosis);
     println!(
-        "{} sessions survive whole in the pack files and the journal; {} would lose nodes that only the damaged database held",
-        diagnosis.recoverable.len(),
+        "{} whole in the pack files and the journal; {} would lose nodes that only the damaged database held",
+        match diagnosis.recoverable.len() {
+            1 => "1 session survives".to_string(),
+            n => format!("{n} sessions survive"),
+        },
         diagnosis.incomplete.len()
     );
     println!(
@@ -97,8 +101,13 @@ fn print_damage(diagnosis: &tapes::fsck::Diagnosis) {
             .map(|o| o.to_string())
             .collect();
         println!(
-            "damaged: {} journal entries (at byte offsets {})",
-            offsets.len(),
+            "damaged: {} (at byte {} {})",
+            tapes::render::plural(offsets.len(), "journal entry"),
+            if offsets.len() == 1 {
+                "offset"
+            } else {
+                "offsets"
+            },
             offsets.join(", ")
         );
     }
@@ -122,22 +131,27 @@ fn repair() -> anyhow::Result<ExitCode> {
     bar.finish_and_clear();
     print_damage(&report.diagnosis);
     println!(
-        "repaired: {} objects and {} refs in a fresh store at {}; {} sessions restored whole",
-        report.objects,
-        report.refs,
+        "repaired: {} and {} in a fresh store at {}; {} restored whole",
+        tapes::render::plural(report.objects as usize, "object"),
+        tapes::render::plural(report.refs as usize, "ref"),
         dir.display(),
-        report.diagnosis.recoverable.len()
+        tapes::render::plural(report.diagnosis.recoverable.len(), "session")
     );
     if report.bad_objects > 0 {
         println!(
-            "left behind: {} objects that do not verify",
-            report.bad_objects
+            "left behind: {} that {} not verify",
+            tapes::render::plural(report.bad_objects as usize, "object"),
+            if report.bad_objects == 1 {
+                "does"
+            } else {
+                "do"
+            }
         );
     }
     if !report.diagnosis.incomplete.is_empty() {
         println!(
-            "lost: {} sessions whose nodes survive nowhere (listed above); restore them from a teammate, a relay or a bundle",
-            report.diagnosis.incomplete.len()
+            "lost: {} whose nodes survive nowhere (listed above); restore them from a teammate, a relay or a bundle",
+            tapes::render::plural(report.diagnosis.incomplete.len(), "session")
         );
     }
     println!("the damaged store is kept at {}", report.kept_at.display());

@@ -26,9 +26,9 @@ pub struct ImportArgs {
     interval_ms: u64,
 }
 
-pub fn run(args: ImportArgs) -> anyhow::Result<ExitCode> {
+pub fn run(args: ImportArgs, verbose: u8) -> anyhow::Result<ExitCode> {
     if args.watch {
-        return watch(args);
+        return watch(args, verbose);
     }
     let (_home, store) = super::open_store()?;
     let mut found = Found::default();
@@ -46,7 +46,7 @@ pub fn run(args: ImportArgs) -> anyhow::Result<ExitCode> {
     })
     .context("writing the import to the store")?;
     bar.finish_and_clear();
-    print_summary(&summary);
+    print_summary(&summary, verbose);
     Ok(if summary.refused().next().is_some() {
         ExitCode::from(1)
     } else {
@@ -54,7 +54,7 @@ pub fn run(args: ImportArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn watch(args: ImportArgs) -> anyhow::Result<ExitCode> {
+fn watch(args: ImportArgs, verbose: u8) -> anyhow::Result<ExitCode> {
     let (home, store) = super::open_store()?;
     // The watcher opens the store only while it writes; release ours.
     drop(store);
@@ -70,7 +70,7 @@ fn watch(args: ImportArgs) -> anyhow::Result<ExitCode> {
         &stop,
         |summary| {
             if summary.report.new_nodes > 0 || summary.refused().next().is_some() {
-                print_summary(summary);
+                print_summary(summary, verbose);
             }
         },
         |e| eprintln!("warning: {e}"),
@@ -79,26 +79,13 @@ fn watch(args: ImportArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_summary(summary: &ImportSummary) {
+/// Prints what an import did. Without `-v` that is one line of counts, followed only by what
+/// needs a reader's attention (branched and older copies, duplicates, records that are not
+/// messages; warnings and refused files on stderr); `-v` adds a line per new or grown session.
+fn print_summary(summary: &ImportSummary, verbose: u8) {
     let r = &summary.report;
-    let created = r.count(Outcome::Created);
-    let updated = r.count(Outcome::Updated);
-    let unchanged = r.count(Outcome::Unchanged);
-    let branched = r.count(Outcome::Branched);
-    let files = summary.files.iter().filter(|f| f.error.is_none()).count();
-    if created + updated + branched == 0 && r.new_nodes == 0 {
-        println!(
-            "nothing new: {} from {} already up to date",
-            render::plural(unchanged, "session"),
-            render::plural(files, "file")
-        );
-    } else {
-        println!(
-            "imported {}: {created} new sessions, {updated} updated, {unchanged} unchanged; {} new nodes ({})",
-            render::plural(files, "file"),
-            r.new_nodes,
-            render::bytes(r.bytes)
-        );
+    println!("{}", summary_line(summary));
+    if verbose > 0 {
         for s in r
             .sessions
             .iter()
@@ -151,12 +138,6 @@ fn print_summary(summary: &ImportSummary) {
         let list: Vec<String> = skipped.iter().map(|(k, n)| format!("{n} {k}")).collect();
         println!("  not messages (skipped): {}", list.join(", "));
     }
-    if summary.passed_over > 0 {
-        println!(
-            "  passed over {} files in no format tapes imports",
-            summary.passed_over
-        );
-    }
     for file in &summary.files {
         for w in &file.warnings {
             eprintln!("warning: {}:{}: {}", file.path.display(), w.line, w.message);
@@ -165,4 +146,46 @@ fn print_summary(summary: &ImportSummary) {
             eprintln!("error: {e} (nothing from this path was stored; the rest was imported)");
         }
     }
+}
+
+/// The one line every import prints: files, sessions new / grown / unchanged (and branched),
+/// the nodes written, and the files skipped or refused.
+fn summary_line(summary: &ImportSummary) -> String {
+    let r = &summary.report;
+    let created = r.count(Outcome::Created);
+    let updated = r.count(Outcome::Updated);
+    let unchanged = r.count(Outcome::Unchanged);
+    let branched = r.count(Outcome::Branched);
+    let files = summary.files.iter().filter(|f| f.error.is_none()).count();
+    let mut line = if created + updated + branched == 0 && r.new_nodes == 0 {
+        format!(
+            "nothing new: {} from {} already up to date",
+            render::plural(unchanged, "session"),
+            render::plural(files, "file")
+        )
+    } else {
+        let branched = if branched > 0 {
+            format!(", {} kept", render::plural(branched, "branch"))
+        } else {
+            String::new()
+        };
+        format!(
+            "imported {}: {}, {updated} grew, {unchanged} unchanged{branched}; {} ({})",
+            render::plural(files, "file"),
+            render::plural(created, "new session"),
+            render::plural(r.new_nodes, "new node"),
+            render::bytes(r.bytes)
+        )
+    };
+    if summary.passed_over > 0 {
+        line.push_str(&format!(
+            "; skipped {} in no format tapes imports",
+            render::plural(summary.passed_over, "file")
+        ));
+    }
+    let refused = summary.refused().count();
+    if refused > 0 {
+        line.push_str(&format!("; refused {}", render::plural(refused, "file")));
+    }
+    line
 }

@@ -180,10 +180,10 @@ fn report(store: &Store, verb: &str, source: &SessionId, id: &SessionId) -> anyh
         .session(id)?
         .ok_or_else(|| anyhow::anyhow!("the new session vanished; run `tapes fsck`"))?;
     println!(
-        "{verb} {} into new session {} ({} shared messages, {})",
+        "{verb} {} into new session {} ({}, {})",
         source.short(),
         id.short(),
-        record.lineage.base_count,
+        tapes::render::plural(record.lineage.base_count as usize, "shared message"),
         record.visibility.label()
     );
     Ok(())
@@ -227,10 +227,10 @@ fn finish(
                 Ok(gated) => {
                     pending = false;
                     println!(
-                        "created a redacted copy {} of {} on {name} ({} spans redacted; {} stays here, untracked)",
+                        "created a redacted copy {} of {} on {name} ({} redacted; {} stays here, untracked)",
                         gated.session.short(),
                         id.short(),
-                        gated.redacted_spans,
+                        tapes::render::plural(gated.redacted_spans as usize, "span"),
                         id.short()
                     );
                     tracked = gated.session;

@@ -17,6 +17,7 @@ use tapes::peer::client::{connect, FetchReport, PeerConn};
 use tapes::peer::endpoint::{bind, EndpointConfig};
 use tapes::peer::server::{Server, StoreHandle};
 use tapes::protocol::sync::ALPN;
+use tapes::render;
 use tapes::store::Store;
 
 use super::remote;
@@ -198,8 +199,15 @@ pub async fn with_peer<T>(
     relay: bool,
     op: impl AsyncFnOnce(&PeerConn) -> Result<T, tapes::peer::PeerError>,
 ) -> anyhow::Result<T> {
-    let (endpoint, conn) = dial(identity, name, addr).await?;
-    let conn = if relay { conn.into_relay() } else { conn };
+    let (endpoint, conn) = if relay {
+        let endpoint = bind(identity, &EndpointConfig::loopback_or_any(addr)).await?;
+        let conn = connect(&endpoint, addr, name)
+            .await
+            .map_err(tapes::peer::PeerError::at_relay)?;
+        (endpoint, conn.into_relay())
+    } else {
+        dial(identity, name, addr).await?
+    };
     let progress = show_progress(&conn, name);
     let result = op(&conn).await;
     drop(progress);
@@ -208,30 +216,34 @@ pub async fn with_peer<T>(
     Ok(result?)
 }
 
-pub fn describe(name: &str, report: &FetchReport) -> String {
-    let cost = format!(
-        "{} round trip{}, {} sent, {} received",
-        report.round_trips,
-        if report.round_trips == 1 { "" } else { "s" },
+/// `2 round trips, 1.2 KiB sent, 3.4 KiB received`.
+fn cost(report: &FetchReport) -> String {
+    format!(
+        "{}, {} sent, {} received",
+        render::plural(report.round_trips as usize, "round trip"),
         human_bytes(report.bytes_sent),
         human_bytes(report.bytes_received)
-    );
+    )
+}
+
+pub fn describe(name: &str, report: &FetchReport) -> String {
+    let cost = cost(report);
     if report.is_empty() {
         return format!("{name}: up to date ({cost})");
     }
     let mut parts = Vec::new();
     if report.new_sessions > 0 {
-        parts.push(format!("{} new sessions", report.new_sessions));
+        parts.push(render::plural(report.new_sessions as usize, "new session"));
     }
     if report.updated_sessions > 0 {
         parts.push(format!("{} updated", report.updated_sessions));
     }
-    parts.push(format!("{} nodes", report.nodes));
+    parts.push(render::plural(report.nodes as usize, "node"));
     if report.shares > 0 {
-        parts.push(format!("{} share records", report.shares));
+        parts.push(render::plural(report.shares as usize, "share record"));
     }
     if report.manifests > 0 {
-        parts.push(format!("{} team manifests", report.manifests));
+        parts.push(render::plural(report.manifests as usize, "team manifest"));
     }
     format!("{name}: {} ({cost})", parts.join(", "))
 }
@@ -350,7 +362,11 @@ pub fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
                 println!("{}", describe(&name, &report));
                 for (id, outcome) in pushed {
                     match outcome {
-                        Ok(nodes) => println!("  pushed {}: {nodes} new nodes", id.short()),
+                        Ok(nodes) => println!(
+                            "  pushed {}: {}",
+                            id.short(),
+                            render::plural(nodes as usize, "new node")
+                        ),
                         Err(e) => {
                             eprintln!("  error: push of {}: {e}", id.short());
                             failed = true;
@@ -373,19 +389,46 @@ pub fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
 
 /// Prints what a sync with a relay did; true when something failed.
 pub fn print_relay_sync(name: &str, report: &tapes::peer::relay_client::RelaySyncReport) -> bool {
-    println!("{}", describe(name, &report.fetched));
+    let sent = !report.deposited.is_empty() || report.manifests_sent > 0;
+    if report.fetched.is_empty() && sent {
+        // "up to date" would be wrong with deposits below: only the fetch brought nothing.
+        println!("{name}: nothing new to fetch ({})", cost(&report.fetched));
+    } else {
+        println!("{}", describe(name, &report.fetched));
+    }
     for rejected in &report.fetched.rejected {
         eprintln!("  rejected: {rejected}");
     }
     if report.manifests_sent > 0 {
-        println!("  sent {} team manifests", report.manifests_sent);
+        println!(
+            "  sent {}",
+            render::plural(report.manifests_sent, "team manifest")
+        );
     }
     for (id, scope, nodes) in &report.deposited {
-        println!(
-            "  deposited {} for {}: {nodes} new nodes",
-            id.short(),
-            scope_name(scope)
-        );
+        let ended = report
+            .ended
+            .iter()
+            .find(|(s, sc, _)| s == id && sc == scope)
+            .map(|(_, _, revoked)| *revoked);
+        match ended {
+            Some(true) => println!(
+                "  unshared {} for {} at the relay: it no longer serves it",
+                id.short(),
+                scope_name(scope)
+            ),
+            Some(false) => println!(
+                "  share of {} for {} expired: told the relay, which no longer serves it",
+                id.short(),
+                scope_name(scope)
+            ),
+            None => println!(
+                "  deposited {} for {}: {}",
+                id.short(),
+                scope_name(scope),
+                render::plural(*nodes as usize, "new node")
+            ),
+        }
     }
     for (team, who, accepted) in &report.joins_answered {
         println!(

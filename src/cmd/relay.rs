@@ -74,7 +74,7 @@ fn serve(data: PathBuf, bind: SocketAddr, http: Option<SocketAddr>) -> anyhow::R
             println!("public page: http://{addr}/s/<session>");
         }
         let teams = relay.state.teams();
-        println!("{} teams registered", teams.len());
+        println!("{} registered", tapes::render::plural(teams.len(), "team"));
         println!("Ctrl-C stops");
         tokio::signal::ctrl_c()
             .await

@@ -111,7 +111,7 @@ pub fn run(command: RemoteCommand) -> anyhow::Result<ExitCode> {
                 validate_name(&name)?;
                 let addr = PeerAddr::parse(ticket)?;
                 save(&store, &name, &RemoteSpec::Relay(addr.clone()))?;
-                println!("added relay {name}: node {}", addr.id.short());
+                println!("added relay remote `{name}`: node {}", addr.id.short());
                 Ok(ExitCode::SUCCESS)
             } else if id_part.len() == 64 && id_part.bytes().all(|b| b.is_ascii_hexdigit()) {
                 add_peer(&store, &name, &PeerAddr::parse(&target)?)

@@ -117,14 +117,20 @@ pub fn open_index(store: &Store, reindex: bool) -> anyhow::Result<SearchIndex> {
         Ok(report) => {
             if report.sessions > 100 && std::io::stderr().is_terminal() {
                 eprintln!(
-                    "indexed {} sessions ({} messages)",
-                    report.sessions, report.nodes
+                    "indexed {} ({})",
+                    tapes::render::plural(report.sessions as usize, "session"),
+                    tapes::render::plural(report.nodes as usize, "message")
                 );
             }
             if !report.failed.is_empty() {
                 eprintln!(
-                    "warning: {} sessions could not be read and are not searchable; run `tapes fsck`",
-                    report.failed.len()
+                    "warning: {} could not be read and {} not searchable; run `tapes fsck`",
+                    tapes::render::plural(report.failed.len(), "session"),
+                    if report.failed.len() == 1 {
+                        "is"
+                    } else {
+                        "are"
+                    }
                 );
             }
         }
@@ -435,8 +441,8 @@ pub fn stats_text(
     );
     let _ = writeln!(
         out,
-        "(previous {period}: {} sessions, {}, {} tokens)",
-        s.previous.sessions,
+        "(previous {period}: {}, {}, {} tokens)",
+        tapes::render::plural(s.previous.sessions as usize, "session"),
         usd(s.previous.cost),
         render::count(s.previous.tokens)
     );
@@ -479,8 +485,13 @@ pub fn stats_text(
     if s.duplicate_sessions > 0 {
         let _ = writeln!(
             out,
-            "\n{} sessions whose history was already counted elsewhere were counted once",
-            s.duplicate_sessions
+            "\n{} whose history was already counted elsewhere {} counted once",
+            tapes::render::plural(s.duplicate_sessions as usize, "session"),
+            if s.duplicate_sessions == 1 {
+                "was"
+            } else {
+                "were"
+            }
         );
     }
     if !s.unpriced.is_empty() {
@@ -508,7 +519,8 @@ pub fn pricing(args: PricingArgs) -> anyhow::Result<ExitCode> {
     if let Some(file) = &args.file {
         let n = table.merge_file(file)?;
         note = format!(
-            "{n} entries from {} merged over the table in use",
+            "{} from {} merged over the table in use",
+            tapes::render::plural(n as usize, "entry"),
             file.display()
         );
         if args.install {

@@ -247,8 +247,8 @@ fn draw(frame: &mut ratatui::Frame, app: &mut App) {
     let title = match &app.error {
         Some(e) => format!(" {e} "),
         None => format!(
-            " {} sessions, {} selected ",
-            app.hits.len(),
+            " {}, {} selected ",
+            tapes::render::plural(app.hits.len(), "session"),
             app.selected.len()
         ),
     };

@@ -9,7 +9,8 @@ pub struct SessionsArgs {
     /// Only sessions of this project.
     #[arg(long)]
     project: Option<String>,
-    /// Only sessions recorded by this agent (claude-code, codex, gemini-cli, ...).
+    /// Only sessions recorded by this agent: claude-code, codex, gemini-cli, their short
+    /// names (claude, gemini), or a unique prefix.
     #[arg(long)]
     agent: Option<String>,
     /// Print as JSON (one array).
@@ -35,11 +36,21 @@ pub struct LogArgs {
 pub fn list(args: SessionsArgs) -> anyhow::Result<ExitCode> {
     let (_home, store) = super::open_store()?;
     let mut rows = store.sessions()?;
+    let stored = rows.len();
+    let agents = present(rows.iter().map(|(_, r)| r.summary.agent.as_str()));
+    let projects = present(rows.iter().map(|(_, r)| r.summary.project.as_str()));
+    let names: Vec<String> = agents.iter().map(|(name, _)| name.clone()).collect();
+    let agent = match &args.agent {
+        Some(input) => Some(tapes::session::resolve_agent(input, &names)?),
+        None => None,
+    };
     rows.retain(|(_, r)| {
         args.project
             .as_ref()
             .is_none_or(|p| &r.summary.project == p)
-            && args.agent.as_ref().is_none_or(|a| &r.summary.agent == a)
+            && agent
+                .as_ref()
+                .is_none_or(|a| a.as_ref().is_some_and(|a| &r.summary.agent == a))
     });
     // Newest first; ties (no timestamps) by id so the order is stable.
     rows.sort_by(|a, b| {
@@ -54,12 +65,58 @@ pub fn list(args: SessionsArgs) -> anyhow::Result<ExitCode> {
             .map(|(id, r)| render::session_json(id, r))
             .collect();
         println!("{}", serde_json::to_string_pretty(&list)?);
-    } else if rows.is_empty() {
+    } else if stored == 0 {
         println!("no sessions yet; `tapes import ~/.claude/projects` brings yours in");
+    } else if rows.is_empty() {
+        let mut what = Vec::new();
+        if let Some(input) = &args.agent {
+            match agent.as_ref().and_then(|a| a.as_ref()) {
+                Some(name) if name != input => what.push(format!("--agent {input} ({name})")),
+                _ => what.push(format!("--agent {input}")),
+            }
+        }
+        if let Some(project) = &args.project {
+            what.push(format!("--project {project}"));
+        }
+        println!(
+            "no session matches {} (of {} here)",
+            what.join(" and "),
+            render::plural(stored, "session")
+        );
+        if args.agent.is_some() {
+            println!("agents here: {}", listing(&agents));
+        }
+        if args.project.is_some() {
+            println!("projects here: {}", listing(&projects));
+        }
     } else {
         print!("{}", render::sessions_table(&rows));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The distinct non-empty values with how many sessions have each, by name.
+fn present<'a>(values: impl Iterator<Item = &'a str>) -> Vec<(String, usize)> {
+    let mut counts = std::collections::BTreeMap::<&str, usize>::new();
+    for v in values.filter(|v| !v.is_empty()) {
+        *counts.entry(v).or_default() += 1;
+    }
+    counts
+        .into_iter()
+        .map(|(k, n)| (k.to_string(), n))
+        .collect()
+}
+
+/// `claude-code (3), codex (1)`, or `none recorded`.
+fn listing(values: &[(String, usize)]) -> String {
+    if values.is_empty() {
+        return "none recorded".into();
+    }
+    values
+        .iter()
+        .map(|(name, n)| format!("{name} ({n})"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 pub fn show(args: ShowArgs) -> anyhow::Result<ExitCode> {

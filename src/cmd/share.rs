@@ -29,7 +29,8 @@ pub struct ShareArgs {
     /// A title for the share (default: the session's); scanned for secrets too.
     #[arg(long)]
     title: Option<String>,
-    /// Access ends after this long (30m, 12h, 7d, 2w).
+    /// Access ends after this long (30m, 12h, 7d, 2w, 1y); sharing again without it keeps
+    /// the earlier share's expiry (and title and note).
     #[arg(long)]
     expires: Option<String>,
     #[command(flatten)]
@@ -126,7 +127,9 @@ pub fn share(args: ShareArgs) -> anyhow::Result<ExitCode> {
     let me = Identity::load(&home)?;
     let now = tapes::now_ms();
     let expires_ms = match &args.expires {
-        Some(text) => Some(now + parse_duration_ms(text).map_err(anyhow::Error::msg)?),
+        Some(text) => {
+            Some(now + parse_duration_ms(text).map_err(|e| anyhow::anyhow!("--expires: {e}"))?)
+        }
         None => None,
     };
     let mut failed = false;
@@ -154,16 +157,19 @@ pub fn share(args: ShareArgs) -> anyhow::Result<ExitCode> {
                 };
                 let texts = match done.redacted_texts {
                     0 => String::new(),
-                    n => format!(" ({n} possible secrets redacted in its note and title)"),
+                    n => format!(
+                        " ({} redacted in its note and title)",
+                        tapes::render::plural(n, "possible secret")
+                    ),
                 };
                 if done.session == id {
                     println!("shared {} with {to}{texts}", id.short());
                 } else {
                     println!(
-                        "shared a redacted copy {} of {} with {to} ({} spans redacted; the original is untouched){texts}",
+                        "shared a redacted copy {} of {} with {to} ({} redacted; the original is untouched){texts}",
                         done.session.short(),
                         id.short(),
-                        done.redacted_spans
+                        tapes::render::plural(done.redacted_spans, "span")
                     );
                 }
             }
@@ -215,9 +221,9 @@ pub fn unshare(args: UnshareArgs) -> anyhow::Result<ExitCode> {
     };
     let n = share::unshare(&store, &me, &id, audience, tapes::now_ms())?;
     println!(
-        "unshared {} ({n} share{} revoked; access ends now)",
+        "unshared {} ({} revoked; access ends now)",
         id.short(),
-        if n == 1 { "" } else { "s" }
+        tapes::render::plural(n, "share")
     );
     Ok(ExitCode::SUCCESS)
 }

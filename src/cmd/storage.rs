@@ -35,8 +35,9 @@ use tapes::provider::{
 use tapes::store::Store;
 use tokio::task::block_in_place;
 
-use super::peer::{describe, runtime, scope_name};
+use super::peer::runtime;
 use super::remote;
+use tapes::render;
 
 /// How long `tapes storage status` waits for the relay's answers before printing "pending
 /// pull unknown": to connect, then to answer.
@@ -198,7 +199,9 @@ struct Failure {
 
 fn peer_failure(e: PeerError) -> Failure {
     match e {
-        PeerError::Connect { why, .. } | PeerError::Connection { why, .. } => Failure {
+        PeerError::Connect { why, .. }
+        | PeerError::RelayConnect { why, .. }
+        | PeerError::Connection { why, .. } => Failure {
             unreachable: true,
             why,
         },
@@ -222,6 +225,7 @@ async fn connect_relay(
             unreachable: false,
             why: e.to_string(),
         })?;
+    let started = std::time::Instant::now();
     let failure =
         match tokio::time::timeout(timeout, connect(&endpoint, &relay.addr, &relay.name)).await {
             Ok(Ok(conn)) => return Ok((endpoint, conn.into_relay())),
@@ -232,12 +236,23 @@ async fn connect_relay(
             },
             Err(_) => Failure {
                 unreachable: true,
-                why: format!("no answer within {} s", timeout.as_secs()),
+                why: String::new(),
             },
         };
     // This waits for the abandoned handshake to drain (QUIC's probe timeout, ~3 s); dropping
     // the endpoint instead would make iroh log an error.
     endpoint.close().await;
+    if failure.why.is_empty() {
+        // Say what the user waited: the dial's limit, and the whole attempt with the close.
+        return Err(Failure {
+            unreachable: true,
+            why: format!(
+                "no answer within the {} s limit (gave up after {:.1} s)",
+                timeout.as_secs_f64(),
+                started.elapsed().as_secs_f64()
+            ),
+        });
+    }
     Err(failure)
 }
 
@@ -315,34 +330,29 @@ fn items(n: usize) -> String {
     }
 }
 
-/// Prints what a sync with the relay did: the fetch, what landed on stdout; every item that
-/// failed once, on stderr. True when something failed.
-fn print_report(name: &str, report: &RelaySyncReport) -> bool {
-    println!("{}", describe(name, &report.fetched));
-    for rejected in &report.fetched.rejected {
-        eprintln!("  rejected: {rejected}");
+/// What reached the relay: `2 deposited`, or `1 deposited, 1 share withdrawn` when some were
+/// unshares or expiries (they carry no session, so they are not called deposits).
+fn landed(report: &RelaySyncReport) -> String {
+    let withdrawn = report.ended.len();
+    let deposited = report.deposited.len().saturating_sub(withdrawn);
+    if withdrawn == 0 {
+        format!("{deposited} deposited")
+    } else {
+        format!(
+            "{deposited} deposited, {} withdrawn",
+            render::plural(withdrawn, "share")
+        )
     }
-    if report.manifests_sent > 0 {
-        println!("  sent {} team manifests", report.manifests_sent);
+}
+
+/// How a relay remote is named in messages: `relay \`home\``, or `the relay` for the remote
+/// named `relay` (never "relay relay").
+fn relay_label(name: &str) -> String {
+    if name == "relay" {
+        "the relay".into()
+    } else {
+        format!("relay `{name}`")
     }
-    for (id, scope, nodes) in &report.deposited {
-        println!(
-            "  deposited {} for {}: {nodes} new nodes",
-            id.short(),
-            scope_name(scope)
-        );
-    }
-    for (team, who, accepted) in &report.joins_answered {
-        println!(
-            "  {} the join request of {who} for team {} (it waited at the relay)",
-            if *accepted { "accepted" } else { "refused" },
-            team.short()
-        );
-    }
-    for (item, e) in report.failures() {
-        eprintln!("  error: {item}: {e}");
-    }
-    report.has_failures()
 }
 
 fn open_all() -> anyhow::Result<(Home, Arc<Store>, Arc<Identity>)> {
@@ -382,15 +392,18 @@ fn sync() -> anyhow::Result<ExitCode> {
         Ok(report) => {
             // Everything else was synced; what failed is listed once above, stays pending and
             // is retried by the next sync. The exit status says that not everything landed.
-            let failed = print_report(name, &report);
+            let failed = super::peer::print_relay_sync(name, &report);
             let counts = attempt.counts.unwrap_or_default();
             println!(
-                "relay {name}: {} synced, {} pending push",
-                counts.synced, counts.pending_push
+                "{}: {} synced, {} pending push",
+                relay_label(name),
+                counts.synced,
+                counts.pending_push
             );
             if failed {
                 eprintln!(
-                    "relay `{name}` did not take {}; `tapes storage sync` tries again",
+                    "{} did not take {}; `tapes storage sync` tries again",
+                    relay_label(name),
                     items(report.failures().len())
                 );
             }
@@ -401,12 +414,14 @@ fn sync() -> anyhow::Result<ExitCode> {
             })
         }
         Err(f) if f.unreachable => bail!(
-            "relay `{name}` unreachable: {}; {} (nothing is lost); run `tapes storage sync` again when it is back, `tapes storage status` shows what is pending",
+            "{} unreachable: {}; {} (nothing is lost); run `tapes storage sync` again when it is back, `tapes storage status` shows what is pending",
+            relay_label(name),
             f.why,
             queued(attempt.counts.as_ref().map(|c| c.pending_push))
         ),
         Err(f) => bail!(
-            "sync with relay `{name}` failed: {}; {}",
+            "sync with {} failed: {}; {}",
+            relay_label(name),
             f.why,
             queued(attempt.counts.as_ref().map(|c| c.pending_push))
         ),
@@ -581,6 +596,7 @@ async fn pending_pull(
     relay: &Relay,
 ) -> Result<(Vec<TeamId>, usize), Failure> {
     let (endpoint, conn) = connect_relay(identity, relay, STATUS_DIAL_TIMEOUT).await?;
+    let started = std::time::Instant::now();
     let asked = tokio::time::timeout(STATUS_TIMEOUT, async {
         let teams = conn.hello().await?;
         let view = block_in_place(|| {
@@ -598,7 +614,11 @@ async fn pending_pull(
         Err(_) => {
             return Err(Failure {
                 unreachable: true,
-                why: format!("no answer within {} s", STATUS_TIMEOUT.as_secs()),
+                why: format!(
+                "connected, but it did not answer within the {} s limit (gave up after {:.1} s)",
+                STATUS_TIMEOUT.as_secs_f64(),
+                started.elapsed().as_secs_f64()
+            ),
             })
         }
     };
@@ -848,8 +868,10 @@ pub fn after_command(result: anyhow::Result<ExitCode>, wrote: bool) -> anyhow::R
                     let fetched = report.fetched.new_sessions + report.fetched.updated_sessions;
                     if !report.deposited.is_empty() || fetched > 0 {
                         eprintln!(
-                            "synced with relay {name}: {} deposited, {fetched} sessions fetched",
-                            report.deposited.len()
+                            "synced with {}: {}, {} fetched",
+                            relay_label(name),
+                            landed(&report),
+                            render::plural(fetched, "session")
                         );
                     }
                     return result;
@@ -857,19 +879,20 @@ pub fn after_command(result: anyhow::Result<ExitCode>, wrote: bool) -> anyhow::R
                 Ok(report) => {
                     // The rest of the sync went through; each refused item is named once.
                     let what = format!(
-                        "relay `{name}` did not take {} ({})",
+                        "{} did not take {} ({})",
+                        relay_label(name),
                         items(report.failures().len()),
                         failures(&report)
                     );
                     (what, pending, false)
                 }
                 Err(f) if f.unreachable => (
-                    format!("relay `{name}` unreachable: {}", f.why),
+                    format!("{} unreachable: {}", relay_label(name), f.why),
                     pending,
                     true,
                 ),
                 Err(f) => (
-                    format!("sync with relay `{name}` failed: {}", f.why),
+                    format!("sync with {} failed: {}", relay_label(name), f.why),
                     pending,
                     false,
                 ),
@@ -966,22 +989,23 @@ pub fn background_sync(home: &Home) -> Option<tokio::task::JoinHandle<()>> {
                         let failed = report.failures().len();
                         if report.deposited.is_empty() && failed == 0 && fetched == 0 {
                             log(format!(
-                                "storage sync with relay {}: up to date",
-                                a.relay.name
+                                "storage sync with {}: up to date",
+                                relay_label(&a.relay.name)
                             ));
                         } else {
                             log(format!(
-                                "storage sync with relay {}: {} deposited, {failed} failed, {fetched} sessions fetched; {} pending push{}",
-                                a.relay.name,
-                                report.deposited.len(),
+                                "storage sync with {}: {}, {failed} failed, {} fetched; {} pending push{}",
+                                relay_label(&a.relay.name),
+                                landed(&report),
+                                render::plural(fetched, "session"),
                                 a.counts.as_ref().map(|c| c.pending_push).map_or("?".into(), |n| n.to_string()),
                                 if failed > 0 { format!(" ({})", failures(&report)) } else { String::new() }
                             ));
                         }
                     }
                     Err(f) => log(format!(
-                        "storage sync with relay {} failed: {}; {}, retrying in {}",
-                        a.relay.name,
+                        "storage sync with {} failed: {}; {}, retrying in {}",
+                        relay_label(&a.relay.name),
                         f.why,
                         queued(a.counts.as_ref().map(|c| c.pending_push)),
                         config.sync_interval

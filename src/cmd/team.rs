@@ -88,9 +88,12 @@ pub enum TeamCommand {
 
 #[derive(clap::Args)]
 pub struct InviteArgs {
+    /// Only someone whose tapes identity has this email may use it (same as --email).
+    #[arg(value_name = "EMAIL", conflicts_with_all = ["email", "revoke"])]
+    email_arg: Option<String>,
     #[arg(long)]
     team: Option<String>,
-    /// How long the code works (30m, 12h, 7d, 2w).
+    /// How long the code works (30m, 12h, 7d, 2w, 1y).
     #[arg(long, default_value = "7d")]
     expires: String,
     /// How many people may join with it.
@@ -227,10 +230,10 @@ pub fn run(command: TeamCommand) -> anyhow::Result<ExitCode> {
                         ""
                     };
                     println!(
-                        "{}  {}  {} members  version {}{fork}",
+                        "{}  {}  {}  version {}{fork}",
                         c.team_id().short(),
                         m.name,
-                        m.members.len(),
+                        tapes::render::plural(m.members.len(), "member"),
                         m.version
                     );
                 }
@@ -338,13 +341,17 @@ fn invite(
         println!("revoked invite {}", record.id());
         return Ok(());
     }
+    if let Some(email) = args.email_arg.as_deref().filter(|e| !e.contains('@')) {
+        bail!("`{email}` is not an email address; `tapes team invite <email>` limits the invite to that person (pick the team with --team {email})");
+    }
     let me = identity(home)?;
     let chain = teams::resolve(store, args.team.as_deref())?;
-    let expires = parse_duration_ms(&args.expires).map_err(anyhow::Error::msg)?;
+    let expires =
+        parse_duration_ms(&args.expires).map_err(|e| anyhow::anyhow!("--expires: {e}"))?;
     let options = InviteOptions {
         expires_ms: Some(now + expires),
         max_uses: args.uses,
-        email: args.email,
+        email: args.email.or(args.email_arg),
         role: TeamRole::parse(&args.role).unwrap_or(TeamRole::Member),
         // Where `tapes serve` last listened, so `tapes team join <code>` can reach us.
         addrs: if args.addrs.is_empty() {
@@ -428,10 +435,10 @@ fn join_cmd(
         store.storage().flush()?;
         let m = &chain.head().manifest;
         println!(
-            "joined team \"{}\" ({}) with {} members",
+            "joined team \"{}\" ({}) with {}",
             m.name,
             chain.team_id().short(),
-            m.members.len()
+            tapes::render::plural(m.members.len(), "member")
         );
         return Ok(ExitCode::SUCCESS);
     }
@@ -443,10 +450,10 @@ fn join_cmd(
             Ok(Some(chain)) => {
                 let m = &chain.head().manifest;
                 println!(
-                    "joined team \"{}\" ({}) with {} members",
+                    "joined team \"{}\" ({}) with {}",
                     m.name,
                     chain.team_id().short(),
-                    m.members.len()
+                    tapes::render::plural(m.members.len(), "member")
                 );
                 return Ok(ExitCode::SUCCESS);
             }
@@ -476,10 +483,10 @@ fn join_cmd(
                 Ok(Some(chain)) => {
                     let m = &chain.head().manifest;
                     println!(
-                        "joined team \"{}\" ({}) with {} members (the answer waited at relay {})",
+                        "joined team \"{}\" ({}) with {} (the answer waited at relay {})",
                         m.name,
                         chain.team_id().short(),
-                        m.members.len(),
+                        tapes::render::plural(m.members.len(), "member"),
                         relay.id.short()
                     );
                     return Ok(ExitCode::SUCCESS);

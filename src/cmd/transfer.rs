@@ -13,6 +13,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use tapes::protocol::{SessionId, StoredObject};
 use tapes::remote::Remote;
+use tapes::render;
 use tapes::store::{Store, StoreError};
 use tapes::tracking::{self, TrackedAlias, Tracking};
 use tapes::transfer::{self, TransferError};
@@ -94,10 +95,10 @@ pub fn pull(args: PullArgs) -> anyhow::Result<ExitCode> {
         Err(e) => return Err(e.into()),
     };
     println!(
-        "pulled {} from {remote_name}: {} new nodes, {} messages",
+        "pulled {} from {remote_name}: {}, {}",
         id.short(),
-        pulled.new_nodes,
-        pulled.count
+        render::plural(pulled.new_nodes as usize, "new node"),
+        render::plural(pulled.count as usize, "message")
     );
     if let (Some(dir), Some(tracking)) = (&project, &mut tracked) {
         let previous = tracking
@@ -302,17 +303,17 @@ pub fn push(args: PushArgs) -> anyhow::Result<ExitCode> {
                 let pushed = gated.pushed;
                 if gated.session == id {
                     println!(
-                        "pushed {} to {remote_name}: {} new nodes",
+                        "pushed {} to {remote_name}: {}",
                         id.short(),
-                        pushed.nodes
+                        render::plural(pushed.nodes as usize, "new node")
                     );
                 } else {
                     println!(
-                        "pushed a redacted copy {} of {} to {remote_name}: {} new nodes ({} spans redacted; the original stays here, unpushed)",
+                        "pushed a redacted copy {} of {} to {remote_name}: {} ({} redacted; the original stays here, unpushed)",
                         gated.session.short(),
                         id.short(),
-                        pushed.nodes,
-                        gated.redacted_spans
+                        render::plural(pushed.nodes as usize, "new node"),
+                        render::plural(gated.redacted_spans as usize, "span")
                     );
                 }
                 if let (true, Some(name), Some(mut entry)) = (track, &alias_name, alias) {

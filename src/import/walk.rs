@@ -67,7 +67,24 @@ pub struct Found {
     /// Files reached a second time (the same path named twice, overlapping arguments, a link
     /// to a file already found): imported once.
     pub repeated: usize,
-    seen: std::collections::HashSet<PathBuf>,
+    seen: std::collections::HashSet<FileKey>,
+}
+
+/// What identifies a file however it was reached: its device and inode on Unix (one `stat`,
+/// where canonicalizing every path cost a `realpath` walk per file), else its canonical path.
+#[derive(Debug, PartialEq, Eq, Hash)]
+enum FileKey {
+    Inode(u64, u64),
+    Path(PathBuf),
+}
+
+fn file_key(path: &Path) -> FileKey {
+    #[cfg(unix)]
+    if let Ok(meta) = std::fs::metadata(path) {
+        use std::os::unix::fs::MetadataExt;
+        return FileKey::Inode(meta.dev(), meta.ino());
+    }
+    FileKey::Path(std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()))
 }
 
 impl Found {
@@ -126,8 +143,7 @@ impl Found {
     }
 
     fn push(&mut self, path: &Path, format: SourceFormat) {
-        let canonical = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-        if self.seen.insert(canonical) {
+        if self.seen.insert(file_key(path)) {
             self.files.push((path.to_path_buf(), format));
         } else {
             self.repeated += 1;

@@ -28,6 +28,8 @@ pub enum PeerError {
     Bind(String),
     #[error("cannot reach peer {peer}: {why}; is `tapes serve` running there, and is the address right (`tapes remote add <name> <node-id>@<host:port>`)?")]
     Connect { peer: String, why: String },
+    #[error("cannot reach relay {relay}: {why}; is `tapes relay` running there, and is the ticket right (`tapes remote add <name> relay:<ticket>`, the ticket `tapes relay` prints)?")]
+    RelayConnect { relay: String, why: String },
     #[error("the connection to peer {peer} broke: {why}; run the command again, it resumes where it stopped")]
     Connection { peer: String, why: String },
     /// Something about this node's own sessions that stops a push before anything is sent.
@@ -62,4 +64,15 @@ pub enum PeerError {
     Key(#[from] KeyError),
     #[error(transparent)]
     Remote(#[from] RemoteError),
+}
+
+impl PeerError {
+    /// The same error for a dial that was to a relay (`tapes relay`), not a peer's
+    /// `tapes serve`: a failed dial then gives the advice that fits a relay.
+    pub fn at_relay(self) -> PeerError {
+        match self {
+            PeerError::Connect { peer, why } => PeerError::RelayConnect { relay: peer, why },
+            other => other,
+        }
+    }
 }

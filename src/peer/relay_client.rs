@@ -41,6 +41,9 @@ pub struct RelaySyncReport {
     pub fetched: FetchReport,
     /// Deposits that landed: (session, scope, new nodes; 0 for records only).
     pub deposited: Vec<(SessionId, Scope, u64)>,
+    /// Those of `deposited` that carried an ended share (records only): (session, scope,
+    /// true when revoked by an unshare, false when it expired).
+    pub ended: Vec<(SessionId, Scope, bool)>,
     /// Deposits that did not, with why. They stay pending and the next sync tries them again.
     pub failed: Vec<(SessionId, Scope, PeerError)>,
     /// Every other item that failed (the fetch, a team's manifests, a join answer), each
@@ -132,6 +135,7 @@ fn ends_sync(e: &PeerError) -> bool {
         e,
         PeerError::Bind(_)
             | PeerError::Connect { .. }
+            | PeerError::RelayConnect { .. }
             | PeerError::Connection { .. }
             | PeerError::Protocol { .. }
     )
@@ -868,7 +872,14 @@ impl PeerConn {
                 continue;
             }
             match self.deposit_wanted(store, identity, &w, &chains).await {
-                Ok(Some(nodes)) => report.deposited.push((w.session, w.scope, nodes)),
+                Ok(Some(nodes)) => {
+                    if w.ended(now) {
+                        report
+                            .ended
+                            .push((w.session, w.scope, w.share.record.revoked));
+                    }
+                    report.deposited.push((w.session, w.scope, nodes))
+                }
                 Ok(None) => {}
                 Err(e) if ends_sync(&e) => return Err(e),
                 Err(e) => report.failed.push((w.session, w.scope, e)),

@@ -13,7 +13,7 @@ use super::PeerError;
 use crate::identity::Identity;
 use crate::remote::{RefSignature, Remote, RemoteError};
 use crate::session::SessionRecord;
-use crate::store::{Store, StoreError};
+use crate::store::Store;
 
 /// A connected peer behind the blocking [`Remote`] trait.
 pub struct PeerRemote {
@@ -32,10 +32,7 @@ fn remote_error(name: &str, e: PeerError) -> RemoteError {
             name: name.into(),
             source,
         },
-        other => RemoteError::Store {
-            name: name.into(),
-            source: StoreError::Storage(crate::storage::StorageError::Backend(other.to_string())),
-        },
+        other => RemoteError::Peer(Box::new(other)),
     }
 }
 

@@ -340,10 +340,10 @@ impl Server {
         let passes = findings.is_empty();
         if !passes {
             self.log(format!(
-                "not serving session {} to {}: {} possible secrets in what was added since it was shared; `tapes share {} --dry-run` lists them",
+                "not serving session {} to {}: {} in what was added since it was shared; `tapes share {} --dry-run` lists them",
                 id.short(),
                 conn.name,
-                findings.len(),
+                crate::render::plural(findings.len(), "possible secret"),
                 id.short()
             ));
         }

@@ -3,8 +3,11 @@
 //! `GET /` says only that this is a tapes relay. Team shares are never served here: the relay
 //! cannot read them and [`RelayState::public_session`] never returns them. Once the sharer
 //! unshares a session or its share expires, its page is a 404 from then on; responses are marked
-//! `no-store` so no cache keeps serving it afterwards.
+//! `no-store` so no cache keeps serving it afterwards. The header's facts show all four token
+//! counts (input, output, cache read, cache write) and the cost, priced with the built-in table
+//! of [`crate::pricing`] (SPEC.md §13).
 
+use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
@@ -22,6 +25,7 @@ use tapes_protocol::{
 
 use super::state::PublicSession;
 use super::{RelayError, RelayState};
+use crate::pricing::PriceTable;
 use crate::render;
 use crate::session::SessionRecord;
 use crate::share::{Audience, ShareRecord};
@@ -246,7 +250,7 @@ fn page(
         .unwrap_or("Untitled session");
     let mut body = String::new();
     let _ = write!(body, "<h1>{}</h1>", escape(title));
-    header(&mut body, record, share);
+    header(&mut body, record, share, chain);
     for (index, (_, node)) in chain.iter().enumerate() {
         message(&mut body, index, node);
     }
@@ -254,7 +258,7 @@ fn page(
     shell(title, &body)
 }
 
-fn header(out: &mut String, record: &SessionRecord, share: &ShareRecord) {
+fn header(out: &mut String, record: &SessionRecord, share: &ShareRecord, chain: &[(NodeId, Node)]) {
     let _ = write!(
         out,
         "<p class=\"meta\">shared by <strong>{}</strong> (key {}) on {} UTC</p>",
@@ -281,10 +285,15 @@ fn header(out: &mut String, record: &SessionRecord, share: &ShareRecord) {
     }
     if !s.usage.is_zero() {
         facts.push(format!(
-            "tokens {} in / {} out",
+            "tokens {} in / {} out / {} cache read / {} cache write",
             render::count(s.usage.input_tokens),
-            render::count(s.usage.output_tokens)
+            render::count(s.usage.output_tokens),
+            render::count(s.usage.cache_read_tokens),
+            render::count(s.usage.cache_write_tokens),
         ));
+    }
+    if let Some(cost) = cost_fact(chain) {
+        facts.push(cost);
     }
     let _ = write!(out, "<p class=\"meta\">{}</p>", escape(&facts.join(" · ")));
     if let Some(note) = non_empty(&share.note) {
@@ -296,6 +305,52 @@ fn header(out: &mut String, record: &SessionRecord, share: &ShareRecord) {
             "<div class=\"description\">{}</div>",
             escape(description)
         );
+    }
+}
+
+/// What the session cost, priced per message like `tapes stats` (SPEC.md §13) with the
+/// built-in price table: `cost $0.42`, `cost $0.42 + unpriced m` when some model has no
+/// price, `cost unknown (unpriced m)` when none has. `None` when no message records usage.
+fn cost_fact(chain: &[(NodeId, Node)]) -> Option<String> {
+    let prices = PriceTable::defaults();
+    let mut cost = 0.0;
+    let mut priced = false;
+    let mut unpriced: BTreeSet<&str> = BTreeSet::new();
+    for (_, node) in chain {
+        let Some(usage) = node.meta.usage else {
+            continue;
+        };
+        if usage.is_zero() {
+            continue;
+        }
+        match prices.cost(&node.body.model, &usage) {
+            Some(c) => {
+                cost += c;
+                priced = true;
+            }
+            None if node.body.model.is_empty() => {
+                unpriced.insert("(no model)");
+            }
+            None => {
+                unpriced.insert(node.body.model.as_str());
+            }
+        }
+    }
+    let unpriced = unpriced.into_iter().collect::<Vec<_>>().join(", ");
+    match (priced, unpriced.is_empty()) {
+        (false, true) => None,
+        (true, true) => Some(format!("cost {}", usd(cost))),
+        (true, false) => Some(format!("cost {} + unpriced {unpriced}", usd(cost))),
+        (false, false) => Some(format!("cost unknown (unpriced {unpriced})")),
+    }
+}
+
+/// `$0.42`; `<$0.01` for a cost that rounds to zero but is not (as `tapes search` prints it).
+fn usd(cost: f64) -> String {
+    if cost > 0.0 && cost < 0.005 {
+        "<$0.01".into()
+    } else {
+        format!("${cost:.2}")
     }
 }
 
@@ -432,7 +487,7 @@ mod tests {
     use super::*;
     use crate::session::{Lineage, SessionSource, SessionSummary, Visibility};
     use tapes_protocol::node::{NodeBody, NodeMeta};
-    use tapes_protocol::{MemberId, Role};
+    use tapes_protocol::{MemberId, Role, Usage};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     fn id() -> SessionId {
@@ -572,6 +627,41 @@ mod tests {
         assert!(html.contains("<details class=\"tool-result\"><summary>◂ ok (100 lines)"));
         assert!(html.contains("<details class=\"tool-use\" open>"));
         assert!(!html.contains("<script"));
+    }
+
+    #[test]
+    fn header_shows_all_four_token_counts_and_the_cost() {
+        let mut costly = record(Some("Costs"));
+        let usage = Usage {
+            input_tokens: 47,
+            output_tokens: 4_500,
+            cache_read_tokens: 170_000,
+            cache_write_tokens: 12_000,
+        };
+        costly.summary.usage = usage;
+        let mut nodes = chain();
+        nodes[1].1.body.model = "claude-sonnet-4-5-20250929".into();
+        nodes[1].1.meta.usage = Some(usage);
+        // claude-sonnet-4-5: 47·3 + 4500·15 + 170000·0.30 + 12000·3.75 = 141 + 67500 + 51000 +
+        // 45000 = 163641 per 1M → $0.16.
+        let html = page(&id(), &costly, &share(None, None), &nodes);
+        assert!(
+            html.contains(
+                "tokens 47 in / 4.5k out / 170.0k cache read / 12.0k cache write · cost $0.16"
+            ),
+            "{html}"
+        );
+
+        // A model with no price is named, not counted as free.
+        nodes[1].1.body.model = "gemini-3-pro-image-preview".into();
+        let html = page(&id(), &costly, &share(None, None), &nodes);
+        assert!(
+            html.contains("cost unknown (unpriced gemini-3-pro-image-preview)"),
+            "{html}"
+        );
+        // No usage recorded: no cost fact.
+        let html = page(&id(), &record(None), &share(None, None), &chain());
+        assert!(!html.contains("cost "), "{html}");
     }
 
     #[test]
