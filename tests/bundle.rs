@@ -1176,7 +1176,7 @@ fn cli_a_plain_bundle_with_a_key_is_refused_redacted_or_allowed_and_carries_no_l
         !err.contains(&key[4..]) && !out.contains(&key[4..]),
         "{err}"
     );
-    assert!(out.contains("1 sessions"), "{out}");
+    assert!(out.contains(": 1 session, "), "{out}");
     let plain = bytes("plain.tape");
     assert!(!contains(&plain, key.as_bytes()));
     // Nothing says where the sessions lived here: no transcript path, no home directory.

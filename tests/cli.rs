@@ -194,7 +194,7 @@ fn sessions_show_and_log_read_what_was_imported() {
     let none = stdout(tapes(&env).args(["sessions", "--agent", "codex"]));
     assert_eq!(
         none,
-        "no session matches --agent codex (of 2 sessions here)\nagents here: claude-code (2)\n"
+        "none of the 2 sessions here matches --agent codex\nagents here: claude-code (2)\n"
     );
 
     // Unique prefix, like git.

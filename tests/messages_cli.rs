@@ -110,16 +110,16 @@ fn agent_filter_takes_short_names_and_says_when_nothing_matches() {
     }
     assert_eq!(
         env.ok(&["sessions", "--agent", "gemini"]),
-        "no session matches --agent gemini (gemini-cli) (of 2 sessions here)\nagents here: claude-code (2)\n"
+        "none of the 2 sessions here matches --agent gemini (gemini-cli)\nagents here: claude-code (2)\n"
     );
     assert_eq!(
         env.ok(&["sessions", "--agent", "nope"]),
-        "no session matches --agent nope (of 2 sessions here)\nagents here: claude-code (2)\n"
+        "none of the 2 sessions here matches --agent nope\nagents here: claude-code (2)\n"
     );
     let projects = env.ok(&["sessions", "--project", "nope"]);
     assert!(
         projects
-            .starts_with("no session matches --project nope (of 2 sessions here)\nprojects here: "),
+            .starts_with("none of the 2 sessions here matches --project nope\nprojects here: "),
         "{projects}"
     );
     // An empty store still gets the import advice.
@@ -240,4 +240,26 @@ fn sharing_again_keeps_the_title_note_and_expiry_and_an_empty_unshare_says_so() 
         env.fails(&["unshare", &id]),
         format!("error: session {short} has no share to revoke; nothing changed (`tapes share {short}` shares it)\n")
     );
+}
+
+#[test]
+fn a_relay_that_does_not_answer_is_called_a_relay() {
+    let env = env();
+    env.ok(&["init", "--name", "alice"]);
+    // Nobody listens on port 9 with this node id.
+    let ghost = Env {
+        home: env.path("ghost"),
+        dir: tempfile::tempdir().unwrap(),
+    };
+    ghost.ok(&["init", "--name", "ghost"]);
+    let id: serde_json::Value = serde_json::from_str(&ghost.ok(&["id", "--json"])).unwrap();
+    let ticket = format!("relay:{}@127.0.0.1:9", id["node_id"].as_str().unwrap());
+    let added = env.ok(&["remote", "add", "relay", &ticket]);
+    assert!(added.starts_with("added relay remote `relay`: node "), "{added}");
+    let err = env.fails(&["sync", "relay"]);
+    assert!(
+        err.contains("cannot reach the relay: ") && err.contains("is `tapes relay` running there"),
+        "{err}"
+    );
+    assert!(!err.contains("tapes serve"), "{err}");
 }

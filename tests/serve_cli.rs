@@ -117,7 +117,7 @@ fn join_share_fetch_and_sync_through_the_cli() {
     );
     ok(&bob, &["remote", "add", "alice", &server.ticket]);
     let fetched = ok(&bob, &["fetch", "alice"]);
-    assert!(fetched.contains("alice: 1 new sessions"), "{fetched}");
+    assert!(fetched.contains("alice: 1 new session,"), "{fetched}");
     let listed = ok(&bob, &["sessions"]);
     assert!(listed.contains(&session[..8]), "{listed}");
     let again = ok(&bob, &["fetch"]);

@@ -1573,7 +1573,7 @@ fn push_scans_only_the_nodes_after_the_base() {
     let out = world.ok(&alice, &["push"]);
     assert_eq!(
         out.trim(),
-        format!("pushed {} to origin: 1 new nodes", id.short())
+        format!("pushed {} to origin: 1 new node", id.short())
     );
     assert_eq!(remote_head(), clean);
 
@@ -1625,7 +1625,7 @@ fn push_scans_only_the_nodes_after_the_base() {
     let out = world.ok(&alice, &["push", "--allow-secrets"]);
     assert_eq!(
         out.trim(),
-        format!("pushed {} to origin: 1 new nodes", id.short())
+        format!("pushed {} to origin: 1 new node", id.short())
     );
     assert_eq!(remote_head(), leaky);
 }

@@ -492,7 +492,7 @@ fn a_refused_item_is_reported_once_and_the_rest_of_the_sync_goes_on() {
     // The unshare landed, and one of the two new shares.
     assert!(
         out.contains(&format!(
-            "deposited {} for the public: 0 new nodes",
+            "unshared {} for the public at the relay: it no longer serves it",
             &one[..12]
         )),
         "{out}"

@@ -205,7 +205,7 @@ fn the_file_based_join_flow_end_to_end() {
     assert_eq!(invite.code, 0, "{}", invite.stderr);
     let code = invite.stdout.trim().to_string();
     assert!(code.starts_with("tapes-invite1-"), "{code}");
-    assert!(invite.stderr.contains("1 use(s)"), "{}", invite.stderr);
+    assert!(invite.stderr.contains("1 use, expires"), "{}", invite.stderr);
     assert!(
         invite.stderr.contains("tapes team join <code>"),
         "{}",
@@ -376,8 +376,16 @@ fn codes_that_no_longer_work_say_why_and_plain_members_cannot_invite() {
         told.stderr
     );
 
-    // Expired.
-    let code = world.invite(&alice, &["--expires", "0s"]);
+    // Expired. (A zero lifetime is refused outright: such a code could never be used.)
+    let zero = world.fails(&alice, &["team", "invite", "--expires", "0s"], 1);
+    assert!(
+        zero.stderr
+            .contains("--expires: `0s` is zero; give a positive duration"),
+        "{}",
+        zero.stderr
+    );
+    let code = world.invite(&alice, &["--expires", "1s"]);
+    std::thread::sleep(std::time::Duration::from_millis(1500));
     let (refused, answer) = world.ask(&alice, &bob, &code);
     assert_eq!(refused.code, 1);
     assert!(

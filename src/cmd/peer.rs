@@ -527,18 +527,17 @@ pub fn join_online(
             &invite.team,
             response,
         )?)),
-        Ok(Err(e)) => {
-            if e.downcast_ref::<tapes::peer::PeerError>()
-                .is_some_and(|p| matches!(p, tapes::peer::PeerError::Connect { .. }))
-            {
-                eprintln!("could not reach the inviter's node: {e:#}");
+        Ok(Err(e)) => match e.downcast_ref::<tapes::peer::PeerError>() {
+            // Just the cause: the peer's advice (`tapes serve`, `tapes remote add`) is not
+            // the joiner's to follow; the caller says what happens next.
+            Some(tapes::peer::PeerError::Connect { why, .. }) => {
+                eprintln!("could not reach the inviter's node: {why}");
                 Ok(None)
-            } else {
-                Err(e)
             }
-        }
+            _ => Err(e),
+        },
         Err(_) => {
-            eprintln!("could not reach the inviter's node within 10 s");
+            eprintln!("could not reach the inviter's node: no answer within 10 s");
             Ok(None)
         }
     }

@@ -260,10 +260,26 @@ fn print_text(directory: &Directory, seen: &BTreeMap<MemberId, BTreeSet<SocketAd
             if known.teams.is_empty() {
                 about.push("not in your teams".to_string());
             } else {
-                about.push(format!("team {}", known.teams.join(", ")));
+                about.push(format!(
+                    "{} {}",
+                    if known.teams.len() == 1 {
+                        "team"
+                    } else {
+                        "teams"
+                    },
+                    known.teams.join(", ")
+                ));
             }
             if !known.remotes.is_empty() {
-                about.push(format!("remote {}", known.remotes.join(", ")));
+                about.push(format!(
+                    "{} {}",
+                    if known.remotes.len() == 1 {
+                        "remote"
+                    } else {
+                        "remotes"
+                    },
+                    known.remotes.join(", ")
+                ));
             }
             println!(
                 "  {:width$}  node {}  {}  at {}",
@@ -289,7 +305,15 @@ fn print_text(directory: &Directory, seen: &BTreeMap<MemberId, BTreeSet<SocketAd
         for (name, addr) in missing {
             let known = directory.who(&addr.id);
             let who = match (&known.name, known.teams.is_empty()) {
-                (Some(member), false) => format!("{member}, team {}", known.teams.join(", ")),
+                (Some(member), false) => format!(
+                    "{member}, {} {}",
+                    if known.teams.len() == 1 {
+                        "team"
+                    } else {
+                        "teams"
+                    },
+                    known.teams.join(", ")
+                ),
                 _ => "not in your teams".to_string(),
             };
             println!("  remote {name}  node {}  ({who})", addr.id.short());

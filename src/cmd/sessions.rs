@@ -78,11 +78,12 @@ pub fn list(args: SessionsArgs) -> anyhow::Result<ExitCode> {
         if let Some(project) = &args.project {
             what.push(format!("--project {project}"));
         }
-        println!(
-            "no session matches {} (of {} here)",
-            what.join(" and "),
-            render::plural(stored, "session")
-        );
+        let filter = what.join(" and ");
+        if stored == 1 {
+            println!("the only session here does not match {filter}");
+        } else {
+            println!("none of the {stored} sessions here matches {filter}");
+        }
         if args.agent.is_some() {
             println!("agents here: {}", listing(&agents));
         }

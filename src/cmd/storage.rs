@@ -934,9 +934,9 @@ pub fn background_sync(home: &Home) -> Option<tokio::task::JoinHandle<()>> {
         return None;
     }
     println!(
-        "storage: {} provider; syncing with relay {} every {}",
+        "storage: {} provider; syncing with {} every {}",
         config.provider,
-        config.relay.as_deref().unwrap_or_default(),
+        relay_label(config.relay.as_deref().unwrap_or_default()),
         config.sync_interval
     );
     let home = home.clone();

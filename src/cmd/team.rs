@@ -368,10 +368,10 @@ fn invite(
     let (code, record) = teams::invite(store, &me, &chain, options, now)?;
     println!("{code}");
     eprintln!(
-        "invite {} to \"{}\": {} use(s), expires {}{}; the joiner runs `tapes team join <code>`",
+        "invite {} to \"{}\": {}, expires {}{}; the joiner runs `tapes team join <code>`",
         record.id(),
         chain.head().manifest.name,
-        record.max_uses,
+        tapes::render::plural(record.max_uses as usize, "use"),
         tapes::render::time(record.expires_ms),
         record
             .email

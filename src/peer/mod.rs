@@ -28,8 +28,12 @@ pub enum PeerError {
     Bind(String),
     #[error("cannot reach peer {peer}: {why}; is `tapes serve` running there, and is the address right (`tapes remote add <name> <node-id>@<host:port>`)?")]
     Connect { peer: String, why: String },
-    #[error("cannot reach relay {relay}: {why}; is `tapes relay` running there, and is the ticket right (`tapes remote add <name> relay:<ticket>`, the ticket `tapes relay` prints)?")]
-    RelayConnect { relay: String, why: String },
+    #[error("cannot reach {relay}: {why}; is `tapes relay` running there, and is the ticket right (`tapes remote add <name> relay:<ticket>`, the ticket `tapes relay` prints)?")]
+    RelayConnect {
+        /// How the relay is named: `the relay`, or relay `name`.
+        relay: String,
+        why: String,
+    },
     #[error("the connection to peer {peer} broke: {why}; run the command again, it resumes where it stopped")]
     Connection { peer: String, why: String },
     /// Something about this node's own sessions that stops a push before anything is sent.
@@ -71,7 +75,15 @@ impl PeerError {
     /// `tapes serve`: a failed dial then gives the advice that fits a relay.
     pub fn at_relay(self) -> PeerError {
         match self {
-            PeerError::Connect { peer, why } => PeerError::RelayConnect { relay: peer, why },
+            PeerError::Connect { peer, why } => PeerError::RelayConnect {
+                // Never "relay relay": the remote usually is named `relay`.
+                relay: if peer == "relay" || peer.starts_with("the ") {
+                    "the relay".into()
+                } else {
+                    format!("relay `{peer}`")
+                },
+                why,
+            },
             other => other,
         }
     }

@@ -128,3 +128,20 @@ impl Remote for PeerRemote {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{remote_error, PeerError};
+
+    #[test]
+    fn a_refusal_is_not_called_a_database_error_nor_named_twice() {
+        let e = remote_error(
+            "alice",
+            PeerError::Refused {
+                peer: "alice".into(),
+                reason: "not a member".into(),
+            },
+        );
+        assert_eq!(e.to_string(), "peer alice refused: not a member");
+    }
+}

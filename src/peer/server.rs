@@ -573,10 +573,10 @@ impl Server {
                     store_pushed_extras(&conn.store, &entry.id, &record_sig, &shares)
                 })?;
                 self.log(format!(
-                    "{} pushed session {} ({} new nodes)",
+                    "{} pushed session {} ({})",
                     conn.name,
                     entry.id.short(),
-                    objects.len()
+                    crate::render::plural(objects.len(), "new node")
                 ));
                 Response::Pushed {
                     nodes: objects.len() as u64,

@@ -380,9 +380,10 @@ impl RelayServer {
         let answer = match outcome {
             Ok(DepositOutcome::Stored { nodes }) => {
                 self.log(format!(
-                    "{} deposited session {} ({nodes} new nodes)",
+                    "{} deposited session {} ({})",
                     conn.name,
-                    session.short()
+                    session.short(),
+                    crate::render::plural(nodes as usize, "new node")
                 ));
                 Response::Pushed { nodes }
             }
