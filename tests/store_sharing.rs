@@ -128,7 +128,7 @@ fn commands_work_while_another_process_holds_the_store() {
     assert_eq!(listed(&home), sorted(&[&first]));
     let (second, file) = transcript(&tmp.path().join("second"), 1);
     let out = run(&home, &["import", file.to_str().unwrap()]);
-    assert!(out.contains("1 new sessions"), "{out}");
+    assert!(out.contains("1 new session,"), "{out}");
     assert_eq!(listed(&home), sorted(&[&first, &second]));
     let fsck = run(&home, &["fsck"]);
     assert!(fsck.starts_with("ok: "), "{fsck}");

@@ -379,12 +379,20 @@ impl RelayServer {
             tokio::task::block_in_place(|| self.state.finish_deposit(pending, crate::now_ms()));
         let answer = match outcome {
             Ok(DepositOutcome::Stored { nodes }) => {
-                self.log(format!(
-                    "{} deposited session {} ({})",
-                    conn.name,
-                    session.short(),
-                    crate::render::plural(nodes as usize, "new node")
-                ));
+                self.log(match nodes {
+                    // A share-only deposit (an unshare, a new expiry) or a record change.
+                    0 => format!(
+                        "{} updated the record and share of session {} (no new nodes)",
+                        conn.name,
+                        session.short()
+                    ),
+                    n => format!(
+                        "{} deposited session {} ({})",
+                        conn.name,
+                        session.short(),
+                        crate::render::plural(n as usize, "new node")
+                    ),
+                });
                 Response::Pushed { nodes }
             }
             Ok(DepositOutcome::Conflict { current }) => Response::Conflict { current },
