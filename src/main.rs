@@ -89,6 +89,13 @@ enum Command {
     Stats(cmd::search::StatsArgs),
     /// The price table used for costs (USD per 1M tokens) and user overrides.
     Pricing(cmd::search::PricingArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish or powershell) to stdout.
+    Completions {
+        /// The shell to complete for.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff) to stdout, e.g. into `man -l -`.
+    Man,
 }
 
 fn main() -> ExitCode {
@@ -122,6 +129,19 @@ fn main() -> ExitCode {
             | Command::Team(_)
     );
     let result = match cli.command {
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut with_examples(Cli::command(), ""),
+                "tapes",
+                &mut std::io::stdout(),
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man => clap_mangen::Man::new(with_examples(Cli::command(), ""))
+            .render(&mut std::io::stdout())
+            .map(|()| ExitCode::SUCCESS)
+            .map_err(anyhow::Error::from),
         Command::Init(args) => cmd::init::init(args),
         Command::Id(args) => cmd::init::id(args),
         Command::Import(args) => cmd::import::run(args, cli.verbose),
@@ -270,7 +290,11 @@ mod tests {
     #[test]
     fn every_help_example_parses() {
         for (path, example) in tapes::help::EXAMPLES {
-            let words: Vec<&str> = example.split_whitespace().collect();
+            // Up to a shell redirection or pipe, which belongs to the shell, not to tapes.
+            let words: Vec<&str> = example
+                .split_whitespace()
+                .take_while(|w| !matches!(*w, ">" | "|"))
+                .collect();
             if let Err(e) = Cli::try_parse_from(&words) {
                 panic!("the example for `{path}` does not parse: {example}\n{e}");
             }

@@ -655,3 +655,22 @@ fn every_command_help_ends_with_an_example_from_the_table() {
         );
     }
 }
+
+#[test]
+fn completions_and_the_man_page_cover_every_command() {
+    let env = env();
+    for shell in ["bash", "zsh", "fish"] {
+        let script = stdout(tapes(&env).args(["completions", shell]));
+        for command in ["import", "fsck", "share", "bundle", "completions"] {
+            assert!(script.contains(command), "{shell}: no `{command}` in the script");
+        }
+    }
+    let man = stdout(tapes(&env).arg("man"));
+    assert!(man.starts_with(".ie") || man.contains(".TH"), "{}", &man[..man.len().min(200)]);
+    assert!(man.contains("import") && man.contains("fsck"));
+    tapes(&env)
+        .args(["completions", "tcsh"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("possible values"));
+}
