@@ -13,7 +13,10 @@ pub const EXAMPLES: &[(&str, &str)] = &[
     ("show", "tapes show 3f2a9c"),
     ("log", "tapes log 3f2a9c"),
     ("fsck", "tapes fsck"),
-    ("completions", "tapes completions bash > ~/.local/share/bash-completion/completions/tapes"),
+    (
+        "completions",
+        "tapes completions bash > ~/.local/share/bash-completion/completions/tapes",
+    ),
     ("man", "tapes man > tapes.1"),
     ("branch", "tapes branch 3f2a9c --at 12 --alias retry"),
     ("fork", "tapes fork 3f2a9c --at 20 --alias bobs-approach"),

@@ -662,11 +662,18 @@ fn completions_and_the_man_page_cover_every_command() {
     for shell in ["bash", "zsh", "fish"] {
         let script = stdout(tapes(&env).args(["completions", shell]));
         for command in ["import", "fsck", "share", "bundle", "completions"] {
-            assert!(script.contains(command), "{shell}: no `{command}` in the script");
+            assert!(
+                script.contains(command),
+                "{shell}: no `{command}` in the script"
+            );
         }
     }
     let man = stdout(tapes(&env).arg("man"));
-    assert!(man.starts_with(".ie") || man.contains(".TH"), "{}", &man[..man.len().min(200)]);
+    assert!(
+        man.starts_with(".ie") || man.contains(".TH"),
+        "{}",
+        &man[..man.len().min(200)]
+    );
     assert!(man.contains("import") && man.contains("fsck"));
     tapes(&env)
         .args(["completions", "tcsh"])

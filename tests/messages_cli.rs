@@ -118,8 +118,7 @@ fn agent_filter_takes_short_names_and_says_when_nothing_matches() {
     );
     let projects = env.ok(&["sessions", "--project", "nope"]);
     assert!(
-        projects
-            .starts_with("none of the 2 sessions here matches --project nope\nprojects here: "),
+        projects.starts_with("none of the 2 sessions here matches --project nope\nprojects here: "),
         "{projects}"
     );
     // An empty store still gets the import advice.
@@ -255,7 +254,10 @@ fn a_relay_that_does_not_answer_is_called_a_relay() {
     let id: serde_json::Value = serde_json::from_str(&ghost.ok(&["id", "--json"])).unwrap();
     let ticket = format!("relay:{}@127.0.0.1:9", id["node_id"].as_str().unwrap());
     let added = env.ok(&["remote", "add", "relay", &ticket]);
-    assert!(added.starts_with("added relay remote `relay`: node "), "{added}");
+    assert!(
+        added.starts_with("added relay remote `relay`: node "),
+        "{added}"
+    );
     let err = env.fails(&["sync", "relay"]);
     assert!(
         err.contains("cannot reach the relay: ") && err.contains("is `tapes relay` running there"),

@@ -997,7 +997,9 @@ fn the_share_record_is_signed_and_carries_everything_and_unshare_revokes_it() {
     // Nothing left to unshare.
     let again = world.fails(&alice, &["unshare", &id.short()]);
     assert!(
-        again.stderr.contains("has no share to revoke; nothing changed"),
+        again
+            .stderr
+            .contains("has no share to revoke; nothing changed"),
         "{}",
         again.stderr
     );

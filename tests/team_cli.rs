@@ -205,7 +205,11 @@ fn the_file_based_join_flow_end_to_end() {
     assert_eq!(invite.code, 0, "{}", invite.stderr);
     let code = invite.stdout.trim().to_string();
     assert!(code.starts_with("tapes-invite1-"), "{code}");
-    assert!(invite.stderr.contains("1 use, expires"), "{}", invite.stderr);
+    assert!(
+        invite.stderr.contains("1 use, expires"),
+        "{}",
+        invite.stderr
+    );
     assert!(
         invite.stderr.contains("tapes team join <code>"),
         "{}",
