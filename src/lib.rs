@@ -21,6 +21,7 @@ pub mod outgoing;
 pub mod peer;
 pub mod pricing;
 pub mod provider;
+pub mod real_fixtures;
 pub mod relay;
 pub mod remote;
 pub mod render;

@@ -73,6 +73,9 @@ const CCV_INIT: &str = "8ea22deacdec"; // claude-code-viewer `/init`
 
 #[test]
 fn full_text_search_finds_the_sessions_that_mention_a_word() {
+    if !tapes::real_fixtures::present() {
+        return;
+    }
     let home = imported();
     let h = home.path();
     assert_eq!(
@@ -101,6 +104,9 @@ fn full_text_search_finds_the_sessions_that_mention_a_word() {
 
 #[test]
 fn filters_narrow_the_results() {
+    if !tapes::real_fixtures::present() {
+        return;
+    }
     let home = imported();
     let h = home.path();
     // claude-opus matches claude-opus-4-6 (normalized family match); the sonnet one drops out.
@@ -185,6 +191,9 @@ fn filters_narrow_the_results() {
 
 #[test]
 fn json_and_table_show_cost_status_and_the_highlighted_snippet() {
+    if !tapes::real_fixtures::present() {
+        return;
+    }
     let home = imported();
     let h = home.path();
     let json: Vec<serde_json::Value> = serde_json::from_str(&stdout(tapes(h).args([
@@ -224,6 +233,9 @@ fn json_and_table_show_cost_status_and_the_highlighted_snippet() {
 
 #[test]
 fn piped_ids_feed_share() {
+    if !tapes::real_fixtures::present() {
+        return;
+    }
     let home = imported();
     let h = home.path();
     tapes(h)
@@ -381,6 +393,9 @@ fn cost_of_a_hand_computed_session_and_price_overrides() {
 
 #[test]
 fn the_index_follows_imports_and_survives_damage() {
+    if !tapes::real_fixtures::present() {
+        return;
+    }
     let home = tempfile::tempdir().unwrap();
     let h = home.path();
     tapes(h)

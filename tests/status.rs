@@ -247,11 +247,7 @@ const REAL_STATUSES: &[(&str, &str, &str)] = &[
 
 #[test]
 fn real_transcripts_get_the_status_they_show() {
-    if !Path::new(REAL).is_dir() {
-        if std::env::var_os("TAPES_REQUIRE_FIXTURES").is_some() {
-            panic!("TAPES_REQUIRE_FIXTURES is set but {REAL} is missing");
-        }
-        eprintln!("skipped: {REAL} is absent (set TAPES_REQUIRE_FIXTURES to require it)");
+    if !tapes::real_fixtures::present() {
         return;
     }
     let got = statuses(Path::new(REAL));
