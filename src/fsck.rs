@@ -190,7 +190,10 @@ fn session_of_key(key: &[u8]) -> Option<SessionId> {
 
 /// Reads what survives in the store directory `dir`, changing nothing.
 pub fn diagnose(dir: &std::path::Path) -> Result<Diagnosis, StorageError> {
-    let survivors = Survivors::read(dir)?;
+    Ok(diagnosis_of(&Survivors::read(dir)?))
+}
+
+fn diagnosis_of(survivors: &Survivors) -> Diagnosis {
     let mut diagnosis = Diagnosis {
         db_error: survivors.db_error.clone(),
         damaged_packs: survivors.damaged_packs.clone(),
@@ -211,7 +214,7 @@ pub fn diagnose(dir: &std::path::Path) -> Result<Diagnosis, StorageError> {
             Err(missing) => diagnosis.incomplete.push((id, missing)),
         }
     }
-    Ok(diagnosis)
+    diagnosis
 }
 
 /// What `tapes fsck --repair` did.
@@ -251,8 +254,8 @@ pub fn repair(
     now_ms: i64,
     mut progress: impl FnMut(usize),
 ) -> Result<RepairReport, RepairError> {
-    let diagnosis = diagnose(dir)?;
     let survivors = Survivors::read(dir)?;
+    let diagnosis = diagnosis_of(&survivors);
     let stamp = chrono::DateTime::<chrono::Utc>::from_timestamp_millis(now_ms)
         .map(|t| t.format("%Y%m%d-%H%M%S").to_string())
         .unwrap_or_else(|| now_ms.to_string());

@@ -433,21 +433,7 @@ pub fn deposit(
             });
         }
     }
-    let mut texts = Vec::new();
-    if let Some(title) = record
-        .title
-        .as_ref()
-        .filter(|t| Some(*t) != share.title.as_ref())
-    {
-        texts.push(("title", title.as_str()));
-    }
-    if let Some(note) = record
-        .note
-        .as_ref()
-        .filter(|n| Some(*n) != share.note.as_ref())
-    {
-        texts.push(("note", note.as_str()));
-    }
+    let texts = changed_since_share(&record, share);
     let findings = Findings {
         session: *id,
         nodes,
@@ -464,6 +450,30 @@ pub fn deposit(
             bytes: crate::outgoing::object(o.bytes, paths),
         })
         .collect())
+}
+
+/// The record's title and note where they differ from what the share carries: the texts no
+/// gate has seen since (description and tags are only set when a session is made).
+fn changed_since_share<'r>(
+    record: &'r SessionRecord,
+    share: &crate::share::ShareRecord,
+) -> Vec<(&'static str, &'r str)> {
+    let mut texts = Vec::new();
+    if let Some(title) = record
+        .title
+        .as_ref()
+        .filter(|t| Some(*t) != share.title.as_ref())
+    {
+        texts.push(("title", title.as_str()));
+    }
+    if let Some(note) = record
+        .note
+        .as_ref()
+        .filter(|n| Some(*n) != share.note.as_ref())
+    {
+        texts.push(("note", note.as_str()));
+    }
+    texts
 }
 
 /// What `tapes serve` checks before it sends one of its owner's shared sessions: the
@@ -504,21 +514,7 @@ pub fn served(store: &Store, share: &crate::share::ShareRecord) -> Result<Findin
         }
         next = node.body.parent;
     }
-    let mut texts = Vec::new();
-    if let Some(title) = record
-        .title
-        .as_ref()
-        .filter(|t| Some(*t) != share.title.as_ref())
-    {
-        texts.push(("title", title.as_str()));
-    }
-    if let Some(note) = record
-        .note
-        .as_ref()
-        .filter(|n| Some(*n) != share.note.as_ref())
-    {
-        texts.push(("note", note.as_str()));
-    }
+    let texts = changed_since_share(&record, share);
     Ok(Findings {
         session: *id,
         nodes,

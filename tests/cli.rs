@@ -681,3 +681,29 @@ fn completions_and_the_man_page_cover_every_command() {
         .code(2)
         .stderr(predicate::str::contains("possible values"));
 }
+
+#[test]
+fn a_reply_still_being_written_grows_its_session_instead_of_branching() {
+    let env = env();
+    let full = sample::session(42, 3, Shape::default());
+    // Up to the first assistant reply of two or more blocks: Claude Code writes one line per
+    // block, so a copy read mid-reply ends on part of it.
+    let cut = full
+        .messages
+        .iter()
+        .position(|m| m.role == tapes::protocol::Role::Assistant && m.blocks.len() >= 2)
+        .expect("a reply of several blocks")
+        + 1;
+    let mut whole = full.clone();
+    whole.messages.truncate(cut);
+    let text = sample::claude_jsonl(&whole);
+    let lines: Vec<&str> = text.lines().collect();
+    let path = env.transcripts.join("billing/live.jsonl");
+    std::fs::write(&path, format!("{}\n", lines[..lines.len() - 1].join("\n"))).unwrap();
+    stdout(tapes(&env).arg("import").arg(&path));
+    std::fs::write(&path, &text).unwrap();
+    let out = stdout(tapes(&env).args(["-v", "import"]).arg(&path));
+    assert!(out.contains("1 grew") && !out.contains("kept"), "{out}");
+    let id = SessionId::derive("claude", &full.source_id);
+    assert_eq!(listed(&env), vec![(id.to_hex(), cut as u64)]);
+}
