@@ -25,6 +25,7 @@ pub mod real_fixtures;
 pub mod relay;
 pub mod remote;
 pub mod render;
+pub mod resume;
 pub mod sample;
 pub mod search;
 pub mod secrets;

@@ -1,0 +1,10 @@
+//! Writes a session for codex (placeholder until its writer lands).
+
+use super::{AgentHomes, Render, Rendered, ResumeError};
+
+pub fn render(_req: &Render, _homes: &AgentHomes) -> Result<Rendered, ResumeError> {
+    Err(ResumeError::Render {
+        what: "codex".into(),
+        why: "not written yet".into(),
+    })
+}
