@@ -251,7 +251,8 @@ pub fn dry_run(
     Ok(out)
 }
 
-fn object_of(
+/// One session as the export shape has it (record fields and every node).
+pub fn object_of(
     id: &SessionId,
     record: &SessionRecord,
     chain: &[(tapes_protocol::NodeId, tapes_protocol::Node)],

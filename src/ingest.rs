@@ -12,6 +12,7 @@ use tapes_protocol::history::{relate, Relation};
 use tapes_protocol::{ContentBlock, Node, NodeBody, NodeId, SessionId, StoredObject};
 
 use crate::import::ParsedSession;
+use crate::resume::mapping::Graft;
 use crate::session::{
     session_ref_key, Lineage, SessionRecord, SessionSource, SessionSummary, Visibility,
 };
@@ -296,10 +297,24 @@ fn plan(store: &Store, incoming: &[Incoming], now_ms: i64) -> Result<Plan, Store
     let owner = store.local_owner()?;
     // Hashing and encoding are the CPU-bound part; spread them over the cores, keep the store
     // reads and the bookkeeping below sequential and in input order.
-    let chains = build_chains_parallel(incoming);
-    for (item, chain) in incoming.iter().zip(chains) {
-        let session = &item.session;
-        let source_id = SessionId::derive(session.source_kind, &session.source_id);
+    let mut chains = build_chains_parallel(incoming);
+    // A file tapes wrote for an agent stands for the session it was written from: its new
+    // messages are grafted onto that session (SPEC §14.3).
+    let mut grafts: Vec<Option<Graft>> = Vec::with_capacity(incoming.len());
+    for (item, chain) in incoming.iter().zip(chains.iter_mut()) {
+        let file_ids: Vec<NodeId> = chain.iter().map(|o| o.id).collect();
+        let graft = crate::resume::mapping::graft(store, &item.session, &file_ids)?;
+        if let Some(g) = &graft {
+            *chain = build_chain(&g.session);
+        }
+        grafts.push(graft);
+    }
+    for ((item, chain), graft) in incoming.iter().zip(chains).zip(&grafts) {
+        let session = graft.as_ref().map_or(&item.session, |g| &g.session);
+        let source_id = match graft {
+            Some(g) => g.target,
+            None => SessionId::derive(session.source_kind, &session.source_id),
+        };
         let Some(head) = chain.last().map(|object| object.id) else {
             report
                 .sessions
@@ -358,6 +373,7 @@ fn plan(store: &Store, incoming: &[Incoming], now_ms: i64) -> Result<Plan, Store
             report.sessions.push(outcome(id, kind, session, item));
             continue;
         }
+        let grafted_here = graft.as_ref().filter(|g| g.target == id);
         let mut summary = SessionSummary::default();
         for m in &session.messages {
             summary.add(m.role, &m.model, &m.blocks, &m.meta);
@@ -383,10 +399,15 @@ fn plan(store: &Store, incoming: &[Incoming], now_ms: i64) -> Result<Plan, Store
         let prior = existing.as_ref().map(|h| &h.record);
         let record = SessionRecord {
             head,
-            source: SessionSource {
-                kind: session.source_kind.to_string(),
-                id: session.source_id.clone(),
-                path: item.path.clone(),
+            // A session grafted from an agent file keeps the source it had: the file is
+            // where it was continued, not what it is (the mapping records the file).
+            source: match (prior, grafted_here) {
+                (Some(prior), Some(_)) => prior.source.clone(),
+                _ => SessionSource {
+                    kind: session.source_kind.to_string(),
+                    id: session.source_id.clone(),
+                    path: item.path.clone(),
+                },
             },
             title: session
                 .title
@@ -435,6 +456,12 @@ fn plan(store: &Store, incoming: &[Incoming], now_ms: i64) -> Result<Plan, Store
                 refs.len() - 1
             }
         };
+        if let Some(g) = grafted_here {
+            refs.push(crate::resume::mapping::update(
+                &g.synced(head),
+                Some(g.raw.clone()),
+            ));
+        }
         planned.by_id.insert(
             id,
             PlannedRef {

@@ -51,8 +51,13 @@ enum Command {
     Remote(cmd::remote::RemoteCommand),
     /// Pull one of your sessions from a remote and track it in this project.
     Pull(cmd::transfer::PullArgs),
-    /// Push tracked sessions (default: the current one) to a remote.
+    /// Push tracked sessions (default: the current one) to a remote, with the turns your
+    /// agent added.
     Push(cmd::transfer::PushArgs),
+    /// Write a session where an agent (claude, codex, gemini) resumes it, or as a JSON file.
+    Checkout(cmd::resume::CheckoutArgs),
+    /// The project's tracked sessions: agent file, new turns not pushed, remote ahead or not.
+    Status(cmd::resume::StatusArgs),
     /// Answer teammates over iroh until Ctrl-C: fetches, pushes, join requests.
     Serve(cmd::peer::ServeArgs),
     /// Fetch what peers share with you (team shares, public shares, manifests).
@@ -127,6 +132,7 @@ fn main() -> ExitCode {
             | Command::Branch(_)
             | Command::Fork(_)
             | Command::Team(_)
+            | Command::Checkout(_)
     );
     let result = match cli.command {
         Command::Completions { shell } => {
@@ -164,6 +170,8 @@ fn main() -> ExitCode {
         Command::Remote(command) => cmd::remote::run(command),
         Command::Pull(args) => cmd::transfer::pull(args),
         Command::Push(args) => cmd::transfer::push(args),
+        Command::Checkout(args) => cmd::resume::checkout(args),
+        Command::Status(args) => cmd::resume::status(args),
         Command::Serve(args) => cmd::peer::serve(args),
         Command::Fetch(args) => cmd::peer::fetch(args),
         Command::Sync(args) => cmd::peer::sync(args),

@@ -13,7 +13,9 @@
 //!     "main": {
 //!       "sessionId": "<hex>", "localSessionId": null, "parentId": null, "rootId": "<hex>",
 //!       "baseCount": 10, "baseDigest": "<hex>", "remote": "origin",
-//!       "platform": null, "files": [], "lastPulledAt": "2026-01-01T00:00:00+00:00"
+//!       "platform": "claude", "files": ["/home/me/.claude/projects/-home-me-app/<uuid>.jsonl"],
+//!       "lastPulledAt": "2026-01-01T00:00:00+00:00", "remoteDigest": "<hex>", "remoteCount": 10,
+//!       "remoteCheckedAt": "2026-01-01T00:00:00+00:00"
 //!     }
 //!   }
 //! }
@@ -86,12 +88,21 @@ pub struct TrackedAlias {
     pub base_digest: Option<NodeId>,
     /// The remote the alias pulls from and pushes to.
     pub remote: Option<String>,
-    /// The provider it was materialized for (`--platform`, not supported yet).
+    /// The agent it was written for (`--platform`: claude, codex, gemini, file).
     pub platform: Option<String>,
-    /// Files materialized for the provider (not supported yet).
+    /// The files written for the agent (the session's first); `tapes push` imports them first.
     pub files: Vec<String>,
     /// RFC 3339 time of the last pull; `None` for a branch or fork never pulled.
     pub last_pulled_at: Option<String>,
+    /// The head the remote held when last asked (pull, push, `tapes status --fetch`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote_digest: Option<NodeId>,
+    /// Its message count then.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote_count: Option<u64>,
+    /// RFC 3339 time it was last asked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote_checked_at: Option<String>,
 }
 
 impl TrackedAlias {

@@ -55,6 +55,9 @@ pub struct CopyArgs {
     /// The secret gate in front of creating it on the remote.
     #[command(flatten)]
     gate: super::GateArgs,
+    /// Write the new session for an agent (a fresh agent session id) and optionally start it.
+    #[command(flatten)]
+    agent: super::resume::PlatformArgs,
 }
 
 #[derive(clap::Args)]
@@ -262,6 +265,7 @@ fn finish(
         ExitCode::SUCCESS
     };
     let Some(mut project) = project.filter(|_| !args.no_track) else {
+        materialize(store, args, None, &tracked)?;
         return Ok(code);
     };
     let alias = args.alias.clone().unwrap_or_else(|| tracked.short());
@@ -276,6 +280,9 @@ fn finish(
         platform: None,
         files: Vec::new(),
         last_pulled_at: None,
+        remote_digest: (!pending).then_some(record.head),
+        remote_count: (!pending).then_some(record.summary.messages),
+        remote_checked_at: (!pending).then(tracking::now_rfc3339),
     };
     project.tracking.set(&alias, entry, true)?;
     project.tracking.save(&project.dir)?;
@@ -283,7 +290,30 @@ fn finish(
         "tracking it as `{alias}` in {}",
         Tracking::path(&project.dir).display()
     );
+    materialize(store, args, Some((&mut project, &alias)), &tracked)?;
     Ok(code)
+}
+
+/// `--platform`: writes the new session for the agent (a fresh agent session id: it is a new
+/// session there too), records the files on the alias, and starts the agent on `--resume`.
+fn materialize(
+    store: &Store,
+    args: &CopyArgs,
+    project: Option<(&mut Project, &str)>,
+    id: &SessionId,
+) -> anyhow::Result<()> {
+    let Some(platform) = &args.agent.platform else {
+        return Ok(());
+    };
+    let dir = super::resume::agent_dir(args.into.as_deref())?;
+    super::resume::materialize(store, id, platform, &dir, true, args.agent.resume, |done| {
+        if let Some((project, alias)) = project {
+            super::resume::track_files(&mut project.tracking, alias, done);
+            project.tracking.save(&project.dir)?;
+        }
+        Ok(())
+    })?;
+    Ok(())
 }
 
 /// True for the secret gate's refusals (as opposed to a remote that could not be reached).

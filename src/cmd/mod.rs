@@ -10,6 +10,7 @@ pub mod peer;
 pub mod peers;
 pub mod relay;
 pub mod remote;
+pub mod resume;
 pub mod search;
 pub mod search_tui;
 pub mod sessions;

@@ -40,6 +40,8 @@ pub struct PullArgs {
     /// (they stay in the store; `tapes branch` first keeps them as a session).
     #[arg(long)]
     force: bool,
+    #[command(flatten)]
+    agent: super::resume::PlatformArgs,
 }
 
 #[derive(clap::Args)]
@@ -118,6 +120,9 @@ pub fn pull(args: PullArgs) -> anyhow::Result<ExitCode> {
             platform: previous.platform,
             files: previous.files,
             last_pulled_at: Some(tracking::now_rfc3339()),
+            remote_digest: Some(record.head),
+            remote_count: Some(pulled.count),
+            remote_checked_at: Some(tracking::now_rfc3339()),
         };
         tracking.set(&args.alias, entry, true)?;
         tracking.save(dir)?;
@@ -126,6 +131,25 @@ pub fn pull(args: PullArgs) -> anyhow::Result<ExitCode> {
             args.alias,
             Tracking::path(dir).display()
         );
+    }
+    if let Some(platform) = &args.agent.platform {
+        let agent_dir = super::resume::agent_dir(args.into.as_deref())?;
+        super::resume::materialize(
+            &store,
+            &id,
+            platform,
+            &agent_dir,
+            false,
+            args.agent.resume,
+            |done| {
+                // Recorded before the agent starts, so `tapes status` elsewhere knows it.
+                if let (Some(dir), Some(tracking)) = (&project, &mut tracked) {
+                    super::resume::track_files(tracking, &args.alias, done);
+                    tracking.save(dir)?;
+                }
+                Ok(())
+            },
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -269,7 +293,7 @@ pub fn push(args: PushArgs) -> anyhow::Result<ExitCode> {
             }
             Some(_) => (None, false),
         };
-        let Some(record) = store.session(&id)? else {
+        if store.session(&id)?.is_none() {
             eprintln!(
                 "error: session {} is not in this store; `tapes pull {}` brings it back, or `tapes sessions` lists what is here",
                 id.short(),
@@ -289,6 +313,18 @@ pub fn push(args: PushArgs) -> anyhow::Result<ExitCode> {
             continue;
         }
         let remote = remote::open(&home, &store, &remote_name)?;
+        // The turns the agent appended to the alias's file come in first (SPEC §14.3).
+        if let Some(a) = &alias {
+            super::resume::import_before_push(&store, &a.files)?;
+        }
+        let Some(record) = store.session(&id)? else {
+            eprintln!(
+                "error: session {} vanished from this store; run `tapes fsck`",
+                id.short()
+            );
+            failed = true;
+            continue;
+        };
         // Nothing leaves the machine before the secret gate passed what would be sent.
         match transfer::push_gated(
             &store,
@@ -327,6 +363,9 @@ pub fn push(args: PushArgs) -> anyhow::Result<ExitCode> {
                     entry.local_session_id = None;
                     entry.base_count = count;
                     entry.base_digest = Some(pushed.head);
+                    entry.remote_digest = Some(pushed.head);
+                    entry.remote_count = Some(count);
+                    entry.remote_checked_at = Some(tracking::now_rfc3339());
                     entry.remote = Some(remote_name.clone());
                     tracking.aliases.insert(name.clone(), entry);
                     changed = true;

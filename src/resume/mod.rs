@@ -9,6 +9,7 @@
 //!   nodes in, file bytes and path out, no I/O but reading what they must merge with.
 //! - [`mapping`]: the store's record of (agent, agent session id) → tapes session and base, and
 //!   the graft that import applies to a mapped file before planning.
+//! - [`sync`]: importing the agent's new turns back, and what `tapes status` reports.
 //! - [`checkout`]: the one library call behind `tapes checkout` and `--platform` on pull,
 //!   branch and fork: render, refuse to clobber unstored turns, write atomically, record.
 
@@ -18,6 +19,7 @@ pub mod codex;
 pub mod file;
 pub mod gemini;
 pub mod mapping;
+pub mod sync;
 
 use std::path::{Path, PathBuf};
 

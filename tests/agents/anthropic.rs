@@ -11,7 +11,10 @@ pub fn reply(request: &Recorded, text: &str) -> Reply {
         return Reply::json(json!({"input_tokens": 42}));
     }
     let body: serde_json::Value = serde_json::from_str(&request.body).unwrap_or_default();
-    let model = body["model"].as_str().unwrap_or("claude-sonnet-4-5").to_string();
+    let model = body["model"]
+        .as_str()
+        .unwrap_or("claude-sonnet-4-5")
+        .to_string();
     let id = format!("msg_standin_{:x}", request.body.len());
     let usage = json!({"input_tokens": 120, "output_tokens": 7,
         "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0});
@@ -23,19 +26,34 @@ pub fn reply(request: &Recorded, text: &str) -> Reply {
         }));
     }
     Reply::sse(&[
-        (Some("message_start"), json!({"type": "message_start", "message": {
+        (
+            Some("message_start"),
+            json!({"type": "message_start", "message": {
             "id": id, "type": "message", "role": "assistant", "model": model, "content": [],
             "stop_reason": null, "stop_sequence": null,
             "usage": {"input_tokens": 120, "output_tokens": 1,
-                "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}}})),
-        (Some("content_block_start"), json!({"type": "content_block_start", "index": 0,
-            "content_block": {"type": "text", "text": ""}})),
-        (Some("content_block_delta"), json!({"type": "content_block_delta", "index": 0,
-            "delta": {"type": "text_delta", "text": text}})),
-        (Some("content_block_stop"), json!({"type": "content_block_stop", "index": 0})),
-        (Some("message_delta"), json!({"type": "message_delta",
+                "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}}}),
+        ),
+        (
+            Some("content_block_start"),
+            json!({"type": "content_block_start", "index": 0,
+            "content_block": {"type": "text", "text": ""}}),
+        ),
+        (
+            Some("content_block_delta"),
+            json!({"type": "content_block_delta", "index": 0,
+            "delta": {"type": "text_delta", "text": text}}),
+        ),
+        (
+            Some("content_block_stop"),
+            json!({"type": "content_block_stop", "index": 0}),
+        ),
+        (
+            Some("message_delta"),
+            json!({"type": "message_delta",
             "delta": {"stop_reason": "end_turn", "stop_sequence": null},
-            "usage": {"output_tokens": 7}})),
+            "usage": {"output_tokens": 7}}),
+        ),
         (Some("message_stop"), json!({"type": "message_stop"})),
     ])
 }

@@ -75,9 +75,10 @@ impl Reply {
         Reply {
             status: 404,
             content_type: "application/json",
-            body: serde_json::json!({"error": {"message": format!("stand-in: no route for {what}")}})
-                .to_string()
-                .into_bytes(),
+            body:
+                serde_json::json!({"error": {"message": format!("stand-in: no route for {what}")}})
+                    .to_string()
+                    .into_bytes(),
         }
     }
 }
@@ -123,8 +124,7 @@ impl StandIn {
             .into_iter()
             .filter(|r| {
                 r.method == "POST"
-                    && (r.path.starts_with("/v1/messages")
-                        && !r.path.contains("count_tokens")
+                    && (r.path.starts_with("/v1/messages") && !r.path.contains("count_tokens")
                         || r.path.contains("/responses")
                         || r.path.contains("generateContent"))
             })
