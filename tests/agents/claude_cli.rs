@@ -220,3 +220,89 @@ fn checkout_for_claude_round_trips_and_refuses_to_clobber_unstored_turns() {
     assert!(stderr.contains("`codex` was not found on PATH"), "{stderr}");
     assert!(!me.home.join(".codex").exists(), "nothing written");
 }
+
+#[test]
+fn an_agent_file_whose_history_was_edited_becomes_a_branch_not_an_update() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let me = Person::new(dir.path(), "me");
+    me.ok(&["import", transcript(dir.path()).to_str().expect("path")]);
+    let id = me.sessions()[0]["id"].as_str().expect("id").to_string();
+    let out = me.ok(&[
+        "branch",
+        &id,
+        "--at",
+        "4",
+        "--alias",
+        "exp",
+        "--platform",
+        "claude",
+    ]);
+    let file = out
+        .lines()
+        .find_map(|l| l.strip_prefix("wrote "))
+        .expect("written")
+        .to_string();
+    let branch = me
+        .sessions()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap_or_default().to_string())
+        .find(|s| *s != id)
+        .expect("the branch");
+    // Someone edits the third message (the tool result) in the agent's file.
+    let text = std::fs::read_to_string(&file).expect("file");
+    let edited = text.replacen("src\\nCargo.toml", "src\\nCargo.toml\\nSECRET.txt", 1);
+    assert_ne!(edited, text);
+    std::fs::write(&file, edited).expect("edit");
+    let status = me.ok(&["status"]);
+    assert!(status.contains("history changed at message 3"), "{status}");
+    let imported = me.ok(&["import", "-v", &file]);
+    assert!(imported.contains("kept as a branch"), "{imported}");
+    // The tracked branch is as it was; the edit is a session of its own, branched at 2.
+    let sessions = me.sessions();
+    assert_eq!(sessions.len(), 3, "{sessions:?}");
+    let tracked = sessions
+        .iter()
+        .find(|s| s["id"] == branch.as_str())
+        .expect("branch");
+    assert_eq!(tracked["messages"], 4);
+    assert_eq!(me.texts(&branch).len(), 4);
+    assert!(!me.texts(&branch).iter().any(|t| t.contains("SECRET.txt")));
+}
+
+/// Every real Claude transcript: import → checkout --platform claude → import changes nothing.
+#[test]
+fn every_real_claude_transcript_checks_out_and_imports_as_nothing_new() {
+    if !tapes::real_fixtures::present() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let me = Person::new(dir.path(), "me");
+    let real = tapes::real_fixtures::dir().join("claude");
+    me.ok(&["import", real.to_str().expect("path")]);
+    let before = me.sessions();
+    let mut files = Vec::new();
+    for session in before.iter().filter(|s| s["parent_session"].is_null()) {
+        let id = session["id"].as_str().expect("id");
+        let out = me.ok(&["checkout", id, "--platform", "claude"]);
+        files.extend(
+            out.lines()
+                .filter_map(|l| l.strip_prefix("wrote "))
+                .map(str::to_owned),
+        );
+    }
+    assert!(
+        files.iter().any(|f| f.contains("/subagents/agent-")),
+        "subagent sessions go in Claude Code's subagent layout: {files:?}"
+    );
+    let mut args = vec!["import"];
+    args.extend(files.iter().map(String::as_str));
+    let again = me.ok(&args);
+    assert!(again.contains("nothing new"), "{again}");
+    let after = me.sessions();
+    assert_eq!(before.len(), after.len());
+    for (a, b) in before.iter().zip(&after) {
+        assert_eq!(a["id"], b["id"]);
+        assert_eq!(a["head"], b["head"], "{}", a["id"]);
+        assert_eq!(a["messages"], b["messages"]);
+    }
+}
