@@ -2,8 +2,9 @@
 //! their own identity, store and `tapes serve` endpoint on 127.0.0.1 (no relays, no
 //! discovery). Alice creates a team and invites Bob and Carol, who join over the connection;
 //! Alice shares sessions with the team (sealed with the team key on the wire) and one publicly;
-//! Bob fetches them, Carol fetches them from Bob (peers pass on what they may); Bob forks one
-//! and shares the fork, Alice branches hers; a push from a stale base is refused with the
+//! Bob fetches them, Carol fetches them from Bob (peers pass on what they may); Bob forks one,
+//! continues it in a (stand-in) Claude Code file tapes wrote for him, and pushes the fork to
+//! Alice, who sees the agent's reply last; Alice branches hers; a push from a stale base is refused with the
 //! conflict hint; a no-op sync costs one round trip. Then a relay: Alice registers the team
 //! and deposits a session sealed, goes away, Bob syncs it from the relay, Dave's join request
 //! waits there until Alice's next sync, the public page serves the public share (and 404s a
@@ -200,6 +201,52 @@ fn append(who: &Teammate, id: &SessionId, text: &str) -> anyhow::Result<()> {
     )?)
 }
 
+/// Writes session `id` where Claude Code resumes it (under the teammate's own temporary agent
+/// home), then plays the agent: appends the user's prompt and a reply, as Claude Code would.
+fn continue_in_agent(
+    who: &Teammate,
+    id: &SessionId,
+    prompt: &str,
+) -> anyhow::Result<std::path::PathBuf> {
+    use tapes::resume::{checkout, AgentHomes, Platform};
+    let agents = who._dir.path().join("agents");
+    let done = checkout::checkout(
+        &who.store,
+        id,
+        &checkout::Options {
+            platform: Platform::Claude,
+            cwd: who._dir.path().join("project"),
+            homes: AgentHomes {
+                claude: agents.join(".claude"),
+                codex: agents.join(".codex"),
+                gemini: agents.join(".gemini"),
+            },
+            now_ms: tapes::now_ms(),
+            fresh_id: true,
+        },
+    )?;
+    let path = done.files[0].path.clone();
+    let text = std::fs::read_to_string(&path)?;
+    let last: serde_json::Value =
+        serde_json::from_str(text.lines().last().unwrap_or("{}")).unwrap_or_default();
+    let line = |uuid: &str, parent: &serde_json::Value, kind: &str, message: serde_json::Value| {
+        serde_json::json!({"parentUuid": parent, "isSidechain": false, "type": kind,
+            "sessionId": done.agent_session_id, "cwd": last["cwd"], "uuid": uuid,
+            "timestamp": "2026-12-06T12:00:00.000Z", "message": message})
+        .to_string()
+    };
+    let more = [
+        line("c0ffee00-0000-4000-8000-000000000001", &last["uuid"], "user",
+            serde_json::json!({"role": "user", "content": prompt})),
+        line("c0ffee00-0000-4000-8000-000000000002", &serde_json::json!("c0ffee00-0000-4000-8000-000000000001"), "assistant",
+            serde_json::json!({"id": "msg_standin_1", "type": "message", "role": "assistant",
+                "model": "claude-sonnet-4-5", "content": [{"type": "text", "text": "Streaming it is: see src/stream.rs."}],
+                "stop_reason": "end_turn", "usage": {"input_tokens": 900, "output_tokens": 12}})),
+    ];
+    std::fs::write(&path, format!("{text}{}\n", more.join("\n")))?;
+    Ok(path)
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
@@ -254,7 +301,7 @@ async fn main() -> anyhow::Result<()> {
     let report = bob.fetch_from(&alice).await?;
     println!("   {}", describe(&report));
 
-    println!("7. bob forks alice's first shared session, continues it, and shares the fork");
+    println!("7. bob forks alice's first shared session for Claude Code, continues it there, and pushes the fork to alice");
     let fork = lineage::fork(
         &bob.store,
         &ids[0],
@@ -268,12 +315,25 @@ async fn main() -> anyhow::Result<()> {
         false,
         tapes::now_ms(),
     )?;
-    append(&bob, &fork, "Try the streaming variant instead")?;
-    bob.share(&fork, Audience::Team(team))?;
-    let report = alice.fetch_from(&bob).await?;
-    println!("   alice fetches from bob: {}", describe(&report));
+    let agent_file = continue_in_agent(&bob, &fork, "Try the streaming variant instead")?;
+    println!("   bob's agent appended a turn to {}", agent_file.display());
+    let imported =
+        tapes::resume::sync::import_agent_files(&bob.store, &[agent_file], tapes::now_ms())?;
     println!(
-        "   alice sees fork {} of her session {}",
+        "   the import attaches exactly the new turns to the fork: {} new messages",
+        imported.report.new_nodes
+    );
+    bob.share(&fork, Audience::Team(team))?;
+    let conn = bob.dial(&alice).await?;
+    let nodes = conn.push(&bob.store, &bob.identity, fork, None).await?;
+    let last = alice
+        .store
+        .chain(&alice.store.session(&fork)?.expect("alice holds the fork").head)?
+        .pop()
+        .map(|(_, node)| node.body.plain_text())
+        .unwrap_or_default();
+    println!(
+        "   pushed fork {} of session {} to alice ({nodes} new nodes); its last message there: {last:?}",
         fork.short(),
         ids[0].short()
     );

@@ -299,7 +299,7 @@ fn plan(store: &Store, incoming: &[Incoming], now_ms: i64) -> Result<Plan, Store
     // reads and the bookkeeping below sequential and in input order.
     let mut chains = build_chains_parallel(incoming);
     // A file tapes wrote for an agent stands for the session it was written from: its new
-    // messages are grafted onto that session (SPEC §14.3).
+    // messages are grafted onto that session (SPEC §17.3).
     let mut grafts: Vec<Option<Graft>> = Vec::with_capacity(incoming.len());
     for (item, chain) in incoming.iter().zip(chains.iter_mut()) {
         let file_ids: Vec<NodeId> = chain.iter().map(|o| o.id).collect();

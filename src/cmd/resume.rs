@@ -1,5 +1,5 @@
 //! `tapes checkout`, `tapes status`, and `--platform`/`--resume` on pull, branch and fork
-//! (SPEC.md §14): parse, call `tapes::resume`, render.
+//! (SPEC.md §17): parse, call `tapes::resume`, render.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};

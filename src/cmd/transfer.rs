@@ -313,7 +313,7 @@ pub fn push(args: PushArgs) -> anyhow::Result<ExitCode> {
             continue;
         }
         let remote = remote::open(&home, &store, &remote_name)?;
-        // The turns the agent appended to the alias's file come in first (SPEC §14.3).
+        // The turns the agent appended to the alias's file come in first (SPEC §17.3).
         if let Some(a) = &alias {
             super::resume::import_before_push(&store, &a.files)?;
         }

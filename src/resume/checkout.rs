@@ -1,4 +1,4 @@
-//! `tapes checkout` and `--platform` on pull, branch and fork (SPEC.md §14.1): write a stored
+//! `tapes checkout` and `--platform` on pull, branch and fork (SPEC.md §17.1): write a stored
 //! session where an agent resumes it, and record which tapes session the file stands for.
 //!
 //! Steps, each of which can refuse before anything is written:

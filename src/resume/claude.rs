@@ -1,4 +1,4 @@
-//! Writes a session as a Claude Code transcript (SPEC.md §14.2), where `claude --resume <uuid>`
+//! Writes a session as a Claude Code transcript (SPEC.md §17.2), where `claude --resume <uuid>`
 //! finds it: `<CLAUDE_CONFIG_DIR or ~/.claude>/projects/<cwd, every non-alphanumeric character
 //! replaced by '-'>/<uuid>.jsonl`; a subagent session goes beside it, in Claude Code's v2.1
 //! subagent layout `<uuid>/subagents/agent-<agentId>.jsonl`.

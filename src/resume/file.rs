@@ -1,4 +1,4 @@
-//! Writes a session as the canonical transcript JSON (SPEC.md §14.2): the document `tapes
+//! Writes a session as the canonical transcript JSON (SPEC.md §17.2): the document `tapes
 //! export --format json` writes for that one session (`format: "tape-bundle"`, its nodes with
 //! ids, parents, blocks and meta), as `<dir>/<session id>.tapes.json`. It is for reading and for
 //! tools that take a transcript; it stays on this machine (a checkout is not an export, so the

@@ -1,4 +1,4 @@
-//! Which agent file stands for which tapes session (SPEC.md §14.3), and the graft that import
+//! Which agent file stands for which tapes session (SPEC.md §17.3), and the graft that import
 //! applies to such a file.
 //!
 //! When tapes writes a session for an agent it records, under `agent-file/<source kind>/<agent

@@ -1,4 +1,4 @@
-//! Resume anywhere (SPEC.md §14): write a stored session in an agent's own on-disk format, at
+//! Resume anywhere (SPEC.md §17): write a stored session in an agent's own on-disk format, at
 //! the place the agent looks, so the agent's own resume opens it; and remember which agent
 //! file stands for which tapes session, so the turns the agent appends come back to it.
 //!

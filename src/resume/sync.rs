@@ -1,4 +1,4 @@
-//! Bringing an agent's new turns back (SPEC.md §14.3), and what `tapes status` reports.
+//! Bringing an agent's new turns back (SPEC.md §17.3), and what `tapes status` reports.
 //!
 //! - [`import_agent_files`]: imports the files tapes wrote for a tracked alias (what `tapes
 //!   push` does before it sends, so exactly the turns the agent appended go to the remote).
