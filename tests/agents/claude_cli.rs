@@ -143,6 +143,13 @@ fn bob_forks_alices_session_continues_it_in_claude_code_and_pushes_it_back() {
     let status = bob.ok(&["status", "--json"]);
     let status: serde_json::Value = serde_json::from_str(&status).expect("status json");
     assert_eq!(status[0]["not_pushed"], 0, "{status}");
+    let fetched = bob.ok(&["status", "--fetch", "--json"]);
+    let fetched: serde_json::Value = serde_json::from_str(&fetched).expect("status json");
+    assert_eq!(
+        fetched[0]["behind"], false,
+        "alice holds what bob pushed: {fetched}"
+    );
+    assert_eq!(fetched[0]["remote_count"], 6, "{fetched}");
 
     // Alice's store (served) holds the fork, her original untouched, the reply last.
     let texts = alice.texts(&fork);
@@ -305,4 +312,67 @@ fn every_real_claude_transcript_checks_out_and_imports_as_nothing_new() {
         assert_eq!(a["head"], b["head"], "{}", a["id"]);
         assert_eq!(a["messages"], b["messages"]);
     }
+}
+
+/// `--resume` starts the agent in the project directory on the session's id, with this
+/// terminal; when it exits, the turns it appended are stored. The agent here is a stand-in
+/// script named `claude` on PATH that appends a prompt and a reply the way Claude Code does.
+#[test]
+fn resume_starts_the_agent_in_the_project_and_stores_its_turns_when_it_exits() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let me = Person::new(dir.path(), "me");
+    me.ok(&["import", transcript(dir.path()).to_str().expect("path")]);
+    let id = me.sessions()[0]["id"].as_str().expect("id").to_string();
+    let bin = dir.path().join("bin");
+    std::fs::create_dir_all(&bin).expect("bin");
+    let script = bin.join("claude");
+    std::fs::write(
+        &script,
+        r#"#!/usr/bin/env python3
+import json, os, sys, glob
+assert sys.argv[1] == "--resume", sys.argv
+uuid = sys.argv[2]
+[path] = glob.glob(os.path.join(os.environ["HOME"], ".claude/projects/*/%s.jsonl" % uuid))
+folder = "".join(c if c.isascii() and c.isalnum() else "-" for c in os.getcwd())
+assert os.path.basename(os.path.dirname(path)) == folder, (path, os.getcwd())
+last = json.loads(open(path).read().splitlines()[-1])
+def line(u, parent, kind, message):
+    return json.dumps({"parentUuid": parent, "isSidechain": False, "type": kind, "sessionId": uuid,
+                       "cwd": os.getcwd(), "uuid": u, "timestamp": "2026-12-06T12:00:00.000Z", "message": message})
+with open(path, "a") as f:
+    f.write(line("d0000000-0000-4000-8000-000000000001", last["uuid"], "user",
+                 {"role": "user", "content": "resumed prompt"}) + "\n")
+    f.write(line("d0000000-0000-4000-8000-000000000002", "d0000000-0000-4000-8000-000000000001", "assistant",
+                 {"id": "msg_fake", "type": "message", "role": "assistant", "model": "claude-sonnet-4-5",
+                  "content": [{"type": "text", "text": "resumed reply"}], "stop_reason": "end_turn"}) + "\n")
+"#,
+    )
+    .expect("script");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = me
+        .command(Path::new(env!("CARGO_BIN_EXE_tapes")))
+        .env("PATH", path)
+        .args(["checkout", &id, "--platform", "claude", "--resume"])
+        .output()
+        .expect("run");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("2 new messages recorded from claude"),
+        "{stdout}"
+    );
+    let sessions = me.sessions();
+    assert_eq!(sessions.len(), 1, "the same session grew");
+    assert_eq!(sessions[0]["messages"], 6);
+    assert!(me.texts(&id)[5].contains("resumed reply"));
 }
