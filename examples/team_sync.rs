@@ -236,12 +236,20 @@ fn continue_in_agent(
         .to_string()
     };
     let more = [
-        line("c0ffee00-0000-4000-8000-000000000001", &last["uuid"], "user",
-            serde_json::json!({"role": "user", "content": prompt})),
-        line("c0ffee00-0000-4000-8000-000000000002", &serde_json::json!("c0ffee00-0000-4000-8000-000000000001"), "assistant",
+        line(
+            "c0ffee00-0000-4000-8000-000000000001",
+            &last["uuid"],
+            "user",
+            serde_json::json!({"role": "user", "content": prompt}),
+        ),
+        line(
+            "c0ffee00-0000-4000-8000-000000000002",
+            &serde_json::json!("c0ffee00-0000-4000-8000-000000000001"),
+            "assistant",
             serde_json::json!({"id": "msg_standin_1", "type": "message", "role": "assistant",
                 "model": "claude-sonnet-4-5", "content": [{"type": "text", "text": "Streaming it is: see src/stream.rs."}],
-                "stop_reason": "end_turn", "usage": {"input_tokens": 900, "output_tokens": 12}})),
+                "stop_reason": "end_turn", "usage": {"input_tokens": 900, "output_tokens": 12}}),
+        ),
     ];
     std::fs::write(&path, format!("{text}{}\n", more.join("\n")))?;
     Ok(path)
@@ -328,7 +336,13 @@ async fn main() -> anyhow::Result<()> {
     let nodes = conn.push(&bob.store, &bob.identity, fork, None).await?;
     let last = alice
         .store
-        .chain(&alice.store.session(&fork)?.expect("alice holds the fork").head)?
+        .chain(
+            &alice
+                .store
+                .session(&fork)?
+                .expect("alice holds the fork")
+                .head,
+        )?
         .pop()
         .map(|(_, node)| node.body.plain_text())
         .unwrap_or_default();

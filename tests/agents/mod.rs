@@ -11,8 +11,11 @@
 #![allow(dead_code)]
 
 pub mod anthropic;
+pub mod claude_cli;
+pub mod codex_cli;
 pub mod gemini;
 pub mod openai;
+pub mod people;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
