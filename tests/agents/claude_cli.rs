@@ -24,7 +24,7 @@ pub fn claude(person: &Person, bin: &Path, api: &StandIn) -> std::process::Comma
     cmd
 }
 
-fn transcript(dir: &Path) -> std::path::PathBuf {
+pub fn transcript(dir: &Path) -> std::path::PathBuf {
     let session = "0f3c2a5e-1111-4aaa-8bbb-000000000001";
     let line = |uuid: &str, parent: Option<&str>, kind: &str, message: serde_json::Value| {
         serde_json::json!({

@@ -29,7 +29,7 @@ const FIXTURE: &str =
 
 /// `$CODEX_HOME/config.toml` pointing Codex at the stand-in, with everything that phones
 /// home turned off.
-fn write_config(home: &Path, standin: &StandIn) {
+pub fn write_config(home: &Path, standin: &StandIn) {
     let config = format!(
         r#"model = "gpt-5.1-codex"
 model_provider = "standin"
@@ -119,7 +119,7 @@ fn materialize(nodes: &[Node], kind: &str, home: &Path, work: &Path) -> (String,
 }
 
 /// `codex exec resume <id> <prompt>` in `work`, with a two-minute limit.
-fn codex_resume(
+pub fn codex_resume(
     bin: &Path,
     home: &Path,
     work: &Path,
@@ -451,4 +451,85 @@ fn codex_resumes_a_claude_session_written_by_tapes() {
     }
     // The file is the rendered history (as the importer reads it) plus the new turn.
     assert_grown(&path, &before, prompt);
+}
+
+/// The issue's loop across agents: alice shares a Claude Code session, bob forks it with
+/// `--platform codex`, continues it with the real Codex against the stand-in, `tapes push`es,
+/// and alice has the fork: the Claude nodes, then Codex's turn with the stand-in's reply.
+#[test]
+fn bob_forks_alices_claude_session_into_codex_and_pushes_the_new_turns() {
+    let Some(bin) = agent_bin("codex") else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let transcript = super::claude_cli::transcript(dir.path());
+    let (alice, bob, _server, original) =
+        super::people::alice_shares_with_bob(dir.path(), &transcript);
+    let standin = StandIn::start(REPLY);
+    let codex_home = bob.home.join(".codex");
+    write_config(&codex_home, &standin);
+    let forked = bob.ok(&["fork", &original, "--alias", "trial", "--platform", "codex"]);
+    let file = forked
+        .lines()
+        .find_map(|l| l.strip_prefix("wrote "))
+        .expect("the rollout was written")
+        .to_string();
+    assert!(
+        file.starts_with(codex_home.join("sessions").to_str().expect("utf-8")),
+        "{file}"
+    );
+    let uuid = forked
+        .lines()
+        .find_map(|l| l.split("codex resume ").nth(1))
+        .expect("the resume command")
+        .trim()
+        .to_string();
+    let out = codex_resume(
+        &bin,
+        &codex_home,
+        &bob.project,
+        &standin,
+        &uuid,
+        "Port it to Codex.",
+    );
+    assert!(
+        out.status.success(),
+        "codex: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let calls = standin.model_calls();
+    let last = calls.last().expect("codex called the stand-in");
+    assert!(
+        last.body.contains("MARKER-ORIGINAL-7c1e"),
+        "the forked history was sent"
+    );
+    assert!(
+        last.body.contains("toolu_01"),
+        "the Claude tool call went as a function call"
+    );
+
+    let pushed = bob.ok(&["push"]);
+    assert!(pushed.contains("imported the new turns"), "{pushed}");
+    let tracking: Value = serde_json::from_str(
+        &std::fs::read_to_string(bob.project.join(".tapes/tracking.json")).expect("tracking"),
+    )
+    .expect("json");
+    let fork = tracking["aliases"]["trial"]["sessionId"]
+        .as_str()
+        .expect("fork id")
+        .to_string();
+    let texts = alice.texts(&fork);
+    assert!(texts.len() > 4, "{texts:?}");
+    assert!(
+        texts[0].contains("MARKER-ORIGINAL-7c1e"),
+        "the Claude nodes stay first"
+    );
+    assert!(texts.iter().any(|t| t.contains("Port it to Codex.")));
+    assert!(
+        texts.last().expect("last").contains(REPLY),
+        "{:?}",
+        texts.last()
+    );
+    assert_eq!(alice.texts(&original).len(), 4, "the original is untouched");
 }
