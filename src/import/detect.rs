@@ -9,6 +9,8 @@ pub enum SourceFormat {
     Claude,
     Codex,
     GeminiChat,
+    /// Gemini CLI 0.61's JSONL session log (`chats/session-*.jsonl`).
+    GeminiLog,
     MessagesJson,
     TapesDb,
 }
@@ -18,7 +20,7 @@ impl SourceFormat {
         match self {
             SourceFormat::Claude => "claude",
             SourceFormat::Codex => "codex",
-            SourceFormat::GeminiChat => "gemini",
+            SourceFormat::GeminiChat | SourceFormat::GeminiLog => "gemini",
             SourceFormat::MessagesJson => "messages-json",
             SourceFormat::TapesDb => "tapes-db",
         }
@@ -56,14 +58,19 @@ fn detect_jsonl(path: &Path) -> Result<SourceFormat, String> {
             return Ok(SourceFormat::Codex);
         }
         if value.get("projectHash").is_some() {
-            // Newer Gemini CLI versions log sessions as JSONL; only the JSON chat files are read.
-            return Err("a Gemini CLI JSONL session log, which tapes does not import yet (the chats/session-*.json files it does)".into());
+            // Gemini CLI 0.61's session log: a header line with `sessionId` and `projectHash`.
+            return Ok(SourceFormat::GeminiLog);
+        }
+        if value.get("$set").is_some() || value.get("$rewindTo").is_some() {
+            // A Gemini CLI log's update line before any header (never first as the CLI writes
+            // it, but a header further down still names the format).
+            continue;
         }
         if value.get("sessionId").is_some() || value.get("uuid").is_some() || kind == "summary" {
             return Ok(SourceFormat::Claude);
         }
     }
-    Err("no Claude Code or Codex record in its first 20 lines".into())
+    Err("no Claude Code, Codex or Gemini CLI record in its first 20 lines".into())
 }
 
 fn detect_json(path: &Path) -> Result<SourceFormat, String> {

@@ -1,8 +1,46 @@
-//! Gemini CLI chat-session importer: `~/.gemini/tmp/<projectHash>/chats/session-*.json`.
+//! Gemini CLI chat-session importer (SPEC.md §17 for the writer that is its inverse): the older
+//! `~/.gemini/tmp/<projectHash>/chats/session-*.json` files ([`parse`]) and Gemini CLI 0.61's
+//! JSONL logs `~/.gemini/tmp/<project name>/chats/session-<YYYY-MM-DDTHH-MM>-<id8>.jsonl`
+//! ([`parse_jsonl`]). `~/.gemini/projects.json` maps project directories to those names, and the
+//! CLI marks each `tmp/<project name>/` folder with a `.project_root` file holding the directory;
+//! [`fill_project`] sets every node's `cwd` and `project` from them when they are there.
 //!
-//! A session file is one JSON object: `{sessionId, projectHash, startTime, lastUpdated,
+//! A JSON session file is one object: `{sessionId, projectHash, startTime, lastUpdated,
 //! summary?, messages: [...]}`. Each message has `type` user, gemini, info, error or warning.
-//! Only user and gemini messages were part of the conversation. Decisions:
+//! Only user and gemini messages were part of the conversation.
+//!
+//! **The JSONL log** (0.61, read off its `ChatRecordingService` and checked by running it) is
+//! replayed line by line the way the CLI's own `loadConversationRecord` does:
+//!
+//! - a line with `sessionId` and `projectHash` (the header; a resume appends another) merges
+//!   into the metadata (`startTime`, `lastUpdated`, `kind` main / subagent, `summary`,
+//!   `directories`); messages it lists are added;
+//! - a line with a string `id` is a whole message record: it is added, or replaces the record
+//!   with that id in place (the CLI re-appends a gemini record as tokens and tool calls arrive);
+//! - `{"$set": {...}}` merges metadata; `$set.messages` replaces the whole message list;
+//! - `{"$rewindTo": id}` drops that message and every later one (all of them when the id is
+//!   unknown);
+//! - blank lines are skipped; a line that is not JSON is skipped with a warning naming it (the
+//!   CLI skips it silently); any other line is counted as `line:unknown`.
+//!
+//! Two things the CLI does on resume need care, so that a resumed file imports as the nodes it
+//! had plus the new turn. (1) It rewrites the list with `$set.messages` built from the history
+//! it sends the model, which drops `model`, `tokens`, `thoughts` and `toolCalls` (thoughts and
+//! calls come back as `thought` / `functionCall` parts of `content`, thoughts as `**subject**
+//! description`): a `$set.messages` entry whose type and visible (non-thought) text equal those
+//! of the record last written as a line under its id keeps that record; a changed one is taken
+//! as it is. (2) The function responses of each batch are recorded as a user message of
+//! `functionResponse` parts beside the calls' `result` (and the rewrite adds `<id>_response`):
+//! in a log, a user message made only of responses to calls whose results are already stored
+//! is skipped (`user:function_response`). The `<session_context>` (or `<hook_context>`) user
+//! message the CLI puts first is rebuilt by it on every start and left out of a resumed history,
+//! so a log's copy is skipped too (`user:context`); a file holding nothing else (the one a
+//! resume starts beside the resumed file) imports as no session. The session's source id is
+//! the `sessionId`, the same for the JSON file and the JSONL the CLI converts it to, and a
+//! subagent log (`chats/<parent id>/<id>.jsonl`, `kind: "subagent"`) names its parent. A log
+//! without a header is `ImportError::Malformed`. Everything below applies to both formats.
+//!
+//! Decisions:
 //!
 //! - **A gemini record becomes one assistant node per model round.** Gemini CLI appends the tool
 //!   calls of the next model responses to the same record until the model writes text again.
@@ -75,10 +113,258 @@ pub fn parse(path: &Path, text: &str) -> Result<FileReport, ImportError> {
     Ok(chat.finish(path, &root))
 }
 
+/// Parses one Gemini CLI 0.61 JSONL session log into (at most) one session (see the module doc
+/// for how the log is replayed).
+pub fn parse_jsonl(path: &Path, text: &str) -> Result<FileReport, ImportError> {
+    let log = replay(text);
+    let session_id = log.meta.get("sessionId").and_then(Value::as_str);
+    let project_hash = log.meta.get("projectHash").and_then(Value::as_str);
+    if session_id.is_none() || project_hash.is_none() {
+        return Err(ImportError::malformed(
+            path,
+            0,
+            "no header line with `sessionId` and `projectHash`: not a Gemini CLI session log",
+        ));
+    }
+    let mut chat = Chat {
+        report: FileReport {
+            warnings: log.warnings,
+            skipped_types: log.skipped,
+            ..FileReport::default()
+        },
+        lines: Some(log.messages.iter().map(|(line, _)| *line).collect()),
+        ..Chat::default()
+    };
+    for (index, (_, message)) in log.messages.iter().enumerate() {
+        chat.message(index, message);
+    }
+    let root = Value::Object(log.meta.clone());
+    let mut report = chat.finish(path, &root);
+    // A subagent's log lives in `chats/<parent session id>/<id>.jsonl`.
+    if str_field(&root, "kind") == Some("subagent") {
+        let parent = path
+            .parent()
+            .and_then(Path::file_name)
+            .map(|n| n.to_string_lossy().into_owned())
+            .filter(|n| n != "chats");
+        for session in &mut report.sessions {
+            session.parent_source_id = parent.clone();
+        }
+    }
+    Ok(report)
+}
+
+/// How many nodes each message of a JSONL log's final list becomes (0 for a skipped one), in
+/// order. The writer uses it to say where each of its nodes ends in its own file.
+pub fn nodes_per_message(messages: &[Value]) -> Vec<usize> {
+    let mut chat = Chat {
+        lines: Some(vec![0; messages.len()]),
+        ..Chat::default()
+    };
+    messages
+        .iter()
+        .enumerate()
+        .map(|(index, message)| {
+            let before = chat.nodes.len();
+            chat.message(index, message);
+            chat.nodes.len() - before
+        })
+        .collect()
+}
+
+/// A JSONL log replayed the way Gemini CLI's `loadConversationRecord` does.
+#[derive(Default)]
+struct Log {
+    meta: serde_json::Map<String, Value>,
+    /// The final message list, each with the (1-based) line it was read from.
+    messages: Vec<(usize, Value)>,
+    warnings: Vec<Warning>,
+    skipped: std::collections::BTreeMap<String, usize>,
+}
+
+fn replay(text: &str) -> Log {
+    use std::collections::HashMap;
+    let mut log = Log::default();
+    // Message ids in first-seen order (a JS Map: a later record with the same id replaces the
+    // earlier one in place), and the current record of each.
+    let mut order: Vec<String> = Vec::new();
+    let mut current: HashMap<String, (usize, Value)> = HashMap::new();
+    // The latest record of each id written as a line of its own: what `$set.messages` entries
+    // are compared with (see `same_turn`).
+    let mut written: HashMap<String, Value> = HashMap::new();
+    fn set(
+        order: &mut Vec<String>,
+        current: &mut HashMap<String, (usize, Value)>,
+        id: &str,
+        line: usize,
+        record: Value,
+    ) {
+        if current.insert(id.to_owned(), (line, record)).is_none() {
+            order.push(id.to_owned());
+        }
+    }
+    fn from_list(
+        order: &mut Vec<String>,
+        current: &mut HashMap<String, (usize, Value)>,
+        written: &mut HashMap<String, Value>,
+        list: &[Value],
+        line: usize,
+    ) {
+        for entry in list {
+            let Some(id) = str_field(entry, "id") else {
+                continue;
+            };
+            let chosen = match written.get(id) {
+                Some(earlier) if same_turn(earlier, entry) => earlier.clone(),
+                _ => {
+                    written.insert(id.to_owned(), entry.clone());
+                    entry.clone()
+                }
+            };
+            set(order, current, id, line, chosen);
+        }
+    }
+    for (n, raw) in text.lines().enumerate() {
+        let line = n + 1;
+        if raw.trim().is_empty() {
+            continue;
+        }
+        let record: Value = match serde_json::from_str(raw) {
+            Ok(record) => record,
+            Err(e) => {
+                log.warnings.push(Warning {
+                    line,
+                    message: format!("not valid JSON ({e}); the line was skipped"),
+                });
+                continue;
+            }
+        };
+        if let Some(target) = str_field(&record, "$rewindTo") {
+            match order.iter().position(|id| id == target) {
+                Some(at) => {
+                    for id in order.drain(at..) {
+                        current.remove(&id);
+                    }
+                }
+                None => {
+                    order.clear();
+                    current.clear();
+                }
+            }
+        } else if let Some(id) = str_field(&record, "id") {
+            written.insert(id.to_owned(), record.clone());
+            set(&mut order, &mut current, id, line, record.clone());
+        } else if let Some(update) = record.get("$set").and_then(Value::as_object) {
+            if let Some(list) = update.get("messages").and_then(Value::as_array) {
+                order.clear();
+                current.clear();
+                from_list(&mut order, &mut current, &mut written, list, line);
+            }
+            for (key, value) in update {
+                if key != "messages" {
+                    log.meta.insert(key.clone(), value.clone());
+                }
+            }
+        } else if str_field(&record, "sessionId").is_some()
+            && str_field(&record, "projectHash").is_some()
+        {
+            if let Some(fields) = record.as_object() {
+                for (key, value) in fields {
+                    if key != "messages" {
+                        log.meta.insert(key.clone(), value.clone());
+                    }
+                }
+            }
+            if let Some(list) = record.get("messages").and_then(Value::as_array) {
+                from_list(&mut order, &mut current, &mut written, list, line);
+            }
+        } else {
+            *log.skipped.entry("line:unknown".to_owned()).or_insert(0) += 1;
+        }
+    }
+    log.messages = order.iter().filter_map(|id| current.remove(id)).collect();
+    log
+}
+
+/// Whether a `$set.messages` entry is the same turn as the record written earlier under its
+/// id: same type and same visible text. Gemini CLI's resume rewrites every message from the
+/// history it sends the model, which drops `model`, `tokens`, `thoughts` and `toolCalls` (the
+/// thoughts and calls come back as `thought` / `functionCall` parts of `content`), so the
+/// earlier, whole record is the one kept; an entry whose text changed is taken as it is.
+fn same_turn(earlier: &Value, entry: &Value) -> bool {
+    str_field(earlier, "type") == str_field(entry, "type")
+        && visible_text(earlier.get("content")) == visible_text(entry.get("content"))
+}
+
+fn visible_text(content: Option<&Value>) -> String {
+    let part_text = |part: &Value| -> String {
+        match part {
+            Value::String(text) => text.clone(),
+            _ if part.get("thought").and_then(Value::as_bool) == Some(true) => String::new(),
+            _ => str_field(part, "text").unwrap_or("").to_owned(),
+        }
+    };
+    match content {
+        Some(Value::Array(parts)) => parts.iter().map(part_text).collect(),
+        Some(part) => part_text(part),
+        None => String::new(),
+    }
+}
+
+/// The project directory a Gemini CLI session file belongs to: the `.project_root` marker of
+/// its `tmp/<project name>/` folder, else the entry naming that folder in `projects.json`.
+pub fn project_root(path: &Path) -> Option<String> {
+    let chats = path
+        .ancestors()
+        .find(|p| p.file_name().is_some_and(|n| n == "chats"))?;
+    let project_dir = chats.parent()?;
+    if let Ok(root) = std::fs::read_to_string(project_dir.join(".project_root")) {
+        let root = root.trim();
+        if !root.is_empty() {
+            return Some(root.to_owned());
+        }
+    }
+    let name = project_dir.file_name()?.to_str()?;
+    let home = project_dir.parent()?.parent()?;
+    let registry: Value =
+        serde_json::from_str(&std::fs::read_to_string(home.join("projects.json")).ok()?).ok()?;
+    registry
+        .get("projects")?
+        .as_object()?
+        .iter()
+        .find(|(_, slug)| slug.as_str() == Some(name))
+        .map(|(root, _)| root.clone())
+}
+
+/// Fills `cwd` and `project` of every message from [`project_root`], when it is known.
+pub fn fill_project(path: &Path, report: &mut FileReport) {
+    let Some(root) = project_root(path) else {
+        return;
+    };
+    let project = Path::new(&root)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned());
+    for message in report
+        .sessions
+        .iter_mut()
+        .flat_map(|s| s.messages.iter_mut())
+    {
+        message.meta.cwd.get_or_insert_with(|| root.clone());
+        if let Some(project) = &project {
+            message.meta.project.get_or_insert_with(|| project.clone());
+        }
+    }
+}
+
 #[derive(Default)]
 struct Chat {
     report: FileReport,
     nodes: Vec<ParsedMessage>,
+    /// Set for the JSONL log: the line each message was read from (for warnings), and the
+    /// JSONL-only rules (context and duplicate function-response messages are skipped).
+    lines: Option<Vec<usize>>,
+    /// Ids of the calls whose results are already in a Tool node.
+    answered: std::collections::HashSet<String>,
 }
 
 impl Chat {
@@ -98,6 +384,14 @@ impl Chat {
     }
 
     fn user(&mut self, message: &Value) {
+        if self.lines.is_some() {
+            if is_context(message.get("content")) {
+                return self.skip("user:context");
+            }
+            if self.answers_known_calls(message.get("content")) {
+                return self.skip("user:function_response");
+            }
+        }
         let blocks = content_blocks(message.get("content"));
         if blocks.is_empty() {
             return self.skip("user:empty");
@@ -158,6 +452,11 @@ impl Chat {
         if results.is_empty() {
             return;
         }
+        for result in &results {
+            if let ContentBlock::ToolResult { tool_use_id, .. } = result {
+                self.answered.insert(tool_use_id.clone());
+            }
+        }
         let mut meta = node_meta(message, batch_time(batch).or_else(|| timestamp(message)));
         // The origin id belongs to the gemini message node; this node has no id of its own.
         meta.origin_id = None;
@@ -215,11 +514,50 @@ impl Chat {
     }
 
     fn warn(&mut self, index: usize, why: impl std::fmt::Display) {
+        let line = self
+            .lines
+            .as_ref()
+            .and_then(|lines| lines.get(index).copied())
+            .unwrap_or(0);
         self.report.warnings.push(Warning {
-            line: 0,
+            line,
             message: format!("messages[{index}]: {why}"),
         });
     }
+
+    /// A user message made only of `functionResponse` parts that answer calls already stored
+    /// with their results (Gemini CLI 0.61 records each batch's responses twice: in the
+    /// call's `result` and as a user message; its resume rewrite adds a third `<id>_response`).
+    fn answers_known_calls(&self, content: Option<&Value>) -> bool {
+        let Some(Value::Array(parts)) = content else {
+            return false;
+        };
+        !parts.is_empty()
+            && parts.iter().all(|part| {
+                part.get("functionResponse")
+                    .and_then(|r| str_field(r, "id"))
+                    .is_some_and(|id| self.answered.contains(id))
+            })
+    }
+}
+
+/// The context block Gemini CLI puts in front of a session (`<session_context>`, a hook's
+/// `<hook_context>`): rebuilt by the CLI on every start and left out of a resumed history.
+fn is_context(content: Option<&Value>) -> bool {
+    let text = match content {
+        Some(Value::String(text)) => text.clone(),
+        Some(Value::Array(parts)) => parts
+            .iter()
+            .filter_map(|p| match p {
+                Value::String(text) => Some(text.as_str()),
+                _ => str_field(p, "text"),
+            })
+            .collect(),
+        Some(part) => str_field(part, "text").unwrap_or("").to_owned(),
+        None => String::new(),
+    };
+    let text = text.trim_start();
+    text.starts_with("<session_context>") || text.starts_with("<hook_context>")
 }
 
 /// One `toolCalls[]` entry: the ToolUse it becomes, and the record for its result.
@@ -1039,5 +1377,284 @@ mod tests {
         let doc = json!({"sessionId": "s", "projectHash": "h", "messages": []});
         let report = parse(Path::new("s.json"), &doc.to_string()).expect("parses");
         assert!(report.sessions.is_empty() && report.warnings.is_empty());
+    }
+
+    // ---- JSONL (Gemini CLI 0.61) --------------------------------------------------------------
+
+    const JSONL_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/agents/gemini/");
+    /// One tool round and a reply, then `--resume latest -p ...` a minute later.
+    const RESUMED: &str = "session-2026-12-06T18-53-24000f74.jsonl";
+    /// The file that resume started beside it: the same session id, only the context message.
+    const STRAY: &str = "session-2026-12-06T18-54-24000f74.jsonl";
+    const HELLO: &str = "session-2026-12-06T18-54-aa7d5eb1.jsonl";
+
+    fn jsonl(name: &str) -> (PathBuf, String, FileReport) {
+        let path = PathBuf::from(JSONL_DIR).join(name);
+        let text = std::fs::read_to_string(&path).expect("fixture readable");
+        let report = parse_jsonl(&path, &text).expect("parses");
+        assert_eq!(report.warnings, vec![], "{name}");
+        (path, text, report)
+    }
+
+    fn node_ids(session: &ParsedSession) -> Vec<String> {
+        crate::ingest::build_nodes(session)
+            .iter()
+            .map(|n| n.id().to_hex())
+            .collect()
+    }
+
+    #[test]
+    fn jsonl_fixtures_are_detected_as_gemini_logs() {
+        for name in [RESUMED, STRAY, HELLO] {
+            let path = PathBuf::from(JSONL_DIR).join(name);
+            assert_eq!(
+                crate::import::detect_format(&path),
+                Ok(crate::import::SourceFormat::GeminiLog),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn jsonl_resumed_session_is_the_first_run_plus_the_new_turn() {
+        let (path, text, report) = jsonl(RESUMED);
+        assert_eq!(report.sessions.len(), 1);
+        let s = &report.sessions[0];
+        assert_eq!(s.source_kind, "gemini");
+        assert_eq!(s.source_id, "24000f74-1547-4404-a9a1-d6b512c55ea9");
+        assert_eq!(roles(s), "UATAUA");
+        assert_eq!(
+            s.messages[0].blocks,
+            vec![ContentBlock::text(
+                "List the files here, USE-TOOL please. MARKER-FIX-1"
+            )]
+        );
+        let call_id = match &s.messages[1].blocks[..] {
+            [ContentBlock::Thinking { text, .. }, ContentBlock::ToolUse { id, name, input }] => {
+                assert_eq!(text, "**Listing**\n\nI will list the directory.");
+                assert_eq!(name, "list_directory");
+                assert_eq!(input, r#"{"dir_path":"."}"#);
+                id.clone()
+            }
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(s.messages[1].model, "gemini-3.8-flash");
+        assert_eq!(
+            s.messages[2].blocks,
+            vec![ContentBlock::ToolResult {
+                tool_use_id: call_id,
+                is_error: false,
+                content: vec![ToolResultPart::Text {
+                    text: "Directory listing for /tmp/gx/p5:\nnotes.txt (6 bytes)".into()
+                }],
+            }]
+        );
+        assert_eq!(
+            s.messages[3].blocks,
+            vec![
+                ContentBlock::Thinking {
+                    text: "**Answering**\n\nThinking about it.".into(),
+                    signature: None
+                },
+                ContentBlock::text("Stand-in reply.")
+            ]
+        );
+        assert_eq!(
+            s.messages[4].blocks,
+            vec![ContentBlock::text("Thanks. MARKER-FIX-2")]
+        );
+        assert_eq!(
+            s.messages[5].blocks[1],
+            ContentBlock::text("Stand-in reply.")
+        );
+        assert_eq!(
+            s.messages[1].meta.usage,
+            Some(Usage {
+                input_tokens: 12,
+                output_tokens: 5,
+                cache_read_tokens: 0,
+                cache_write_tokens: 0
+            })
+        );
+        // The context message (twice: before and after the resume's rewrite) and the
+        // function-response user messages (recorded by the CLI, then again as `<id>_response`)
+        // are skipped.
+        assert_eq!(report.skipped_types.get("user:context"), Some(&1));
+        assert_eq!(report.skipped_types.get("user:function_response"), Some(&2));
+
+        // The file as the first run left it (before the resume's `$set {sessionId}` line)
+        // gives the first four nodes: resuming only appended.
+        let cut: String = text
+            .lines()
+            .take_while(|l| !l.starts_with(r#"{"$set":{"sessionId""#))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert!(cut.len() < text.len());
+        let before = parse_jsonl(&path, &cut).expect("parses");
+        let before = &before.sessions[0];
+        assert_eq!(roles(before), "UATA");
+        assert_eq!(node_ids(before)[..], node_ids(s)[..4]);
+    }
+
+    #[test]
+    fn jsonl_stray_resume_file_is_no_session() {
+        let (_, _, report) = jsonl(STRAY);
+        assert!(report.sessions.is_empty());
+        assert_eq!(report.skipped_types.get("user:context"), Some(&1));
+    }
+
+    #[test]
+    fn jsonl_hello() {
+        let (_, _, report) = jsonl(HELLO);
+        let s = &report.sessions[0];
+        assert_eq!(s.source_id, "aa7d5eb1-4a68-4559-8e86-46e3857cdf7b");
+        assert_eq!(roles(s), "UA");
+        assert_eq!(
+            s.messages[0].blocks,
+            vec![ContentBlock::text("Say hello. MARKER-FIX-3")]
+        );
+        assert_eq!(s.messages[1].meta.provider.as_deref(), Some("google"));
+    }
+
+    #[test]
+    fn jsonl_replay_follows_the_cli() {
+        let lines = [
+            json!({"sessionId": "s1", "projectHash": "h", "startTime": "2026-01-01T00:00:00Z", "kind": "main"}).to_string(),
+            json!({"id": "u1", "type": "user", "content": [{"text": "first"}]}).to_string(),
+            json!({"id": "g1", "type": "gemini", "content": "draft", "model": "m"}).to_string(),
+            // A later line with the same id replaces the record in place.
+            json!({"id": "g1", "type": "gemini", "content": "answer", "model": "m"}).to_string(),
+            "this is {not json".to_owned(),
+            json!({"id": "u2", "type": "user", "content": "second"}).to_string(),
+            json!({"id": "g2", "type": "gemini", "content": "two", "model": "m"}).to_string(),
+            // Rewind removes u2 and everything after it.
+            json!({"$rewindTo": "u2"}).to_string(),
+            json!({"id": "u3", "type": "user", "content": "third"}).to_string(),
+            json!({"$set": {"summary": "A title", "lastUpdated": "2026-01-01T00:01:00Z"}}).to_string(),
+            json!({"unknown": true}).to_string(),
+            String::new(),
+        ];
+        let text = lines.join("\n");
+        let report = parse_jsonl(Path::new("x.jsonl"), &text).expect("parses");
+        assert_eq!(report.warnings.len(), 1);
+        assert_eq!(report.warnings[0].line, 5);
+        assert_eq!(report.skipped_types.get("line:unknown"), Some(&1));
+        let s = &report.sessions[0];
+        assert_eq!(s.source_id, "s1");
+        assert_eq!(s.title.as_deref(), Some("A title"));
+        assert_eq!(roles(s), "UAU");
+        assert_eq!(s.messages[1].blocks, vec![ContentBlock::text("answer")]);
+        assert_eq!(s.messages[2].blocks, vec![ContentBlock::text("third")]);
+
+        // `$set.messages` replaces the list; an entry with the text of a record written
+        // earlier keeps that record (its model, thoughts and calls), a changed one is taken.
+        let lines = [
+            json!({"sessionId": "s1", "projectHash": "h"}).to_string(),
+            json!({"id": "u1", "type": "user", "content": [{"text": "hi"}]}).to_string(),
+            json!({"id": "g1", "type": "gemini", "content": "", "model": "m",
+                   "thoughts": [{"subject": "S", "description": "d"}],
+                   "toolCalls": [{"id": "c1", "name": "t", "args": {}, "status": "success",
+                                  "result": [{"functionResponse": {"id": "c1", "name": "t", "response": {"output": "ok"}}}]}]}).to_string(),
+            json!({"id": "g2", "type": "gemini", "content": "old", "model": "m"}).to_string(),
+            json!({"$set": {"messages": [
+                {"id": "u1", "type": "user", "content": [{"text": "hi"}]},
+                {"id": "g1", "type": "gemini", "content": [{"text": "**S** d", "thought": true},
+                    {"functionCall": {"id": "c1", "name": "t", "args": {}}}]},
+                {"id": "g1_response", "type": "user", "content": [{"functionResponse": {"id": "c1", "name": "t", "response": {"output": "ok"}}}]},
+                {"id": "g2", "type": "gemini", "content": [{"text": "new"}]}
+            ]}}).to_string(),
+        ];
+        let report = parse_jsonl(Path::new("x.jsonl"), &lines.join("\n")).expect("parses");
+        let s = &report.sessions[0];
+        assert_eq!(roles(s), "UATA");
+        assert_eq!(s.messages[1].model, "m");
+        assert_eq!(s.messages[3].blocks, vec![ContentBlock::text("new")]);
+        assert_eq!(s.messages[3].model, "");
+        assert_eq!(report.skipped_types.get("user:function_response"), Some(&1));
+
+        // No header: not a session log.
+        let report = parse_jsonl(Path::new("x.jsonl"), &lines[1]);
+        assert!(matches!(
+            report,
+            Err(ImportError::Malformed { line: 0, .. })
+        ));
+    }
+
+    #[test]
+    fn jsonl_project_from_the_cli_layout() {
+        let home = tempfile::tempdir().expect("tempdir");
+        let chats = home.path().join("tmp/my-project/chats");
+        std::fs::create_dir_all(&chats).expect("mkdir");
+        let file = chats.join(HELLO);
+        std::fs::copy(PathBuf::from(JSONL_DIR).join(HELLO), &file).expect("copy");
+        std::fs::write(
+            home.path().join("projects.json"),
+            r#"{"projects": {"/work/My Project": "my-project"}}"#,
+        )
+        .expect("write");
+        let report = crate::import::parse_file(&file, crate::import::SourceFormat::GeminiLog)
+            .expect("parses");
+        let meta = &report.sessions[0].messages[0].meta;
+        assert_eq!(meta.cwd.as_deref(), Some("/work/My Project"));
+        assert_eq!(meta.project.as_deref(), Some("My Project"));
+        // The folder's `.project_root` marker wins.
+        std::fs::write(
+            chats.parent().expect("dir").join(".project_root"),
+            "/else/where",
+        )
+        .expect("write");
+        let report = crate::import::parse_file(&file, crate::import::SourceFormat::GeminiLog)
+            .expect("parses");
+        assert_eq!(
+            report.sessions[0].messages[0].meta.cwd.as_deref(),
+            Some("/else/where")
+        );
+    }
+
+    #[test]
+    fn a_gemini_home_is_walked_to_its_session_logs() {
+        let home = tempfile::tempdir().expect("tempdir");
+        let g = home.path().join(".gemini");
+        let chats = g.join("tmp/p/chats");
+        std::fs::create_dir_all(&chats).expect("mkdir");
+        std::fs::create_dir_all(g.join("history/p")).expect("mkdir");
+        for (path, text) in [
+            (g.join("projects.json"), r#"{"projects": {"/w/p": "p"}}"#),
+            (g.join("settings.json"), r#"{"security": {}}"#),
+            (g.join("tmp/p/.project_root"), "/w/p"),
+            (g.join("history/p/.project_root"), "/w/p"),
+            (g.join("tmp/p/logs.json"), "[]"),
+        ] {
+            std::fs::write(path, text).expect("write");
+        }
+        for name in [HELLO, STRAY] {
+            std::fs::copy(PathBuf::from(JSONL_DIR).join(name), chats.join(name)).expect("copy");
+        }
+        let (files, passed_over) = crate::import::walk::find_importable(home.path()).expect("walk");
+        let names: Vec<(String, crate::import::SourceFormat)> = files
+            .iter()
+            .map(|(p, f)| {
+                (
+                    p.file_name()
+                        .unwrap_or_default()
+                        .to_string_lossy()
+                        .into_owned(),
+                    *f,
+                )
+            })
+            .collect();
+        assert_eq!(
+            names,
+            vec![
+                (STRAY.to_owned(), crate::import::SourceFormat::GeminiLog),
+                (HELLO.to_owned(), crate::import::SourceFormat::GeminiLog),
+            ]
+        );
+        assert_eq!(passed_over, 5);
+        let report = crate::import::parse_file(&files[1].0, files[1].1).expect("parses");
+        assert_eq!(
+            report.sessions[0].messages[0].meta.cwd.as_deref(),
+            Some("/w/p")
+        );
     }
 }

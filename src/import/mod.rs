@@ -79,7 +79,7 @@ pub enum ImportError {
         line: usize,
         message: String,
     },
-    #[error("{path}: not a transcript tapes can import ({why}); supported: Claude Code .jsonl, Codex rollout .jsonl, Gemini CLI session .json, tapes SQLite database, {{\"messages\":[...]}} JSON")]
+    #[error("{path}: not a transcript tapes can import ({why}); supported: Claude Code .jsonl, Codex rollout .jsonl, Gemini CLI session .json / .jsonl, tapes SQLite database, {{\"messages\":[...]}} JSON")]
     Unrecognized { path: PathBuf, why: String },
     #[error("{path}: tapes database: {message}")]
     Database { path: PathBuf, message: String },
@@ -97,7 +97,10 @@ impl ImportError {
 
 /// Parses one file in the given format.
 pub fn parse_file(path: &Path, format: SourceFormat) -> Result<FileReport, ImportError> {
-    let lines = matches!(format, SourceFormat::Claude | SourceFormat::Codex);
+    let lines = matches!(
+        format,
+        SourceFormat::Claude | SourceFormat::Codex | SourceFormat::GeminiLog
+    );
     let (text, bad_lines) = match format {
         SourceFormat::TapesDb => return tapes_db::parse(path),
         _ => read(path, lines)?,
@@ -105,7 +108,16 @@ pub fn parse_file(path: &Path, format: SourceFormat) -> Result<FileReport, Impor
     let mut report = match format {
         SourceFormat::Claude => claude::parse_owned(path, text)?,
         SourceFormat::Codex => codex::parse(path, &text)?,
-        SourceFormat::GeminiChat => gemini::parse(path, &text)?,
+        SourceFormat::GeminiChat => {
+            let mut report = gemini::parse(path, &text)?;
+            gemini::fill_project(path, &mut report);
+            report
+        }
+        SourceFormat::GeminiLog => {
+            let mut report = gemini::parse_jsonl(path, &text)?;
+            gemini::fill_project(path, &mut report);
+            report
+        }
         SourceFormat::MessagesJson => messages_json::parse(path, &text)?,
         SourceFormat::TapesDb => unreachable!("returned above"),
     };

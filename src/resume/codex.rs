@@ -1,4 +1,4 @@
-//! Writes a session as a Codex rollout (SPEC.md §14), where `codex resume <uuid>` and
+//! Writes a session as a Codex rollout (SPEC.md §17), where `codex resume <uuid>` and
 //! `codex exec resume <uuid> <prompt>` find it:
 //! `<CODEX_HOME or ~/.codex>/sessions/YYYY/MM/DD/rollout-<YYYY-MM-DDTHH-MM-SS>-<uuid>.jsonl`.
 //! Codex 0.171 names the folder and the file in **local** time (observed: under

@@ -1,4 +1,4 @@
-//! The real Codex 0.171 CLI resumes a rollout that tapes wrote (SPEC.md §14): the writer
+//! The real Codex 0.171 CLI resumes a rollout that tapes wrote (SPEC.md §17): the writer
 //! (`tapes::resume::codex`) puts a session in a temporary `CODEX_HOME`, `codex exec resume
 //! <uuid> <prompt>` sends its history to the stand-in, appends the new turn to the same file,
 //! and importing the file gives the original nodes followed by the new ones.

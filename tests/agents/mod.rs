@@ -14,6 +14,7 @@ pub mod anthropic;
 pub mod claude_cli;
 pub mod codex_cli;
 pub mod gemini;
+pub mod gemini_cli;
 pub mod openai;
 pub mod people;
 
@@ -129,7 +130,7 @@ impl StandIn {
                 r.method == "POST"
                     && (r.path.starts_with("/v1/messages") && !r.path.contains("count_tokens")
                         || r.path.contains("/responses")
-                        || r.path.contains("generateContent"))
+                        || r.path.to_ascii_lowercase().contains("generatecontent"))
             })
             .collect()
     }

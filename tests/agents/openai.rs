@@ -1,5 +1,5 @@
 //! The OpenAI Responses API as Codex 0.171 calls it through a `model_providers.<name>` entry
-//! with `wire_api = "responses"` (SPEC.md §14).
+//! with `wire_api = "responses"` (SPEC.md §17).
 //!
 //! - `POST <base_url>/responses` (`/v1/responses`): a plain JSON body with `stream: true`
 //!   (observed: 0.171 sends no `content-encoding` to a custom provider, although its
