@@ -386,6 +386,7 @@ fn run_round(
         &RelayOptions {
             bind: "127.0.0.1:0".parse()?,
             http: None,
+            network: tapes::peer::network::NetworkMode::Local,
         },
         Arc::new(|_| {}),
     ))?;

@@ -402,6 +402,7 @@ async fn main() -> anyhow::Result<()> {
         &RelayOptions {
             bind: "127.0.0.1:0".parse()?,
             http: Some("127.0.0.1:0".parse()?),
+            network: tapes::peer::network::NetworkMode::Local,
         },
         Arc::new(|line| println!("      [relay] {line}")),
     )

@@ -22,6 +22,10 @@ struct Cli {
     /// More logging on stderr (-v info, -vv debug, -vvv trace).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
+    /// How long to wait for a peer or relay to answer before reporting it unreachable
+    /// (e.g. 5s, 30s; default 5s).
+    #[arg(long, global = true, value_name = "DURATION")]
+    timeout: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -114,6 +118,21 @@ fn main() -> ExitCode {
     }
     let cli = parse();
     init_logging(cli.verbose);
+    if let Some(text) = &cli.timeout {
+        match tapes::duration::parse_duration_ms(text) {
+            Ok(ms) if ms > 0 => tapes::peer::network::set_connect_timeout(
+                std::time::Duration::from_millis(ms as u64),
+            ),
+            _ => {
+                eprintln!("error: --timeout {text}: use a duration such as 5s, 30s or 2m");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    // The network mode (`network.relays`, SPEC §15.7) is read from the home when first needed.
+    if let Ok(home) = tapes::home::Home::locate() {
+        tapes::peer::network::init(home.root());
+    }
     // Commands that change what a hybrid or cloud provider syncs (SPEC.md §16.11).
     // Commands that talk to the relay (or report on it) themselves: no second sync after them.
     let syncs_itself = matches!(
@@ -245,8 +264,10 @@ fn error_chain(e: &anyhow::Error) -> String {
 
 fn init_logging(verbose: u8) {
     use tracing_subscriber::EnvFilter;
+    // Without -v only tapes' own warnings: iroh's and its dependencies' lines (relay
+    // retries, lookup failures) are for -v, not for a user who did not ask.
     let default = match verbose {
-        0 => "warn",
+        0 => "off,tapes=warn",
         1 => "info",
         2 => "debug",
         _ => "trace",

@@ -128,6 +128,7 @@ fn options() -> RelayOptions {
     RelayOptions {
         bind: "127.0.0.1:0".parse().unwrap(),
         http: Some("127.0.0.1:0".parse().unwrap()),
+        network: tapes::peer::network::NetworkMode::Local,
     }
 }
 

@@ -165,6 +165,7 @@ pub fn id(args: IdArgs) -> anyhow::Result<ExitCode> {
             "name": identity.profile.name,
             "email": identity.profile.email,
             "ticket": super::peer::last_ticket(&home),
+            "network": tapes::peer::network::process_mode().text(),
         });
         println!("{}", serde_json::to_string_pretty(&value)?);
     } else {
@@ -174,6 +175,10 @@ pub fn id(args: IdArgs) -> anyhow::Result<ExitCode> {
         }
         println!("node id: {}", identity.node_id_hex());
         println!("age:     {}", identity.age_recipient());
+        println!(
+            "network: {}",
+            tapes::peer::network::process_mode().describe()
+        );
         if let Some(ticket) = super::peer::last_ticket(&home) {
             println!("ticket:  {ticket}");
         }

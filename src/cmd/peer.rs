@@ -81,6 +81,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let config = EndpointConfig {
             bind: args.bind,
             mdns: !args.no_mdns,
+            network: tapes::peer::network::process_mode(),
         };
         let endpoint = bind(&identity, &config).await?;
         let server = Server::new(
@@ -91,6 +92,13 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let router = Router::builder(endpoint.clone())
             .accept(ALPN, server)
             .spawn();
+        // The home relay goes in the ticket (and the invite) once connected.
+        tapes::peer::endpoint::wait_for_relay(
+            &endpoint,
+            &config.network,
+            std::time::Duration::from_secs(5),
+        )
+        .await;
         // Listening on every interface: give iroh a moment to list their addresses.
         let mut ticket = PeerAddr::of_endpoint(&endpoint);
         for _ in 0..20 {
@@ -187,8 +195,60 @@ pub async fn dial(
     addr: &PeerAddr,
 ) -> anyhow::Result<(iroh::Endpoint, PeerConn)> {
     let endpoint = bind(identity, &EndpointConfig::loopback_or_any(addr)).await?;
-    let conn = connect(&endpoint, addr, name).await?;
-    Ok((endpoint, conn))
+    match connect(&endpoint, addr, name).await {
+        Ok(conn) => Ok((endpoint, conn)),
+        Err(e) => {
+            tapes::peer::endpoint::close_after_failure(endpoint).await;
+            Err(e.into())
+        }
+    }
+}
+
+/// Dials every target concurrently (each within the dial timeout).
+pub async fn dial_all(
+    identity: &Arc<Identity>,
+    targets: &[(String, PeerAddr, bool)],
+) -> Vec<anyhow::Result<(iroh::Endpoint, PeerConn)>> {
+    let mut tasks = Vec::with_capacity(targets.len());
+    for (name, addr, relay) in targets.iter().cloned() {
+        let identity = identity.clone();
+        tasks.push(tokio::spawn(async move {
+            if !relay {
+                return dial(&identity, &name, &addr).await;
+            }
+            let endpoint = bind(&identity, &EndpointConfig::loopback_or_any(&addr)).await?;
+            match connect(&endpoint, &addr, &name).await {
+                Ok(conn) => Ok((endpoint, conn.into_relay())),
+                Err(e) => {
+                    tapes::peer::endpoint::close_after_failure(endpoint).await;
+                    Err(tapes::peer::PeerError::at_relay(e).into())
+                }
+            }
+        }));
+    }
+    let mut out = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        out.push(match task.await {
+            Ok(result) => result,
+            Err(e) => Err(anyhow::anyhow!("dialling stopped: {e}")),
+        });
+    }
+    out
+}
+
+/// Runs `op` on a dialled connection with a progress spinner, then closes it.
+async fn on_conn<T>(
+    endpoint: iroh::Endpoint,
+    conn: PeerConn,
+    op: impl AsyncFnOnce(&PeerConn) -> Result<T, tapes::peer::PeerError>,
+) -> anyhow::Result<T> {
+    let name = conn.name.to_string();
+    let progress = show_progress(&conn, &name);
+    let result = op(&conn).await;
+    drop(progress);
+    conn.close();
+    endpoint.close().await;
+    Ok(result?)
 }
 
 /// Dials a peer, runs `op` on the connection with a progress spinner, and closes it.
@@ -201,9 +261,13 @@ pub async fn with_peer<T>(
 ) -> anyhow::Result<T> {
     let (endpoint, conn) = if relay {
         let endpoint = bind(identity, &EndpointConfig::loopback_or_any(addr)).await?;
-        let conn = connect(&endpoint, addr, name)
-            .await
-            .map_err(tapes::peer::PeerError::at_relay)?;
+        let conn = match connect(&endpoint, addr, name).await {
+            Ok(conn) => conn,
+            Err(e) => {
+                tapes::peer::endpoint::close_after_failure(endpoint).await;
+                return Err(tapes::peer::PeerError::at_relay(e).into());
+            }
+        };
         (endpoint, conn.into_relay())
     } else {
         dial(identity, name, addr).await?
@@ -301,11 +365,12 @@ pub fn fetch(args: FetchArgs) -> anyhow::Result<ExitCode> {
     let mut failed = false;
     for (name, addr, relay) in targets {
         let result = runtime.block_on(with_peer(&identity, &name, &addr, relay, async |conn| {
-            conn.fetch(&store, &identity).await
+            let report = conn.fetch(&store, &identity).await?;
+            Ok((report, conn.path()))
         }));
         match result {
-            Ok(report) => {
-                println!("{}", describe(&name, &report));
+            Ok((report, path)) => {
+                println!("{} ({})", describe(&name, &report), path.describe());
                 for kept in &report.kept {
                     println!("  kept yours: {kept}");
                 }
@@ -340,9 +405,19 @@ pub fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
     }
     let runtime = runtime()?;
     let mut failed = false;
-    for (name, addr, relay) in targets {
+    // Every peer is dialled at once: two peers down cost one timeout, not two.
+    let dialled = runtime.block_on(dial_all(&identity, &targets));
+    for ((name, _, relay), dialled) in targets.into_iter().zip(dialled) {
+        let (endpoint, conn) = match dialled {
+            Ok(pair) => pair,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                failed = true;
+                continue;
+            }
+        };
         if relay {
-            let result = runtime.block_on(with_peer(&identity, &name, &addr, true, async |conn| {
+            let result = runtime.block_on(on_conn(endpoint, conn, async |conn| {
                 conn.relay_sync(&store, &identity).await
             }));
             match result {
@@ -354,12 +429,13 @@ pub fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
             }
             continue;
         }
-        let result = runtime.block_on(with_peer(&identity, &name, &addr, false, async |conn| {
-            conn.sync(&store, &identity).await
+        let result = runtime.block_on(on_conn(endpoint, conn, async |conn| {
+            let synced = conn.sync(&store, &identity).await?;
+            Ok((synced, conn.path()))
         }));
         match result {
-            Ok((report, pushed)) => {
-                println!("{}", describe(&name, &report));
+            Ok(((report, pushed), path)) => {
+                println!("{} ({})", describe(&name, &report), path.describe());
                 for (id, outcome) in pushed {
                     match outcome {
                         Ok(nodes) => println!(
@@ -492,21 +568,20 @@ pub fn join_online(
     invite: &tapes::protocol::join::Invite,
     request: &tapes::protocol::join::JoinRequest,
 ) -> anyhow::Result<Option<tapes::protocol::team_chain::TeamChain>> {
-    let mut addrs = Vec::new();
+    let mut addr = PeerAddr::id_only(invite.inviter);
     for hint in &invite.addrs {
         let parsed = if hint.contains('@') {
-            PeerAddr::parse(hint).map(|a| a.addrs)
+            PeerAddr::parse(hint)
         } else {
-            PeerAddr::parse(&format!("{}@{hint}", invite.inviter.to_hex())).map(|a| a.addrs)
+            PeerAddr::parse(&format!("{}@{hint}", invite.inviter.to_hex()))
         };
         if let Ok(found) = parsed {
-            addrs.extend(found);
+            if found.id == invite.inviter {
+                addr.addrs.extend(found.addrs);
+                addr.relay = addr.relay.or(found.relay);
+            }
         }
     }
-    let addr = PeerAddr {
-        id: invite.inviter,
-        addrs,
-    };
     let runtime = runtime()?;
     let answer = runtime.block_on(async {
         let endpoint = bind(identity, &EndpointConfig::loopback_or_any(&addr)).await?;

@@ -2,7 +2,10 @@
 //! to you: their name and teams when they are members of one of your teams, and whether they
 //! are configured as peer remotes; configured peers that did not answer are listed too.
 //!
-//! This module owns the LAN listing only. It reads the team manifests and peer remotes in one
+//! It then dials each peer remote at once (with the dial timeout) and reports whether it is
+//! online, the path the connection took (direct or relayed) and its round-trip time.
+//!
+//! This module owns the listing. It reads the team manifests and peer remotes in one
 //! short look at the store (closed again before listening, so it runs beside a `tapes serve`
 //! on the same home), then binds an endpoint on any interface and listens to mDNS without
 //! announcing itself: it is not serving, so teammates should not see it. Nothing is dialled and
@@ -21,6 +24,7 @@ use iroh_mdns_address_lookup::DiscoveryEvent;
 use tapes::home::Home;
 use tapes::identity::Identity;
 use tapes::peer::addr::PeerAddr;
+use tapes::peer::client::ConnPath;
 use tapes::peer::endpoint::{bind, member_of, EndpointConfig};
 use tapes::protocol::MemberId;
 use tapes::store::Store;
@@ -125,15 +129,90 @@ pub fn run(args: PeersArgs) -> anyhow::Result<ExitCode> {
     let wait = Duration::from_secs(args.wait);
     let runtime = super::peer::runtime()?;
     let seen = runtime.block_on(listen(&identity, wait))?;
+    // Each peer remote, dialled at once (what mDNS found added to its addresses): online or
+    // not, the path the connection took, its round-trip time.
+    let targets: Vec<(String, PeerAddr, bool)> = directory
+        .remotes
+        .iter()
+        .map(|(name, addr)| {
+            let mut addr = addr.clone();
+            for found in seen.get(&addr.id).into_iter().flatten() {
+                if !addr.addrs.contains(found) {
+                    addr.addrs.push(*found);
+                }
+            }
+            (name.clone(), addr, false)
+        })
+        .collect();
+    let identity = Arc::new(identity);
+    let probes: Vec<Probe> = runtime.block_on(async {
+        let dialled = super::peer::dial_all(&identity, &targets).await;
+        let mut out = Vec::with_capacity(dialled.len());
+        for ((name, _, _), result) in targets.iter().zip(dialled) {
+            out.push(match result {
+                Ok((endpoint, conn)) => {
+                    let path = conn.path();
+                    conn.close();
+                    endpoint.close().await;
+                    Probe {
+                        name: name.clone(),
+                        path: Some(path),
+                        error: None,
+                    }
+                }
+                Err(e) => Probe {
+                    name: name.clone(),
+                    path: None,
+                    error: Some(format!("{e:#}")),
+                },
+            });
+        }
+        out
+    });
+    let network = tapes::peer::network::process_mode();
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&to_json(&directory, &seen, args.wait))?
-        );
+        let mut value = to_json(&directory, &seen, args.wait);
+        value["network"] = serde_json::json!(network.text());
+        value["remotes"] = probes
+            .iter()
+            .map(|p| {
+                let (kind, rtt) = match p.path {
+                    Some(ConnPath::Direct { rtt }) => ("direct", Some(rtt)),
+                    Some(ConnPath::Relayed { rtt }) => ("relayed", Some(rtt)),
+                    _ => ("unknown", None),
+                };
+                serde_json::json!({
+                    "name": p.name,
+                    "online": p.path.is_some(),
+                    "path": p.path.map(|_| kind),
+                    "rtt_ms": rtt.map(|r| r.as_secs_f64() * 1000.0),
+                    "error": p.error,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&value)?);
     } else {
+        println!("network: {}", network.describe());
         print_text(&directory, &seen, args.wait);
+        if !probes.is_empty() {
+            println!("peer remotes:");
+            for p in &probes {
+                match (&p.path, &p.error) {
+                    (Some(path), _) => println!("  {:<12} online ({})", p.name, path.describe()),
+                    (None, Some(e)) => println!("  {:<12} offline: {e}", p.name),
+                    (None, None) => println!("  {:<12} offline", p.name),
+                }
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What dialling one peer remote found.
+struct Probe {
+    name: String,
+    path: Option<ConnPath>,
+    error: Option<String>,
 }
 
 /// Listens to mDNS for `wait` and returns the nodes that announced themselves, with their
@@ -145,6 +224,7 @@ async fn listen(
     let config = EndpointConfig {
         bind: SocketAddr::from(([0, 0, 0, 0], 0)),
         mdns: false,
+        network: tapes::peer::network::NetworkMode::Local,
     };
     let endpoint = bind(identity, &config)
         .await

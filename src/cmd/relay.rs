@@ -28,6 +28,17 @@ pub struct RelayArgs {
     /// Serve public shares as web pages at http://ADDR/s/<session>.
     #[arg(long)]
     http: Option<SocketAddr>,
+    /// Also run an iroh relay here (HTTPS with a pinned self-signed certificate, and QUIC
+    /// address discovery, on ADDR): teammates behind NATs reach each other through it, with
+    /// no third party. Put the URL it prints in `tapes config set network.relays`.
+    #[arg(long, value_name = "ADDR")]
+    iroh_relay: Option<SocketAddr>,
+    /// The host name or address members reach the iroh relay at (default: --iroh-relay's IP).
+    #[arg(long, value_name = "HOST", requires = "iroh_relay")]
+    iroh_relay_host: Option<String>,
+    /// Serve the iroh relay over plain HTTP (behind a TLS proxy, or on a closed network).
+    #[arg(long, requires = "iroh_relay")]
+    iroh_relay_plain: bool,
 }
 
 #[derive(clap::Subcommand)]
@@ -49,15 +60,59 @@ pub fn run(args: RelayArgs) -> anyhow::Result<ExitCode> {
             let Some(data) = args.data else {
                 bail!("`tapes relay` needs --data DIR, where the relay keeps its key and store (or `tapes relay register …` to sign a team onto a relay)");
             };
-            serve(data, args.bind, args.http)
+            let iroh = args.iroh_relay.map(|addr| IrohRelayArgs {
+                host: args
+                    .iroh_relay_host
+                    .clone()
+                    .unwrap_or_else(|| addr.ip().to_string()),
+                addr,
+                plain: args.iroh_relay_plain,
+            });
+            serve(data, args.bind, args.http, iroh)
         }
     }
 }
 
-fn serve(data: PathBuf, bind: SocketAddr, http: Option<SocketAddr>) -> anyhow::Result<ExitCode> {
+struct IrohRelayArgs {
+    addr: SocketAddr,
+    host: String,
+    plain: bool,
+}
+
+fn serve(
+    data: PathBuf,
+    bind: SocketAddr,
+    http: Option<SocketAddr>,
+    iroh: Option<IrohRelayArgs>,
+) -> anyhow::Result<ExitCode> {
     let runtime = runtime()?;
     runtime.block_on(async {
-        let options = RelayOptions { bind, http };
+        std::fs::create_dir_all(&data)
+            .with_context(|| format!("creating the relay's data directory {}", data.display()))?;
+        let iroh_relay = match &iroh {
+            Some(args) => Some(
+                tapes::relay::iroh_relay::IrohRelay::start(&data, args.addr, &args.host, args.plain)
+                    .await?,
+            ),
+            None => None,
+        };
+        // With its own iroh relay, the relay's endpoint uses that one as its home relay.
+        let network = match &iroh_relay {
+            Some(r) => tapes::peer::network::NetworkMode::Custom(vec![r.spec.clone()]),
+            None => tapes::peer::network::process_mode(),
+        };
+        if let Some(r) = &iroh_relay {
+            println!("iroh relay: {}", r.spec.text());
+            println!(
+                "members use it with `tapes config set network.relays {}`",
+                r.spec.text()
+            );
+        }
+        let options = RelayOptions {
+            bind,
+            http,
+            network,
+        };
         let log: tapes::peer::server::EventLog =
             Arc::new(|line| println!("{}  {line}", tapes::tracking::now_rfc3339()));
         let relay = start(&data, &options, log)
@@ -80,6 +135,9 @@ fn serve(data: PathBuf, bind: SocketAddr, http: Option<SocketAddr>) -> anyhow::R
             .await
             .context("cannot wait for Ctrl-C")?;
         relay.shutdown().await;
+        if let Some(r) = iroh_relay {
+            r.shutdown().await;
+        }
         println!("stopped");
         Ok::<_, anyhow::Error>(())
     })?;

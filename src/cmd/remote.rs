@@ -152,10 +152,16 @@ fn add(home: &Home, store: &Store, name: &str, path: &Path) -> anyhow::Result<Ex
 fn add_peer(store: &Store, name: &str, addr: &PeerAddr) -> anyhow::Result<ExitCode> {
     validate_name(name)?;
     save(store, name, &RemoteSpec::Peer(addr.clone()))?;
-    let how = if addr.addrs.is_empty() {
-        "found on the LAN by mDNS"
-    } else {
-        "at the given addresses"
+    let network = tapes::peer::network::process_mode();
+    let how = match (addr.addrs.is_empty() && addr.relay.is_none(), &network) {
+        (false, _) => "at the given addresses".to_string(),
+        (true, tapes::peer::network::NetworkMode::Local) => "found on the LAN by mDNS".into(),
+        (true, tapes::peer::network::NetworkMode::Public) => {
+            "found by its node id wherever it is online".into()
+        }
+        (true, tapes::peer::network::NetworkMode::Custom(_)) => {
+            "reached through your relays by its node id".into()
+        }
     };
     println!("added remote {name}: node {} ({how})", addr.id.short());
     Ok(ExitCode::SUCCESS)

@@ -59,9 +59,10 @@ pub struct SharedArgs {
 
 #[derive(clap::Subcommand)]
 pub enum ConfigCommand {
-    /// Set a value: `default-visibility.<project> private|team|team:<name>|public`, or
+    /// Set a value: `default-visibility.<project> private|team|team:<name>|public`,
     /// `share.paths name|full` (how much of a working directory travels in what you send:
-    /// the project's name, the default, or the full path).
+    /// the project's name, the default, or the full path), or `network.relays
+    /// default|none|<url>,…` (iroh's public relays and lookup, LAN only, or your own relays).
     Set {
         key: String,
         value: String,
@@ -286,6 +287,21 @@ pub fn shared(args: SharedArgs) -> anyhow::Result<ExitCode> {
 pub fn config(command: ConfigCommand) -> anyhow::Result<ExitCode> {
     let (_home, store) = super::open_store()?;
     match command {
+        ConfigCommand::Set { key, value } if key == tapes::peer::network::SETTING => {
+            let mode = tapes::peer::network::NetworkMode::parse(&value)?;
+            mode.save(_home.root())?;
+            println!("{key} = {}", mode.text());
+            println!("network: {}", mode.describe());
+            if std::env::var_os(tapes::peer::network::ENV).is_some() {
+                eprintln!(
+                    "note: {} is set in this environment and overrides the setting",
+                    tapes::peer::network::ENV
+                );
+            }
+        }
+        ConfigCommand::Get { key } if key == tapes::peer::network::SETTING => {
+            println!("{}", tapes::peer::network::process_mode().text());
+        }
         ConfigCommand::Set { key, value } => {
             if key == tapes::outgoing::PATHS_SETTING {
                 if tapes::outgoing::PathPolicy::parse(&value).is_none() {
@@ -326,6 +342,11 @@ pub fn config(command: ConfigCommand) -> anyhow::Result<ExitCode> {
             None => bail!("`{key}` is not set"),
         },
         ConfigCommand::List => {
+            println!(
+                "{} = {}",
+                tapes::peer::network::SETTING,
+                tapes::peer::network::process_mode().text()
+            );
             for entry in store.storage().refs(CONFIG_PREFIX.as_bytes()) {
                 let (k, v) = entry?;
                 println!(

@@ -356,6 +356,13 @@ fn invite(
         // Where `tapes serve` last listened, so `tapes team join <code>` can reach us.
         addrs: if args.addrs.is_empty() {
             let mut addrs: Vec<String> = super::peer::last_ticket(home).into_iter().collect();
+            // The relays this node is reached through, so an invite made before `tapes serve`
+            // ran works once we are online (SPEC §15.7).
+            if addrs.is_empty() {
+                for relay in tapes::peer::network::process_mode().dial_relays_text() {
+                    addrs.push(relay);
+                }
+            }
             // And the relays we sync with: a join request waits there while we are offline.
             for (_, relay) in super::remote::relays(store)? {
                 addrs.extend(teams::relay_hints(&me, &relay.ticket()));

@@ -1,16 +1,22 @@
-//! Peer addresses as users type them: `<node-id>` (found on the LAN by mDNS) or
-//! `<node-id>@<host:port>[,<host:port>…]`, which is also the ticket `tapes serve` prints.
+//! Peer addresses as users type them: `<node-id>` (found by mDNS on the LAN, by address lookup,
+//! or through the configured relays; SPEC.md §15.7) or `<node-id>@<part>[,<part>…]`, each part a
+//! `host:port` or the peer's home relay URL (`https://…[#sha256=<pin>]`). The same text is the
+//! ticket `tapes serve` prints.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 
 use iroh::{EndpointAddr, PublicKey};
 use tapes_protocol::MemberId;
 
+use super::network::RelaySpec;
+
 /// A peer: who (the node id, which the connection proves) and where it may be reached.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerAddr {
     pub id: MemberId,
     pub addrs: Vec<SocketAddr>,
+    /// The peer's home relay, when known.
+    pub relay: Option<RelaySpec>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -33,30 +39,56 @@ impl PeerAddr {
         let id: MemberId = id.parse().map_err(|_| AddrError::BadId(id.to_string()))?;
         PublicKey::from_bytes(id.as_bytes()).map_err(|_| AddrError::BadKey(id.to_hex()))?;
         let mut addrs = Vec::new();
+        let mut relay = None;
         for part in rest.into_iter().flat_map(|r| r.split(',')) {
+            if part.starts_with("https://") || part.starts_with("http://") {
+                relay = Some(
+                    RelaySpec::parse(part)
+                        .map_err(|e| AddrError::BadAddr(format!("{part} ({e})")))?,
+                );
+                continue;
+            }
             let found = part
                 .to_socket_addrs()
                 .map_err(|_| AddrError::BadAddr(part.to_string()))?;
             addrs.extend(found);
         }
-        Ok(PeerAddr { id, addrs })
+        Ok(PeerAddr { id, addrs, relay })
     }
 
-    /// The ticket form: `<node-id>@addr,addr`.
+    /// Just a node id.
+    pub fn id_only(id: MemberId) -> PeerAddr {
+        PeerAddr {
+            id,
+            addrs: Vec::new(),
+            relay: None,
+        }
+    }
+
+    /// The ticket form: `<node-id>@addr,addr,relay-url`.
     pub fn ticket(&self) -> String {
-        if self.addrs.is_empty() {
+        let mut parts: Vec<String> = self.addrs.iter().map(|a| a.to_string()).collect();
+        parts.extend(self.relay.as_ref().map(RelaySpec::text));
+        if parts.is_empty() {
             return self.id.to_hex();
         }
-        let addrs: Vec<String> = self.addrs.iter().map(|a| a.to_string()).collect();
-        format!("{}@{}", self.id.to_hex(), addrs.join(","))
+        format!("{}@{}", self.id.to_hex(), parts.join(","))
     }
 
+    /// Where iroh should try: the ticket's addresses and relay, and in a self-hosted network
+    /// mode the configured relays (teammates share them as home relays).
     pub fn endpoint_addr(&self) -> Result<EndpointAddr, AddrError> {
         let key = PublicKey::from_bytes(self.id.as_bytes())
             .map_err(|_| AddrError::BadKey(self.id.to_hex()))?;
         let mut addr = EndpointAddr::new(key);
         for a in &self.addrs {
             addr = addr.with_ip_addr(*a);
+        }
+        if let Some(relay) = &self.relay {
+            addr = addr.with_relay_url(relay.url.clone());
+        }
+        for url in super::network::process_mode().dial_relays() {
+            addr = addr.with_relay_url(url);
         }
         Ok(addr)
     }
@@ -81,9 +113,29 @@ impl PeerAddr {
         if addrs.is_empty() {
             addrs = bound;
         }
+        // The home relay, with its pin when it is one of the configured relays.
+        let relay =
+            endpoint
+                .addr()
+                .relay_urls()
+                .next()
+                .map(|url| match super::network::process_mode() {
+                    super::network::NetworkMode::Custom(specs) => specs
+                        .into_iter()
+                        .find(|s| s.url == *url)
+                        .unwrap_or(RelaySpec {
+                            url: url.clone(),
+                            pin: None,
+                        }),
+                    _ => RelaySpec {
+                        url: url.clone(),
+                        pin: None,
+                    },
+                });
         PeerAddr {
             id: MemberId(*endpoint.id().as_bytes()),
             addrs,
+            relay,
         }
     }
 }
@@ -101,6 +153,14 @@ mod tests {
         let ticket = PeerAddr::parse(&format!("{hex}@127.0.0.1:4242,127.0.0.1:4243")).unwrap();
         assert_eq!(ticket.addrs.len(), 2);
         assert_eq!(PeerAddr::parse(&ticket.ticket()).unwrap(), ticket);
+        let relayed = PeerAddr::parse(&format!(
+            "{hex}@10.0.0.2:4242,https://relay.example:3340/#sha256={}",
+            "cd".repeat(32)
+        ))
+        .unwrap();
+        assert_eq!(relayed.addrs.len(), 1);
+        assert_eq!(relayed.relay.as_ref().unwrap().pin, Some([0xcd; 32]));
+        assert_eq!(PeerAddr::parse(&relayed.ticket()).unwrap(), relayed);
         assert!(matches!(PeerAddr::parse("bob"), Err(AddrError::BadId(_))));
         assert!(matches!(
             PeerAddr::parse(&format!("{hex}@nowhere")),

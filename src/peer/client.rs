@@ -61,6 +61,33 @@ pub struct PeerConn {
     pub relay: bool,
 }
 
+/// How a connection reaches its peer (SPEC.md §15.7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnPath {
+    Direct { rtt: std::time::Duration },
+    Relayed { rtt: std::time::Duration },
+    Unknown,
+}
+
+impl ConnPath {
+    /// `direct, 1.2 ms` / `relayed, 38 ms`.
+    pub fn describe(&self) -> String {
+        let ms = |rtt: &std::time::Duration| {
+            let ms = rtt.as_secs_f64() * 1000.0;
+            if ms < 10.0 {
+                format!("{ms:.1} ms")
+            } else {
+                format!("{ms:.0} ms")
+            }
+        };
+        match self {
+            ConnPath::Direct { rtt } => format!("direct, {}", ms(rtt)),
+            ConnPath::Relayed { rtt } => format!("relayed, {}", ms(rtt)),
+            ConnPath::Unknown => "path unknown".into(),
+        }
+    }
+}
+
 /// What a fetch did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct FetchReport {
@@ -98,13 +125,26 @@ pub async fn connect(
         peer: name.to_string(),
         why: e.to_string(),
     })?;
-    let conn = endpoint
-        .connect(target, ALPN)
-        .await
-        .map_err(|e| PeerError::Connect {
-            peer: name.to_string(),
-            why: e.to_string(),
-        })?;
+    let limit = super::network::connect_timeout();
+    let tried = tried(&target);
+    let conn = match tokio::time::timeout(limit, endpoint.connect(target, ALPN)).await {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(e)) => {
+            return Err(PeerError::Connect {
+                peer: name.to_string(),
+                why: format!("{e} (tried {tried})"),
+            })
+        }
+        Err(_) => {
+            return Err(PeerError::Connect {
+                peer: name.to_string(),
+                why: format!(
+                    "no answer within {} s (tried {tried}; --timeout waits longer)",
+                    limit.as_secs_f64()
+                ),
+            })
+        }
+    };
     Ok(PeerConn {
         conn,
         peer: addr.id,
@@ -112,6 +152,24 @@ pub async fn connect(
         counters: Arc::new(Counters::default()),
         relay: false,
     })
+}
+
+/// What a dial tries, for error messages: the direct addresses, the relay, and address lookup.
+fn tried(target: &iroh::EndpointAddr) -> String {
+    let mut parts: Vec<String> = target.ip_addrs().map(|a| a.to_string()).collect();
+    parts.extend(target.relay_urls().map(|u| format!("relay {u}")));
+    match super::network::process_mode() {
+        super::network::NetworkMode::Public => parts.push("address lookup by node id".into()),
+        super::network::NetworkMode::Local if parts.is_empty() => {
+            parts.push("mDNS on this LAN".into())
+        }
+        _ => {}
+    }
+    if parts.is_empty() {
+        "nothing: no address, relay or lookup is known".into()
+    } else {
+        parts.join(", ")
+    }
 }
 
 impl PeerConn {
@@ -147,6 +205,21 @@ impl PeerConn {
 
     pub fn close(&self) {
         self.conn.close(0u32.into(), b"done");
+    }
+
+    /// The path the connection uses now: direct (after hole punching, or on the LAN) or
+    /// through a relay, with its round-trip time.
+    pub fn path(&self) -> ConnPath {
+        let paths = self.conn.paths();
+        let selected = paths
+            .iter()
+            .find(|p| p.is_selected())
+            .or_else(|| paths.iter().next());
+        match selected {
+            Some(p) if p.is_relay() => ConnPath::Relayed { rtt: p.rtt() },
+            Some(p) => ConnPath::Direct { rtt: p.rtt() },
+            None => ConnPath::Unknown,
+        }
     }
 
     /// Reconciles `ids` with the peer's view of us. Returns the items the peer has that we

@@ -10,6 +10,7 @@ pub mod addr;
 pub mod client;
 pub mod endpoint;
 pub mod frames;
+pub mod network;
 pub mod receive;
 pub mod relay_client;
 pub mod remote;

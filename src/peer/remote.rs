@@ -50,8 +50,13 @@ impl PeerRemote {
             .map_err(|e| PeerError::Bind(e.to_string()))?;
         let (endpoint, conn) = runtime.block_on(async {
             let endpoint = bind(&identity, &EndpointConfig::loopback_or_any(addr)).await?;
-            let conn = connect(&endpoint, addr, name).await?;
-            Ok::<_, PeerError>((endpoint, conn))
+            match connect(&endpoint, addr, name).await {
+                Ok(conn) => Ok::<_, PeerError>((endpoint, conn)),
+                Err(e) => {
+                    crate::peer::endpoint::close_after_failure(endpoint).await;
+                    Err(e)
+                }
+            }
         })?;
         Ok(PeerRemote {
             runtime,

@@ -11,6 +11,7 @@
 
 pub mod config;
 pub mod http;
+pub mod iroh_relay;
 pub mod run;
 pub mod server;
 pub mod state;

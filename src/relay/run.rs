@@ -44,6 +44,8 @@ pub struct RelayOptions {
     pub bind: SocketAddr,
     /// The public page's address, if served.
     pub http: Option<SocketAddr>,
+    /// How the relay's own endpoint reaches members (with its own iroh relay: that one).
+    pub network: crate::peer::network::NetworkMode,
 }
 
 /// A running relay; dropping it does not stop it, [`RunningRelay::shutdown`] does.
@@ -92,12 +94,19 @@ pub async fn start(
         &EndpointConfig {
             bind: options.bind,
             mdns: false,
+            network: options.network.clone(),
         },
     )
     .await?;
     let router = Router::builder(endpoint.clone())
         .accept(ALPN, RelayServer::new(state.clone(), log))
         .spawn();
+    crate::peer::endpoint::wait_for_relay(
+        &endpoint,
+        &options.network,
+        std::time::Duration::from_secs(5),
+    )
+    .await;
     let mut ticket = PeerAddr::of_endpoint(&endpoint);
     for _ in 0..20 {
         if ticket.addrs.iter().all(|a| !a.ip().is_unspecified()) {
