@@ -380,7 +380,15 @@ fn parse(path: &Path) -> Result<Vec<ParsedSession>, ResumeError> {
 fn check_existing(store: &Store, platform: Platform, plan: &Planned) -> Result<bool, ResumeError> {
     let path = &plan.rendered.path;
     match std::fs::symlink_metadata(path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        // Not there (or a parent is not a directory: writing will say so, naming it).
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+            ) =>
+        {
+            return Ok(false)
+        }
         Err(e) => {
             return Err(ResumeError::Unreadable {
                 path: path.clone(),

@@ -226,6 +226,21 @@ fn checkout_for_claude_round_trips_and_refuses_to_clobber_unstored_turns() {
     let stderr = String::from_utf8_lossy(&missing.stderr);
     assert!(stderr.contains("`codex` was not found on PATH"), "{stderr}");
     assert!(!me.home.join(".codex").exists(), "nothing written");
+
+    // An agent directory that cannot be written (here: under a file): the error names it.
+    let blocker = dir.path().join("not-a-dir");
+    std::fs::write(&blocker, "x").expect("file");
+    let unwritable = me
+        .command(Path::new(env!("CARGO_BIN_EXE_tapes")))
+        .env("CLAUDE_CONFIG_DIR", blocker.join(".claude"))
+        .args(["checkout", &id, "--platform", "claude"])
+        .output()
+        .expect("run");
+    assert!(!unwritable.status.success());
+    let stderr = String::from_utf8_lossy(&unwritable.stderr);
+    assert!(stderr.contains("cannot write"), "{stderr}");
+    assert!(stderr.contains("not-a-dir/.claude/projects"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(&blocker).expect("file"), "x");
 }
 
 #[test]
