@@ -18,7 +18,8 @@
 //! only the iroh relay's TCP path left). The raw TCP copies measure the links themselves.
 //!
 //! Environment: `TAPES_REACH_SESSIONS` (default 200), `TAPES_REACH_ROUNDS` (tool rounds per
-//! session, default 20), `TAPES_REACH_RAW_MB` (raw TCP copy size, default 256).
+//! session, default 20), `TAPES_REACH_RAW_MB` (raw TCP copy size, default 256),
+//! `TAPES_REACH_RELAY_PORT` (the iroh relay's port on the relay host, default 3340).
 //! Nothing leaves the namespaces.
 
 #[path = "../tests/netns/mod.rs"]
@@ -104,6 +105,7 @@ fn run() -> Result<(), String> {
         alice.ok(&["team", "invite"])?.trim().to_string(),
     ];
     let alice_id = alice.node_id()?;
+    println!("iroh relay: {url}");
     println!(
         "reach benchmark: {count} sessions of {rounds} tool rounds ({:.1} MB of JSONL), {} cores, network namespaces on one machine",
         bytes as f64 / 1e6,
@@ -224,6 +226,7 @@ fn run() -> Result<(), String> {
 }
 
 fn spawn_relay(nat: &Nat, dir: &Path) -> Result<Daemon, String> {
+    let iroh_relay = format!("203.0.113.3:{}", env_or("TAPES_REACH_RELAY_PORT", 3340u16));
     let operator = Person {
         name: "relay".into(),
         ns: nat.relay.clone(),
@@ -247,7 +250,7 @@ fn spawn_relay(nat: &Nat, dir: &Path) -> Result<Daemon, String> {
             "--bind",
             "203.0.113.3:7448",
             "--iroh-relay",
-            "203.0.113.3:3340",
+            &iroh_relay,
         ],
         "Ctrl-C",
         Duration::from_secs(60),

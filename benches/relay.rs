@@ -387,6 +387,7 @@ fn run_round(
             bind: "127.0.0.1:0".parse()?,
             http: None,
             network: tapes::peer::network::NetworkMode::Local,
+            public_url: None,
         },
         Arc::new(|_| {}),
     ))?;

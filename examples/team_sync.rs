@@ -403,6 +403,7 @@ async fn main() -> anyhow::Result<()> {
             bind: "127.0.0.1:0".parse()?,
             http: Some("127.0.0.1:0".parse()?),
             network: tapes::peer::network::NetworkMode::Local,
+            public_url: None,
         },
         Arc::new(|line| println!("      [relay] {line}")),
     )

@@ -555,3 +555,28 @@ pub fn shared_with_me(
     out.sort_by_key(|s| std::cmp::Reverse(s.record.shared_ms));
     Ok(out)
 }
+
+/// The session id in a public page link (`https://host/s/<32 hex digits>[/]`, the seed's
+/// `<sessionId|url>`), or None when `text` is not such a link.
+pub fn session_from_link(text: &str) -> Option<SessionId> {
+    let text = text.trim();
+    if !(text.starts_with("http://") || text.starts_with("https://")) {
+        return None;
+    }
+    let path = text.split(['?', '#']).next()?;
+    let (_, id) = path.trim_end_matches('/').rsplit_once("/s/")?;
+    id.parse().ok()
+}
+
+#[cfg(test)]
+mod link_tests {
+    #[test]
+    fn page_links_name_their_session() {
+        let hex = "0123456789abcdef0123456789abcdef";
+        let id = super::session_from_link(&format!("https://tapes.example.com/s/{hex}/")).unwrap();
+        assert_eq!(id.to_hex(), hex);
+        assert!(super::session_from_link(&format!("http://10.0.0.3:8080/s/{hex}?x=1")).is_some());
+        assert!(super::session_from_link("https://tapes.example.com/s/0123").is_none());
+        assert!(super::session_from_link(hex).is_none());
+    }
+}

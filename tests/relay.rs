@@ -129,6 +129,7 @@ fn options() -> RelayOptions {
         bind: "127.0.0.1:0".parse().unwrap(),
         http: Some("127.0.0.1:0".parse().unwrap()),
         network: tapes::peer::network::NetworkMode::Local,
+        public_url: None,
     }
 }
 

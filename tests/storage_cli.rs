@@ -255,6 +255,8 @@ fn start_relay(data: &Path) -> Relay {
             data.to_str().unwrap(),
             "--bind",
             "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
         ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -409,6 +411,22 @@ fn hybrid_syncs_through_a_real_relay() {
     drop(relay);
 }
 
+/// A plain HTTP/1.1 GET on loopback: the status line, headers and body as text.
+fn http_get(url: &str) -> String {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_once('/').unwrap();
+    let mut stream = std::net::TcpStream::connect(host).unwrap();
+    write!(
+        stream,
+        "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    stream.read_to_string(&mut out).unwrap();
+    out
+}
+
 /// How often `needle` occurs in a command's stdout and stderr together.
 fn occurrences(stdout: &str, stderr: &str, needle: &str) -> usize {
     stdout.matches(needle).count() + stderr.matches(needle).count()
@@ -445,12 +463,26 @@ fn a_refused_item_is_reported_once_and_the_rest_of_the_sync_goes_on() {
         ],
     );
     let (one, _) = import_sample(&alice, dir.path(), "one");
-    ok(
+    let (shared, _) = ok(
         &alice,
         &["share", &one[..12], "--public", "--allow-secrets"],
     );
+    // The relay's ticket names its public page: the share says where it is read.
+    let link = shared
+        .split_whitespace()
+        .find(|w| w.starts_with("http://127.0.0.1:") && w.ends_with(&format!("/s/{one}")))
+        .unwrap_or_else(|| panic!("no page link in: {shared}"))
+        .to_string();
     let (out, _) = ok(&alice, &["storage", "sync"]);
     assert!(out.contains(&format!("deposited {}", &one[..12])), "{out}");
+    // The page serves it, and the link names the session wherever a session is asked for.
+    let page = http_get(&link);
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    let (branched, _) = ok(&alice, &["branch", &link, "--local", "--no-track"]);
+    assert!(
+        branched.contains(&format!("branched {}", &one[..12])),
+        "{branched}"
+    );
 
     // Bob joins (request and answer files): the team now has more members than the relay
     // takes, so it refuses the new manifest. Alice shares two more sessions (the relay takes

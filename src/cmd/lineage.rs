@@ -79,6 +79,17 @@ pub struct ForkArgs {
     force: bool,
 }
 
+/// A session id, unique prefix, or public page link (the seed's `<sessionId|url>`).
+fn resolve(store: &Store, input: &str) -> anyhow::Result<SessionId> {
+    if input.contains("://") {
+        let id = tapes::share::session_from_link(input).ok_or_else(|| {
+            anyhow::anyhow!("`{input}` is not a session link (`https://<relay page>/s/<session id>`); give the session id or the link a share printed")
+        })?;
+        return Ok(store.resolve_session(&id.to_hex())?);
+    }
+    Ok(store.resolve_session(input)?)
+}
+
 fn options(args: &CopyArgs) -> anyhow::Result<CopyOptions> {
     let at = match args.at.as_str() {
         "head" => None,
@@ -128,7 +139,7 @@ pub fn branch(args: BranchArgs) -> anyhow::Result<ExitCode> {
     let (home, store) = super::open_store()?;
     let project = project(&args.copy, args.id.is_none())?;
     let source = match &args.id {
-        Some(id) => store.resolve_session(id)?,
+        Some(id) => resolve(&store, id)?,
         None => {
             let current = project.as_ref().and_then(|p| p.tracking.current());
             match current.and_then(|(_, alias)| alias.session()) {
@@ -161,7 +172,7 @@ pub fn branch(args: BranchArgs) -> anyhow::Result<ExitCode> {
 pub fn fork(args: ForkArgs) -> anyhow::Result<ExitCode> {
     let (home, store) = super::open_store()?;
     let project = project(&args.copy, false)?;
-    let source = store.resolve_session(&args.id)?;
+    let source = resolve(&store, &args.id)?;
     if args.copy.gate.dry_run {
         let findings = lineage::scan_copy(&store, &source, &options(&args.copy)?)?;
         println!("{}", findings.dry_run(Exit::Fork));

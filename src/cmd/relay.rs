@@ -28,6 +28,10 @@ pub struct RelayArgs {
     /// Serve public shares as web pages at http://ADDR/s/<session>.
     #[arg(long)]
     http: Option<SocketAddr>,
+    /// The public page's URL as readers reach it (e.g. https://tapes.example.com behind a
+    /// proxy; default http://<--http address>). Members print it when they share publicly.
+    #[arg(long, value_name = "URL", requires = "http")]
+    public_url: Option<String>,
     /// Also run an iroh relay here (HTTPS with a pinned self-signed certificate, and QUIC
     /// address discovery, on ADDR): teammates behind NATs reach each other through it, with
     /// no third party. Put the URL it prints in `tapes config set network.relays`.
@@ -68,7 +72,7 @@ pub fn run(args: RelayArgs) -> anyhow::Result<ExitCode> {
                 addr,
                 plain: args.iroh_relay_plain,
             });
-            serve(data, args.bind, args.http, iroh)
+            serve(data, args.bind, args.http, args.public_url, iroh)
         }
     }
 }
@@ -83,6 +87,7 @@ fn serve(
     data: PathBuf,
     bind: SocketAddr,
     http: Option<SocketAddr>,
+    public_url: Option<String>,
     iroh: Option<IrohRelayArgs>,
 ) -> anyhow::Result<ExitCode> {
     let runtime = runtime()?;
@@ -112,6 +117,7 @@ fn serve(
             bind,
             http,
             network,
+            public_url,
         };
         let log: tapes::peer::server::EventLog =
             Arc::new(|line| println!("{}  {line}", tapes::tracking::now_rfc3339()));
@@ -125,8 +131,8 @@ fn serve(
             relay.ticket.ticket(),
             relay.ticket.ticket()
         );
-        if let Some(addr) = relay.http {
-            println!("public page: http://{addr}/s/<session>");
+        if let Some(page) = &relay.ticket.page {
+            println!("public page: {page}/s/<session>");
         }
         let teams = relay.state.teams();
         println!("{} registered", tapes::render::plural(teams.len(), "team"));

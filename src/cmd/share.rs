@@ -95,6 +95,21 @@ fn ids_from(args: &[String]) -> anyhow::Result<Vec<String>> {
     Ok(ids)
 }
 
+/// Where a public share is read: the page of each relay remote that serves one (the relay
+/// publishes it once the share reaches it, at the next `tapes storage sync`), or that none does.
+fn public_page_line(store: &Store, id: &tapes::protocol::SessionId) -> anyhow::Result<String> {
+    let pages: Vec<String> = super::remote::relays(store)?
+        .into_iter()
+        .filter_map(|(_, addr)| addr.page)
+        .map(|page| format!("{page}/s/{}", id.to_hex()))
+        .collect();
+    Ok(match pages.as_slice() {
+        [] => "no relay with a public page is configured, so there is no web page for it; teammates fetch it by id (`tapes storage configure --relay <ticket>` adds a relay)".to_string(),
+        [one] => format!("readable at {one} (once the relay has it: `tapes storage sync`)"),
+        many => format!("readable at {} (once the relays have it: `tapes storage sync`)", many.join(" and ")),
+    })
+}
+
 fn config_get(store: &Store, key: &str) -> anyhow::Result<Option<String>> {
     let raw = store
         .storage()
@@ -172,6 +187,9 @@ pub fn share(args: ShareArgs) -> anyhow::Result<ExitCode> {
                         id.short(),
                         tapes::render::plural(done.redacted_spans, "span")
                     );
+                }
+                if options.audience == Audience::Public {
+                    println!("{}", public_page_line(&store, &done.session)?);
                 }
             }
             Err(e @ ShareError::Secrets { .. }) => {

@@ -158,7 +158,9 @@ pub fn pull(args: PullArgs) -> anyhow::Result<ExitCode> {
 fn pull_target(store: &Store, input: &str) -> anyhow::Result<SessionId> {
     let input = input.trim();
     if input.contains("://") {
-        bail!("session links are not supported yet; give the session id");
+        return tapes::share::session_from_link(input).with_context(|| {
+            format!("`{input}` is not a session link (`https://<relay page>/s/<session id>`); give the session id or the link a share printed")
+        });
     }
     if let Ok(id) = input.parse::<SessionId>() {
         return Ok(id);

@@ -17,6 +17,9 @@ pub struct PeerAddr {
     pub addrs: Vec<SocketAddr>,
     /// The peer's home relay, when known.
     pub relay: Option<RelaySpec>,
+    /// A relay's public page (`page=<base URL>`): where public shares are read, at
+    /// `<base>/s/<session id>`.
+    pub page: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -40,7 +43,15 @@ impl PeerAddr {
         PublicKey::from_bytes(id.as_bytes()).map_err(|_| AddrError::BadKey(id.to_hex()))?;
         let mut addrs = Vec::new();
         let mut relay = None;
+        let mut page = None;
         for part in rest.into_iter().flat_map(|r| r.split(',')) {
+            if let Some(url) = part.strip_prefix("page=") {
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    return Err(AddrError::BadAddr(part.to_string()));
+                }
+                page = Some(url.trim_end_matches('/').to_string());
+                continue;
+            }
             if part.starts_with("https://") || part.starts_with("http://") {
                 relay = Some(
                     RelaySpec::parse(part)
@@ -53,7 +64,12 @@ impl PeerAddr {
                 .map_err(|_| AddrError::BadAddr(part.to_string()))?;
             addrs.extend(found);
         }
-        Ok(PeerAddr { id, addrs, relay })
+        Ok(PeerAddr {
+            id,
+            addrs,
+            relay,
+            page,
+        })
     }
 
     /// Just a node id.
@@ -62,6 +78,7 @@ impl PeerAddr {
             id,
             addrs: Vec::new(),
             relay: None,
+            page: None,
         }
     }
 
@@ -69,6 +86,7 @@ impl PeerAddr {
     pub fn ticket(&self) -> String {
         let mut parts: Vec<String> = self.addrs.iter().map(|a| a.to_string()).collect();
         parts.extend(self.relay.as_ref().map(RelaySpec::text));
+        parts.extend(self.page.as_ref().map(|p| format!("page={p}")));
         if parts.is_empty() {
             return self.id.to_hex();
         }
@@ -136,6 +154,7 @@ impl PeerAddr {
             id: MemberId(*endpoint.id().as_bytes()),
             addrs,
             relay,
+            page: None,
         }
     }
 }
@@ -161,6 +180,12 @@ mod tests {
         assert_eq!(relayed.addrs.len(), 1);
         assert_eq!(relayed.relay.as_ref().unwrap().pin, Some([0xcd; 32]));
         assert_eq!(PeerAddr::parse(&relayed.ticket()).unwrap(), relayed);
+        let paged = PeerAddr::parse(&format!(
+            "{hex}@10.0.0.2:4242,page=https://tapes.example.com/"
+        ))
+        .unwrap();
+        assert_eq!(paged.page.as_deref(), Some("https://tapes.example.com"));
+        assert_eq!(PeerAddr::parse(&paged.ticket()).unwrap(), paged);
         assert!(matches!(PeerAddr::parse("bob"), Err(AddrError::BadId(_))));
         assert!(matches!(
             PeerAddr::parse(&format!("{hex}@nowhere")),

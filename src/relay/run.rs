@@ -46,6 +46,9 @@ pub struct RelayOptions {
     pub http: Option<SocketAddr>,
     /// How the relay's own endpoint reaches members (with its own iroh relay: that one).
     pub network: crate::peer::network::NetworkMode,
+    /// The public page's base URL as readers reach it (default `http://<http address>`); it
+    /// goes in the ticket, so members can say where a public share is read.
+    pub public_url: Option<String>,
 }
 
 /// A running relay; dropping it does not stop it, [`RunningRelay::shutdown`] does.
@@ -115,7 +118,6 @@ pub async fn start(
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         ticket = PeerAddr::of_endpoint(&endpoint);
     }
-    let _ = std::fs::write(data.join("relay-ticket"), ticket.ticket());
     let (http, http_task) = match options.http {
         None => (None, None),
         Some(addr) => {
@@ -139,6 +141,18 @@ pub async fn start(
             (Some(local), Some(task))
         }
     };
+    // Members learn from the ticket where public shares are read.
+    if let Some(local) = http {
+        ticket.page = Some(
+            options
+                .public_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{local}"))
+                .trim_end_matches('/')
+                .to_string(),
+        );
+    }
+    let _ = std::fs::write(data.join("relay-ticket"), ticket.ticket());
     Ok(RunningRelay {
         router,
         state,
