@@ -128,10 +128,12 @@ pub trait Remote: Send + Sync {
 
     fn session(&self, id: &SessionId) -> Result<Option<SessionRecord>, RemoteError>;
 
-    /// The objects of the chain ending at `head` that `have` says are missing here, root first.
-    /// Stops walking at the first node `have` reports present (its ancestors are present too).
+    /// The objects of session `session`'s chain ending at `head` that `have` says are missing
+    /// here, root first. Stops walking at the first node `have` reports present (its ancestors
+    /// are present too).
     fn fetch_chain(
         &self,
+        session: &SessionId,
         head: &NodeId,
         have: &mut dyn FnMut(&NodeId) -> bool,
     ) -> Result<Vec<StoredObject>, RemoteError>;
@@ -139,14 +141,8 @@ pub trait Remote: Send + Sync {
     /// Stores `objects`, then sets session `id` to `record` if the remote's head for it is still
     /// `expected` (`None`: the session must not exist there yet). `signature` must be the
     /// owner's over exactly this update.
-    fn push(
-        &self,
-        id: &SessionId,
-        expected: Option<&NodeId>,
-        objects: &[StoredObject],
-        record: &SessionRecord,
-        signature: &RefSignature,
-    ) -> Result<(), RemoteError>;
+    /// Sends a push built by [`crate::transfer::plan_push`].
+    fn push(&self, plan: &crate::transfer::PushPlan) -> Result<(), RemoteError>;
 }
 
 /// Another tapes home reachable as a path.
@@ -191,9 +187,11 @@ impl Remote for PathRemote {
 
     fn fetch_chain(
         &self,
+        _session: &SessionId,
         head: &NodeId,
         have: &mut dyn FnMut(&NodeId) -> bool,
     ) -> Result<Vec<StoredObject>, RemoteError> {
+        // A store walks from the head itself; the session only names what is asked for.
         let mut out = Vec::new();
         let mut next = Some(*head);
         while let Some(id) = next {
@@ -220,22 +218,15 @@ impl Remote for PathRemote {
         Ok(out)
     }
 
-    fn push(
-        &self,
-        id: &SessionId,
-        expected: Option<&NodeId>,
-        objects: &[StoredObject],
-        record: &SessionRecord,
-        signature: &RefSignature,
-    ) -> Result<(), RemoteError> {
+    fn push(&self, plan: &crate::transfer::PushPlan) -> Result<(), RemoteError> {
         apply_push(
             &self.store,
             &self.name,
-            id,
-            expected,
-            objects,
-            record,
-            signature,
+            &plan.session,
+            plan.base.as_ref(),
+            &plan.objects,
+            &plan.record,
+            &plan.signature,
         )
     }
 }

@@ -71,7 +71,7 @@ pub fn pull(store: &Store, remote: &dyn Remote, id: &SessionId) -> Result<Pulled
         return Err(TransferError::NotFound);
     }
     let mut have_error = None;
-    let objects = remote.fetch_chain(&record.head, &mut |node| match store.has_node(node) {
+    let objects = remote.fetch_chain(id, &record.head, &mut |node| match store.has_node(node) {
         Ok(present) => present,
         Err(e) => {
             have_error = Some(e);
@@ -272,21 +272,50 @@ fn gated(
     }
 }
 
-/// Pushes local session `id` to `remote`, expecting the remote to be at `base` (the head you
-/// pulled or branched from; `None` for a session the remote does not have yet).
-pub fn push(
+/// Everything a push sends, built once by [`plan_push`] and sent as is by every transport: a
+/// path remote applies it, a peer's `tapes serve` and a relay receive it over `tapes/sync/1`
+/// (which adds the signed entry and share records around it).
+#[derive(Debug, Clone)]
+pub struct PushPlan {
+    pub session: SessionId,
+    /// The head the remote is expected to hold (`None`: a session new to it).
+    pub base: Option<NodeId>,
+    /// The nodes after `base`, root first, as they leave (paths reduced, SPEC §11.3).
+    pub objects: Vec<StoredObject>,
+    /// The record as it leaves (no local source path), which the signature covers.
+    pub record: SessionRecord,
+    pub signature: RefSignature,
+}
+
+/// Builds the push of local session `id` from `base`: the owner check (a session imported
+/// before `tapes init` is this identity's, and the store's record says so from now on), the
+/// nodes after the base, the outgoing record and the owner's signature over the update.
+pub fn plan_push(
     store: &Store,
     identity: &Identity,
-    remote: &dyn Remote,
     id: &SessionId,
     base: Option<&NodeId>,
-) -> Result<Pushed, TransferError> {
-    let mut record = store.session(id)?.ok_or(TransferError::NotFound)?;
+) -> Result<PushPlan, TransferError> {
+    let raw = store.session_raw(id)?.ok_or(TransferError::NotFound)?;
+    let mut record = SessionRecord::decode(&raw).map_err(|source| StoreError::BadRecord {
+        id: id.to_hex(),
+        source,
+    })?;
     let me = MemberId(identity.verifying_key().to_bytes());
-    // Sessions imported before `tapes init` have no owner yet; they are this identity's.
-    let owner = *record.owner.get_or_insert(me);
-    if owner != me {
-        return Err(TransferError::NotYours(id.short()));
+    match record.owner {
+        Some(owner) if owner != me => return Err(TransferError::NotYours(id.short())),
+        Some(_) => {}
+        None => {
+            record.owner = Some(me);
+            store.commit(
+                &[],
+                &[RefUpdate {
+                    key: session_ref_key(id),
+                    expected: Some(raw),
+                    new: Some(record.encode()),
+                }],
+            )?;
+        }
     }
     let chain = store.chain(&record.head)?;
     let start = delta_start(&chain, id, base)?;
@@ -306,9 +335,28 @@ pub fn push(
     // Signed as it travels: without the local source path.
     let record = outgoing::record(&record, paths);
     let signature = RefSignature::sign(identity.signing_key(), id, base, &record);
-    remote.push(id, base, &objects, &record, &signature)?;
+    Ok(PushPlan {
+        session: *id,
+        base: base.copied(),
+        objects,
+        record,
+        signature,
+    })
+}
+
+/// Pushes local session `id` to `remote`, expecting the remote to be at `base` (the head you
+/// pulled or branched from; `None` for a session the remote does not have yet).
+pub fn push(
+    store: &Store,
+    identity: &Identity,
+    remote: &dyn Remote,
+    id: &SessionId,
+    base: Option<&NodeId>,
+) -> Result<Pushed, TransferError> {
+    let plan = plan_push(store, identity, id, base)?;
+    remote.push(&plan)?;
     Ok(Pushed {
-        nodes: objects.len(),
-        head: record.head,
+        nodes: plan.objects.len(),
+        head: plan.record.head,
     })
 }

@@ -273,6 +273,12 @@ fn pull_tracks_the_session_and_push_appends_only_the_delta() {
         .to_string();
     chrono::DateTime::parse_from_rfc3339(&pulled_at).expect("lastPulledAt is RFC 3339");
     tracking["aliases"]["main"]["lastPulledAt"] = json!("<rfc3339>");
+    let checked_at = tracking["aliases"]["main"]["remoteCheckedAt"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    chrono::DateTime::parse_from_rfc3339(&checked_at).expect("remoteCheckedAt is RFC 3339");
+    tracking["aliases"]["main"]["remoteCheckedAt"] = json!("<rfc3339>");
     assert_eq!(
         tracking,
         json!({
@@ -288,6 +294,10 @@ fn pull_tracks_the_session_and_push_appends_only_the_delta() {
                 "platform": null,
                 "files": [],
                 "lastPulledAt": "<rfc3339>",
+                // What the remote held when last asked (here: at the pull).
+                "remoteDigest": head.to_hex(),
+                "remoteCount": 10,
+                "remoteCheckedAt": "<rfc3339>",
             }}
         })
     );
@@ -467,8 +477,13 @@ fn branches_track_their_own_bases_and_push_independently() {
         out.contains("(4 shared messages, private)") && out.contains("tracking it as `exp-a`"),
         "{out}"
     );
-    let tracking = w.tracking();
+    let mut tracking = w.tracking();
     assert_eq!(tracking["current"], "exp-a");
+    let checked_at = tracking["aliases"]["exp-a"]["remoteCheckedAt"].take();
+    assert!(
+        checked_at.is_string(),
+        "the remote was asked when the branch was created"
+    );
     let exp_a = alias(&tracking, "exp-a");
     let a = session_of(exp_a, "sessionId");
     assert!(
@@ -488,6 +503,9 @@ fn branches_track_their_own_bases_and_push_independently() {
             "platform": null,
             "files": [],
             "lastPulledAt": null,
+            "remoteDigest": chain[3].to_hex(),
+            "remoteCount": 4,
+            "remoteCheckedAt": null,
         })
     );
     assert_eq!(

@@ -191,19 +191,22 @@ fn fetch_across(nat: &Nat, udp_dropped: bool) -> String {
     let listed = bob.ok(&["sessions"]).unwrap();
     assert!(listed.contains(&session[..8]), "{listed}");
 
-    // `tapes peers` lists alice's remote as online, with a path.
-    let peers = bob.ok(&["peers"]).unwrap();
-    let line = peers
-        .lines()
-        .find(|l| l.contains("alice"))
-        .unwrap_or_else(|| panic!("`tapes peers` does not list alice: {peers}"));
+    // `tapes peers` dials each remote: alice is online, with the path and a round-trip time.
+    let peers = bob.ok(&["peers", "--wait", "1", "--json"]).unwrap();
+    let value: serde_json::Value = serde_json::from_str(&peers).unwrap();
+    let remote = value["remotes"]
+        .as_array()
+        .and_then(|r| r.iter().find(|r| r["name"] == "alice"))
+        .unwrap_or_else(|| panic!("`tapes peers --json` lists no remote alice: {peers}"));
+    assert_eq!(remote["online"], true, "{peers}");
     assert!(
-        line.contains("relayed") || line.contains("direct"),
-        "`tapes peers` gives no path for alice: {peers}"
+        remote["path"] == "relayed" || remote["path"] == "direct",
+        "{peers}"
     );
     if udp_dropped {
-        assert!(line.contains("relayed"), "{peers}");
+        assert_eq!(remote["path"], "relayed", "{peers}");
     }
+    assert!(remote["rtt_ms"].as_f64().is_some(), "{peers}");
 
     // Nothing new the second time.
     let again = bob.ok(&["fetch", "alice"]).unwrap();

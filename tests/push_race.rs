@@ -140,13 +140,7 @@ fn thirty_two_writers_race_one_push_and_exactly_one_wins() {
                     record.head = node.id;
                     record.summary.messages += 1;
                     let signature = RefSignature::sign(me.signing_key(), &id, Some(&base), &record);
-                    let result = remote.push(
-                        &id,
-                        Some(&base),
-                        std::slice::from_ref(&node),
-                        &record,
-                        &signature,
-                    );
+                    let result = remote.push(&plan(&id, Some(&base), &node, &record, &signature));
                     (node, result)
                 })
             })
@@ -185,7 +179,7 @@ fn thirty_two_writers_race_one_push_and_exactly_one_wins() {
     let head = remote.session(&id).unwrap().unwrap().head;
     assert_eq!(head, winner.id);
     let mut have = |_: &tapes::protocol::NodeId| false;
-    let chain = remote.fetch_chain(&head, &mut have).unwrap();
+    let chain = remote.fetch_chain(&id, &head, &mut have).unwrap();
     assert_eq!(chain.len(), 11);
     assert_eq!(chain[10].id, winner.id);
     assert_eq!(chain[9].id, base);
@@ -205,13 +199,7 @@ fn only_the_owner_moves_a_ref_and_only_with_a_valid_signature() {
     // Mallory signs an update of my session: the record still names me as owner.
     let forged = RefSignature::sign(mallory.signing_key(), &id, Some(&start.head), &record);
     let err = remote
-        .push(
-            &id,
-            Some(&start.head),
-            std::slice::from_ref(&node),
-            &record,
-            &forged,
-        )
+        .push(&plan(&id, Some(&start.head), &node, &record, &forged))
         .unwrap_err();
     assert!(matches!(err, RemoteError::Unauthorized { .. }), "{err}");
     // ...or claims the session for herself.
@@ -219,13 +207,7 @@ fn only_the_owner_moves_a_ref_and_only_with_a_valid_signature() {
     taken.owner = Some(member(&mallory));
     let claim = RefSignature::sign(mallory.signing_key(), &id, Some(&start.head), &taken);
     let err = remote
-        .push(
-            &id,
-            Some(&start.head),
-            std::slice::from_ref(&node),
-            &taken,
-            &claim,
-        )
+        .push(&plan(&id, Some(&start.head), &node, &taken, &claim))
         .unwrap_err();
     assert!(err.to_string().contains("belongs to someone else"), "{err}");
     // A signature over a different update does not carry over.
@@ -233,13 +215,7 @@ fn only_the_owner_moves_a_ref_and_only_with_a_valid_signature() {
     other.title = Some("something else".into());
     let mine = RefSignature::sign(me.signing_key(), &id, Some(&start.head), &other);
     let err = remote
-        .push(
-            &id,
-            Some(&start.head),
-            std::slice::from_ref(&node),
-            &record,
-            &mine,
-        )
+        .push(&plan(&id, Some(&start.head), &node, &record, &mine))
         .unwrap_err();
     assert!(
         err.to_string().contains("signature does not verify"),
@@ -253,13 +229,24 @@ fn only_the_owner_moves_a_ref_and_only_with_a_valid_signature() {
 
     let good = RefSignature::sign(me.signing_key(), &id, Some(&start.head), &record);
     remote
-        .push(
-            &id,
-            Some(&start.head),
-            std::slice::from_ref(&node),
-            &record,
-            &good,
-        )
+        .push(&plan(&id, Some(&start.head), &node, &record, &good))
         .unwrap();
     assert_eq!(remote.session(&id).unwrap().unwrap().head, node.id);
+}
+
+/// A push as a transport sends it, here built by hand so a test can forge any part of it.
+fn plan(
+    id: &SessionId,
+    base: Option<&tapes::protocol::NodeId>,
+    node: &StoredObject,
+    record: &tapes::session::SessionRecord,
+    signature: &RefSignature,
+) -> tapes::transfer::PushPlan {
+    tapes::transfer::PushPlan {
+        session: *id,
+        base: base.copied(),
+        objects: vec![node.clone()],
+        record: record.clone(),
+        signature: signature.clone(),
+    }
 }

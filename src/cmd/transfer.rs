@@ -190,7 +190,7 @@ fn check_not_behind(store: &Store, remote: &dyn Remote, id: &SessionId) -> anyho
         return Ok(());
     }
     let mut failed = None;
-    let missing = remote.fetch_chain(&theirs.head, &mut |node| {
+    let missing = remote.fetch_chain(id, &theirs.head, &mut |node| {
         node == &local.head
             || store.has_node(node).unwrap_or_else(|e| {
                 failed = Some(e);

@@ -34,7 +34,6 @@ use super::server::BATCH_BYTES;
 use super::PeerError;
 use crate::access;
 use crate::identity::Identity;
-use crate::remote::RefSignature;
 use crate::session::SessionRecord;
 use crate::share::Audience;
 use crate::storage::Staging;
@@ -713,14 +712,30 @@ impl PeerConn {
         id: SessionId,
         base: Option<NodeId>,
     ) -> Result<u64, PeerError> {
-        let prepared = block_in_place(|| prepare_push(store, identity, &self.peer, &id, base))?;
+        let plan =
+            block_in_place(|| crate::transfer::plan_push(store, identity, &id, base.as_ref()))
+                .map_err(PeerError::from_transfer)?;
+        self.push_plan(store, identity, plan).await
+    }
+
+    /// Sends a push built by [`crate::transfer::plan_push`], with the signed entry and share
+    /// records around it, sealed to the team when the session is shared with one the peer is in.
+    pub async fn push_plan(
+        &self,
+        store: &Store,
+        identity: &Identity,
+        plan: crate::transfer::PushPlan,
+    ) -> Result<u64, PeerError> {
+        let id = plan.session;
+        let base = plan.base;
+        let prepared = block_in_place(|| prepare_push(store, identity, &self.peer, &id))?;
         let mut stream = self.stream().await?;
         stream
             .write(&Request::Push {
                 entry: prepared.entry,
                 expected: base,
-                ids: prepared.objects.iter().map(|o| o.id).collect(),
-                ref_signature: prepared.ref_signature.signature.to_vec(),
+                ids: plan.objects.iter().map(|o| o.id).collect(),
+                ref_signature: plan.signature.signature.to_vec(),
                 shares: prepared.shares,
             })
             .await?;
@@ -728,8 +743,8 @@ impl PeerConn {
             let mut chain = prepared.seal_to;
             let mut batch = Vec::new();
             let mut bytes = 0;
-            let total = prepared.objects.len();
-            for (i, object) in prepared.objects.into_iter().enumerate() {
+            let total = plan.objects.len();
+            for (i, object) in plan.objects.into_iter().enumerate() {
                 bytes += object.bytes.len();
                 batch.push(object.bytes);
                 if bytes >= BATCH_BYTES || i + 1 == total {
@@ -902,84 +917,20 @@ enum Got {
 
 struct Prepared {
     entry: SessionEntry,
-    objects: Vec<StoredObject>,
-    ref_signature: RefSignature,
     shares: Vec<Vec<u8>>,
     seal_to: Option<tapes_protocol::team_chain::TeamChain>,
 }
 
-/// Everything a push sends: the signed entry, the nodes after `base`, the share records, and
-/// the team to seal to when the session is shared with a team the peer is in.
+/// What the sync protocol sends around a [`crate::transfer::PushPlan`]: the signed entry, the
+/// share records, and the team to seal to when the session is shared with a team the peer is in.
 fn prepare_push(
     store: &Store,
     identity: &Identity,
     peer: &MemberId,
     id: &SessionId,
-    base: Option<NodeId>,
 ) -> Result<Prepared, PeerError> {
-    let me = MemberId(identity.verifying_key().to_bytes());
-    let raw = store
-        .session_raw(id)?
-        .ok_or(crate::store::StoreError::SessionNotFound(id.short()))?;
-    let mut record =
-        SessionRecord::decode(&raw).map_err(|source| crate::store::StoreError::BadRecord {
-            id: id.to_hex(),
-            source,
-        })?;
-    match record.owner {
-        Some(owner) if owner != me => {
-            return Err(PeerError::Local(format!(
-            "session {} belongs to someone else; fork it to push your own copy (`tapes fork {}`)",
-            id.short(),
-            id.short()
-        )))
-        }
-        Some(_) => {}
-        None => {
-            // Imported before `tapes init`: it is this identity's; say so in the record first.
-            record.owner = Some(me);
-            store.commit(
-                &[],
-                &[crate::storage::RefUpdate {
-                    key: crate::session::session_ref_key(id),
-                    expected: Some(raw),
-                    new: Some(record.encode()),
-                }],
-            )?;
-        }
-    }
     let entry = access::session_entry(store, identity, id)?
         .ok_or(crate::store::StoreError::SessionNotFound(id.short()))?;
-    let chain = store.chain(&record.head)?;
-    let start = match base {
-        None => 0,
-        Some(base) => chain
-            .iter()
-            .position(|(n, _)| *n == base)
-            .map(|i| i + 1)
-            .ok_or_else(|| {
-                PeerError::Local(format!(
-                    "your base {} of session {} is not in its history here; `tapes pull` it again",
-                    base.short(),
-                    id.short()
-                ))
-            })?,
-    };
-    // Nothing leaves with local paths (SPEC.md §11.3): the entry above is signed without
-    // them, and so is the ref update below; node metadata keeps the project's name.
-    let paths = crate::outgoing::PathPolicy::load(store)?;
-    let mut objects = Vec::with_capacity(chain.len() - start);
-    for (node, _) in &chain[start..] {
-        let bytes = store
-            .storage()
-            .get_object(node)
-            .map_err(crate::store::StoreError::from)?
-            .ok_or(crate::store::StoreError::MissingNode(*node))?;
-        objects.push(StoredObject {
-            id: *node,
-            bytes: crate::outgoing::object(bytes, paths),
-        });
-    }
     let mut shares = Vec::new();
     let mut seal_to = None;
     for (_, share) in
@@ -996,12 +947,8 @@ fn prepare_push(
         }
         shares.push(share.encode());
     }
-    let record = crate::outgoing::record(&record, paths);
-    let ref_signature = RefSignature::sign(identity.signing_key(), id, base.as_ref(), &record);
     Ok(Prepared {
         entry,
-        objects,
-        ref_signature,
         shares,
         seal_to,
     })

@@ -74,6 +74,14 @@ pub enum PeerError {
 impl PeerError {
     /// The same error for a dial that was to a relay (`tapes relay`), not a peer's
     /// `tapes serve`: a failed dial then gives the advice that fits a relay.
+    /// A push that could not be built here (not ours, a base not in the history, the store).
+    pub fn from_transfer(e: crate::transfer::TransferError) -> PeerError {
+        match e {
+            crate::transfer::TransferError::Store(e) => PeerError::Store(e),
+            other => PeerError::Local(other.to_string()),
+        }
+    }
+
     pub fn at_relay(self) -> PeerError {
         match self {
             PeerError::Connect { peer, why } => PeerError::RelayConnect {

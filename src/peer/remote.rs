@@ -1,7 +1,7 @@
 //! A peer as a [`Remote`], so `tapes push` and `tapes pull` (with their tracking, bases and
 //! secret scan) work the same against a teammate's `tapes serve` as against a path.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use iroh::Endpoint;
 use tapes_protocol::{NodeId, SessionId, StoredObject};
@@ -11,7 +11,7 @@ use super::client::{connect, PeerConn};
 use super::endpoint::{bind, EndpointConfig};
 use super::PeerError;
 use crate::identity::Identity;
-use crate::remote::{RefSignature, Remote, RemoteError};
+use crate::remote::{Remote, RemoteError};
 use crate::session::SessionRecord;
 use crate::store::Store;
 
@@ -22,8 +22,6 @@ pub struct PeerRemote {
     endpoint: Endpoint,
     store: Arc<Store>,
     identity: Arc<Identity>,
-    /// The session of the last `session()` call: `fetch_chain` continues it.
-    last: Mutex<Option<SessionId>>,
 }
 
 fn remote_error(name: &str, e: PeerError) -> RemoteError {
@@ -64,7 +62,6 @@ impl PeerRemote {
             endpoint,
             store,
             identity,
-            last: Mutex::new(None),
         })
     }
 }
@@ -83,7 +80,6 @@ impl Remote for PeerRemote {
     }
 
     fn session(&self, id: &SessionId) -> Result<Option<SessionRecord>, RemoteError> {
-        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(*id);
         self.runtime
             .block_on(self.conn.session(*id))
             .map(|found| found.map(|(_, record)| record))
@@ -92,39 +88,31 @@ impl Remote for PeerRemote {
 
     fn fetch_chain(
         &self,
+        session: &SessionId,
         _head: &NodeId,
         have: &mut dyn FnMut(&NodeId) -> bool,
     ) -> Result<Vec<StoredObject>, RemoteError> {
-        let Some(id) = *self.last.lock().unwrap_or_else(|p| p.into_inner()) else {
-            return Ok(Vec::new());
-        };
+        // A peer serves a session's chain by the session's id (what it may show is decided
+        // per session); its head is the one it holds now.
         self.runtime
-            .block_on(self.conn.chain_objects(id, have))
+            .block_on(self.conn.chain_objects(*session, have))
             .map_err(|e| remote_error(self.name(), e))
     }
 
-    fn push(
-        &self,
-        id: &SessionId,
-        expected: Option<&NodeId>,
-        _objects: &[StoredObject],
-        _record: &SessionRecord,
-        _signature: &RefSignature,
-    ) -> Result<(), RemoteError> {
-        match self.runtime.block_on(self.conn.push(
-            &self.store,
-            &self.identity,
-            *id,
-            expected.copied(),
-        )) {
+    fn push(&self, plan: &crate::transfer::PushPlan) -> Result<(), RemoteError> {
+        let id = plan.session;
+        match self.runtime.block_on(
+            self.conn
+                .push_plan(&self.store, &self.identity, plan.clone()),
+        ) {
             Ok(_) => Ok(()),
             Err(PeerError::Conflict { .. }) => Err(RemoteError::Conflict {
                 id: id.short(),
-                expected: expected.copied(),
+                expected: plan.base,
                 // The peer's head now, as the conflict hint shows it.
                 current: self
                     .runtime
-                    .block_on(self.conn.session(*id))
+                    .block_on(self.conn.session(id))
                     .ok()
                     .flatten()
                     .map(|(_, r)| r.head),
