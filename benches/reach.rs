@@ -306,15 +306,18 @@ fn measure(
         }
         noop.push(again.took);
     }
+    // What `tapes peers` reports for alice: online, path, round-trip time.
     let peers = who
-        .tapes(&["peers"])
-        .map(|o| {
-            o.stdout
-                .lines()
-                .find(|l| l.contains("alice"))
-                .unwrap_or("")
-                .trim()
-                .to_string()
+        .ok(&["peers", "--wait", "1", "--json"])
+        .ok()
+        .and_then(|json| serde_json::from_str::<serde_json::Value>(&json).ok())
+        .and_then(|value| {
+            let remotes = value["remotes"].as_array()?.clone();
+            let alice = remotes.into_iter().find(|r| r["name"] == "alice")?;
+            Some(format!(
+                "online {}, path {}, rtt {} ms",
+                alice["online"], alice["path"], alice["rtt_ms"]
+            ))
         })
         .unwrap_or_default();
     eprintln!("{name}: {}", first.stdout.trim());

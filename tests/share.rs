@@ -11,6 +11,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+/// What a public share says when no relay with a public page is configured.
+const NO_PAGE: &str = "no relay with a public page is configured, so there is no web page for it; teammates fetch it by id (`tapes storage configure --relay <ticket>` adds a relay)";
+
 use assert_cmd::Command;
 use serde_json::{json, Value};
 use tapes::home::Home;
@@ -1286,7 +1289,10 @@ fn ids_piped_on_stdin_are_all_shared() {
     assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
     assert_eq!(
         run.stdout,
-        format!("shared {} with everyone with the link\n", c.short())
+        format!(
+            "shared {} with everyone with the link\n{NO_PAGE}\n",
+            c.short()
+        )
     );
     assert!(
         run.stderr.contains(&format!(
@@ -1343,7 +1349,10 @@ fn the_projects_default_visibility_decides_where_a_plain_share_goes() {
     let out = world.ok(&alice, &["share", &ids[0].short()]);
     assert_eq!(
         out.trim(),
-        format!("shared {} with everyone with the link", ids[0].short())
+        format!(
+            "shared {} with everyone with the link\n{NO_PAGE}",
+            ids[0].short()
+        )
     );
     assert_eq!(
         signed_share(&alice, &ids[0], "public").record.audience,
@@ -1422,7 +1431,11 @@ fn the_projects_default_visibility_decides_where_a_plain_share_goes() {
         "team:Paper Compute"
     );
     let list = world.ok(&alice, &["config", "list"]);
-    assert_eq!(list.trim(), format!("{key} = team:Paper Compute"));
+    // The network mode is listed too (tests run LAN-only: TAPES_RELAYS=none).
+    assert_eq!(
+        list.trim(),
+        format!("network.relays = none\n{key} = team:Paper Compute")
+    );
 }
 
 // ------------------------------------------------------------------------------------------

@@ -64,6 +64,21 @@ impl EndpointConfig {
     }
 }
 
+/// One configured relay for iroh: QUIC address discovery on the URL's own port (where `tapes
+/// relay --iroh-relay` serves it, beside HTTPS), none for a plain-HTTP relay (which serves no
+/// QUIC). Without it iroh would probe its default port 7842 and, finding nothing, neither learn
+/// its public address (no hole punching) nor stop waiting for a second.
+fn relay_config(relay: &super::network::RelaySpec) -> iroh::RelayConfig {
+    let quic = match relay.url.scheme() {
+        "https" => relay
+            .url
+            .port_or_known_default()
+            .map(iroh_relay::RelayQuicConfig::new),
+        _ => None,
+    };
+    iroh::RelayConfig::new(relay.url.clone(), quic)
+}
+
 /// The iroh secret key of an identity (the same ed25519 key).
 pub fn secret_key(identity: &Identity) -> SecretKey {
     SecretKey::from_bytes(&identity.signing_key().to_bytes())
@@ -92,7 +107,7 @@ pub async fn bind(identity: &Identity, config: &EndpointConfig) -> Result<Endpoi
         NetworkMode::Public => Endpoint::builder(presets::N0),
         NetworkMode::Custom(relays) => Endpoint::builder(presets::Minimal)
             .relay_mode(RelayMode::Custom(RelayMap::from_iter(
-                relays.iter().map(|r| r.url.clone()),
+                relays.iter().map(relay_config),
             )))
             .ca_tls_config(super::network::relay_tls(relays)),
     };
