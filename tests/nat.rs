@@ -199,6 +199,12 @@ fn fetch_across(nat: &Nat, udp_dropped: bool) -> String {
         .and_then(|r| r.iter().find(|r| r["name"] == "alice"))
         .unwrap_or_else(|| panic!("`tapes peers --json` lists no remote alice: {peers}"));
     assert_eq!(remote["online"], true, "{peers}");
+    println!(
+        "tapes peers (UDP between routers {}): alice {} {} ms",
+        if udp_dropped { "dropped" } else { "open" },
+        remote["path"],
+        remote["rtt_ms"]
+    );
     assert!(
         remote["path"] == "relayed" || remote["path"] == "direct",
         "{peers}"

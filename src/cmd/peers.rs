@@ -151,7 +151,7 @@ pub fn run(args: PeersArgs) -> anyhow::Result<ExitCode> {
         for ((name, _, _), result) in targets.iter().zip(dialled) {
             out.push(match result {
                 Ok((endpoint, conn)) => {
-                    let path = conn.path();
+                    let path = conn.settled_path(Duration::from_secs(2)).await;
                     conn.close();
                     endpoint.close().await;
                     Probe {

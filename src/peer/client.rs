@@ -206,6 +206,20 @@ impl PeerConn {
         self.conn.close(0u32.into(), b"done");
     }
 
+    /// The path once hole punching had up to `limit` to find a direct one: a connection starts
+    /// on the relay and moves to a direct path when both sides' NATs let it (what `tapes
+    /// peers` reports; a fetch reports the path it ended on).
+    pub async fn settled_path(&self, limit: std::time::Duration) -> ConnPath {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let path = self.path();
+            if matches!(path, ConnPath::Direct { .. }) || tokio::time::Instant::now() >= deadline {
+                return path;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
     /// The path the connection uses now: direct (after hole punching, or on the LAN) or
     /// through a relay, with its round-trip time.
     pub fn path(&self) -> ConnPath {
