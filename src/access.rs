@@ -127,7 +127,7 @@ pub fn session_entry(
 
 /// The ref key holding the owner's signature over the stored record of a session.
 pub fn signature_key(id: &SessionId) -> Vec<u8> {
-    format!("sig/{}", id.to_hex()).into_bytes()
+    crate::keys::sig(id)
 }
 
 /// Encodes a record signature for [`signature_key`].

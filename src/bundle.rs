@@ -686,8 +686,8 @@ fn write_bundle(
     };
     let mut shares = Vec::new();
     for id in &included {
-        let prefix = format!("share/{}/", id.to_hex());
-        for entry in storage.refs(prefix.as_bytes()) {
+        let prefix = crate::keys::shares_of(id);
+        for entry in storage.refs(&prefix) {
             let (key, value) = entry.map_err(StoreError::from)?;
             match SignedShare::decode(&value) {
                 Ok(share) if share_goes(&share.record.audience) => shares.push(value),

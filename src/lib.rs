@@ -16,6 +16,7 @@ pub mod home;
 pub mod identity;
 pub mod import;
 pub mod ingest;
+pub mod keys;
 pub mod lineage;
 pub mod outgoing;
 pub mod peer;

@@ -22,7 +22,7 @@ use crate::store::{Store, StoreError};
 pub const PATHS_SETTING: &str = "share.paths";
 
 /// Where `tapes config` keeps its settings among the refs.
-pub const CONFIG_PREFIX: &str = "config/";
+pub const CONFIG_PREFIX: &str = crate::keys::CONFIG;
 
 /// How much of a path in node metadata travels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -46,8 +46,9 @@ impl PathPolicy {
 
     /// The policy this store's settings choose (`share.paths`; unset or unknown: `name`).
     pub fn load(store: &Store) -> Result<PathPolicy, StoreError> {
-        let key = format!("{CONFIG_PREFIX}{PATHS_SETTING}");
-        let raw = store.storage().get_ref(key.as_bytes())?;
+        let raw = store
+            .storage()
+            .get_ref(&crate::keys::config(PATHS_SETTING))?;
         Ok(raw
             .and_then(|v| PathPolicy::parse(String::from_utf8_lossy(&v).trim()))
             .unwrap_or_default())

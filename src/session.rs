@@ -11,15 +11,13 @@ use tapes_protocol::{
 };
 
 /// Prefix of session refs in the ref namespace.
-pub const SESSION_REF_PREFIX: &[u8] = b"session/";
+pub const SESSION_REF_PREFIX: &[u8] = crate::keys::SESSION;
 
 /// Version byte in front of every encoded record; bump when the layout changes.
 const RECORD_VERSION: u8 = 2;
 
 pub fn session_ref_key(id: &SessionId) -> Vec<u8> {
-    let mut key = SESSION_REF_PREFIX.to_vec();
-    key.extend_from_slice(id.to_hex().as_bytes());
-    key
+    crate::keys::session(id)
 }
 
 /// Where a session came from.

@@ -148,11 +148,11 @@ fn message(record: &ShareRecord) -> [u8; 32] {
 }
 
 /// Where share records live among the refs.
-pub const SHARE_REF_PREFIX: &[u8] = b"share/";
+pub const SHARE_REF_PREFIX: &[u8] = crate::keys::SHARE;
 
 /// The ref key of a share: `share/<session hex>/<team hex | "public">`.
 pub fn share_key(session: &SessionId, audience: &Audience) -> Vec<u8> {
-    format!("share/{}/{}", session.to_hex(), audience.key_part()).into_bytes()
+    crate::keys::share(session, &audience.key_part())
 }
 
 pub use crate::gate::{scan_chain, Hit, SecretPolicy};
@@ -469,10 +469,7 @@ pub fn unshare(
 /// Every share record of session `id`, verified.
 pub fn shares_of(store: &Store, id: &SessionId) -> Result<Vec<(Vec<u8>, SignedShare)>, ShareError> {
     let mut out = Vec::new();
-    for entry in store
-        .storage()
-        .refs(format!("share/{}/", id.to_hex()).as_bytes())
-    {
+    for entry in store.storage().refs(&crate::keys::shares_of(id)) {
         let (key, value) = entry.map_err(StoreError::from)?;
         let share =
             SignedShare::decode(&value).map_err(|why| ShareError::Damaged(id.short(), why))?;
@@ -499,12 +496,7 @@ pub fn all_shares(store: &Store) -> Result<Vec<SignedShare>, ShareError> {
 
 /// Read markers for `tapes shared`.
 fn read_key(share: &ShareRecord) -> Vec<u8> {
-    format!(
-        "read/{}/{}",
-        share.session.to_hex(),
-        share.audience.key_part()
-    )
-    .into_bytes()
+    crate::keys::read(&share.session, &share.audience.key_part())
 }
 
 pub fn is_read(store: &Store, share: &ShareRecord) -> Result<bool, ShareError> {

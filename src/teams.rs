@@ -123,15 +123,15 @@ pub fn code_to_invite(code: &str) -> Result<Invite, TeamError> {
 }
 
 fn version_key(team: &TeamId, version: u64) -> Vec<u8> {
-    format!("team/{}/v/{version:020}", team.to_hex()).into_bytes()
+    crate::keys::team_version(team, version)
 }
 
 fn head_key(team: &TeamId) -> Vec<u8> {
-    format!("team/{}/head", team.to_hex()).into_bytes()
+    crate::keys::team_head(team)
 }
 
 fn fork_key(team: &TeamId) -> Vec<u8> {
-    format!("team/{}/fork", team.to_hex()).into_bytes()
+    crate::keys::team_fork(team)
 }
 
 /// What changes whenever a team's stored chain changes (its head and fork records), so a
@@ -156,7 +156,7 @@ fn head_value(m: &SignedManifest) -> Vec<u8> {
 }
 
 fn invite_key(hash: &[u8; 32]) -> Vec<u8> {
-    format!("invite/{}", hex::encode(hash)).into_bytes()
+    crate::keys::invite(&hex::encode(hash))
 }
 
 fn me(identity: &Identity) -> MemberId {
@@ -178,7 +178,7 @@ pub fn member_for(identity: &Identity, role: TeamRole) -> Member {
 pub fn load(store: &Store, team: &TeamId) -> Result<TeamChain, TeamError> {
     let storage = store.storage();
     let mut versions = Vec::new();
-    for entry in storage.refs(format!("team/{}/v/", team.to_hex()).as_bytes()) {
+    for entry in storage.refs(&crate::keys::team_versions(team)) {
         let (_, bytes) = entry.map_err(StoreError::from)?;
         versions.push(SignedManifest::decode(&bytes)?);
     }
@@ -207,13 +207,10 @@ pub fn load(store: &Store, team: &TeamId) -> Result<TeamChain, TeamError> {
 /// Every team this store knows, by id.
 pub fn list(store: &Store) -> Result<Vec<TeamChain>, TeamError> {
     let mut ids = Vec::new();
-    for entry in store.storage().refs(b"team/") {
+    for entry in store.storage().refs(crate::keys::TEAM) {
         let (key, _) = entry.map_err(StoreError::from)?;
-        let key = String::from_utf8_lossy(&key).into_owned();
-        if let Some(hex) = key
-            .strip_prefix("team/")
-            .and_then(|k| k.strip_suffix("/head"))
-        {
+        if let Some(hex) = crate::keys::team_of_head(&key) {
+            let key = String::from_utf8_lossy(&key);
             ids.push(
                 hex.parse::<TeamId>()
                     .map_err(|_| TeamError::Damaged(format!("ref {key}")))?,
@@ -317,7 +314,7 @@ pub fn store_chain(store: &Store, chain: &TeamChain) -> Result<(), TeamError> {
         }
     }
     let head_version = chain.head().manifest.version;
-    for entry in storage.refs(format!("team/{}/v/", team.to_hex()).as_bytes()) {
+    for entry in storage.refs(&crate::keys::team_versions(&team)) {
         let (key, value) = entry.map_err(StoreError::from)?;
         let version = String::from_utf8_lossy(&key)
             .rsplit('/')
@@ -699,7 +696,7 @@ pub fn invite(
 /// The invites this node issued for `team`.
 pub fn invites(store: &Store, team: &TeamId) -> Result<Vec<InviteRecord>, TeamError> {
     let mut out = Vec::new();
-    for entry in store.storage().refs(b"invite/") {
+    for entry in store.storage().refs(crate::keys::INVITE) {
         let (key, value) = entry.map_err(StoreError::from)?;
         let record: InviteRecord = join::decode(&value).map_err(|_| {
             TeamError::Damaged(format!("invite record {}", String::from_utf8_lossy(&key)))
@@ -726,10 +723,7 @@ pub fn revoke(store: &Store, code_or_id: &str) -> Result<InviteRecord, TeamError
         ),
     };
     let mut found = None;
-    for entry in store
-        .storage()
-        .refs(format!("invite/{hash_prefix}").as_bytes())
-    {
+    for entry in store.storage().refs(&crate::keys::invite(&hash_prefix)) {
         let (key, value) = entry.map_err(StoreError::from)?;
         if found.is_some() {
             return Err(TeamError::NoSuchInvite(format!(

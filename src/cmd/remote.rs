@@ -18,7 +18,7 @@ use tapes::remote::{PathRemote, Remote};
 use tapes::storage::{RefUpdate, StorageError};
 use tapes::store::Store;
 
-const REMOTE_REF_PREFIX: &str = "remote/";
+const REMOTE_REF_PREFIX: &str = tapes::keys::REMOTE;
 
 #[derive(clap::Subcommand)]
 pub enum RemoteCommand {
@@ -85,7 +85,7 @@ impl RemoteSpec {
 }
 
 fn ref_key(name: &str) -> Vec<u8> {
-    format!("{REMOTE_REF_PREFIX}{name}").into_bytes()
+    tapes::keys::remote(name)
 }
 
 fn validate_name(name: &str) -> anyhow::Result<()> {

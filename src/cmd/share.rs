@@ -111,9 +111,7 @@ fn public_page_line(store: &Store, id: &tapes::protocol::SessionId) -> anyhow::R
 }
 
 fn config_get(store: &Store, key: &str) -> anyhow::Result<Option<String>> {
-    let raw = store
-        .storage()
-        .get_ref(format!("{CONFIG_PREFIX}{key}").as_bytes())?;
+    let raw = store.storage().get_ref(&tapes::keys::config(key))?;
     Ok(raw.map(|v| String::from_utf8_lossy(&v).into_owned()))
 }
 
@@ -343,7 +341,7 @@ pub fn config(command: ConfigCommand) -> anyhow::Result<ExitCode> {
                     );
                 }
             }
-            let full = format!("{CONFIG_PREFIX}{key}").into_bytes();
+            let full = tapes::keys::config(&key);
             let current = store.storage().get_ref(&full)?;
             store.commit(
                 &[],

@@ -390,7 +390,7 @@ fn invite(
 }
 
 fn pending_key(team: &TeamId) -> Vec<u8> {
-    format!("pending-join/{}", team.to_hex()).into_bytes()
+    tapes::keys::pending_join(team)
 }
 
 fn join_cmd(
@@ -411,9 +411,9 @@ fn join_cmd(
         })?;
         // The team we asked to join, remembered when the request was made.
         let mut pending = Vec::new();
-        for entry in store.storage().refs(b"pending-join/") {
+        for entry in store.storage().refs(tapes::keys::PENDING_JOIN) {
             let (key, _) = entry?;
-            let hex = String::from_utf8_lossy(&key["pending-join/".len()..]).into_owned();
+            let hex = String::from_utf8_lossy(&key[tapes::keys::PENDING_JOIN.len()..]).into_owned();
             pending.push(
                 hex.parse::<TeamId>()
                     .map_err(|_| anyhow::anyhow!("damaged pending join record"))?,

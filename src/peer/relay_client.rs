@@ -158,13 +158,7 @@ fn scope_part(scope: &Scope) -> String {
 }
 
 fn tracking_key(relay: &MemberId, scope: &Scope, session: &SessionId) -> Vec<u8> {
-    format!(
-        "relay-sync/{}/{}/{}",
-        relay.to_hex(),
-        scope_part(scope),
-        session.to_hex()
-    )
-    .into_bytes()
+    crate::keys::relay_sync(relay, &scope_part(scope), session)
 }
 
 /// What a deposit would say about one of our sessions for one scope.
@@ -283,16 +277,14 @@ pub fn counts(
 
 /// The relay's teams we are in, as last seen (refs `relay-teams/<relay hex>`).
 pub fn known_teams(store: &Store, relay: &MemberId) -> Result<Vec<TeamId>, StoreError> {
-    let raw = store
-        .storage()
-        .get_ref(format!("relay-teams/{}", relay.to_hex()).as_bytes())?;
+    let raw = store.storage().get_ref(&crate::keys::relay_teams(relay))?;
     Ok(raw
         .map(|b| b.chunks_exact(32).filter_map(TeamId::from_slice).collect())
         .unwrap_or_default())
 }
 
 fn remember_teams(store: &Store, relay: &MemberId, teams: &[TeamId]) -> Result<(), StoreError> {
-    let key = format!("relay-teams/{}", relay.to_hex()).into_bytes();
+    let key = crate::keys::relay_teams(relay);
     let current = store.storage().get_ref(&key)?;
     let new: Vec<u8> = teams.iter().flat_map(|t| t.0).collect();
     if current.as_deref() == Some(new.as_slice()) {

@@ -140,7 +140,7 @@ pub struct RelayState {
 }
 
 fn team_key(team: &TeamId) -> Vec<u8> {
-    format!("relay/team/{}", team.to_hex()).into_bytes()
+    crate::keys::relay_team(team)
 }
 
 fn scope_part(scope: &Scope) -> String {
@@ -151,7 +151,7 @@ fn scope_part(scope: &Scope) -> String {
 }
 
 fn deposit_prefix(scope: &Scope) -> Vec<u8> {
-    format!("relay/s/{}/", scope_part(scope)).into_bytes()
+    crate::keys::relay_deposits(&scope_part(scope))
 }
 
 fn deposit_key(scope: &Scope, session: &SessionId) -> Vec<u8> {
@@ -161,15 +161,15 @@ fn deposit_key(scope: &Scope, session: &SessionId) -> Vec<u8> {
 }
 
 fn ids_key(scope: &Scope, session: &SessionId) -> Vec<u8> {
-    format!("relay/ids/{}/{}", scope_part(scope), session.to_hex()).into_bytes()
+    crate::keys::relay_ids(&scope_part(scope), session)
 }
 
 fn usage_key(scope: &Scope) -> Vec<u8> {
-    format!("relay/usage/{}", scope_part(scope)).into_bytes()
+    crate::keys::relay_usage(&scope_part(scope))
 }
 
 fn join_prefix(team: &TeamId) -> Vec<u8> {
-    format!("relay/join/{}/", team.to_hex()).into_bytes()
+    crate::keys::relay_joins(team)
 }
 
 fn join_key(team: &TeamId, joiner: &MemberId) -> Vec<u8> {
@@ -207,7 +207,7 @@ fn blob_id(bytes: &[u8]) -> NodeId {
 impl RelayState {
     pub fn open(store: Arc<Store>, config: RelayConfig) -> Result<RelayState, RelayError> {
         let mut chains = HashMap::new();
-        for item in store.storage().refs(b"relay/team/") {
+        for item in store.storage().refs(crate::keys::RELAY_TEAM) {
             let (_, raw) = item.map_err(StoreError::from)?;
             let chain = decode_chain(&raw)?;
             chains.insert(chain.team_id(), chain);
@@ -745,7 +745,9 @@ impl RelayState {
             ];
             match storage.update_refs(&updates) {
                 Ok(()) => break,
-                Err(StorageError::Conflict { key, .. }) if key.starts_with("relay/usage/") => {
+                Err(StorageError::Conflict { key, .. })
+                    if key.starts_with(crate::keys::RELAY_USAGE) =>
+                {
                     continue
                 }
                 Err(StorageError::Conflict { .. }) => {

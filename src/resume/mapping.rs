@@ -26,16 +26,12 @@ use crate::storage::RefUpdate;
 use crate::store::{Store, StoreError};
 
 /// Prefix of the mapping records in the ref namespace.
-pub const PREFIX: &[u8] = b"agent-file/";
+pub const PREFIX: &[u8] = crate::keys::AGENT_FILE;
 const VERSION: u8 = 1;
 
 /// `agent-file/<source kind>/<source id>`.
 pub fn key(source_kind: &str, source_id: &str) -> Vec<u8> {
-    let mut key = PREFIX.to_vec();
-    key.extend_from_slice(source_kind.as_bytes());
-    key.push(b'/');
-    key.extend_from_slice(source_id.as_bytes());
-    key
+    crate::keys::agent_file(source_kind, source_id)
 }
 
 /// One agent file tapes wrote, as last synced with the session it stands for.

@@ -1,0 +1,211 @@
+//! The store's key space (SPEC.md §4.1): every ref name tapes writes is spelled here and
+//! nowhere else. A ref key is a namespace prefix followed by hex ids (or a user's name for
+//! remotes and settings), so a prefix scan lists one namespace, one team, one session's shares.
+//!
+//! | namespace | key | value | owner module |
+//! |---|---|---|---|
+//! | sessions | `session/<session>` | session record | `session` |
+//! | entry signatures | `sig/<session>` | signed session entry | `access` |
+//! | shares | `share/<session>/<audience>` | signed share record | `share` |
+//! | read marks | `read/<session>/<audience>` | empty | `share` |
+//! | team chains | `team/<team>/v/<version, 20 digits>`, `team/<team>/head`, `team/<team>/fork` | manifests | `teams` |
+//! | invites | `invite/<hash>` | invite record | `teams` |
+//! | remotes | `remote/<name>` | remote spec | `cmd::remote` |
+//! | settings | `config/<key>` | value text | `outgoing`, `cmd::share` |
+//! | pending joins | `pending-join/<team>` | join request | `cmd::team` |
+//! | relay sync tracking | `relay-sync/<relay>/<scope>/<session>`, `relay-teams/<relay>` | what was deposited | `peer::relay_client` |
+//! | relay state (on a relay) | `relay/team/<team>`, `relay/s/<scope>/<session>`, `relay/ids/<scope>/<session>`, `relay/usage/<scope>`, `relay/join/<team>/<member>` | deposits, quotas, mailbox | `relay::state` |
+//! | agent files | `agent-file/<source kind>/<agent session id>` | agent-file record | `resume::mapping` |
+
+use tapes_protocol::{MemberId, SessionId, TeamId};
+
+pub const SESSION: &[u8] = b"session/";
+pub const SIG: &[u8] = b"sig/";
+pub const SHARE: &[u8] = b"share/";
+pub const READ: &[u8] = b"read/";
+pub const TEAM: &[u8] = b"team/";
+pub const INVITE: &[u8] = b"invite/";
+pub const REMOTE: &str = "remote/";
+pub const CONFIG: &str = "config/";
+pub const PENDING_JOIN: &[u8] = b"pending-join/";
+pub const RELAY_SYNC: &str = "relay-sync/";
+pub const RELAY_TEAMS: &str = "relay-teams/";
+pub const RELAY_TEAM: &[u8] = b"relay/team/";
+pub const RELAY_USAGE: &str = "relay/usage/";
+pub const AGENT_FILE: &[u8] = b"agent-file/";
+
+fn join(parts: &[&[u8]]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(parts.iter().map(|p| p.len() + 1).sum());
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 && !key.ends_with(b"/") {
+            key.push(b'/');
+        }
+        key.extend_from_slice(part);
+    }
+    key
+}
+
+/// `session/<id>`.
+pub fn session(id: &SessionId) -> Vec<u8> {
+    join(&[SESSION, id.to_hex().as_bytes()])
+}
+
+/// `sig/<id>`.
+pub fn sig(id: &SessionId) -> Vec<u8> {
+    join(&[SIG, id.to_hex().as_bytes()])
+}
+
+/// `share/<session>/<audience>`.
+pub fn share(session: &SessionId, audience: &str) -> Vec<u8> {
+    join(&[SHARE, session.to_hex().as_bytes(), audience.as_bytes()])
+}
+
+/// `share/<session>/`: every share of one session.
+pub fn shares_of(session: &SessionId) -> Vec<u8> {
+    let mut key = join(&[SHARE, session.to_hex().as_bytes()]);
+    key.push(b'/');
+    key
+}
+
+/// `read/<session>/<audience>`.
+pub fn read(session: &SessionId, audience: &str) -> Vec<u8> {
+    join(&[READ, session.to_hex().as_bytes(), audience.as_bytes()])
+}
+
+/// `team/<team>/v/<version>`, zero-padded so versions sort.
+pub fn team_version(team: &TeamId, version: u64) -> Vec<u8> {
+    let mut key = team_versions(team);
+    key.extend_from_slice(format!("{version:020}").as_bytes());
+    key
+}
+
+/// `team/<team>/v/`: every version of one team's chain.
+pub fn team_versions(team: &TeamId) -> Vec<u8> {
+    let mut key = join(&[TEAM, team.to_hex().as_bytes(), b"v"]);
+    key.push(b'/');
+    key
+}
+
+/// `team/<team>/head`.
+pub fn team_head(team: &TeamId) -> Vec<u8> {
+    join(&[TEAM, team.to_hex().as_bytes(), b"head"])
+}
+
+/// `team/<team>/fork`.
+pub fn team_fork(team: &TeamId) -> Vec<u8> {
+    join(&[TEAM, team.to_hex().as_bytes(), b"fork"])
+}
+
+/// The team of a `team/<team>/head` key; None for any other key.
+pub fn team_of_head(key: &[u8]) -> Option<&str> {
+    std::str::from_utf8(key.strip_prefix(TEAM)?)
+        .ok()?
+        .strip_suffix("/head")
+}
+
+/// `invite/<hash hex>` (or a prefix of it, to find an invite by a short id).
+pub fn invite(hash_hex: &str) -> Vec<u8> {
+    join(&[INVITE, hash_hex.as_bytes()])
+}
+
+/// `remote/<name>`.
+pub fn remote(name: &str) -> Vec<u8> {
+    format!("{REMOTE}{name}").into_bytes()
+}
+
+/// `config/<key>`.
+pub fn config(key: &str) -> Vec<u8> {
+    format!("{CONFIG}{key}").into_bytes()
+}
+
+/// `pending-join/<team>`.
+pub fn pending_join(team: &TeamId) -> Vec<u8> {
+    join(&[PENDING_JOIN, team.to_hex().as_bytes()])
+}
+
+/// `relay-sync/<relay>/<scope>/<session>`.
+pub fn relay_sync(relay: &MemberId, scope: &str, session: &SessionId) -> Vec<u8> {
+    format!(
+        "{RELAY_SYNC}{}/{scope}/{}",
+        relay.to_hex(),
+        session.to_hex()
+    )
+    .into_bytes()
+}
+
+/// `relay-teams/<relay>`.
+pub fn relay_teams(relay: &MemberId) -> Vec<u8> {
+    format!("{RELAY_TEAMS}{}", relay.to_hex()).into_bytes()
+}
+
+/// `relay/team/<team>` (on a relay).
+pub fn relay_team(team: &TeamId) -> Vec<u8> {
+    join(&[RELAY_TEAM, team.to_hex().as_bytes()])
+}
+
+/// `relay/s/<scope>/`: the deposits of one scope (on a relay).
+pub fn relay_deposits(scope: &str) -> Vec<u8> {
+    format!("relay/s/{scope}/").into_bytes()
+}
+
+/// `relay/ids/<scope>/<session>` (on a relay).
+pub fn relay_ids(scope: &str, session: &SessionId) -> Vec<u8> {
+    format!("relay/ids/{scope}/{}", session.to_hex()).into_bytes()
+}
+
+/// `relay/usage/<scope>` (on a relay).
+pub fn relay_usage(scope: &str) -> Vec<u8> {
+    format!("{RELAY_USAGE}{scope}").into_bytes()
+}
+
+/// `relay/join/<team>/`: one team's join mailbox (on a relay).
+pub fn relay_joins(team: &TeamId) -> Vec<u8> {
+    format!("relay/join/{}/", team.to_hex()).into_bytes()
+}
+
+/// `agent-file/<source kind>/<source id>`.
+pub fn agent_file(source_kind: &str, source_id: &str) -> Vec<u8> {
+    join(&[AGENT_FILE, source_kind.as_bytes(), source_id.as_bytes()])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_spelled_as_the_spec_table_says() {
+        let s = SessionId([0x11; 16]);
+        let t = TeamId([0x22; 32]);
+        let hex_s = "11".repeat(16);
+        let hex_t = "22".repeat(32);
+        assert_eq!(session(&s), format!("session/{hex_s}").into_bytes());
+        assert_eq!(sig(&s), format!("sig/{hex_s}").into_bytes());
+        assert_eq!(
+            share(&s, "public"),
+            format!("share/{hex_s}/public").into_bytes()
+        );
+        assert_eq!(shares_of(&s), format!("share/{hex_s}/").into_bytes());
+        assert_eq!(
+            read(&s, "public"),
+            format!("read/{hex_s}/public").into_bytes()
+        );
+        assert_eq!(
+            team_version(&t, 7),
+            format!("team/{hex_t}/v/00000000000000000007").into_bytes()
+        );
+        assert_eq!(team_head(&t), format!("team/{hex_t}/head").into_bytes());
+        assert_eq!(team_fork(&t), format!("team/{hex_t}/fork").into_bytes());
+        assert_eq!(invite("abcd"), b"invite/abcd".to_vec());
+        assert_eq!(remote("nas"), b"remote/nas".to_vec());
+        assert_eq!(config("share.paths"), b"config/share.paths".to_vec());
+        assert_eq!(
+            pending_join(&t),
+            format!("pending-join/{hex_t}").into_bytes()
+        );
+        assert_eq!(relay_team(&t), format!("relay/team/{hex_t}").into_bytes());
+        assert_eq!(
+            agent_file("claude", "u/agent-1"),
+            b"agent-file/claude/u/agent-1".to_vec()
+        );
+    }
+}
