@@ -195,7 +195,10 @@ pub async fn dial(
     addr: &PeerAddr,
 ) -> anyhow::Result<(iroh::Endpoint, PeerConn)> {
     let endpoint = bind(identity, &EndpointConfig::loopback_or_any(addr)).await?;
-    match connect(&endpoint, addr, name).await {
+    let dialling = dialling_spinner(name);
+    let connected = connect(&endpoint, addr, name).await;
+    dialling.finish_and_clear();
+    match connected {
         Ok(conn) => Ok((endpoint, conn)),
         Err(e) => {
             tapes::peer::endpoint::close_after_failure(endpoint).await;
@@ -323,6 +326,17 @@ impl Drop for Progress {
         self.task.abort();
         self.bar.finish_and_clear();
     }
+}
+
+/// `connecting to <name>…` with a spinner on a TTY while a dial is under way (hidden otherwise).
+fn dialling_spinner(name: &str) -> indicatif::ProgressBar {
+    let bar = super::progress_bar(0, name);
+    if !bar.is_hidden() {
+        bar.set_style(indicatif::ProgressStyle::default_spinner());
+        bar.set_message(format!("connecting to {name}…"));
+        bar.enable_steady_tick(std::time::Duration::from_millis(100));
+    }
+    bar
 }
 
 fn show_progress(conn: &PeerConn, name: &str) -> Progress {
