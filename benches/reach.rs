@@ -2,7 +2,7 @@
 //! direct (hole punched) and relayed, beside the same fetch on a plain LAN and a raw TCP copy.
 //!
 //! `cargo bench --bench reach` (root: network namespaces; without root it prints one line and
-//! stops) builds the topology of `tests/nat.rs` — alice and bob behind their own masquerading
+//! stops) builds the topology of `tests/it/nat.rs` — alice and bob behind their own masquerading
 //! routers on a small internet, `tapes relay --iroh-relay` on a relay host — and a plain LAN
 //! of two namespaces on one veth. Alice imports and shares N generated sessions with her team
 //! once; then, in each network, a new teammate joins and runs the real binary:
@@ -22,7 +22,7 @@
 //! `TAPES_REACH_RELAY_PORT` (the iroh relay's port on the relay host, default 3340).
 //! Nothing leaves the namespaces.
 
-#[path = "../tests/netns/mod.rs"]
+#[path = "../tests/it/netns/mod.rs"]
 mod netns;
 
 use std::net::SocketAddr;

@@ -65,7 +65,7 @@
 //!   `sessions/`, its path is reused, so a session checked out twice stays one file.
 //!
 //! Codex 0.171 facts this rests on (found against a stand-in on 127.0.0.1, see
-//! `tests/agents/codex_cli.rs`): `codex exec resume <uuid> <prompt>` resumes non-interactively
+//! `tests/it/agents/codex_cli.rs`): `codex exec resume <uuid> <prompt>` resumes non-interactively
 //! and appends the new turn (after a developer and an `<environment_context>` user message of
 //! its own) to the same file; the file needs only `session_meta` and response items (no
 //! `turn_context`, `ordinal` or `base_instructions`); a `session_meta` that does not parse fails

@@ -13,7 +13,7 @@
 //! Needs root, iproute2 and iptables; without them the test says why and skips (set
 //! `TAPES_REQUIRE_LAN_TEST=1` to make that a failure, e.g. in CI).
 
-mod netns;
+use super::netns;
 
 use std::path::Path;
 use std::time::Duration;

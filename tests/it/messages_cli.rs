@@ -122,7 +122,7 @@ fn agent_filter_takes_short_names_and_says_when_nothing_matches() {
         "{projects}"
     );
     // An empty store still gets the import advice.
-    let empty = crate::env();
+    let empty = self::env();
     assert!(empty
         .ok(&["sessions", "--agent", "claude"])
         .starts_with("no sessions yet;"));

@@ -159,7 +159,7 @@ fn a_client_carries_on_when_its_holder_is_killed() {
 
     let child = Command::new(std::env::current_exe().unwrap())
         .args([
-            "holder_process",
+            "store_sharing::holder_process",
             "--exact",
             "--nocapture",
             "--test-threads",

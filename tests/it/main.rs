@@ -1,0 +1,36 @@
+//! The integration tests, one binary (as ripgrep does: one link of the library and its
+//! dependencies instead of one per file). Each module is one area, named as before; shared
+//! parts: `agents` (the real agent CLIs against a stand-in model API, SPEC.md §17) and `netns`
+//! (network namespaces: two hosts on a LAN, two homes behind NATs with a relay between).
+//!
+//! `cargo test --test it <module>::` runs one area, e.g. `cargo test --test it nat::`.
+
+mod agents;
+mod netns;
+
+mod bundle;
+mod cli;
+mod collaborate_cli;
+mod crash;
+mod export;
+mod fixtures;
+mod fsck;
+mod lan;
+mod lineage;
+mod messages_cli;
+mod nat;
+mod peer;
+mod pipes;
+mod push_race;
+mod relay;
+mod search;
+mod serve_cli;
+mod share;
+mod stats;
+mod status;
+mod storage_cli;
+mod store_sharing;
+mod team_cli;
+mod teams;
+mod transcripts;
+mod watch;
