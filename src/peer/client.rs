@@ -128,6 +128,16 @@ pub async fn connect(
     let tried = tried(&target);
     let conn = match tokio::time::timeout(limit, endpoint.connect(target, ALPN)).await {
         Ok(Ok(conn)) => conn,
+        // The TLS handshake found no common ALPN: the peer speaks another `tapes/sync`.
+        Ok(Err(e))
+            if e.to_string()
+                .contains("peer doesn't support any known protocol") =>
+        {
+            return Err(PeerError::ProtocolVersion {
+                peer: name.to_string(),
+                ours: String::from_utf8_lossy(ALPN).into_owned(),
+            })
+        }
         Ok(Err(e)) => {
             return Err(PeerError::Connect {
                 peer: name.to_string(),

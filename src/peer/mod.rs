@@ -29,6 +29,8 @@ pub enum PeerError {
     Bind(String),
     #[error("cannot reach peer {peer}: {why}; is `tapes serve` running there, and is the address right (`tapes remote add <name> <node-id>@<host:port>`)?")]
     Connect { peer: String, why: String },
+    #[error("peer {peer} speaks another version of the tapes protocol: this tapes speaks {ours}, and the peer offers none of the versions it knows; upgrade tapes on the older side (`tapes --version` on both)")]
+    ProtocolVersion { peer: String, ours: String },
     #[error("cannot reach {relay}: {why}; is `tapes relay` running there, and is the ticket right (`tapes remote add <name> relay:<ticket>`, the ticket `tapes relay` prints)?")]
     RelayConnect {
         /// How the relay is named: `the relay`, or relay `name`.

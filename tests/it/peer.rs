@@ -578,3 +578,48 @@ async fn messages_added_after_a_share_wait_for_the_secret_gate_before_they_are_s
         alice.store.session(&id).unwrap().unwrap().head
     );
 }
+
+/// A peer that speaks another `tapes/sync` version: the dial says so, naming both versions,
+/// instead of a TLS alert.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_speaking_another_protocol_version_is_named_as_such() {
+    #[derive(Debug, Clone)]
+    struct Nothing;
+    impl iroh::protocol::ProtocolHandler for Nothing {
+        async fn accept(
+            &self,
+            _conn: iroh::endpoint::Connection,
+        ) -> Result<(), iroh::protocol::AcceptError> {
+            Ok(())
+        }
+    }
+    let future = Identity::generate(Profile {
+        name: "future".into(),
+        email: None,
+    })
+    .unwrap();
+    let endpoint = iroh::Endpoint::builder(iroh::endpoint::presets::Minimal)
+        .secret_key(tapes::peer::endpoint::secret_key(&future))
+        .alpns(vec![b"tapes/sync/2".to_vec()])
+        .portmapper_config(iroh::endpoint::PortmapperConfig::Disabled)
+        .clear_ip_transports()
+        .bind_addr("127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap())
+        .unwrap()
+        .bind()
+        .await
+        .unwrap();
+    let router = Router::builder(endpoint.clone())
+        .accept(b"tapes/sync/2".to_vec(), Nothing)
+        .spawn();
+    let me = TestNode::new("me").await;
+    let addr = PeerAddr::of_endpoint(router.endpoint());
+    let err = match connect(me.router.endpoint(), &addr, "future").await {
+        Ok(_) => panic!("a peer on another protocol version answered"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("tapes/sync/1") && err.contains("another version of the tapes protocol"),
+        "{err}"
+    );
+    router.shutdown().await.unwrap();
+}
