@@ -122,6 +122,21 @@ impl RefSignature {
     }
 }
 
+/// Everything a push sends, built once by `transfer::plan_push` and sent as is by every transport: a
+/// path remote applies it, a peer's `tapes serve` and a relay receive it over `tapes/sync/1`
+/// (which adds the signed entry and share records around it).
+#[derive(Debug, Clone)]
+pub struct PushPlan {
+    pub session: SessionId,
+    /// The head the remote is expected to hold (`None`: a session new to it).
+    pub base: Option<NodeId>,
+    /// The nodes after `base`, root first, as they leave (paths reduced, SPEC §11.3).
+    pub objects: Vec<StoredObject>,
+    /// The record as it leaves (no local source path), which the signature covers.
+    pub record: SessionRecord,
+    pub signature: RefSignature,
+}
+
 /// What push and pull need from the other side.
 pub trait Remote: Send + Sync {
     fn name(&self) -> &str;
@@ -141,8 +156,8 @@ pub trait Remote: Send + Sync {
     /// Stores `objects`, then sets session `id` to `record` if the remote's head for it is still
     /// `expected` (`None`: the session must not exist there yet). `signature` must be the
     /// owner's over exactly this update.
-    /// Sends a push built by [`crate::transfer::plan_push`].
-    fn push(&self, plan: &crate::transfer::PushPlan) -> Result<(), RemoteError>;
+    /// Sends a push built by `transfer::plan_push`.
+    fn push(&self, plan: &PushPlan) -> Result<(), RemoteError>;
 }
 
 /// Another tapes home reachable as a path.
@@ -218,7 +233,7 @@ impl Remote for PathRemote {
         Ok(out)
     }
 
-    fn push(&self, plan: &crate::transfer::PushPlan) -> Result<(), RemoteError> {
+    fn push(&self, plan: &PushPlan) -> Result<(), RemoteError> {
         apply_push(
             &self.store,
             &self.name,

@@ -18,7 +18,7 @@ use crate::gate::{self, Exit, GateError, SecretPolicy, Verdict};
 use crate::identity::Identity;
 use crate::lineage::is_mine;
 use crate::outgoing::{self, PathPolicy};
-use crate::remote::{RefSignature, Remote, RemoteError};
+use crate::remote::{PushPlan, RefSignature, Remote, RemoteError};
 use crate::session::{session_ref_key, SessionRecord};
 use crate::share::ShareError;
 use crate::storage::RefUpdate;
@@ -270,21 +270,6 @@ fn gated(
             })
         }
     }
-}
-
-/// Everything a push sends, built once by [`plan_push`] and sent as is by every transport: a
-/// path remote applies it, a peer's `tapes serve` and a relay receive it over `tapes/sync/1`
-/// (which adds the signed entry and share records around it).
-#[derive(Debug, Clone)]
-pub struct PushPlan {
-    pub session: SessionId,
-    /// The head the remote is expected to hold (`None`: a session new to it).
-    pub base: Option<NodeId>,
-    /// The nodes after `base`, root first, as they leave (paths reduced, SPEC §11.3).
-    pub objects: Vec<StoredObject>,
-    /// The record as it leaves (no local source path), which the signature covers.
-    pub record: SessionRecord,
-    pub signature: RefSignature,
 }
 
 /// Builds the push of local session `id` from `base`: the owner check (a session imported

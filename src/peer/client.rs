@@ -748,7 +748,7 @@ impl PeerConn {
         &self,
         store: &Store,
         identity: &Identity,
-        plan: crate::transfer::PushPlan,
+        plan: crate::remote::PushPlan,
     ) -> Result<u64, PeerError> {
         let id = plan.session;
         let base = plan.base;
@@ -945,7 +945,7 @@ struct Prepared {
     seal_to: Option<tapes_protocol::team_chain::TeamChain>,
 }
 
-/// What the sync protocol sends around a [`crate::transfer::PushPlan`]: the signed entry, the
+/// What the sync protocol sends around a [`crate::remote::PushPlan`]: the signed entry, the
 /// share records, and the team to seal to when the session is shared with a team the peer is in.
 fn prepare_push(
     store: &Store,

@@ -99,7 +99,7 @@ impl Remote for PeerRemote {
             .map_err(|e| remote_error(self.name(), e))
     }
 
-    fn push(&self, plan: &crate::transfer::PushPlan) -> Result<(), RemoteError> {
+    fn push(&self, plan: &crate::remote::PushPlan) -> Result<(), RemoteError> {
         let id = plan.session;
         match self.runtime.block_on(
             self.conn

@@ -241,8 +241,8 @@ fn plan(
     node: &StoredObject,
     record: &tapes::session::SessionRecord,
     signature: &RefSignature,
-) -> tapes::transfer::PushPlan {
-    tapes::transfer::PushPlan {
+) -> tapes::remote::PushPlan {
+    tapes::remote::PushPlan {
         session: *id,
         base: base.copied(),
         objects: vec![node.clone()],
