@@ -392,6 +392,16 @@ pub fn scan_session(
 /// The secret gate in front of a relay deposit (SPEC.md §11.2, §16.3), which sends `objects`
 /// (the messages after what the relay holds, root first) of one of our shared sessions.
 ///
+/// What a share passed through the gate: the session's head then, and the texts the share
+/// carries (a share record's view, `ShareRecord::gated`).
+#[derive(Debug, Clone, Copy)]
+pub struct SharedAs<'a> {
+    pub session: tapes_protocol::SessionId,
+    pub head: tapes_protocol::NodeId,
+    pub title: Option<&'a str>,
+    pub note: Option<&'a str>,
+}
+
 /// A deposit only carries sessions `tapes share` passed, but the share passed the session *as
 /// it was then*: a relay is sent the session's current head, and messages added since the
 /// share have not been through the gate, nor has a title or note changed since. Those are
@@ -401,7 +411,7 @@ pub fn scan_session(
 /// sharing again passes the gate again. What goes carries no local paths (§11.3).
 pub fn deposit(
     store: &Store,
-    share: &crate::share::ShareRecord,
+    share: &SharedAs<'_>,
     objects: Vec<tapes_protocol::StoredObject>,
 ) -> Result<Vec<tapes_protocol::StoredObject>, GateError> {
     let id = &share.session;
@@ -456,20 +466,20 @@ pub fn deposit(
 /// gate has seen since (description and tags are only set when a session is made).
 fn changed_since_share<'r>(
     record: &'r SessionRecord,
-    share: &crate::share::ShareRecord,
+    share: &SharedAs<'_>,
 ) -> Vec<(&'static str, &'r str)> {
     let mut texts = Vec::new();
     if let Some(title) = record
         .title
         .as_ref()
-        .filter(|t| Some(*t) != share.title.as_ref())
+        .filter(|t| Some(t.as_str()) != share.title)
     {
         texts.push(("title", title.as_str()));
     }
     if let Some(note) = record
         .note
         .as_ref()
-        .filter(|n| Some(*n) != share.note.as_ref())
+        .filter(|n| Some(n.as_str()) != share.note)
     {
         texts.push(("note", note.as_str()));
     }
@@ -481,7 +491,7 @@ fn changed_since_share<'r>(
 /// title or note changed since, as [`deposit`] does for a relay. A teammate fetching a session
 /// that grew after `tapes share` would otherwise receive messages no gate has seen. Returns
 /// the findings (empty: the session may be served as it is now).
-pub fn served(store: &Store, share: &crate::share::ShareRecord) -> Result<Findings, GateError> {
+pub fn served(store: &Store, share: &SharedAs<'_>) -> Result<Findings, GateError> {
     let id = &share.session;
     let record = store
         .session(id)?

@@ -66,6 +66,20 @@ impl IngestReport {
             .count()
     }
 
+    /// The sessions this ingest created or moved (what derived data must catch up on).
+    pub fn changed(&self) -> Vec<SessionId> {
+        self.sessions
+            .iter()
+            .filter(|s| {
+                matches!(
+                    s.outcome,
+                    Outcome::Created | Outcome::Updated | Outcome::Branched
+                )
+            })
+            .map(|s| s.id)
+            .collect()
+    }
+
     pub fn merge(&mut self, other: IngestReport) {
         self.sessions.extend(other.sessions);
         self.new_nodes += other.new_nodes;
@@ -156,7 +170,7 @@ pub fn ingest(
                 };
                 // The search index is a derived cache: updated after the store is durable,
                 // never able to fail the ingest (SPEC.md, "Search index and analytics").
-                crate::search::after_ingest(store, &report);
+                crate::search::after_ingest(store, &report.changed());
                 return Ok(report);
             }
             Err(StoreError::Storage(StorageError::Conflict { .. })) if attempt < ATTEMPTS => {

@@ -251,6 +251,15 @@ pub fn log(chain: &[(NodeId, Node)], sizes: &[usize]) -> String {
 }
 
 /// `n` and the noun, plural unless `n` is 1: "1 file", "3 files", "2 copies".
+/// `$0.42`; `<$0.01` for a cost that rounds to zero but is not (search, stats, the public page).
+pub fn usd(cost: f64) -> String {
+    if cost > 0.0 && cost < 0.005 {
+        "<$0.01".into()
+    } else {
+        format!("${cost:.2}")
+    }
+}
+
 pub fn plural(n: usize, noun: &str) -> String {
     if n == 1 {
         return format!("1 {noun}");

@@ -37,7 +37,6 @@ use tantivy::{
 use tapes_protocol::node::tool_result_text;
 use tapes_protocol::{ContentBlock, Node, NodeId, SessionId, Usage};
 
-use crate::ingest::{IngestReport, Outcome};
 use crate::pricing::{self, PriceTable};
 use crate::session::SessionRecord;
 use crate::status::{self, Status};
@@ -761,28 +760,15 @@ fn reader(index: &Index) -> tantivy::Result<IndexReader> {
         .try_into()
 }
 
-/// Updates an existing index for the sessions an ingest created or moved. Never fails the
-/// ingest: the index is a cache, and the next `tapes search` catches up whatever this missed.
-pub fn after_ingest(store: &Store, report: &IngestReport) {
+/// Updates an existing index for the sessions an ingest created or moved (`changed`). Never
+/// fails the ingest: the index is a cache, and the next `tapes search` catches up whatever this
+/// missed.
+pub fn after_ingest(store: &Store, changed: &[SessionId]) {
     let dir = index_dir(store);
-    if !dir.join("meta.json").exists() {
+    if !dir.join("meta.json").exists() || changed.is_empty() {
         return;
     }
-    let ids: Vec<SessionId> = report
-        .sessions
-        .iter()
-        .filter(|s| {
-            matches!(
-                s.outcome,
-                Outcome::Created | Outcome::Updated | Outcome::Branched
-            )
-        })
-        .map(|s| s.id)
-        .collect();
-    if ids.is_empty() {
-        return;
-    }
-    let result = SearchIndex::open(&dir).and_then(|mut index| index.sync(store, Some(&ids)));
+    let result = SearchIndex::open(&dir).and_then(|mut index| index.sync(store, Some(changed)));
     if let Err(e) = result {
         tracing::warn!(error = %e, "search index not updated; `tapes search` will catch up");
     }

@@ -60,6 +60,19 @@ pub struct ShareRecord {
     pub revoked: bool,
 }
 
+impl ShareRecord {
+    /// What the secret gate passed when this share was made (for what it checks before a
+    /// session that grew since is served or deposited).
+    pub fn gated(&self) -> gate::SharedAs<'_> {
+        gate::SharedAs {
+            session: self.session,
+            head: self.head,
+            title: self.title.as_deref(),
+            note: self.note.as_deref(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SignedShare {
     pub record: ShareRecord,

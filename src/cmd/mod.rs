@@ -10,6 +10,7 @@ pub mod peer;
 pub mod peers;
 pub mod relay;
 pub mod remote;
+pub mod report;
 pub mod resume;
 pub mod search;
 pub mod search_tui;
@@ -88,4 +89,12 @@ pub fn progress_bar(len: u64, what: &str) -> indicatif::ProgressBar {
     .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
     bar.set_style(style);
     bar
+}
+
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the network runtime")
 }

@@ -13,7 +13,7 @@ use iroh::protocol::Router;
 use tapes::home::Home;
 use tapes::identity::Identity;
 use tapes::peer::addr::PeerAddr;
-use tapes::peer::client::{connect, FetchReport, PeerConn};
+use tapes::peer::client::{connect, PeerConn};
 use tapes::peer::endpoint::{bind, EndpointConfig};
 use tapes::peer::server::{Server, StoreHandle};
 use tapes::protocol::sync::ALPN;
@@ -21,6 +21,8 @@ use tapes::render;
 use tapes::store::Store;
 
 use super::remote;
+use super::report::{describe, human_bytes, print_relay_sync};
+use super::runtime;
 
 /// The file in the tapes home where `tapes serve` records its ticket, so that `tapes id` can
 /// print it and `tapes team invite` can put it in invite codes.
@@ -62,14 +64,6 @@ pub struct SyncArgs {
     /// Sync with the configured peers that are members of this team (name or id prefix).
     #[arg(long, conflicts_with = "remote")]
     team: Option<String>,
-}
-
-pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("cannot start the network runtime")
 }
 
 pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -283,38 +277,6 @@ pub async fn with_peer<T>(
     Ok(result?)
 }
 
-/// `2 round trips, 1.2 KiB sent, 3.4 KiB received`.
-fn cost(report: &FetchReport) -> String {
-    format!(
-        "{}, {} sent, {} received",
-        render::plural(report.round_trips as usize, "round trip"),
-        human_bytes(report.bytes_sent),
-        human_bytes(report.bytes_received)
-    )
-}
-
-pub fn describe(name: &str, report: &FetchReport) -> String {
-    let cost = cost(report);
-    if report.is_empty() {
-        return format!("{name}: up to date ({cost})");
-    }
-    let mut parts = Vec::new();
-    if report.new_sessions > 0 {
-        parts.push(render::plural(report.new_sessions as usize, "new session"));
-    }
-    if report.updated_sessions > 0 {
-        parts.push(format!("{} updated", report.updated_sessions));
-    }
-    parts.push(render::plural(report.nodes as usize, "node"));
-    if report.shares > 0 {
-        parts.push(render::plural(report.shares as usize, "share record"));
-    }
-    if report.manifests > 0 {
-        parts.push(render::plural(report.manifests as usize, "team manifest"));
-    }
-    format!("{name}: {} ({cost})", parts.join(", "))
-}
-
 /// A spinner with the bytes received so far (on a terminal only); cleared when dropped.
 struct Progress {
     bar: indicatif::ProgressBar,
@@ -360,15 +322,6 @@ fn show_progress(conn: &PeerConn, name: &str) -> Progress {
         }
     });
     Progress { bar, task }
-}
-
-pub fn human_bytes(n: u64) -> String {
-    match n {
-        n if n >= 1 << 30 => format!("{:.1} GiB", n as f64 / (1u64 << 30) as f64),
-        n if n >= 1 << 20 => format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64),
-        n if n >= 1 << 10 => format!("{:.1} KiB", n as f64 / 1024.0),
-        n => format!("{n} B"),
-    }
 }
 
 pub fn fetch(args: FetchArgs) -> anyhow::Result<ExitCode> {
@@ -475,69 +428,6 @@ pub fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
-}
-
-/// Prints what a sync with a relay did; true when something failed.
-pub fn print_relay_sync(name: &str, report: &tapes::peer::relay_client::RelaySyncReport) -> bool {
-    let sent = !report.deposited.is_empty() || report.manifests_sent > 0;
-    if report.fetched.is_empty() && sent {
-        // "up to date" would be wrong with deposits below: only the fetch brought nothing.
-        println!("{name}: nothing new to fetch ({})", cost(&report.fetched));
-    } else {
-        println!("{}", describe(name, &report.fetched));
-    }
-    for rejected in &report.fetched.rejected {
-        eprintln!("  rejected: {rejected}");
-    }
-    if report.manifests_sent > 0 {
-        println!(
-            "  sent {}",
-            render::plural(report.manifests_sent, "team manifest")
-        );
-    }
-    for (id, scope, nodes) in &report.deposited {
-        let ended = report
-            .ended
-            .iter()
-            .find(|(s, sc, _)| s == id && sc == scope)
-            .map(|(_, _, revoked)| *revoked);
-        match ended {
-            Some(true) => println!(
-                "  unshared {} for {} at the relay: it no longer serves it",
-                id.short(),
-                scope_name(scope)
-            ),
-            Some(false) => println!(
-                "  share of {} for {} expired: told the relay, which no longer serves it",
-                id.short(),
-                scope_name(scope)
-            ),
-            None => println!(
-                "  deposited {} for {}: {}",
-                id.short(),
-                scope_name(scope),
-                render::plural(*nodes as usize, "new node")
-            ),
-        }
-    }
-    for (team, who, accepted) in &report.joins_answered {
-        println!(
-            "  {} the join request of {who} for team {} (it waited at the relay)",
-            if *accepted { "accepted" } else { "refused" },
-            team.short()
-        );
-    }
-    for (item, e) in report.failures() {
-        eprintln!("  error: {item}: {e}");
-    }
-    report.has_failures()
-}
-
-pub fn scope_name(scope: &tapes::protocol::sync::Scope) -> String {
-    match scope {
-        tapes::protocol::sync::Scope::Team(t) => format!("team {}", t.short()),
-        tapes::protocol::sync::Scope::Public => "the public".into(),
-    }
 }
 
 /// Leaves a join request at a relay (the inviter is offline), or collects the answer an admin

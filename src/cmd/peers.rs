@@ -127,7 +127,7 @@ pub fn run(args: PeersArgs) -> anyhow::Result<ExitCode> {
     let identity = Identity::load(&home)?;
     let directory = Directory::load()?;
     let wait = Duration::from_secs(args.wait);
-    let runtime = super::peer::runtime()?;
+    let runtime = super::runtime()?;
     let seen = runtime.block_on(listen(&identity, wait))?;
     // Each peer remote, dialled at once (what mDNS found added to its addresses): online or
     // not, the path the connection took, its round-trip time.

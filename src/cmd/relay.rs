@@ -11,8 +11,9 @@ use tapes::identity::Identity;
 use tapes::peer::addr::PeerAddr;
 use tapes::relay::run::{start, RelayOptions};
 
-use super::peer::{runtime, with_peer};
+use super::peer::with_peer;
 use super::remote;
+use super::runtime;
 
 #[derive(clap::Args)]
 #[command(args_conflicts_with_subcommands = true)]

@@ -232,15 +232,6 @@ pub fn search(args: SearchArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `$0.42`; `<$0.01` for a cost that rounds to zero but is not.
-pub fn usd(cost: f64) -> String {
-    if cost > 0.0 && cost < 0.005 {
-        "<$0.01".into()
-    } else {
-        format!("${cost:.2}")
-    }
-}
-
 fn cut(s: &str, max: usize) -> String {
     if s.chars().count() <= max {
         return s.to_string();
@@ -280,7 +271,7 @@ pub fn hits_table(hits: &[Hit], color: bool) -> String {
             ),
             cut(if s.model.is_empty() { "-" } else { &s.model }, 22),
             h.status.as_str(),
-            usd(h.cost),
+            render::usd(h.cost),
             text.trim(),
         );
     }
@@ -398,7 +389,7 @@ fn breakdown(out: &mut String, title: &str, rows: &[Row], by_sessions: bool) {
             cut(&r.label, 24),
             share * 100.0,
             r.sessions,
-            usd(r.cost),
+            render::usd(r.cost),
             render::count(r.tokens)
         );
     }
@@ -427,8 +418,8 @@ pub fn stats_text(
         out,
         "{:<14}{:<14}{:<14}{}",
         c.sessions,
-        usd(c.cost),
-        usd(c.avg_cost),
+        render::usd(c.cost),
+        render::usd(c.avg_cost),
         render::count(c.tokens)
     );
     let _ = writeln!(
@@ -443,7 +434,7 @@ pub fn stats_text(
         out,
         "(previous {period}: {}, {}, {} tokens)",
         tapes::render::plural(s.previous.sessions as usize, "session"),
-        usd(s.previous.cost),
+        render::usd(s.previous.cost),
         render::count(s.previous.tokens)
     );
     let show = |b: By| only.is_none_or(|o| o == b);
@@ -476,7 +467,7 @@ pub fn stats_text(
                     "  {}  {:>5} sessions  {:>9}  {:>7} tokens",
                     r.key,
                     r.sessions,
-                    usd(r.cost),
+                    render::usd(r.cost),
                     render::count(r.tokens)
                 );
             }

@@ -222,7 +222,7 @@ fn draw(frame: &mut ratatui::Frame, app: &mut App) {
                 render::time(s.started_ms),
                 cut(&s.project, 16),
                 cut(&s.model, 20),
-                super::search::usd(h.cost),
+                tapes::render::usd(h.cost),
             ))];
             match &h.snippet {
                 Some(snippet) => {

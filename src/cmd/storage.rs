@@ -35,8 +35,8 @@ use tapes::provider::{
 use tapes::store::Store;
 use tokio::task::block_in_place;
 
-use super::peer::runtime;
 use super::remote;
+use super::runtime;
 use tapes::render;
 
 /// How long `tapes storage status` waits for the relay's answers before printing "pending
@@ -392,7 +392,7 @@ fn sync() -> anyhow::Result<ExitCode> {
         Ok(report) => {
             // Everything else was synced; what failed is listed once above, stays pending and
             // is retried by the next sync. The exit status says that not everything landed.
-            let failed = super::peer::print_relay_sync(name, &report);
+            let failed = super::report::print_relay_sync(name, &report);
             let counts = attempt.counts.unwrap_or_default();
             println!(
                 "{}: {} synced, {} pending push",

@@ -17,7 +17,6 @@ pub mod remote;
 pub mod server;
 
 use crate::access::AccessError;
-use crate::remote::RemoteError;
 use crate::store::StoreError;
 use crate::team_keys::KeyError;
 use crate::teams::TeamError;
@@ -69,8 +68,6 @@ pub enum PeerError {
     Team(#[from] TeamError),
     #[error(transparent)]
     Key(#[from] KeyError),
-    #[error(transparent)]
-    Remote(#[from] RemoteError),
 }
 
 impl PeerError {

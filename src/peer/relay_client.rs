@@ -633,8 +633,9 @@ impl PeerConn {
         };
         // The secret gate, for what was added or changed since the share passed it, and no
         // local paths (SPEC.md §11.2, §11.3).
-        let objects = block_in_place(|| crate::gate::deposit(store, &wanted.share.record, objects))
-            .map_err(|e| PeerError::Local(e.to_string()))?;
+        let objects =
+            block_in_place(|| crate::gate::deposit(store, &wanted.share.record.gated(), objects))
+                .map_err(|e| PeerError::Local(e.to_string()))?;
         match self
             .send_deposit(
                 store,

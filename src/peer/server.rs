@@ -335,7 +335,7 @@ impl Server {
         if let Some(passes) = cached {
             return Ok(passes);
         }
-        let findings = crate::gate::served(store, &share.record)
+        let findings = crate::gate::served(store, &share.record.gated())
             .map_err(|e| PeerError::Local(e.to_string()))?;
         let passes = findings.is_empty();
         if !passes {

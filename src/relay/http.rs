@@ -339,18 +339,12 @@ fn cost_fact(chain: &[(NodeId, Node)]) -> Option<String> {
     let unpriced = unpriced.into_iter().collect::<Vec<_>>().join(", ");
     match (priced, unpriced.is_empty()) {
         (false, true) => None,
-        (true, true) => Some(format!("cost {}", usd(cost))),
-        (true, false) => Some(format!("cost {} + unpriced {unpriced}", usd(cost))),
+        (true, true) => Some(format!("cost {}", crate::render::usd(cost))),
+        (true, false) => Some(format!(
+            "cost {} + unpriced {unpriced}",
+            crate::render::usd(cost)
+        )),
         (false, false) => Some(format!("cost unknown (unpriced {unpriced})")),
-    }
-}
-
-/// `$0.42`; `<$0.01` for a cost that rounds to zero but is not (as `tapes search` prints it).
-fn usd(cost: f64) -> String {
-    if cost > 0.0 && cost < 0.005 {
-        "<$0.01".into()
-    } else {
-        format!("${cost:.2}")
     }
 }
 

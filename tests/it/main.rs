@@ -16,6 +16,7 @@ mod export;
 mod fixtures;
 mod fsck;
 mod lan;
+mod layering;
 mod lineage;
 mod messages_cli;
 mod nat;
