@@ -595,11 +595,16 @@ mod tests {
                 .collect()
         };
         // What the share passed goes.
-        assert_eq!(deposit(&store, &share, objects(&store)).unwrap().len(), 10);
+        assert_eq!(
+            deposit(&store, &share.gated(), objects(&store))
+                .unwrap()
+                .len(),
+            10
+        );
         // A message with a key added since does not.
         let key = concat!("gh", "p_", "aB3dE5gH7jK9", "mN1pQ3sT5vW7", "yZ9bC1dF3hJ5");
         crate::sample::continue_session(&store, &id, &[format!("GH_TOKEN={key}")]).unwrap();
-        let err = deposit(&store, &share, objects(&store)).unwrap_err();
+        let err = deposit(&store, &share.gated(), objects(&store)).unwrap_err();
         assert!(
             matches!(
                 err,
@@ -629,7 +634,12 @@ mod tests {
         let share = crate::share::SignedShare::decode(&raw.unwrap().unwrap())
             .unwrap()
             .record;
-        assert_eq!(deposit(&store, &share, objects(&store)).unwrap().len(), 11);
+        assert_eq!(
+            deposit(&store, &share.gated(), objects(&store))
+                .unwrap()
+                .len(),
+            11
+        );
     }
 
     #[test]
