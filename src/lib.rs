@@ -31,6 +31,7 @@ pub mod sample;
 pub mod search;
 pub mod secrets;
 pub mod session;
+pub mod settings;
 pub mod share;
 pub mod stats;
 pub mod status;

@@ -931,3 +931,50 @@ pub fn receive(
     store_chain(store, &chain)?;
     Ok(results)
 }
+
+/// Remembers that a join request for `team` (named `name`) was written to a file, so the
+/// answer file `tapes team join --answer` brings can be checked against what was asked.
+pub fn remember_pending_join(store: &Store, team: &TeamId, name: &str) -> Result<(), TeamError> {
+    let key = crate::keys::pending_join(team);
+    let current = store.storage().get_ref(&key).map_err(StoreError::from)?;
+    store
+        .storage()
+        .update_refs(&[crate::storage::RefUpdate {
+            key,
+            expected: current,
+            new: Some(name.as_bytes().to_vec()),
+        }])
+        .map_err(StoreError::from)?;
+    store.storage().flush().map_err(StoreError::from)?;
+    Ok(())
+}
+
+/// The teams this store asked to join by request file and has no answer for yet.
+pub fn pending_joins(store: &Store) -> Result<Vec<TeamId>, TeamError> {
+    let mut out = Vec::new();
+    for entry in store.storage().refs(crate::keys::PENDING_JOIN) {
+        let (key, _) = entry.map_err(StoreError::from)?;
+        let hex = String::from_utf8_lossy(&key[crate::keys::PENDING_JOIN.len()..]).into_owned();
+        out.push(
+            hex.parse::<TeamId>()
+                .map_err(|_| TeamError::Damaged(format!("pending join record {hex}")))?,
+        );
+    }
+    Ok(out)
+}
+
+/// Forgets the pending join of `team` (its answer came).
+pub fn forget_pending_join(store: &Store, team: &TeamId) -> Result<(), TeamError> {
+    let key = crate::keys::pending_join(team);
+    let current = store.storage().get_ref(&key).map_err(StoreError::from)?;
+    store
+        .storage()
+        .update_refs(&[crate::storage::RefUpdate {
+            key,
+            expected: current,
+            new: None,
+        }])
+        .map_err(StoreError::from)?;
+    store.storage().flush().map_err(StoreError::from)?;
+    Ok(())
+}

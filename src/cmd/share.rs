@@ -73,8 +73,6 @@ pub enum ConfigCommand {
     List,
 }
 
-const CONFIG_PREFIX: &str = tapes::outgoing::CONFIG_PREFIX;
-
 fn ids_from(args: &[String]) -> anyhow::Result<Vec<String>> {
     if !args.is_empty() {
         return Ok(args.to_vec());
@@ -110,11 +108,6 @@ fn public_page_line(store: &Store, id: &tapes::protocol::SessionId) -> anyhow::R
     })
 }
 
-fn config_get(store: &Store, key: &str) -> anyhow::Result<Option<String>> {
-    let raw = store.storage().get_ref(&tapes::keys::config(key))?;
-    Ok(raw.map(|v| String::from_utf8_lossy(&v).into_owned()))
-}
-
 /// The audience for a session: explicit flags, else the project's default visibility, else
 /// the only team.
 fn audience(store: &Store, args: &ShareArgs, project: &str) -> anyhow::Result<Audience> {
@@ -124,7 +117,7 @@ fn audience(store: &Store, args: &ShareArgs, project: &str) -> anyhow::Result<Au
     if let Some(team) = &args.team {
         return Ok(Audience::Team(teams::resolve(store, Some(team))?.team_id()));
     }
-    match config_get(store, &format!("default-visibility.{project}"))?.as_deref() {
+    match tapes::settings::get(store, &format!("{}{project}", tapes::settings::DEFAULT_VISIBILITY))?.as_deref() {
         Some("public") => Ok(Audience::Public),
         Some("private") => bail!("project {project} is private by default (`tapes config`); pass --team or --public to share anyway"),
         Some(team) if team.starts_with("team:") => Ok(Audience::Team(teams::resolve(store, Some(&team[5..]))?.team_id())),
@@ -319,41 +312,10 @@ pub fn config(command: ConfigCommand) -> anyhow::Result<ExitCode> {
             println!("{}", tapes::peer::network::process_mode().text());
         }
         ConfigCommand::Set { key, value } => {
-            if key == tapes::outgoing::PATHS_SETTING {
-                if tapes::outgoing::PathPolicy::parse(&value).is_none() {
-                    bail!("`{value}` is not a choice for {key}; use name (only the project's name travels, the default) or full (full working directories travel)");
-                }
-            } else {
-                let Some(project) = key.strip_prefix("default-visibility.") else {
-                    bail!(
-                        "unknown setting `{key}`; settable: default-visibility.<project>, {}",
-                        tapes::outgoing::PATHS_SETTING
-                    );
-                };
-                if project.is_empty() {
-                    bail!("name the project: default-visibility.<project>");
-                }
-                if !(matches!(value.as_str(), "private" | "team" | "public")
-                    || value.starts_with("team:"))
-                {
-                    bail!(
-                        "`{value}` is not a visibility; use private, team, team:<name> or public"
-                    );
-                }
-            }
-            let full = tapes::keys::config(&key);
-            let current = store.storage().get_ref(&full)?;
-            store.commit(
-                &[],
-                &[tapes::storage::RefUpdate {
-                    key: full,
-                    expected: current,
-                    new: Some(value.clone().into_bytes()),
-                }],
-            )?;
+            tapes::settings::set(&store, &key, &value)?;
             println!("{key} = {value}");
         }
-        ConfigCommand::Get { key } => match config_get(&store, &key)? {
+        ConfigCommand::Get { key } => match tapes::settings::get(&store, &key)? {
             Some(v) => println!("{v}"),
             None => bail!("`{key}` is not set"),
         },
@@ -363,13 +325,8 @@ pub fn config(command: ConfigCommand) -> anyhow::Result<ExitCode> {
                 tapes::peer::network::SETTING,
                 tapes::peer::network::process_mode().text()
             );
-            for entry in store.storage().refs(CONFIG_PREFIX.as_bytes()) {
-                let (k, v) = entry?;
-                println!(
-                    "{} = {}",
-                    String::from_utf8_lossy(&k[CONFIG_PREFIX.len()..]),
-                    String::from_utf8_lossy(&v)
-                );
+            for (key, value) in tapes::settings::list(&store)? {
+                println!("{key} = {value}");
             }
         }
     }

@@ -15,8 +15,6 @@ use tapes::home::Home;
 use tapes::identity::Identity;
 use tapes::protocol::join::{self, JoinRequest, JoinResponse};
 use tapes::protocol::manifest::TeamRole;
-use tapes::protocol::TeamId;
-use tapes::storage::RefUpdate;
 use tapes::teams::{self, InviteOptions};
 
 #[derive(Subcommand)]
@@ -389,10 +387,6 @@ fn invite(
     Ok(())
 }
 
-fn pending_key(team: &TeamId) -> Vec<u8> {
-    tapes::keys::pending_join(team)
-}
-
 fn join_cmd(
     home: &Home,
     store: &tapes::store::Store,
@@ -410,15 +404,7 @@ fn join_cmd(
             )
         })?;
         // The team we asked to join, remembered when the request was made.
-        let mut pending = Vec::new();
-        for entry in store.storage().refs(tapes::keys::PENDING_JOIN) {
-            let (key, _) = entry?;
-            let hex = String::from_utf8_lossy(&key[tapes::keys::PENDING_JOIN.len()..]).into_owned();
-            pending.push(
-                hex.parse::<TeamId>()
-                    .map_err(|_| anyhow::anyhow!("damaged pending join record"))?,
-            );
-        }
+        let pending = teams::pending_joins(store)?;
         let team = match &response {
             JoinResponse::Accepted { manifests } => {
                 let first = manifests
@@ -434,12 +420,7 @@ fn join_cmd(
             bail!("this answer is for team {}, which you did not ask to join; run `tapes team join <code>` first", team.short());
         }
         let chain = teams::complete_join(store, &me, &team, response)?;
-        store.storage().update_refs(&[RefUpdate {
-            key: pending_key(&team),
-            expected: store.storage().get_ref(&pending_key(&team))?,
-            new: None,
-        }])?;
-        store.storage().flush()?;
+        teams::forget_pending_join(store, &team)?;
         let m = &chain.head().manifest;
         println!(
             "joined team \"{}\" ({}) with {}",
@@ -517,14 +498,7 @@ fn join_cmd(
     // The request carries the invite secret: 0600 like every other secret file.
     write_private(&out, &join::encode(&request))
         .with_context(|| format!("writing {}", out.display()))?;
-    let key = pending_key(&invite.team);
-    let current = store.storage().get_ref(&key)?;
-    store.storage().update_refs(&[RefUpdate {
-        key,
-        expected: current,
-        new: Some(invite.team_name.clone().into_bytes()),
-    }])?;
-    store.storage().flush()?;
+    teams::remember_pending_join(store, &invite.team, &invite.team_name)?;
     println!(
         "join request for \"{}\" written to {}",
         invite.team_name,
