@@ -622,7 +622,7 @@ mod tests {
     use super::*;
     use crate::import::{ParsedMessage, ParsedSession};
     use crate::ingest::build_nodes;
-    use crate::session::{Lineage, SessionRecord, SessionSource, SessionSummary, Visibility};
+    use crate::session::SessionRecord;
     use tapes_protocol::{NodeMeta, SessionId};
 
     const ID: &str = "0b6a4f6e-0000-4000-8000-00000000c0de";
@@ -637,26 +637,7 @@ mod tests {
     }
 
     fn record(kind: &str, title: Option<&str>) -> SessionRecord {
-        SessionRecord {
-            head: tapes_protocol::NodeId([0; 32]),
-            source: SessionSource {
-                kind: kind.into(),
-                id: "x".into(),
-                path: String::new(),
-            },
-            title: title.map(str::to_owned),
-            parent_session: None,
-            summary: SessionSummary::default(),
-            created_ms: 0,
-            updated_ms: 0,
-            owner: None,
-            visibility: Visibility::Private,
-            tags: Vec::new(),
-            description: None,
-            note: None,
-            expires_ms: None,
-            lineage: Lineage::original(SessionId([0; 16])),
-        }
+        crate::resume::test_record(kind, title)
     }
 
     fn render_nodes(nodes: &[Node], kind: &str, title: Option<&str>) -> Rendered {

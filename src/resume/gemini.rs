@@ -893,7 +893,7 @@ mod tests {
     use super::*;
     use crate::import::{gemini, ParsedSession};
     use crate::ingest::build_nodes;
-    use crate::session::{Lineage, SessionRecord, SessionSource, SessionSummary, Visibility};
+    use crate::session::SessionRecord;
     use tapes_protocol::SessionId;
 
     const NOW: i64 = 1_765_000_000_000;
@@ -907,26 +907,7 @@ mod tests {
     }
 
     fn record(kind: &str, title: Option<&str>) -> SessionRecord {
-        SessionRecord {
-            head: tapes_protocol::NodeId([0; 32]),
-            source: SessionSource {
-                kind: kind.into(),
-                id: "x".into(),
-                path: String::new(),
-            },
-            title: title.map(str::to_owned),
-            parent_session: None,
-            summary: SessionSummary::default(),
-            created_ms: 0,
-            updated_ms: 0,
-            owner: None,
-            visibility: Visibility::Private,
-            tags: Vec::new(),
-            description: None,
-            note: None,
-            expires_ms: None,
-            lineage: Lineage::original(SessionId([0; 16])),
-        }
+        crate::resume::test_record(kind, title)
     }
 
     fn render_nodes(

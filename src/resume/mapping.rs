@@ -147,11 +147,6 @@ impl Graft {
             ..self.file.clone()
         }
     }
-
-    /// Messages of the file that are new to the session (what `tapes status` calls not imported).
-    pub fn new_messages(&self) -> usize {
-        self.session.messages.len().saturating_sub(self.kept)
-    }
 }
 
 /// The graft for `session` when tapes wrote its file, else None. `file_ids` are the session's

@@ -38,13 +38,6 @@ pub enum Platform {
 }
 
 impl Platform {
-    pub const ALL: [Platform; 4] = [
-        Platform::Claude,
-        Platform::Codex,
-        Platform::Gemini,
-        Platform::File,
-    ];
-
     pub fn name(self) -> &'static str {
         match self {
             Platform::Claude => "claude",
@@ -288,5 +281,31 @@ pub fn render(
         Platform::Codex => codex::render(req, homes),
         Platform::Gemini => gemini::render(req, homes),
         Platform::File => file::render(req),
+    }
+}
+
+/// A session record for the writers' tests: only the source kind and title matter to them.
+#[cfg(test)]
+pub(crate) fn test_record(kind: &str, title: Option<&str>) -> SessionRecord {
+    use crate::session::{SessionSource, SessionSummary, Visibility};
+    SessionRecord {
+        head: tapes_protocol::NodeId([0; 32]),
+        source: SessionSource {
+            kind: kind.into(),
+            id: "x".into(),
+            path: String::new(),
+        },
+        title: title.map(str::to_owned),
+        parent_session: None,
+        summary: SessionSummary::default(),
+        created_ms: 0,
+        updated_ms: 0,
+        owner: None,
+        visibility: Visibility::Private,
+        tags: Vec::new(),
+        description: None,
+        note: None,
+        expires_ms: None,
+        lineage: crate::session::Lineage::original(SessionId([0; 16])),
     }
 }
