@@ -286,6 +286,63 @@ pub fn object_of(
     })
 }
 
+/// The JSON export document, streamed: the envelope's fields, then the sessions array one
+/// session per line, then the checksum over the array's exact bytes (SPEC §12.6).
+pub struct JsonDocument<'w> {
+    out: &'w mut dyn Write,
+    sum: blake3::Hasher,
+    first: bool,
+}
+
+impl<'w> JsonDocument<'w> {
+    pub fn start(
+        out: &'w mut dyn Write,
+        exported_at_ms: i64,
+        exported_by: &str,
+        filter: &BTreeMap<String, String>,
+    ) -> std::io::Result<JsonDocument<'w>> {
+        let head = json!({
+            "version": 1,
+            "format": "tape-bundle",
+            "exported_at": rfc3339(Some(exported_at_ms)),
+            "exported_by": exported_by,
+            "filter": filter,
+        });
+        let mut text = serde_json::to_string(&head).unwrap_or_default();
+        text.pop(); // the closing brace
+        write!(out, "{text},\"sessions\":")?;
+        let mut doc = JsonDocument {
+            out,
+            sum: blake3::Hasher::new_derive_key(EXPORT_CHECKSUM_CONTEXT),
+            first: true,
+        };
+        doc.emit(b"[")?;
+        Ok(doc)
+    }
+
+    fn emit(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.sum.update(bytes);
+        self.out.write_all(bytes)
+    }
+
+    /// One session object ([`object_of`]).
+    pub fn session(&mut self, value: &Value) -> std::io::Result<()> {
+        let separator: &[u8] = if self.first { b"\n" } else { b",\n" };
+        self.first = false;
+        self.emit(separator)?;
+        self.emit(serde_json::to_string(value).unwrap_or_default().as_bytes())
+    }
+
+    pub fn finish(mut self) -> std::io::Result<()> {
+        self.emit(b"\n]")?;
+        writeln!(
+            self.out,
+            ",\"checksum\":\"blake3:{}\"}}",
+            hex::encode(self.sum.finalize().as_bytes())
+        )
+    }
+}
+
 /// Output formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -356,44 +413,16 @@ pub fn export(
     };
     match format {
         Format::Json => {
-            let head = json!({
-                "version": 1,
-                "format": "tape-bundle",
-                "exported_at": rfc3339(Some(meta.exported_at_ms)),
-                "exported_by": meta.exported_by,
-                "filter": meta.filter,
-            });
-            // The envelope's fields, then the sessions array streamed one session per line,
-            // then the checksum over the array's exact bytes.
-            let mut text = serde_json::to_string(&head).unwrap_or_default();
-            text.pop(); // the closing brace
-            write!(out, "{text},\"sessions\":")?;
-            let mut sum = blake3::Hasher::new_derive_key(EXPORT_CHECKSUM_CONTEXT);
-            let mut emit = |out: &mut dyn Write, bytes: &[u8]| -> std::io::Result<()> {
-                sum.update(bytes);
-                out.write_all(bytes)
-            };
-            emit(out, b"[")?;
-            let mut first = true;
+            let mut doc =
+                JsonDocument::start(out, meta.exported_at_ms, &meta.exported_by, &meta.filter)?;
             for (i, (id, record)) in sessions.iter().enumerate() {
                 progress(i + 1);
                 let Some(g) = pass(id, record)? else {
                     continue;
                 };
-                emit(out, if first { b"\n" } else { b",\n" })?;
-                first = false;
-                let value = object_of(id, &g.record, &g.chain, &meta.prices);
-                emit(
-                    out,
-                    serde_json::to_string(&value).unwrap_or_default().as_bytes(),
-                )?;
+                doc.session(&object_of(id, &g.record, &g.chain, &meta.prices))?;
             }
-            emit(out, b"\n]")?;
-            writeln!(
-                out,
-                ",\"checksum\":\"blake3:{}\"}}",
-                hex::encode(sum.finalize().as_bytes())
-            )?;
+            doc.finish()?;
         }
         Format::Jsonl => {
             for (i, (id, record)) in sessions.iter().enumerate() {
