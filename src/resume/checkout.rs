@@ -161,10 +161,9 @@ fn shell_quote(text: &str) -> String {
 
 /// Writes session `id` for `options.platform`. See the module doc for the steps.
 pub fn checkout(store: &Store, id: &SessionId, options: &Options) -> Result<Checkout, ResumeError> {
-    let record = store.session(id)?.ok_or_else(|| ResumeError::Render {
-        what: format!("session {}", id.short()),
-        why: "is not in this store; `tapes sessions` lists what is".into(),
-    })?;
+    let record = store
+        .session(id)?
+        .ok_or_else(|| ResumeError::NoSession(id.short()))?;
     let me = store.local_owner()?;
     let theirs = !crate::lineage::is_mine(&record, me.as_ref());
     let platform = options.platform;

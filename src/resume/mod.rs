@@ -205,13 +205,15 @@ pub enum ResumeError {
         program: &'static str,
         package: &'static str,
     },
-    #[error("could not start `{program}`: {source}")]
+    #[error("could not start `{program}`: {source}; check that it runs (`{program} --version`), or drop --resume and run the printed command yourself")]
     Start {
         program: String,
         source: std::io::Error,
     },
-    #[error("session {0} has no messages to write")]
+    #[error("session {0} has no messages, so there is nothing for an agent to resume; pick another with `tapes sessions`")]
     Empty(String),
+    #[error("session {0} is not in this store; `tapes sessions` lists what is here, `tapes fetch` brings what teammates share")]
+    NoSession(String),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
 }
