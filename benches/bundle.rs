@@ -9,14 +9,14 @@
 
 use std::time::Instant;
 
-use tapes::bundle::{self, CreateOptions};
 use tapes::identity::{Identity, Profile};
+use tapes::import::ingest::{ingest, Incoming};
 use tapes::import::ParsedSession;
-use tapes::ingest::{ingest, Incoming};
 use tapes::protocol::{ContentBlock, MemberId, ToolResultPart};
-use tapes::sample::{self, Rng, Shape};
+use tapes::session::sample::{self, Rng, Shape};
 use tapes::store::Store;
-use tapes::teams;
+use tapes::sync::bundle::{self, CreateOptions};
+use tapes::team;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -88,7 +88,7 @@ fn main() {
         source.storage().object_count(),
         started.elapsed()
     );
-    let chain = teams::create(&source, &me, "Bench", tapes::now_ms()).expect("team");
+    let chain = team::create(&source, &me, "Bench", tapes::now_ms()).expect("team");
 
     for (label, team) in [("plain", None), ("sealed", Some(chain.clone()))] {
         let path = dir.path().join(format!("{label}.tape"));
@@ -114,7 +114,7 @@ fn main() {
         );
 
         let target = Store::open(&dir.path().join(format!("target-{label}"))).expect("open");
-        teams::store_chain(&target, &chain).expect("team chain");
+        team::store_chain(&target, &chain).expect("team chain");
         let started = Instant::now();
         let info = bundle::verify(&target, Some(&me), &path, &mut |_| {}).expect("verify");
         rate(

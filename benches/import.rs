@@ -9,9 +9,9 @@
 
 use std::time::Instant;
 
+use tapes::import::ingest::{ingest, Incoming};
 use tapes::import::walk::import_paths;
-use tapes::ingest::{ingest, Incoming};
-use tapes::sample::{self, Shape};
+use tapes::session::sample::{self, Shape};
 use tapes::store::Store;
 
 #[global_allocator]
@@ -76,7 +76,7 @@ fn main() {
             generated.elapsed()
         );
         let started = Instant::now();
-        let mut total = tapes::ingest::IngestReport::default();
+        let mut total = tapes::import::ingest::IngestReport::default();
         let mut from = 0;
         while from < sessions.len() {
             let mut to = from;

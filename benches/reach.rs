@@ -88,7 +88,7 @@ fn run() -> Result<(), String> {
     let mut alice = Person::init(BIN.as_ref(), &nat.alice, dir, "alice", &relays)?;
     alice.timeout = Duration::from_secs(600);
     alice.ok(&["team", "create", "core"])?;
-    let shape = tapes::sample::Shape {
+    let shape = tapes::session::sample::Shape {
         tool_rounds: rounds,
         ..Default::default()
     };

@@ -44,17 +44,17 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use iroh::Endpoint;
 use tapes::identity::{Identity, Profile};
-use tapes::ingest::{ingest, Incoming};
+use tapes::import::ingest::{ingest, Incoming};
 use tapes::peer::addr::PeerAddr;
 use tapes::peer::client::{connect, PeerConn};
 use tapes::peer::endpoint::{bind, EndpointConfig};
 use tapes::protocol::sync::Scope;
 use tapes::protocol::{MemberId, NodeId, SessionId, StoredObject, TeamId};
 use tapes::relay::run::{start, RelayOptions, RunningRelay};
-use tapes::sample::{self, Shape};
+use tapes::session::sample::{self, Shape};
 use tapes::share::{self, Audience, SecretPolicy, ShareOptions};
 use tapes::store::Store;
-use tapes::teams::{self, InviteOptions};
+use tapes::team::{self, InviteOptions};
 use tokio::sync::Barrier;
 
 #[global_allocator]
@@ -271,8 +271,8 @@ fn member_id(identity: &Identity) -> MemberId {
 
 /// Adds `joiner` to `owner`'s team without the network (invite, request, accept, complete).
 fn add_member(owner: &Member, joiner: &Member, team: &TeamId) -> Result<()> {
-    let chain = teams::load(&owner.store, team)?;
-    let (code, _) = teams::invite(
+    let chain = team::load(&owner.store, team)?;
+    let (code, _) = team::invite(
         &owner.store,
         &owner.identity,
         &chain,
@@ -285,9 +285,9 @@ fn add_member(owner: &Member, joiner: &Member, team: &TeamId) -> Result<()> {
         },
         tapes::now_ms(),
     )?;
-    let (invite, request) = teams::join_request(&joiner.identity, &code, tapes::now_ms())?;
-    let response = teams::accept_join(&owner.store, &owner.identity, &request, tapes::now_ms())?;
-    teams::complete_join(&joiner.store, &joiner.identity, &invite.team, response)?;
+    let (invite, request) = team::join_request(&joiner.identity, &code, tapes::now_ms())?;
+    let response = team::accept_join(&owner.store, &owner.identity, &request, tapes::now_ms())?;
+    team::complete_join(&joiner.store, &joiner.identity, &invite.team, response)?;
     Ok(())
 }
 
@@ -395,8 +395,7 @@ fn run_round(
 
     let (owner, team, depositors, fetchers) = client_rt.block_on(async {
         let owner = Member::new("owner").await?;
-        let team =
-            teams::create(&owner.store, &owner.identity, "bench", tapes::now_ms())?.team_id();
+        let team = team::create(&owner.store, &owner.identity, "bench", tapes::now_ms())?.team_id();
         let mut depositors = Vec::new();
         let mut fetchers = Vec::new();
         for i in 0..side {
@@ -408,9 +407,9 @@ fn run_round(
                 add_member(&owner, m, &team)?;
             }
             // Everyone's chain must be the final one (each joined at a different version).
-            let chain = teams::load(&owner.store, &team)?;
+            let chain = team::load(&owner.store, &team)?;
             for m in depositors.iter().chain(&fetchers) {
-                teams::store_chain(&m.store, &chain)?;
+                team::store_chain(&m.store, &chain)?;
             }
             Ok(())
         })?;

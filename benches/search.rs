@@ -12,11 +12,11 @@
 use std::io::Write as _;
 use std::time::{Duration, Instant};
 
-use tapes::ingest::{ingest, Incoming};
-use tapes::pricing::PriceTable;
-use tapes::sample::{self, Shape};
-use tapes::search::{self, SearchIndex, SearchQuery};
+use tapes::import::ingest::{ingest, Incoming};
+use tapes::session::pricing::PriceTable;
+use tapes::session::sample::{self, Shape};
 use tapes::store::Store;
+use tapes::views::search::{self, SearchIndex, SearchQuery};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -32,19 +32,19 @@ use iroh::endpoint::Connection;
 use iroh::protocol::{AcceptError, ProtocolHandler, Router};
 use serde_json::{json, Value};
 use tapes::identity::{Identity, Profile};
+use tapes::import::ingest::{ingest, Incoming};
 use tapes::import::ParsedSession;
-use tapes::ingest::{ingest, Incoming};
 use tapes::peer::addr::PeerAddr;
 use tapes::peer::client::{connect, FetchReport};
 use tapes::peer::endpoint::{bind, EndpointConfig};
 use tapes::peer::server::{Server, StoreHandle, BATCH_BYTES};
 use tapes::protocol::sync::{decode_batch, encode_batch, ALPN};
 use tapes::protocol::{ContentBlock, MemberId, SessionId, StoredObject, ToolResultPart};
-use tapes::sample::{self, Rng, Shape};
+use tapes::session::sample::{self, Rng, Shape};
 use tapes::share::{self, Audience, SecretPolicy, ShareOptions};
 use tapes::store::Store;
-use tapes::team_keys::{self, KeyRing, Sealed};
-use tapes::teams::{self, InviteOptions};
+use tapes::team::keyring::{self, KeyRing, Sealed};
+use tapes::team::{self, InviteOptions};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -580,7 +580,7 @@ fn alice_main() -> Result<()> {
     let me = member(&identity);
     let store = Arc::new(Store::open(&dir.path().join("store"))?);
     store.set_local_owner(&me)?;
-    let team = teams::create(&store, &identity, "bench", tapes::now_ms())?.team_id();
+    let team = team::create(&store, &identity, "bench", tapes::now_ms())?.team_id();
     let router = rt.block_on(async {
         let endpoint = bind(&identity, &EndpointConfig::loopback()).await?;
         let server = Server::new(
@@ -629,8 +629,8 @@ fn alice_main() -> Result<()> {
                 })
             }
             ["invite"] => {
-                let chain = teams::load(&store, &team)?;
-                let (code, _) = teams::invite(
+                let chain = team::load(&store, &team)?;
+                let (code, _) = team::invite(
                     &store,
                     &identity,
                     &chain,
@@ -729,7 +729,7 @@ fn append(store: &Store, id: &SessionId, n: usize) -> Result<()> {
     let texts: Vec<String> = (0..n)
         .map(|k| format!("and one more thing, #{k}"))
         .collect();
-    Ok(tapes::sample::continue_session(store, id, &texts)?)
+    Ok(tapes::session::sample::continue_session(store, id, &texts)?)
 }
 
 /// Each stage of the fetch pipeline alone, on one core, over the sessions: what the server
@@ -742,7 +742,7 @@ fn components(
     ids: &[SessionId],
     dir: &std::path::Path,
 ) -> Result<Value> {
-    let chain = teams::load(store, team)?;
+    let chain = team::load(store, team)?;
     let ring = KeyRing::for_member(&chain, &member(identity), identity.age_identity())?;
     let write_limit: u64 = env_or("TAPES_BENCH_WRITE_MB", 256.0) as u64 * 1_000_000;
     let scratch = Store::open(&dir.join("scratch"))?;
@@ -780,11 +780,11 @@ fn components(
             }
             let list: Vec<Vec<u8>> = objects[from..to].iter().map(|(_, b)| b.clone()).collect();
             let t = Instant::now();
-            let wire = team_keys::seal(&chain, &encode_batch(&list))?.encode();
+            let wire = keyring::seal(&chain, &encode_batch(&list))?.encode();
             seal += t.elapsed();
             sealed_bytes += wire.len() as u64;
             let t = Instant::now();
-            let opened = decode_batch(&team_keys::open(&ring, team, &Sealed::decode(&wire)?)?)?;
+            let opened = decode_batch(&keyring::open(&ring, team, &Sealed::decode(&wire)?)?)?;
             open += t.elapsed();
             if opened.len() != list.len() {
                 bail!("a batch did not survive sealing");
@@ -831,12 +831,12 @@ fn components(
     // chain; the client also unwraps the team key from it.
     let t = Instant::now();
     for _ in ids {
-        let _ = teams::load(store, team)?;
+        let _ = team::load(store, team)?;
     }
     let load = t.elapsed();
     let t = Instant::now();
     for _ in ids {
-        let chain = teams::load(store, team)?;
+        let chain = team::load(store, team)?;
         let _ = KeyRing::for_member(&chain, &member(identity), identity.age_identity())?;
     }
     let load_unwrap = t.elapsed();
@@ -869,10 +869,10 @@ fn client_main(name: &str) -> Result<()> {
         Ok(match words {
             ["join", ticket, code] => rt.block_on(async {
                 let addr = PeerAddr::parse(ticket)?;
-                let (invite, request) = teams::join_request(&identity, code, tapes::now_ms())?;
+                let (invite, request) = team::join_request(&identity, code, tapes::now_ms())?;
                 let conn = connect(&endpoint, &addr, "alice").await?;
                 let response = conn.join(&request).await?;
-                teams::complete_join(&store, &identity, &invite.team, response)?;
+                team::complete_join(&store, &identity, &invite.team, response)?;
                 anyhow::Ok(json!({}))
             })?,
             ["fetch", ticket] => rt.block_on(async {
@@ -893,7 +893,7 @@ fn client_main(name: &str) -> Result<()> {
                 let hwm = status_kb("VmHWM");
                 conn.close();
                 let view = tokio::task::block_in_place(|| {
-                    tapes::access::view_for(&store, &identity, &addr.id, tapes::now_ms())
+                    tapes::share::access::view_for(&store, &identity, &addr.id, tapes::now_ms())
                 })?;
                 anyhow::Ok(json!({
                     "secs": secs, "connect_secs": connect_secs, "usage": usage, "io_written": io,
@@ -916,7 +916,7 @@ fn client_main(name: &str) -> Result<()> {
                 let conn = connect(&endpoint, &addr, "alice").await?;
                 let t = Instant::now();
                 let view = tokio::task::block_in_place(|| {
-                    tapes::access::view_for(&store, &identity, &addr.id, tapes::now_ms())
+                    tapes::share::access::view_for(&store, &identity, &addr.id, tapes::now_ms())
                 })?;
                 let view_secs = t.elapsed().as_secs_f64();
                 let t = Instant::now();

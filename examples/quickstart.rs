@@ -11,22 +11,22 @@
 use std::time::Instant;
 
 use std::collections::BTreeMap;
-use tapes::fsck::fsck;
 use tapes::identity::{Identity, Profile};
+use tapes::import::ingest::Outcome;
 use tapes::import::walk::import_paths;
-use tapes::ingest::Outcome;
 use tapes::protocol::SessionId;
-use tapes::sample::{self, Shape};
+use tapes::session::sample::{self, Shape};
+use tapes::store::fsck::fsck;
 
-use tapes::bundle::{self, CreateOptions};
-use tapes::ingest::{ingest, Incoming};
-use tapes::lineage::{self, CopyOptions};
+use tapes::import::ingest::{ingest, Incoming};
 use tapes::protocol::manifest::TeamRole;
 use tapes::protocol::MemberId;
+use tapes::session::lineage::{self, CopyOptions};
 use tapes::share::{self, Audience, SecretPolicy, ShareOptions};
 use tapes::store::Store;
-use tapes::teams::{self, InviteOptions};
-use tapes::{home::Home, render};
+use tapes::sync::bundle::{self, CreateOptions};
+use tapes::team::{self, InviteOptions};
+use tapes::{home::Home, views::render};
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
@@ -169,7 +169,7 @@ fn team_workflow(
     let bob_store = Store::open(&bob_home.store_dir())?;
     bob_store.set_local_owner(&member_id(&bob))?;
 
-    let team = teams::create(store, alice, "Paper Compute", now)?;
+    let team = team::create(store, alice, "Paper Compute", now)?;
     let options = InviteOptions {
         expires_ms: Some(now + 7 * 86_400_000),
         max_uses: 1,
@@ -177,11 +177,11 @@ fn team_workflow(
         role: TeamRole::Member,
         addrs: Vec::new(),
     };
-    let (code, _) = teams::invite(store, alice, &team, options, now)?;
-    let (invite, request) = teams::join_request(&bob, &code, now)?;
-    let answer = teams::accept_join(store, alice, &request, now)?;
-    let bobs_view = teams::complete_join(&bob_store, &bob, &invite.team, answer)?;
-    let team = teams::load(store, &team.team_id())?;
+    let (code, _) = team::invite(store, alice, &team, options, now)?;
+    let (invite, request) = team::join_request(&bob, &code, now)?;
+    let answer = team::accept_join(store, alice, &request, now)?;
+    let bobs_view = team::complete_join(&bob_store, &bob, &invite.team, answer)?;
+    let team = team::load(store, &team.team_id())?;
     println!(
         "9. tapes team create/invite/join: bob joined \"Paper Compute\" ({} members; both verified the signed chain)",
         bobs_view.head().manifest.members.len()

@@ -18,8 +18,7 @@ use std::time::Instant;
 
 use iroh::protocol::Router;
 use tapes::identity::{Identity, Profile};
-use tapes::ingest::{ingest, Incoming};
-use tapes::lineage::{self, CopyOptions};
+use tapes::import::ingest::{ingest, Incoming};
 use tapes::peer::addr::PeerAddr;
 use tapes::peer::client::{connect, FetchReport, PeerConn};
 use tapes::peer::endpoint::{bind, EndpointConfig};
@@ -30,10 +29,11 @@ use tapes::protocol::manifest::TeamRole;
 use tapes::protocol::sync::ALPN;
 use tapes::protocol::{MemberId, SessionId, TeamId};
 use tapes::relay::run::{start, RelayOptions};
-use tapes::sample::{self, Shape};
+use tapes::session::lineage::{self, CopyOptions};
+use tapes::session::sample::{self, Shape};
 use tapes::share::{self, Audience, SecretPolicy, ShareOptions};
 use tapes::store::Store;
-use tapes::teams::{self, InviteOptions};
+use tapes::team::{self, InviteOptions};
 
 struct Teammate {
     name: &'static str,
@@ -163,8 +163,8 @@ fn describe(report: &FetchReport) -> String {
 }
 
 async fn join(owner: &Teammate, joiner: &Teammate, team: &TeamId) -> anyhow::Result<()> {
-    let chain = teams::load(&owner.store, team)?;
-    let (code, _) = teams::invite(
+    let chain = team::load(&owner.store, team)?;
+    let (code, _) = team::invite(
         &owner.store,
         &owner.identity,
         &chain,
@@ -177,11 +177,11 @@ async fn join(owner: &Teammate, joiner: &Teammate, team: &TeamId) -> anyhow::Res
         },
         tapes::now_ms(),
     )?;
-    let (invite, request) = teams::join_request(&joiner.identity, &code, tapes::now_ms())?;
+    let (invite, request) = team::join_request(&joiner.identity, &code, tapes::now_ms())?;
     let conn = joiner.dial(owner).await?;
     let response = conn.join(&request).await?;
     conn.close();
-    let chain = teams::complete_join(&joiner.store, &joiner.identity, &invite.team, response)?;
+    let chain = team::complete_join(&joiner.store, &joiner.identity, &invite.team, response)?;
     println!(
         "   {} joined \"{}\" over the connection to {}'s node: {} members now",
         joiner.name,
@@ -274,7 +274,7 @@ async fn main() -> anyhow::Result<()> {
     }
 
     println!("2. alice creates team \"platform\" and invites bob and carol");
-    let team = teams::create(&alice.store, &alice.identity, "platform", tapes::now_ms())?.team_id();
+    let team = team::create(&alice.store, &alice.identity, "platform", tapes::now_ms())?.team_id();
     join(&alice, &bob, &team).await?;
     join(&alice, &carol, &team).await?;
 
@@ -433,8 +433,8 @@ async fn main() -> anyhow::Result<()> {
         "bob should have the plan"
     );
     let dave = Teammate::start("dave").await?;
-    let chain = teams::load(&alice.store, &team)?;
-    let (code, _) = teams::invite(
+    let chain = team::load(&alice.store, &team)?;
+    let (code, _) = team::invite(
         &alice.store,
         &alice.identity,
         &chain,
@@ -443,12 +443,12 @@ async fn main() -> anyhow::Result<()> {
             max_uses: 1,
             email: None,
             role: TeamRole::Member,
-            addrs: teams::relay_hints(&alice.identity, &relay.ticket.ticket()),
+            addrs: team::relay_hints(&alice.identity, &relay.ticket.ticket()),
         },
         tapes::now_ms(),
     )?;
-    let (invite, request) = teams::join_request(&dave.identity, &code, tapes::now_ms())?;
-    let inviter = teams::inviter_recipient(&invite)
+    let (invite, request) = team::join_request(&dave.identity, &code, tapes::now_ms())?;
+    let inviter = team::inviter_recipient(&invite)
         .ok_or_else(|| anyhow::anyhow!("the invite should name the inviter's key"))?;
     let waiting = dave
         .relay(&relay.ticket)
@@ -476,7 +476,7 @@ async fn main() -> anyhow::Result<()> {
         .join_at_relay(&request, &inviter)
         .await?
         .ok_or_else(|| anyhow::anyhow!("the answer should wait at the relay"))?;
-    teams::complete_join(&dave.store, &dave.identity, &invite.team, answer)?;
+    team::complete_join(&dave.store, &dave.identity, &invite.team, answer)?;
     let report = dave.relay_sync(&relay.ticket).await?;
     println!("   dave joined and synced: {}", describe(&report.fetched));
     let http = relay
@@ -497,7 +497,7 @@ async fn main() -> anyhow::Result<()> {
 
     println!("11. every store verifies");
     for t in [&alice, &bob, &carol, &dave] {
-        let report = tapes::fsck::fsck(&t.store, |_| {})?;
+        let report = tapes::store::fsck::fsck(&t.store, |_| {})?;
         println!(
             "   {:5} {} sessions, fsck {}",
             t.name,

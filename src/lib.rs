@@ -1,48 +1,41 @@
 //! tapes: git for AI-agent sessions, peer to peer.
 //!
-//! The library behind the `tapes` binary. The object model and its encodings live in the
-//! sans-IO `tapes-protocol` crate; this crate adds the things that touch the world: the store
-//! on disk ([`storage`], [`store`]), identities ([`identity`]), importers ([`import`],
-//! [`ingest`], [`watch`]), verification ([`fsck`]) and rendering for humans ([`render`]).
+//! The library behind the `tapes` binary (whose `src/cli/` only parses arguments, calls one
+//! function here and renders). The folder tree is the architecture, from the bottom up:
+//!
+//! | layer | path | owns |
+//! |---|---|---|
+//! | formats | `protocol/` (crate `tapes-protocol`) | every byte two peers must agree on: objects, canonical encodings, ids, signatures, manifests, wire messages, reconciliation (sans-IO) |
+//! | store | [`store`] | the content-addressed store: the [`store::backend`] (sled journal + packs), the key space ([`store::keys`], SPEC §4.1), [`store::fsck`] |
+//! | who | [`identity`], [`team`], [`settings`], [`home`] | this node's keys, teams and their key rings, settings kept in the store, where files live |
+//! | sessions | [`session`] | session records, branch and fork ([`session::lineage`]), how a session ended ([`session::status`]), what it cost ([`session::pricing`]) |
+//! | capture | [`import`] | agent transcripts in, as atomic batches ([`import::ingest`]), and watch mode |
+//! | resume | [`resume`] | sessions out, in each agent's own format, and the agent's new turns back |
+//! | sharing | [`share`] | share records, the secret gate ([`share::gate`], [`share::secrets`]), what leaves the machine ([`share::outgoing`]) and who may see what ([`share::access`]) |
+//! | moving | [`sync`] | the [`sync::remote::Remote`] trait, pull/push plans, bundles, storage providers, tracking |
+//! | network | [`peer`], [`relay`] | `tapes/sync/1` over iroh between teammates, and the relay that keeps sealed copies |
+//! | views | [`views`] | search, stats, rendering and export |
+//!
+//! A module only imports modules of its own or a lower layer (a test, `tests/it/layering.rs`,
+//! refuses two modules that import each other).
 
-pub mod access;
-pub mod bundle;
 pub mod duration;
-pub mod export;
-pub mod fsck;
-pub mod gate;
 pub mod help;
 pub mod home;
 pub mod identity;
 pub mod import;
-pub mod ingest;
-pub mod keys;
-pub mod lineage;
-pub mod outgoing;
 pub mod peer;
-pub mod pricing;
-pub mod provider;
 pub mod real_fixtures;
 pub mod relay;
-pub mod remote;
-pub mod render;
 pub mod resume;
-pub mod sample;
-pub mod search;
-pub mod secrets;
 pub mod session;
 pub mod settings;
 pub mod share;
-pub mod stats;
-pub mod status;
-pub mod storage;
 pub mod store;
-pub mod team_keys;
-pub mod teams;
+pub mod sync;
+pub mod team;
 pub mod terminal;
-pub mod tracking;
-pub mod transfer;
-pub mod watch;
+pub mod views;
 
 pub use tapes_protocol as protocol;
 

@@ -3,7 +3,7 @@
 //! Parsing arguments and printing results live here; every capability is a library call, so
 //! examples and tests drive the same code the CLI does.
 
-mod cmd;
+mod cli;
 
 use std::process::ExitCode;
 
@@ -33,71 +33,71 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Create this machine's identity (ed25519 node key + age key) and store.
-    Init(cmd::init::InitArgs),
+    Init(cli::init::InitArgs),
     /// Print what a teammate needs to add you.
-    Id(cmd::init::IdArgs),
+    Id(cli::init::IdArgs),
     /// Import agent transcripts: Claude Code, Codex, Gemini CLI, a tapes database, messages JSON.
-    Import(cmd::import::ImportArgs),
+    Import(cli::import::ImportArgs),
     /// List sessions.
-    Sessions(cmd::sessions::SessionsArgs),
+    Sessions(cli::sessions::SessionsArgs),
     /// Show a session's transcript.
-    Show(cmd::sessions::ShowArgs),
+    Show(cli::sessions::ShowArgs),
     /// Show a session's node chain (ids, roles, sizes, parents), newest first.
-    Log(cmd::sessions::LogArgs),
+    Log(cli::sessions::LogArgs),
     /// Verify every object hash, parent link and ref; exits non-zero on damage.
-    Fsck(cmd::fsck::FsckArgs),
+    Fsck(cli::fsck::FsckArgs),
     /// Branch your own session: a new session sharing its first N messages.
-    Branch(cmd::lineage::BranchArgs),
+    Branch(cli::lineage::BranchArgs),
     /// Fork someone else's visible session into a new session you own.
-    Fork(cmd::lineage::ForkArgs),
+    Fork(cli::lineage::ForkArgs),
     /// Remotes to pull from and push to: add, list, remove.
     #[command(subcommand)]
-    Remote(cmd::remote::RemoteCommand),
+    Remote(cli::remote::RemoteCommand),
     /// Pull one of your sessions from a remote and track it in this project.
-    Pull(cmd::transfer::PullArgs),
+    Pull(cli::transfer::PullArgs),
     /// Push tracked sessions (default: the current one) to a remote, with the turns your
     /// agent added.
-    Push(cmd::transfer::PushArgs),
+    Push(cli::transfer::PushArgs),
     /// Write a session where an agent (claude, codex, gemini) resumes it, or as a JSON file.
-    Checkout(cmd::resume::CheckoutArgs),
+    Checkout(cli::resume::CheckoutArgs),
     /// The project's tracked sessions: agent file, new turns not pushed, remote ahead or not.
-    Status(cmd::resume::StatusArgs),
+    Status(cli::resume::StatusArgs),
     /// Answer teammates over iroh until Ctrl-C: fetches, pushes, join requests.
-    Serve(cmd::peer::ServeArgs),
+    Serve(cli::peer::ServeArgs),
     /// Fetch what peers share with you (team shares, public shares, manifests).
-    Fetch(cmd::peer::FetchArgs),
+    Fetch(cli::peer::FetchArgs),
     /// Run a relay (an always-on peer that holds no team key), or register a team on one.
-    Relay(cmd::relay::RelayArgs),
+    Relay(cli::relay::RelayArgs),
     /// Where sessions live: local, cloud (a relay) or hybrid; status and sync.
     #[command(subcommand)]
-    Storage(cmd::storage::StorageCommand),
+    Storage(cli::storage::StorageCommand),
     /// Fetch from peers, then push your own shared sessions they lack.
-    Sync(cmd::peer::SyncArgs),
+    Sync(cli::peer::SyncArgs),
     /// Teammates on this LAN (mDNS): who they are, their teams, whether they are remotes.
-    Peers(cmd::peers::PeersArgs),
+    Peers(cli::peers::PeersArgs),
     /// Share sessions with a team or publicly, after a secret scan.
-    Share(cmd::share::ShareArgs),
+    Share(cli::share::ShareArgs),
     /// Stop sharing a session (access ends from now on).
-    Unshare(cmd::share::UnshareArgs),
+    Unshare(cli::share::UnshareArgs),
     /// What teammates shared with you, newest first (● = unread).
-    Shared(cmd::share::SharedArgs),
+    Shared(cli::share::SharedArgs),
     /// Settings, e.g. `tapes config set default-visibility.<project> team`.
     #[command(subcommand)]
-    Config(cmd::share::ConfigCommand),
+    Config(cli::share::ConfigCommand),
     /// Teams: create, invite, join, members, remove, leave, promote.
     #[command(subcommand)]
-    Team(cmd::team::TeamCommand),
+    Team(cli::team::TeamCommand),
     /// Bundles for air-gapped transfer: create, verify, import.
     #[command(subcommand)]
-    Bundle(cmd::bundle::BundleCommand),
+    Bundle(cli::bundle::BundleCommand),
     /// Export sessions as JSON, JSONL or CSV for other tools.
-    Export(cmd::export::ExportArgs),
+    Export(cli::export::ExportArgs),
     /// Full-text search over messages, with filters; prints ids when piped.
-    Search(cmd::search::SearchArgs),
+    Search(cli::search::SearchArgs),
     /// Sessions, cost and tokens for a period, with breakdowns (by member across a team).
-    Stats(cmd::search::StatsArgs),
+    Stats(cli::search::StatsArgs),
     /// The price table used for costs (USD per 1M tokens) and user overrides.
-    Pricing(cmd::search::PricingArgs),
+    Pricing(cli::search::PricingArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish or powershell) to stdout.
     Completions {
         /// The shell to complete for.
@@ -167,41 +167,41 @@ fn main() -> ExitCode {
             .render(&mut std::io::stdout())
             .map(|()| ExitCode::SUCCESS)
             .map_err(anyhow::Error::from),
-        Command::Init(args) => cmd::init::init(args),
-        Command::Id(args) => cmd::init::id(args),
-        Command::Import(args) => cmd::import::run(args, cli.verbose),
-        Command::Sessions(args) => cmd::sessions::list(args),
-        Command::Show(args) => cmd::sessions::show(args),
-        Command::Log(args) => cmd::sessions::log(args),
-        Command::Fsck(args) => cmd::fsck::run(args),
-        Command::Team(command) => cmd::team::run(command),
-        Command::Bundle(command) => cmd::bundle::run(command),
-        Command::Export(args) => cmd::export::run(args),
-        Command::Search(args) => cmd::search::search(args),
-        Command::Stats(args) => cmd::search::stats(args),
-        Command::Pricing(args) => cmd::search::pricing(args),
-        Command::Share(args) => cmd::share::share(args),
-        Command::Unshare(args) => cmd::share::unshare(args),
-        Command::Shared(args) => cmd::share::shared(args),
-        Command::Config(command) => cmd::share::config(command),
-        Command::Branch(args) => cmd::lineage::branch(args),
-        Command::Fork(args) => cmd::lineage::fork(args),
-        Command::Remote(command) => cmd::remote::run(command),
-        Command::Pull(args) => cmd::transfer::pull(args),
-        Command::Push(args) => cmd::transfer::push(args),
-        Command::Checkout(args) => cmd::resume::checkout(args),
-        Command::Status(args) => cmd::resume::status(args),
-        Command::Serve(args) => cmd::peer::serve(args),
-        Command::Fetch(args) => cmd::peer::fetch(args),
-        Command::Sync(args) => cmd::peer::sync(args),
-        Command::Peers(args) => cmd::peers::run(args),
-        Command::Relay(args) => cmd::relay::run(args),
-        Command::Storage(command) => cmd::storage::run(command),
+        Command::Init(args) => cli::init::init(args),
+        Command::Id(args) => cli::init::id(args),
+        Command::Import(args) => cli::import::run(args, cli.verbose),
+        Command::Sessions(args) => cli::sessions::list(args),
+        Command::Show(args) => cli::sessions::show(args),
+        Command::Log(args) => cli::sessions::log(args),
+        Command::Fsck(args) => cli::fsck::run(args),
+        Command::Team(command) => cli::team::run(command),
+        Command::Bundle(command) => cli::bundle::run(command),
+        Command::Export(args) => cli::export::run(args),
+        Command::Search(args) => cli::search::search(args),
+        Command::Stats(args) => cli::search::stats(args),
+        Command::Pricing(args) => cli::search::pricing(args),
+        Command::Share(args) => cli::share::share(args),
+        Command::Unshare(args) => cli::share::unshare(args),
+        Command::Shared(args) => cli::share::shared(args),
+        Command::Config(command) => cli::share::config(command),
+        Command::Branch(args) => cli::lineage::branch(args),
+        Command::Fork(args) => cli::lineage::fork(args),
+        Command::Remote(command) => cli::remote::run(command),
+        Command::Pull(args) => cli::transfer::pull(args),
+        Command::Push(args) => cli::transfer::push(args),
+        Command::Checkout(args) => cli::resume::checkout(args),
+        Command::Status(args) => cli::resume::status(args),
+        Command::Serve(args) => cli::peer::serve(args),
+        Command::Fetch(args) => cli::peer::fetch(args),
+        Command::Sync(args) => cli::peer::sync(args),
+        Command::Peers(args) => cli::peers::run(args),
+        Command::Relay(args) => cli::relay::run(args),
+        Command::Storage(command) => cli::storage::run(command),
     };
     let result = if syncs_itself {
         result
     } else {
-        cmd::storage::after_command(result, wrote)
+        cli::storage::after_command(result, wrote)
     };
     match result {
         Ok(code) => code,

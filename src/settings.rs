@@ -7,8 +7,8 @@
 //! | `default-visibility.<project>` | `private`, `team`, `team:<name>`, `public` |
 //! | `share.paths` | `name` (default), `full` |
 
-use crate::outgoing::{PathPolicy, PATHS_SETTING};
-use crate::storage::RefUpdate;
+use crate::share::outgoing::{PathPolicy, PATHS_SETTING};
+use crate::store::backend::RefUpdate;
 use crate::store::{Store, StoreError};
 
 /// The prefix of the per-project default visibility keys.
@@ -57,7 +57,7 @@ pub fn validate(key: &str, value: &str) -> Result<(), SettingsError> {
 pub fn get(store: &Store, key: &str) -> Result<Option<String>, SettingsError> {
     let raw = store
         .storage()
-        .get_ref(&crate::keys::config(key))
+        .get_ref(&crate::store::keys::config(key))
         .map_err(StoreError::from)?;
     Ok(raw.map(|v| String::from_utf8_lossy(&v).into_owned()))
 }
@@ -65,7 +65,7 @@ pub fn get(store: &Store, key: &str) -> Result<Option<String>, SettingsError> {
 /// Sets `key` to `value` after [`validate`].
 pub fn set(store: &Store, key: &str, value: &str) -> Result<(), SettingsError> {
     validate(key, value)?;
-    let full = crate::keys::config(key);
+    let full = crate::store::keys::config(key);
     let current = store.storage().get_ref(&full).map_err(StoreError::from)?;
     store.commit(
         &[],
@@ -80,7 +80,7 @@ pub fn set(store: &Store, key: &str, value: &str) -> Result<(), SettingsError> {
 
 /// Every setting that is set, in key order.
 pub fn list(store: &Store) -> Result<Vec<(String, String)>, SettingsError> {
-    let prefix = crate::keys::CONFIG.as_bytes();
+    let prefix = crate::store::keys::CONFIG.as_bytes();
     let mut out = Vec::new();
     for entry in store.storage().refs(prefix) {
         let (k, v) = entry.map_err(StoreError::from)?;

@@ -10,7 +10,7 @@
 //!
 //! This module is sans-IO: it encodes and decodes the prelude, frames and the payloads whose
 //! layout two peers must agree on, and computes the digests and signatures. Reading files,
-//! sealing and writing to a store live in `tapes::bundle`. Every decoder here takes untrusted
+//! sealing and writing to a store live in `tapes::sync::bundle`. Every decoder here takes untrusted
 //! bytes, never panics, and never allocates more than the input it was given could hold.
 
 use std::collections::BTreeMap;
@@ -389,7 +389,7 @@ fn strict<T: serde::de::DeserializeOwned>(
 pub type Frames<'a> = Vec<(u8, &'a [u8])>;
 
 /// Parses a whole bundle held in memory into its header and top-level frames, checking the
-/// trailer's checksum and that nothing follows it. The file reader in `tapes::bundle` does the
+/// trailer's checksum and that nothing follows it. The file reader in `tapes::sync::bundle` does the
 /// same incrementally; this is the reference for tests and small inputs.
 pub fn parse(bytes: &[u8]) -> Result<(Header, Frames<'_>), ParseError> {
     if bytes.len() < PRELUDE_LEN {

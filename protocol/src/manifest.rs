@@ -5,7 +5,7 @@
 //! is signed by an owner or admin *of that previous version* — so authority always flows from
 //! members everyone already agreed on, never from the new manifest itself. Each manifest also
 //! carries the team's current key epoch: the age recipient to seal new content to, and the
-//! team's key ring wrapped to every member (opaque bytes here; `tapes::team_keys` makes them).
+//! team's key ring wrapped to every member (opaque bytes here; `tapes::team::keyring` makes them).
 //!
 //! This module is pure: encoding, ids, signatures and the transition rules. The chain state
 //! machine that applies manifests one by one (and detects rollbacks and forks) is

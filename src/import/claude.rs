@@ -1,6 +1,6 @@
 //! Claude Code importer: one `~/.claude/projects/<project>/*.jsonl` transcript (a main session,
 //! a v2.0.x top-level `agent-<id>.jsonl`, or a v2.1.x `<session>/subagents/agent-*.jsonl`) into
-//! [`ParsedSession`]s. It only parses; building nodes and writing happen in `crate::ingest`.
+//! [`ParsedSession`]s. It only parses; building nodes and writing happen in `crate::import::ingest`.
 //!
 //! Format decisions, and why:
 //!

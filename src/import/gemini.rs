@@ -1397,7 +1397,7 @@ mod tests {
     }
 
     fn node_ids(session: &ParsedSession) -> Vec<String> {
-        crate::ingest::build_nodes(session)
+        crate::import::ingest::build_nodes(session)
             .iter()
             .map(|n| n.id().to_hex())
             .collect()

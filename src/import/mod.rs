@@ -2,8 +2,11 @@
 //!
 //! Each importer only parses: it reads one source file into [`ParsedSession`]s (messages in
 //! order, without node ids) and a [`FileReport`] of what it skipped. Building the node chain,
-//! hashing and writing happen once, in [`crate::ingest`], so every importer gets the same
+//! hashing and writing happen once, in [`crate::import::ingest`], so every importer gets the same
 //! idempotence and the same all-or-nothing batch for free.
+
+pub mod ingest;
+pub mod watch;
 
 pub mod claude;
 pub mod codex;

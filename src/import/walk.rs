@@ -8,8 +8,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use crate::import::ingest::{ingest, Incoming, IngestReport};
 use crate::import::{detect_format, ImportError, SourceFormat, Warning};
-use crate::ingest::{ingest, Incoming, IngestReport};
 use crate::store::{Store, StoreError};
 
 /// Nodes gathered before a batch is committed.

@@ -32,13 +32,13 @@ use super::receive::{
 };
 use super::server::BATCH_BYTES;
 use super::PeerError;
-use crate::access;
 use crate::identity::Identity;
 use crate::session::SessionRecord;
+use crate::share::access;
 use crate::share::Audience;
-use crate::storage::Staging;
+use crate::store::backend::Staging;
 use crate::store::Store;
-use crate::teams;
+use crate::team;
 
 /// Streams fetched at once. Measured on 2 cores at 0.2 GB sealed: 3 streams 64 MB/s, 8 70,
 /// 16 82, 32 74. More streams keep both sides busy between one session's round trips; past
@@ -736,19 +736,20 @@ impl PeerConn {
         id: SessionId,
         base: Option<NodeId>,
     ) -> Result<u64, PeerError> {
-        let plan =
-            block_in_place(|| crate::transfer::plan_push(store, identity, &id, base.as_ref()))
-                .map_err(PeerError::from_transfer)?;
+        let plan = block_in_place(|| {
+            crate::sync::transfer::plan_push(store, identity, &id, base.as_ref())
+        })
+        .map_err(PeerError::from_transfer)?;
         self.push_plan(store, identity, plan).await
     }
 
-    /// Sends a push built by [`crate::transfer::plan_push`], with the signed entry and share
+    /// Sends a push built by [`crate::sync::transfer::plan_push`], with the signed entry and share
     /// records around it, sealed to the team when the session is shared with one the peer is in.
     pub async fn push_plan(
         &self,
         store: &Store,
         identity: &Identity,
-        plan: crate::remote::PushPlan,
+        plan: crate::sync::remote::PushPlan,
     ) -> Result<u64, PeerError> {
         let id = plan.session;
         let base = plan.base;
@@ -779,7 +780,7 @@ impl PeerConn {
                         Some(chain) => {
                             let team = chain.team_id();
                             let sealed = block_in_place(|| {
-                                teams::seal_for(
+                                team::seal_for(
                                     store,
                                     identity,
                                     chain,
@@ -945,7 +946,7 @@ struct Prepared {
     seal_to: Option<tapes_protocol::team_chain::TeamChain>,
 }
 
-/// What the sync protocol sends around a [`crate::remote::PushPlan`]: the signed entry, the
+/// What the sync protocol sends around a [`crate::sync::remote::PushPlan`]: the signed entry, the
 /// share records, and the team to seal to when the session is shared with a team the peer is in.
 fn prepare_push(
     store: &Store,
@@ -962,7 +963,7 @@ fn prepare_push(
     {
         if let Audience::Team(team) = share.record.audience {
             if share.is_live(crate::now_ms()) && seal_to.is_none() {
-                if let Ok(chain) = teams::load(store, &team) {
+                if let Ok(chain) = team::load(store, &team) {
                     if chain.head().manifest.member(peer).is_some() {
                         seal_to = Some(chain);
                     }
@@ -996,7 +997,7 @@ struct WriterTx {
 
 fn writer_stopped() -> PeerError {
     PeerError::Store(crate::store::StoreError::Storage(
-        crate::storage::StorageError::Backend("the store writer stopped".into()),
+        crate::store::backend::StorageError::Backend("the store writer stopped".into()),
     ))
 }
 
@@ -1076,7 +1077,7 @@ impl Writer {
         drop(self.tx.take());
         self.handle.join().unwrap_or_else(|_| {
             Err(crate::store::StoreError::Storage(
-                crate::storage::StorageError::Backend("the store writer panicked".into()),
+                crate::store::backend::StorageError::Backend("the store writer panicked".into()),
             ))
         })
     }

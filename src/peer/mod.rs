@@ -4,22 +4,22 @@
 //! [`endpoint`] binds an iroh endpoint with this node's identity key; [`frames`] reads and
 //! writes protocol frames on QUIC streams; [`server`] answers teammates (`tapes serve`);
 //! [`client`] dials one and fetches, pushes, pulls or joins; [`receive`] verifies everything a
-//! peer sends before anything is stored. What a peer may see is decided in [`crate::access`].
+//! peer sends before anything is stored. What a peer may see is decided in [`crate::share::access`].
 
 pub mod addr;
 pub mod client;
 pub mod endpoint;
 pub mod frames;
 pub mod network;
+pub mod peer_remote;
 pub mod receive;
 pub mod relay_client;
-pub mod remote;
 pub mod server;
 
-use crate::access::AccessError;
+use crate::share::access::AccessError;
 use crate::store::StoreError;
-use crate::team_keys::KeyError;
-use crate::teams::TeamError;
+use crate::team::keyring::KeyError;
+use crate::team::TeamError;
 
 /// Errors of peer-to-peer sync.
 #[derive(Debug, thiserror::Error)]
@@ -74,9 +74,9 @@ impl PeerError {
     /// The same error for a dial that was to a relay (`tapes relay`), not a peer's
     /// `tapes serve`: a failed dial then gives the advice that fits a relay.
     /// A push that could not be built here (not ours, a base not in the history, the store).
-    pub fn from_transfer(e: crate::transfer::TransferError) -> PeerError {
+    pub fn from_transfer(e: crate::sync::transfer::TransferError) -> PeerError {
         match e {
-            crate::transfer::TransferError::Store(e) => PeerError::Store(e),
+            crate::sync::transfer::TransferError::Store(e) => PeerError::Store(e),
             other => PeerError::Local(other.to_string()),
         }
     }

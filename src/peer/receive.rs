@@ -20,15 +20,15 @@ use tapes_protocol::team_chain::TeamChain;
 use tapes_protocol::{MemberId, NodeId, SessionId, StoredObject, TeamId};
 
 use super::PeerError;
-use crate::access::{encode_signature, signature_key};
 use crate::identity::Identity;
-use crate::remote::RefSignature;
 use crate::session::{session_ref_key, SessionRecord};
+use crate::share::access::{encode_signature, signature_key};
 use crate::share::{share_key, SignedShare};
-use crate::storage::RefUpdate;
+use crate::store::backend::RefUpdate;
 use crate::store::{Store, StoreError};
-use crate::team_keys::{self, KeyRing};
-use crate::teams;
+use crate::sync::remote::RefSignature;
+use crate::team;
+use crate::team::keyring::{self, KeyRing};
 
 /// Checks a session entry: the record decodes, names an owner, and the owner signed it.
 pub fn check_entry(entry: &SessionEntry) -> Result<SessionRecord, String> {
@@ -178,7 +178,7 @@ impl Rings {
         if let Some(ring) = self.rings.get(team) {
             return Ok(ring.clone());
         }
-        let chain = teams::load(store, team).map_err(|e| e.to_string())?;
+        let chain = team::load(store, team).map_err(|e| e.to_string())?;
         let me = MemberId(identity.verifying_key().to_bytes());
         let ring = Arc::new(
             KeyRing::for_member(&chain, &me, identity.age_identity()).map_err(|e| e.to_string())?,
@@ -217,7 +217,7 @@ impl Rings {
 }
 
 fn open_with(ring: &KeyRing, team: &TeamId, sealed: &[u8]) -> Result<Vec<u8>, String> {
-    team_keys::open_encoded(ring, team, sealed).map_err(|e| e.to_string())
+    keyring::open_encoded(ring, team, sealed).map_err(|e| e.to_string())
 }
 
 /// [`Rings::open`] for streams sharing one set of rings: the lock is held only to look the
@@ -341,9 +341,9 @@ pub fn apply_manifests(
     mut manifests: Vec<SignedManifest>,
 ) -> Result<usize, PeerError> {
     manifests.sort_by_key(|m| m.manifest.version);
-    match teams::load(store, team) {
+    match team::load(store, team) {
         Ok(_) => {
-            let results = teams::receive(store, team, manifests)?;
+            let results = team::receive(store, team, manifests)?;
             let mut new = 0;
             for result in results {
                 match result {
@@ -361,7 +361,7 @@ pub fn apply_manifests(
             }
             Ok(new)
         }
-        Err(teams::TeamError::NotFound(_)) => {
+        Err(team::TeamError::NotFound(_)) => {
             let count = manifests.len();
             let chain =
                 TeamChain::from_versions(manifests, None).map_err(|e| PeerError::BadObject {
@@ -373,7 +373,7 @@ pub fn apply_manifests(
             if &chain.team_id() != team || chain.head().manifest.member(me).is_none() {
                 return Ok(0);
             }
-            teams::store_chain(store, &chain)?;
+            team::store_chain(store, &chain)?;
             Ok(count)
         }
         Err(e) => Err(e.into()),

@@ -28,12 +28,12 @@ use tokio::task::block_in_place;
 use super::client::{FetchReport, PeerConn};
 use super::server::BATCH_BYTES;
 use super::PeerError;
-use crate::access;
 use crate::identity::Identity;
+use crate::share::access;
 use crate::share::{share_key, Audience, SignedShare};
-use crate::storage::RefUpdate;
+use crate::store::backend::RefUpdate;
 use crate::store::{Store, StoreError};
-use crate::teams;
+use crate::team;
 
 /// What one `relay_sync` did.
 #[derive(Debug, Default)]
@@ -158,7 +158,7 @@ fn scope_part(scope: &Scope) -> String {
 }
 
 fn tracking_key(relay: &MemberId, scope: &Scope, session: &SessionId) -> Vec<u8> {
-    crate::keys::relay_sync(relay, &scope_part(scope), session)
+    crate::store::keys::relay_sync(relay, &scope_part(scope), session)
 }
 
 /// What a deposit would say about one of our sessions for one scope.
@@ -277,14 +277,16 @@ pub fn counts(
 
 /// The relay's teams we are in, as last seen (refs `relay-teams/<relay hex>`).
 pub fn known_teams(store: &Store, relay: &MemberId) -> Result<Vec<TeamId>, StoreError> {
-    let raw = store.storage().get_ref(&crate::keys::relay_teams(relay))?;
+    let raw = store
+        .storage()
+        .get_ref(&crate::store::keys::relay_teams(relay))?;
     Ok(raw
         .map(|b| b.chunks_exact(32).filter_map(TeamId::from_slice).collect())
         .unwrap_or_default())
 }
 
 fn remember_teams(store: &Store, relay: &MemberId, teams: &[TeamId]) -> Result<(), StoreError> {
-    let key = crate::keys::relay_teams(relay);
+    let key = crate::store::keys::relay_teams(relay);
     let current = store.storage().get_ref(&key)?;
     let new: Vec<u8> = teams.iter().flat_map(|t| t.0).collect();
     if current.as_deref() == Some(new.as_slice()) {
@@ -327,7 +329,7 @@ impl PeerConn {
 
     /// `tapes relay register`: signs `team` onto the relay with its whole chain.
     pub async fn register(&self, store: &Store, team: &TeamId) -> Result<(), PeerError> {
-        let chain = block_in_place(|| teams::load(store, team))?;
+        let chain = block_in_place(|| team::load(store, team))?;
         let manifests = chain
             .versions()
             .iter()
@@ -407,8 +409,7 @@ impl PeerConn {
                 continue;
             }
             let name = request.body.member.name.clone();
-            match block_in_place(|| teams::accept_join(store, identity, &request, crate::now_ms()))
-            {
+            match block_in_place(|| team::accept_join(store, identity, &request, crate::now_ms())) {
                 Ok(response) => answers.push((request.body.member.id, name, response)),
                 Err(e) => report.fail(SyncItem::JoinAnswer(team, name), e.into()),
             }
@@ -419,7 +420,7 @@ impl PeerConn {
         // The relay learns the new members before they come to collect their answers. If it
         // refuses the chain (the members quota), the answers still go: a refusal reaches its
         // joiner, and an acceptance waits there until the chain is taken.
-        let chain = block_in_place(|| teams::load(store, &team))?;
+        let chain = block_in_place(|| team::load(store, &team))?;
         let manifests = chain
             .versions()
             .iter()
@@ -633,9 +634,10 @@ impl PeerConn {
         };
         // The secret gate, for what was added or changed since the share passed it, and no
         // local paths (SPEC.md §11.2, §11.3).
-        let objects =
-            block_in_place(|| crate::gate::deposit(store, &wanted.share.record.gated(), objects))
-                .map_err(|e| PeerError::Local(e.to_string()))?;
+        let objects = block_in_place(|| {
+            crate::share::gate::deposit(store, &wanted.share.record.gated(), objects)
+        })
+        .map_err(|e| PeerError::Local(e.to_string()))?;
         match self
             .send_deposit(
                 store,
@@ -683,7 +685,7 @@ impl PeerConn {
                     .remove(&team);
                 Some(match cached {
                     Some(chain) => chain,
-                    None => block_in_place(|| teams::load(store, &team))?,
+                    None => block_in_place(|| team::load(store, &team))?,
                 })
             }
             Scope::Public => None,
@@ -692,7 +694,7 @@ impl PeerConn {
             match &mut chain {
                 None => Ok(bytes.to_vec()),
                 Some(chain) => Ok(block_in_place(|| {
-                    teams::seal_for(store, identity, chain, bytes, crate::now_ms())
+                    team::seal_for(store, identity, chain, bytes, crate::now_ms())
                 })?
                 .encode()),
             }
@@ -802,12 +804,12 @@ impl PeerConn {
         // The relay's teams we hold a chain of (a fetch above brought any we lacked).
         let teams: Vec<TeamId> = listed
             .into_iter()
-            .filter(|t| teams::load(store, t).is_ok())
+            .filter(|t| team::load(store, t).is_ok())
             .collect();
         // Manifests the relay lacks, per team (it applies them through the chain rules).
         let need_set: BTreeSet<ItemId> = need.iter().copied().collect();
         for team in &teams {
-            let chain = block_in_place(|| teams::load(store, team))?;
+            let chain = block_in_place(|| team::load(store, team))?;
             if chain.head().manifest.member(&me).is_none() {
                 // We left or were removed, and the relay does not know yet: tell it, so it
                 // stops serving us (and whoever else the newer manifests removed).
@@ -841,9 +843,7 @@ impl PeerConn {
         // From here on, only the teams we are still in.
         let teams: Vec<TeamId> = teams
             .into_iter()
-            .filter(|t| {
-                teams::load(store, t).is_ok_and(|c| c.head().manifest.member(&me).is_some())
-            })
+            .filter(|t| team::load(store, t).is_ok_and(|c| c.head().manifest.member(&me).is_some()))
             .filter(|t| only.is_none_or(|o| o.contains(t)))
             .collect();
         block_in_place(|| remember_teams(store, &self.peer, &teams))?;
@@ -885,7 +885,7 @@ impl PeerConn {
         for (team, (before, after)) in teams.iter().zip(heads_before.iter().zip(&heads_after)) {
             let item = SyncItem::Manifests(*team);
             if after > before && !report.failed_items.iter().any(|(i, _)| *i == item) {
-                let chain = block_in_place(|| teams::load(store, team))?;
+                let chain = block_in_place(|| team::load(store, team))?;
                 let manifests = chain.versions()
                     [(*before as usize + 1).min(chain.versions().len())..]
                     .iter()
@@ -900,7 +900,7 @@ impl PeerConn {
             }
         }
         for team in &teams {
-            let chain = block_in_place(|| teams::load(store, team))?;
+            let chain = block_in_place(|| team::load(store, team))?;
             let admin = chain
                 .head()
                 .manifest
@@ -950,7 +950,7 @@ type Chains =
 
 fn head_versions(store: &Store, list: &[TeamId]) -> Result<Vec<u64>, PeerError> {
     list.iter()
-        .map(|t| Ok(teams::load(store, t)?.head().manifest.version))
+        .map(|t| Ok(team::load(store, t)?.head().manifest.version))
         .collect()
 }
 

@@ -1,6 +1,6 @@
 //! The answering side of `tapes/sync/1` (`tapes serve`): one task per connection, one per
 //! stream. The peer is who the QUIC handshake proved; what it may see is
-//! [`crate::access::view_for`] under this node's current verified team manifests.
+//! [`crate::share::access::view_for`] under this node's current verified team manifests.
 //!
 //! A peer that breaks the protocol or sends an object that does not verify is disconnected;
 //! nothing of the batch it was sending is stored.
@@ -22,14 +22,14 @@ use super::endpoint::member_of;
 use super::frames::{Counters, Stream};
 use super::receive::{check_entry, ChainCheck, Rings};
 use super::PeerError;
-use crate::access::{self, encode_signature, signature_key, Grant, View, ViewItem};
 use crate::identity::Identity;
-use crate::remote::{apply_push, RefSignature, RemoteError};
 use crate::session::SessionRecord;
+use crate::share::access::{self, encode_signature, signature_key, Grant, View, ViewItem};
 use crate::share::SignedShare;
-use crate::storage::RefUpdate;
+use crate::store::backend::RefUpdate;
 use crate::store::{Store, StoreError};
-use crate::teams;
+use crate::sync::remote::{apply_push, RefSignature, RemoteError};
+use crate::team;
 
 /// Plaintext bytes per object batch on the wire (sealed batches are sealed one by one).
 pub const BATCH_BYTES: usize = 1 << 20;
@@ -109,14 +109,14 @@ struct Conn {
 
 impl Conn {
     fn chain(&self, team: &TeamId) -> Result<TeamChain, PeerError> {
-        let stamp = teams::chain_stamp(&self.store, team)?;
+        let stamp = team::chain_stamp(&self.store, team)?;
         let mut cache = self.chains.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((seen, chain)) = cache.get(team) {
             if *seen == stamp {
                 return Ok(chain.clone());
             }
         }
-        let chain = teams::load(&self.store, team)?;
+        let chain = team::load(&self.store, team)?;
         cache.insert(*team, (stamp, chain.clone()));
         Ok(chain)
     }
@@ -264,7 +264,7 @@ impl Server {
         };
         match found {
             ViewItem::Manifest { team, version } => {
-                let chain = tokio::task::block_in_place(|| teams::load(&conn.store, &team))?;
+                let chain = tokio::task::block_in_place(|| team::load(&conn.store, &team))?;
                 let Some(signed) = chain.versions().get(version as usize) else {
                     return refuse(stream, "that manifest is gone").await;
                 };
@@ -335,7 +335,7 @@ impl Server {
         if let Some(passes) = cached {
             return Ok(passes);
         }
-        let findings = crate::gate::served(store, &share.record.gated())
+        let findings = crate::share::gate::served(store, &share.record.gated())
             .map_err(|e| PeerError::Local(e.to_string()))?;
         let passes = findings.is_empty();
         if !passes {
@@ -343,7 +343,7 @@ impl Server {
                 "not serving session {} to {}: {} in what was added since it was shared; `tapes share {} --dry-run` lists them",
                 id.short(),
                 conn.name,
-                crate::render::plural(findings.len(), "possible secret"),
+                crate::views::render::plural(findings.len(), "possible secret"),
                 id.short()
             ));
         }
@@ -400,7 +400,8 @@ impl Server {
             _ => None,
         };
         // Node metadata leaves with the project's name, not the working directory (§11.3).
-        let paths = tokio::task::block_in_place(|| crate::outgoing::PathPolicy::load(store))?;
+        let paths =
+            tokio::task::block_in_place(|| crate::share::outgoing::PathPolicy::load(store))?;
         let mut batch = Vec::new();
         let mut batch_bytes = 0;
         for (id, held) in chain.into_iter().skip(start) {
@@ -410,7 +411,7 @@ impl Server {
                     .map_err(StoreError::from)?
                     .ok_or(StoreError::MissingNode(id))?,
             };
-            let bytes = crate::outgoing::object(bytes, paths);
+            let bytes = crate::share::outgoing::object(bytes, paths);
             batch_bytes += bytes.len();
             batch.push(bytes);
             if batch_bytes >= BATCH_BYTES {
@@ -437,7 +438,7 @@ impl Server {
             Some(chain) => {
                 let team = chain.team_id();
                 let sealed = tokio::task::block_in_place(|| {
-                    teams::seal_encoded_for(
+                    team::seal_encoded_for(
                         &conn.store,
                         &self.state.identity,
                         chain,
@@ -576,7 +577,7 @@ impl Server {
                     "{} pushed session {} ({})",
                     conn.name,
                     entry.id.short(),
-                    crate::render::plural(objects.len(), "new node")
+                    crate::views::render::plural(objects.len(), "new node")
                 ));
                 Response::Pushed {
                     nodes: objects.len() as u64,
@@ -608,7 +609,7 @@ impl Server {
             .await;
         }
         let response = tokio::task::block_in_place(|| {
-            teams::accept_join(&conn.store, &self.state.identity, &request, crate::now_ms())
+            team::accept_join(&conn.store, &self.state.identity, &request, crate::now_ms())
         })?;
         match &response {
             tapes_protocol::join::JoinResponse::Accepted { .. } => self.log(format!(
@@ -752,7 +753,7 @@ fn walk(
 /// True when the peer is a current member of a team this node is in.
 fn is_teammate(conn: &Conn, identity: &Identity) -> Result<bool, PeerError> {
     let me = MemberId(identity.verifying_key().to_bytes());
-    Ok(teams::list(&conn.store)?.iter().any(|chain| {
+    Ok(team::list(&conn.store)?.iter().any(|chain| {
         let head = &chain.head().manifest;
         head.member(&me).is_some() && head.member(&conn.peer).is_some()
     }))
@@ -760,7 +761,7 @@ fn is_teammate(conn: &Conn, identity: &Identity) -> Result<bool, PeerError> {
 
 /// A peer's name as this node's teams know it, or its short id.
 fn peer_name(store: &Store, peer: &MemberId) -> String {
-    teams::list(store)
+    team::list(store)
         .ok()
         .and_then(|chains| {
             chains.iter().find_map(|c| {

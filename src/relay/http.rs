@@ -5,7 +5,7 @@
 //! unshares a session or its share expires, its page is a 404 from then on; responses are marked
 //! `no-store` so no cache keeps serving it afterwards. The header's facts show all four token
 //! counts (input, output, cache read, cache write) and the cost, priced with the built-in table
-//! of [`crate::pricing`] (SPEC.md §13).
+//! of [`crate::session::pricing`] (SPEC.md §13).
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -25,10 +25,10 @@ use tapes_protocol::{
 
 use super::state::PublicSession;
 use super::{RelayError, RelayState};
-use crate::pricing::PriceTable;
-use crate::render;
+use crate::session::pricing::PriceTable;
 use crate::session::SessionRecord;
 use crate::share::{Audience, ShareRecord};
+use crate::views::render;
 
 /// A tool input or output longer than this many lines or bytes starts collapsed, so a page
 /// stays readable when an agent read a whole file.
@@ -339,10 +339,10 @@ fn cost_fact(chain: &[(NodeId, Node)]) -> Option<String> {
     let unpriced = unpriced.into_iter().collect::<Vec<_>>().join(", ");
     match (priced, unpriced.is_empty()) {
         (false, true) => None,
-        (true, true) => Some(format!("cost {}", crate::render::usd(cost))),
+        (true, true) => Some(format!("cost {}", crate::views::render::usd(cost))),
         (true, false) => Some(format!(
             "cost {} + unpriced {unpriced}",
-            crate::render::usd(cost)
+            crate::views::render::usd(cost)
         )),
         (false, false) => Some(format!("cost unknown (unpriced {unpriced})")),
     }

@@ -390,7 +390,7 @@ impl RelayServer {
                         "{} deposited session {} ({})",
                         conn.name,
                         session.short(),
-                        crate::render::plural(n as usize, "new node")
+                        crate::views::render::plural(n as usize, "new node")
                     ),
                 });
                 Response::Pushed { nodes }

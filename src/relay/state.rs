@@ -1,7 +1,7 @@
 //! What a relay keeps (SPEC.md §16.2) and the rules it applies to changing it: registered teams
 //! and their verified manifest chains, deposited sessions (opaque sealed segments plus the few
 //! facts it needs in the clear), per-team usage against quotas, and join requests waiting for
-//! an admin. Everything lives behind the project's [`Storage`](crate::storage::Storage) trait,
+//! an admin. Everything lives behind the project's [`Storage`](crate::store::backend::Storage) trait,
 //! in refs under `relay/` and in content-addressed objects for segments.
 //!
 //! The relay holds no team key. For a team it can check who is asking (the QUIC handshake),
@@ -24,9 +24,9 @@ use super::RelayError;
 use crate::peer::receive::{check_entry, ChainCheck};
 use crate::session::SessionRecord;
 use crate::share::{Audience, SignedShare};
-use crate::storage::{RefUpdate, StorageError};
+use crate::store::backend::{RefUpdate, StorageError};
 use crate::store::{Store, StoreError};
-use crate::team_keys::Sealed;
+use crate::team::keyring::Sealed;
 
 /// Join requests one team may have waiting at once.
 const MAX_WAITING_JOINS: usize = 64;
@@ -140,7 +140,7 @@ pub struct RelayState {
 }
 
 fn team_key(team: &TeamId) -> Vec<u8> {
-    crate::keys::relay_team(team)
+    crate::store::keys::relay_team(team)
 }
 
 fn scope_part(scope: &Scope) -> String {
@@ -151,7 +151,7 @@ fn scope_part(scope: &Scope) -> String {
 }
 
 fn deposit_prefix(scope: &Scope) -> Vec<u8> {
-    crate::keys::relay_deposits(&scope_part(scope))
+    crate::store::keys::relay_deposits(&scope_part(scope))
 }
 
 fn deposit_key(scope: &Scope, session: &SessionId) -> Vec<u8> {
@@ -161,15 +161,15 @@ fn deposit_key(scope: &Scope, session: &SessionId) -> Vec<u8> {
 }
 
 fn ids_key(scope: &Scope, session: &SessionId) -> Vec<u8> {
-    crate::keys::relay_ids(&scope_part(scope), session)
+    crate::store::keys::relay_ids(&scope_part(scope), session)
 }
 
 fn usage_key(scope: &Scope) -> Vec<u8> {
-    crate::keys::relay_usage(&scope_part(scope))
+    crate::store::keys::relay_usage(&scope_part(scope))
 }
 
 fn join_prefix(team: &TeamId) -> Vec<u8> {
-    crate::keys::relay_joins(team)
+    crate::store::keys::relay_joins(team)
 }
 
 fn join_key(team: &TeamId, joiner: &MemberId) -> Vec<u8> {
@@ -207,7 +207,7 @@ fn blob_id(bytes: &[u8]) -> NodeId {
 impl RelayState {
     pub fn open(store: Arc<Store>, config: RelayConfig) -> Result<RelayState, RelayError> {
         let mut chains = HashMap::new();
-        for item in store.storage().refs(crate::keys::RELAY_TEAM) {
+        for item in store.storage().refs(crate::store::keys::RELAY_TEAM) {
             let (_, raw) = item.map_err(StoreError::from)?;
             let chain = decode_chain(&raw)?;
             chains.insert(chain.team_id(), chain);
@@ -610,7 +610,7 @@ impl RelayState {
         if size > pending.room {
             return Err(RelayError::Quota(format!(
                 "this deposit does not fit: the relay takes at most {} per deposit and within the scope's `bytes` quota; ask the relay's operator to raise `bytes` in relay.toml",
-                crate::render::bytes(MAX_DEPOSIT_BYTES as usize)
+                crate::views::render::bytes(MAX_DEPOSIT_BYTES as usize)
             )));
         }
         pending.room -= size;
@@ -746,7 +746,7 @@ impl RelayState {
             match storage.update_refs(&updates) {
                 Ok(()) => break,
                 Err(StorageError::Conflict { key, .. })
-                    if key.starts_with(crate::keys::RELAY_USAGE) =>
+                    if key.starts_with(crate::store::keys::RELAY_USAGE) =>
                 {
                     continue
                 }
@@ -987,8 +987,8 @@ fn check_quota(
             if usage.bytes > limit {
                 return Err(RelayError::Quota(format!(
                     "{who} would hold {} on this relay, over its {} limit; ask the relay's operator to raise `bytes` in relay.toml",
-                    crate::render::bytes(usage.bytes as usize),
-                    crate::render::bytes(limit as usize)
+                    crate::views::render::bytes(usage.bytes as usize),
+                    crate::views::render::bytes(limit as usize)
                 )));
             }
         }

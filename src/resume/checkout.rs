@@ -165,7 +165,7 @@ pub fn checkout(store: &Store, id: &SessionId, options: &Options) -> Result<Chec
         .session(id)?
         .ok_or_else(|| ResumeError::NoSession(id.short()))?;
     let me = store.local_owner()?;
-    let theirs = !crate::lineage::is_mine(&record, me.as_ref());
+    let theirs = !crate::session::lineage::is_mine(&record, me.as_ref());
     let platform = options.platform;
     let earlier = mapping::of_session(store, id)?
         .into_iter()
@@ -341,7 +341,7 @@ fn read_back(
     let sessions = parse(path)?;
     let mut best: Option<(ParsedSession, Vec<NodeId>)> = None;
     for session in sessions {
-        let file_ids: Vec<NodeId> = crate::ingest::build_chain(&session)
+        let file_ids: Vec<NodeId> = crate::import::ingest::build_chain(&session)
             .iter()
             .map(|o| o.id)
             .collect();
@@ -402,7 +402,7 @@ fn check_existing(store: &Store, platform: Platform, plan: &Planned) -> Result<b
     let sessions = parse(path)?;
     let mut unstored = 0;
     for session in &sessions {
-        let file_ids: Vec<NodeId> = crate::ingest::build_chain(session)
+        let file_ids: Vec<NodeId> = crate::import::ingest::build_chain(session)
             .iter()
             .map(|o| o.id)
             .collect();

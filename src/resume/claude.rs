@@ -290,8 +290,8 @@ mod tests {
     use std::path::Path;
 
     use super::*;
+    use crate::import::ingest::build_nodes;
     use crate::import::ParsedSession;
-    use crate::ingest::build_nodes;
     use crate::session::SessionRecord;
     use tapes_protocol::SessionId;
 

@@ -620,8 +620,8 @@ fn is_context(text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::import::ingest::build_nodes;
     use crate::import::{ParsedMessage, ParsedSession};
-    use crate::ingest::build_nodes;
     use crate::session::SessionRecord;
     use tapes_protocol::{NodeMeta, SessionId};
 

@@ -9,11 +9,11 @@ use super::{Render, Rendered, ResumeError};
 pub fn render(req: &Render) -> Result<Rendered, ResumeError> {
     let chain: Vec<(tapes_protocol::NodeId, tapes_protocol::Node)> =
         req.nodes.iter().map(|n| (n.id(), n.clone())).collect();
-    let prices = crate::pricing::PriceTable::defaults();
-    let session = crate::export::object_of(&req.session, req.record, &chain, &prices);
+    let prices = crate::session::pricing::PriceTable::defaults();
+    let session = crate::views::export::object_of(&req.session, req.record, &chain, &prices);
     let mut bytes = Vec::new();
     let written = (|| {
-        let mut doc = crate::export::JsonDocument::start(
+        let mut doc = crate::views::export::JsonDocument::start(
             &mut bytes,
             req.now_ms,
             "tapes checkout",
@@ -41,8 +41,8 @@ mod tests {
 
     #[test]
     fn the_file_is_the_export_document_of_that_one_session() {
-        let parsed: ParsedSession = crate::sample::session(7, 0, Default::default());
-        let nodes = crate::ingest::build_nodes(&parsed);
+        let parsed: ParsedSession = crate::session::sample::session(7, 0, Default::default());
+        let nodes = crate::import::ingest::build_nodes(&parsed);
         let record = crate::resume::test_record("claude", Some("t"));
         let session = tapes_protocol::SessionId([3; 16]);
         let rendered = render(&Render {

@@ -22,16 +22,16 @@ use serde::{Deserialize, Serialize};
 use tapes_protocol::{NodeId, SessionId};
 
 use crate::import::{ParsedMessage, ParsedSession};
-use crate::storage::RefUpdate;
+use crate::store::backend::RefUpdate;
 use crate::store::{Store, StoreError};
 
 /// Prefix of the mapping records in the ref namespace.
-pub const PREFIX: &[u8] = crate::keys::AGENT_FILE;
+pub const PREFIX: &[u8] = crate::store::keys::AGENT_FILE;
 const VERSION: u8 = 1;
 
 /// `agent-file/<source kind>/<source id>`.
 pub fn key(source_kind: &str, source_id: &str) -> Vec<u8> {
-    crate::keys::agent_file(source_kind, source_id)
+    crate::store::keys::agent_file(source_kind, source_id)
 }
 
 /// One agent file tapes wrote, as last synced with the session it stands for.

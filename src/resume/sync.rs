@@ -15,7 +15,7 @@ use tapes_protocol::NodeId;
 use super::mapping;
 use crate::import::walk::{import_paths, ImportSummary, WalkError};
 use crate::store::{Store, StoreError};
-use crate::tracking::TrackedAlias;
+use crate::sync::tracking::TrackedAlias;
 
 /// Imports each of `files` that exists (a file the agent or the user removed is left out:
 /// what it held is in the store already).
@@ -71,7 +71,7 @@ pub fn file_state(store: &Store, path: &Path) -> Result<FileState, StoreError> {
         else {
             continue;
         };
-        let ids: Vec<NodeId> = crate::ingest::build_chain(&session)
+        let ids: Vec<NodeId> = crate::import::ingest::build_chain(&session)
             .iter()
             .map(|o| o.id)
             .collect();

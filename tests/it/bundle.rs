@@ -9,25 +9,25 @@
 use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
-use tapes::bundle::{self, BundleError, CreateOptions, Outcome, Sealing};
 use tapes::home::Home;
 use tapes::identity::{Identity, Profile};
+use tapes::import::ingest::{ingest, Incoming};
 use tapes::import::ParsedSession;
-use tapes::ingest::{ingest, Incoming};
-use tapes::outgoing::{self, PathPolicy};
 use tapes::protocol::bundle::{
     self as format, kind, Header, RefEntry, Refs, SessionEntry, SignedRefs,
 };
 use tapes::protocol::manifest::TeamRole;
 use tapes::protocol::team_chain::TeamChain;
 use tapes::protocol::{ContentBlock, MemberId, NodeId, SessionId, TeamId};
-use tapes::remote::RefSignature;
-use tapes::sample::{self, Shape};
+use tapes::session::sample::{self, Shape};
 use tapes::session::SessionRecord;
+use tapes::share::outgoing::{self, PathPolicy};
 use tapes::share::{self, Audience, SecretPolicy, ShareOptions};
 use tapes::store::Store;
-use tapes::team_keys::{self, KeyRing, Sealed};
-use tapes::teams::{self, InviteOptions};
+use tapes::sync::bundle::{self, BundleError, CreateOptions, Outcome, Sealing};
+use tapes::sync::remote::RefSignature;
+use tapes::team::keyring::{self, KeyRing, Sealed};
+use tapes::team::{self, InviteOptions};
 
 const T0: i64 = 1_771_059_600_000;
 
@@ -159,12 +159,12 @@ fn samples(range: std::ops::Range<usize>) -> Vec<ParsedSession> {
 }
 
 fn team_with(owner: &User, others: &[&User]) -> TeamId {
-    let team = teams::create(&owner.store, &owner.me, "Paper Compute", T0)
+    let team = team::create(&owner.store, &owner.me, "Paper Compute", T0)
         .unwrap()
         .team_id();
     for other in others {
-        let chain = teams::load(&owner.store, &team).unwrap();
-        let (code, _) = teams::invite(
+        let chain = team::load(&owner.store, &team).unwrap();
+        let (code, _) = team::invite(
             &owner.store,
             &owner.me,
             &chain,
@@ -178,16 +178,13 @@ fn team_with(owner: &User, others: &[&User]) -> TeamId {
             T0,
         )
         .unwrap();
-        let (invite, request) = teams::join_request(&other.me, &code, T0).unwrap();
-        let response = teams::accept_join(&owner.store, &owner.me, &request, T0).unwrap();
-        teams::complete_join(&other.store, &other.me, &invite.team, response).unwrap();
+        let (invite, request) = team::join_request(&other.me, &code, T0).unwrap();
+        let response = team::accept_join(&owner.store, &owner.me, &request, T0).unwrap();
+        team::complete_join(&other.store, &other.me, &invite.team, response).unwrap();
     }
     for other in others {
-        let versions = teams::load(&owner.store, &team)
-            .unwrap()
-            .versions()
-            .to_vec();
-        for r in teams::receive(&other.store, &team, versions).unwrap() {
+        let versions = team::load(&owner.store, &team).unwrap().versions().to_vec();
+        for r in team::receive(&other.store, &team, versions).unwrap() {
             r.unwrap();
         }
     }
@@ -221,7 +218,9 @@ fn a_plain_bundle_reproduces_the_senders_sessions_exactly_and_reimport_adds_noth
     for (_, record) in bob.store.sessions().unwrap() {
         assert_eq!(record.owner, Some(alice.id()), "the sender owns them");
     }
-    assert!(tapes::fsck::fsck(&bob.store, |_| {}).unwrap().is_clean());
+    assert!(tapes::store::fsck::fsck(&bob.store, |_| {})
+        .unwrap()
+        .is_clean());
 
     let before = dump(&bob.store);
     let again = bob.import(&alice.file("all.tape")).unwrap();
@@ -251,7 +250,7 @@ fn a_sealed_bundle_round_trips_to_a_team_member_with_its_shares_and_hides_conten
         T0,
     )
     .unwrap();
-    let chain = teams::load(&alice.store, &team).unwrap();
+    let chain = team::load(&alice.store, &team).unwrap();
     let created = alice.bundle("team.tape", Some(chain), None);
     assert_eq!(created.shares, 1);
     assert_eq!(created.team.as_ref().map(|t| t.0), Some(team));
@@ -298,7 +297,7 @@ fn a_sealed_bundle_is_refused_to_a_non_member_naming_the_team() {
     let mallory = user("mallory");
     let team = team_with(&alice, &[]);
     alice.ingest(samples(0..2));
-    let chain = teams::load(&alice.store, &team).unwrap();
+    let chain = team::load(&alice.store, &team).unwrap();
     alice.bundle("team.tape", Some(chain), None);
     mallory.ingest(samples(5..6));
     let before = dump(&mallory.store);
@@ -522,7 +521,9 @@ fn a_large_bundle_lands_whole_and_a_damaged_copy_leaves_no_trace() {
     for session in as_sent(&alice.store) {
         assert!(bobs.contains(&session), "session {} differs", session.0);
     }
-    assert!(tapes::fsck::fsck(&bob.store, |_| {}).unwrap().is_clean());
+    assert!(tapes::store::fsck::fsck(&bob.store, |_| {})
+        .unwrap()
+        .is_clean());
     let after = dump(&bob.store);
     assert!(bob.import(&alice.file("big.tape")).unwrap().nothing_new());
     assert_eq!(dump(&bob.store), after);
@@ -549,7 +550,7 @@ fn open_bundle(bytes: &[u8], ring: Option<&KeyRing>) -> Opened {
             kind::TEAM => teams.push(payload.to_vec()),
             kind::SEALED => {
                 let sealed = Sealed::decode(payload).unwrap();
-                let plain = team_keys::open(ring.unwrap(), &sealed.team, &sealed).unwrap();
+                let plain = keyring::open(ring.unwrap(), &sealed.team, &sealed).unwrap();
                 for (k, p) in format::split_frames(&plain).unwrap() {
                     content.push((k, p.to_vec()));
                 }
@@ -604,7 +605,7 @@ fn forge(opened: &Opened, signer: &Identity, seal: Option<&TeamChain>) -> Vec<u8
     }
     match seal {
         Some(chain) => {
-            let sealed = team_keys::seal(chain, &run).unwrap();
+            let sealed = keyring::seal(chain, &run).unwrap();
             format::encode_frame(&mut out, kind::SEALED, &sealed.encode());
         }
         None => out.extend_from_slice(&run),
@@ -726,10 +727,10 @@ fn a_bundle_from_a_removed_member_is_refused_by_whoever_knows_of_the_removal() {
     let team = team_with(&alice, &[&bob, &carol]);
     bob.ingest(samples(20..22));
     // Alice removes Bob; Bob's store has not seen it, so his chain still lists him.
-    let mut chain = teams::load(&alice.store, &team).unwrap();
-    teams::remove(&alice.store, &alice.me, &mut chain, &bob.id(), T0 + 1).unwrap();
+    let mut chain = team::load(&alice.store, &team).unwrap();
+    team::remove(&alice.store, &alice.me, &mut chain, &bob.id(), T0 + 1).unwrap();
     let removal = chain.head().manifest.version;
-    let stale = teams::load(&bob.store, &team).unwrap();
+    let stale = team::load(&bob.store, &team).unwrap();
     assert!(stale.head().manifest.member(&bob.id()).is_some());
     let created = bob.bundle("stale.tape", Some(stale), None);
     assert!(created.sessions > 0);
@@ -749,7 +750,7 @@ fn a_bundle_from_a_removed_member_is_refused_by_whoever_knows_of_the_removal() {
 
     // Carol, once she has the newer version too.
     let versions = chain.versions().to_vec();
-    for r in teams::receive(&carol.store, &team, versions).unwrap() {
+    for r in team::receive(&carol.store, &team, versions).unwrap() {
         r.unwrap();
     }
     refused_with(
@@ -766,7 +767,7 @@ fn a_sealed_bundle_signed_by_a_non_member_is_refused() {
     let mallory = user("mallory");
     let team = team_with(&alice, &[&bob]);
     alice.ingest(samples(0..2));
-    let chain = teams::load(&alice.store, &team).unwrap();
+    let chain = team::load(&alice.store, &team).unwrap();
     alice.bundle("team.tape", Some(chain.clone()), None);
     let bytes = std::fs::read(alice.file("team.tape")).unwrap();
     let ring = KeyRing::for_member(&chain, &alice.id(), alice.me.age_identity()).unwrap();
@@ -1010,7 +1011,7 @@ fn a_team_bundle_carries_only_what_the_team_may_see_and_a_personal_backup_only_i
 
     // --team (with `--all`, and one private session named by id): the shared one and the
     // named one; the other private one is left out.
-    let chain = teams::load(&alice.store, &team).unwrap();
+    let chain = team::load(&alice.store, &team).unwrap();
     let prepared = bundle::prepare(
         &alice.store,
         &alice.me,
@@ -1123,7 +1124,9 @@ fn a_team_bundle_carries_only_what_the_team_may_see_and_a_personal_backup_only_i
         assert_eq!(a.2, b.2, "nodes of {}", a.0);
     }
     assert_eq!(got.len(), want.len());
-    assert!(tapes::fsck::fsck(&restored, |_| {}).unwrap().is_clean());
+    assert!(tapes::store::fsck::fsck(&restored, |_| {})
+        .unwrap()
+        .is_clean());
 }
 
 #[test]

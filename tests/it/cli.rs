@@ -1,5 +1,5 @@
 //! The CLI as a user meets it: `init`, `id`, `import`, `sessions`, `show`, `log`, `fsck`, and
-//! the errors a user can hit. Sample transcripts come from `tapes::sample` (deterministic), so
+//! the errors a user can hit. Sample transcripts come from `tapes::session::sample` (deterministic), so
 //! ids and counts are pinned here.
 
 use std::path::{Path, PathBuf};
@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use assert_cmd::Command;
 use predicates::prelude::*;
 use tapes::protocol::SessionId;
-use tapes::sample::{self, Shape};
+use tapes::session::sample::{self, Shape};
 
 struct Env {
     _dir: tempfile::TempDir,
@@ -323,8 +323,8 @@ fn a_store_written_by_a_newer_tapes_is_refused() {
     let env = env();
     tapes(&env).arg("sessions").assert().success();
     {
-        let storage = tapes::storage::SledStorage::open(&env.home.join("store")).unwrap();
-        use tapes::storage::Storage;
+        let storage = tapes::store::backend::SledStorage::open(&env.home.join("store")).unwrap();
+        use tapes::store::backend::Storage;
         storage.set_setting("format", &99u32.to_le_bytes()).unwrap();
         storage.flush().unwrap();
     }

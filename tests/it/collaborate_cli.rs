@@ -9,13 +9,13 @@ use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
 use serde_json::{json, Value};
-use tapes::ingest::{ingest, Incoming};
+use tapes::import::ingest::{ingest, Incoming};
 use tapes::protocol::{
     ContentBlock, MemberId, Node, NodeBody, NodeId, NodeMeta, Role, SessionId, StoredObject,
 };
-use tapes::sample::{self, Shape};
+use tapes::session::sample::{self, Shape};
 use tapes::session::{session_ref_key, SessionRecord, Visibility};
-use tapes::storage::RefUpdate;
+use tapes::store::backend::RefUpdate;
 use tapes::store::Store;
 
 struct World {
@@ -748,14 +748,14 @@ fn a_push_that_would_rewind_the_remote_is_refused_by_the_remote() {
     let mut rewound = remote_before.clone();
     rewound.head = chain[4];
     rewound.summary.messages = 5;
-    let signature = tapes::remote::RefSignature::sign(
+    let signature = tapes::sync::remote::RefSignature::sign(
         me.signing_key(),
         &w.mine,
         Some(&remote_before.head),
         &rewound,
     );
     let server = Store::open(&w.server.join("store")).unwrap();
-    let err = tapes::remote::apply_push(
+    let err = tapes::sync::remote::apply_push(
         &server,
         "origin",
         &w.mine,

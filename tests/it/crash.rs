@@ -26,10 +26,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
+use tapes::import::ingest::build_chain;
 use tapes::import::walk::BATCH_NODES;
-use tapes::ingest::build_chain;
 use tapes::protocol::{NodeId, Role, SessionId};
-use tapes::sample::{self, Rng, Shape};
+use tapes::session::sample::{self, Rng, Shape};
 use tapes::store::Store;
 
 const SESSIONS: usize = 24;
@@ -292,7 +292,7 @@ fn check_store(
         files.sort();
         panic!("{label}: the store does not reopen: {e}; it holds {files:?}")
     });
-    let report = tapes::fsck::fsck(&store, |_| {})
+    let report = tapes::store::fsck::fsck(&store, |_| {})
         .unwrap_or_else(|e| panic!("{label}: fsck failed to run: {e}"));
     assert!(
         report.is_clean(),

@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 use assert_cmd::Command;
 use serde_json::Value;
 use tapes::home::Home;
+use tapes::import::ingest::{ingest, Incoming};
 use tapes::import::ParsedSession;
-use tapes::ingest::{ingest, Incoming};
 use tapes::protocol::ContentBlock;
-use tapes::sample::{self, Shape};
+use tapes::session::sample::{self, Shape};
 use tapes::store::Store;
 
 const PROMPT: &str = "Fix the parser, then say \"done\", please";
@@ -158,7 +158,7 @@ fn json_has_the_rfc_bundle_shape_with_nodes_and_a_checksum() {
     // The checksum covers the exact bytes of the sessions array.
     let start = text.find("\"sessions\":").unwrap() + "\"sessions\":".len();
     let end = text.rfind(",\"checksum\"").unwrap();
-    let sum = blake3::Hasher::new_derive_key(tapes::export::EXPORT_CHECKSUM_CONTEXT)
+    let sum = blake3::Hasher::new_derive_key(tapes::views::export::EXPORT_CHECKSUM_CONTEXT)
         .update(&text.as_bytes()[start..end])
         .finalize();
     assert_eq!(

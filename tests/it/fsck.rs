@@ -5,10 +5,10 @@
 
 use assert_cmd::Command;
 use predicates::prelude::*;
-use tapes::ingest::{ingest, Incoming};
+use tapes::import::ingest::{ingest, Incoming};
 use tapes::protocol::MemberId;
 use tapes::protocol::{NodeId, SessionId};
-use tapes::sample::{self, Shape};
+use tapes::session::sample::{self, Shape};
 use tapes::session::{session_ref_key, SessionRecord};
 use tapes::share::{share_key, Audience, ShareRecord, SignedShare};
 use tapes::store::Store;

@@ -159,8 +159,8 @@ fn node_id(ns: &str, home: &Path) -> String {
 
 fn import_sample(ns: &str, home: &Path, dir: &Path, name: &str) -> String {
     let file = dir.join(format!("{name}.jsonl"));
-    let session = tapes::sample::session(4242, 0, Default::default());
-    std::fs::write(&file, tapes::sample::claude_jsonl(&session)).unwrap();
+    let session = tapes::session::sample::session(4242, 0, Default::default());
+    std::fs::write(&file, tapes::session::sample::claude_jsonl(&session)).unwrap();
     ok(ns, home, &["import", file.to_str().unwrap()]);
     let list = ok(ns, home, &["sessions", "--json"]);
     let value: serde_json::Value = serde_json::from_str(&list).unwrap();

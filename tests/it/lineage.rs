@@ -3,11 +3,11 @@
 
 use assert_cmd::Command;
 use predicates::prelude::*;
-use tapes::ingest::{ingest, Incoming};
+use tapes::import::ingest::{ingest, Incoming};
 use tapes::protocol::{MemberId, SessionId};
-use tapes::sample::{self, Shape};
+use tapes::session::sample::{self, Shape};
 use tapes::session::{session_ref_key, SessionRecord, Visibility};
-use tapes::storage::RefUpdate;
+use tapes::store::backend::RefUpdate;
 use tapes::store::Store;
 
 /// A store owned by `me` holding two sample sessions: one of mine, one owned by someone else
@@ -154,7 +154,7 @@ fn a_private_session_of_someone_else_cannot_be_forked_and_pull_does_not_see_it()
             "private to its owner; it cannot be forked",
         ));
     let store = Store::open(&dir.path().join("store")).unwrap();
-    let err = tapes::lineage::check_pull(&store, &theirs).unwrap_err();
+    let err = tapes::session::lineage::check_pull(&store, &theirs).unwrap_err();
     assert_eq!(err.to_string(), "Session not found.");
 }
 
@@ -180,7 +180,7 @@ fn a_transcript_claiming_a_teammates_session_never_changes_it() {
     )
     .unwrap();
     let outcome = &report.sessions[0];
-    assert_eq!(outcome.outcome, tapes::ingest::Outcome::Branched);
+    assert_eq!(outcome.outcome, tapes::import::ingest::Outcome::Branched);
     assert_eq!(outcome.branched_from, Some((other, 10)));
     assert_ne!(outcome.id, other);
     // The teammate's session is byte for byte what it was; the copy is ours, private.

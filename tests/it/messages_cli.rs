@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use assert_cmd::Command;
 use tapes::home::Home;
 use tapes::protocol::SessionId;
-use tapes::sample::{self, Shape};
+use tapes::session::sample::{self, Shape};
 use tapes::store::Store;
 
 struct Env {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use iroh::protocol::Router;
 use tapes::identity::{Identity, Profile};
-use tapes::ingest::{ingest, Incoming};
+use tapes::import::ingest::{ingest, Incoming};
 use tapes::peer::addr::PeerAddr;
 use tapes::peer::client::{connect, PeerConn};
 use tapes::peer::endpoint::{bind, EndpointConfig};
@@ -16,12 +16,12 @@ use tapes::protocol::sync::ALPN;
 use tapes::protocol::{
     ContentBlock, MemberId, Node, NodeBody, NodeMeta, Role, SessionId, StoredObject,
 };
-use tapes::sample::{self, Shape};
+use tapes::session::sample::{self, Shape};
 use tapes::session::session_ref_key;
 use tapes::share::{self, Audience, SecretPolicy, ShareOptions};
-use tapes::storage::RefUpdate;
+use tapes::store::backend::RefUpdate;
 use tapes::store::Store;
-use tapes::teams::{self, InviteOptions};
+use tapes::team::{self, InviteOptions};
 
 struct TestNode {
     _dir: tempfile::TempDir,
@@ -113,7 +113,7 @@ impl TestNode {
     }
 
     fn fsck_clean(&self) {
-        let report = tapes::fsck::fsck(&self.store, |_| {}).unwrap();
+        let report = tapes::store::fsck::fsck(&self.store, |_| {}).unwrap();
         assert!(report.is_clean(), "{report:?}");
     }
 }
@@ -124,8 +124,8 @@ fn member(identity: &Identity) -> MemberId {
 
 /// `joiner` joins `owner`'s team over the network with a fresh invite.
 async fn join(owner: &TestNode, joiner: &TestNode, team: &tapes::protocol::TeamId) {
-    let chain = teams::load(&owner.store, team).unwrap();
-    let (code, _) = teams::invite(
+    let chain = team::load(&owner.store, team).unwrap();
+    let (code, _) = team::invite(
         &owner.store,
         &owner.identity,
         &chain,
@@ -139,10 +139,10 @@ async fn join(owner: &TestNode, joiner: &TestNode, team: &tapes::protocol::TeamI
         tapes::now_ms(),
     )
     .unwrap();
-    let (invite, request) = teams::join_request(&joiner.identity, &code, tapes::now_ms()).unwrap();
+    let (invite, request) = team::join_request(&joiner.identity, &code, tapes::now_ms()).unwrap();
     let conn = joiner.dial(owner, "owner").await;
     let response = conn.join(&request).await.unwrap();
-    teams::complete_join(&joiner.store, &joiner.identity, &invite.team, response).unwrap();
+    team::complete_join(&joiner.store, &joiner.identity, &invite.team, response).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -151,7 +151,7 @@ async fn members_get_team_shares_others_only_public_and_removed_members_nothing_
     let bob = TestNode::new("bob").await;
     let carol = TestNode::new("carol").await;
     let dave = TestNode::new("dave").await;
-    let team = teams::create(&alice.store, &alice.identity, "core", tapes::now_ms())
+    let team = team::create(&alice.store, &alice.identity, "core", tapes::now_ms())
         .unwrap()
         .team_id();
     join(&alice, &bob, &team).await;
@@ -195,8 +195,8 @@ async fn members_get_team_shares_others_only_public_and_removed_members_nothing_
     let conn = dave.dial(&alice, "alice").await;
     conn.fetch(&dave.store, &dave.identity).await.unwrap();
     assert!(dave.has(&team_session));
-    let mut chain = teams::load(&alice.store, &team).unwrap();
-    teams::remove(
+    let mut chain = team::load(&alice.store, &team).unwrap();
+    team::remove(
         &alice.store,
         &alice.identity,
         &mut chain,
@@ -225,7 +225,7 @@ async fn members_get_team_shares_others_only_public_and_removed_members_nothing_
 async fn a_stranger_pushing_is_refused_and_changes_nothing() {
     let alice = TestNode::new("alice").await;
     let mallory = TestNode::new("mallory").await;
-    teams::create(&alice.store, &alice.identity, "core", tapes::now_ms()).unwrap();
+    team::create(&alice.store, &alice.identity, "core", tapes::now_ms()).unwrap();
     let id = mallory.import(5, 1);
     let conn = mallory.dial(&alice, "alice").await;
     let err = conn
@@ -265,7 +265,7 @@ async fn two_machines_pushing_from_one_base_one_wins_the_other_gets_the_conflict
         },
     ))
     .await;
-    let team = teams::create(&bob.store, &bob.identity, "core", tapes::now_ms())
+    let team = team::create(&bob.store, &bob.identity, "core", tapes::now_ms())
         .unwrap()
         .team_id();
     join(&bob, &laptop, &team).await;
@@ -311,7 +311,7 @@ async fn two_machines_pushing_from_one_base_one_wins_the_other_gets_the_conflict
 async fn an_interrupted_fetch_resumes_without_resending_and_converges() {
     let alice = TestNode::new("alice").await;
     let bob = TestNode::new("bob").await;
-    let team = teams::create(&alice.store, &alice.identity, "core", tapes::now_ms())
+    let team = team::create(&alice.store, &alice.identity, "core", tapes::now_ms())
         .unwrap()
         .team_id();
     join(&alice, &bob, &team).await;
@@ -430,7 +430,7 @@ fn snapshot(store: &Store) -> (Vec<tapes::protocol::NodeId>, Vec<(Vec<u8>, Vec<u
 async fn what_a_peer_receives_carries_no_local_paths() {
     let alice = TestNode::new("alice").await;
     let bob = TestNode::new("bob").await;
-    let team = teams::create(&alice.store, &alice.identity, "core", tapes::now_ms())
+    let team = team::create(&alice.store, &alice.identity, "core", tapes::now_ms())
         .unwrap()
         .team_id();
     join(&alice, &bob, &team).await;
@@ -471,7 +471,7 @@ async fn what_a_peer_receives_carries_no_local_paths() {
 async fn a_peer_serving_an_older_history_never_rewinds_mine() {
     let alice = TestNode::new("alice").await;
     let bob = TestNode::new("bob").await;
-    let team = teams::create(&alice.store, &alice.identity, "core", tapes::now_ms())
+    let team = team::create(&alice.store, &alice.identity, "core", tapes::now_ms())
         .unwrap()
         .team_id();
     join(&alice, &bob, &team).await;
@@ -517,7 +517,7 @@ async fn a_peer_serving_an_older_history_never_rewinds_mine() {
 async fn messages_added_after_a_share_wait_for_the_secret_gate_before_they_are_served() {
     let alice = TestNode::new("alice").await;
     let bob = TestNode::new("bob").await;
-    let team = teams::create(&alice.store, &alice.identity, "core", tapes::now_ms())
+    let team = team::create(&alice.store, &alice.identity, "core", tapes::now_ms())
         .unwrap()
         .team_id();
     join(&alice, &bob, &team).await;

@@ -6,8 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use tapes::ingest::{ingest, Incoming};
-use tapes::sample::{self, Shape};
+use tapes::import::ingest::{ingest, Incoming};
+use tapes::session::sample::{self, Shape};
 
 const RUNS: usize = 100;
 

@@ -5,14 +5,14 @@
 use std::sync::Arc;
 
 use tapes::identity::{Identity, Profile};
-use tapes::ingest::{ingest, Incoming};
+use tapes::import::ingest::{ingest, Incoming};
 use tapes::protocol::{
     ContentBlock, MemberId, Node, NodeBody, NodeMeta, Role, SessionId, StoredObject,
 };
-use tapes::remote::{PathRemote, RefSignature, Remote, RemoteError};
-use tapes::sample::{self, Shape};
+use tapes::session::sample::{self, Shape};
 use tapes::store::Store;
-use tapes::transfer::{self, TransferError};
+use tapes::sync::remote::{PathRemote, RefSignature, Remote, RemoteError};
+use tapes::sync::transfer::{self, TransferError};
 
 fn me() -> Identity {
     Identity::generate(Profile {
@@ -81,7 +81,7 @@ fn pull_then_push_appends_only_the_delta() {
     store
         .commit(
             &[next.clone()],
-            &[tapes::storage::RefUpdate {
+            &[tapes::store::backend::RefUpdate {
                 key: tapes::session::session_ref_key(&id),
                 expected: raw,
                 new: Some(record.encode()),
@@ -241,8 +241,8 @@ fn plan(
     node: &StoredObject,
     record: &tapes::session::SessionRecord,
     signature: &RefSignature,
-) -> tapes::remote::PushPlan {
-    tapes::remote::PushPlan {
+) -> tapes::sync::remote::PushPlan {
+    tapes::sync::remote::PushPlan {
         session: *id,
         base: base.copied(),
         objects: vec![node.clone()],

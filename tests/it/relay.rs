@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use iroh::Endpoint;
 use tapes::identity::{Identity, Profile};
-use tapes::ingest::{ingest, Incoming};
+use tapes::import::ingest::{ingest, Incoming};
 use tapes::peer::addr::PeerAddr;
 use tapes::peer::client::{connect, PeerConn};
 use tapes::peer::endpoint::{bind, EndpointConfig};
@@ -23,10 +23,10 @@ use tapes::peer::PeerError;
 use tapes::protocol::sync::Scope;
 use tapes::protocol::{MemberId, SessionId, TeamId};
 use tapes::relay::run::{start, RelayOptions, RunningRelay};
-use tapes::sample::{self, Shape};
+use tapes::session::sample::{self, Shape};
 use tapes::share::{self, Audience, SecretPolicy, ShareOptions};
 use tapes::store::Store;
-use tapes::teams::{self, InviteOptions};
+use tapes::team::{self, InviteOptions};
 
 struct Member {
     _dir: tempfile::TempDir,
@@ -108,7 +108,7 @@ impl Member {
     }
 
     fn fsck_clean(&self) {
-        let report = tapes::fsck::fsck(&self.store, |_| {}).unwrap();
+        let report = tapes::store::fsck::fsck(&self.store, |_| {}).unwrap();
         assert!(report.is_clean(), "{report:?}");
     }
 
@@ -145,7 +145,7 @@ async fn relay_with(data: &Path, config: &str) -> RunningRelay {
 
 /// `owner` creates team `name` and registers it on the relay.
 async fn team_on_relay(owner: &Member, ticket: &PeerAddr, name: &str) -> TeamId {
-    let team = teams::create(&owner.store, &owner.identity, name, tapes::now_ms())
+    let team = team::create(&owner.store, &owner.identity, name, tapes::now_ms())
         .unwrap()
         .team_id();
     owner
@@ -170,8 +170,8 @@ async fn second_machine(member: &Member) -> Member {
 
 /// Adds `joiner` to `owner`'s team without the network (invite, request, accept, complete).
 fn add_member(owner: &Member, joiner: &Member, team: &TeamId) {
-    let chain = teams::load(&owner.store, team).unwrap();
-    let (code, _) = teams::invite(
+    let chain = team::load(&owner.store, team).unwrap();
+    let (code, _) = team::invite(
         &owner.store,
         &owner.identity,
         &chain,
@@ -179,10 +179,10 @@ fn add_member(owner: &Member, joiner: &Member, team: &TeamId) {
         tapes::now_ms(),
     )
     .unwrap();
-    let (invite, request) = teams::join_request(&joiner.identity, &code, tapes::now_ms()).unwrap();
+    let (invite, request) = team::join_request(&joiner.identity, &code, tapes::now_ms()).unwrap();
     let response =
-        teams::accept_join(&owner.store, &owner.identity, &request, tapes::now_ms()).unwrap();
-    teams::complete_join(&joiner.store, &joiner.identity, &invite.team, response).unwrap();
+        team::accept_join(&owner.store, &owner.identity, &request, tapes::now_ms()).unwrap();
+    team::complete_join(&joiner.store, &joiner.identity, &invite.team, response).unwrap();
 }
 
 fn invite_options() -> InviteOptions {
@@ -250,7 +250,7 @@ async fn members_sync_through_a_relay_that_holds_no_plaintext() {
 
     let alice = Member::new("alice").await;
     let bob = Member::new("bob").await;
-    let team = teams::create(&alice.store, &alice.identity, "core", tapes::now_ms())
+    let team = team::create(&alice.store, &alice.identity, "core", tapes::now_ms())
         .unwrap()
         .team_id();
     add_member(&alice, &bob, &team);
@@ -353,8 +353,8 @@ async fn members_sync_through_a_relay_that_holds_no_plaintext() {
 
 /// Bob is a plain member: he cannot admit anyone (the relay path goes through an admin).
 fn add_member_via_bob_is_impossible(bob: &Member) {
-    let chain = teams::list(&bob.store).unwrap().remove(0);
-    assert!(teams::invite(
+    let chain = team::list(&bob.store).unwrap().remove(0);
+    assert!(team::invite(
         &bob.store,
         &bob.identity,
         &chain,
@@ -420,10 +420,10 @@ async fn unshare_and_non_members_and_join_requests_that_wait_at_the_relay() {
     assert_eq!(http_get(http, &format!("/s/{}", brief.to_hex())).0, 404);
 
     // Dave asks to join while alice is offline: the request waits at the relay.
-    let chain = teams::load(&alice.store, &team).unwrap();
+    let chain = team::load(&alice.store, &team).unwrap();
     let mut options = invite_options();
-    options.addrs = teams::relay_hints(&alice.identity, &ticket.ticket());
-    let (code, _) = teams::invite(
+    options.addrs = team::relay_hints(&alice.identity, &ticket.ticket());
+    let (code, _) = team::invite(
         &alice.store,
         &alice.identity,
         &chain,
@@ -432,9 +432,9 @@ async fn unshare_and_non_members_and_join_requests_that_wait_at_the_relay() {
     )
     .unwrap();
     let dave = Member::new("dave").await;
-    let (invite, request) = teams::join_request(&dave.identity, &code, tapes::now_ms()).unwrap();
+    let (invite, request) = team::join_request(&dave.identity, &code, tapes::now_ms()).unwrap();
     let conn = dave.relay(&ticket).await.unwrap();
-    let inviter = teams::inviter_recipient(&invite).unwrap();
+    let inviter = team::inviter_recipient(&invite).unwrap();
     assert!(conn
         .join_at_relay(&request, &inviter)
         .await
@@ -455,14 +455,14 @@ async fn unshare_and_non_members_and_join_requests_that_wait_at_the_relay() {
         .await
         .unwrap()
         .unwrap();
-    teams::complete_join(&dave.store, &dave.identity, &invite.team, answer).unwrap();
+    team::complete_join(&dave.store, &dave.identity, &invite.team, answer).unwrap();
     let report = dave.sync(&ticket).await;
     assert!(dave.has(&team_session), "{report:?}");
     dave.fsck_clean();
 
     // After alice removes dave (and syncs), a new team share does not reach him.
-    let mut chain = teams::load(&alice.store, &team).unwrap();
-    teams::remove(
+    let mut chain = team::load(&alice.store, &team).unwrap();
+    team::remove(
         &alice.store,
         &alice.identity,
         &mut chain,
@@ -493,7 +493,7 @@ async fn one_owner_on_two_machines_conflicts_and_quotas_refuse_clearly() {
     let desktop = second_machine(&laptop).await;
     // (A fetch never replaces one's own sessions, so the desktop has the base from the same
     // import: the sample and its continuation are deterministic.)
-    teams::store_chain(&desktop.store, &teams::load(&laptop.store, &team).unwrap()).unwrap();
+    team::store_chain(&desktop.store, &team::load(&laptop.store, &team).unwrap()).unwrap();
     assert_eq!(desktop.session_with(7, &["base"]), id);
     desktop.share(&id, Audience::Team(team));
     sample::continue_session(&laptop.store, &id, &["laptop's turn".into()]).unwrap();
@@ -513,7 +513,7 @@ async fn one_owner_on_two_machines_conflicts_and_quotas_refuse_clearly() {
     // A third machine of alice's with an empty store restores her shared session from the
     // relay (the relay is where "cloud" keeps things); the other two keep their own.
     let fresh = second_machine(&laptop).await;
-    teams::store_chain(&fresh.store, &teams::load(&laptop.store, &team).unwrap()).unwrap();
+    team::store_chain(&fresh.store, &team::load(&laptop.store, &team).unwrap()).unwrap();
     let restored = fresh.sync(&ticket).await;
     assert_eq!(restored.fetched.new_sessions, 1, "{restored:?}");
     assert_eq!(
@@ -787,7 +787,7 @@ async fn fifty_concurrent_depositors_all_land() {
     .await;
     let ticket = relay.ticket.clone();
     let owner = Member::new("owner").await;
-    let team = teams::create(&owner.store, &owner.identity, "big", tapes::now_ms())
+    let team = team::create(&owner.store, &owner.identity, "big", tapes::now_ms())
         .unwrap()
         .team_id();
     let mut members = Vec::new();
@@ -804,9 +804,9 @@ async fn fifty_concurrent_depositors_all_land() {
         .await
         .unwrap();
     // Everyone's chain must be the final one (each joined at a different version).
-    let final_chain = teams::load(&owner.store, &team).unwrap();
+    let final_chain = team::load(&owner.store, &team).unwrap();
     for m in &members {
-        teams::store_chain(&m.store, &final_chain).unwrap();
+        team::store_chain(&m.store, &final_chain).unwrap();
     }
     let mut sessions = Vec::new();
     for (i, m) in members.iter().enumerate() {
@@ -887,7 +887,7 @@ async fn a_relay_killed_mid_deposit_restarts_and_the_client_converges() {
     let (mut process, ticket) = RelayProcess::spawn(data.path());
     let alice = Member::new("alice").await;
     let bob = Member::new("bob").await;
-    let team = teams::create(&alice.store, &alice.identity, "core", tapes::now_ms())
+    let team = team::create(&alice.store, &alice.identity, "core", tapes::now_ms())
         .unwrap()
         .team_id();
     add_member(&alice, &bob, &team);

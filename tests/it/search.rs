@@ -8,11 +8,11 @@ use std::path::Path;
 
 use assert_cmd::Command;
 use tapes::home::Home;
+use tapes::import::ingest::{ingest, Incoming};
 use tapes::import::{ParsedMessage, ParsedSession};
-use tapes::ingest::{ingest, Incoming};
 use tapes::protocol::{ContentBlock, NodeMeta, Role, SessionId, Usage};
-use tapes::search::{self, SearchIndex};
 use tapes::store::Store;
+use tapes::views::search::{self, SearchIndex};
 
 const FIXTURES: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),

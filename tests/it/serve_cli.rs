@@ -84,8 +84,8 @@ fn import_sample(home: &Path, dir: &Path, name: &str) -> String {
     let seed = name
         .bytes()
         .fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64));
-    let session = tapes::sample::session(seed, 0, Default::default());
-    std::fs::write(&file, tapes::sample::claude_jsonl(&session)).unwrap();
+    let session = tapes::session::sample::session(seed, 0, Default::default());
+    std::fs::write(&file, tapes::session::sample::claude_jsonl(&session)).unwrap();
     ok(home, &["import", file.to_str().unwrap()]);
     let list = ok(home, &["sessions", "--json"]);
     let value: serde_json::Value = serde_json::from_str(&list).unwrap();

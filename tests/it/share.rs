@@ -18,25 +18,25 @@ use assert_cmd::Command;
 use serde_json::{json, Value};
 use tapes::home::Home;
 use tapes::identity::Identity;
+use tapes::import::ingest::{ingest, Incoming};
 use tapes::import::ParsedSession;
-use tapes::ingest::{ingest, Incoming};
 use tapes::protocol::manifest::TeamRole;
 use tapes::protocol::{
     ContentBlock, ImageSource, MemberId, Node, NodeBody, NodeId, NodeMeta, Role, SessionId,
     StoredObject, TeamId, ToolResultPart,
 };
-use tapes::sample::{self, Shape};
-use tapes::secrets::SecretKind;
+use tapes::session::sample::{self, Shape};
 use tapes::session::{session_ref_key, SessionRecord, Visibility};
+use tapes::share::secrets::SecretKind;
 use tapes::share::{self, Audience, SecretPolicy, ShareOptions, SignedShare};
-use tapes::storage::RefUpdate;
+use tapes::store::backend::RefUpdate;
 use tapes::store::Store;
-use tapes::teams::{self, InviteOptions};
+use tapes::team::{self, InviteOptions};
 
 const HOUR: i64 = 3_600_000;
 
 // Every secret-looking literal is split with `concat!` so this file itself does not trip
-// secret scanners (including tapes' own). They are the shapes `src/secrets.rs` tests with.
+// secret scanners (including tapes' own). They are the shapes `src/share/secrets.rs` tests with.
 const OPENAI: &str = concat!("sk-", "proj-", "Xq7vB2mK9pLw", "4Rt8Yz3Nc6Hd", "1Gf5Js0Ua");
 const ANTHROPIC: &str = concat!(
     "sk-",
@@ -313,9 +313,9 @@ fn copy_shares(from: &Person, to: &Person) {
 fn team(owner: &Person, name: &str, others: &[&Person]) -> TeamId {
     let now = tapes::now_ms();
     let (store, me) = (owner.store(), owner.identity());
-    let team = teams::create(&store, &me, name, now).unwrap().team_id();
+    let team = team::create(&store, &me, name, now).unwrap().team_id();
     for other in others {
-        let chain = teams::load(&store, &team).unwrap();
+        let chain = team::load(&store, &team).unwrap();
         let options = InviteOptions {
             expires_ms: Some(now + HOUR),
             max_uses: 1,
@@ -323,16 +323,16 @@ fn team(owner: &Person, name: &str, others: &[&Person]) -> TeamId {
             role: TeamRole::Member,
             addrs: vec![],
         };
-        let (code, _) = teams::invite(&store, &me, &chain, options, now).unwrap();
+        let (code, _) = team::invite(&store, &me, &chain, options, now).unwrap();
         let (their_store, them) = (other.store(), other.identity());
-        let (invite, request) = teams::join_request(&them, &code, now).unwrap();
-        let response = teams::accept_join(&store, &me, &request, now).unwrap();
-        teams::complete_join(&their_store, &them, &invite.team, response).unwrap();
+        let (invite, request) = team::join_request(&them, &code, now).unwrap();
+        let response = team::accept_join(&store, &me, &request, now).unwrap();
+        team::complete_join(&their_store, &them, &invite.team, response).unwrap();
     }
-    let versions = teams::load(&store, &team).unwrap().versions().to_vec();
+    let versions = team::load(&store, &team).unwrap().versions().to_vec();
     for other in others {
         let their_store = other.store();
-        for result in teams::receive(&their_store, &team, versions.clone()).unwrap() {
+        for result in team::receive(&their_store, &team, versions.clone()).unwrap() {
             result.unwrap();
         }
     }
@@ -1744,7 +1744,7 @@ fn a_key_in_the_share_note_or_title_is_refused_and_redact_shares_it_redacted() {
         out.contains("1 possible secret redacted in its note"),
         "{out}"
     );
-    let team_id = teams::list(&alice.store()).unwrap()[0].team_id();
+    let team_id = team::list(&alice.store()).unwrap()[0].team_id();
     let shared = signed_share(&alice, &id, &team_id.to_hex());
     assert_eq!(
         shared.record.note.as_deref(),

@@ -7,15 +7,15 @@ use std::path::Path;
 
 use tapes::home::Home;
 use tapes::identity::{Identity, Profile};
+use tapes::import::ingest::{ingest, Incoming};
 use tapes::import::{ParsedMessage, ParsedSession};
-use tapes::ingest::{ingest, Incoming};
-use tapes::pricing::PriceTable;
 use tapes::protocol::{ContentBlock, MemberId, NodeMeta, Role, SessionId, Usage};
+use tapes::session::pricing::PriceTable;
 use tapes::session::{session_ref_key, SessionRecord};
-use tapes::stats::{self, Scope};
-use tapes::storage::RefUpdate;
+use tapes::store::backend::RefUpdate;
 use tapes::store::Store;
-use tapes::teams::{self, InviteOptions};
+use tapes::team::{self, InviteOptions};
+use tapes::views::stats::{self, Scope};
 
 /// 2026-03-01T00:00:00Z, the end of the period.
 const NOW: i64 = 1_772_323_200_000;
@@ -98,8 +98,8 @@ fn two_member_team_with_overlapping_history() {
     store.set_local_owner(&member(&alice)).unwrap();
 
     // A real team of two: alice creates it and bob joins through an invite.
-    let chain = teams::create(&store, &alice, "Paper Compute", NOW - 30 * DAY).unwrap();
-    let (code, _) = teams::invite(
+    let chain = team::create(&store, &alice, "Paper Compute", NOW - 30 * DAY).unwrap();
+    let (code, _) = team::invite(
         &store,
         &alice,
         &chain,
@@ -113,8 +113,8 @@ fn two_member_team_with_overlapping_history() {
         NOW - 30 * DAY,
     )
     .unwrap();
-    let (_, request) = teams::join_request(&bob, &code, NOW - 30 * DAY).unwrap();
-    teams::accept_join(&store, &alice, &request, NOW - 30 * DAY).unwrap();
+    let (_, request) = team::join_request(&bob, &code, NOW - 30 * DAY).unwrap();
+    team::accept_join(&store, &alice, &request, NOW - 30 * DAY).unwrap();
     let bob_store = Store::open(&Home::at(&bob_home).store_dir()).unwrap();
     drop(bob_store);
 

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use tapes::import::SourceFormat;
 use tapes::protocol::SessionId;
-use tapes::sample::{self, Shape};
+use tapes::session::sample::{self, Shape};
 use tapes::store::Store;
 
 /// Only keeps a broken build from hanging the test; every step normally takes well under a

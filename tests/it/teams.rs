@@ -14,10 +14,10 @@ use tapes::protocol::join::{self, JoinRefusal, JoinResponse};
 use tapes::protocol::manifest::{Manifest, ManifestError, Member, SignedManifest, TeamRole};
 use tapes::protocol::team_chain::{Applied, TeamChain};
 use tapes::protocol::{ManifestId, MemberId, TeamId};
-use tapes::storage::RefUpdate;
+use tapes::store::backend::RefUpdate;
 use tapes::store::Store;
-use tapes::team_keys::{self, KeyError, KeyRing, Sealed};
-use tapes::teams::{self, InviteOptions, TeamError};
+use tapes::team::keyring::{self, KeyError, KeyRing, Sealed};
+use tapes::team::{self, InviteOptions, TeamError};
 
 /// 2026-01-01T00:00:00Z: every test runs on this fixed clock.
 const T0: i64 = 1_767_225_600_000;
@@ -55,7 +55,7 @@ impl User {
     }
 
     fn chain(&self, team: &TeamId) -> TeamChain {
-        teams::load(&self.store, team).unwrap()
+        team::load(&self.store, team).unwrap()
     }
 
     fn ring(&self, chain: &TeamChain) -> Result<KeyRing, KeyError> {
@@ -65,12 +65,12 @@ impl User {
     /// Opens `sealed` with the ring this user holds for `team` in their own store.
     fn open(&self, team: &TeamId, sealed: &Sealed) -> Result<Vec<u8>, KeyError> {
         let chain = self.chain(team);
-        team_keys::open(&self.ring(&chain)?, team, sealed)
+        keyring::open(&self.ring(&chain)?, team, sealed)
     }
 
     /// Seals to the current epoch of the team as this user's store has it.
     fn seal(&self, team: &TeamId, text: &[u8]) -> Sealed {
-        team_keys::seal(&self.chain(team), text).unwrap()
+        keyring::seal(&self.chain(team), text).unwrap()
     }
 
     /// The identity secrets as they sit in the 0600 files: the node key seed (hex) and the
@@ -111,7 +111,7 @@ fn options(max_uses: u32) -> InviteOptions {
 }
 
 fn invite(inviter: &User, team: &TeamId, options: InviteOptions) -> String {
-    teams::invite(
+    team::invite(
         &inviter.store,
         &inviter.me,
         &inviter.chain(team),
@@ -124,8 +124,8 @@ fn invite(inviter: &User, team: &TeamId, options: InviteOptions) -> String {
 
 /// The joiner asks with `code`, the inviter answers (at `now`).
 fn ask(inviter: &User, joiner: &User, code: &str, now: i64) -> JoinResponse {
-    let (_, request) = teams::join_request(&joiner.me, code, now).unwrap();
-    teams::accept_join(&inviter.store, &inviter.me, &request, now).unwrap()
+    let (_, request) = team::join_request(&joiner.me, code, now).unwrap();
+    team::accept_join(&inviter.store, &inviter.me, &request, now).unwrap()
 }
 
 fn refusal(response: JoinResponse) -> JoinRefusal {
@@ -137,19 +137,19 @@ fn refusal(response: JoinResponse) -> JoinRefusal {
 
 /// The whole exchange: request, accept, complete. Returns the joiner's chain.
 fn join(inviter: &User, joiner: &User, code: &str) -> TeamChain {
-    let (invite, request) = teams::join_request(&joiner.me, code, T0).unwrap();
-    let response = teams::accept_join(&inviter.store, &inviter.me, &request, T0).unwrap();
+    let (invite, request) = team::join_request(&joiner.me, code, T0).unwrap();
+    let response = team::accept_join(&inviter.store, &inviter.me, &request, T0).unwrap();
     assert!(
         matches!(response, JoinResponse::Accepted { .. }),
         "join refused: {response:?}"
     );
-    teams::complete_join(&joiner.store, &joiner.me, &invite.team, response).unwrap()
+    team::complete_join(&joiner.store, &joiner.me, &invite.team, response).unwrap()
 }
 
 /// Sends every version `from` holds to `to`, which must accept all of them.
 fn sync(from: &User, to: &User, team: &TeamId) {
     let versions = from.chain(team).versions().to_vec();
-    for result in teams::receive(&to.store, team, versions).unwrap() {
+    for result in team::receive(&to.store, team, versions).unwrap() {
         result.unwrap();
     }
     assert_eq!(to.chain(team).head(), from.chain(team).head());
@@ -158,7 +158,7 @@ fn sync(from: &User, to: &User, team: &TeamId) {
 /// `owner` creates "Paper Compute" and lets each of `others` in with the given role; every
 /// member's store ends up with the final chain.
 fn team_with(owner: &User, others: &[(&User, TeamRole)]) -> TeamId {
-    let team = teams::create(&owner.store, &owner.me, "Paper Compute", T0)
+    let team = team::create(&owner.store, &owner.me, "Paper Compute", T0)
         .unwrap()
         .team_id();
     for (other, role) in others {
@@ -179,7 +179,7 @@ fn team_with(owner: &User, others: &[(&User, TeamRole)]) -> TeamId {
 }
 
 fn member_of(identity: &Identity, role: TeamRole) -> Member {
-    teams::member_for(identity, role)
+    team::member_for(identity, role)
 }
 
 /// The successor of `prev` with `members` (sorted here), signed by every one of `signers`.
@@ -231,7 +231,7 @@ fn receive_one(
     team: &TeamId,
     manifest: SignedManifest,
 ) -> Result<Applied, ManifestError> {
-    let mut results = teams::receive(&to.store, team, vec![manifest]).unwrap();
+    let mut results = team::receive(&to.store, team, vec![manifest]).unwrap();
     assert_eq!(results.len(), 1);
     results.remove(0)
 }
@@ -285,7 +285,7 @@ fn create_invite_join_and_both_members_open_what_the_other_sealed() {
     let bob = user("bob", None);
     let carol = user("carol", None);
 
-    let created = teams::create(&alice.store, &alice.me, "Paper Compute", T0).unwrap();
+    let created = team::create(&alice.store, &alice.me, "Paper Compute", T0).unwrap();
     let team = created.team_id();
     assert_eq!(
         team.0,
@@ -320,9 +320,9 @@ fn create_invite_join_and_both_members_open_what_the_other_sealed() {
         (TeamRole::Member, "bob")
     );
     assert_eq!(bob_entry.age_recipient, bob.me.age_recipient().to_string());
-    assert_eq!(teams::list(&bob.store).unwrap().len(), 1);
+    assert_eq!(team::list(&bob.store).unwrap().len(), 1);
     assert_eq!(
-        teams::resolve(&bob.store, Some("Paper Compute"))
+        team::resolve(&bob.store, Some("Paper Compute"))
             .unwrap()
             .team_id(),
         team
@@ -356,8 +356,8 @@ fn create_invite_join_and_both_members_open_what_the_other_sealed() {
     assert_names(&unwrap, &["cannot be opened with your age identity"]);
 
     // Sealed content of one team is not opened as another's.
-    let other = teams::create(&alice.store, &alice.me, "Other", T0).unwrap();
-    let err = team_keys::open(&alice.ring(&other).unwrap(), &other.team_id(), &from_alice)
+    let other = team::create(&alice.store, &alice.me, "Other", T0).unwrap();
+    let err = keyring::open(&alice.ring(&other).unwrap(), &other.team_id(), &from_alice)
         .err()
         .unwrap();
     assert!(matches!(err, KeyError::WrongTeam { .. }), "{err}");
@@ -396,7 +396,7 @@ fn a_removed_member_keeps_what_they_had_but_cannot_open_what_follows() {
     assert_eq!(before.epoch, 0);
 
     let mut chain = alice.chain(&team);
-    teams::remove(&alice.store, &alice.me, &mut chain, &bob.id(), T0 + 10).unwrap();
+    team::remove(&alice.store, &alice.me, &mut chain, &bob.id(), T0 + 10).unwrap();
     let removal = chain.head().clone();
     assert_eq!(
         removal.manifest.epoch, 1,
@@ -456,7 +456,7 @@ fn a_removed_member_keeps_what_they_had_but_cannot_open_what_follows() {
 
     // And Bob can no longer change the team.
     let mut bob_chain = bob.chain(&team);
-    let err = teams::remove(&bob.store, &bob.me, &mut bob_chain, &carol.id(), T0 + 20)
+    let err = team::remove(&bob.store, &bob.me, &mut bob_chain, &carol.id(), T0 + 20)
         .err()
         .unwrap();
     assert!(matches!(err, TeamError::NotMember(t) if t == team), "{err}");
@@ -477,7 +477,7 @@ fn leaving_rotates_the_key_and_the_last_owner_must_hand_over_first() {
     // A plain member leaves on their own: a self-removal that changes nothing else, not even
     // the key (a leaver choosing the next key could wrap it to themselves).
     let mut bob_chain = bob.chain(&team);
-    teams::leave(&bob.store, &bob.me, &mut bob_chain, T0 + 10).unwrap();
+    team::leave(&bob.store, &bob.me, &mut bob_chain, T0 + 10).unwrap();
     let left = bob_chain.head().clone();
     assert!(left.manifest.member(&bob.id()).is_none());
     assert_eq!(
@@ -500,12 +500,12 @@ fn leaving_rotates_the_key_and_the_last_owner_must_hand_over_first() {
     );
 
     // Bob still knows epoch 0, so nothing new may be sealed to it...
-    let err = team_keys::seal(&carol.chain(&team), b"too early").unwrap_err();
+    let err = keyring::seal(&carol.chain(&team), b"too early").unwrap_err();
     assert!(matches!(err, KeyError::RotationOwed { .. }), "{err}");
     assert_names(&err, &["bob", "rotate"]);
     // ...until a remaining member (any member) rotates, which sealing through `seal_for` does.
     let mut carol_chain = carol.chain(&team);
-    let after = teams::seal_for(
+    let after = team::seal_for(
         &carol.store,
         &carol.me,
         &mut carol_chain,
@@ -534,7 +534,7 @@ fn leaving_rotates_the_key_and_the_last_owner_must_hand_over_first() {
 
     // Alice is the only owner: leaving would leave the team without one.
     let mut chain = alice.chain(&team);
-    let err = teams::leave(&alice.store, &alice.me, &mut chain, T0 + 20)
+    let err = team::leave(&alice.store, &alice.me, &mut chain, T0 + 20)
         .err()
         .unwrap();
     assert!(
@@ -552,7 +552,7 @@ fn leaving_rotates_the_key_and_the_last_owner_must_hand_over_first() {
         "the in-memory chain did not move either"
     );
     // Demoting herself is the same thing.
-    let err = teams::set_role(
+    let err = team::set_role(
         &alice.store,
         &alice.me,
         &mut chain,
@@ -568,7 +568,7 @@ fn leaving_rotates_the_key_and_the_last_owner_must_hand_over_first() {
     );
 
     // After handing over to Carol she may go; the key rotates when Carol next seals.
-    teams::set_role(
+    team::set_role(
         &alice.store,
         &alice.me,
         &mut chain,
@@ -577,7 +577,7 @@ fn leaving_rotates_the_key_and_the_last_owner_must_hand_over_first() {
         T0 + 30,
     )
     .unwrap();
-    teams::leave(&alice.store, &alice.me, &mut chain, T0 + 40).unwrap();
+    team::leave(&alice.store, &alice.me, &mut chain, T0 + 40).unwrap();
     let head = &chain.head().manifest;
     assert_eq!(head.members.len(), 1);
     assert_eq!(head.member(&carol.id()).unwrap().role, TeamRole::Owner);
@@ -590,7 +590,7 @@ fn regression_the_only_member_leaving_is_told_about_owners_not_about_age() {
     let alice = user("alice", None);
     let team = team_with(&alice, &[]);
     let mut chain = alice.chain(&team);
-    let err = teams::leave(&alice.store, &alice.me, &mut chain, T0 + 1)
+    let err = team::leave(&alice.store, &alice.me, &mut chain, T0 + 1)
         .err()
         .unwrap();
     assert!(
@@ -636,7 +636,7 @@ fn regression_a_member_who_leaves_cannot_choose_the_next_epoch_key() {
     let accepted = receive_one(&alice, &team, leave.clone());
     let after = alice.seal(&team, b"sealed after bob left");
     let bob_reads = KeyRing::unwrap_from(&leave.manifest, bob.me.age_identity())
-        .and_then(|ring| team_keys::open(&ring, &team, &after));
+        .and_then(|ring| keyring::open(&ring, &team, &after));
     assert!(
         accepted.is_err() || bob_reads.is_err(),
         "bob left and still reads what the team seals afterwards"
@@ -753,12 +753,12 @@ fn a_manifest_signed_by_a_plain_member_is_refused() {
 
     // The library refuses the same up front, with its own words.
     let mut chain = bob.chain(&team);
-    let err = teams::remove(&bob.store, &bob.me, &mut chain, &alice.id(), T0 + 1)
+    let err = team::remove(&bob.store, &bob.me, &mut chain, &alice.id(), T0 + 1)
         .err()
         .unwrap();
     assert!(matches!(err, TeamError::NotAllowed { .. }), "{err}");
     assert_names(&err, &["only an owner or admin can remove members"]);
-    let err = teams::set_role(
+    let err = team::set_role(
         &bob.store,
         &bob.me,
         &mut chain,
@@ -782,7 +782,7 @@ fn only_an_owner_removes_or_demotes_admins_and_makes_owners() {
         &[(&bob, TeamRole::Admin), (&carol, TeamRole::Admin)],
     );
     let mut bob_chain = bob.chain(&team);
-    let err = teams::remove(&bob.store, &bob.me, &mut bob_chain, &carol.id(), T0 + 1)
+    let err = team::remove(&bob.store, &bob.me, &mut bob_chain, &carol.id(), T0 + 1)
         .err()
         .unwrap();
     assert!(
@@ -793,7 +793,7 @@ fn only_an_owner_removes_or_demotes_admins_and_makes_owners() {
         &err,
         &["removes admin", "only an owner of version 2 may do that"],
     );
-    let err = teams::set_role(
+    let err = team::set_role(
         &bob.store,
         &bob.me,
         &mut bob_chain,
@@ -804,7 +804,7 @@ fn only_an_owner_removes_or_demotes_admins_and_makes_owners() {
     .err()
     .unwrap();
     assert_names(&err, &["demotes admin", "only an owner"]);
-    let err = teams::set_role(
+    let err = team::set_role(
         &bob.store,
         &bob.me,
         &mut bob_chain,
@@ -817,7 +817,7 @@ fn only_an_owner_removes_or_demotes_admins_and_makes_owners() {
     assert_names(&err, &["an owner", "only an owner"]);
     // The owner may.
     let mut chain = alice.chain(&team);
-    teams::remove(&alice.store, &alice.me, &mut chain, &carol.id(), T0 + 2).unwrap();
+    team::remove(&alice.store, &alice.me, &mut chain, &carol.id(), T0 + 2).unwrap();
     assert_eq!(chain.head().manifest.epoch, 1);
 }
 
@@ -874,7 +874,7 @@ fn a_replayed_older_version_is_refused_as_a_rollback() {
     );
     let with_bob = alice.chain(&team).head().clone();
     let mut chain = alice.chain(&team);
-    teams::remove(&alice.store, &alice.me, &mut chain, &bob.id(), T0 + 1).unwrap();
+    team::remove(&alice.store, &alice.me, &mut chain, &bob.id(), T0 + 1).unwrap();
     sync(&alice, &carol, &team);
 
     // Bob replays the version that still lists him.
@@ -988,16 +988,16 @@ fn a_fork_is_refused_on_both_sides_until_an_owner_of_the_base_resolves_it() {
         Err(ManifestError::Forked { .. })
     ));
     let mut bob_chain = bob.chain(&team);
-    let err = teams::remove(&bob.store, &bob.me, &mut bob_chain, &erin.id(), T0 + 1)
+    let err = team::remove(&bob.store, &bob.me, &mut bob_chain, &erin.id(), T0 + 1)
         .err()
         .unwrap();
     assert!(matches!(err, TeamError::Forked(t) if t == team), "{err}");
     assert_names(&err, &["forked", "an owner must resolve it"]);
     let code = invite(&alice, &team, options(1));
     let carol = user("carol", None);
-    let (_, request) = teams::join_request(&carol.me, &code, T0).unwrap();
+    let (_, request) = team::join_request(&carol.me, &code, T0).unwrap();
     assert!(matches!(
-        teams::accept_join(&alice.store, &alice.me, &request, T0),
+        team::accept_join(&alice.store, &alice.me, &request, T0),
         Err(TeamError::Forked(_))
     ));
     assert_eq!(alice.chain(&team).head(), &ours);
@@ -1016,7 +1016,7 @@ fn a_fork_is_refused_on_both_sides_until_an_owner_of_the_base_resolves_it() {
         Applied::Resolved
     );
     let results =
-        teams::receive(&dave.store, &team, vec![theirs.clone(), resolution.clone()]).unwrap();
+        team::receive(&dave.store, &team, vec![theirs.clone(), resolution.clone()]).unwrap();
     assert!(
         matches!(results[0], Err(ManifestError::Forked { .. })),
         "{results:?}"
@@ -1035,7 +1035,7 @@ fn a_fork_is_refused_on_both_sides_until_an_owner_of_the_base_resolves_it() {
         assert_eq!(member.open(&team, &sealed).unwrap(), b"after the fork");
     }
     let mut chain = alice.chain(&team);
-    teams::set_role(
+    team::set_role(
         &alice.store,
         &alice.me,
         &mut chain,
@@ -1057,7 +1057,7 @@ fn regression_resolving_a_fork_toward_the_shorter_side_leaves_a_loadable_store()
     let code = invite(&alice, &team, options(1));
     join(&alice, &dave, &code);
     let mut chain = alice.chain(&team);
-    teams::set_role(
+    team::set_role(
         &alice.store,
         &alice.me,
         &mut chain,
@@ -1066,7 +1066,7 @@ fn regression_resolving_a_fork_toward_the_shorter_side_leaves_a_loadable_store()
         T0 + 1,
     )
     .unwrap();
-    teams::set_role(
+    team::set_role(
         &alice.store,
         &alice.me,
         &mut chain,
@@ -1089,7 +1089,7 @@ fn regression_resolving_a_fork_toward_the_shorter_side_leaves_a_loadable_store()
         receive_one(&alice, &team, resolution.clone()).unwrap(),
         Applied::Resolved
     );
-    let loaded = teams::load(&alice.store, &team);
+    let loaded = team::load(&alice.store, &team);
     assert!(loaded.is_ok(), "{:?}", loaded.err().map(|e| e.to_string()));
     assert_eq!(loaded.unwrap().head(), &resolution);
 }
@@ -1180,7 +1180,7 @@ fn tampered_bytes_are_refused_naming_a_bad_signature() {
             new: Some(renamed),
         }])
         .unwrap();
-    let err = teams::load(&alice.store, &team).err().unwrap();
+    let err = team::load(&alice.store, &team).err().unwrap();
     assert!(
         matches!(err, TeamError::Manifest(ManifestError::BadSignature { .. })),
         "{err}"
@@ -1193,7 +1193,7 @@ fn a_manifest_of_another_team_presented_as_this_one_is_refused() {
     let alice = user("alice", None);
     let bob = user("bob", None);
     let team = team_with(&alice, &[(&bob, TeamRole::Member)]);
-    let other = teams::create(&alice.store, &alice.me, "Paper Compute", T0)
+    let other = team::create(&alice.store, &alice.me, "Paper Compute", T0)
         .unwrap()
         .team_id();
     assert_ne!(
@@ -1240,7 +1240,7 @@ fn a_manifest_of_another_team_presented_as_this_one_is_refused() {
             .map(|v| v.encode())
             .collect(),
     };
-    let err = teams::complete_join(&carol.store, &carol.me, &team, answer)
+    let err = team::complete_join(&carol.store, &carol.me, &team, answer)
         .err()
         .unwrap();
     assert!(
@@ -1248,7 +1248,7 @@ fn a_manifest_of_another_team_presented_as_this_one_is_refused() {
         "{err}"
     );
     assert!(
-        teams::list(&carol.store).unwrap().is_empty(),
+        team::list(&carol.store).unwrap().is_empty(),
         "nothing was stored"
     );
 }
@@ -1285,8 +1285,8 @@ fn invite_secrets_are_stored_only_as_hashes() {
     let bob = user("bob", None);
     let team = team_with(&alice, &[]);
     let (code, record) =
-        teams::invite(&alice.store, &alice.me, &alice.chain(&team), options(2), T0).unwrap();
-    let secret = teams::code_to_invite(&code).unwrap().secret;
+        team::invite(&alice.store, &alice.me, &alice.chain(&team), options(2), T0).unwrap();
+    let secret = team::code_to_invite(&code).unwrap().secret;
     assert_eq!(record.secret_hash, join::secret_hash(&secret));
     assert_ne!(record.secret_hash, secret);
     let body = code.strip_prefix("tapes-invite1-").unwrap();
@@ -1328,13 +1328,13 @@ fn invite_secrets_are_stored_only_as_hashes() {
     };
     check("after inviting", &alice);
     assert_eq!(
-        teams::invites(&alice.store, &team).unwrap(),
+        team::invites(&alice.store, &team).unwrap(),
         vec![record.clone()]
     );
     join(&alice, &bob, &code);
     check("after a join", &alice);
     check("the joiner's store", &bob);
-    let records = teams::invites(&alice.store, &team).unwrap();
+    let records = team::invites(&alice.store, &team).unwrap();
     assert_eq!(records.len(), 1);
     assert_eq!(records[0].uses, 1);
 }
@@ -1354,13 +1354,13 @@ fn an_expired_invite_is_refused_and_the_joiner_is_told() {
         },
     );
     // One millisecond before the end it works; at the end it no longer does.
-    let (invite, request) = teams::join_request(&bob.me, &code, T0 + HOUR - 1).unwrap();
-    let answer = teams::accept_join(&alice.store, &alice.me, &request, T0 + HOUR - 1).unwrap();
-    teams::complete_join(&bob.store, &bob.me, &invite.team, answer).unwrap();
+    let (invite, request) = team::join_request(&bob.me, &code, T0 + HOUR - 1).unwrap();
+    let answer = team::accept_join(&alice.store, &alice.me, &request, T0 + HOUR - 1).unwrap();
+    team::complete_join(&bob.store, &bob.me, &invite.team, answer).unwrap();
 
     let answer = ask(&alice, &carol, &code, T0 + HOUR);
     assert_eq!(answer, JoinResponse::Refused(JoinRefusal::Expired));
-    let err = teams::complete_join(&carol.store, &carol.me, &team, answer)
+    let err = team::complete_join(&carol.store, &carol.me, &team, answer)
         .err()
         .unwrap();
     assert!(
@@ -1375,7 +1375,7 @@ fn an_expired_invite_is_refused_and_the_joiner_is_told() {
             "ask for a new one",
         ],
     );
-    assert!(teams::list(&carol.store).unwrap().is_empty());
+    assert!(team::list(&carol.store).unwrap().is_empty());
     assert!(alice
         .chain(&team)
         .head()
@@ -1383,7 +1383,7 @@ fn an_expired_invite_is_refused_and_the_joiner_is_told() {
         .member(&carol.id())
         .is_none());
     assert_eq!(
-        teams::invites(&alice.store, &team).unwrap()[0].uses,
+        team::invites(&alice.store, &team).unwrap()[0].uses,
         1,
         "a refusal uses nothing up"
     );
@@ -1402,7 +1402,7 @@ fn an_invite_admits_at_most_its_number_of_uses() {
     join(&alice, &users[1], &code);
     let answer = ask(&alice, &users[2], &code, T0 + 1);
     assert_eq!(refusal(answer.clone()), JoinRefusal::Spent);
-    let err = teams::complete_join(&users[2].store, &users[2].me, &team, answer)
+    let err = team::complete_join(&users[2].store, &users[2].me, &team, answer)
         .err()
         .unwrap();
     assert_names(
@@ -1414,10 +1414,10 @@ fn an_invite_admits_at_most_its_number_of_uses() {
         ],
     );
     assert_eq!(alice.chain(&team).head().manifest.members.len(), 3);
-    let record = &teams::invites(&alice.store, &team).unwrap()[0];
+    let record = &team::invites(&alice.store, &team).unwrap()[0];
     assert_eq!((record.uses, record.max_uses), (2, 2));
     // Zero uses is not "unlimited".
-    let none = teams::invite(&alice.store, &alice.me, &alice.chain(&team), options(0), T0)
+    let none = team::invite(&alice.store, &alice.me, &alice.chain(&team), options(0), T0)
         .unwrap()
         .1;
     assert_eq!(none.max_uses, 1);
@@ -1461,7 +1461,7 @@ fn an_invite_for_an_email_admits_only_that_email() {
     assert_eq!(entry.role, TeamRole::Admin, "the invite decides the role");
     assert_eq!(entry.email.as_deref(), Some("Carol@Example.com"));
     assert_eq!(
-        teams::invites(&alice.store, &team).unwrap()[0].uses,
+        team::invites(&alice.store, &team).unwrap()[0].uses,
         1,
         "the refusals used nothing up"
     );
@@ -1473,11 +1473,11 @@ fn a_revoked_invite_is_refused() {
     let bob = user("bob", None);
     let team = team_with(&alice, &[]);
     let code = invite(&alice, &team, options(3));
-    let record = teams::revoke(&alice.store, &code).unwrap();
+    let record = team::revoke(&alice.store, &code).unwrap();
     assert!(record.revoked);
     let answer = ask(&alice, &bob, &code, T0 + 1);
     assert_eq!(refusal(answer.clone()), JoinRefusal::Revoked);
-    let err = teams::complete_join(&bob.store, &bob.me, &team, answer)
+    let err = team::complete_join(&bob.store, &bob.me, &team, answer)
         .err()
         .unwrap();
     assert_names(
@@ -1491,17 +1491,17 @@ fn a_revoked_invite_is_refused() {
 
     // By the short id `tapes team invites` shows, too.
     let (code, record) =
-        teams::invite(&alice.store, &alice.me, &alice.chain(&team), options(1), T0).unwrap();
-    assert!(teams::revoke(&alice.store, &record.id()).unwrap().revoked);
+        team::invite(&alice.store, &alice.me, &alice.chain(&team), options(1), T0).unwrap();
+    assert!(team::revoke(&alice.store, &record.id()).unwrap().revoked);
     assert_eq!(
         refusal(ask(&alice, &bob, &code, T0 + 1)),
         JoinRefusal::Revoked
     );
-    let listed = teams::invites(&alice.store, &team).unwrap();
+    let listed = team::invites(&alice.store, &team).unwrap();
     assert_eq!(listed.len(), 2);
     assert!(listed.iter().all(|r| r.revoked && r.uses == 0));
     // Something that matches no invite says so.
-    let err = teams::revoke(&alice.store, "00000000ffff").err().unwrap();
+    let err = team::revoke(&alice.store, "00000000ffff").err().unwrap();
     assert!(matches!(err, TeamError::NoSuchInvite(_)), "{err}");
     assert!(alice
         .chain(&team)
@@ -1517,7 +1517,7 @@ fn regression_revoking_an_unknown_code_does_not_print_its_secret() {
     let bob = user("bob", None);
     let team = team_with(&alice, &[]);
     let code = invite(&alice, &team, options(1));
-    let err = teams::revoke(&bob.store, &code).err().unwrap();
+    let err = team::revoke(&bob.store, &code).err().unwrap();
     assert!(matches!(err, TeamError::NoSuchInvite(_)), "{err}");
     let body = code.strip_prefix("tapes-invite1-").unwrap();
     assert!(
@@ -1537,14 +1537,14 @@ fn only_owners_and_admins_invite_and_a_demoted_inviter_cannot_admit() {
         &[(&bob, TeamRole::Member), (&carol, TeamRole::Admin)],
     );
 
-    let err = teams::invite(&bob.store, &bob.me, &bob.chain(&team), options(1), T0)
+    let err = team::invite(&bob.store, &bob.me, &bob.chain(&team), options(1), T0)
         .err()
         .unwrap();
     assert!(matches!(err, TeamError::NotAllowed { .. }), "{err}");
     assert_names(&err, &["only an owner or admin can invite"]);
-    assert!(teams::invites(&bob.store, &team).unwrap().is_empty());
+    assert!(team::invites(&bob.store, &team).unwrap().is_empty());
     // Nobody invites owners; an admin may invite admins.
-    let err = teams::invite(
+    let err = team::invite(
         &alice.store,
         &alice.me,
         &alice.chain(&team),
@@ -1561,7 +1561,7 @@ fn only_owners_and_admins_invite_and_a_demoted_inviter_cannot_admit() {
 
     // Carol is demoted before Dave asks: her invite no longer admits anyone.
     let mut chain = alice.chain(&team);
-    teams::set_role(
+    team::set_role(
         &alice.store,
         &alice.me,
         &mut chain,
@@ -1585,38 +1585,33 @@ fn join_requests_are_bound_to_their_sender_and_team() {
     let code = invite(&alice, &team, options(2));
 
     // Mallory intercepts Bob's request and puts herself in it: the signature no longer holds.
-    let (_, request) = teams::join_request(&bob.me, &code, T0).unwrap();
+    let (_, request) = team::join_request(&bob.me, &code, T0).unwrap();
     let mut stolen = request.clone();
     stolen.body.member = member_of(&mallory.me, TeamRole::Member);
-    let reason = refusal(teams::accept_join(&alice.store, &alice.me, &stolen, T0).unwrap());
+    let reason = refusal(team::accept_join(&alice.store, &alice.me, &stolen, T0).unwrap());
     assert_eq!(reason, JoinRefusal::BadSignature);
     // Re-signing it as herself with a made-up secret: not an invite the inviter knows.
-    let mut guessed = teams::code_to_invite(&code).unwrap();
+    let mut guessed = team::code_to_invite(&code).unwrap();
     guessed.secret[0] ^= 1;
-    let reason = refusal(ask(&alice, &mallory, &teams::invite_to_code(&guessed), T0));
+    let reason = refusal(ask(&alice, &mallory, &team::invite_to_code(&guessed), T0));
     assert_eq!(reason, JoinRefusal::UnknownInvite);
     // The right secret presented for another team is not known either.
-    let mut elsewhere = teams::code_to_invite(&code).unwrap();
+    let mut elsewhere = team::code_to_invite(&code).unwrap();
     elsewhere.team = TeamId([9; 32]);
     assert_eq!(
-        refusal(ask(
-            &alice,
-            &mallory,
-            &teams::invite_to_code(&elsewhere),
-            T0
-        )),
+        refusal(ask(&alice, &mallory, &team::invite_to_code(&elsewhere), T0)),
         JoinRefusal::UnknownInvite
     );
     // The real request works once; asking again as a member is answered as such.
-    let answer = teams::accept_join(&alice.store, &alice.me, &request, T0).unwrap();
-    teams::complete_join(&bob.store, &bob.me, &team, answer).unwrap();
-    let again = teams::accept_join(&alice.store, &alice.me, &request, T0).unwrap();
+    let answer = team::accept_join(&alice.store, &alice.me, &request, T0).unwrap();
+    team::complete_join(&bob.store, &bob.me, &team, answer).unwrap();
+    let again = team::accept_join(&alice.store, &alice.me, &request, T0).unwrap();
     assert_eq!(refusal(again), JoinRefusal::AlreadyMember);
     assert_eq!(alice.chain(&team).head().manifest.members.len(), 2);
-    assert_eq!(teams::invites(&alice.store, &team).unwrap()[0].uses, 1);
+    assert_eq!(team::invites(&alice.store, &team).unwrap()[0].uses, 1);
     // Garbage is not a code.
     for bad in ["hello", "tapes-invite1-!!!", "tapes-invite1-AAAA"] {
-        let err = teams::join_request(&bob.me, bad, T0).err().unwrap();
+        let err = team::join_request(&bob.me, bad, T0).err().unwrap();
         assert!(matches!(err, TeamError::BadCode(_)), "{err}");
         assert_names(&err, &["this is not an invite code"]);
     }
@@ -1639,7 +1634,7 @@ fn secrets_live_only_in_private_files_and_never_in_stores_or_errors() {
         .flat_map(|u| u.secrets())
         .collect();
     secrets.push(invite_body);
-    secrets.push(hex::encode(teams::code_to_invite(&code).unwrap().secret));
+    secrets.push(hex::encode(team::code_to_invite(&code).unwrap().secret));
 
     #[cfg(unix)]
     for u in [&alice, &bob, &carol] {
@@ -1661,7 +1656,7 @@ fn secrets_live_only_in_private_files_and_never_in_stores_or_errors() {
     // Team keys exist in plain only in memory: no store holds an age secret key or an
     // identity secret, in any ref or any file.
     let mut chain = alice.chain(&team);
-    teams::remove(&alice.store, &alice.me, &mut chain, &bob.id(), T0 + 1).unwrap();
+    team::remove(&alice.store, &alice.me, &mut chain, &bob.id(), T0 + 1).unwrap();
     for u in [&alice, &bob] {
         u.store.storage().flush().unwrap();
         for entry in u.store.storage().refs(b"") {
@@ -1691,25 +1686,25 @@ fn secrets_live_only_in_private_files_and_never_in_stores_or_errors() {
     let mut texts = Vec::new();
     let mut push =
         |e: &dyn std::fmt::Debug, d: &dyn std::fmt::Display| texts.push(format!("{d} / {e:?}"));
-    let e = teams::join_request(&carol.me, "tapes-invite1-AAAA", T0)
+    let e = team::join_request(&carol.me, "tapes-invite1-AAAA", T0)
         .err()
         .unwrap();
     push(&e, &e);
     let answer = ask(&alice, &carol, &code, T0 + 2 * HOUR);
-    let e = teams::complete_join(&carol.store, &carol.me, &team, answer)
+    let e = team::complete_join(&carol.store, &carol.me, &team, answer)
         .err()
         .unwrap();
     push(&e, &e);
-    let (_, request) = teams::join_request(&carol.me, &code, T0).unwrap();
+    let (_, request) = team::join_request(&carol.me, &code, T0).unwrap();
     let mut bad = request.clone();
     bad.signature[0] ^= 1;
-    let reason = refusal(teams::accept_join(&alice.store, &alice.me, &bad, T0).unwrap());
+    let reason = refusal(team::accept_join(&alice.store, &alice.me, &bad, T0).unwrap());
     push(&reason, &reason);
-    let e = teams::invite(&bob.store, &bob.me, &bob.chain(&team), options(1), T0)
+    let e = team::invite(&bob.store, &bob.me, &bob.chain(&team), options(1), T0)
         .err()
         .unwrap();
     push(&e, &e);
-    let e = teams::leave(&alice.store, &alice.me, &mut alice.chain(&team), T0 + 3)
+    let e = team::leave(&alice.store, &alice.me, &mut alice.chain(&team), T0 + 3)
         .err()
         .unwrap();
     push(&e, &e);
@@ -1720,7 +1715,7 @@ fn secrets_live_only_in_private_files_and_never_in_stores_or_errors() {
         .err()
         .unwrap();
     push(&e, &e);
-    let e = teams::revoke(&carol.store, "abcdef").err().unwrap();
+    let e = team::revoke(&carol.store, "abcdef").err().unwrap();
     push(&e, &e);
     let forged = successor(
         alice.chain(&team).head(),

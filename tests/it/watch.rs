@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use tapes::ingest::build_chain;
+use tapes::import::ingest::build_chain;
 use tapes::protocol::{NodeId, SessionId};
-use tapes::sample::{self, Shape};
+use tapes::session::sample::{self, Shape};
 use tapes::store::Store;
 
 const DEADLINE: Duration = Duration::from_secs(20);
@@ -257,7 +257,7 @@ fn watch_mode_follows_a_growing_transcript_and_a_new_one_then_stops_on_ctrl_c() 
 
     // The store as the library sees it: two whole sessions and nothing else.
     let store = Store::open(&home.join("store")).unwrap();
-    let report = tapes::fsck::fsck(&store, |_| {}).unwrap();
+    let report = tapes::store::fsck::fsck(&store, |_| {}).unwrap();
     assert!(report.is_clean(), "{:?}", report.problems);
     assert_eq!(store.storage().object_count(), full + other.ids.len());
     for t in [&grown, &other] {

@@ -14,8 +14,8 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use tapes::import::ingest::build_nodes;
 use tapes::import::{ParsedMessage, ParsedSession};
-use tapes::ingest::build_nodes;
 use tapes::resume::{self, AgentHomes, Render};
 use tapes::session::{Lineage, SessionRecord, SessionSource, SessionSummary, Visibility};
 use tapes_protocol::{ContentBlock, Node, NodeMeta, Role, SessionId, ToolResultPart};

@@ -18,8 +18,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use tapes::import::ingest::build_nodes;
 use tapes::import::{detect_format, parse_file, ParsedSession};
-use tapes::ingest::build_nodes;
 use tapes::resume::{AgentHomes, Render, Rendered};
 use tapes::session::{Lineage, SessionRecord, SessionSource, SessionSummary, Visibility};
 use tapes_protocol::{ContentBlock, Node, Role, SessionId};

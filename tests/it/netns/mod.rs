@@ -665,14 +665,14 @@ impl Person {
         dir: &Path,
         seed: u64,
         count: usize,
-        shape: tapes::sample::Shape,
+        shape: tapes::session::sample::Shape,
     ) -> Result<(Vec<String>, u64), String> {
         let files = dir.join(format!("{}-samples-{seed}", self.name));
         std::fs::create_dir_all(&files).map_err(|e| e.to_string())?;
         let mut bytes = 0;
         for i in 0..count {
-            let session = tapes::sample::session(seed, i, shape);
-            let text = tapes::sample::claude_jsonl(&session);
+            let session = tapes::session::sample::session(seed, i, shape);
+            let text = tapes::session::sample::claude_jsonl(&session);
             bytes += text.len() as u64;
             std::fs::write(files.join(format!("{i}.jsonl")), text).map_err(|e| e.to_string())?;
         }
