@@ -9,6 +9,9 @@ pub mod bundle;
 pub mod bytes;
 pub mod canonical;
 pub mod canonical_json;
+pub mod chain_check;
+#[doc(hidden)]
+pub mod fuzz_targets;
 pub mod history;
 pub mod id;
 pub mod join;
@@ -16,6 +19,8 @@ pub mod manifest;
 pub mod node;
 pub mod object;
 pub mod reconcile;
+pub mod record;
+pub mod signed;
 pub mod sync;
 pub mod team_chain;
 mod wire_bytes;

@@ -588,7 +588,7 @@ impl PeerConn {
             _ => return Err(stream.protocol("expected a session")),
         };
         let record =
-            check_entry(&entry).map_err(|why| bad("session record", entry.id.short(), why))?;
+            check_entry(&entry).map_err(|why| bad("session record", entry.id.short(), why.to_string()))?;
         if let Some(item) = item {
             if item_session(&item) != entry.id {
                 return Err(stream.protocol("the session is not the one asked for"));
@@ -903,7 +903,7 @@ impl PeerConn {
                     peer: self.name.to_string(),
                     what: "session record",
                     id: id.short(),
-                    why,
+                    why: why.to_string(),
                 })?;
                 Ok(Some((entry, record)))
             }

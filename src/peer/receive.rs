@@ -17,7 +17,10 @@ use tapes_protocol::bundle::SessionEntry;
 use tapes_protocol::manifest::SignedManifest;
 use tapes_protocol::sync::{decode_batch, Objects};
 use tapes_protocol::team_chain::TeamChain;
-use tapes_protocol::{MemberId, NodeId, SessionId, StoredObject, TeamId};
+use tapes_protocol::{MemberId, NodeId, SessionId, TeamId};
+
+pub use tapes_protocol::chain_check::ChainCheck;
+pub use tapes_protocol::signed::check_entry;
 
 use super::PeerError;
 use crate::identity::Identity;
@@ -29,137 +32,6 @@ use crate::store::{Store, StoreError};
 use crate::sync::remote::RefSignature;
 use crate::team;
 use crate::team::keyring::{self, KeyRing};
-
-/// Checks a session entry: the record decodes, names an owner, and the owner signed it.
-pub fn check_entry(entry: &SessionEntry) -> Result<SessionRecord, String> {
-    let record = SessionRecord::decode(&entry.record).map_err(|e| e.to_string())?;
-    let owner = record
-        .owner
-        .ok_or("the record names no owner, so nobody can vouch for it")?;
-    if entry.signer != owner {
-        return Err("it is not signed by the session's owner".into());
-    }
-    let signature: [u8; 64] = entry
-        .signature
-        .as_slice()
-        .try_into()
-        .map_err(|_| "its signature is not 64 bytes")?;
-    let sig = RefSignature {
-        signer: entry.signer,
-        signature,
-    };
-    if !sig.verify(&entry.id, None, &record) {
-        return Err("the owner's signature does not verify".into());
-    }
-    Ok(record)
-}
-
-/// The running check of one chain being received.
-pub struct ChainCheck {
-    ids: Vec<NodeId>,
-    next: usize,
-    parent: Option<NodeId>,
-    /// A relay sends whole deposits, so its first object may come before `next`: the check
-    /// then starts at that object (found by its parent link), never after `next`.
-    align: bool,
-}
-
-impl ChainCheck {
-    /// Objects are expected from `ids[start]` on; the first one's parent must be `parent`.
-    pub fn new(ids: Vec<NodeId>, start: usize, parent: Option<NodeId>) -> ChainCheck {
-        ChainCheck {
-            ids,
-            next: start,
-            parent,
-            align: false,
-        }
-    }
-
-    /// Accepts a first object at or before `start` (what a relay sends, SPEC.md §16.4).
-    pub fn aligning(mut self) -> ChainCheck {
-        self.align = true;
-        self
-    }
-
-    fn align_on(&mut self, bytes: &[u8]) -> Result<(), (String, String)> {
-        self.align = false;
-        let parent = StoredObject::parent_of(bytes)
-            .map_err(|e| ("an object".to_string(), format!("it does not decode ({e})")))?;
-        let at = match parent {
-            None => 0,
-            Some(parent) => match self.ids[..self.next.min(self.ids.len())]
-                .iter()
-                .position(|id| *id == parent)
-            {
-                Some(i) => i + 1,
-                None if Some(parent) == self.parent => self.next,
-                None => {
-                    return Err((
-                        "an object".into(),
-                        "it does not continue the announced chain".into(),
-                    ))
-                }
-            },
-        };
-        if at > self.next {
-            return Err(("an object".into(), "it skips part of the chain".into()));
-        }
-        self.next = at;
-        self.parent = parent;
-        Ok(())
-    }
-
-    /// Checks the next object of the chain.
-    pub fn check(&mut self, bytes: Vec<u8>) -> Result<StoredObject, (String, String)> {
-        if self.align {
-            self.align_on(&bytes)?;
-        }
-        let Some(expected) = self.ids.get(self.next).copied() else {
-            return Err(("an object".into(), "more objects than announced".into()));
-        };
-        let node = StoredObject::verify(&expected, &bytes).map_err(|e| {
-            (
-                expected.short(),
-                format!("its id does not match its bytes ({e})"),
-            )
-        })?;
-        if node.body.parent != self.parent {
-            return Err((
-                expected.short(),
-                "its parent is not the node before it".into(),
-            ));
-        }
-        self.parent = Some(expected);
-        self.next += 1;
-        Ok(StoredObject {
-            id: expected,
-            bytes,
-        })
-    }
-
-    /// Checks only that the next object's bytes hash to the announced id (the caller checks
-    /// the links, as `transfer::pull` does).
-    pub fn check_id_only(&mut self, bytes: Vec<u8>) -> Result<StoredObject, (String, String)> {
-        let Some(expected) = self.ids.get(self.next).copied() else {
-            return Err(("an object".into(), "more objects than announced".into()));
-        };
-        StoredObject::verify(&expected, &bytes).map_err(|e| {
-            (
-                expected.short(),
-                format!("its id does not match its bytes ({e})"),
-            )
-        })?;
-        self.next += 1;
-        Ok(StoredObject {
-            id: expected,
-            bytes,
-        })
-    }
-
-    pub fn is_complete(&self) -> bool {
-        self.next == self.ids.len()
-    }
-}
 
 /// Team key rings, opened once per team per sync.
 #[derive(Default)]

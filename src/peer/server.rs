@@ -335,7 +335,7 @@ impl Server {
         if let Some(passes) = cached {
             return Ok(passes);
         }
-        let findings = crate::share::gate::served(store, &share.record.gated())
+        let findings = crate::share::gate::served(store, &crate::share::gate::SharedAs::from(&share.record))
             .map_err(|e| PeerError::Local(e.to_string()))?;
         let passes = findings.is_empty();
         if !passes {
@@ -506,7 +506,7 @@ impl Server {
             peer: conn.name.clone(),
             what: "session record",
             id: entry.id.short(),
-            why,
+            why: why.to_string(),
         })?;
         if ids.last() != Some(&record.head) && !(ids.is_empty() && expected == Some(record.head)) {
             return Err(stream.protocol("the pushed ids do not end at the record's head"));

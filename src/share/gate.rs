@@ -393,13 +393,24 @@ pub fn scan_session(
 /// (the messages after what the relay holds, root first) of one of our shared sessions.
 ///
 /// What a share passed through the gate: the session's head then, and the texts the share
-/// carries (a share record's view, `ShareRecord::gated`).
+/// carries (a share record's view, `SharedAs::from(&ShareRecord)`).
 #[derive(Debug, Clone, Copy)]
 pub struct SharedAs<'a> {
     pub session: tapes_protocol::SessionId,
     pub head: tapes_protocol::NodeId,
     pub title: Option<&'a str>,
     pub note: Option<&'a str>,
+}
+
+impl<'a> From<&'a tapes_protocol::signed::ShareRecord> for SharedAs<'a> {
+    fn from(share: &'a tapes_protocol::signed::ShareRecord) -> SharedAs<'a> {
+        SharedAs {
+            session: share.session,
+            head: share.head,
+            title: share.title.as_deref(),
+            note: share.note.as_deref(),
+        }
+    }
 }
 
 /// A deposit only carries sessions `tapes share` passed, but the share passed the session *as
@@ -597,7 +608,7 @@ mod tests {
         };
         // What the share passed goes.
         assert_eq!(
-            deposit(&store, &share.gated(), objects(&store))
+            deposit(&store, &SharedAs::from(&share), objects(&store))
                 .unwrap()
                 .len(),
             10
@@ -606,7 +617,7 @@ mod tests {
         let key = concat!("gh", "p_", "aB3dE5gH7jK9", "mN1pQ3sT5vW7", "yZ9bC1dF3hJ5");
         crate::session::sample::continue_session(&store, &id, &[format!("GH_TOKEN={key}")])
             .unwrap();
-        let err = deposit(&store, &share.gated(), objects(&store)).unwrap_err();
+        let err = deposit(&store, &SharedAs::from(&share), objects(&store)).unwrap_err();
         assert!(
             matches!(
                 err,
@@ -637,7 +648,7 @@ mod tests {
             .unwrap()
             .record;
         assert_eq!(
-            deposit(&store, &share.gated(), objects(&store))
+            deposit(&store, &SharedAs::from(&share), objects(&store))
                 .unwrap()
                 .len(),
             11

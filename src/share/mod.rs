@@ -17,9 +17,7 @@ pub mod gate;
 pub mod outgoing;
 pub mod secrets;
 
-use ed25519_dalek::{Signature, Signer, Verifier, VerifyingKey};
-use serde::{Deserialize, Serialize};
-use tapes_protocol::{MemberId, NodeId, SessionId, StoredObject, TeamId};
+use tapes_protocol::{MemberId, SessionId, StoredObject, TeamId};
 
 use crate::identity::Identity;
 use crate::session::lineage::is_mine;
@@ -30,57 +28,14 @@ use crate::store::backend::RefUpdate;
 use crate::store::{Store, StoreError};
 use gate::{Exit, GateError};
 
-const SHARE_SIGNATURE_CONTEXT: &str = "tapes 2026-11 share record signature v1";
+pub use tapes_protocol::signed::{Audience, ShareRecord, SignedShare};
 
-/// Who a share is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Audience {
-    Team(TeamId),
-    Public,
-}
-
-impl Audience {
-    fn key_part(&self) -> String {
-        match self {
-            Audience::Team(t) => t.to_hex(),
-            Audience::Public => "public".into(),
-        }
+/// The part of a share's ref key that names its audience: the team's hex id or `public`.
+fn audience_key(audience: &Audience) -> String {
+    match audience {
+        Audience::Team(t) => t.to_hex(),
+        Audience::Public => "public".into(),
     }
-}
-
-/// The signed content of a share.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ShareRecord {
-    pub session: SessionId,
-    pub head: NodeId,
-    pub audience: Audience,
-    pub sharer: MemberId,
-    pub sharer_name: String,
-    pub title: Option<String>,
-    pub note: Option<String>,
-    pub shared_ms: i64,
-    pub expires_ms: Option<i64>,
-    /// Set by unshare: access ends from `shared_ms` of this record on.
-    pub revoked: bool,
-}
-
-impl ShareRecord {
-    /// What the secret gate passed when this share was made (for what it checks before a
-    /// session that grew since is served or deposited).
-    pub fn gated(&self) -> gate::SharedAs<'_> {
-        gate::SharedAs {
-            session: self.session,
-            head: self.head,
-            title: self.title.as_deref(),
-            note: self.note.as_deref(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SignedShare {
-    pub record: ShareRecord,
-    pub signature: Vec<u8>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -108,68 +63,12 @@ pub enum ShareError {
     Random(String),
 }
 
-impl SignedShare {
-    pub fn sign(record: ShareRecord, identity: &Identity) -> SignedShare {
-        let signature = identity
-            .signing_key()
-            .sign(&message(&record))
-            .to_bytes()
-            .to_vec();
-        SignedShare { record, signature }
-    }
-
-    /// True when the record is signed by the sharer it names.
-    pub fn verify(&self) -> bool {
-        let Ok(signature) = <[u8; 64]>::try_from(self.signature.as_slice()) else {
-            return false;
-        };
-        VerifyingKey::from_bytes(self.record.sharer.as_bytes())
-            .and_then(|key| key.verify(&message(&self.record), &Signature::from_bytes(&signature)))
-            .is_ok()
-    }
-
-    pub fn encode(&self) -> Vec<u8> {
-        postcard::to_stdvec(self).expect("postcard encoding to a Vec cannot fail")
-    }
-
-    pub fn decode(bytes: &[u8]) -> Result<SignedShare, String> {
-        let share = SignedShare::decode_stored(bytes)?;
-        if !share.verify() {
-            return Err("its signature does not verify".into());
-        }
-        Ok(share)
-    }
-
-    /// Decodes a share record read back from this store, without checking its signature
-    /// again: every path that writes a `share/` ref signs it or verified it first, and
-    /// `tapes fsck` re-checks them all. Verifying ~10,000 of them on every sync was half the
-    /// cost of answering a no-op fetch.
-    pub fn decode_stored(bytes: &[u8]) -> Result<SignedShare, String> {
-        match postcard::take_from_bytes::<SignedShare>(bytes) {
-            Ok((share, [])) => Ok(share),
-            Ok(_) => Err("trailing bytes".into()),
-            Err(e) => Err(e.to_string()),
-        }
-    }
-
-    /// Whether the share grants access at `now_ms`.
-    pub fn is_live(&self, now_ms: i64) -> bool {
-        !self.record.revoked && self.record.expires_ms.is_none_or(|e| now_ms < e)
-    }
-}
-
-fn message(record: &ShareRecord) -> [u8; 32] {
-    let mut h = blake3::Hasher::new_derive_key(SHARE_SIGNATURE_CONTEXT);
-    h.update(&postcard::to_stdvec(record).expect("postcard encoding to a Vec cannot fail"));
-    *h.finalize().as_bytes()
-}
-
 /// Where share records live among the refs.
 pub const SHARE_REF_PREFIX: &[u8] = crate::store::keys::SHARE;
 
 /// The ref key of a share: `share/<session hex>/<team hex | "public">`.
 pub fn share_key(session: &SessionId, audience: &Audience) -> Vec<u8> {
-    crate::store::keys::share(session, &audience.key_part())
+    crate::store::keys::share(session, &audience_key(audience))
 }
 
 pub use crate::share::gate::{scan_chain, Hit, SecretPolicy};
@@ -388,7 +287,7 @@ pub fn share(
             expires_ms,
             revoked: false,
         },
-        identity,
+        identity.signing_key(),
     );
     let raw = store.session_raw(&session)?;
     let mut updated = record.clone();
@@ -444,7 +343,7 @@ pub fn unshare(
             let mut record = share.record.clone();
             record.revoked = true;
             record.shared_ms = now_ms;
-            let signed = SignedShare::sign(record, identity);
+            let signed = SignedShare::sign(record, identity.signing_key());
             updates.push(RefUpdate {
                 key,
                 expected: Some(share.encode()),
@@ -513,7 +412,7 @@ pub fn all_shares(store: &Store) -> Result<Vec<SignedShare>, ShareError> {
 
 /// Read markers for `tapes shared`.
 fn read_key(share: &ShareRecord) -> Vec<u8> {
-    crate::store::keys::read(&share.session, &share.audience.key_part())
+    crate::store::keys::read(&share.session, &audience_key(&share.audience))
 }
 
 pub fn is_read(store: &Store, share: &ShareRecord) -> Result<bool, ShareError> {

@@ -1333,11 +1333,7 @@ impl<'a> Check<'a> {
                 self.who(&header.creator)
             )));
         }
-        let signature = RefSignature {
-            signer: entry.signer,
-            signature: <[u8; 64]>::try_from(entry.signature.as_slice()).unwrap_or([0; 64]),
-        };
-        if entry.signature.len() != 64 || !signature.verify(&id, None, &record) {
+        if tapes_protocol::signed::verify_entry_signature(&entry, &record).is_err() {
             return Err(self.refused(format!(
                 "the signature on session {} does not verify (forged or altered)",
                 id.short()

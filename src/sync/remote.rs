@@ -12,12 +12,13 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
-use tapes_protocol::{MemberId, NodeId, SessionId, StoredObject};
+use tapes_protocol::{NodeId, SessionId, StoredObject};
 
 use crate::session::{session_ref_key, SessionRecord};
 use crate::store::backend::{RefUpdate, StorageError};
 use crate::store::{Store, StoreError};
+
+pub use tapes_protocol::signed::RefSignature;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RemoteError {
@@ -58,68 +59,6 @@ pub enum RemoteError {
 
 fn short(id: &Option<NodeId>) -> String {
     id.map_or("nothing".into(), |i| i.short())
-}
-
-const REF_UPDATE_CONTEXT: &str = "tapes 2026-11 session ref update signature v1";
-
-/// The owner's signature over one ref update: the session, the head it expects the remote to
-/// hold, and the record it wants there (SPEC.md §10). A remote moves a ref only for its owner.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RefSignature {
-    pub signer: MemberId,
-    pub signature: [u8; 64],
-}
-
-fn ref_update_message(
-    id: &SessionId,
-    expected: Option<&NodeId>,
-    record: &SessionRecord,
-) -> [u8; 32] {
-    let mut h = blake3::Hasher::new_derive_key(REF_UPDATE_CONTEXT);
-    h.update(id.as_bytes());
-    match expected {
-        None => {
-            h.update(&[0]);
-        }
-        Some(head) => {
-            h.update(&[1]);
-            h.update(head.as_bytes());
-        }
-    }
-    h.update(&record.encode());
-    *h.finalize().as_bytes()
-}
-
-impl RefSignature {
-    pub fn sign(
-        key: &SigningKey,
-        id: &SessionId,
-        expected: Option<&NodeId>,
-        record: &SessionRecord,
-    ) -> RefSignature {
-        RefSignature {
-            signer: MemberId(key.verifying_key().to_bytes()),
-            signature: key
-                .sign(&ref_update_message(id, expected, record))
-                .to_bytes(),
-        }
-    }
-
-    pub fn verify(
-        &self,
-        id: &SessionId,
-        expected: Option<&NodeId>,
-        record: &SessionRecord,
-    ) -> bool {
-        VerifyingKey::from_bytes(self.signer.as_bytes())
-            .and_then(|k| {
-                k.verify(
-                    &ref_update_message(id, expected, record),
-                    &Signature::from_bytes(&self.signature),
-                )
-            })
-            .is_ok()
-    }
 }
 
 /// Everything a push sends, built once by `transfer::plan_push` and sent as is by every transport: a

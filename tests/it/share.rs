@@ -975,7 +975,7 @@ fn the_share_record_is_signed_and_carries_everything_and_unshare_revokes_it() {
     );
     // A record re-signed by someone else than the sharer it names does not verify either.
     let mallory = Identity::generate(Default::default()).unwrap();
-    let resigned = SignedShare::sign(shared.record.clone(), &mallory);
+    let resigned = SignedShare::sign(shared.record.clone(), mallory.signing_key());
     assert!(!resigned.verify());
     assert!(SignedShare::decode(&resigned.encode()).is_err());
 
