@@ -14,12 +14,15 @@
 //! | sharing | [`share`] | share records, the secret gate ([`share::gate`], [`share::secrets`]), what leaves the machine ([`share::outgoing`]) and who may see what ([`share::access`]) |
 //! | moving | [`sync`] | the [`sync::remote::Remote`] trait, pull/push plans, bundles, storage providers, tracking |
 //! | network | [`peer`], [`relay`] | `tapes/sync/1` over iroh between teammates, and the relay that keeps sealed copies |
+//! | remotes | [`remotes`] | configured remotes by name, and opening one as a transport (path, peer) |
 //! | views | [`views`] | search, stats, rendering and export |
 //!
 //! A module only imports modules of its own or a lower layer (a test, `tests/it/layering.rs`,
 //! refuses two modules that import each other).
 
 pub mod duration;
+#[doc(hidden)]
+pub mod fuzz_targets;
 pub mod help;
 pub mod home;
 pub mod identity;
@@ -27,6 +30,7 @@ pub mod import;
 pub mod peer;
 pub mod real_fixtures;
 pub mod relay;
+pub mod remotes;
 pub mod resume;
 pub mod session;
 pub mod settings;

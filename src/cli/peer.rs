@@ -160,11 +160,7 @@ fn peers(store: &Store, name: Option<&str>, all: bool) -> anyhow::Result<Vec<Tar
             match found {
                 Some(found) => Ok(vec![found]),
                 None if remote::exists(store, name)? => bail!("remote `{name}` is a path remote; `tapes fetch` and `tapes sync` talk to peers (`tapes pull --from {name}` works with paths)"),
-                None => {
-                    let names: Vec<String> = remote::configured(store)?.into_iter().map(|(n, _)| n).collect();
-                    let names: Vec<&str> = names.iter().map(String::as_str).collect();
-                    Err(remote::unknown(name, &names))
-                }
+                None => Err(tapes::remotes::not_found_in(store, name)?.into()),
             }
         }
         None if all || out.len() <= 1 => {

@@ -240,9 +240,7 @@ pub fn push(args: PushArgs) -> anyhow::Result<ExitCode> {
             if is_session {
                 bail!("no remote named `{name}`; to push session `{name}`, name the remote first: `tapes push <remote> {name}` (`tapes remote list` shows them)");
             }
-            let remotes = remote::configured(&store)?;
-            let names: Vec<&str> = remotes.iter().map(|(n, _)| n.as_str()).collect();
-            return Err(remote::unknown(name, &names));
+            return Err(tapes::remotes::not_found_in(&store, name)?.into());
         }
     }
 
