@@ -14,7 +14,7 @@
 //! | sharing | [`share`] | share records, the secret gate ([`share::gate`], [`share::secrets`]), what leaves the machine ([`share::outgoing`]) and who may see what ([`share::access`]) |
 //! | moving | [`sync`] | the [`sync::remote::Remote`] trait, pull/push plans, bundles, storage providers, tracking |
 //! | network | [`peer`], [`relay`] | `tapes/sync/1` over iroh between teammates, and the relay that keeps sealed copies |
-//! | remotes | [`remotes`] | configured remotes by name, and opening one as a transport (path, peer) |
+//! | remotes | [`remotes`], [`provider_sync`] | configured remotes by name and opening one as a transport (path, peer); the storage providers' sync with their relay |
 //! | views | [`views`] | search, stats, rendering and export |
 //!
 //! A module only imports modules of its own or a lower layer (a test, `tests/it/layering.rs`,
@@ -28,6 +28,7 @@ pub mod home;
 pub mod identity;
 pub mod import;
 pub mod peer;
+pub mod provider_sync;
 pub mod real_fixtures;
 pub mod relay;
 pub mod remotes;

@@ -1,55 +1,34 @@
 //! `tapes storage set-provider|configure|status|sync`, the sync after every command, and the
-//! background sync of `tapes serve`: the network side of the storage providers (SPEC.md
-//! §16.11; `tapes::sync::provider` holds the configuration and the decision when to sync).
+//! background sync of `tapes serve`: parses, calls [`tapes::provider_sync`] and
+//! [`tapes::sync::provider`], prints (SPEC.md §16.11).
 //!
 //! * local: nothing here ever dials; `tapes storage sync` refuses.
 //! * cloud: write-through; after a command that wrote, the relay must take the change or the
 //!   command fails (the change stays queued locally).
 //! * hybrid: after a command that wrote (with `sync_on_close`) or when the interval is due, a
 //!   sync runs; if the relay cannot be reached that is a warning, never a failed command.
-//!
-//! What is pending is derived from the store (our shared sessions against what we last
-//! deposited at the relay), so a sync that did not happen loses nothing: the next one catches up.
-//! An item the relay refuses (a deposit, a team's manifests, a join answer) is named once with
-//! the relay's reason, and the rest of the sync still happens (SPEC.md §16.4, §16.11).
 
-use std::collections::BTreeSet;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
 use tapes::home::Home;
 use tapes::identity::Identity;
 use tapes::peer::addr::PeerAddr;
-use tapes::peer::client::{connect, PeerConn};
-use tapes::peer::endpoint::{bind, EndpointConfig};
-use tapes::peer::relay_client::{counts, known_teams, RelayCounts, RelaySyncReport};
-use tapes::peer::PeerError;
-use tapes::protocol::sync::{item_kind, item_session, ItemKind};
-use tapes::protocol::{MemberId, SessionId, TeamId};
+use tapes::peer::relay_client::counts;
 use tapes::store::Store;
 use tapes::sync::provider::{
     failure_is_error, parse_interval, should_sync, Provider, StorageConfig, SyncState,
     DEFAULT_RELAY_REMOTE,
 };
-use tokio::task::block_in_place;
 
 use super::remote;
 use super::runtime;
+use tapes::provider_sync::{
+    self, attempt, configured_relay, failures, landed, load_config, narrow, pending_pull, queued,
+    relay_label, relay_teams, BACKGROUND_DIAL_TIMEOUT, DIAL_TIMEOUT,
+};
 use tapes::views::render;
-
-/// How long `tapes storage status` waits for the relay's answers before printing "pending
-/// pull unknown": to connect, then to answer.
-const STATUS_DIAL_TIMEOUT: Duration = Duration::from_secs(3);
-const STATUS_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long `tapes storage sync`, a cloud write-through and `tapes serve` wait for the
-/// connection to the relay (the sync itself is not cut short).
-const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
-/// The same for a hybrid sync when a command exits: best effort, so that a machine that is
-/// offline pays little for it (a QUIC handshake with a relay that is up takes well under 1 s).
-/// An unreachable relay also costs iroh's ~3 s drain when the endpoint closes.
-const BACKGROUND_DIAL_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(clap::Subcommand)]
 pub enum StorageCommand {
@@ -117,210 +96,6 @@ pub fn run(command: StorageCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn load_config(home: &Home) -> anyhow::Result<StorageConfig> {
-    Ok(StorageConfig::load(&StorageConfig::path(home))?)
-}
-
-/// The relay the configuration names.
-struct Relay {
-    name: String,
-    addr: PeerAddr,
-}
-
-fn configured_relay(store: &Store, config: &StorageConfig) -> anyhow::Result<Relay> {
-    let Some(name) = &config.relay else {
-        bail!("no relay is configured; run `tapes storage configure --relay <ticket>` with the ticket `tapes relay` prints");
-    };
-    match remote::relay(store, name)? {
-        Some(addr) => Ok(Relay {
-            name: name.clone(),
-            addr,
-        }),
-        None => bail!(
-            "storage.toml names the relay remote `{name}`, which is gone or is not a relay; run `tapes storage configure --relay <ticket>` again"
-        ),
-    }
-}
-
-fn me(identity: &Identity) -> MemberId {
-    MemberId(identity.verifying_key().to_bytes())
-}
-
-/// The teams whose shares the relay should hold from us: the relay's teams we are in as of the
-/// last sync; before any sync with this relay, every team we are in. Narrowed by the
-/// configuration's team filter.
-fn relay_teams(
-    store: &Store,
-    identity: &Identity,
-    config: &StorageConfig,
-    relay: &MemberId,
-    state: &SyncState,
-) -> anyhow::Result<Vec<TeamId>> {
-    let known = known_teams(store, relay)?;
-    let mut teams = if !known.is_empty() || state.ever_synced() {
-        known
-    } else {
-        let me = me(identity);
-        tapes::team::list(store)?
-            .into_iter()
-            .filter(|c| c.head().manifest.member(&me).is_some())
-            .map(|c| c.team_id())
-            .collect()
-    };
-    narrow(&mut teams, config)?;
-    Ok(teams)
-}
-
-fn narrow(teams: &mut Vec<TeamId>, config: &StorageConfig) -> anyhow::Result<()> {
-    let filter = config.team_ids().map_err(|e| anyhow!(e))?;
-    if !filter.is_empty() {
-        teams.retain(|t| filter.contains(t));
-    }
-    Ok(())
-}
-
-fn local_counts(
-    store: &Store,
-    identity: &Identity,
-    config: &StorageConfig,
-    relay: &Relay,
-    state: &SyncState,
-) -> anyhow::Result<RelayCounts> {
-    let teams = relay_teams(store, identity, config, &relay.addr.id, state)?;
-    Ok(counts(store, identity, &relay.addr.id, &teams)?)
-}
-
-/// Why a sync did not happen.
-struct Failure {
-    /// The relay could not be reached (or the connection broke), as opposed to refusing.
-    unreachable: bool,
-    why: String,
-}
-
-fn peer_failure(e: PeerError) -> Failure {
-    match e {
-        PeerError::Connect { why, .. }
-        | PeerError::RelayConnect { why, .. }
-        | PeerError::Connection { why, .. } => Failure {
-            unreachable: true,
-            why,
-        },
-        other => Failure {
-            unreachable: false,
-            why: other.to_string(),
-        },
-    }
-}
-
-/// Dials the relay, giving up after `timeout` (a relay that is down does not answer at all:
-/// QUIC has no "connection refused").
-async fn connect_relay(
-    identity: &Identity,
-    relay: &Relay,
-    timeout: Duration,
-) -> Result<(iroh::Endpoint, PeerConn), Failure> {
-    let endpoint = bind(identity, &EndpointConfig::loopback_or_any(&relay.addr))
-        .await
-        .map_err(|e| Failure {
-            unreachable: false,
-            why: e.to_string(),
-        })?;
-    let started = std::time::Instant::now();
-    let failure =
-        match tokio::time::timeout(timeout, connect(&endpoint, &relay.addr, &relay.name)).await {
-            Ok(Ok(conn)) => return Ok((endpoint, conn.into_relay())),
-            Ok(Err(e)) => Failure {
-                // A relay that cannot be dialled is unreachable, whatever the cause.
-                unreachable: true,
-                ..peer_failure(e)
-            },
-            Err(_) => Failure {
-                unreachable: true,
-                why: String::new(),
-            },
-        };
-    // This waits for the abandoned handshake to drain (QUIC's probe timeout, ~3 s); dropping
-    // the endpoint instead would make iroh log an error.
-    endpoint.close().await;
-    if failure.why.is_empty() {
-        // Say what the user waited: the dial's limit, and the whole attempt with the close.
-        return Err(Failure {
-            unreachable: true,
-            why: format!(
-                "no answer within the {} s limit (gave up after {:.1} s)",
-                timeout.as_secs_f64(),
-                started.elapsed().as_secs_f64()
-            ),
-        });
-    }
-    Err(failure)
-}
-
-/// One sync attempt with the configured relay.
-struct Attempt {
-    relay: Relay,
-    outcome: Result<RelaySyncReport, Failure>,
-    /// Our sessions against the relay afterwards (None if they could not be counted).
-    counts: Option<RelayCounts>,
-}
-
-/// Syncs with the configured relay and records the attempt in the sync state. Errors are
-/// local problems (no relay configured, the store); the network's are in the attempt.
-async fn attempt(
-    home: &Home,
-    store: &Arc<Store>,
-    identity: &Arc<Identity>,
-    config: &StorageConfig,
-    dial_timeout: Duration,
-) -> anyhow::Result<Attempt> {
-    let relay = block_in_place(|| configured_relay(store, config))?;
-    let outcome = match connect_relay(identity, &relay, dial_timeout).await {
-        Err(f) => Err(f),
-        Ok((endpoint, conn)) => {
-            let filter = config.team_ids().unwrap_or_default();
-            let only = (!filter.is_empty()).then_some(filter.as_slice());
-            let result = conn
-                .relay_sync_only(store, identity, only)
-                .await
-                .map_err(peer_failure);
-            conn.close();
-            endpoint.close().await;
-            result
-        }
-    };
-    let node = relay.addr.id.to_hex();
-    let now = tapes::now_ms();
-    let state_path = SyncState::path(home);
-    let mut state = SyncState::load(&state_path);
-    match &outcome {
-        Ok(report) => {
-            state.record_sync(&node, now, report.has_failures().then(|| failures(report)));
-        }
-        Err(f) => state.record_failure(&node, now, f.why.clone()),
-    }
-    if let Err(e) = state.save(&state_path) {
-        tracing::warn!("{e}");
-    }
-    let state = state.for_relay(&node);
-    let counts = block_in_place(|| local_counts(store, identity, config, &relay, &state)).ok();
-    Ok(Attempt {
-        relay,
-        outcome,
-        counts,
-    })
-}
-
-/// Every item the relay refused (or that failed on its own) in one sync, each once, with
-/// why: `deposit of 1a2b3c4d5e6f for the public: peer relay refused: …; …`.
-fn failures(report: &RelaySyncReport) -> String {
-    report
-        .failures()
-        .iter()
-        .map(|(item, e)| format!("{item}: {e}"))
-        .collect::<Vec<_>>()
-        .join("; ")
-}
-
 /// How many items failed, in words.
 fn items(n: usize) -> String {
     if n == 1 {
@@ -330,50 +105,10 @@ fn items(n: usize) -> String {
     }
 }
 
-/// What reached the relay: `2 deposited`, or `1 deposited, 1 share withdrawn` when some were
-/// unshares or expiries (they carry no session, so they are not called deposits).
-fn landed(report: &RelaySyncReport) -> String {
-    let withdrawn = report.ended.len();
-    let deposited = report.deposited.len().saturating_sub(withdrawn);
-    if withdrawn == 0 {
-        format!("{deposited} deposited")
-    } else {
-        format!(
-            "{deposited} deposited, {} withdrawn",
-            render::plural(withdrawn, "share")
-        )
-    }
-}
-
-/// How a relay remote is named in messages: `relay \`home\``, or `the relay` for the remote
-/// named `relay` (never "relay relay").
-fn relay_label(name: &str) -> String {
-    if name == "relay" {
-        "the relay".into()
-    } else {
-        format!("relay `{name}`")
-    }
-}
-
 fn open_all() -> anyhow::Result<(Home, Arc<Store>, Arc<Identity>)> {
     let (home, store) = super::open_store()?;
     let identity = Arc::new(Identity::load(&home)?);
     Ok((home, store, identity))
-}
-
-fn changes(n: usize) -> String {
-    if n == 1 {
-        "1 change".into()
-    } else {
-        format!("{n} changes")
-    }
-}
-
-fn queued(n: Option<usize>) -> String {
-    match n {
-        Some(n) => format!("{} queued", changes(n)),
-        None => "your changes are queued".into(),
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -587,64 +322,6 @@ fn team_names(store: &Store, config: &StorageConfig) -> anyhow::Result<Vec<Strin
 // ---------------------------------------------------------------------------------------------
 // tapes storage status
 
-/// What the relay has that we lack, asked live: sessions (not shares or manifests) it would
-/// send us. Our own sessions whose newer version we have not deposited yet are pending push,
-/// not pull, and are left out.
-async fn pending_pull(
-    store: &Arc<Store>,
-    identity: &Arc<Identity>,
-    relay: &Relay,
-) -> Result<(Vec<TeamId>, usize), Failure> {
-    let (endpoint, conn) = connect_relay(identity, relay, STATUS_DIAL_TIMEOUT).await?;
-    let started = std::time::Instant::now();
-    let asked = tokio::time::timeout(STATUS_TIMEOUT, async {
-        let teams = conn.hello().await?;
-        let view = block_in_place(|| {
-            tapes::share::access::view_for_teams(store, identity, &teams, tapes::now_ms())
-        })?;
-        let (have, need, _) = conn.reconcile(view.ids()).await?;
-        Ok::<_, PeerError>((teams, have, need))
-    })
-    .await;
-    conn.close();
-    endpoint.close().await;
-    let (teams, have, need) = match asked {
-        Ok(Ok(found)) => found,
-        Ok(Err(e)) => return Err(peer_failure(e)),
-        Err(_) => {
-            return Err(Failure {
-                unreachable: true,
-                why: format!(
-                "connected, but it did not answer within the {} s limit (gave up after {:.1} s)",
-                STATUS_TIMEOUT.as_secs_f64(),
-                started.elapsed().as_secs_f64()
-            ),
-            })
-        }
-    };
-    let sessions = |items: &[tapes::protocol::sync::ItemId]| -> BTreeSet<SessionId> {
-        items
-            .iter()
-            .filter(|i| item_kind(i) == Some(ItemKind::Session))
-            .map(item_session)
-            .collect()
-    };
-    let pushing = sessions(&need);
-    let me = me(identity);
-    let mut pull = 0;
-    for session in sessions(&have) {
-        let ours = pushing.contains(&session)
-            && block_in_place(|| store.session(&session))
-                .ok()
-                .flatten()
-                .is_some_and(|r| r.owner == Some(me));
-        if !ours {
-            pull += 1;
-        }
-    }
-    Ok((teams, pull))
-}
-
 fn ago(then_ms: i64, now_ms: i64) -> String {
     let s = (now_ms - then_ms).max(0) / 1000;
     let (n, unit) = match s {
@@ -807,6 +484,15 @@ fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
 // ---------------------------------------------------------------------------------------------
 // After every command, and `tapes serve`
 
+/// `tapes serve` with a hybrid or cloud provider: syncs with the relay every sync interval
+/// (the first time at once), printing each outcome with a timestamp. `None` when there is
+/// nothing to sync. Must be called inside the tokio runtime.
+pub fn background_sync(home: &Home) -> Option<tokio::task::JoinHandle<()>> {
+    provider_sync::background_sync(home, |line| {
+        println!("{}  {line}", tapes::sync::tracking::now_rfc3339())
+    })
+}
+
 /// Runs after every command that does not talk to the relay itself (main decides): a hybrid
 /// provider syncs when the command wrote (and
 /// `sync_on_close`) or the interval is due, warning if the relay is unreachable; a cloud
@@ -841,7 +527,13 @@ pub fn after_command(result: anyhow::Result<ExitCode>, wrote: bool) -> anyhow::R
     };
     let attempted = (|| {
         let (home, store, identity) = open_all()?;
-        runtime()?.block_on(attempt(&home, &store, &identity, &config, dial_timeout))
+        Ok::<_, anyhow::Error>(runtime()?.block_on(attempt(
+            &home,
+            &store,
+            &identity,
+            &config,
+            dial_timeout,
+        ))?)
     })();
     // (what went wrong, how many changes wait, whether the relay could not be reached)
     let (what, pending, unreachable) = match attempted {
@@ -917,103 +609,4 @@ pub fn after_command(result: anyhow::Result<ExitCode>, wrote: bool) -> anyhow::R
         );
     }
     result
-}
-
-/// `tapes serve` with a hybrid or cloud provider: syncs with the relay every sync interval
-/// (the first time at once), logging each outcome. `None` when there is nothing to sync.
-/// Must be called inside the tokio runtime.
-pub fn background_sync(home: &Home) -> Option<tokio::task::JoinHandle<()>> {
-    let config = match load_config(home) {
-        Ok(config) => config,
-        Err(e) => {
-            eprintln!("warning: {e:#}; no background sync");
-            return None;
-        }
-    };
-    if !config.provider.syncs() || config.relay.is_none() {
-        return None;
-    }
-    println!(
-        "storage: {} provider; syncing with {} every {}",
-        config.provider,
-        relay_label(config.relay.as_deref().unwrap_or_default()),
-        config.sync_interval
-    );
-    let home = home.clone();
-    Some(tokio::spawn(async move {
-        let log = |line: String| println!("{}  {line}", tapes::sync::tracking::now_rfc3339());
-        let mut every = config.interval_ms();
-        let mut tick = tokio::time::interval(Duration::from_millis(every as u64));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            // The configuration may have changed since serve started.
-            let config = match load_config(&home) {
-                Ok(config) => config,
-                Err(e) => {
-                    log(format!("storage sync skipped: {e:#}"));
-                    continue;
-                }
-            };
-            if !config.provider.syncs() || config.relay.is_none() {
-                continue;
-            }
-            if config.interval_ms() != every {
-                every = config.interval_ms();
-                tick = tokio::time::interval_at(
-                    tokio::time::Instant::now() + Duration::from_millis(every as u64),
-                    Duration::from_millis(every as u64),
-                );
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            }
-            let opened = block_in_place(|| {
-                let store =
-                    Arc::new(Store::open(&home.store_dir()).with_context(|| {
-                        format!("opening the store in {}", home.root().display())
-                    })?);
-                let identity = Arc::new(Identity::load(&home)?);
-                Ok::<_, anyhow::Error>((store, identity))
-            });
-            let (store, identity) = match opened {
-                Ok(opened) => opened,
-                Err(e) => {
-                    log(format!("storage sync skipped: {e:#}"));
-                    continue;
-                }
-            };
-            match attempt(&home, &store, &identity, &config, DIAL_TIMEOUT).await {
-                Err(e) => log(format!("storage sync failed: {e:#}")),
-                Ok(a) => match a.outcome {
-                    Ok(report) => {
-                        let fetched = report.fetched.new_sessions + report.fetched.updated_sessions;
-                        let failed = report.failures().len();
-                        if report.deposited.is_empty() && failed == 0 && fetched == 0 {
-                            log(format!(
-                                "storage sync with {}: up to date",
-                                relay_label(&a.relay.name)
-                            ));
-                        } else {
-                            log(format!(
-                                "storage sync with {}: {}, {failed} failed, {} fetched; {} pending push{}",
-                                relay_label(&a.relay.name),
-                                landed(&report),
-                                render::plural(fetched, "session"),
-                                a.counts.as_ref().map(|c| c.pending_push).map_or("?".into(), |n| n.to_string()),
-                                if failed > 0 { format!(" ({})", failures(&report)) } else { String::new() }
-                            ));
-                        }
-                    }
-                    Err(f) => log(format!(
-                        "storage sync with {} failed: {}; {}, retrying in {}",
-                        relay_label(&a.relay.name),
-                        f.why,
-                        queued(a.counts.as_ref().map(|c| c.pending_push)),
-                        config.sync_interval
-                    )),
-                },
-            }
-            // Let other commands have the store between syncs.
-            drop(store);
-        }
-    }))
 }
