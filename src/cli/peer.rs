@@ -9,14 +9,12 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
-use iroh::protocol::Router;
 use tapes::home::Home;
 use tapes::identity::Identity;
 use tapes::peer::addr::PeerAddr;
 use tapes::peer::client::{connect, PeerConn};
 use tapes::peer::endpoint::{bind, EndpointConfig};
-use tapes::peer::server::{Server, StoreHandle};
-use tapes::protocol::sync::ALPN;
+use tapes::peer::serve::ServeOptions;
 use tapes::store::Store;
 use tapes::views::render;
 
@@ -24,19 +22,7 @@ use super::remote;
 use super::report::{describe, human_bytes, print_relay_sync};
 use super::runtime;
 
-/// The file in the tapes home where `tapes serve` records its ticket, so that `tapes id` can
-/// print it and `tapes team invite` can put it in invite codes.
-pub fn ticket_file(home: &Home) -> std::path::PathBuf {
-    home.root().join("serve-ticket")
-}
-
-/// The ticket of this node's last `tapes serve`, if any.
-pub fn last_ticket(home: &Home) -> Option<String> {
-    std::fs::read_to_string(ticket_file(home))
-        .ok()
-        .map(|t| t.trim().to_string())
-        .filter(|t| !t.is_empty())
-}
+pub use tapes::peer::serve::last_ticket;
 
 #[derive(clap::Args)]
 pub struct ServeArgs {
@@ -72,54 +58,28 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let identity = Arc::new(Identity::load(&home)?);
     let runtime = runtime()?;
     runtime.block_on(async {
-        let config = EndpointConfig {
+        let options = ServeOptions {
             bind: args.bind,
             mdns: !args.no_mdns,
-            network: tapes::peer::network::process_mode(),
         };
-        let endpoint = bind(&identity, &config).await?;
-        let server = Server::new(
-            StoreHandle::on_demand(home.store_dir()),
-            identity.clone(),
-            Arc::new(|line| println!("{}  {line}", tapes::sync::tracking::now_rfc3339())),
-        );
-        let router = Router::builder(endpoint.clone())
-            .accept(ALPN, server)
-            .spawn();
-        // The home relay goes in the ticket (and the invite) once connected.
-        tapes::peer::endpoint::wait_for_relay(
-            &endpoint,
-            &config.network,
-            std::time::Duration::from_secs(5),
-        )
-        .await;
-        // Listening on every interface: give iroh a moment to list their addresses.
-        let mut ticket = PeerAddr::of_endpoint(&endpoint);
-        for _ in 0..20 {
-            if ticket.addrs.iter().all(|a| !a.ip().is_unspecified()) {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            ticket = PeerAddr::of_endpoint(&endpoint);
-        }
-        std::fs::write(ticket_file(&home), ticket.ticket())
-            .with_context(|| format!("writing {}", ticket_file(&home).display()))?;
+        let log = Arc::new(|line| println!("{}  {line}", tapes::sync::tracking::now_rfc3339()));
+        let serving = tapes::peer::serve::start(&home, identity.clone(), &options, log).await?;
+        let ticket = serving.ticket.ticket();
         println!(
             "serving as {} (node {})",
             identity.profile.name,
             identity.node_id_hex()
         );
-        println!("ticket: {}", ticket.ticket());
+        println!("ticket: {ticket}");
         println!(
-            "teammates add it with `tapes remote add {} {}`{}",
+            "teammates add it with `tapes remote add {} {ticket}`{}",
             identity
                 .profile
                 .name
                 .split_whitespace()
                 .next()
                 .unwrap_or("me"),
-            ticket.ticket(),
-            if config.mdns {
+            if options.mdns {
                 "; on this LAN the node id alone is enough (mDNS)"
             } else {
                 ""
@@ -134,7 +94,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         if let Some(task) = storage_sync {
             task.abort();
         }
-        router.shutdown().await.ok();
+        serving.shutdown().await;
         println!("stopped");
         Ok::<_, anyhow::Error>(())
     })?;

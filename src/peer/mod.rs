@@ -14,6 +14,7 @@ pub mod network;
 pub mod peer_remote;
 pub mod receive;
 pub mod relay_client;
+pub mod serve;
 pub mod server;
 
 use crate::share::access::AccessError;
