@@ -3,11 +3,11 @@
 //!
 //! Fetch runs in phases (SPEC.md §15.3): reconcile the item sets; fetch new manifests (so keys
 //! of a rotated team are known before sealed nodes arrive); then sessions and shares, several
-//! streams at once. Verified objects go to one writer thread that stores them in large batches
-//! and moves each session's ref only after its nodes are durable (group commit).
+//! streams at once. Verified objects go to the fetch writer ([`super::fetch_writer`]), one thread
+//! that stores them in large batches and moves each session's ref only after its nodes are
+//! durable (group commit).
 
 use std::collections::BTreeMap;
-use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 
 use iroh::endpoint::Connection;
@@ -21,14 +21,14 @@ use tapes_protocol::sync::{
     Response, ALPN,
 };
 use tapes_protocol::{MemberId, NodeId, SessionId, StoredObject, TeamId};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::{block_in_place, JoinSet};
 
 use super::addr::PeerAddr;
+use super::fetch_writer::{WriteMsg, Writer, WriterTx};
 use super::frames::{Counters, Stream};
 use super::receive::{
-    apply_manifests, apply_session, apply_share, check_entry, first_missing, local_head,
-    open_batch, ChainCheck, Rings, SessionApplied,
+    apply_manifests, apply_share, check_entry, first_missing, local_head, open_batch, ChainCheck,
+    Rings,
 };
 use super::server::BATCH_BYTES;
 use super::PeerError;
@@ -36,7 +36,6 @@ use crate::identity::Identity;
 use crate::session::SessionRecord;
 use crate::share::access;
 use crate::share::Audience;
-use crate::store::backend::Staging;
 use crate::store::Store;
 use crate::team;
 
@@ -44,9 +43,6 @@ use crate::team;
 /// 16 82, 32 74. More streams keep both sides busy between one session's round trips; past
 /// 16 the connection's lock and the server's per-stream buffers cost more than they bring.
 const PARALLEL: usize = 16;
-/// Bytes of verified objects the writer stages (into one pack) before committing and flushing
-/// them and moving the refs of the sessions they complete.
-const WRITE_BATCH_BYTES: usize = 32 << 20;
 
 /// A connection to one peer.
 #[derive(Clone)]
@@ -587,8 +583,8 @@ impl PeerConn {
             Response::Refused { reason } => return Err(self.refused(reason)),
             _ => return Err(stream.protocol("expected a session")),
         };
-        let record =
-            check_entry(&entry).map_err(|why| bad("session record", entry.id.short(), why.to_string()))?;
+        let record = check_entry(&entry)
+            .map_err(|why| bad("session record", entry.id.short(), why.to_string()))?;
         if let Some(item) = item {
             if item_session(&item) != entry.id {
                 return Err(stream.protocol("the session is not the one asked for"));
@@ -977,164 +973,4 @@ fn prepare_push(
         shares,
         seal_to,
     })
-}
-
-/// Verified bytes waiting for the writer at most: a fetch then holds about this much, the
-/// writer's pack buffers and one batch per stream, however much it fetches and however slow the
-/// disk is.
-const QUEUE_BYTES: usize = 8 << 20;
-/// The queue budget is counted in KiB (semaphore permits are u32).
-const QUEUE_UNITS: usize = QUEUE_BYTES >> 10;
-
-/// The sending side of the writer: a channel bounded in bytes (a semaphore of [`QUEUE_UNITS`]
-/// permits held by each queued batch), so that waiting for room is an await, not a blocked
-/// runtime thread.
-#[derive(Clone)]
-struct WriterTx {
-    tx: Sender<WriteMsg>,
-    budget: Arc<Semaphore>,
-}
-
-fn writer_stopped() -> PeerError {
-    PeerError::Store(crate::store::StoreError::Storage(
-        crate::store::backend::StorageError::Backend("the store writer stopped".into()),
-    ))
-}
-
-impl WriterTx {
-    /// Queues a verified batch, waiting while the queue holds [`QUEUE_BYTES`].
-    async fn objects(&self, batch: Vec<StoredObject>) -> Result<(), PeerError> {
-        let bytes: usize = batch.iter().map(|o| o.bytes.len()).sum();
-        let units = (bytes >> 10).clamp(1, QUEUE_UNITS) as u32;
-        let permit = self
-            .budget
-            .clone()
-            .acquire_many_owned(units)
-            .await
-            .map_err(|_| writer_stopped())?;
-        self.tx
-            .send(WriteMsg::Objects(batch, permit))
-            .map_err(|_| writer_stopped())
-    }
-
-    fn send(&self, msg: WriteMsg) -> Result<(), PeerError> {
-        self.tx.send(msg).map_err(|_| writer_stopped())
-    }
-}
-
-/// Messages to the writer thread.
-enum WriteMsg {
-    /// A verified batch and its share of the queue budget (returned once it is staged).
-    Objects(Vec<StoredObject>, OwnedSemaphorePermit),
-    /// All objects of this session were sent before this message.
-    Ref {
-        entry: Box<SessionEntry>,
-        record: Box<SessionRecord>,
-    },
-}
-
-#[derive(Default)]
-struct WriteOutcome {
-    new: usize,
-    updated: usize,
-    kept: Vec<String>,
-}
-
-/// The group-commit writer: objects streamed into a staged pack (so they are on their way to
-/// disk as they come, not gathered in memory), committed and flushed about every
-/// [`WRITE_BATCH_BYTES`] before the refs of the sessions the batch completes.
-struct Writer {
-    tx: Option<WriterTx>,
-    handle: std::thread::JoinHandle<Result<WriteOutcome, crate::store::StoreError>>,
-}
-
-impl Writer {
-    fn start(store: Arc<Store>, me: MemberId) -> Writer {
-        Self::spawn(store, me, false)
-    }
-
-    fn spawn(store: Arc<Store>, me: MemberId, own: bool) -> Writer {
-        let (tx, rx) = channel();
-        let budget = Arc::new(Semaphore::new(QUEUE_UNITS));
-        let closer = budget.clone();
-        let handle = std::thread::spawn(move || {
-            let result = write_loop(&store, &me, own, rx);
-            // Wakes senders waiting for room: the writer is gone.
-            closer.close();
-            result
-        });
-        Writer {
-            tx: Some(WriterTx { tx, budget }),
-            handle,
-        }
-    }
-
-    fn sender(&self) -> WriterTx {
-        self.tx.clone().expect("the writer is running")
-    }
-
-    fn finish(mut self) -> Result<WriteOutcome, crate::store::StoreError> {
-        drop(self.tx.take());
-        self.handle.join().unwrap_or_else(|_| {
-            Err(crate::store::StoreError::Storage(
-                crate::store::backend::StorageError::Backend("the store writer panicked".into()),
-            ))
-        })
-    }
-}
-
-fn write_loop(
-    store: &Store,
-    me: &MemberId,
-    own: bool,
-    rx: Receiver<WriteMsg>,
-) -> Result<WriteOutcome, crate::store::StoreError> {
-    let mut outcome = WriteOutcome::default();
-    let mut staging: Option<Box<dyn Staging + '_>> = None;
-    let mut bytes = 0usize;
-    let mut refs: Vec<(Box<SessionEntry>, Box<SessionRecord>)> = Vec::new();
-    let flush = |staging: &mut Option<Box<dyn Staging + '_>>,
-                 refs: &mut Vec<(Box<SessionEntry>, Box<SessionRecord>)>,
-                 outcome: &mut WriteOutcome|
-     -> Result<(), crate::store::StoreError> {
-        if let Some(staged) = staging.take() {
-            staged.commit()?;
-        }
-        store.storage().flush()?;
-        for (entry, record) in refs.drain(..) {
-            let me_for_check = if own { MemberId([0; 32]) } else { *me };
-            match apply_session(store, &me_for_check, &entry, &record, true)? {
-                SessionApplied::New => outcome.new += 1,
-                SessionApplied::Updated => outcome.updated += 1,
-                SessionApplied::Unchanged => {}
-                SessionApplied::Kept => outcome.kept.push(entry.id.short()),
-            }
-        }
-        // One flush makes the whole group's refs durable.
-        store.storage().flush()?;
-        Ok(())
-    };
-    for msg in rx {
-        match msg {
-            WriteMsg::Objects(batch, permit) => {
-                let stage = match &mut staging {
-                    Some(stage) => stage,
-                    None => staging.insert(store.storage().stage()?),
-                };
-                for object in &batch {
-                    stage.add(&object.id, &object.bytes)?;
-                    bytes += object.bytes.len();
-                }
-                drop(batch);
-                drop(permit);
-                if bytes >= WRITE_BATCH_BYTES {
-                    flush(&mut staging, &mut refs, &mut outcome)?;
-                    bytes = 0;
-                }
-            }
-            WriteMsg::Ref { entry, record } => refs.push((entry, record)),
-        }
-    }
-    flush(&mut staging, &mut refs, &mut outcome)?;
-    Ok(outcome)
 }

@@ -9,6 +9,7 @@
 pub mod addr;
 pub mod client;
 pub mod endpoint;
+mod fetch_writer;
 pub mod frames;
 pub mod network;
 pub mod peer_remote;
