@@ -210,7 +210,7 @@ pub struct SessionRecord {
 pub enum RecordError {
     #[error("session record version {0} is newer than this tapes understands; upgrade tapes")]
     Version(u8),
-    #[error("session record version {0} was written by an older tapes before its first release; start a fresh TAPES_HOME and import again")]
+    #[error("session record version {0} was written by an older tapes; open the store once with this tapes to migrate it (`tapes fsck` does)")]
     Old(u8),
     #[error("session record is empty")]
     Empty,
@@ -240,6 +240,61 @@ impl SessionRecord {
                 trailing.len()
             ))),
             Err(e) => Err(RecordError::Decode(e.to_string())),
+        }
+    }
+}
+
+/// Version 1 of the record (before owners, visibility and lineage): a prefix of version 2.
+#[derive(Deserialize)]
+struct RecordV1 {
+    head: NodeId,
+    source: SessionSource,
+    title: Option<String>,
+    parent_session: Option<SessionId>,
+    summary: SessionSummary,
+    created_ms: i64,
+    updated_ms: i64,
+}
+
+impl SessionRecord {
+    /// Reads a record of any version this tapes knows; a version-1 record of session `id` is
+    /// upgraded: no owner (it belongs to the store's own identity, as sessions imported before
+    /// `tapes init` do), private, no tags or note, and a family of its own. Returns whether it
+    /// was upgraded, so a migration knows to write it back.
+    pub fn decode_any(id: &SessionId, bytes: &[u8]) -> Result<(SessionRecord, bool), RecordError> {
+        match bytes.first() {
+            Some(1) => {
+                let v1: RecordV1 = match postcard::take_from_bytes(&bytes[1..]) {
+                    Ok((record, [])) => record,
+                    Ok((_, trailing)) => {
+                        return Err(RecordError::Decode(format!(
+                            "{} trailing bytes",
+                            trailing.len()
+                        )))
+                    }
+                    Err(e) => return Err(RecordError::Decode(e.to_string())),
+                };
+                Ok((
+                    SessionRecord {
+                        head: v1.head,
+                        source: v1.source,
+                        title: v1.title,
+                        parent_session: v1.parent_session,
+                        summary: v1.summary,
+                        created_ms: v1.created_ms,
+                        updated_ms: v1.updated_ms,
+                        owner: None,
+                        visibility: Visibility::Private,
+                        tags: Vec::new(),
+                        description: None,
+                        note: None,
+                        expires_ms: None,
+                        lineage: Lineage::original(*id),
+                    },
+                    true,
+                ))
+            }
+            _ => Ok((SessionRecord::decode(bytes)?, false)),
         }
     }
 }

@@ -7,6 +7,7 @@
 pub mod backend;
 pub mod fsck;
 pub mod keys;
+pub mod migrate;
 
 use std::path::{Path, PathBuf};
 
@@ -17,7 +18,7 @@ use crate::store::backend::{RefUpdate, SharedStorage, Storage, StorageError, Wri
 
 /// The on-disk format this build writes. A store stamped with a larger number was written by a
 /// newer tapes and is refused rather than misread.
-pub const STORE_FORMAT: u32 = 2;
+pub const STORE_FORMAT: u32 = 3;
 const FORMAT_KEY: &str = "format";
 const OWNER_KEY: &str = "owner";
 
@@ -59,16 +60,25 @@ impl Store {
     /// Opens (creating if needed) the store in directory `path`. If another tapes process
     /// holds it, this one works through that process (SPEC.md §6.1).
     pub fn open(path: &Path) -> Result<Store, StoreError> {
+        Store::open_with_progress(path, &mut |_| {})
+    }
+
+    /// [`Store::open`], reporting the progress of a migration from an older format (SPEC.md
+    /// §4.3) to `progress`; a store already at [`STORE_FORMAT`] opens without calling it.
+    pub fn open_with_progress(
+        path: &Path,
+        progress: &mut dyn FnMut(migrate::Progress),
+    ) -> Result<Store, StoreError> {
         let storage = SharedStorage::open(path)?;
         let store = Store {
             storage: Box::new(storage),
             path: path.to_path_buf(),
         };
-        store.check_format()?;
+        store.check_format(progress)?;
         Ok(store)
     }
 
-    fn check_format(&self) -> Result<(), StoreError> {
+    fn check_format(&self, progress: &mut dyn FnMut(migrate::Progress)) -> Result<(), StoreError> {
         match self.storage.get_setting(FORMAT_KEY)? {
             None => {
                 self.storage
@@ -88,12 +98,12 @@ impl Store {
                     });
                 }
                 if found < STORE_FORMAT {
-                    // Format 2 adds pack files; a format-1 store is a valid format-2 store.
-                    // Stamping it makes a format-1 build refuse it instead of missing the
-                    // nodes that will live in packs.
-                    self.storage
-                        .set_setting(FORMAT_KEY, &STORE_FORMAT.to_le_bytes())?;
-                    self.storage.flush()?;
+                    migrate::migrate(
+                        self.storage.as_ref(),
+                        &self.path.display().to_string(),
+                        found,
+                        progress,
+                    )?;
                 }
                 Ok(())
             }

@@ -338,6 +338,83 @@ fn a_store_written_by_a_newer_tapes_is_refused() {
         .stderr(predicate::str::contains("upgrade tapes"));
 }
 
+/// A store written before session records had owners, visibility and lineage (store format 2,
+/// records of version 1) is migrated in place on first open, also when an earlier migration
+/// was cut short, and reads the same afterwards (SPEC.md §4.3).
+#[test]
+fn a_store_from_an_older_tapes_is_migrated_in_place() {
+    use tapes::store::backend::{RefUpdate, SledStorage, Storage};
+    let env = env();
+    let ids: Vec<SessionId> = (0..3)
+        .map(|i| write_sample(&env.transcripts.join("billing"), i))
+        .collect();
+    tapes(&env)
+        .arg("import")
+        .arg(&env.transcripts)
+        .assert()
+        .success();
+    let before = listed(&env);
+    assert_eq!(before.len(), 3);
+    let key = |id: &SessionId| tapes::store::keys::session(id);
+    // Rewrite the store as an older tapes left it: format 2, every record version 1 (the
+    // fields of version 2 before `owner`, which postcard writes back to back) — except the
+    // first, as if a migration had rewritten it and then been killed.
+    {
+        let storage = SledStorage::open(&env.home.join("store")).unwrap();
+        let mut updates = Vec::new();
+        for id in &ids[1..] {
+            let raw = storage.get_ref(&key(id)).unwrap().unwrap();
+            let r = tapes::session::SessionRecord::decode(&raw).unwrap();
+            let mut v1 = vec![1u8];
+            v1.extend(
+                postcard::to_stdvec(&(
+                    r.head,
+                    &r.source,
+                    &r.title,
+                    r.parent_session,
+                    &r.summary,
+                    r.created_ms,
+                    r.updated_ms,
+                ))
+                .unwrap(),
+            );
+            updates.push(RefUpdate {
+                key: key(id),
+                expected: Some(raw),
+                new: Some(v1),
+            });
+        }
+        storage.update_refs(&updates).unwrap();
+        storage.set_setting("format", &2u32.to_le_bytes()).unwrap();
+        storage.flush().unwrap();
+    }
+    // Every command opens the store through the migration.
+    let out = tapes(&env).args(["sessions", "--json"]).assert().success();
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    assert!(
+        stderr.contains("migrating the store")
+            && stderr.contains("from format 2 to 3 (2 session records)"),
+        "the migration is announced: {stderr}"
+    );
+    assert_eq!(listed(&env), before, "the same sessions, the same messages");
+    let storage = SledStorage::open(&env.home.join("store")).unwrap();
+    assert_eq!(
+        storage.get_setting("format").unwrap(),
+        Some(3u32.to_le_bytes().to_vec())
+    );
+    for id in &ids {
+        let raw = storage.get_ref(&key(id)).unwrap().unwrap();
+        assert_eq!(raw[0], 2, "session {} is stored as version 2", id.short());
+        let r = tapes::session::SessionRecord::decode(&raw).unwrap();
+        assert_eq!(r.lineage.root, *id);
+    }
+    drop(storage);
+    // Once migrated, a store opens without a word.
+    let out = tapes(&env).arg("sessions").assert().success();
+    assert!(out.get_output().stderr.is_empty());
+    tapes(&env).arg("fsck").assert().success();
+}
+
 /// `tapes sessions --json` as (id, messages) pairs.
 fn listed(env: &Env) -> Vec<(String, u64)> {
     let json: serde_json::Value =
