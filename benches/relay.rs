@@ -42,19 +42,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use iroh::Endpoint;
-use tapes::identity::{Identity, Profile};
 use tapes::import::ingest::{ingest, Incoming};
-use tapes::peer::addr::PeerAddr;
-use tapes::peer::client::{connect, PeerConn};
-use tapes::peer::endpoint::{bind, EndpointConfig};
 use tapes::protocol::sync::Scope;
-use tapes::protocol::{MemberId, NodeId, SessionId, StoredObject, TeamId};
+use tapes::protocol::{NodeId, SessionId, StoredObject, TeamId};
 use tapes::relay::run::{start, RelayOptions, RunningRelay};
 use tapes::session::sample::{self, Shape};
 use tapes::share::{self, Audience, SecretPolicy, ShareOptions};
-use tapes::store::Store;
-use tapes::team::{self, InviteOptions};
+use tapes::team::{self};
+use tapes::testing::Node as Member;
 use tokio::sync::Barrier;
 
 #[global_allocator]
@@ -234,60 +229,20 @@ struct Made {
     bytes: u64,
 }
 
-struct Member {
-    _dir: tempfile::TempDir,
-    store: Arc<Store>,
-    identity: Arc<Identity>,
-    endpoint: Endpoint,
-}
-
-impl Member {
-    async fn new(name: &str) -> Result<Member> {
-        let identity = Identity::generate(Profile {
-            name: name.into(),
-            email: None,
-        })?;
-        let dir = tempfile::tempdir()?;
-        let store = Arc::new(Store::open(&dir.path().join("store"))?);
-        store.set_local_owner(&member_id(&identity))?;
-        let identity = Arc::new(identity);
-        let endpoint = bind(&identity, &EndpointConfig::loopback()).await?;
-        Ok(Member {
-            _dir: dir,
-            store,
-            identity,
-            endpoint,
-        })
-    }
-
-    async fn relay(&self, ticket: &PeerAddr) -> Result<PeerConn> {
-        Ok(connect(&self.endpoint, ticket, "relay").await?.into_relay())
-    }
-}
-
-fn member_id(identity: &Identity) -> MemberId {
-    MemberId(identity.verifying_key().to_bytes())
+/// A team member's machine: the shared harness node (`tapes::testing`).
+async fn new_member(name: &str) -> Result<Member> {
+    Ok(Member::new(name).await?)
 }
 
 /// Adds `joiner` to `owner`'s team without the network (invite, request, accept, complete).
 fn add_member(owner: &Member, joiner: &Member, team: &TeamId) -> Result<()> {
-    let chain = team::load(&owner.store, team)?;
-    let (code, _) = team::invite(
+    tapes::testing::add_member(
         &owner.store,
         &owner.identity,
-        &chain,
-        InviteOptions {
-            expires_ms: None,
-            max_uses: 1,
-            email: None,
-            role: tapes::protocol::manifest::TeamRole::Member,
-            addrs: Vec::new(),
-        },
-        tapes::now_ms(),
+        &joiner.store,
+        &joiner.identity,
+        team,
     )?;
-    let (invite, request) = team::join_request(&joiner.identity, &code, tapes::now_ms())?;
-    let response = team::accept_join(&owner.store, &owner.identity, &request, tapes::now_ms())?;
-    team::complete_join(&joiner.store, &joiner.identity, &invite.team, response)?;
     Ok(())
 }
 
@@ -394,13 +349,13 @@ fn run_round(
     let ticket = relay.ticket.clone();
 
     let (owner, team, depositors, fetchers) = client_rt.block_on(async {
-        let owner = Member::new("owner").await?;
+        let owner = new_member("owner").await?;
         let team = team::create(&owner.store, &owner.identity, "bench", tapes::now_ms())?.team_id();
         let mut depositors = Vec::new();
         let mut fetchers = Vec::new();
         for i in 0..side {
-            depositors.push(Member::new(&format!("depositor{i}")).await?);
-            fetchers.push(Member::new(&format!("fetcher{i}")).await?);
+            depositors.push(new_member(&format!("depositor{i}")).await?);
+            fetchers.push(new_member(&format!("fetcher{i}")).await?);
         }
         tokio::task::block_in_place(|| -> Result<()> {
             for m in depositors.iter().chain(&fetchers) {
@@ -617,7 +572,7 @@ fn run_round(
     relay_rt.block_on(relay.shutdown());
     client_rt.block_on(async {
         for m in depositors.iter().chain(fetchers.iter()).chain([&owner]) {
-            m.endpoint.close().await;
+            m.router.endpoint().close().await;
         }
     });
     // Let sled write out what it keeps in memory before measuring the directory.

@@ -16,104 +16,24 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use iroh::protocol::Router;
-use tapes::identity::{Identity, Profile};
 use tapes::import::ingest::{ingest, Incoming};
-use tapes::peer::addr::PeerAddr;
-use tapes::peer::client::{connect, FetchReport, PeerConn};
-use tapes::peer::endpoint::{bind, EndpointConfig};
-use tapes::peer::relay_client::RelaySyncReport;
-use tapes::peer::server::{Server, StoreHandle};
+use tapes::peer::client::FetchReport;
 use tapes::peer::PeerError;
 use tapes::protocol::manifest::TeamRole;
-use tapes::protocol::sync::ALPN;
-use tapes::protocol::{MemberId, SessionId, TeamId};
+use tapes::protocol::{SessionId, TeamId};
 use tapes::relay::run::{start, RelayOptions};
 use tapes::session::lineage::{self, CopyOptions};
 use tapes::session::sample::{self, Shape};
-use tapes::share::{self, Audience, SecretPolicy, ShareOptions};
-use tapes::store::Store;
+use tapes::share::{Audience, SecretPolicy};
 use tapes::team::{self, InviteOptions};
+use tapes::testing::Node as Teammate;
 
-struct Teammate {
-    name: &'static str,
-    _dir: tempfile::TempDir,
-    store: Arc<Store>,
-    identity: Arc<Identity>,
-    router: Router,
-}
-
-impl Teammate {
-    async fn start(name: &'static str) -> anyhow::Result<Teammate> {
-        let dir = tempfile::tempdir()?;
-        let identity = Arc::new(Identity::generate(Profile {
-            name: name.into(),
-            email: Some(format!("{name}@example.com")),
-        })?);
-        let store = Arc::new(Store::open(&dir.path().join("store"))?);
-        store.set_local_owner(&MemberId(identity.verifying_key().to_bytes()))?;
-        let endpoint = bind(&identity, &EndpointConfig::loopback()).await?;
-        let log: tapes::peer::server::EventLog =
-            Arc::new(move |line| println!("      [{name}'s tapes serve] {line}"));
-        let server = Server::new(StoreHandle::Shared(store.clone()), identity.clone(), log);
-        let router = Router::builder(endpoint).accept(ALPN, server).spawn();
-        Ok(Teammate {
-            name,
-            _dir: dir,
-            store,
-            identity,
-            router,
-        })
-    }
-
-    fn ticket(&self) -> PeerAddr {
-        PeerAddr::of_endpoint(self.router.endpoint())
-    }
-
-    async fn dial(&self, other: &Teammate) -> Result<PeerConn, PeerError> {
-        connect(self.router.endpoint(), &other.ticket(), other.name).await
-    }
-
-    async fn fetch_from(&self, other: &Teammate) -> anyhow::Result<FetchReport> {
-        let conn = self.dial(other).await?;
-        let report = conn.fetch(&self.store, &self.identity).await?;
-        conn.close();
-        Ok(report)
-    }
-
-    async fn relay(&self, ticket: &PeerAddr) -> Result<PeerConn, PeerError> {
-        Ok(connect(self.router.endpoint(), ticket, "relay")
-            .await?
-            .into_relay())
-    }
-
-    async fn relay_sync(&self, ticket: &PeerAddr) -> anyhow::Result<RelaySyncReport> {
-        let conn = self.relay(ticket).await?;
-        let report = conn.relay_sync(&self.store, &self.identity).await?;
-        conn.close();
-        Ok(report)
-    }
-
-    fn sessions(&self) -> anyhow::Result<usize> {
-        Ok(self.store.sessions()?.len())
-    }
-
-    fn share(&self, id: &SessionId, audience: Audience) -> anyhow::Result<()> {
-        share::share(
-            &self.store,
-            &self.identity,
-            id,
-            &ShareOptions {
-                audience,
-                title: None,
-                note: None,
-                expires_ms: None,
-                secrets: SecretPolicy::Redact,
-            },
-            tapes::now_ms(),
-        )?;
-        Ok(())
-    }
+/// A teammate's machine: the shared harness node, with `tapes serve`'s log printed under its
+/// name.
+async fn teammate(name: &'static str) -> anyhow::Result<Teammate> {
+    let log: tapes::peer::server::EventLog =
+        Arc::new(move |line| println!("      [{name}'s tapes serve] {line}"));
+    Ok(Teammate::with_log(name, log).await?)
 }
 
 /// The status code of a plain HTTP GET.
@@ -173,12 +93,12 @@ async fn join(owner: &Teammate, joiner: &Teammate, team: &TeamId) -> anyhow::Res
             max_uses: 1,
             email: None,
             role: TeamRole::Member,
-            addrs: vec![owner.ticket().ticket()],
+            addrs: vec![owner.addr().ticket()],
         },
         tapes::now_ms(),
     )?;
     let (invite, request) = team::join_request(&joiner.identity, &code, tapes::now_ms())?;
-    let conn = joiner.dial(owner).await?;
+    let conn = joiner.dial(owner, &owner.name).await?;
     let response = conn.join(&request).await?;
     conn.close();
     let chain = team::complete_join(&joiner.store, &joiner.identity, &invite.team, response)?;
@@ -209,13 +129,13 @@ fn continue_in_agent(
     prompt: &str,
 ) -> anyhow::Result<std::path::PathBuf> {
     use tapes::resume::{checkout, AgentHomes, Platform};
-    let agents = who._dir.path().join("agents");
+    let agents = who.dir().join("agents");
     let done = checkout::checkout(
         &who.store,
         id,
         &checkout::Options {
             platform: Platform::Claude,
-            cwd: who._dir.path().join("project"),
+            cwd: who.dir().join("project"),
             homes: AgentHomes {
                 claude: agents.join(".claude"),
                 codex: agents.join(".codex"),
@@ -266,11 +186,11 @@ async fn main() -> anyhow::Result<()> {
     let started = Instant::now();
 
     println!("1. three teammates start their nodes on 127.0.0.1 (relays and discovery off)");
-    let alice = Teammate::start("alice").await?;
-    let bob = Teammate::start("bob").await?;
-    let carol = Teammate::start("carol").await?;
+    let alice = teammate("alice").await?;
+    let bob = teammate("bob").await?;
+    let carol = teammate("carol").await?;
     for t in [&alice, &bob, &carol] {
-        println!("   {:5} node {}", t.name, t.ticket().ticket());
+        println!("   {:5} node {}", t.name, t.addr().ticket());
     }
 
     println!("2. alice creates team \"platform\" and invites bob and carol");
@@ -288,9 +208,9 @@ async fn main() -> anyhow::Result<()> {
     let report = ingest(&alice.store, &incoming, tapes::now_ms())?;
     let ids: Vec<SessionId> = report.sessions.iter().map(|s| s.id).collect();
     for id in &ids[..3] {
-        alice.share(id, Audience::Team(team))?;
+        alice.share(id, Audience::Team(team), SecretPolicy::Redact)?;
     }
-    alice.share(&ids[3], Audience::Public)?;
+    alice.share(&ids[3], Audience::Public, SecretPolicy::Redact)?;
     println!("   alice has {} sessions", alice.sessions()?);
 
     println!("4. bob fetches from alice (team shares travel sealed with the team key)");
@@ -331,8 +251,8 @@ async fn main() -> anyhow::Result<()> {
         "   the import attaches exactly the new turns to the fork: {} new messages",
         imported.report.new_nodes
     );
-    bob.share(&fork, Audience::Team(team))?;
-    let conn = bob.dial(&alice).await?;
+    bob.share(&fork, Audience::Team(team), SecretPolicy::Redact)?;
+    let conn = bob.dial(&alice, &alice.name).await?;
     let nodes = conn.push(&bob.store, &bob.identity, fork, None).await?;
     let last = alice
         .store
@@ -365,7 +285,7 @@ async fn main() -> anyhow::Result<()> {
         },
         tapes::now_ms(),
     )?;
-    let conn = alice.dial(&bob).await?;
+    let conn = alice.dial(&bob, &bob.name).await?;
     let nodes = conn
         .push(&alice.store, &alice.identity, branch, None)
         .await?;
@@ -418,7 +338,7 @@ async fn main() -> anyhow::Result<()> {
     const SECRET: &str = "the database failover runbook (team only)";
     let plan = ids[4];
     append(&alice, &plan, SECRET)?;
-    alice.share(&plan, Audience::Team(team))?;
+    alice.share(&plan, Audience::Team(team), SecretPolicy::Redact)?;
     let report = alice.relay_sync(&relay.ticket).await?;
     println!(
         "   alice syncs: {} sessions deposited (sealed to the team), {} manifests",
@@ -432,7 +352,7 @@ async fn main() -> anyhow::Result<()> {
         bob.store.session(&plan)?.is_some(),
         "bob should have the plan"
     );
-    let dave = Teammate::start("dave").await?;
+    let dave = teammate("dave").await?;
     let chain = team::load(&alice.store, &team)?;
     let (code, _) = team::invite(
         &alice.store,

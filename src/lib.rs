@@ -40,6 +40,8 @@ pub mod store;
 pub mod sync;
 pub mod team;
 pub mod terminal;
+#[cfg(feature = "test-support")]
+pub mod testing;
 pub mod views;
 
 pub use tapes_protocol as protocol;

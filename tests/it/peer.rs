@@ -8,193 +8,72 @@ use iroh::protocol::Router;
 use tapes::identity::{Identity, Profile};
 use tapes::import::ingest::{ingest, Incoming};
 use tapes::peer::addr::PeerAddr;
-use tapes::peer::client::{connect, PeerConn};
-use tapes::peer::endpoint::{bind, EndpointConfig};
-use tapes::peer::server::{Server, StoreHandle};
+use tapes::peer::client::connect;
 use tapes::peer::PeerError;
-use tapes::protocol::sync::ALPN;
-use tapes::protocol::{
-    ContentBlock, MemberId, Node, NodeBody, NodeMeta, Role, SessionId, StoredObject,
-};
+use tapes::protocol::{ContentBlock, Node, NodeBody, NodeMeta, Role, SessionId, StoredObject};
 use tapes::session::sample::{self, Shape};
 use tapes::session::session_ref_key;
-use tapes::share::{self, Audience, SecretPolicy, ShareOptions};
+use tapes::share::{Audience, SecretPolicy};
 use tapes::store::backend::RefUpdate;
 use tapes::store::Store;
-use tapes::team::{self, InviteOptions};
+use tapes::team::{self};
 
-struct TestNode {
-    _dir: tempfile::TempDir,
-    store: Arc<Store>,
-    identity: Arc<Identity>,
-    router: Router,
-}
-
-impl TestNode {
-    async fn new(name: &str) -> TestNode {
-        let identity = Identity::generate(Profile {
-            name: name.into(),
-            email: None,
-        })
-        .unwrap();
-        Self::with_identity(identity).await
-    }
-
-    async fn with_identity(identity: Identity) -> TestNode {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(Store::open(&dir.path().join("store")).unwrap());
-        store.set_local_owner(&member(&identity)).unwrap();
-        let identity = Arc::new(identity);
-        let endpoint = bind(&identity, &EndpointConfig::loopback()).await.unwrap();
-        let server = Server::new(
-            StoreHandle::Shared(store.clone()),
-            identity.clone(),
-            Arc::new(|_| {}),
-        );
-        let router = Router::builder(endpoint).accept(ALPN, server).spawn();
-        TestNode {
-            _dir: dir,
-            store,
-            identity,
-            router,
-        }
-    }
-
-    fn id(&self) -> MemberId {
-        member(&self.identity)
-    }
-
-    fn addr(&self) -> PeerAddr {
-        PeerAddr::of_endpoint(self.router.endpoint())
-    }
-
-    async fn dial(&self, other: &TestNode, name: &str) -> PeerConn {
-        connect(self.router.endpoint(), &other.addr(), name)
-            .await
-            .unwrap()
-    }
-
-    fn import(&self, seed: u64, rounds: usize) -> SessionId {
-        let shape = Shape {
-            tool_rounds: rounds,
-            ..Shape::default()
-        };
-        let report = ingest(
-            &self.store,
-            &[Incoming {
-                session: sample::session(seed, 0, shape),
-                path: String::new(),
-            }],
-            0,
-        )
-        .unwrap();
-        report.sessions[0].id
-    }
-
-    fn share(&self, id: &SessionId, audience: Audience) {
-        share::share(
-            &self.store,
-            &self.identity,
-            id,
-            &ShareOptions {
-                audience,
-                title: None,
-                note: None,
-                expires_ms: None,
-                secrets: SecretPolicy::Allow,
-            },
-            tapes::now_ms(),
-        )
-        .unwrap();
-    }
-
-    fn has(&self, id: &SessionId) -> bool {
-        self.store.session(id).unwrap().is_some()
-    }
-
-    fn fsck_clean(&self) {
-        let report = tapes::store::fsck::fsck(&self.store, |_| {}).unwrap();
-        assert!(report.is_clean(), "{report:?}");
-    }
-}
-
-fn member(identity: &Identity) -> MemberId {
-    MemberId(identity.verifying_key().to_bytes())
-}
-
-/// `joiner` joins `owner`'s team over the network with a fresh invite.
-async fn join(owner: &TestNode, joiner: &TestNode, team: &tapes::protocol::TeamId) {
-    let chain = team::load(&owner.store, team).unwrap();
-    let (code, _) = team::invite(
-        &owner.store,
-        &owner.identity,
-        &chain,
-        InviteOptions {
-            expires_ms: None,
-            max_uses: 1,
-            email: None,
-            role: tapes::protocol::manifest::TeamRole::Member,
-            addrs: vec![owner.addr().ticket()],
-        },
-        tapes::now_ms(),
-    )
-    .unwrap();
-    let (invite, request) = team::join_request(&joiner.identity, &code, tapes::now_ms()).unwrap();
-    let conn = joiner.dial(owner, "owner").await;
-    let response = conn.join(&request).await.unwrap();
-    team::complete_join(&joiner.store, &joiner.identity, &invite.team, response).unwrap();
-}
+use tapes::testing::{join, Node as TestNode};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn members_get_team_shares_others_only_public_and_removed_members_nothing_new() {
-    let alice = TestNode::new("alice").await;
-    let bob = TestNode::new("bob").await;
-    let carol = TestNode::new("carol").await;
-    let dave = TestNode::new("dave").await;
+    let alice = TestNode::new("alice").await.unwrap();
+    let bob = TestNode::new("bob").await.unwrap();
+    let carol = TestNode::new("carol").await.unwrap();
+    let dave = TestNode::new("dave").await.unwrap();
     let team = team::create(&alice.store, &alice.identity, "core", tapes::now_ms())
         .unwrap()
         .team_id();
-    join(&alice, &bob, &team).await;
-    join(&alice, &dave, &team).await;
+    join(&alice, &bob, &team).await.unwrap();
+    join(&alice, &dave, &team).await.unwrap();
 
-    let team_session = alice.import(1, 2);
-    let public_session = alice.import(2, 1);
-    let private_session = alice.import(3, 1);
-    alice.share(&team_session, Audience::Team(team));
-    alice.share(&public_session, Audience::Public);
+    let team_session = alice.import(1, 2).unwrap();
+    let public_session = alice.import(2, 1).unwrap();
+    let private_session = alice.import(3, 1).unwrap();
+    alice
+        .share(&team_session, Audience::Team(team), SecretPolicy::Allow)
+        .unwrap();
+    alice
+        .share(&public_session, Audience::Public, SecretPolicy::Allow)
+        .unwrap();
 
     // Bob, a member: the team share and the public one; never the private session.
-    let conn = bob.dial(&alice, "alice").await;
+    let conn = bob.dial(&alice, "alice").await.unwrap();
     let report = conn.fetch(&bob.store, &bob.identity).await.unwrap();
     assert_eq!(report.new_sessions, 2, "{report:?}");
-    assert!(bob.has(&team_session) && bob.has(&public_session));
-    assert!(!bob.has(&private_session));
+    assert!(bob.has(&team_session).unwrap() && bob.has(&public_session).unwrap());
+    assert!(!bob.has(&private_session).unwrap());
     assert_eq!(
         bob.store.session(&team_session).unwrap().unwrap(),
         alice.store.session(&team_session).unwrap().unwrap()
     );
     assert_eq!(report.shares, 2);
-    bob.fsck_clean();
+    bob.fsck_clean().unwrap();
 
     // Nothing changed: one round trip, a few hundred bytes.
-    let again = bob.dial(&alice, "alice").await;
+    let again = bob.dial(&alice, "alice").await.unwrap();
     let noop = again.fetch(&bob.store, &bob.identity).await.unwrap();
     assert!(noop.is_empty(), "{noop:?}");
     assert_eq!(noop.round_trips, 1);
     assert!(noop.bytes_sent + noop.bytes_received < 1024, "{noop:?}");
 
     // Carol is in no team with alice: only the public share.
-    let conn = carol.dial(&alice, "alice").await;
+    let conn = carol.dial(&alice, "alice").await.unwrap();
     let report = conn.fetch(&carol.store, &carol.identity).await.unwrap();
     assert_eq!(report.new_sessions, 1);
-    assert!(carol.has(&public_session));
-    assert!(!carol.has(&team_session) && !carol.has(&private_session));
+    assert!(carol.has(&public_session).unwrap());
+    assert!(!carol.has(&team_session).unwrap() && !carol.has(&private_session).unwrap());
 
     // Dave got the team share while a member; after alice removes him, a new share does not
     // reach him.
-    let conn = dave.dial(&alice, "alice").await;
+    let conn = dave.dial(&alice, "alice").await.unwrap();
     conn.fetch(&dave.store, &dave.identity).await.unwrap();
-    assert!(dave.has(&team_session));
+    assert!(dave.has(&team_session).unwrap());
     let mut chain = team::load(&alice.store, &team).unwrap();
     team::remove(
         &alice.store,
@@ -204,30 +83,32 @@ async fn members_get_team_shares_others_only_public_and_removed_members_nothing_
         tapes::now_ms(),
     )
     .unwrap();
-    let later = alice.import(4, 1);
-    alice.share(&later, Audience::Team(team));
-    let conn = dave.dial(&alice, "alice").await;
+    let later = alice.import(4, 1).unwrap();
+    alice
+        .share(&later, Audience::Team(team), SecretPolicy::Allow)
+        .unwrap();
+    let conn = dave.dial(&alice, "alice").await.unwrap();
     let report = conn.fetch(&dave.store, &dave.identity).await.unwrap();
-    assert!(!dave.has(&later));
+    assert!(!dave.has(&later).unwrap());
     assert_eq!(
         report.new_sessions + report.updated_sessions,
         0,
         "{report:?}"
     );
     // Bob still gets it, sealed under the rotated key.
-    let conn = bob.dial(&alice, "alice").await;
+    let conn = bob.dial(&alice, "alice").await.unwrap();
     let report = conn.fetch(&bob.store, &bob.identity).await.unwrap();
-    assert!(bob.has(&later), "{report:?}");
-    bob.fsck_clean();
+    assert!(bob.has(&later).unwrap(), "{report:?}");
+    bob.fsck_clean().unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stranger_pushing_is_refused_and_changes_nothing() {
-    let alice = TestNode::new("alice").await;
-    let mallory = TestNode::new("mallory").await;
+    let alice = TestNode::new("alice").await.unwrap();
+    let mallory = TestNode::new("mallory").await.unwrap();
     team::create(&alice.store, &alice.identity, "core", tapes::now_ms()).unwrap();
-    let id = mallory.import(5, 1);
-    let conn = mallory.dial(&alice, "alice").await;
+    let id = mallory.import(5, 1).unwrap();
+    let conn = mallory.dial(&alice, "alice").await.unwrap();
     let err = conn
         .push(&mallory.store, &mallory.identity, id, None)
         .await
@@ -237,7 +118,7 @@ async fn a_stranger_pushing_is_refused_and_changes_nothing() {
         err.to_string().contains("none of this node's teams"),
         "{err}"
     );
-    assert!(!alice.has(&id));
+    assert!(!alice.has(&id).unwrap());
     let err = conn
         .fetch(&mallory.store, &mallory.identity)
         .await
@@ -252,28 +133,33 @@ fn append(node: &TestNode, id: &SessionId, text: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_machines_pushing_from_one_base_one_wins_the_other_gets_the_conflict_hint() {
-    let bob = TestNode::new("bob").await;
-    let laptop = TestNode::new("alice").await;
+    let bob = TestNode::new("bob").await.unwrap();
+    let laptop = TestNode::new("alice").await.unwrap();
     // The same identity on a second machine.
     let key = laptop.identity.signing_key().to_bytes();
-    let desktop = TestNode::with_identity(Identity::from_parts(
-        ed25519_dalek::SigningKey::from_bytes(&key),
-        laptop.identity.age_identity().clone(),
-        Profile {
-            name: "alice".into(),
-            email: None,
-        },
-    ))
-    .await;
+    let desktop = TestNode::with_identity(
+        Identity::from_parts(
+            ed25519_dalek::SigningKey::from_bytes(&key),
+            laptop.identity.age_identity().clone(),
+            Profile {
+                name: "alice".into(),
+                email: None,
+            },
+        ),
+        Arc::new(|_| {}),
+    )
+    .await
+    .unwrap();
     let team = team::create(&bob.store, &bob.identity, "core", tapes::now_ms())
         .unwrap()
         .team_id();
-    join(&bob, &laptop, &team).await;
-    let id = laptop.import(6, 1);
+    join(&bob, &laptop, &team).await.unwrap();
+    let id = laptop.import(6, 1).unwrap();
     let base = laptop.store.session(&id).unwrap().unwrap().head;
     laptop
         .dial(&bob, "bob")
         .await
+        .unwrap()
         .push(&laptop.store, &laptop.identity, id, None)
         .await
         .unwrap();
@@ -281,14 +167,15 @@ async fn two_machines_pushing_from_one_base_one_wins_the_other_gets_the_conflict
     let report = desktop
         .dial(&bob, "bob")
         .await
+        .unwrap()
         .pull(&desktop.store, &desktop.identity, id)
         .await
         .unwrap();
     assert_eq!(report.new_sessions, 1, "{report:?}");
     append(&laptop, &id, "from the laptop");
     append(&desktop, &id, "from the desktop");
-    let a = laptop.dial(&bob, "bob").await;
-    let b = desktop.dial(&bob, "bob").await;
+    let a = laptop.dial(&bob, "bob").await.unwrap();
+    let b = desktop.dial(&bob, "bob").await.unwrap();
     let (ra, rb) = tokio::join!(
         a.push(&laptop.store, &laptop.identity, id, Some(base)),
         b.push(&desktop.store, &desktop.identity, id, Some(base)),
@@ -304,19 +191,21 @@ async fn two_machines_pushing_from_one_base_one_wins_the_other_gets_the_conflict
         bob.store.session(&id).unwrap().unwrap().head,
         won.store.session(&id).unwrap().unwrap().head
     );
-    bob.fsck_clean();
+    bob.fsck_clean().unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_interrupted_fetch_resumes_without_resending_and_converges() {
-    let alice = TestNode::new("alice").await;
-    let bob = TestNode::new("bob").await;
+    let alice = TestNode::new("alice").await.unwrap();
+    let bob = TestNode::new("bob").await.unwrap();
     let team = team::create(&alice.store, &alice.identity, "core", tapes::now_ms())
         .unwrap()
         .team_id();
-    join(&alice, &bob, &team).await;
-    let big = alice.import(7, 4000);
-    alice.share(&big, Audience::Team(team));
+    join(&alice, &bob, &team).await.unwrap();
+    let big = alice.import(7, 4000).unwrap();
+    alice
+        .share(&big, Audience::Team(team), SecretPolicy::Allow)
+        .unwrap();
     let nodes = alice
         .store
         .chain(&alice.store.session(&big).unwrap().unwrap().head)
@@ -324,7 +213,7 @@ async fn an_interrupted_fetch_resumes_without_resending_and_converges() {
         .len();
 
     // Cut the connection once about a third of the session has arrived.
-    let conn = bob.dial(&alice, "alice").await;
+    let conn = bob.dial(&alice, "alice").await.unwrap();
     let watcher = conn.clone();
     let cut = tokio::spawn(async move {
         while watcher.counters.received() < 1_500_000 {
@@ -338,10 +227,13 @@ async fn an_interrupted_fetch_resumes_without_resending_and_converges() {
         first.is_err(),
         "the cut must interrupt the fetch: {first:?}"
     );
-    assert!(!bob.has(&big), "no ref before all nodes are stored");
-    bob.fsck_clean();
+    assert!(
+        !bob.has(&big).unwrap(),
+        "no ref before all nodes are stored"
+    );
+    bob.fsck_clean().unwrap();
 
-    let conn = bob.dial(&alice, "alice").await;
+    let conn = bob.dial(&alice, "alice").await.unwrap();
     let second = conn.fetch(&bob.store, &bob.identity).await.unwrap();
     assert_eq!(second.new_sessions, 1, "{second:?}");
     assert!(
@@ -353,10 +245,11 @@ async fn an_interrupted_fetch_resumes_without_resending_and_converges() {
         bob.store.session(&big).unwrap().unwrap(),
         alice.store.session(&big).unwrap().unwrap()
     );
-    bob.fsck_clean();
+    bob.fsck_clean().unwrap();
     let third = bob
         .dial(&alice, "alice")
         .await
+        .unwrap()
         .fetch(&bob.store, &bob.identity)
         .await
         .unwrap();
@@ -365,10 +258,12 @@ async fn an_interrupted_fetch_resumes_without_resending_and_converges() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_whose_id_does_not_match_is_rejected_and_nothing_is_stored() {
-    let alice = TestNode::new("alice").await;
-    let bob = TestNode::new("bob").await;
-    let id = alice.import(8, 1);
-    alice.share(&id, Audience::Public);
+    let alice = TestNode::new("alice").await.unwrap();
+    let bob = TestNode::new("bob").await.unwrap();
+    let id = alice.import(8, 1).unwrap();
+    alice
+        .share(&id, Audience::Public, SecretPolicy::Allow)
+        .unwrap();
     // Alice's store is tampered with: a node stored under an id that is not its hash ends
     // the session (written past verification, as a broken or hostile peer would serve it).
     let mut record = alice.store.session(&id).unwrap().unwrap();
@@ -402,6 +297,7 @@ async fn a_node_whose_id_does_not_match_is_rejected_and_nothing_is_stored() {
     let err = bob
         .dial(&alice, "alice")
         .await
+        .unwrap()
         .fetch(&bob.store, &bob.identity)
         .await
         .unwrap_err();
@@ -411,7 +307,7 @@ async fn a_node_whose_id_does_not_match_is_rejected_and_nothing_is_stored() {
         text.contains("alice") && text.contains(&fake.short()),
         "{text}"
     );
-    assert!(!bob.has(&id));
+    assert!(!bob.has(&id).unwrap());
     assert_eq!(
         snapshot(&bob.store),
         before,
@@ -428,12 +324,12 @@ fn snapshot(store: &Store) -> (Vec<tapes::protocol::NodeId>, Vec<(Vec<u8>, Vec<u
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_a_peer_receives_carries_no_local_paths() {
-    let alice = TestNode::new("alice").await;
-    let bob = TestNode::new("bob").await;
+    let alice = TestNode::new("alice").await.unwrap();
+    let bob = TestNode::new("bob").await.unwrap();
     let team = team::create(&alice.store, &alice.identity, "core", tapes::now_ms())
         .unwrap()
         .team_id();
-    join(&alice, &bob, &team).await;
+    join(&alice, &bob, &team).await.unwrap();
     let transcript = "/home/alice/.claude/projects/-home-alice-src-app/0a1b2c3d.jsonl";
     let report = ingest(
         &alice.store,
@@ -445,9 +341,11 @@ async fn what_a_peer_receives_carries_no_local_paths() {
     )
     .unwrap();
     let id = report.sessions[0].id;
-    alice.share(&id, Audience::Team(team));
+    alice
+        .share(&id, Audience::Team(team), SecretPolicy::Allow)
+        .unwrap();
 
-    let conn = bob.dial(&alice, "alice").await;
+    let conn = bob.dial(&alice, "alice").await.unwrap();
     conn.fetch(&bob.store, &bob.identity).await.unwrap();
     let ours = alice.store.session(&id).unwrap().unwrap();
     let theirs = bob.store.session(&id).unwrap().unwrap();
@@ -459,27 +357,30 @@ async fn what_a_peer_receives_carries_no_local_paths() {
         assert!(!meta.contains("/home/"), "{meta}");
         assert_eq!(node.meta.cwd, node.meta.project, "{meta}");
     }
-    bob.fsck_clean();
+    bob.fsck_clean().unwrap();
 
     // What alice serves is stable: fetching again brings nothing.
-    let again = bob.dial(&alice, "alice").await;
+    let again = bob.dial(&alice, "alice").await.unwrap();
     let noop = again.fetch(&bob.store, &bob.identity).await.unwrap();
     assert!(noop.is_empty(), "{noop:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_serving_an_older_history_never_rewinds_mine() {
-    let alice = TestNode::new("alice").await;
-    let bob = TestNode::new("bob").await;
+    let alice = TestNode::new("alice").await.unwrap();
+    let bob = TestNode::new("bob").await.unwrap();
     let team = team::create(&alice.store, &alice.identity, "core", tapes::now_ms())
         .unwrap()
         .team_id();
-    join(&alice, &bob, &team).await;
-    let id = alice.import(21, 2);
+    join(&alice, &bob, &team).await.unwrap();
+    let id = alice.import(21, 2).unwrap();
     append(&alice, &id, "the newest message");
-    alice.share(&id, Audience::Team(team));
+    alice
+        .share(&id, Audience::Team(team), SecretPolicy::Allow)
+        .unwrap();
     bob.dial(&alice, "alice")
         .await
+        .unwrap()
         .fetch(&bob.store, &bob.identity)
         .await
         .unwrap();
@@ -506,27 +407,33 @@ async fn a_peer_serving_an_older_history_never_rewinds_mine() {
         .unwrap();
     bob.dial(&alice, "alice")
         .await
+        .unwrap()
         .fetch(&bob.store, &bob.identity)
         .await
         .unwrap();
     assert_eq!(bob.store.session(&id).unwrap().unwrap(), newest);
-    bob.fsck_clean();
+    bob.fsck_clean().unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_added_after_a_share_wait_for_the_secret_gate_before_they_are_served() {
-    let alice = TestNode::new("alice").await;
-    let bob = TestNode::new("bob").await;
+    let alice = TestNode::new("alice").await.unwrap();
+    let bob = TestNode::new("bob").await.unwrap();
     let team = team::create(&alice.store, &alice.identity, "core", tapes::now_ms())
         .unwrap()
         .team_id();
-    join(&alice, &bob, &team).await;
-    let id = alice.import(22, 1);
-    let other = alice.import(23, 1);
-    alice.share(&id, Audience::Team(team));
-    alice.share(&other, Audience::Team(team));
+    join(&alice, &bob, &team).await.unwrap();
+    let id = alice.import(22, 1).unwrap();
+    let other = alice.import(23, 1).unwrap();
+    alice
+        .share(&id, Audience::Team(team), SecretPolicy::Allow)
+        .unwrap();
+    alice
+        .share(&other, Audience::Team(team), SecretPolicy::Allow)
+        .unwrap();
     bob.dial(&alice, "alice")
         .await
+        .unwrap()
         .fetch(&bob.store, &bob.identity)
         .await
         .unwrap();
@@ -542,6 +449,7 @@ async fn messages_added_after_a_share_wait_for_the_secret_gate_before_they_are_s
     let report = bob
         .dial(&alice, "alice")
         .await
+        .unwrap()
         .fetch(&bob.store, &bob.identity)
         .await
         .unwrap();
@@ -567,9 +475,12 @@ async fn messages_added_after_a_share_wait_for_the_secret_gate_before_they_are_s
         .any(|(_, n)| format!("{:?}", n.body.blocks).contains("AKIA")));
 
     // Sharing again (here: allowing it) passes the gate; the session then travels.
-    alice.share(&id, Audience::Team(team));
+    alice
+        .share(&id, Audience::Team(team), SecretPolicy::Allow)
+        .unwrap();
     bob.dial(&alice, "alice")
         .await
+        .unwrap()
         .fetch(&bob.store, &bob.identity)
         .await
         .unwrap();
@@ -611,7 +522,7 @@ async fn a_peer_speaking_another_protocol_version_is_named_as_such() {
     let router = Router::builder(endpoint.clone())
         .accept(b"tapes/sync/2".to_vec(), Nothing)
         .spawn();
-    let me = TestNode::new("me").await;
+    let me = TestNode::new("me").await.unwrap();
     let addr = PeerAddr::of_endpoint(router.endpoint());
     let err = match connect(me.router.endpoint(), &addr, "future").await {
         Ok(_) => panic!("a peer on another protocol version answered"),
