@@ -11,7 +11,7 @@ pub const EXAMPLES: &[(&str, &str)] = &[
     ("import", "tapes import ~/.claude/projects"),
     ("sessions", "tapes sessions --project billing"),
     ("show", "tapes show 3f2a9c"),
-    ("log", "tapes log 3f2a9c"),
+    ("log", "tapes log --graph 3f2a9c"),
     ("fsck", "tapes fsck"),
     (
         "completions",
@@ -62,7 +62,7 @@ pub const EXAMPLES: &[(&str, &str)] = &[
     ("peers", "tapes peers --wait 5"),
     ("share", "tapes share 3f2a9c --team platform --expires 7d"),
     ("unshare", "tapes unshare 3f2a9c --public"),
-    ("shared", "tapes shared --mark-read"),
+    ("shared", "tapes shared --sharer alice --since 7d"),
     ("config", "tapes config set default-visibility.billing team"),
     (
         "config set",
@@ -101,6 +101,8 @@ pub const EXAMPLES: &[(&str, &str)] = &[
     ("bundle import", "tapes bundle import week.tape"),
     ("export", "tapes export --since 30d -o sessions.csv"),
     ("search", "tapes search rate limit --since 7d"),
+    ("deck", "tapes deck project:billing since:7d"),
+    ("web", "tapes web --open"),
     ("stats", "tapes stats --since 7d --by model"),
     ("pricing", "tapes pricing --file prices.json"),
 ];

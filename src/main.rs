@@ -94,6 +94,12 @@ enum Command {
     Export(cli::export::ExportArgs),
     /// Full-text search over messages, with filters; prints ids when piped.
     Search(cli::search::SearchArgs),
+    /// Full screen: my sessions, shared with me, the team dashboard; filter, preview, lineage
+    /// and actions (share, unshare, branch, fork, checkout/resume, export, bundle).
+    Deck(cli::deck::DeckArgs),
+    /// The same views in the browser: a local page with charts and lineage, and a JSON API
+    /// (`/api/sessions`, `/api/shared`, `/api/team`, `/api/stats`, `/api/session/<id>`).
+    Web(cli::web::WebArgs),
     /// Sessions, cost and tokens for a period, with breakdowns (by member across a team).
     Stats(cli::search::StatsArgs),
     /// The price table used for costs (USD per 1M tokens) and user overrides.
@@ -152,6 +158,7 @@ fn main() -> ExitCode {
             | Command::Fork(_)
             | Command::Team(_)
             | Command::Checkout(_)
+            | Command::Deck(_)
     );
     let result = match cli.command {
         Command::Completions { shell } => {
@@ -178,6 +185,8 @@ fn main() -> ExitCode {
         Command::Bundle(command) => cli::bundle::run(command),
         Command::Export(args) => cli::export::run(args),
         Command::Search(args) => cli::search::search(args),
+        Command::Deck(args) => cli::deck::run(args),
+        Command::Web(args) => cli::web::run(args),
         Command::Stats(args) => cli::search::stats(args),
         Command::Pricing(args) => cli::search::pricing(args),
         Command::Share(args) => cli::share::share(args),

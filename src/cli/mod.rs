@@ -1,6 +1,7 @@
 //! One module per group of subcommands; each turns arguments into library calls and prints.
 
 pub mod bundle;
+pub mod deck;
 pub mod export;
 pub mod fsck;
 pub mod import;
@@ -13,12 +14,12 @@ pub mod remote;
 pub mod report;
 pub mod resume;
 pub mod search;
-pub mod search_tui;
 pub mod sessions;
 pub mod share;
 pub mod storage;
 pub mod team;
 pub mod transfer;
+pub mod web;
 
 use anyhow::Context;
 use tapes::home::Home;
@@ -51,8 +52,7 @@ impl GateArgs {
 pub fn open_store() -> anyhow::Result<(Home, std::sync::Arc<Store>)> {
     let home = Home::locate()?;
     home.ensure()?;
-    let store = Store::open(&home.store_dir())
-        .with_context(|| format!("opening the store in {}", home.root().display()))?;
+    let store = open_migrating(&home)?;
     // An identity whose key files were copied here (rather than `tapes init --from`) has not
     // told the store whose it is yet: its own sessions would read as someone else's.
     if store.local_owner()?.is_none() && tapes::identity::Identity::exists(&home) {
@@ -60,6 +60,34 @@ pub fn open_store() -> anyhow::Result<(Home, std::sync::Arc<Store>)> {
         store.set_local_owner(&tapes::protocol::MemberId(me.verifying_key().to_bytes()))?;
     }
     Ok((home, std::sync::Arc::new(store)))
+}
+
+/// Opens the store of `home`; a store from an older tapes is migrated first, with a progress
+/// bar on a terminal (SPEC.md §4.3).
+pub fn open_migrating(home: &Home) -> anyhow::Result<Store> {
+    let mut bar: Option<indicatif::ProgressBar> = None;
+    let store = Store::open_with_progress(&home.store_dir(), &mut |p| {
+        let bar = bar.get_or_insert_with(|| {
+            eprintln!(
+                "migrating the store in {} from format {} to {} ({} session records)",
+                home.root().display(),
+                p.from,
+                tapes::store::STORE_FORMAT,
+                p.total
+            );
+            let bar = indicatif::ProgressBar::new(p.total as u64);
+            if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+                bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+            }
+            bar
+        });
+        bar.set_position(p.done as u64);
+    })
+    .with_context(|| format!("opening the store in {}", home.root().display()))?;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    Ok(store)
 }
 
 /// The project directory holding `.tapes/tracking.json`: `--into DIR`, or the current directory.

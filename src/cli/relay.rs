@@ -1,4 +1,6 @@
 //! `tapes relay --data DIR [--bind ADDR] [--http ADDR]` runs a relay until Ctrl-C;
+//! `tapes relay --data DIR --store s3://bucket/prefix [--endpoint URL] [--region R]` runs one
+//! of several relays over one bucket (SPEC.md §16.13);
 //! `tapes relay register --team T <relay>` signs a team onto one (admins only).
 
 use std::net::SocketAddr;
@@ -9,7 +11,8 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use tapes::identity::Identity;
 use tapes::peer::addr::PeerAddr;
-use tapes::relay::run::{start, RelayOptions};
+use tapes::relay::backend::BucketOptions;
+use tapes::relay::run::{start_on, RelayOptions, StateStore};
 
 use super::peer::with_peer;
 use super::remote;
@@ -20,9 +23,24 @@ use super::runtime;
 pub struct RelayArgs {
     #[command(subcommand)]
     command: Option<RelayCommand>,
-    /// The relay's data directory (its key, store and relay.toml).
+    /// The relay's data directory (its key, store and relay.toml; with --store, its key and
+    /// a cache).
     #[arg(long)]
     data: Option<PathBuf>,
+    /// Keep the relay's state in an S3-compatible bucket, s3://BUCKET/PREFIX, shared by every
+    /// relay started on it (credentials: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+    /// AWS_SESSION_TOKEN; quotas: relay.toml in the bucket).
+    #[arg(long, value_name = "URL")]
+    store: Option<String>,
+    /// The S3 endpoint for a server other than AWS (e.g. http://127.0.0.1:9000).
+    #[arg(long, value_name = "URL", requires = "store")]
+    endpoint: Option<String>,
+    /// The bucket's region (default: AWS_DEFAULT_REGION / AWS_REGION, else us-east-1).
+    #[arg(long, value_name = "REGION", requires = "store")]
+    region: Option<String>,
+    /// The most MiB of blobs the relay caches in --data when its state is in a bucket.
+    #[arg(long, value_name = "MIB", default_value_t = 512, requires = "store")]
+    cache_mib: u64,
     /// Where to listen for members (iroh, UDP).
     #[arg(long, default_value = "0.0.0.0:0")]
     bind: SocketAddr,
@@ -73,7 +91,17 @@ pub fn run(args: RelayArgs) -> anyhow::Result<ExitCode> {
                 addr,
                 plain: args.iroh_relay_plain,
             });
-            serve(data, args.bind, args.http, args.public_url, iroh)
+            let state = match args.store {
+                None => StateStore::Local,
+                Some(url) => {
+                    let mut options = BucketOptions::new(&url);
+                    options.endpoint = args.endpoint;
+                    options.region = args.region;
+                    options.cache_bytes = args.cache_mib.saturating_mul(1 << 20);
+                    StateStore::Bucket(options)
+                }
+            };
+            serve(data, &state, args.bind, args.http, args.public_url, iroh)
         }
     }
 }
@@ -86,6 +114,7 @@ struct IrohRelayArgs {
 
 fn serve(
     data: PathBuf,
+    state: &StateStore,
     bind: SocketAddr,
     http: Option<SocketAddr>,
     public_url: Option<String>,
@@ -122,9 +151,10 @@ fn serve(
         };
         let log: tapes::peer::server::EventLog =
             Arc::new(|line| println!("{}  {line}", tapes::sync::tracking::now_rfc3339()));
-        let relay = start(&data, &options, log)
+        let relay = start_on(&data, state, &options, log)
             .await
             .with_context(|| format!("starting the relay in {}", data.display()))?;
+        println!("state: {}", relay.state.backend().describe());
         println!("relay node {}", relay.ticket.id.to_hex());
         println!("ticket: {}", relay.ticket.ticket());
         println!(

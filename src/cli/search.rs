@@ -21,8 +21,9 @@ pub struct SearchArgs {
     /// Words to find in messages (text, tool calls, tool output). All words must occur in one
     /// message; "quoted phrases", `a OR b` and `-word` work. Empty: list sessions by filters.
     query: Vec<String>,
-    /// Interactive: type to filter, ↑/↓ move, Tab selects, Enter shows the transcript, Esc
-    /// quits and prints the selected ids (or the highlighted one).
+    /// Interactive: the deck (`tapes deck`) over the sessions found; / filters further,
+    /// ↑/↓ move, Space marks, Enter reads the transcript, q or Esc quits and prints the
+    /// marked ids (or the highlighted one).
     #[arg(short, long)]
     interactive: bool,
     /// Only sessions of this project.
@@ -64,6 +65,9 @@ pub struct SearchArgs {
     /// Rebuild the search index from the store before searching.
     #[arg(long)]
     reindex: bool,
+    /// Only sessions shared with you (by teammates or publicly) that are in this store.
+    #[arg(long)]
+    shared: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -203,12 +207,39 @@ pub fn search(args: SearchArgs) -> anyhow::Result<ExitCode> {
     let prices = PriceTable::load(home.root())?;
     let tty = std::io::stdout().is_terminal();
     let mut query = build_query(&args, tapes::now_ms(), tty)?;
+    if args.shared {
+        let ids = tapes::views::listing::shared_ids(&store, tapes::now_ms())?;
+        if ids.is_empty() && !args.json {
+            println!("nothing is shared with you yet; `tapes shared` lists what is");
+            return Ok(ExitCode::SUCCESS);
+        }
+        query.sessions = Some(std::sync::Arc::new(ids));
+    }
     let index = open_index(&store, args.reindex)?;
     if args.interactive {
-        query.limit = Some(args.limit.unwrap_or(200));
-        let ids = super::search_tui::run(&store, &index, &prices, query)?;
-        for id in ids {
-            println!("{id}");
+        // The deck over what the search found, in pick mode: quitting prints the marked ids.
+        query.limit = args.limit;
+        query.snippets = false;
+        let hits = index.search(&store, &query, &prices)?;
+        if hits.is_empty() {
+            bail!("no sessions match; loosen the filters or try other words");
+        }
+        drop(index);
+        let ctx = tapes::views::deck::Context {
+            store,
+            home: Some(home),
+            prices,
+            dir: super::project_dir(None)?,
+        };
+        let options = tapes::views::deck::Options {
+            only: Some(hits.iter().map(|h| h.id).collect()),
+            filter: String::new(),
+            pick: true,
+        };
+        if let tapes::views::deck::Outcome::Picked(ids) = tapes::views::deck::run(ctx, options)? {
+            for id in ids {
+                println!("{id}");
+            }
         }
         return Ok(ExitCode::SUCCESS);
     }

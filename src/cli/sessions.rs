@@ -2,6 +2,8 @@
 
 use std::process::ExitCode;
 
+use tapes::session::pricing::PriceTable;
+use tapes::views::listing::{self, Facts, Snapshot};
 use tapes::views::render;
 
 #[derive(clap::Args)]
@@ -31,38 +33,73 @@ pub struct ShowArgs {
 pub struct LogArgs {
     /// Session id or unique prefix.
     id: String,
+    /// Draw the session's family instead: the original, its branches and forks and theirs,
+    /// with who made each, when, and after which message.
+    #[arg(long)]
+    graph: bool,
+    /// With --graph: print the graph as JSON (nodes and edges).
+    #[arg(long, requires = "graph")]
+    json: bool,
 }
 
 pub fn list(args: SessionsArgs) -> anyhow::Result<ExitCode> {
-    let (_home, store) = super::open_store()?;
-    let mut rows = store.sessions()?;
-    let stored = rows.len();
-    let agents = present(rows.iter().map(|(_, r)| r.summary.agent.as_str()));
-    let projects = present(rows.iter().map(|(_, r)| r.summary.project.as_str()));
+    let (home, store) = super::open_store()?;
+    let prices = PriceTable::load(home.root())?;
+    let index = super::search::open_index(&store, false)?;
+    let now = tapes::now_ms();
+    let snapshot = Snapshot::load(&store, Facts::Index(&index), &prices, now)?;
+    drop(index);
+    let all = snapshot.all();
+    let stored = all.len();
+    let agents = present(all.rows().iter().map(|r| r.agent.as_str()));
+    let projects = present(all.rows().iter().map(|r| r.project.as_str()));
     let names: Vec<String> = agents.iter().map(|(name, _)| name.clone()).collect();
     let agent = match &args.agent {
         Some(input) => Some(tapes::session::resolve_agent(input, &names)?),
         None => None,
     };
-    rows.retain(|(_, r)| {
-        args.project
-            .as_ref()
-            .is_none_or(|p| &r.summary.project == p)
-            && agent
-                .as_ref()
-                .is_none_or(|a| a.as_ref().is_some_and(|a| &r.summary.agent == a))
-    });
     // Newest first; ties (no timestamps) by id so the order is stable.
-    rows.sort_by(|a, b| {
-        b.1.summary
-            .started_ms
-            .cmp(&a.1.summary.started_ms)
-            .then(a.0.cmp(&b.0))
-    });
+    let rows: Vec<&listing::SessionRow> = all
+        .rows()
+        .iter()
+        .filter(|r| {
+            args.project.as_ref().is_none_or(|p| &r.project == p)
+                && agent
+                    .as_ref()
+                    .is_none_or(|a| a.as_ref().is_some_and(|a| &r.agent == a))
+        })
+        .collect();
     if args.json {
         let list: Vec<_> = rows
             .iter()
-            .map(|(id, r)| render::session_json(id, r))
+            .map(|row| {
+                let mut v = match snapshot.record(&row.id) {
+                    Some(record) => render::session_json(&row.id, record),
+                    None => serde_json::json!({}),
+                };
+                if let Some(map) = v.as_object_mut() {
+                    map.insert("title_shown".into(), row.title.clone().into());
+                    map.insert(
+                        "title_from".into(),
+                        serde_json::to_value(row.title_from).unwrap_or_default(),
+                    );
+                    map.insert("owner_name".into(), row.owner_name.clone().into());
+                    map.insert("mine".into(), row.mine.into());
+                    map.insert("visibility_name".into(), row.visibility.label().into());
+                    map.insert(
+                        "status".into(),
+                        serde_json::to_value(row.status).unwrap_or_default(),
+                    );
+                    map.insert("cost_usd".into(), row.cost.into());
+                    map.insert("unpriced_models".into(), row.unpriced.clone().into());
+                    map.insert("tokens".into(), row.tokens.into());
+                    map.insert(
+                        "origin".into(),
+                        serde_json::to_value(&row.origin).unwrap_or_default(),
+                    );
+                }
+                v
+            })
             .collect();
         println!("{}", serde_json::to_string_pretty(&list)?);
     } else if stored == 0 {
@@ -91,7 +128,10 @@ pub fn list(args: SessionsArgs) -> anyhow::Result<ExitCode> {
             println!("projects here: {}", listing(&projects));
         }
     } else {
-        print!("{}", render::sessions_table(&rows));
+        print!(
+            "{}",
+            listing::text::sessions_table(&rows, tapes::views::table::terminal_width())
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -121,21 +161,62 @@ fn listing(values: &[(String, usize)]) -> String {
 }
 
 pub fn show(args: ShowArgs) -> anyhow::Result<ExitCode> {
-    let (_home, store) = super::open_store()?;
+    let (home, store) = super::open_store()?;
+    let prices = PriceTable::load(home.root())?;
     let (id, record, chain) = load(&store, &args.id)?;
+    let now = tapes::now_ms();
+    let row = listing::describe(&store, &id, &chain, &prices, now)?;
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&render::transcript_json(&id, &record, &chain))?
-        );
+        let mut v = render::transcript_json(&id, &record, &chain);
+        if let Some(map) = v.as_object_mut() {
+            let extra = listing::row_json(&row, now);
+            for key in [
+                "title_from",
+                "owner_name",
+                "mine",
+                "status",
+                "cost",
+                "unpriced",
+                "tokens",
+                "origin",
+                "share",
+            ] {
+                if let Some(value) = extra.get(key) {
+                    let name = match key {
+                        "cost" => "cost_usd",
+                        "unpriced" => "unpriced_models",
+                        other => other,
+                    };
+                    map.insert(name.into(), value.clone());
+                }
+            }
+            map.insert("title_shown".into(), row.title.clone().into());
+            map.insert("visibility_name".into(), row.visibility.label().into());
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
-        print!("{}", render::transcript(&id, &record, &chain));
+        let extra = listing::text::show_lines(&row, now);
+        print!("{}", render::transcript_with(&id, &record, &chain, &extra));
     }
     Ok(ExitCode::SUCCESS)
 }
 
 pub fn log(args: LogArgs) -> anyhow::Result<ExitCode> {
     let (_home, store) = super::open_store()?;
+    if args.graph {
+        let id = store.resolve_session(&args.id)?;
+        let now = tapes::now_ms();
+        let graph = listing::lineage_graph(&store, &id, now)?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&graph)?);
+        } else {
+            print!(
+                "{}",
+                graph.picture(now, tapes::views::table::terminal_width())
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let (_, _, chain) = load(&store, &args.id)?;
     let mut sizes = Vec::with_capacity(chain.len());
     for (node_id, _) in &chain {

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use tapes::duration::parse_duration_ms;
 use tapes::identity::Identity;
-use tapes::protocol::{MemberId, SessionId};
+use tapes::protocol::SessionId;
 use tapes::share::{self, Audience, ShareError, ShareOptions};
 use tapes::store::Store;
 use tapes::team;
@@ -50,6 +50,17 @@ pub struct UnshareArgs {
 
 #[derive(clap::Args)]
 pub struct SharedArgs {
+    /// Only what this teammate shared (a name or its start, any case).
+    #[arg(long)]
+    sharer: Option<String>,
+    /// Only sessions of this project (a word of its name or its start: `api` finds
+    /// `billing-api`).
+    #[arg(long)]
+    project: Option<String>,
+    /// Only what was shared within this long (30m, 12h, 7d, 2w).
+    #[arg(long)]
+    since: Option<String>,
+    /// Print as JSON (one array, every field).
     #[arg(long)]
     json: bool,
     /// Mark everything listed as read.
@@ -237,55 +248,125 @@ pub fn unshare(args: UnshareArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub fn shared(args: SharedArgs) -> anyhow::Result<ExitCode> {
+    use tapes::views::listing::{self, Filter};
     let (home, store) = super::open_store()?;
-    let me = Identity::load(&home)?;
-    let my_id = MemberId(me.verifying_key().to_bytes());
-    let my_teams: Vec<_> = team::list(&store)?
-        .into_iter()
-        .filter(|c| c.head().manifest.member(&my_id).is_some())
-        .map(|c| c.team_id())
-        .collect();
-    let list = share::shared_with_me(&store, &my_id, &my_teams, tapes::now_ms())?;
-    if args.json {
-        let mut rows = Vec::new();
-        for s in &list {
-            let r = &s.record;
-            rows.push(serde_json::json!({
-                "session": r.session.to_hex(), "sharer": r.sharer.to_hex(), "sharer_name": r.sharer_name,
-                "audience": match r.audience { Audience::Public => "public".to_string(), Audience::Team(t) => t.to_hex() },
-                "title": r.title, "note": r.note, "shared_ms": r.shared_ms, "expires_ms": r.expires_ms,
-                "unread": !share::is_read(&store, r)?,
-            }));
-        }
-        println!("{}", serde_json::to_string_pretty(&rows)?);
-    } else if list.is_empty() {
-        println!("nothing is shared with you yet");
-    } else {
-        for s in &list {
-            let r = &s.record;
-            let mark = if share::is_read(&store, r)? {
-                " "
+    // Sharing needs an identity: without one nothing can be shared with you.
+    Identity::load(&home)?;
+    let prices = tapes::session::pricing::PriceTable::load(home.root())?;
+    let now = tapes::now_ms();
+    let snapshot = listing::Snapshot::load(&store, listing::Facts::Summaries, &prices, now)?;
+    let feed = snapshot.shared_with_me();
+    let mut filter = Filter::default();
+    if let Some(sharer) = &args.sharer {
+        filter.teammate.push(sharer.trim().to_lowercase());
+    }
+    if let Some(project) = &args.project {
+        filter.project.push(project.trim().to_lowercase());
+    }
+    if let Some(since) = &args.since {
+        filter.from_ms =
+            Some(now - parse_duration_ms(since).map_err(|e| anyhow::anyhow!("--since: {e}"))?);
+    }
+    if let Err(listing::FilterError::UnknownTeammate { known, .. }) = feed.check(&filter) {
+        let known: Vec<&String> = known.iter().filter(|n| n.as_str() != "you").collect();
+        bail!(
+            "--sharer {}: no teammate has that name; {}",
+            args.sharer.as_deref().unwrap_or_default(),
+            if known.is_empty() {
+                "you have no teammates yet (join or create a team)".to_string()
             } else {
-                "●"
-            };
-            let title = r.title.clone().unwrap_or_default();
-            let note = r
-                .note
-                .as_deref()
-                .map(|n| format!("  \"{n}\""))
-                .unwrap_or_default();
-            println!(
-                "{mark} {}  {}  {} shared {}{note}",
-                tapes::views::render::time(Some(r.shared_ms)),
-                r.session.short(),
-                r.sharer_name,
-                title
-            );
-        }
+                format!(
+                    "teammates here: {}",
+                    known
+                        .iter()
+                        .map(|n| n.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            }
+        );
+    }
+    let indices = feed.matching(&filter);
+    if args.json {
+        let rows: Vec<serde_json::Value> = indices
+            .iter()
+            .filter_map(|&i| feed.get(i))
+            .map(|row| {
+                let mut v = listing::row_json(row, now);
+                if let (Some(map), Some(s)) = (v.as_object_mut(), &row.share) {
+                    // The share's own fields at the top level, as before.
+                    map.insert("session".into(), row.id.to_hex().into());
+                    map.insert("sharer".into(), s.sharer.to_hex().into());
+                    map.insert("sharer_name".into(), s.sharer_name.clone().into());
+                    map.insert(
+                        "audience".into(),
+                        match &s.audience {
+                            listing::Shown::Team { id, .. } => id.to_hex(),
+                            _ => "public".to_string(),
+                        }
+                        .into(),
+                    );
+                    map.insert("audience_name".into(), s.audience.label().into());
+                    map.insert(
+                        "title".into(),
+                        serde_json::to_value(&s.title).unwrap_or_default(),
+                    );
+                    map.insert("title_shown".into(), row.title.clone().into());
+                    map.insert("shared_ms".into(), s.shared_ms.into());
+                    map.insert(
+                        "expires_ms".into(),
+                        serde_json::to_value(s.expires_ms).unwrap_or_default(),
+                    );
+                    map.insert("unread".into(), s.unread.into());
+                    map.insert(
+                        "group".into(),
+                        listing::group_of(s.shared_ms, now, listing::local_offset_secs())
+                            .label()
+                            .into(),
+                    );
+                }
+                v
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else if feed.is_empty() {
+        println!("nothing is shared with you yet");
+    } else if indices.is_empty() {
+        println!(
+            "none of the {} shared with you matches; `tapes shared` lists them all",
+            tapes::views::render::plural(feed.len(), "session")
+        );
+    } else {
+        print!(
+            "{}",
+            listing::text::shared_feed(
+                &feed,
+                &indices,
+                now,
+                listing::local_offset_secs(),
+                tapes::views::table::terminal_width()
+            )
+        );
     }
     if args.mark_read {
-        for s in &list {
-            share::mark_read(&store, &s.record)?;
+        let listed: std::collections::HashSet<SessionId> = indices
+            .iter()
+            .filter_map(|&i| feed.get(i))
+            .map(|r| r.id)
+            .collect();
+        let my_id = snapshot.me;
+        let my_teams: Vec<_> = snapshot
+            .teams
+            .iter()
+            .filter(|t| t.mine)
+            .map(|t| t.id)
+            .collect();
+        if let Some(me) = my_id {
+            for s in share::shared_with_me(&store, &me, &my_teams, now)? {
+                if listed.contains(&s.record.session) {
+                    share::mark_read(&store, &s.record)?;
+                }
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

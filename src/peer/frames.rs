@@ -68,10 +68,10 @@ impl Stream<'_> {
         let len = frame_len(head).map_err(|e| self.protocol(e))?;
         // Filled chunk by chunk as QUIC hands them over: a zeroed buffer to read into would
         // cost a write of every received byte before the copy.
-        let mut body = Vec::with_capacity(len);
-        while body.len() < len {
-            match self.recv.read_chunk(len - body.len()).await {
-                Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+        let mut body = Body::new(len);
+        while body.missing() > 0 {
+            match self.recv.read_chunk(body.missing()).await {
+                Ok(Some(chunk)) => body.push(&chunk),
                 Ok(None) => return Err(self.broken("the stream ended inside a frame")),
                 Err(e) => return Err(self.broken(e)),
             }
@@ -79,7 +79,7 @@ impl Stream<'_> {
         self.counters
             .received
             .fetch_add((FRAME_HEAD_LEN + len) as u64, Ordering::Relaxed);
-        decode_payload(&body, what)
+        decode_payload(&body.bytes, what)
             .map(Some)
             .map_err(|e| self.protocol(e))
     }
@@ -104,5 +104,64 @@ impl Stream<'_> {
     /// Ends our side of the stream.
     pub fn finish(&mut self) {
         let _ = self.send.finish();
+    }
+}
+
+/// A frame body as it arrives. Memory follows the bytes received, never the length the head
+/// announced: a peer that announces a 64 MiB frame and then stalls (on each of many streams)
+/// costs nothing until it sends (SPEC.md §15.6). Growth doubles, up to the announced length.
+struct Body {
+    want: usize,
+    bytes: Vec<u8>,
+}
+
+impl Body {
+    fn new(want: usize) -> Body {
+        Body {
+            want,
+            bytes: Vec::new(),
+        }
+    }
+
+    /// Bytes still to come.
+    fn missing(&self) -> usize {
+        self.want - self.bytes.len()
+    }
+
+    /// Appends a chunk of at most [`Body::missing`] bytes.
+    fn push(&mut self, chunk: &[u8]) {
+        let chunk = &chunk[..chunk.len().min(self.missing())];
+        if self.bytes.capacity() - self.bytes.len() < chunk.len() {
+            let grow = self.bytes.len().max(chunk.len()).min(self.missing());
+            self.bytes.reserve_exact(grow);
+        }
+        self.bytes.extend_from_slice(chunk);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tapes_protocol::sync::MAX_FRAME;
+
+    #[test]
+    fn a_frame_body_allocates_for_what_arrived_not_what_was_announced() {
+        let mut body = Body::new(MAX_FRAME);
+        assert_eq!(body.bytes.capacity(), 0);
+        body.push(&[7; 1000]);
+        assert!(body.bytes.capacity() < 4096, "{}", body.bytes.capacity());
+        assert_eq!(body.missing(), MAX_FRAME - 1000);
+        // Growing to a full frame never reserves past the announced length.
+        let mut body = Body::new(10_000);
+        for _ in 0..10 {
+            body.push(&[1; 1000]);
+        }
+        assert_eq!(body.missing(), 0);
+        assert_eq!(body.bytes, vec![1; 10_000]);
+        assert!(body.bytes.capacity() <= 10_000);
+        // A chunk longer than what is missing is cut to the frame.
+        let mut body = Body::new(3);
+        body.push(&[1, 2, 3, 4]);
+        assert_eq!(body.bytes, [1, 2, 3]);
     }
 }

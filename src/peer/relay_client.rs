@@ -635,7 +635,11 @@ impl PeerConn {
         // The secret gate, for what was added or changed since the share passed it, and no
         // local paths (SPEC.md §11.2, §11.3).
         let objects = block_in_place(|| {
-            crate::share::gate::deposit(store, &crate::share::gate::SharedAs::from(&wanted.share.record), objects)
+            crate::share::gate::deposit(
+                store,
+                &crate::share::gate::SharedAs::from(&wanted.share.record),
+                objects,
+            )
         })
         .map_err(|e| PeerError::Local(e.to_string()))?;
         match self

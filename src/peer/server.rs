@@ -335,8 +335,9 @@ impl Server {
         if let Some(passes) = cached {
             return Ok(passes);
         }
-        let findings = crate::share::gate::served(store, &crate::share::gate::SharedAs::from(&share.record))
-            .map_err(|e| PeerError::Local(e.to_string()))?;
+        let findings =
+            crate::share::gate::served(store, &crate::share::gate::SharedAs::from(&share.record))
+                .map_err(|e| PeerError::Local(e.to_string()))?;
         let passes = findings.is_empty();
         if !passes {
             self.log(format!(

@@ -5,7 +5,10 @@
 //! unshares a session or its share expires, its page is a 404 from then on; responses are marked
 //! `no-store` so no cache keeps serving it afterwards. The header's facts show all four token
 //! counts (input, output, cache read, cache write) and the cost, priced with the built-in table
-//! of [`crate::session::pricing`] (SPEC.md §13).
+//! of [`crate::session::pricing`] (SPEC.md §13). The title and the messages are rendered by
+//! [`crate::views::html`], the renderer `tapes web` uses too: Markdown with raw HTML escaped,
+//! long tool output folded, the title from the session's title, the share's, or the first
+//! prompt.
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -16,24 +19,16 @@ use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use chrono::{TimeZone, Utc};
-use tapes_protocol::node::tool_result_text;
 use tapes_protocol::object::ObjectError;
-use tapes_protocol::{
-    ContentBlock, ImageSource, Node, NodeId, SessionId, StoredObject, ToolResultPart,
-};
+use tapes_protocol::{Node, NodeId, SessionId, StoredObject};
 
 use super::state::PublicSession;
 use super::{RelayError, RelayState};
 use crate::session::pricing::PriceTable;
 use crate::session::SessionRecord;
 use crate::share::{Audience, ShareRecord};
+use crate::views::html::{escape, STYLE};
 use crate::views::render;
-
-/// A tool input or output longer than this many lines or bytes starts collapsed, so a page
-/// stays readable when an agent read a whole file.
-const FOLD_LINES: usize = 20;
-const FOLD_BYTES: usize = 2_000;
 
 /// Headers on every response. The CSP forbids scripts and every external load even if some text
 /// escaped escaping; `no-store` makes unshare and expiry take effect at once through caches;
@@ -51,28 +46,6 @@ const HEADERS: [(header::HeaderName, &str); 5] = [
 ];
 
 const NOT_FOUND: &str = "not found: this link was never shared, was unshared, or has expired";
-
-const STYLE: &str = "\
-body{margin:0;background:#f6f6f4;color:#1d1d1f;font:15px/1.5 system-ui,-apple-system,'Segoe UI',sans-serif}\
-main{max-width:56rem;margin:0 auto;padding:1.5rem 1rem 3rem}\
-h1{font-size:1.5rem;margin:0 0 .25rem}\
-.meta{color:#555;font-size:.9rem;margin:.15rem 0}\
-.note,.description{background:#fff;border-left:3px solid #8a8;padding:.5rem .75rem;margin:.75rem 0;white-space:pre-wrap}\
-.msg{background:#fff;border:1px solid #ddd;border-radius:6px;margin:1rem 0;padding:.5rem .75rem}\
-.msg>header{color:#666;font-size:.8rem;margin-bottom:.35rem}\
-.role{font-weight:600;color:#333;text-transform:uppercase;letter-spacing:.03em}\
-.role-user{border-left:4px solid #4a7bd0}\
-.role-assistant{border-left:4px solid #3a9a5b}\
-.role-tool{border-left:4px solid #b08a2e}\
-.role-system,.role-developer{border-left:4px solid #888}\
-.text{white-space:pre-wrap;overflow-wrap:anywhere}\
-pre{background:#f3f3f0;padding:.5rem;overflow-x:auto;white-space:pre-wrap;overflow-wrap:anywhere;font:13px/1.4 ui-monospace,Menlo,Consolas,monospace;margin:.25rem 0}\
-details{margin:.35rem 0}\
-summary{cursor:pointer;color:#444;font-size:.85rem}\
-.error>summary{color:#b00020}\
-.placeholder{color:#777;font-style:italic}\
-footer{color:#777;font-size:.8rem;margin-top:2rem}\
-";
 
 /// The relay's HTTP routes: `/` and `/s/{id}`; anything else is the not-found page.
 pub fn router(state: Arc<RelayState>) -> Router {
@@ -208,34 +181,8 @@ fn shell(title: &str, body: &str) -> String {
     )
 }
 
-/// `s` as HTML text, safe both between tags and inside a quoted attribute.
-fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + s.len() / 8);
-    push_escaped(&mut out, s);
-    out
-}
-
-fn push_escaped(out: &mut String, s: &str) {
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-}
-
 fn non_empty(s: &Option<String>) -> Option<&str> {
     s.as_deref().map(str::trim).filter(|s| !s.is_empty())
-}
-
-/// `2025-09-18 10:00:07` UTC, for message headers.
-fn clock(ms: Option<i64>) -> Option<String> {
-    let t = Utc.timestamp_millis_opt(ms?).single()?;
-    Some(t.format("%Y-%m-%d %H:%M:%S").to_string())
 }
 
 /// The page of a public session: header from the record and share, then every message in order.
@@ -245,17 +192,13 @@ fn page(
     share: &ShareRecord,
     chain: &[(NodeId, Node)],
 ) -> String {
-    let title = non_empty(&record.title)
-        .or(non_empty(&share.title))
-        .unwrap_or("Untitled session");
+    let title = crate::views::html::session_title(record, share.title.as_deref());
     let mut body = String::new();
-    let _ = write!(body, "<h1>{}</h1>", escape(title));
+    let _ = write!(body, "<h1>{}</h1>", escape(&title));
     header(&mut body, record, share, chain);
-    for (index, (_, node)) in chain.iter().enumerate() {
-        message(&mut body, index, node);
-    }
+    crate::views::html::messages(&mut body, chain);
     footer(&mut body, id, share);
-    shell(title, &body)
+    shell(&title, &body)
 }
 
 fn header(out: &mut String, record: &SessionRecord, share: &ShareRecord, chain: &[(NodeId, Node)]) {
@@ -360,128 +303,12 @@ fn footer(out: &mut String, id: &SessionId, share: &ShareRecord) {
     out.push_str(" · shared through a tapes relay; the page stops working when the sharer unshares it</footer>");
 }
 
-fn message(out: &mut String, index: usize, node: &Node) {
-    let role = node.body.role.as_str();
-    let _ = write!(
-        out,
-        "<section class=\"msg role-{}\"><header>#{index} <span class=\"role\">{}</span>",
-        escape(role),
-        escape(role)
-    );
-    if !node.body.model.is_empty() {
-        let _ = write!(out, " · {}", escape(&node.body.model));
-    }
-    if let Some(at) = clock(node.meta.timestamp_ms) {
-        let _ = write!(out, " · {} UTC", escape(&at));
-    }
-    out.push_str("</header>");
-    for block in &node.body.blocks {
-        content_block(out, block);
-    }
-    out.push_str("</section>");
-}
-
-fn content_block(out: &mut String, block: &ContentBlock) {
-    match block {
-        ContentBlock::Text { text } => {
-            let _ = write!(out, "<div class=\"text\">{}</div>", escape(text.trim_end()));
-        }
-        ContentBlock::Thinking { text, .. } => {
-            // Reasoning is usually long and secondary: folded whatever its size.
-            fold(out, "thinking", "thinking", text, false);
-        }
-        ContentBlock::ToolUse { name, input, .. } => {
-            let input = pretty_json(input);
-            fold(
-                out,
-                "tool-use",
-                &format!("▸ {name}"),
-                &input,
-                !is_long(&input),
-            );
-        }
-        ContentBlock::ToolResult {
-            is_error, content, ..
-        } => tool_result(out, *is_error, content),
-        ContentBlock::Image { media_type, source } => {
-            // Images are named, not embedded: the page stays small and nothing in it is fetched.
-            let _ = write!(
-                out,
-                "<p class=\"placeholder\">[image {} {}]</p>",
-                escape(media_type),
-                escape(&image_size(source))
-            );
-        }
-        ContentBlock::Other { kind, json } => {
-            fold(
-                out,
-                "other",
-                &format!("[{kind}]"),
-                &pretty_json(json),
-                false,
-            );
-        }
-    }
-}
-
-fn tool_result(out: &mut String, is_error: bool, content: &[ToolResultPart]) {
-    let text = tool_result_text(content);
-    let images = content
-        .iter()
-        .filter(|p| matches!(p, ToolResultPart::Image { .. }))
-        .count();
-    let mut summary = format!(
-        "◂ {} ({} lines)",
-        if is_error { "error" } else { "ok" },
-        text.lines().count()
-    );
-    if images > 0 {
-        let _ = write!(summary, " + {images} image(s)");
-    }
-    let class = if is_error {
-        "tool-result error"
-    } else {
-        "tool-result"
-    };
-    fold(out, class, &summary, text.trim_end(), !is_long(&text));
-}
-
-/// A `<details>` block, open when `open`; `summary` and `text` are plain text.
-fn fold(out: &mut String, class: &str, summary: &str, text: &str, open: bool) {
-    let _ = write!(
-        out,
-        "<details class=\"{}\"{}><summary>{}</summary><pre>{}</pre></details>",
-        escape(class),
-        if open { " open" } else { "" },
-        escape(summary),
-        escape(text)
-    );
-}
-
-fn is_long(text: &str) -> bool {
-    text.len() > FOLD_BYTES || text.lines().count() > FOLD_LINES
-}
-
-/// JSON indented for reading; anything that is not JSON is shown as it is.
-fn pretty_json(text: &str) -> String {
-    serde_json::from_str::<serde_json::Value>(text)
-        .and_then(|v| serde_json::to_string_pretty(&v))
-        .unwrap_or_else(|_| text.to_string())
-}
-
-fn image_size(source: &ImageSource) -> String {
-    match source {
-        ImageSource::Bytes { data } => render::bytes(data.len()),
-        ImageSource::Reference { uri } => uri.clone(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::session::{Lineage, SessionSource, SessionSummary, Visibility};
     use tapes_protocol::node::{NodeBody, NodeMeta};
-    use tapes_protocol::{MemberId, Role, Usage};
+    use tapes_protocol::{ContentBlock, MemberId, Role, ToolResultPart, Usage};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     fn id() -> SessionId {
@@ -592,8 +419,10 @@ mod tests {
             &chain(),
         );
         assert!(!html.contains("<script>"), "{html}");
+        // Markdown text: the tags and `&` escaped (quotes need no escaping between tags).
         assert!(
-            html.contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; &quot;this&quot;")
+            html.contains("&lt;script&gt;alert('x')&lt;/script&gt; &amp; \"this\""),
+            "{html}"
         );
         assert!(html.contains("&lt;b&gt;.rs"));
         assert!(html.contains("Ana &lt;ana@example.com&gt;"));
@@ -659,7 +488,7 @@ mod tests {
     }
 
     #[test]
-    fn title_falls_back_to_share_then_untitled() {
+    fn title_falls_back_to_share_then_first_prompt() {
         let from_share = page(
             &id(),
             &record(None),
@@ -667,8 +496,27 @@ mod tests {
             &[],
         );
         assert!(from_share.contains("<h1>Shared title</h1>"));
-        let untitled = page(&id(), &record(Some("  ")), &share(None, None), &[]);
-        assert!(untitled.contains("<h1>Untitled session</h1>"));
+        let mut untitled = record(Some("  "));
+        untitled.summary.first_prompt = "why does the <parser> fail?".into();
+        let html = page(&id(), &untitled, &share(None, None), &[]);
+        assert!(
+            html.contains("<h1>why does the &lt;parser&gt; fail?</h1>"),
+            "{html}"
+        );
+        assert!(!html.contains("Untitled"));
+    }
+
+    #[test]
+    fn markdown_is_rendered_with_html_escaped() {
+        let mut nodes = chain();
+        nodes[1].1.body.blocks[0] =
+            ContentBlock::text("**Because** of `escaping`:\n\n- one\n- <b>two</b>");
+        let html = page(&id(), &record(Some("Md")), &share(None, None), &nodes);
+        assert!(
+            html.contains("<strong>Because</strong> of <code>escaping</code>"),
+            "{html}"
+        );
+        assert!(html.contains("<li>&lt;b&gt;two&lt;/b&gt;</li>"), "{html}");
     }
 
     #[test]

@@ -5,10 +5,13 @@
 //! manifest chains, heads, node ids, item ids, expiry).
 //!
 //! * [`config`]: per-team quotas from `relay.toml`.
+//! * [`backend`]: where that state lives: the relay's own store, or a bucket shared by many
+//!   relay processes (SPEC.md §16.13).
 //! * [`state`]: what the relay stores and the rules for changing it.
 //! * [`server`]: the protocol handler.
 //! * [`http`]: the public page, `/s/<session>`.
 
+pub mod backend;
 pub mod config;
 pub mod http;
 pub mod iroh_relay;
@@ -45,6 +48,8 @@ pub enum RelayError {
     Damaged(String),
     #[error("another request changed the same record at the same moment; retry")]
     Busy,
+    #[error(transparent)]
+    Bucket(Box<backend::BucketError>),
     #[error("relay configuration {path}: {why}")]
     Config { path: String, why: String },
 }

@@ -8,6 +8,10 @@
 //! <data>/relay.toml    quotas (optional; the free tier by default)
 //! <data>/relay-ticket  the ticket of the last start
 //! ```
+//!
+//! With a bucket ([`StateStore::Bucket`], `tapes relay --store s3://…`, SPEC.md §16.13) the
+//! records, the blobs and `relay.toml` live in the bucket; `<data>` keeps the identity, the
+//! ticket and `cache/blobs/`, a bounded cache.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -16,6 +20,7 @@ use std::sync::Arc;
 use iroh::protocol::Router;
 use tapes_protocol::sync::ALPN;
 
+use super::backend::{BucketBackend, BucketOptions};
 use super::{RelayConfig, RelayError, RelayServer, RelayState};
 use crate::home::Home;
 use crate::identity::{Identity, Profile};
@@ -51,6 +56,16 @@ pub struct RelayOptions {
     pub public_url: Option<String>,
 }
 
+/// Where a relay keeps its state.
+#[derive(Debug, Clone, Default)]
+pub enum StateStore {
+    /// Its own store in the data directory (the default).
+    #[default]
+    Local,
+    /// An S3-compatible bucket, shared with other relay processes.
+    Bucket(BucketOptions),
+}
+
 /// A running relay; dropping it does not stop it, [`RunningRelay::shutdown`] does.
 pub struct RunningRelay {
     pub router: Router,
@@ -80,18 +95,24 @@ pub fn relay_identity(data: &Path) -> Result<Identity, StartError> {
     Ok(identity)
 }
 
-/// Starts a relay on the current tokio runtime.
+/// Starts a relay on the current tokio runtime, over its own store in `data`.
 pub async fn start(
     data: &Path,
     options: &RelayOptions,
     log: EventLog,
 ) -> Result<RunningRelay, StartError> {
+    start_on(data, &StateStore::Local, options, log).await
+}
+
+/// Starts a relay on the current (multi-threaded) tokio runtime, its state in `state`.
+pub async fn start_on(
+    data: &Path,
+    state: &StateStore,
+    options: &RelayOptions,
+    log: EventLog,
+) -> Result<RunningRelay, StartError> {
     let identity = relay_identity(data)?;
-    let config = RelayConfig::load(&data.join("relay.toml"))?;
-    let store = Arc::new(Store::open(&Home::at(data).store_dir()).map_err(RelayError::from)?);
-    let state = Arc::new(tokio::task::block_in_place(|| {
-        RelayState::open(store, config)
-    })?);
+    let state = Arc::new(tokio::task::block_in_place(|| open_state(data, state))?);
     let endpoint = bind(
         &identity,
         &EndpointConfig {
@@ -160,6 +181,37 @@ pub async fn start(
         http,
         http_task,
     })
+}
+
+/// The relay's state: its own store, or a bucket (checked before anything is written there,
+/// SPEC.md §16.13), with the quotas of its `relay.toml`.
+fn open_state(data: &Path, state: &StateStore) -> Result<RelayState, RelayError> {
+    match state {
+        StateStore::Local => {
+            let config = RelayConfig::load(&data.join("relay.toml"))?;
+            let store = Arc::new(Store::open(&Home::at(data).store_dir())?);
+            RelayState::open(store, config)
+        }
+        StateStore::Bucket(options) => {
+            let backend = BucketBackend::open(options, data)?;
+            let config = match backend.settings()? {
+                Some(text) => RelayConfig::parse(&text).map_err(|why| RelayError::Config {
+                    path: backend.settings_url(),
+                    why,
+                })?,
+                None => RelayConfig::default(),
+            };
+            if data.join("relay.toml").exists() {
+                tracing::warn!(
+                    "{} is not read: relays over a bucket take their quotas from {}",
+                    data.join("relay.toml").display(),
+                    backend.settings_url()
+                );
+            }
+            tracing::info!("relay state in {}", backend.settings_url());
+            RelayState::with_backend(Arc::new(backend), config)
+        }
+    }
 }
 
 impl RunningRelay {

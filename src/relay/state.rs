@@ -1,8 +1,11 @@
 //! What a relay keeps (SPEC.md §16.2) and the rules it applies to changing it: registered teams
 //! and their verified manifest chains, deposited sessions (opaque sealed segments plus the few
 //! facts it needs in the clear), per-team usage against quotas, and join requests waiting for
-//! an admin. Everything lives behind the project's [`Storage`](crate::store::backend::Storage) trait,
-//! in refs under `relay/` and in content-addressed objects for segments.
+//! an admin. Everything lives behind the [`RelayBackend`] trait (SPEC.md §16.2, §16.13): the
+//! relay's own store under `--data`, or a bucket shared by several relay processes. Every
+//! change is a compare-and-swap on one record (a session's record and ids are one), so the
+//! rules hold across processes: a lost race is retried where it is the relay's own business
+//! (usage, chains) and answered as a conflict where it is the caller's (a session's head).
 //!
 //! The relay holds no team key. For a team it can check who is asking (the QUIC handshake),
 //! whether they are a current member (the verified manifest chain) and whether a deposit
@@ -10,7 +13,7 @@
 //! contains. Members check that when they open it, exactly as they check a peer's objects.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 use tapes_protocol::join::JoinResponse;
@@ -19,17 +22,34 @@ use tapes_protocol::sync::{decode_batch, encode_batch, manifest_item, Deposit, I
 use tapes_protocol::team_chain::{Applied, TeamChain};
 use tapes_protocol::{MemberId, NodeId, SessionId, StoredObject, TeamId};
 
+use super::backend::{blob_id, LocalBackend, RelayBackend, SessionDoc, Versioned, Written};
 use super::config::{Quota, RelayConfig};
 use super::RelayError;
 use crate::peer::receive::{check_entry, ChainCheck};
 use crate::session::SessionRecord;
 use crate::share::{Audience, SignedShare};
-use crate::store::backend::{RefUpdate, StorageError};
-use crate::store::{Store, StoreError};
+use crate::store::Store;
 use crate::team::keyring::Sealed;
 
 /// Join requests one team may have waiting at once.
 const MAX_WAITING_JOINS: usize = 64;
+
+/// Compare-and-swaps a request retries on the relay's own records (usage, a team's chain)
+/// before it answers *busy*: each lost round means another request made progress.
+const CAS_ATTEMPTS: usize = 64;
+
+/// Waits before retrying a lost compare-and-swap: a random time that grows with the attempt
+/// (below 128 ms), so requests racing on one record spread out instead of colliding again.
+fn back_off(attempt: usize) {
+    if attempt == 0 {
+        return;
+    }
+    let mut bytes = [0u8; 2];
+    let _ = getrandom::fill(&mut bytes);
+    let cap = 2u64 << attempt.min(6);
+    let ms = u64::from(u16::from_le_bytes(bytes)) % cap;
+    std::thread::sleep(std::time::Duration::from_millis(ms));
+}
 
 /// One deposit's objects: a run of the chain, `ids[start..end]`, as one or more blobs (sealed
 /// batches for a team, plain batches for the public) stored as content-addressed objects.
@@ -101,7 +121,8 @@ pub enum RelayItem {
 pub struct PendingDeposit {
     pub deposit: Deposit,
     owner: MemberId,
-    current: Option<Vec<u8>>,
+    /// The session's record as read when the deposit began: its compare-and-swap expects it.
+    current: Option<Versioned>,
     previous: Option<Deposited>,
     /// The chain's ids as stored when the deposit began (compared again when it lands).
     ids_raw: Option<Vec<u8>>,
@@ -114,6 +135,18 @@ pub struct PendingDeposit {
 
 /// The most one deposit may hold in memory.
 const MAX_DEPOSIT_BYTES: u64 = 512 << 20;
+
+/// What a deposit adds to its scope's usage.
+struct Charge {
+    new_session: bool,
+    bytes: u64,
+}
+
+impl Charge {
+    fn is_empty(&self) -> bool {
+        !self.new_session && self.bytes == 0
+    }
+}
 
 /// What a deposit did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,17 +163,19 @@ pub struct PublicSession {
     pub objects: Vec<StoredObject>,
 }
 
-/// The relay's state over its store.
+/// The relay's state over its back end.
 pub struct RelayState {
-    store: Arc<Store>,
+    backend: Arc<dyn RelayBackend>,
     config: RelayConfig,
-    /// Verified chains of registered teams, loaded once: this process is the only writer.
-    chains: RwLock<HashMap<TeamId, TeamChain>>,
-    chain_lock: std::sync::Mutex<()>,
+    /// Verified chains by the version of their record: a chain is verified again only when
+    /// its record changed (here or in another relay process over the same bucket).
+    chains: Mutex<HashMap<TeamId, (String, TeamChain)>>,
 }
 
-fn team_key(team: &TeamId) -> Vec<u8> {
-    crate::store::keys::relay_team(team)
+const TEAMS: &str = "team/";
+
+fn team_key(team: &TeamId) -> String {
+    format!("{TEAMS}{}", team.to_hex())
 }
 
 fn scope_part(scope: &Scope) -> String {
@@ -150,32 +185,30 @@ fn scope_part(scope: &Scope) -> String {
     }
 }
 
-fn deposit_prefix(scope: &Scope) -> Vec<u8> {
-    crate::store::keys::relay_deposits(&scope_part(scope))
+fn deposit_prefix(scope: &Scope) -> String {
+    format!("s/{}/", scope_part(scope))
 }
 
-fn deposit_key(scope: &Scope, session: &SessionId) -> Vec<u8> {
-    let mut key = deposit_prefix(scope);
-    key.extend_from_slice(session.to_hex().as_bytes());
-    key
+fn deposit_key(scope: &Scope, session: &SessionId) -> String {
+    format!("{}{}", deposit_prefix(scope), session.to_hex())
 }
 
-fn ids_key(scope: &Scope, session: &SessionId) -> Vec<u8> {
-    crate::store::keys::relay_ids(&scope_part(scope), session)
+fn usage_key(scope: &Scope) -> String {
+    format!("usage/{}", scope_part(scope))
 }
 
-fn usage_key(scope: &Scope) -> Vec<u8> {
-    crate::store::keys::relay_usage(&scope_part(scope))
+fn join_prefix(team: &TeamId) -> String {
+    format!("join/{}/", team.to_hex())
 }
 
-fn join_prefix(team: &TeamId) -> Vec<u8> {
-    crate::store::keys::relay_joins(team)
+fn join_key(team: &TeamId, joiner: &MemberId) -> String {
+    format!("{}{}", join_prefix(team), joiner.to_hex())
 }
 
-fn join_key(team: &TeamId, joiner: &MemberId) -> Vec<u8> {
-    let mut key = join_prefix(team);
-    key.extend_from_slice(joiner.to_hex().as_bytes());
-    key
+/// A session's record and ids from its stored document.
+fn open_doc(found: &Versioned) -> Result<(Deposited, Vec<u8>), RelayError> {
+    let doc = SessionDoc::decode(&found.bytes)?;
+    Ok((Deposited::decode(&doc.record)?, doc.ids))
 }
 
 /// The `YYYY-MM` (UTC) of a time in milliseconds.
@@ -196,53 +229,90 @@ fn encode_ids(ids: &[NodeId]) -> Vec<u8> {
     ids.iter().flat_map(|id| id.0).collect()
 }
 
-/// Segment blobs are not nodes: their ids hash in their own context (SPEC.md §1), so they can
-/// never be mistaken for one.
-fn blob_id(bytes: &[u8]) -> NodeId {
-    let mut h = blake3::Hasher::new_derive_key("tapes 2026-11 relay blob v1");
-    h.update(bytes);
-    NodeId(*h.finalize().as_bytes())
-}
-
 impl RelayState {
+    /// A relay over its own store (`--data DIR`, SPEC.md §16.2).
     pub fn open(store: Arc<Store>, config: RelayConfig) -> Result<RelayState, RelayError> {
-        let mut chains = HashMap::new();
-        for item in store.storage().refs(crate::store::keys::RELAY_TEAM) {
-            let (_, raw) = item.map_err(StoreError::from)?;
-            let chain = decode_chain(&raw)?;
-            chains.insert(chain.team_id(), chain);
-        }
-        Ok(RelayState {
-            store,
-            config,
-            chains: RwLock::new(chains),
-            chain_lock: std::sync::Mutex::new(()),
-        })
+        RelayState::with_backend(Arc::new(LocalBackend::new(store)), config)
     }
 
-    pub fn store(&self) -> &Arc<Store> {
-        &self.store
+    /// A relay over any back end; every registered chain is verified again from genesis (one
+    /// that does not verify stops the start as damaged).
+    pub fn with_backend(
+        backend: Arc<dyn RelayBackend>,
+        config: RelayConfig,
+    ) -> Result<RelayState, RelayError> {
+        let state = RelayState {
+            backend,
+            config,
+            chains: Mutex::new(HashMap::new()),
+        };
+        state.teams_checked()?;
+        Ok(state)
+    }
+
+    pub fn backend(&self) -> &Arc<dyn RelayBackend> {
+        &self.backend
     }
 
     pub fn config(&self) -> &RelayConfig {
         &self.config
     }
 
+    /// A chain's record, verified (again only when it changed since this process last did).
+    fn verified(&self, found: &Versioned) -> Result<TeamChain, RelayError> {
+        let mut cache = self.chains.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(chain) = cache
+            .values()
+            .find(|(tag, _)| *tag == found.tag)
+            .map(|(_, c)| c.clone())
+        {
+            return Ok(chain);
+        }
+        drop(cache);
+        let chain = decode_chain(&found.bytes)?;
+        cache = self.chains.lock().unwrap_or_else(|p| p.into_inner());
+        cache.insert(chain.team_id(), (found.tag.clone(), chain.clone()));
+        Ok(chain)
+    }
+
+    /// A registered team's chain and the version of its record.
+    fn load_chain(&self, team: &TeamId) -> Result<Option<(TeamChain, Versioned)>, RelayError> {
+        let Some(found) = self.backend.get(&team_key(team))? else {
+            return Ok(None);
+        };
+        let chain = self.verified(&found)?;
+        if chain.team_id() != *team {
+            return Err(RelayError::Damaged(format!(
+                "the record of team {} holds the chain of team {}",
+                team.short(),
+                chain.team_id().short()
+            )));
+        }
+        Ok(Some((chain, found)))
+    }
+
     fn chain(&self, team: &TeamId) -> Result<TeamChain, RelayError> {
-        self.chains
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(team)
-            .cloned()
+        self.load_chain(team)?
+            .map(|(chain, _)| chain)
             .ok_or_else(|| RelayError::NotRegistered(team.short()))
     }
 
-    /// Registered teams, with their chains.
-    pub fn teams(&self) -> Vec<TeamChain> {
-        let chains = self.chains.read().unwrap_or_else(|p| p.into_inner());
-        let mut list: Vec<TeamChain> = chains.values().cloned().collect();
+    fn teams_checked(&self) -> Result<Vec<TeamChain>, RelayError> {
+        let mut list = Vec::new();
+        for (_, found) in self.backend.list(TEAMS)? {
+            list.push(self.verified(&found)?);
+        }
         list.sort_by_key(|c| c.team_id());
-        list
+        Ok(list)
+    }
+
+    /// Registered teams, with their chains (none when the back end cannot be read: the error
+    /// is logged, and a request that needs a team reports it).
+    pub fn teams(&self) -> Vec<TeamChain> {
+        self.teams_checked().unwrap_or_else(|e| {
+            tracing::warn!("cannot list the registered teams: {e}");
+            Vec::new()
+        })
     }
 
     /// Registered teams `peer` is a current member of.
@@ -283,30 +353,15 @@ impl RelayState {
         Ok(())
     }
 
+    /// One compare-and-swap of a chain's record: [`Written::Lost`] when another request
+    /// changed it since `previous` was read.
     fn store_chain(
         &self,
         chain: &TeamChain,
-        previous: Option<&TeamChain>,
-    ) -> Result<(), RelayError> {
-        let key = team_key(&chain.team_id());
-        let update = RefUpdate {
-            expected: previous.map(encode_chain),
-            key,
-            new: Some(encode_chain(chain)),
-        };
-        self.store
-            .storage()
-            .update_refs(&[update])
-            .map_err(|e| match e {
-                StorageError::Conflict { .. } => RelayError::Busy,
-                other => StoreError::from(other).into(),
-            })?;
-        self.store.storage().flush().map_err(StoreError::from)?;
-        self.chains
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(chain.team_id(), chain.clone());
-        Ok(())
+        previous: Option<&Versioned>,
+    ) -> Result<Written, RelayError> {
+        self.backend
+            .put(&team_key(&chain.team_id()), encode_chain(chain), previous)
     }
 
     /// `tapes relay register`: `peer` must be an admin or owner of the chain's verified head.
@@ -324,20 +379,26 @@ impl RelayState {
             Some(m) if m.role != TeamRole::Member => {}
             _ => return Err(RelayError::NotAdmin(team.short())),
         }
-        let _guard = self.write_lock();
-        match self.chain(&team) {
-            Ok(current) => {
-                let versions = chain.versions()
-                    [current.versions().len().min(chain.versions().len())..]
-                    .to_vec();
-                self.extend(&current, versions)?;
-            }
-            Err(_) => {
-                self.check_members(&chain, None)?;
-                self.store_chain(&chain, None)?;
+        for attempt in 0..CAS_ATTEMPTS {
+            back_off(attempt);
+            match self.load_chain(&team)? {
+                Some((current, version)) => {
+                    let versions = chain.versions()
+                        [current.versions().len().min(chain.versions().len())..]
+                        .to_vec();
+                    if self.extend(&current, &version, versions)?.is_some() {
+                        return Ok(team);
+                    }
+                }
+                None => {
+                    self.check_members(&chain, None)?;
+                    if self.store_chain(&chain, None)? == Written::Done {
+                        return Ok(team);
+                    }
+                }
             }
         }
-        Ok(team)
+        Err(RelayError::Busy)
     }
 
     /// Newer manifests of a registered team from one of its members.
@@ -352,21 +413,32 @@ impl RelayState {
             .map(|m| SignedManifest::decode(m))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| RelayError::BadChain(e.to_string()))?;
-        let _guard = self.write_lock();
-        let current = self.chain(team)?;
-        // A member removed by one of these manifests still delivers them: it is how the
-        // relay learns of the removal.
-        if current.head().manifest.member(peer).is_none() {
-            return Err(RelayError::NotMember(team.short()));
+        for attempt in 0..CAS_ATTEMPTS {
+            back_off(attempt);
+            let Some((current, version)) = self.load_chain(team)? else {
+                return Err(RelayError::NotRegistered(team.short()));
+            };
+            // A member removed by one of these manifests still delivers them: it is how the
+            // relay learns of the removal.
+            if current.head().manifest.member(peer).is_none() {
+                return Err(RelayError::NotMember(team.short()));
+            }
+            if let Some(new) = self.extend(&current, &version, versions.clone())? {
+                return Ok(new);
+            }
         }
-        self.extend(&current, versions)
+        Err(RelayError::Busy)
     }
 
+    /// Appends `versions` to `current` (read at `version`) in one compare-and-swap: the
+    /// number of new manifests, or `None` when another request changed the chain first (the
+    /// caller reads it again and retries).
     fn extend(
         &self,
         current: &TeamChain,
+        version: &Versioned,
         mut versions: Vec<SignedManifest>,
-    ) -> Result<usize, RelayError> {
+    ) -> Result<Option<usize>, RelayError> {
         versions.sort_by_key(|m| m.manifest.version);
         let mut chain = current.clone();
         let mut new = 0;
@@ -388,9 +460,11 @@ impl RelayState {
         }
         if new > 0 {
             self.check_members(&chain, Some(current))?;
-            self.store_chain(&chain, Some(current))?;
+            if self.store_chain(&chain, Some(version))? == Written::Lost {
+                return Ok(None);
+            }
         }
-        Ok(new)
+        Ok(Some(new))
     }
 
     /// Everything `peer` may fetch, by item id.
@@ -418,12 +492,11 @@ impl RelayState {
             scopes.push(Scope::Team(team));
         }
         for scope in scopes {
-            for found in self.store.storage().refs(&deposit_prefix(&scope)) {
-                let (key, raw) = found.map_err(StoreError::from)?;
+            for (key, found) in self.backend.list(&deposit_prefix(&scope))? {
                 let Some(session) = session_of_key(&key) else {
                     continue;
                 };
-                let deposited = Deposited::decode(&raw)?;
+                let (deposited, _) = open_doc(&found)?;
                 items.insert(deposited.share_item, RelayItem::Share { scope, session });
                 if deposited.is_live(now_ms) {
                     items.insert(
@@ -442,27 +515,17 @@ impl RelayState {
         scope: &Scope,
         session: &SessionId,
     ) -> Result<Option<(Deposited, Vec<NodeId>)>, RelayError> {
-        let storage = self.store.storage();
-        let Some(raw) = storage
-            .get_ref(&deposit_key(scope, session))
-            .map_err(StoreError::from)?
-        else {
+        let Some(found) = self.backend.get(&deposit_key(scope, session))? else {
             return Ok(None);
         };
-        let ids = storage
-            .get_ref(&ids_key(scope, session))
-            .map_err(StoreError::from)?
-            .map(|b| decode_ids(&b))
-            .unwrap_or_default();
-        Ok(Some((Deposited::decode(&raw)?, ids)))
+        let (deposited, ids) = open_doc(&found)?;
+        Ok(Some((deposited, decode_ids(&ids))))
     }
 
     /// A stored blob of a segment.
     pub fn blob(&self, id: &NodeId) -> Result<Vec<u8>, RelayError> {
-        self.store
-            .storage()
-            .get_object(id)
-            .map_err(StoreError::from)?
+        self.backend
+            .blob(id)?
             .ok_or_else(|| RelayError::Damaged(format!("segment blob {} is missing", id.short())))
     }
 
@@ -499,7 +562,8 @@ impl RelayState {
                 let entry: tapes_protocol::bundle::SessionEntry =
                     postcard::from_bytes(&deposit.entry)
                         .map_err(|e| RelayError::Malformed(format!("session entry: {e}")))?;
-                let record = check_entry(&entry).map_err(RelayError::Malformed)?;
+                let record =
+                    check_entry(&entry).map_err(|e| RelayError::Malformed(e.to_string()))?;
                 if entry.signer != *peer
                     || entry.id != deposit.session
                     || record.head != deposit.head
@@ -526,19 +590,16 @@ impl RelayState {
                 "the deposited ids do not end at its head".into(),
             ));
         }
-        let storage = self.store.storage();
-        let current = storage
-            .get_ref(&deposit_key(&scope, &deposit.session))
-            .map_err(StoreError::from)?;
-        let previous = current.as_deref().map(Deposited::decode).transpose()?;
+        let current = self.backend.get(&deposit_key(&scope, &deposit.session))?;
+        let (previous, ids_raw) = match current.as_ref().map(open_doc).transpose()? {
+            Some((previous, ids)) => (Some(previous), Some(ids)),
+            None => (None, None),
+        };
         if let Some(previous) = &previous {
             if previous.owner != *peer {
                 return Err(RelayError::NotOwner(deposit.session.short()));
             }
         }
-        let ids_raw = storage
-            .get_ref(&ids_key(&scope, &deposit.session))
-            .map_err(StoreError::from)?;
         let check = (scope == Scope::Public)
             .then(|| ChainCheck::new(deposit.ids.clone(), 0, deposit.expected));
         let quota = match scope {
@@ -621,8 +682,8 @@ impl RelayState {
         Ok(())
     }
 
-    /// Stores a deposit whose objects all arrived: the blobs first (flushed), then the record,
-    /// its ids and the team's usage in one compare-and-swap.
+    /// Stores a deposit whose objects all arrived: the blobs first (durable), then the scope's
+    /// usage, then the record with its ids in one compare-and-swap (SPEC.md §16.9, §16.13).
     pub fn finish_deposit(
         &self,
         pending: PendingDeposit,
@@ -693,87 +754,120 @@ impl RelayState {
                 updated_ms: now_ms,
             },
         };
-        let storage = self.store.storage();
         if !blobs.is_empty() {
-            storage.put_objects(&blobs).map_err(StoreError::from)?;
-            storage.flush().map_err(StoreError::from)?;
+            self.backend.put_blobs(&blobs)?;
         }
         let quota = match scope {
             Scope::Team(team) => self.config.quota(&team),
             Scope::Public => self.config.default,
         };
-        // Usage is shared by concurrent deposits of the team: retry its compare-and-swap, never
-        // the session's (that one is the deposit's own conflict).
-        loop {
-            let usage_raw = storage
-                .get_ref(&usage_key(&scope))
-                .map_err(StoreError::from)?;
-            let mut usage: Usage = usage_raw
-                .as_deref()
-                .and_then(|b| postcard::from_bytes(b).ok())
+        // The usage is charged first (its own compare-and-swap, retried: concurrent deposits
+        // of the scope share it), so racing deposits cannot together pass a quota; then the
+        // session's compare-and-swap, the deposit's own, decides it. A deposit that loses it
+        // gives its charge back (SPEC.md §16.13).
+        let charge = Charge {
+            new_session: previous.is_none(),
+            bytes: added,
+        };
+        self.charge(&scope, Some(&quota), &charge, now_ms)?;
+        let doc = SessionDoc {
+            record: record.encode(),
+            ids: encode_ids(&ids),
+        };
+        let key = deposit_key(&scope, &deposit.session);
+        match self.backend.put(&key, doc.encode(), current.as_ref())? {
+            Written::Done => Ok(DepositOutcome::Stored {
+                nodes: deposit.ids.len() as u64,
+            }),
+            Written::Lost => {
+                if let Err(e) = self.refund(&scope, &charge, now_ms) {
+                    tracing::warn!(
+                        "a deposit that lost its race could not give back its usage: {e}"
+                    );
+                }
+                let now = self
+                    .deposited(&scope, &deposit.session)?
+                    .map(|(d, _)| d.head);
+                Ok(DepositOutcome::Conflict { current: now })
+            }
+        }
+    }
+
+    /// Adds a deposit to its scope's usage, checking the quota (none for a refund).
+    fn charge(
+        &self,
+        scope: &Scope,
+        quota: Option<&Quota>,
+        charge: &Charge,
+        now_ms: i64,
+    ) -> Result<(), RelayError> {
+        if charge.is_empty() {
+            return Ok(());
+        }
+        self.change_usage(scope, now_ms, |usage| {
+            if charge.new_session {
+                usage.sessions_this_month += 1;
+                usage.sessions += 1;
+            }
+            usage.bytes += charge.bytes;
+            match quota {
+                Some(quota) => check_quota(scope, quota, usage, charge.new_session, charge.bytes),
+                None => Ok(()),
+            }
+        })
+    }
+
+    /// Takes back the charge of a deposit that lost its compare-and-swap.
+    fn refund(&self, scope: &Scope, charge: &Charge, now_ms: i64) -> Result<(), RelayError> {
+        if charge.is_empty() {
+            return Ok(());
+        }
+        self.change_usage(scope, now_ms, |usage| {
+            if charge.new_session {
+                usage.sessions_this_month = usage.sessions_this_month.saturating_sub(1);
+                usage.sessions = usage.sessions.saturating_sub(1);
+            }
+            usage.bytes = usage.bytes.saturating_sub(charge.bytes);
+            Ok(())
+        })
+    }
+
+    /// One change of a scope's usage, as a compare-and-swap retried while other requests win.
+    fn change_usage(
+        &self,
+        scope: &Scope,
+        now_ms: i64,
+        change: impl Fn(&mut Usage) -> Result<(), RelayError>,
+    ) -> Result<(), RelayError> {
+        let key = usage_key(scope);
+        for attempt in 0..CAS_ATTEMPTS {
+            back_off(attempt);
+            let found = self.backend.get(&key)?;
+            let mut usage: Usage = found
+                .as_ref()
+                .and_then(|v| postcard::from_bytes(&v.bytes).ok())
                 .unwrap_or_default();
             let month = month_of(now_ms);
             if usage.month != month {
                 usage.month = month;
                 usage.sessions_this_month = 0;
             }
-            if previous.is_none() {
-                usage.sessions_this_month += 1;
-                usage.sessions += 1;
-            }
-            usage.bytes += added;
-            check_quota(&scope, &quota, &usage, previous.is_none(), added)?;
-            let updates = [
-                RefUpdate {
-                    key: deposit_key(&scope, &deposit.session),
-                    expected: current.clone(),
-                    new: Some(record.encode()),
-                },
-                RefUpdate {
-                    key: ids_key(&scope, &deposit.session),
-                    expected: ids_raw.clone(),
-                    new: Some(encode_ids(&ids)),
-                },
-                RefUpdate {
-                    key: usage_key(&scope),
-                    expected: usage_raw,
-                    new: Some(
-                        postcard::to_stdvec(&usage)
-                            .expect("postcard encoding to a Vec cannot fail"),
-                    ),
-                },
-            ];
-            match storage.update_refs(&updates) {
-                Ok(()) => break,
-                Err(StorageError::Conflict { key, .. })
-                    if key.starts_with(crate::store::keys::RELAY_USAGE) =>
-                {
-                    continue
-                }
-                Err(StorageError::Conflict { .. }) => {
-                    let now = self
-                        .deposited(&scope, &deposit.session)?
-                        .map(|(d, _)| d.head);
-                    return Ok(DepositOutcome::Conflict { current: now });
-                }
-                Err(e) => return Err(StoreError::from(e).into()),
+            change(&mut usage)?;
+            let bytes =
+                postcard::to_stdvec(&usage).expect("postcard encoding to a Vec cannot fail");
+            if self.backend.put(&key, bytes, found.as_ref())? == Written::Done {
+                return Ok(());
             }
         }
-        storage.flush().map_err(StoreError::from)?;
-        Ok(DepositOutcome::Stored {
-            nodes: deposit.ids.len() as u64,
-        })
+        Err(RelayError::Busy)
     }
 
     /// A team's usage of the relay (for `tapes relay` status and errors).
     pub fn usage(&self, scope: &Scope) -> Result<Usage, RelayError> {
         Ok(self
-            .store
-            .storage()
-            .get_ref(&usage_key(scope))
-            .map_err(StoreError::from)?
-            .as_deref()
-            .and_then(|b| postcard::from_bytes(b).ok())
+            .backend
+            .get(&usage_key(scope))?
+            .and_then(|v| postcard::from_bytes(&v.bytes).ok())
             .unwrap_or_default())
     }
 
@@ -791,22 +885,19 @@ impl RelayState {
                 "a join request larger than 64 KiB".into(),
             ));
         }
-        let storage = self.store.storage();
         let key = join_key(team, peer);
-        let current = storage.get_ref(&key).map_err(StoreError::from)?;
-        if let Some(raw) = &current {
-            let wait: JoinWait = postcard::from_bytes(raw)
+        let current = self.backend.get(&key)?;
+        if let Some(found) = &current {
+            let wait: JoinWait = postcard::from_bytes(&found.bytes)
                 .map_err(|e| RelayError::Damaged(format!("join record: {e}")))?;
             if let Some(response) = wait.response {
                 // Delivered: the record has done its job.
-                let _ = storage.update_refs(&[RefUpdate {
-                    key,
-                    expected: current,
-                    new: None,
-                }]);
+                if let Err(e) = self.backend.delete(&key, found) {
+                    tracing::warn!("a delivered join answer stays at the relay: {e}");
+                }
                 return Ok(Some(response));
             }
-        } else if storage.refs(&join_prefix(team)).count() >= MAX_WAITING_JOINS {
+        } else if self.backend.list(&join_prefix(team))?.len() >= MAX_WAITING_JOINS {
             return Err(RelayError::Quota(format!(
                 "{MAX_WAITING_JOINS} join requests already wait for team {}; ask an admin to sync",
                 team.short()
@@ -816,17 +907,11 @@ impl RelayState {
             request: sealed.to_vec(),
             response: None,
         };
-        storage
-            .update_refs(&[RefUpdate {
-                key,
-                expected: current,
-                new: Some(
-                    postcard::to_stdvec(&wait).expect("postcard encoding to a Vec cannot fail"),
-                ),
-            }])
-            .map_err(|_| RelayError::Busy)?;
-        storage.flush().map_err(StoreError::from)?;
-        Ok(None)
+        let bytes = postcard::to_stdvec(&wait).expect("postcard encoding to a Vec cannot fail");
+        match self.backend.put(&key, bytes, current.as_ref())? {
+            Written::Done => Ok(None),
+            Written::Lost => Err(RelayError::Busy),
+        }
     }
 
     /// The unanswered join requests of `team` (who left each, sealed to its inviter), for one
@@ -838,16 +923,15 @@ impl RelayState {
     ) -> Result<Vec<(MemberId, Vec<u8>)>, RelayError> {
         self.require_admin(team, peer)?;
         let mut out = Vec::new();
-        for found in self.store.storage().refs(&join_prefix(team)) {
-            let (key, raw) = found.map_err(StoreError::from)?;
-            let Some(joiner) = std::str::from_utf8(&key)
-                .ok()
-                .and_then(|k| k.rsplit('/').next())
+        for (key, found) in self.backend.list(&join_prefix(team))? {
+            let Some(joiner) = key
+                .rsplit('/')
+                .next()
                 .and_then(|h| h.parse::<MemberId>().ok())
             else {
                 continue;
             };
-            if let Ok(wait) = postcard::from_bytes::<JoinWait>(&raw) {
+            if let Ok(wait) = postcard::from_bytes::<JoinWait>(&found.bytes) {
                 if wait.response.is_none() {
                     out.push((joiner, wait.request));
                 }
@@ -867,27 +951,20 @@ impl RelayState {
         self.require_admin(team, peer)?;
         postcard::from_bytes::<JoinResponse>(&response)
             .map_err(|e| RelayError::Malformed(format!("join answer: {e}")))?;
-        let storage = self.store.storage();
         let key = join_key(team, joiner);
-        let Some(raw) = storage.get_ref(&key).map_err(StoreError::from)? else {
+        let Some(found) = self.backend.get(&key)? else {
             return Err(RelayError::Malformed(
                 "no join request of that node waits here".into(),
             ));
         };
-        let mut wait: JoinWait = postcard::from_bytes(&raw)
+        let mut wait: JoinWait = postcard::from_bytes(&found.bytes)
             .map_err(|e| RelayError::Damaged(format!("join record: {e}")))?;
         wait.response = Some(response);
-        storage
-            .update_refs(&[RefUpdate {
-                key,
-                expected: Some(raw),
-                new: Some(
-                    postcard::to_stdvec(&wait).expect("postcard encoding to a Vec cannot fail"),
-                ),
-            }])
-            .map_err(|_| RelayError::Busy)?;
-        storage.flush().map_err(StoreError::from)?;
-        Ok(())
+        let bytes = postcard::to_stdvec(&wait).expect("postcard encoding to a Vec cannot fail");
+        match self.backend.put(&key, bytes, Some(&found))? {
+            Written::Done => Ok(()),
+            Written::Lost => Err(RelayError::Busy),
+        }
     }
 
     fn require_admin(&self, team: &TeamId, peer: &MemberId) -> Result<(), RelayError> {
@@ -947,12 +1024,6 @@ impl RelayState {
             .flat_map(|segment| segment.blobs.iter().copied())
             .collect()
     }
-
-    fn write_lock(&self) -> std::sync::MutexGuard<'_, ()> {
-        // Chain changes are rare; one lock for all of them keeps the cache and the store in
-        // step without a compare-and-swap retry loop.
-        self.chain_lock.lock().unwrap_or_else(|p| p.into_inner())
-    }
 }
 
 /// A deposit of the share record alone (SPEC.md §16.3): no entry and no ids, at the relay's
@@ -996,9 +1067,8 @@ fn check_quota(
     Ok(())
 }
 
-fn session_of_key(key: &[u8]) -> Option<SessionId> {
-    let text = std::str::from_utf8(key).ok()?;
-    text.rsplit('/').next()?.parse().ok()
+fn session_of_key(key: &str) -> Option<SessionId> {
+    key.rsplit('/').next()?.parse().ok()
 }
 
 fn encode_chain(chain: &TeamChain) -> Vec<u8> {

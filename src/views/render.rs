@@ -135,6 +135,16 @@ pub fn session_json(id: &SessionId, r: &SessionRecord) -> Value {
 
 /// The readable transcript of `tapes show`.
 pub fn transcript(id: &SessionId, r: &SessionRecord, chain: &[(NodeId, Node)]) -> String {
+    transcript_with(id, r, chain, "")
+}
+
+/// [`transcript`] with `extra` header lines (each ending in a newline) after the first facts.
+pub fn transcript_with(
+    id: &SessionId,
+    r: &SessionRecord,
+    chain: &[(NodeId, Node)],
+    extra: &str,
+) -> String {
     let s = &r.summary;
     let mut out = String::new();
     let _ = writeln!(out, "session {}", id);
@@ -159,6 +169,7 @@ pub fn transcript(id: &SessionId, r: &SessionRecord, chain: &[(NodeId, Node)]) -
         count(s.usage.cache_read_tokens),
         count(s.usage.cache_write_tokens),
     );
+    out.push_str(extra);
     if let Some(parent) = r.parent_session {
         let _ = writeln!(out, "spawned by session {}", parent.short());
     }

@@ -137,7 +137,7 @@ impl SessionFacts {
     }
 
     /// [`Self::cost`] with model lookups remembered across sessions.
-    fn cost_cached(
+    pub fn cost_cached(
         &self,
         prices: &PriceTable,
         cache: &mut HashMap<String, Option<crate::session::pricing::Price>>,
@@ -543,7 +543,7 @@ impl SearchIndex {
         if text.is_empty() {
             for (id, facts) in &self.state.sessions {
                 let (cost, unpriced) = facts.cost_cached(prices, &mut price_cache);
-                if query.accepts(facts, cost) {
+                if query.includes(id) && query.accepts(facts, cost) {
                     found.push(Candidate {
                         id: *id,
                         facts,
@@ -558,9 +558,9 @@ impl SearchIndex {
             // Filters first, as a dense mask over ordinals, so the collector skips the rest.
             let allowed = if filtered {
                 let mut mask = vec![false; self.ordinals.len()];
-                for facts in self.state.sessions.values() {
+                for (id, facts) in &self.state.sessions {
                     let (cost, _) = facts.cost_cached(prices, &mut price_cache);
-                    if query.accepts(facts, cost) {
+                    if query.includes(id) && query.accepts(facts, cost) {
                         if let Some(slot) = mask.get_mut(facts.ordinal as usize) {
                             *slot = true;
                         }
@@ -870,6 +870,8 @@ pub struct SearchQuery {
     pub limit: Option<usize>,
     /// Find a snippet for each result (reads the best matching message of each).
     pub snippets: bool,
+    /// Only these sessions (e.g. the ones shared with me, `tapes search --shared`).
+    pub sessions: Option<std::sync::Arc<HashSet<SessionId>>>,
 }
 
 impl SearchQuery {
@@ -881,6 +883,11 @@ impl SearchQuery {
             || self.status.is_some()
             || self.min_cost.is_some()
             || self.max_cost.is_some()
+            || self.sessions.is_some()
+    }
+
+    fn includes(&self, id: &SessionId) -> bool {
+        self.sessions.as_ref().is_none_or(|s| s.contains(id))
     }
 
     fn accepts(&self, f: &SessionFacts, cost: f64) -> bool {

@@ -28,15 +28,15 @@ use tapes::share::{self, Audience, SecretPolicy, ShareOptions};
 use tapes::store::Store;
 use tapes::team::{self, InviteOptions};
 
-struct Member {
+pub(crate) struct Member {
     _dir: tempfile::TempDir,
-    store: Arc<Store>,
-    identity: Arc<Identity>,
-    endpoint: Endpoint,
+    pub(crate) store: Arc<Store>,
+    pub(crate) identity: Arc<Identity>,
+    pub(crate) endpoint: Endpoint,
 }
 
 impl Member {
-    async fn new(name: &str) -> Member {
+    pub(crate) async fn new(name: &str) -> Member {
         Self::with_identity(
             Identity::generate(Profile {
                 name: name.into(),
@@ -47,7 +47,7 @@ impl Member {
         .await
     }
 
-    async fn with_identity(identity: Identity) -> Member {
+    pub(crate) async fn with_identity(identity: Identity) -> Member {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(Store::open(&dir.path().join("store")).unwrap());
         store.set_local_owner(&id_of(&identity)).unwrap();
@@ -61,16 +61,16 @@ impl Member {
         }
     }
 
-    fn id(&self) -> MemberId {
+    pub(crate) fn id(&self) -> MemberId {
         id_of(&self.identity)
     }
 
-    async fn relay(&self, ticket: &PeerAddr) -> Result<PeerConn, PeerError> {
+    pub(crate) async fn relay(&self, ticket: &PeerAddr) -> Result<PeerConn, PeerError> {
         Ok(connect(&self.endpoint, ticket, "relay").await?.into_relay())
     }
 
     /// A session whose messages carry `texts`.
-    fn session_with(&self, seed: u64, texts: &[&str]) -> SessionId {
+    pub(crate) fn session_with(&self, seed: u64, texts: &[&str]) -> SessionId {
         let report = ingest(
             &self.store,
             &[Incoming {
@@ -86,7 +86,7 @@ impl Member {
         id
     }
 
-    fn share(&self, id: &SessionId, audience: Audience) {
+    pub(crate) fn share(&self, id: &SessionId, audience: Audience) {
         share::share(
             &self.store,
             &self.identity,
@@ -103,16 +103,19 @@ impl Member {
         .unwrap();
     }
 
-    fn has(&self, id: &SessionId) -> bool {
+    pub(crate) fn has(&self, id: &SessionId) -> bool {
         self.store.session(id).unwrap().is_some()
     }
 
-    fn fsck_clean(&self) {
+    pub(crate) fn fsck_clean(&self) {
         let report = tapes::store::fsck::fsck(&self.store, |_| {}).unwrap();
         assert!(report.is_clean(), "{report:?}");
     }
 
-    async fn sync(&self, ticket: &PeerAddr) -> tapes::peer::relay_client::RelaySyncReport {
+    pub(crate) async fn sync(
+        &self,
+        ticket: &PeerAddr,
+    ) -> tapes::peer::relay_client::RelaySyncReport {
         let conn = self.relay(ticket).await.unwrap();
         let report = conn.relay_sync(&self.store, &self.identity).await.unwrap();
         conn.close();
@@ -124,7 +127,7 @@ fn id_of(identity: &Identity) -> MemberId {
     MemberId(identity.verifying_key().to_bytes())
 }
 
-fn options() -> RelayOptions {
+pub(crate) fn options() -> RelayOptions {
     RelayOptions {
         bind: "127.0.0.1:0".parse().unwrap(),
         http: Some("127.0.0.1:0".parse().unwrap()),
@@ -144,7 +147,7 @@ async fn relay_with(data: &Path, config: &str) -> RunningRelay {
 }
 
 /// `owner` creates team `name` and registers it on the relay.
-async fn team_on_relay(owner: &Member, ticket: &PeerAddr, name: &str) -> TeamId {
+pub(crate) async fn team_on_relay(owner: &Member, ticket: &PeerAddr, name: &str) -> TeamId {
     let team = team::create(&owner.store, &owner.identity, name, tapes::now_ms())
         .unwrap()
         .team_id();
@@ -159,7 +162,7 @@ async fn team_on_relay(owner: &Member, ticket: &PeerAddr, name: &str) -> TeamId 
 }
 
 /// Another machine of `member`'s: the same keys, an empty store.
-async fn second_machine(member: &Member) -> Member {
+pub(crate) async fn second_machine(member: &Member) -> Member {
     Member::with_identity(Identity::from_parts(
         member.identity.signing_key().clone(),
         member.identity.age_identity().clone(),
@@ -169,7 +172,7 @@ async fn second_machine(member: &Member) -> Member {
 }
 
 /// Adds `joiner` to `owner`'s team without the network (invite, request, accept, complete).
-fn add_member(owner: &Member, joiner: &Member, team: &TeamId) {
+pub(crate) fn add_member(owner: &Member, joiner: &Member, team: &TeamId) {
     let chain = team::load(&owner.store, team).unwrap();
     let (code, _) = team::invite(
         &owner.store,
@@ -196,7 +199,7 @@ fn invite_options() -> InviteOptions {
 }
 
 /// Every file under `dir` that contains `needle`.
-fn files_containing(dir: &Path, needle: &str) -> Vec<String> {
+pub(crate) fn files_containing(dir: &Path, needle: &str) -> Vec<String> {
     files_with_bytes(dir, needle.as_bytes())
 }
 
@@ -216,7 +219,7 @@ fn files_with_bytes(dir: &Path, needle: &[u8]) -> Vec<String> {
 }
 
 /// A plain HTTP GET; returns the status code and body.
-fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+pub(crate) fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     let mut stream = std::net::TcpStream::connect(addr).unwrap();
     write!(
         stream,

@@ -1169,17 +1169,24 @@ fn shared_lists_what_teammates_shared_across_my_teams_newest_first_with_unread_m
     assert_eq!(rows[4]["note"], "first");
     assert_eq!(rows[4]["sharer_name"], "alice");
 
-    // The human list: one line per share, ● for unread.
+    // The human feed: a header, the group, one line per share, ● for unread.
     let text = world.ok(&bob, &["shared", "--mark-read"]);
-    let lines: Vec<&str> = text.lines().collect();
+    let all: Vec<&str> = text.lines().collect();
+    assert!(
+        all[0].contains("SHARER") && all[0].contains("NOTE"),
+        "{text}"
+    );
+    assert_eq!(all[1], "TODAY", "{text}");
+    let lines = &all[2..];
     assert_eq!(lines.len(), want.len(), "{text}");
     for (line, id) in lines.iter().zip(&want) {
         assert!(line.starts_with("● "), "{line}");
         assert!(line.contains(&format!("  {}  ", id.short())), "{line}");
+        assert!(line.contains("just now"), "{line}");
     }
-    assert!(lines[1].contains("carol shared"), "{}", lines[1]);
+    assert!(lines[1].contains("  carol  "), "{}", lines[1]);
     assert!(
-        lines[3].contains("alice shared Infra things"),
+        lines[3].contains("  alice  ") && lines[3].contains("  Infra things  "),
         "{}",
         lines[3]
     );
@@ -1188,7 +1195,7 @@ fn shared_lists_what_teammates_shared_across_my_teams_newest_first_with_unread_m
 
     // --mark-read cleared the marks.
     let text = world.ok(&bob, &["shared"]);
-    assert_eq!(text.lines().count(), want.len());
+    assert_eq!(text.lines().count(), want.len() + 2);
     assert!(!text.contains('●'), "{text}");
     let json: Value = serde_json::from_str(&world.ok(&bob, &["shared", "--json"])).unwrap();
     assert!(json
@@ -1234,7 +1241,7 @@ fn shared_lists_what_teammates_shared_across_my_teams_newest_first_with_unread_m
     copy_shares(&alice, &bob);
     let text = world.ok(&bob, &["shared"]);
     assert!(
-        text.lines().next().unwrap().contains(&s[0].short()),
+        text.lines().nth(2).unwrap().contains(&s[0].short()),
         "{text}"
     );
 }

@@ -15,7 +15,7 @@
 
 pub mod journal;
 mod merge;
-mod pack;
+pub(crate) mod pack;
 pub mod salvage;
 pub mod shared;
 pub mod sled_backend;

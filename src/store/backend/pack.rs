@@ -103,8 +103,11 @@ impl PackRecord {
         })
     }
 
+    /// The index file's length for `count` entries; a count no file could hold (from a
+    /// damaged or hostile index header) saturates instead of overflowing, so the length check
+    /// at open refuses it.
     fn idx_len(&self) -> u64 {
-        (ENTRIES + CHECKSUM) as u64 + self.count.saturating_mul(ENTRY as u64)
+        ((ENTRIES + CHECKSUM) as u64).saturating_add(self.count.saturating_mul(ENTRY as u64))
     }
 }
 
@@ -873,6 +876,39 @@ mod tests {
             err.to_string().contains("does not match its checksum"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn an_index_counting_more_entries_than_a_file_can_hold_is_refused() {
+        // Found by fuzzing (fuzz/corpus/pack/regression-idx-len-overflow): the index length
+        // for this count overflowed u64 (a panic in debug builds, a wrapped length otherwise).
+        let record = |count| PackRecord {
+            name: "0".repeat(32),
+            count,
+            pack_len: PACK_HEADER as u64,
+            checksum: [0; 32],
+        };
+        assert_eq!(record(u64::MAX).idx_len(), u64::MAX);
+        assert_eq!(record(0x1000_0000_0000_0014).idx_len(), u64::MAX);
+        assert_eq!(record(2).idx_len(), (ENTRIES + CHECKSUM + 2 * ENTRY) as u64);
+
+        let dir = tempfile::tempdir().unwrap();
+        let name = "0".repeat(32);
+        let mut pack = PACK_MAGIC.to_vec();
+        pack.extend_from_slice(&VERSION.to_le_bytes());
+        pack.extend_from_slice(&0u32.to_le_bytes());
+        fs::write(pack_path(dir.path(), &name), &pack).unwrap();
+        let mut idx = IDX_MAGIC.to_vec();
+        idx.extend_from_slice(&VERSION.to_le_bytes());
+        idx.extend_from_slice(&0u32.to_le_bytes());
+        idx.extend_from_slice(&0x1000_0000_0000_0014u64.to_le_bytes());
+        idx.extend_from_slice(&(PACK_HEADER as u64).to_le_bytes());
+        idx.resize(ENTRIES + CHECKSUM, 0);
+        fs::write(idx_path(dir.path(), &name), &idx).unwrap();
+        let opened = open_unregistered(dir.path());
+        assert_eq!(opened.len(), 1);
+        let err = opened[0].1.as_ref().err().expect("refused");
+        assert!(err.to_string().contains("the store registered"), "{err}");
     }
 
     #[test]

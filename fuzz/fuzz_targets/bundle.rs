@@ -1,0 +1,4 @@
+//! Fuzz target: `tapes_protocol::fuzz_targets::bundle_bytes` (SPEC.md §7).
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| tapes_protocol::fuzz_targets::bundle_bytes(data));
