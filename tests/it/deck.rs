@@ -339,8 +339,14 @@ fn the_deck_in_tmux_filters_switches_tabs_previews_and_quits() {
             "deck",
             "#{pane_dead} #{pane_dead_status}",
         ]);
-        String::from_utf8_lossy(&out.stdout).trim() == "1 0"
+        String::from_utf8_lossy(&out.stdout).starts_with('1')
     });
+    let dead = tmux.cmd(&["display-message", "-p", "-t", "deck", "#{pane_dead_status}"]);
+    assert_eq!(
+        String::from_utf8_lossy(&dead.stdout).trim(),
+        "0",
+        "the deck exited with a failure; the screen:\n{status}"
+    );
     assert!(
         !status.contains("press / to filter"),
         "the alternate screen is gone:\n{status}"
