@@ -32,19 +32,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use iroh::Endpoint;
-use tapes::identity::{Identity, Profile};
 use tapes::import::ingest::{ingest, Incoming};
 use tapes::peer::addr::PeerAddr;
-use tapes::peer::client::{connect, PeerConn};
-use tapes::peer::endpoint::{bind, EndpointConfig};
-use tapes::protocol::{MemberId, NodeId, SessionId, StoredObject, TeamId};
+use tapes::protocol::{NodeId, SessionId, StoredObject, TeamId};
 use tapes::relay::backend::BucketOptions;
 use tapes::relay::run::{start_on, RelayOptions, RunningRelay, StateStore};
 use tapes::session::sample::{self, Shape};
 use tapes::share::{self, Audience, SecretPolicy, ShareOptions};
-use tapes::store::Store;
-use tapes::team::{self, InviteOptions};
+use tapes::team::{self};
+use tapes::testing::Node as Member;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -184,15 +180,15 @@ async fn round(
     let tickets: Vec<PeerAddr> = relays.iter().map(|r| r.ticket.clone()).collect();
     let ticket_of = |i: usize| tickets[i % tickets.len()].clone();
 
-    let owner = Member::new("owner").await?;
+    let owner = new_member("owner").await?;
     let team = team::create(&owner.store, &owner.identity, "bench", tapes::now_ms())?.team_id();
     let mut depositors = Vec::new();
     let mut fetchers = Vec::new();
     for i in 0..clients {
-        let d = Member::new(&format!("depositor {i}")).await?;
+        let d = new_member(&format!("depositor {i}")).await?;
         add_member(&owner, &d, &team)?;
         depositors.push(d);
-        let f = Member::new(&format!("fetcher {i}")).await?;
+        let f = new_member(&format!("fetcher {i}")).await?;
         add_member(&owner, &f, &team)?;
         fetchers.push(f);
     }
@@ -294,7 +290,7 @@ async fn round(
         relay.shutdown().await;
     }
     for m in depositors.iter().chain(fetchers.iter()).chain([&owner]) {
-        m.endpoint.close().await;
+        m.router.endpoint().close().await;
     }
     println!(
         "{setup}: deposited {} sessions ({:.1} MB) in {:.2} s, fetched {fetched_sessions} in {:.2} s",
@@ -321,56 +317,20 @@ struct Made {
     bytes: u64,
 }
 
-struct Member {
-    _dir: tempfile::TempDir,
-    store: Arc<Store>,
-    identity: Arc<Identity>,
-    endpoint: Endpoint,
-}
-
-impl Member {
-    async fn new(name: &str) -> Result<Member> {
-        let identity = Identity::generate(Profile {
-            name: name.into(),
-            email: None,
-        })?;
-        let dir = tempfile::tempdir()?;
-        let store = Arc::new(Store::open(&dir.path().join("store"))?);
-        store.set_local_owner(&MemberId(identity.verifying_key().to_bytes()))?;
-        let identity = Arc::new(identity);
-        let endpoint = bind(&identity, &EndpointConfig::loopback()).await?;
-        Ok(Member {
-            _dir: dir,
-            store,
-            identity,
-            endpoint,
-        })
-    }
-
-    async fn relay(&self, ticket: &PeerAddr) -> Result<PeerConn> {
-        Ok(connect(&self.endpoint, ticket, "relay").await?.into_relay())
-    }
+/// A team member's machine: the shared harness node (`tapes::testing`).
+async fn new_member(name: &str) -> Result<Member> {
+    Ok(Member::new(name).await?)
 }
 
 /// Adds `joiner` to `owner`'s team without the network (invite, request, accept, complete).
 fn add_member(owner: &Member, joiner: &Member, team: &TeamId) -> Result<()> {
-    let chain = team::load(&owner.store, team)?;
-    let (code, _) = team::invite(
+    tapes::testing::add_member(
         &owner.store,
         &owner.identity,
-        &chain,
-        InviteOptions {
-            expires_ms: None,
-            max_uses: 1,
-            email: None,
-            role: tapes::protocol::manifest::TeamRole::Member,
-            addrs: Vec::new(),
-        },
-        tapes::now_ms(),
+        &joiner.store,
+        &joiner.identity,
+        team,
     )?;
-    let (invite, request) = team::join_request(&joiner.identity, &code, tapes::now_ms())?;
-    let response = team::accept_join(&owner.store, &owner.identity, &request, tapes::now_ms())?;
-    team::complete_join(&joiner.store, &joiner.identity, &invite.team, response)?;
     Ok(())
 }
 
