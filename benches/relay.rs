@@ -42,14 +42,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use tapes::import::ingest::{ingest, Incoming};
 use tapes::protocol::sync::Scope;
-use tapes::protocol::{NodeId, SessionId, StoredObject, TeamId};
+use tapes::protocol::TeamId;
 use tapes::relay::run::{start, RelayOptions, RunningRelay};
-use tapes::session::sample::{self, Shape};
-use tapes::share::{self, Audience, SecretPolicy, ShareOptions};
+use tapes::share::Audience;
 use tapes::team::{self};
-use tapes::testing::Node as Member;
+use tapes::testing::{Made, Node as Member};
 use tokio::sync::Barrier;
 
 #[global_allocator]
@@ -220,15 +218,6 @@ impl Round {
     }
 }
 
-/// A session a depositor owns and shared with the team.
-#[derive(Clone, Copy)]
-struct Made {
-    id: SessionId,
-    head: NodeId,
-    nodes: u64,
-    bytes: u64,
-}
-
 /// A team member's machine: the shared harness node (`tapes::testing`).
 async fn new_member(name: &str) -> Result<Member> {
     Ok(Member::new(name).await?)
@@ -244,70 +233,6 @@ fn add_member(owner: &Member, joiner: &Member, team: &TeamId) -> Result<()> {
         team,
     )?;
     Ok(())
-}
-
-/// Imports `count` sample sessions into `m`'s store and shares each with `team`.
-fn make_sessions(
-    m: &Member,
-    team: &TeamId,
-    seed: u64,
-    first: usize,
-    count: usize,
-    rounds: usize,
-) -> Result<Vec<Made>> {
-    let incoming: Vec<Incoming> = (first..first + count)
-        .map(|i| Incoming {
-            session: sample::session(
-                seed,
-                i,
-                Shape {
-                    tool_rounds: rounds,
-                    ..Shape::default()
-                },
-            ),
-            path: String::new(),
-        })
-        .collect();
-    let report = ingest(&m.store, &incoming, 0)?;
-    let mut made = Vec::new();
-    for outcome in &report.sessions {
-        let id = outcome.id;
-        share::share(
-            &m.store,
-            &m.identity,
-            &id,
-            &ShareOptions {
-                audience: Audience::Team(*team),
-                title: None,
-                note: None,
-                expires_ms: None,
-                secrets: SecretPolicy::Allow,
-            },
-            tapes::now_ms(),
-        )?;
-        let head = m.store.session(&id)?.context("an ingested session")?.head;
-        // The chain's objects, as a deposit sends them.
-        let (mut nodes, mut bytes) = (0, 0);
-        let mut next = Some(head);
-        while let Some(node) = next {
-            let b = m.store.storage().get_object(&node)?.context("an object")?;
-            next = StoredObject::parent_of(&b)?;
-            nodes += 1;
-            bytes += b.len() as u64;
-        }
-        made.push(Made {
-            id,
-            head,
-            nodes,
-            bytes,
-        });
-    }
-    anyhow::ensure!(
-        made.len() == count,
-        "ingested {} sessions of {count}",
-        made.len()
-    );
-    Ok(made)
 }
 
 /// What one client did in the timed window.
@@ -376,9 +301,8 @@ fn run_round(
 
     let mut made: Vec<Vec<Made>> = Vec::new();
     for (i, m) in depositors.iter().take(n).enumerate() {
-        made.push(make_sessions(
-            m,
-            &team,
+        made.push(m.import_shared(
+            Audience::Team(team),
             1000 + round,
             i * per_client,
             per_client,

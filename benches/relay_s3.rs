@@ -32,13 +32,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use tapes::import::ingest::{ingest, Incoming};
 use tapes::peer::addr::PeerAddr;
-use tapes::protocol::{NodeId, SessionId, StoredObject, TeamId};
+use tapes::protocol::TeamId;
 use tapes::relay::backend::BucketOptions;
 use tapes::relay::run::{start_on, RelayOptions, RunningRelay, StateStore};
-use tapes::session::sample::{self, Shape};
-use tapes::share::{self, Audience, SecretPolicy, ShareOptions};
+use tapes::share::Audience;
 use tapes::team::{self};
 use tapes::testing::Node as Member;
 
@@ -204,7 +202,7 @@ async fn round(
     let per = sessions / clients;
     let mut made = Vec::new();
     for (i, d) in depositors.iter().enumerate() {
-        made.push(make_sessions(d, &team, 7, i * per, per, rounds)?);
+        made.push(d.import_shared(Audience::Team(team), 7, i * per, per, rounds)?);
     }
     let bytes: u64 = made.iter().flatten().map(|m| m.bytes).sum();
 
@@ -311,12 +309,6 @@ async fn round(
     })
 }
 
-struct Made {
-    id: SessionId,
-    head: NodeId,
-    bytes: u64,
-}
-
 /// A team member's machine: the shared harness node (`tapes::testing`).
 async fn new_member(name: &str) -> Result<Member> {
     Ok(Member::new(name).await?)
@@ -332,63 +324,6 @@ fn add_member(owner: &Member, joiner: &Member, team: &TeamId) -> Result<()> {
         team,
     )?;
     Ok(())
-}
-
-/// Imports `count` sample sessions into `m`'s store and shares each with `team`.
-fn make_sessions(
-    m: &Member,
-    team: &TeamId,
-    seed: u64,
-    first: usize,
-    count: usize,
-    rounds: usize,
-) -> Result<Vec<Made>> {
-    let incoming: Vec<Incoming> = (first..first + count)
-        .map(|i| Incoming {
-            session: sample::session(
-                seed,
-                i,
-                Shape {
-                    tool_rounds: rounds,
-                    ..Shape::default()
-                },
-            ),
-            path: String::new(),
-        })
-        .collect();
-    let report = ingest(&m.store, &incoming, 0)?;
-    let mut made = Vec::new();
-    for outcome in &report.sessions {
-        let id = outcome.id;
-        share::share(
-            &m.store,
-            &m.identity,
-            &id,
-            &ShareOptions {
-                audience: Audience::Team(*team),
-                title: None,
-                note: None,
-                expires_ms: None,
-                secrets: SecretPolicy::Allow,
-            },
-            tapes::now_ms(),
-        )?;
-        let head = m.store.session(&id)?.context("an ingested session")?.head;
-        let mut bytes = 0;
-        let mut next = Some(head);
-        while let Some(node) = next {
-            let b = m.store.storage().get_object(&node)?.context("an object")?;
-            next = StoredObject::parent_of(&b)?;
-            bytes += b.len() as u64;
-        }
-        made.push(Made { id, head, bytes });
-    }
-    anyhow::ensure!(
-        made.len() == count,
-        "ingested {} sessions of {count}",
-        made.len()
-    );
-    Ok(made)
 }
 
 /// A `moto_server` on 127.0.0.1, killed when dropped.

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use iroh::protocol::Router;
 use tapes_protocol::manifest::TeamRole;
 use tapes_protocol::sync::ALPN;
-use tapes_protocol::{MemberId, SessionId, TeamId};
+use tapes_protocol::{MemberId, NodeId, SessionId, StoredObject, TeamId};
 
 use crate::identity::{Identity, Profile};
 use crate::import::ingest::{ingest, Incoming};
@@ -41,8 +41,20 @@ pub enum Error {
     Team(#[from] crate::team::TeamError),
     #[error(transparent)]
     Share(#[from] crate::share::ShareError),
+    #[error("session {0} or one of its objects is missing right after it was imported")]
+    Missing(SessionId),
     #[error("fsck of {name}'s store is not clean: {report}")]
     Fsck { name: String, report: String },
+}
+
+/// One session made by [`Node::import_shared`]: its id, head, and the node count and stored
+/// bytes of its chain.
+#[derive(Debug, Clone, Copy)]
+pub struct Made {
+    pub id: SessionId,
+    pub head: NodeId,
+    pub nodes: u64,
+    pub bytes: u64,
 }
 
 /// A teammate's machine on 127.0.0.1.
@@ -152,6 +164,15 @@ impl Node {
         Ok(report.sessions[0].id)
     }
 
+    /// A generated session whose last messages carry `texts` (markers a test looks for in
+    /// stores, relays and pages); returns its id.
+    pub fn session_with(&self, seed: u64, texts: &[&str]) -> Result<SessionId, Error> {
+        let id = self.import(seed, Shape::default().tool_rounds)?;
+        let texts: Vec<String> = texts.iter().map(|t| t.to_string()).collect();
+        sample::continue_session(&self.store, &id, &texts)?;
+        Ok(id)
+    }
+
     /// Shares session `id` with `audience`, passing the secret gate with `secrets`.
     pub fn share(
         &self,
@@ -173,6 +194,56 @@ impl Node {
             crate::now_ms(),
         )?;
         Ok(())
+    }
+
+    /// Imports generated sessions `first..first + count` of `seed` (each with `rounds` tool
+    /// rounds) in one ingest and shares each with `audience`; returns what each chain holds,
+    /// as a fetch or a deposit sends it.
+    pub fn import_shared(
+        &self,
+        audience: Audience,
+        seed: u64,
+        first: usize,
+        count: usize,
+        rounds: usize,
+    ) -> Result<Vec<Made>, Error> {
+        let shape = Shape {
+            tool_rounds: rounds,
+            ..Shape::default()
+        };
+        let incoming: Vec<Incoming> = (first..first + count)
+            .map(|i| Incoming {
+                session: sample::session(seed, i, shape),
+                path: String::new(),
+            })
+            .collect();
+        let report = ingest(&self.store, &incoming, 0)?;
+        let mut made = Vec::with_capacity(report.sessions.len());
+        for outcome in &report.sessions {
+            let id = outcome.id;
+            self.share(&id, audience, SecretPolicy::Allow)?;
+            let head = self.store.session(&id)?.ok_or(Error::Missing(id))?.head;
+            let (mut nodes, mut bytes) = (0, 0);
+            let mut next = Some(head);
+            while let Some(node) = next {
+                let raw = self
+                    .store
+                    .storage()
+                    .get_object(&node)
+                    .map_err(crate::store::StoreError::from)?
+                    .ok_or(Error::Missing(id))?;
+                next = StoredObject::parent_of(&raw).map_err(|_| Error::Missing(id))?;
+                nodes += 1;
+                bytes += raw.len() as u64;
+            }
+            made.push(Made {
+                id,
+                head,
+                nodes,
+                bytes,
+            });
+        }
+        Ok(made)
     }
 
     /// Whether this node's store holds session `id`.

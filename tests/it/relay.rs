@@ -13,118 +13,77 @@ use std::path::Path;
 use std::sync::Arc;
 
 use iroh::Endpoint;
-use tapes::identity::{Identity, Profile};
+use tapes::identity::Identity;
 use tapes::import::ingest::{ingest, Incoming};
 use tapes::peer::addr::PeerAddr;
 use tapes::peer::client::{connect, PeerConn};
-use tapes::peer::endpoint::{bind, EndpointConfig};
 use tapes::peer::relay_client::SyncItem;
 use tapes::peer::PeerError;
 use tapes::protocol::sync::Scope;
-use tapes::protocol::{MemberId, SessionId, TeamId};
+use tapes::protocol::{SessionId, TeamId};
 use tapes::relay::run::{start, RelayOptions, RunningRelay};
 use tapes::session::sample::{self, Shape};
 use tapes::share::{self, Audience, SecretPolicy, ShareOptions};
-use tapes::store::Store;
 use tapes::team::{self, InviteOptions};
+use tapes::testing::{self, Node};
 
-pub(crate) struct Member {
-    _dir: tempfile::TempDir,
-    pub(crate) store: Arc<Store>,
-    pub(crate) identity: Arc<Identity>,
-    pub(crate) endpoint: Endpoint,
+/// A member's machine for the relay tests: the shared harness node ([`Node`]: a store, an
+/// identity, a loopback endpoint) with the relay steps these tests repeat, unwrapped.
+pub(crate) struct Member(Node);
+
+impl std::ops::Deref for Member {
+    type Target = Node;
+    fn deref(&self) -> &Node {
+        &self.0
+    }
 }
 
 impl Member {
     pub(crate) async fn new(name: &str) -> Member {
-        Self::with_identity(
-            Identity::generate(Profile {
-                name: name.into(),
-                email: None,
-            })
-            .unwrap(),
-        )
-        .await
+        Member(Node::new(name).await.unwrap())
     }
 
     pub(crate) async fn with_identity(identity: Identity) -> Member {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(Store::open(&dir.path().join("store")).unwrap());
-        store.set_local_owner(&id_of(&identity)).unwrap();
-        let identity = Arc::new(identity);
-        let endpoint = bind(&identity, &EndpointConfig::loopback()).await.unwrap();
-        Member {
-            _dir: dir,
-            store,
-            identity,
-            endpoint,
-        }
+        Member(
+            Node::with_identity(identity, Arc::new(|_| {}))
+                .await
+                .unwrap(),
+        )
     }
 
-    pub(crate) fn id(&self) -> MemberId {
-        id_of(&self.identity)
+    pub(crate) fn endpoint(&self) -> &Endpoint {
+        self.0.router.endpoint()
     }
 
     pub(crate) async fn relay(&self, ticket: &PeerAddr) -> Result<PeerConn, PeerError> {
-        Ok(connect(&self.endpoint, ticket, "relay").await?.into_relay())
+        Ok(connect(self.endpoint(), ticket, "relay")
+            .await?
+            .into_relay())
     }
 
     /// A session whose messages carry `texts`.
     pub(crate) fn session_with(&self, seed: u64, texts: &[&str]) -> SessionId {
-        let report = ingest(
-            &self.store,
-            &[Incoming {
-                session: sample::session(seed, 0, Shape::default()),
-                path: String::new(),
-            }],
-            0,
-        )
-        .unwrap();
-        let id = report.sessions[0].id;
-        let texts: Vec<String> = texts.iter().map(|t| t.to_string()).collect();
-        sample::continue_session(&self.store, &id, &texts).unwrap();
-        id
+        self.0.session_with(seed, texts).unwrap()
     }
 
     pub(crate) fn share(&self, id: &SessionId, audience: Audience) {
-        share::share(
-            &self.store,
-            &self.identity,
-            id,
-            &ShareOptions {
-                audience,
-                title: None,
-                note: None,
-                expires_ms: None,
-                secrets: SecretPolicy::Allow,
-            },
-            tapes::now_ms(),
-        )
-        .unwrap();
+        self.0.share(id, audience, SecretPolicy::Allow).unwrap()
     }
 
     pub(crate) fn has(&self, id: &SessionId) -> bool {
-        self.store.session(id).unwrap().is_some()
+        self.0.has(id).unwrap()
     }
 
     pub(crate) fn fsck_clean(&self) {
-        let report = tapes::store::fsck::fsck(&self.store, |_| {}).unwrap();
-        assert!(report.is_clean(), "{report:?}");
+        self.0.fsck_clean().unwrap()
     }
 
     pub(crate) async fn sync(
         &self,
         ticket: &PeerAddr,
     ) -> tapes::peer::relay_client::RelaySyncReport {
-        let conn = self.relay(ticket).await.unwrap();
-        let report = conn.relay_sync(&self.store, &self.identity).await.unwrap();
-        conn.close();
-        report
+        self.0.relay_sync(ticket).await.unwrap()
     }
-}
-
-fn id_of(identity: &Identity) -> MemberId {
-    MemberId(identity.verifying_key().to_bytes())
 }
 
 pub(crate) fn options() -> RelayOptions {
@@ -173,19 +132,14 @@ pub(crate) async fn second_machine(member: &Member) -> Member {
 
 /// Adds `joiner` to `owner`'s team without the network (invite, request, accept, complete).
 pub(crate) fn add_member(owner: &Member, joiner: &Member, team: &TeamId) {
-    let chain = team::load(&owner.store, team).unwrap();
-    let (code, _) = team::invite(
+    testing::add_member(
         &owner.store,
         &owner.identity,
-        &chain,
-        invite_options(),
-        tapes::now_ms(),
+        &joiner.store,
+        &joiner.identity,
+        team,
     )
     .unwrap();
-    let (invite, request) = team::join_request(&joiner.identity, &code, tapes::now_ms()).unwrap();
-    let response =
-        team::accept_join(&owner.store, &owner.identity, &request, tapes::now_ms()).unwrap();
-    team::complete_join(&joiner.store, &joiner.identity, &invite.team, response).unwrap();
 }
 
 fn invite_options() -> InviteOptions {
@@ -279,7 +233,7 @@ async fn members_sync_through_a_relay_that_holds_no_plaintext() {
         .any(|(id, scope, _)| *id == team_session && *scope == Scope::Team(team)));
 
     // Alice goes away; bob gets both from the relay, byte-equal, and never the private one.
-    alice.endpoint.close().await;
+    alice.endpoint().close().await;
     let report = bob.sync(&ticket).await;
     assert_eq!(report.fetched.new_sessions, 2, "{report:?}");
     assert!(bob.has(&team_session) && bob.has(&public_session));
