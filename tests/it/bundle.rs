@@ -8,7 +8,6 @@
 
 use std::path::{Path, PathBuf};
 
-use assert_cmd::Command;
 use tapes::home::Home;
 use tapes::identity::{Identity, Profile};
 use tapes::import::ingest::{ingest, Incoming};
@@ -825,11 +824,8 @@ impl Cli {
     }
 
     fn run(&self, who: &str, args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
-        let mut cmd = Command::cargo_bin("tapes").unwrap();
-        cmd.env("TAPES_HOME", self.home(who))
-            .env_remove("RUST_LOG")
-            .current_dir(self.dir.path())
-            .args(args);
+        let mut cmd = super::util::tapes(&self.home(who));
+        cmd.current_dir(self.dir.path()).args(args);
         if let Some(input) = stdin {
             cmd.write_stdin(input);
         }

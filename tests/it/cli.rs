@@ -28,9 +28,7 @@ fn env() -> Env {
 }
 
 fn tapes(env: &Env) -> Command {
-    let mut cmd = Command::cargo_bin("tapes").unwrap();
-    cmd.env("TAPES_HOME", &env.home).env_remove("RUST_LOG");
-    cmd
+    super::util::tapes(&env.home)
 }
 
 /// Writes sample session `i` as a Claude Code transcript and returns its tapes session id.

@@ -90,10 +90,8 @@ fn world() -> World {
 
 impl World {
     fn tapes(&self) -> Command {
-        let mut cmd = Command::cargo_bin("tapes").unwrap();
-        cmd.env("TAPES_HOME", &self.alice)
-            .env_remove("RUST_LOG")
-            .current_dir(&self.project);
+        let mut cmd = super::util::tapes(&self.alice);
+        cmd.current_dir(&self.project);
         cmd
     }
 
@@ -793,9 +791,8 @@ fn an_identity_moves_to_a_second_device_and_pulls_and_pushes_as_the_same_node() 
     let project = w.alice.parent().unwrap().join("laptop-project");
     std::fs::create_dir_all(&project).unwrap();
     let on_laptop = |pass: &str, args: &[&str]| {
-        let mut cmd = Command::cargo_bin("tapes").unwrap();
-        cmd.env("TAPES_HOME", &laptop)
-            .env("TAPES_PASSPHRASE", pass)
+        let mut cmd = super::util::tapes(&laptop);
+        cmd.env("TAPES_PASSPHRASE", pass)
             .env_remove("RUST_LOG")
             .current_dir(&project)
             .args(args);
@@ -818,9 +815,7 @@ fn an_identity_moves_to_a_second_device_and_pulls_and_pushes_as_the_same_node() 
     .assert()
     .success();
     let id = |home: &Path| -> String {
-        let out = Command::cargo_bin("tapes")
-            .unwrap()
-            .env("TAPES_HOME", home)
+        let out = super::util::tapes(home)
             .args(["id", "--json"])
             .output()
             .unwrap();
@@ -863,10 +858,7 @@ fn identity_files_copied_by_hand_still_own_their_sessions() {
         .unwrap();
     }
     let run = |args: &[&str]| {
-        Command::cargo_bin("tapes")
-            .unwrap()
-            .env("TAPES_HOME", &copy)
-            .env_remove("RUST_LOG")
+        super::util::tapes(&copy)
             .current_dir(&w.project)
             .args(args)
             .assert()

@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command as Process;
 use std::time::{Duration, Instant};
 
-use assert_cmd::Command;
 use tapes::home::Home;
 use tapes::identity::Identity;
 use tapes::protocol::manifest::TeamRole;
@@ -24,10 +23,7 @@ const FIXTURES: &str = concat!(
 const HOUR: i64 = 3_600_000;
 
 fn tapes(home: &Path, dir: &Path, args: &[&str]) -> String {
-    let out = Command::cargo_bin("tapes")
-        .unwrap()
-        .env("TAPES_HOME", home)
-        .env_remove("RUST_LOG")
+    let out = super::util::tapes(home)
         .current_dir(dir)
         .args(args)
         .output()

@@ -4,7 +4,6 @@
 
 use std::path::{Path, PathBuf};
 
-use assert_cmd::Command;
 use serde_json::Value;
 use tapes::home::Home;
 use tapes::import::ingest::{ingest, Incoming};
@@ -58,11 +57,8 @@ impl World {
     }
 
     fn ok(&self, args: &[&str], stdin: Option<&str>) -> String {
-        let mut cmd = Command::cargo_bin("tapes").unwrap();
-        cmd.env("TAPES_HOME", self.home())
-            .env_remove("RUST_LOG")
-            .current_dir(self.dir.path())
-            .args(args);
+        let mut cmd = super::util::tapes(self.home());
+        cmd.current_dir(self.dir.path()).args(args);
         if let Some(input) = stdin {
             cmd.write_stdin(input);
         }
@@ -236,9 +232,7 @@ fn csv_has_a_header_row_one_row_per_session_and_quotes_properly() {
 
 /// Runs `tapes` in `world`; returns (exit code, stdout, stderr).
 fn run(world: &World, args: &[&str]) -> (i32, String, String) {
-    let out = Command::cargo_bin("tapes")
-        .unwrap()
-        .env("TAPES_HOME", world.home())
+    let out = super::util::tapes(world.home())
         .env_remove("RUST_LOG")
         .current_dir(world.dir.path())
         .args(args)

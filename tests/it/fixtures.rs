@@ -2,18 +2,13 @@
 //! the counts below were checked by hand against the files (see the importer unit tests for
 //! the per-file reasoning), and a second import adds nothing.
 
-use assert_cmd::Command;
 
 const FIXTURES: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../shared/fixtures/agent-transcripts"
 );
 
-fn tapes(home: &std::path::Path) -> Command {
-    let mut cmd = Command::cargo_bin("tapes").unwrap();
-    cmd.env("TAPES_HOME", home);
-    cmd
-}
+use super::util::tapes;
 
 #[test]
 fn every_fixture_imports_once() {

@@ -3,7 +3,6 @@
 //! missing pack. The damage is made by writing to the sled trees or the pack files directly, as
 //! a failing disk or a buggy tool would, behind tapes' back.
 
-use assert_cmd::Command;
 use predicates::prelude::*;
 use tapes::import::ingest::{ingest, Incoming};
 use tapes::protocol::MemberId;
@@ -28,11 +27,7 @@ fn populated_home() -> (tempfile::TempDir, Vec<SessionId>) {
 }
 
 fn fsck(home: &std::path::Path) -> assert_cmd::assert::Assert {
-    Command::cargo_bin("tapes")
-        .unwrap()
-        .env("TAPES_HOME", home)
-        .arg("fsck")
-        .assert()
+    super::util::tapes(home).arg("fsck").assert()
 }
 
 fn with_trees(home: &std::path::Path, f: impl FnOnce(&sled::Tree, &sled::Tree)) {
@@ -272,12 +267,7 @@ fn a_missing_pack_file_stops_the_store_from_opening() {
 }
 
 fn tapes(home: &std::path::Path, args: &[&str]) -> assert_cmd::assert::Assert {
-    Command::cargo_bin("tapes")
-        .unwrap()
-        .env("TAPES_HOME", home)
-        .env_remove("RUST_LOG")
-        .args(args)
-        .assert()
+    super::util::tapes(home).args(args).assert()
 }
 
 fn session_count(home: &std::path::Path) -> usize {
@@ -350,9 +340,7 @@ fn flipped_bytes_in_the_database_never_lose_a_session_that_survives_elsewhere() 
         std::fs::write(&db, &bytes).unwrap();
         // Either the store still opens with every session, or fsck says so and repair
         // brings every one back.
-        let opens = Command::cargo_bin("tapes")
-            .unwrap()
-            .env("TAPES_HOME", home)
+        let opens = super::util::tapes(home)
             .args(["sessions", "--json"])
             .output()
             .unwrap();

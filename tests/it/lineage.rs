@@ -42,10 +42,7 @@ fn setup(theirs: Visibility) -> (tempfile::TempDir, SessionId, SessionId) {
 }
 
 fn tapes(dir: &tempfile::TempDir) -> Command {
-    let mut cmd = Command::cargo_bin("tapes").unwrap();
-    // Branch and fork write the tracking file of the current directory: keep it in the temp dir.
-    cmd.env("TAPES_HOME", dir.path()).current_dir(dir.path());
-    cmd
+    super::util::tapes(dir.path())
 }
 
 #[test]

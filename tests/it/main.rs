@@ -1,12 +1,14 @@
 //! The integration tests, one binary (as ripgrep does: one link of the library and its
 //! dependencies instead of one per file). Each module is one area, named as before; shared
-//! parts: `agents` (the real agent CLIs against a stand-in model API, SPEC.md §17) and `netns`
+//! parts: `util` (how a test runs the `tapes` binary), `agents` (the real agent CLIs against a
+//! stand-in model API, SPEC.md §17) and `netns`
 //! (network namespaces: two hosts on a LAN, two homes behind NATs with a relay between).
 //!
 //! `cargo test --test it <module>::` runs one area, e.g. `cargo test --test it nat::`.
 
 mod agents;
 mod netns;
+mod util;
 
 mod bundle;
 mod cli;

@@ -4,7 +4,6 @@
 
 use std::path::{Path, PathBuf};
 
-use assert_cmd::Command;
 use tapes::home::Home;
 use tapes::protocol::SessionId;
 use tapes::session::sample::{self, Shape};
@@ -29,10 +28,7 @@ fn env() -> Env {
 
 impl Env {
     fn run(&self, args: &[&str]) -> Run {
-        let out = Command::cargo_bin("tapes")
-            .unwrap()
-            .env("TAPES_HOME", &self.home)
-            .env_remove("RUST_LOG")
+        let out = super::util::tapes(&self.home)
             .current_dir(self.dir.path())
             .args(args)
             .output()

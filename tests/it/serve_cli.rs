@@ -6,22 +6,8 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command as StdCommand, Stdio};
 
-use assert_cmd::Command;
 
-fn tapes(home: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::cargo_bin("tapes")
-        .unwrap()
-        .env("TAPES_HOME", home)
-        .env_remove("RUST_LOG")
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use super::util::output as tapes;
 
 fn ok(home: &Path, args: &[&str]) -> String {
     let (code, stdout, stderr) = tapes(home, args);

@@ -14,7 +14,6 @@ use std::path::{Path, PathBuf};
 /// What a public share says when no relay with a public page is configured.
 const NO_PAGE: &str = "no relay with a public page is configured, so there is no web page for it; teammates fetch it by id (`tapes storage configure --relay <ticket>` adds a relay)";
 
-use assert_cmd::Command;
 use serde_json::{json, Value};
 use tapes::home::Home;
 use tapes::identity::Identity;
@@ -172,11 +171,8 @@ impl World {
     }
 
     fn run_with(&self, who: &Person, args: &[&str], stdin: Option<&str>) -> Run {
-        let mut cmd = Command::cargo_bin("tapes").unwrap();
-        cmd.env("TAPES_HOME", &who.home)
-            .env_remove("RUST_LOG")
-            .current_dir(self.work())
-            .args(args);
+        let mut cmd = super::util::tapes(&who.home);
+        cmd.current_dir(self.work()).args(args);
         if let Some(input) = stdin {
             cmd.write_stdin(input);
         }

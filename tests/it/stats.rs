@@ -292,9 +292,7 @@ fn stats_cli_prints_totals_and_json() {
         .unwrap();
     }
     let run = |args: &[&str]| {
-        let out = assert_cmd::Command::cargo_bin("tapes")
-            .unwrap()
-            .env("TAPES_HOME", h)
+        let out = super::util::tapes(h)
             .arg("stats")
             .args(args)
             .assert()

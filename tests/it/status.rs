@@ -12,7 +12,6 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use assert_cmd::Command;
 
 const OWN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/status");
 const REAL: &str = concat!(
@@ -20,11 +19,7 @@ const REAL: &str = concat!(
     "/../shared/fixtures/agent-transcripts"
 );
 
-fn tapes(home: &Path) -> Command {
-    let mut cmd = Command::cargo_bin("tapes").unwrap();
-    cmd.env("TAPES_HOME", home).env_remove("RUST_LOG");
-    cmd
-}
+use super::util::tapes;
 
 fn json(home: &Path, args: &[&str]) -> Vec<serde_json::Value> {
     let out = tapes(home)

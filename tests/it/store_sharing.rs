@@ -22,11 +22,7 @@ const WAITING: &str = "waiting for another tapes process";
 /// Set for the child process `holder_process` runs as: the store it holds.
 const HOLD_ENV: &str = "TAPES_TEST_HOLD_STORE";
 
-fn tapes(home: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tapes"));
-    cmd.env("TAPES_HOME", home).env_remove("RUST_LOG");
-    cmd
-}
+use super::util::std_tapes as tapes;
 
 /// Runs `tapes ARGS`, which must succeed without waiting for the store; returns its stdout.
 fn run(home: &Path, args: &[&str]) -> String {

@@ -8,7 +8,6 @@
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 
-use assert_cmd::Command;
 
 struct World {
     dir: tempfile::TempDir,
@@ -59,10 +58,7 @@ impl World {
     }
 
     fn run(&self, who: &Person, args: &[&str]) -> Run {
-        let out = Command::cargo_bin("tapes")
-            .unwrap()
-            .env("TAPES_HOME", &who.home)
-            .env_remove("RUST_LOG")
+        let out = super::util::tapes(&who.home)
             .current_dir(self.work())
             .args(args)
             .output()

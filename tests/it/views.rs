@@ -62,10 +62,8 @@ impl World {
     }
 
     fn cmd(&self, who: &Person, args: &[&str]) -> Command {
-        let mut cmd = Command::cargo_bin("tapes").unwrap();
-        cmd.env("TAPES_HOME", &who.home)
-            .env_remove("RUST_LOG")
-            .env_remove("COLUMNS")
+        let mut cmd = super::util::tapes(&who.home);
+        cmd.env_remove("COLUMNS")
             .current_dir(self.work())
             .args(args);
         cmd

@@ -7,7 +7,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use tapes::import::ingest::build_chain;
@@ -18,11 +18,7 @@ use tapes::store::Store;
 const DEADLINE: Duration = Duration::from_secs(20);
 const POLL: Duration = Duration::from_millis(100);
 
-fn tapes(home: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tapes"));
-    cmd.env("TAPES_HOME", home).env_remove("RUST_LOG");
-    cmd
-}
+use super::util::std_tapes as tapes;
 
 fn run(home: &Path, args: &[&str]) -> String {
     let out: Output = tapes(home).args(args).output().unwrap();
