@@ -2,6 +2,7 @@
 //!
 //! `cargo bench --bench import -- [--nodes 1000000] [--jsonl]`
 //! `cargo bench --bench import -- --big-line 50` (peak memory of `tapes import` of one line)
+//! `cargo bench --bench import -- --index` (also: the search index `tapes import` keeps current)
 //!
 //! Without `--jsonl` sessions go straight to the ingest path (hashing, encoding, sled batches,
 //! flushes): the cost of the store itself. With `--jsonl` they are first written as Claude Code
@@ -40,6 +41,7 @@ fn main() {
         sessions * per_session
     );
     let started = Instant::now();
+    let import_secs;
     let report = if jsonl {
         let src = dir.path().join("transcripts");
         std::fs::create_dir_all(&src).expect("mkdir");
@@ -56,6 +58,7 @@ fn main() {
         );
         let started = Instant::now();
         let summary = import_paths(&store, &[src], tapes::now_ms(), |_| {}).expect("import");
+        import_secs = started.elapsed().as_secs_f64();
         print_rate(
             "import from JSONL",
             summary.report.new_nodes,
@@ -88,6 +91,7 @@ fn main() {
             total.merge(ingest(&store, &sessions[from..to], tapes::now_ms()).expect("ingest"));
             from = to;
         }
+        import_secs = started.elapsed().as_secs_f64();
         print_rate(
             "ingest (chain + hash + encode + store + flush)",
             total.new_nodes,
@@ -96,6 +100,9 @@ fn main() {
         );
         total
     };
+    if args.iter().any(|a| a == "--index") {
+        index_figures(&store, nodes, shape, per_session, import_secs);
+    }
     store.storage().flush().expect("flush");
     let on_disk = store.storage().size_on_disk().expect("size");
     println!(
@@ -103,6 +110,62 @@ fn main() {
         store.storage().object_count(),
         report.sessions.len(),
         human(on_disk as usize)
+    );
+}
+
+/// Import with the search index kept current (what `tapes import` does since it ends with a
+/// catch-up): building the index after the first import, then a small import into an indexed
+/// store (the ingest hook indexes its sessions) against the same import with no index.
+fn index_figures(store: &Store, nodes: usize, shape: Shape, per_session: usize, import_secs: f64) {
+    let started = Instant::now();
+    let report = tapes::views::search::catch_up(store, &mut |_| {}).expect("index");
+    let index_secs = started.elapsed().as_secs_f64();
+    println!(
+        "index build after the import: {} messages in {index_secs:.2} s = {:.0} messages/s; import {import_secs:.2} s without indexing, {:.2} s with ({:.2}x)",
+        report.nodes,
+        report.nodes as f64 / index_secs,
+        import_secs + index_secs,
+        (import_secs + index_secs) / import_secs
+    );
+    let started = Instant::now();
+    assert!(
+        tapes::views::search::catch_up(store, &mut |_| {})
+            .expect("check")
+            .sessions
+            == 0
+    );
+    println!(
+        "catch-up check after it (nothing changed): {:.2?}",
+        started.elapsed()
+    );
+    // 1% more sessions, in import batches: with the index present (kept current by ingest),
+    // then the same count into a second store without one.
+    let more = (nodes / per_session / 100).max(1);
+    let batch = |seed: u64| -> Vec<Incoming> {
+        (0..more)
+            .map(|i| Incoming {
+                session: sample::session(seed, i, shape),
+                path: String::new(),
+            })
+            .collect()
+    };
+    let small = |store: &Store, seed: u64| {
+        let sessions = batch(seed);
+        let started = Instant::now();
+        for chunk in sessions.chunks(64) {
+            ingest(store, chunk, tapes::now_ms()).expect("ingest");
+        }
+        started.elapsed().as_secs_f64()
+    };
+    let with = small(store, 8);
+    assert!(tapes::views::search::is_current(store).expect("generation"));
+    let other = tempfile::tempdir().expect("temp dir");
+    let bare = Store::open(&other.path().join("store")).expect("open store");
+    let without = small(&bare, 8);
+    println!(
+        "import of {} more messages in batches of 64 sessions: {with:.2} s into the indexed store (index kept current), {without:.2} s into a store without an index ({:.2}x)",
+        more * per_session,
+        with / without
     );
 }
 

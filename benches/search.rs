@@ -7,7 +7,10 @@
 //! a no-op catch-up sync (what every `tapes search` does first), and per-query latency p50/p99
 //! of `SearchIndex::search` (filters, tantivy query, per-session aggregation, sort, records and
 //! snippets of the top 20). Then `rg -c -i <word>` over one JSONL file holding the same
-//! messages, for the same queries, when `rg` is on PATH.
+//! messages, for the same queries, when `rg` is on PATH. Then `tapes search` as a user runs it,
+//! process start to exit (top 20 as a table; every match piped as ids), beside the target
+//! (p50 < 50 ms) and rg. `--keep DIR` leaves the home there; `TAPES_BENCH_BIN` times another
+//! `tapes` binary, `TAPES_BENCH_BASELINE` times an older one after it.
 
 use std::io::Write as _;
 use std::time::{Duration, Instant};
@@ -29,7 +32,23 @@ fn main() {
     let per_session = 2 + shape.tool_rounds * 2;
     let sessions = nodes.div_ceil(per_session);
     let dir = tempfile::tempdir().expect("temp dir");
-    let store = Store::open(&dir.path().join("store")).expect("open store");
+    // `--keep DIR`: build in DIR and leave it there (to profile the CLI against it afterwards).
+    let kept = args
+        .iter()
+        .position(|a| a == "--keep")
+        .and_then(|i| args.get(i + 1))
+        .map(std::path::PathBuf::from);
+    let dir = match &kept {
+        Some(path) => {
+            std::fs::create_dir_all(path).expect("--keep dir");
+            Dir::Kept(path.clone())
+        }
+        None => Dir::Temp(dir),
+    };
+    // `<home>/store` and `<home>/index`, as `tapes` lays them out, so the CLI runs below use them.
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(&home).expect("home");
+    let store = Store::open(&home.join("store")).expect("open store");
     println!(
         "search benchmark: {sessions} sessions x {per_session} messages = {} messages",
         sessions * per_session
@@ -154,11 +173,11 @@ fn main() {
             ..SearchQuery::default()
         };
         let started = Instant::now();
-        let _ = index.search(&store, &q, &prices).expect("search");
+        let _ = index.search_ids(&q, &prices).expect("search");
         times.push(started.elapsed());
     }
     report_latency(
-        "tapes search (every match, ids as piped: no limit, no snippets)",
+        "tapes search (every match, ids as piped: no limit, no snippets, no records)",
         &mut times,
     );
 
@@ -177,12 +196,120 @@ fn main() {
                 times.push(started.elapsed());
                 let _ = out.stdout;
             }
-            report_latency("rg -c -i over the JSONL (50 of the queries)", &mut times);
+            let rg_p50 = report_latency("rg -c -i over the JSONL (50 of the queries)", &mut times);
+            cli(&home, &words, Some(rg_p50), &index_dir, store, index);
+            return;
+        }
+    }
+    cli(&home, &words, None, &index_dir, store, index);
+}
+
+/// `tapes search` as a user runs it: process start to exit, the store and index closed by this
+/// process first (a running holder would serve the store over its socket instead).
+fn cli(
+    home: &std::path::Path,
+    words: &[String],
+    rg_p50: Option<Duration>,
+    index_dir: &std::path::Path,
+    store: Store,
+    index: SearchIndex,
+) {
+    drop(index);
+    drop(store);
+    // `TAPES_BENCH_BIN`: time that binary instead (a shared target dir's `tapes` may be another
+    // checkout's build); `TAPES_BENCH_BASELINE`: then time this one too (an older build, which
+    // rebuilds the index in its own format first).
+    let ours = std::env::var("TAPES_BENCH_BIN").unwrap_or(env!("CARGO_BIN_EXE_tapes").into());
+    let mut runs = vec![("this build", ours)];
+    if let Ok(baseline) = std::env::var("TAPES_BENCH_BASELINE") {
+        runs.push(("baseline", baseline));
+    }
+    for (name, bin) in runs {
+        println!("CLI: {name} ({bin})");
+        cli_runs(home, words, rg_p50, &bin);
+    }
+    let _ = index_dir;
+}
+
+fn cli_runs(home: &std::path::Path, words: &[String], rg_p50: Option<Duration>, bin: &str) {
+    let run = |args: &[&str]| {
+        let started = Instant::now();
+        let out = std::process::Command::new(bin)
+            .env("TAPES_HOME", home)
+            .env_remove("RUST_LOG")
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run tapes");
+        let took = started.elapsed();
+        assert!(
+            out.status.success(),
+            "tapes {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (took, out)
+    };
+    // Warm the page cache (and catch up, should anything be pending: timed, it is what a
+    // user would wait for).
+    let (warm, _) = run(&["search", "warmup"]);
+    println!("  first search (page cache cold or index to build): {warm:.2?}");
+    let mut top = Vec::new();
+    let mut piped = Vec::new();
+    let mut ids = 0usize;
+    for w in words.iter().take(50) {
+        top.push(run(&["search", "--table", "--limit", "20", w]).0);
+        let (took, out) = run(&["search", w]);
+        piped.push(took);
+        ids += out
+            .stdout
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .count();
+    }
+    let top_p50 = report_latency(
+        "`tapes search --table --limit 20 WORD` (process start to exit)",
+        &mut top,
+    );
+    println!(
+        "  target: p50 < 50 ms; ratio to target {:.2}",
+        top_p50.as_secs_f64() / 0.050
+    );
+    let piped_p50 = report_latency(
+        "`tapes search WORD | …` every match, ids (process start to exit)",
+        &mut piped,
+    );
+    println!("  ({ids} ids over {} queries)", piped.len());
+    if let Some(rg) = rg_p50 {
+        println!(
+            "  anchor rg -c -i p50 {:.2?}; tapes/rg = {:.2} (below 1 is faster than rg)",
+            rg,
+            piped_p50.as_secs_f64() / rg.as_secs_f64()
+        );
+    }
+    // Where a command's time goes, from its own trace (`-vv`).
+    let (_, out) = run(&["-vv", "search", "invoice"]);
+    for line in String::from_utf8_lossy(&out.stderr).lines() {
+        if line.contains("search index") || line.contains("catch-up") {
+            println!("  trace: {}", line.trim());
         }
     }
 }
 
-fn report_latency(what: &str, times: &mut [Duration]) {
+enum Dir {
+    Temp(tempfile::TempDir),
+    Kept(std::path::PathBuf),
+}
+
+impl Dir {
+    fn path(&self) -> &std::path::Path {
+        match self {
+            Dir::Temp(t) => t.path(),
+            Dir::Kept(p) => p,
+        }
+    }
+}
+
+fn report_latency(what: &str, times: &mut [Duration]) -> Duration {
     times.sort();
     let pick = |p: f64| times[((times.len() as f64 * p) as usize).min(times.len() - 1)];
     println!(
@@ -192,6 +319,7 @@ fn report_latency(what: &str, times: &mut [Duration]) {
         pick(0.99),
         times[times.len() - 1]
     );
+    pick(0.50)
 }
 
 fn which_rg() -> Option<std::path::PathBuf> {

@@ -13,6 +13,8 @@ pub const EXAMPLES: &[(&str, &str)] = &[
     ("show", "tapes show 3f2a9c"),
     ("log", "tapes log --graph 3f2a9c"),
     ("fsck", "tapes fsck"),
+    ("rm", "tapes rm 3f2a9c --everywhere"),
+    ("gc", "tapes gc"),
     (
         "completions",
         "tapes completions bash > ~/.local/share/bash-completion/completions/tapes",
@@ -62,6 +64,8 @@ pub const EXAMPLES: &[(&str, &str)] = &[
     ("peers", "tapes peers --wait 5"),
     ("share", "tapes share 3f2a9c --team platform --expires 7d"),
     ("unshare", "tapes unshare 3f2a9c --public"),
+    ("audit", "tapes audit --team platform --since 7d"),
+    ("audit verify", "tapes audit verify"),
     ("shared", "tapes shared --sharer alice --since 7d"),
     ("config", "tapes config set default-visibility.billing team"),
     (

@@ -11,6 +11,7 @@
 //! | sessions | [`session`] | session records, branch and fork ([`session::lineage`]), how a session ended ([`session::status`]), what it cost ([`session::pricing`]) |
 //! | capture | [`import`] | agent transcripts in, as atomic batches ([`import::ingest`]), and watch mode |
 //! | resume | [`resume`] | sessions out, in each agent's own format, and the agent's new turns back |
+//! | audit | [`audit`] | the per-team access log: signed, hash-chained entries per writer, merge and verify (SPEC §18) |
 //! | sharing | [`share`] | share records, the secret gate ([`share::gate`], [`share::secrets`]), what leaves the machine ([`share::outgoing`]) and who may see what ([`share::access`]) |
 //! | moving | [`sync`] | the [`sync::remote::Remote`] trait, pull/push plans, bundles, storage providers, tracking |
 //! | network | [`peer`], [`relay`] | `tapes/sync/1` over iroh between teammates, and the relay that keeps sealed copies |
@@ -20,6 +21,7 @@
 //! A module only imports modules of its own or a lower layer (a test, `tests/it/layering.rs`,
 //! refuses two modules that import each other).
 
+pub mod audit;
 pub mod duration;
 #[doc(hidden)]
 pub mod fuzz_targets;

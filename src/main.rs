@@ -46,6 +46,11 @@ enum Command {
     Log(cli::sessions::LogArgs),
     /// Verify every object hash, parent link and ref; exits non-zero on damage.
     Fsck(cli::fsck::FsckArgs),
+    /// Remove a session (its messages go at `tapes gc`; `--undo` until then); `--everywhere`
+    /// also asks peers and relays to drop it.
+    Rm(cli::rm::RmArgs),
+    /// Delete from disk the messages no session uses any more (after `tapes rm`).
+    Gc(cli::rm::GcArgs),
     /// Branch your own session: a new session sharing its first N messages.
     Branch(cli::lineage::BranchArgs),
     /// Fork someone else's visible session into a new session you own.
@@ -81,6 +86,9 @@ enum Command {
     Unshare(cli::share::UnshareArgs),
     /// What teammates shared with you, newest first (● = unread).
     Shared(cli::share::SharedArgs),
+    /// Who shared, unshared, fetched, deposited, deleted what, when (the teams' access logs);
+    /// `tapes audit verify` checks their hash chains and signatures.
+    Audit(cli::audit::AuditArgs),
     /// Settings, e.g. `tapes config set default-visibility.<project> team`.
     #[command(subcommand)]
     Config(cli::share::ConfigCommand),
@@ -181,6 +189,8 @@ fn main() -> ExitCode {
         Command::Show(args) => cli::sessions::show(args),
         Command::Log(args) => cli::sessions::log(args),
         Command::Fsck(args) => cli::fsck::run(args),
+        Command::Rm(args) => cli::rm::run(args),
+        Command::Gc(args) => cli::rm::gc(args),
         Command::Team(command) => cli::team::run(command),
         Command::Bundle(command) => cli::bundle::run(command),
         Command::Export(args) => cli::export::run(args),
@@ -193,6 +203,7 @@ fn main() -> ExitCode {
         Command::Unshare(args) => cli::share::unshare(args),
         Command::Shared(args) => cli::share::shared(args),
         Command::Config(command) => cli::share::config(command),
+        Command::Audit(args) => cli::audit::run(args),
         Command::Branch(args) => cli::lineage::branch(args),
         Command::Fork(args) => cli::lineage::fork(args),
         Command::Remote(command) => cli::remote::run(command),

@@ -205,6 +205,25 @@ pub async fn connect_relay(
     Err(failure)
 }
 
+/// The relay's retention for this member's teams (SPEC.md §16.14), one line each; empty when
+/// it keeps everything or cannot be asked (`tapes storage status`).
+pub async fn relay_retention(identity: &Identity, relay: &ConfiguredRelay) -> Vec<String> {
+    let Ok((endpoint, conn)) = connect_relay(identity, relay, STATUS_DIAL_TIMEOUT).await else {
+        return Vec::new();
+    };
+    let lines = tokio::time::timeout(
+        STATUS_TIMEOUT,
+        crate::peer::tombstone_sync::retention(&conn),
+    )
+    .await;
+    conn.close();
+    endpoint.close().await;
+    match lines {
+        Ok(Ok(lines)) => lines,
+        _ => Vec::new(),
+    }
+}
+
 /// One sync attempt with the configured relay.
 pub struct Attempt {
     pub relay: ConfiguredRelay,
@@ -232,6 +251,7 @@ pub async fn attempt(
                 .relay_sync_only(store, identity, only)
                 .await
                 .map_err(peer_failure);
+            crate::peer::audit_sync::pull_quietly(&conn, store, identity).await; // SPEC §18.3
             conn.close();
             endpoint.close().await;
             result

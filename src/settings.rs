@@ -6,6 +6,7 @@
 //! |---|---|
 //! | `default-visibility.<project>` | `private`, `team`, `team:<name>`, `public` |
 //! | `share.paths` | `name` (default), `full` |
+//! | `sync.content.<project>` | `team` (default), `none` (content never leaves this machine, SPEC §11.4) |
 
 use crate::share::outgoing::{PathPolicy, PATHS_SETTING};
 use crate::store::backend::RefUpdate;
@@ -16,7 +17,7 @@ pub const DEFAULT_VISIBILITY: &str = "default-visibility.";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
-    #[error("unknown setting `{0}`; settable: default-visibility.<project>, share.paths, network.relays")]
+    #[error("unknown setting `{0}`; settable: default-visibility.<project>, share.paths, sync.content.<project>, network.relays")]
     Unknown(String),
     #[error("name the project: default-visibility.<project>")]
     NoProject,
@@ -24,6 +25,8 @@ pub enum SettingsError {
     BadVisibility { value: String },
     #[error("`{value}` is not a choice for {key}; use name (only the project's name travels, the default) or full (full working directories travel)")]
     BadPaths { key: String, value: String },
+    #[error("`{value}` is not a choice for {key}; use team (content travels to whom you share it with, the default) or none (content never leaves this machine: shares carry a summary only, push and bundle refuse)")]
+    BadContent { key: String, value: String },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -33,6 +36,18 @@ pub fn validate(key: &str, value: &str) -> Result<(), SettingsError> {
     if key == PATHS_SETTING {
         if PathPolicy::parse(value).is_none() {
             return Err(SettingsError::BadPaths {
+                key: key.into(),
+                value: value.into(),
+            });
+        }
+        return Ok(());
+    }
+    if let Some(project) = key.strip_prefix(crate::share::summary::CONTENT_SETTING) {
+        if project.is_empty() {
+            return Err(SettingsError::NoProject);
+        }
+        if crate::share::summary::ContentPolicy::parse(value).is_none() {
+            return Err(SettingsError::BadContent {
                 key: key.into(),
                 value: value.into(),
             });

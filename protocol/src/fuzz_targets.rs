@@ -5,7 +5,8 @@
 //! `fuzz/` crate's libFuzzer targets call these, and `tests/it/fuzz_corpus.rs` replays every
 //! corpus file through them under `cargo test`. The formats are those of SPEC.md §2.2–§2.5
 //! (node bodies and stored objects), §9.1 and §9.4 (manifests, invites, joins), §12.1–§12.2
-//! (bundles), §14 (reconciliation messages) and §15.1–§15.2 (`tapes/sync/1` frames).
+//! (bundles), §14 (reconciliation messages), §15.1–§15.2 (`tapes/sync/1` frames), §3.5
+//! (tombstones), §11.4 (share summaries) and §18 (audit entries).
 //!
 //! Besides "does not panic", each checks what a strict decoder promises: whatever decodes
 //! encodes back to the same value (and, for the canonical formats, the same bytes).
@@ -314,5 +315,36 @@ mod tests {
             team_chain(data);
             join_message(data);
         }
+    }
+}
+
+/// What peers and relays exchange about privacy (SPEC.md §3.5, §11.4, §18): a signed
+/// tombstone, an audit entry, and share bytes with a signed summary after them. Each decodes
+/// strictly and re-encodes to the same bytes; checks on what decoded never panic.
+pub fn privacy_records(data: &[u8]) {
+    if let Ok(entry) = crate::audit::SignedAuditEntry::decode(data) {
+        assert_eq!(
+            entry.encode(),
+            data,
+            "an audit entry re-encodes to its bytes"
+        );
+        let _ = entry.verify();
+        let _ = entry.check_after(None);
+        let _ = entry.check_after(Some(&entry));
+        let _ = crate::audit::check_chain(std::slice::from_ref(&entry));
+    }
+    if let Ok(tombstone) = crate::tombstone::SignedTombstone::decode(data) {
+        assert_eq!(
+            tombstone.encode(),
+            data,
+            "a tombstone re-encodes to its bytes"
+        );
+        let _ = tombstone.check(&tombstone.tombstone.session, &tombstone.tombstone.owner);
+    }
+    if let Ok(Some(summary)) = crate::summary::of_share_bytes(data) {
+        let _ = summary.verify();
+        let again =
+            crate::summary::SignedSummary::decode(&summary.encode()).expect("a summary re-encodes");
+        assert_eq!(again, summary);
     }
 }

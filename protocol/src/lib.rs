@@ -5,6 +5,7 @@
 //! I/O: no files, no sockets, no clocks. Everything here is specified normatively in `SPEC.md`
 //! at the repository root and pinned by the conformance vectors in `protocol/vectors/`.
 
+pub mod audit;
 pub mod bundle;
 pub mod bytes;
 pub mod canonical;
@@ -21,8 +22,10 @@ pub mod object;
 pub mod reconcile;
 pub mod record;
 pub mod signed;
+pub mod summary;
 pub mod sync;
 pub mod team_chain;
+pub mod tombstone;
 mod wire_bytes;
 
 pub use id::{IdParseError, ManifestId, MemberId, NodeId, SessionId, TeamId};

@@ -83,6 +83,17 @@ impl RefSignature {
 
 pub const SHARE_SIGNATURE_CONTEXT: &str = "tapes 2026-11 share record signature v1";
 
+/// Why a share record is refused (SPEC.md §11.1, §11.4).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ShareError {
+    #[error("the share record does not decode: {0}")]
+    Malformed(String),
+    #[error("its signature does not verify")]
+    BadSignature,
+    #[error(transparent)]
+    Summary(#[from] crate::summary::SummaryError),
+}
+
 /// Who a share is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Audience {
@@ -137,10 +148,14 @@ impl SignedShare {
         postcard::to_stdvec(self).expect("postcard encoding to a Vec cannot fail")
     }
 
-    pub fn decode(bytes: &[u8]) -> Result<SignedShare, String> {
+    pub fn decode(bytes: &[u8]) -> Result<SignedShare, ShareError> {
         let share = SignedShare::decode_stored(bytes)?;
         if !share.verify() {
-            return Err("its signature does not verify".into());
+            return Err(ShareError::BadSignature);
+        }
+        // A metadata-only share's summary must be the sharer's, about this share (§11.4).
+        if let Some(summary) = crate::summary::of_share_bytes(bytes)? {
+            crate::summary::check_tail(&share.record, &summary)?;
         }
         Ok(share)
     }
@@ -149,11 +164,12 @@ impl SignedShare {
     /// again: every path that writes a `share/` ref signs it or verified it first, and
     /// `tapes fsck` re-checks them all. Verifying ~10,000 of them on every sync was half the
     /// cost of answering a no-op fetch.
-    pub fn decode_stored(bytes: &[u8]) -> Result<SignedShare, String> {
+    pub fn decode_stored(bytes: &[u8]) -> Result<SignedShare, ShareError> {
         match postcard::take_from_bytes::<SignedShare>(bytes) {
             Ok((share, [])) => Ok(share),
-            Ok(_) => Err("trailing bytes".into()),
-            Err(e) => Err(e.to_string()),
+            // A metadata-only share carries its summary after the record (§11.4).
+            Ok((share, rest)) => Ok(crate::summary::decode_tail(rest).map(|_| share)?),
+            Err(e) => Err(ShareError::Malformed(e.to_string())),
         }
     }
 

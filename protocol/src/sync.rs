@@ -188,6 +188,22 @@ pub enum Request {
         #[serde(with = "serde_bytes")]
         response: Vec<u8>,
     },
+    /// The audit log of `team` (SPEC.md §18.3): every entry of each writer's chain from the
+    /// seq after the one the client holds (`have`: writer, number of its entries held; writers
+    /// not named: from 0). Answered with [`Response::Audit`] or `Refused`.
+    Audit {
+        team: TeamId,
+        have: Vec<(MemberId, u64)>,
+    },
+    /// The signed tombstones (SPEC.md §3.5) the answering node holds. Answered with
+    /// [`Response::Tombstones`] or `Refused`.
+    Tombstones,
+    /// To a relay: drop this session, by its owner's signed tombstone (SPEC.md §3.5).
+    /// Answered with [`Response::Accepted`] or `Refused`.
+    Bury(crate::tombstone::Published),
+    /// To a relay: its retention (SPEC.md §16.14) for the caller's teams, as lines for the
+    /// user. Answered with [`Response::Retention`].
+    Retention,
 }
 
 /// Where a deposit at a relay is visible.
@@ -308,6 +324,14 @@ pub enum Response {
     /// The join requests waiting for a team: who left each, and the request sealed to the
     /// inviter (only the inviter can open it; other admins skip it).
     Joins(Vec<(MemberId, Vec<u8>)>),
+    /// Audit log entries (encoded `crate::audit::SignedAuditEntry`), each writer's in chain
+    /// order: plain from a member's node, sealed to the team (`TSEAL1`, one entry each) from a
+    /// relay.
+    Audit(#[serde(with = "crate::wire_bytes")] Vec<Vec<u8>>),
+    /// Signed tombstones (`crate::tombstone`), each with the session it is for.
+    Tombstones(Vec<crate::tombstone::Published>),
+    /// A relay's retention for the caller's teams, one line each (none: kept until removed).
+    Retention(Vec<String>),
 }
 
 /// Why bytes are not a frame.

@@ -410,6 +410,7 @@ fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
         }
     })?;
     bar.finish_and_clear();
+    super::search::keep_index_current(&store);
     let total = report.sessions.len();
     if report.nothing_new() {
         println!(

@@ -36,6 +36,8 @@ pub fn run(args: ImportArgs, verbose: u8) -> anyhow::Result<ExitCode> {
         found.add(root);
     }
     let bar = super::progress_bar(found.files.len() as u64, "importing");
+    // One catch-up of the search index at the end instead of one update per batch.
+    tapes::views::search::defer_updates();
     let summary = import_found(&store, found, tapes::now_ms(), |path| {
         bar.set_message(
             path.file_name()
@@ -46,6 +48,7 @@ pub fn run(args: ImportArgs, verbose: u8) -> anyhow::Result<ExitCode> {
     })
     .context("writing the import to the store")?;
     bar.finish_and_clear();
+    super::search::keep_index_current(&store);
     print_summary(&summary, verbose);
     Ok(if summary.refused().next().is_some() {
         ExitCode::from(1)
@@ -111,6 +114,11 @@ fn print_summary(summary: &ImportSummary, verbose: u8) {
                 render::plural(s.messages, "message"),
                 s.path,
                 from.short(),
+            ),
+            (Outcome::Removed, _) => println!(
+                "  not imported {}: removed with `tapes rm` (`tapes rm --forget {}` lets it back)",
+                s.id.short(),
+                s.id.short()
             ),
             (Outcome::Older, _) => println!(
                 "  already have {}: {} is an older copy ({}); nothing changed",

@@ -87,7 +87,7 @@ fn resolve(store: &Store, input: &str) -> anyhow::Result<SessionId> {
         })?;
         return Ok(store.resolve_session(&id.to_hex())?);
     }
-    Ok(store.resolve_session(input)?)
+    Ok(tapes::share::resolve_content(store, input)?)
 }
 
 fn options(args: &CopyArgs) -> anyhow::Result<CopyOptions> {

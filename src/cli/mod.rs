@@ -1,5 +1,6 @@
 //! One module per group of subcommands; each turns arguments into library calls and prints.
 
+pub mod audit;
 pub mod bundle;
 pub mod deck;
 pub mod export;
@@ -13,6 +14,7 @@ pub mod relay;
 pub mod remote;
 pub mod report;
 pub mod resume;
+pub mod rm;
 pub mod search;
 pub mod sessions;
 pub mod share;

@@ -289,6 +289,9 @@ pub fn fetch(args: FetchArgs) -> anyhow::Result<ExitCode> {
     for (name, addr, relay) in targets {
         let result = runtime.block_on(with_peer(&identity, &name, &addr, relay, async |conn| {
             let report = conn.fetch(&store, &identity).await?;
+            tapes::peer::audit_sync::pull_quietly(conn, &store, &identity).await; // SPEC §18.3
+            let removed = tapes::peer::tombstone_sync::pull_quietly(conn, &store).await; // §3.5
+            removed.iter().for_each(|line| println!("{line}"));
             Ok((report, conn.path()))
         }));
         match result {
@@ -307,6 +310,7 @@ pub fn fetch(args: FetchArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    super::search::keep_index_current(&store);
     Ok(if failed {
         ExitCode::from(1)
     } else {
@@ -341,7 +345,11 @@ pub fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
         };
         if relay {
             let result = runtime.block_on(on_conn(endpoint, conn, async |conn| {
-                conn.relay_sync(&store, &identity).await
+                let report = conn.relay_sync(&store, &identity).await;
+                tapes::peer::audit_sync::pull_quietly(conn, &store, &identity).await; // SPEC §18.3
+                let removed = tapes::peer::tombstone_sync::pull_quietly(conn, &store).await; // §3.5
+                removed.iter().for_each(|line| println!("{line}"));
+                report
             }));
             match result {
                 Ok(report) => failed |= print_relay_sync(&name, &report),
@@ -354,6 +362,9 @@ pub fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
         }
         let result = runtime.block_on(on_conn(endpoint, conn, async |conn| {
             let synced = conn.sync(&store, &identity).await?;
+            tapes::peer::audit_sync::pull_quietly(conn, &store, &identity).await; // SPEC §18.3
+            let removed = tapes::peer::tombstone_sync::pull_quietly(conn, &store).await; // §3.5
+            removed.iter().for_each(|line| println!("{line}"));
             Ok((synced, conn.path()))
         }));
         match result {
@@ -379,6 +390,7 @@ pub fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    super::search::keep_index_current(&store);
     Ok(if failed {
         ExitCode::from(1)
     } else {

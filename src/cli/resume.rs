@@ -187,7 +187,7 @@ pub fn import_before_push(store: &Store, files: &[String]) -> anyhow::Result<()>
 
 pub fn checkout(args: CheckoutArgs) -> anyhow::Result<ExitCode> {
     let (_home, store) = super::open_store()?;
-    let id = store.resolve_session(&args.id)?;
+    let id = tapes::share::resolve_content(&store, &args.id)?;
     let dir = agent_dir(args.into.as_deref())?;
     materialize(
         &store,

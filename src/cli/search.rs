@@ -109,7 +109,8 @@ pub struct PricingArgs {
     json: bool,
 }
 
-/// The search index, brought up to date with the store (a busy index is used as it is).
+/// The search index, brought up to date with the store (a busy index is used as it is). A
+/// catch-up that has to index shows a progress bar on a terminal.
 pub fn open_index(store: &Store, reindex: bool) -> anyhow::Result<SearchIndex> {
     let dir = search::index_dir(store);
     let mut index = if reindex {
@@ -117,26 +118,21 @@ pub fn open_index(store: &Store, reindex: bool) -> anyhow::Result<SearchIndex> {
     } else {
         SearchIndex::open(&dir)?
     };
-    match index.sync(store, None) {
+    let mut bar = None;
+    let result = index.sync_with_progress(store, None, &mut |p| progress(&mut bar, p));
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    match result {
         Ok(report) => {
             if report.sessions > 100 && std::io::stderr().is_terminal() {
                 eprintln!(
                     "indexed {} ({})",
-                    tapes::views::render::plural(report.sessions as usize, "session"),
-                    tapes::views::render::plural(report.nodes as usize, "message")
+                    tapes::views::render::plural(report.sessions, "session"),
+                    tapes::views::render::plural(report.nodes, "message")
                 );
             }
-            if !report.failed.is_empty() {
-                eprintln!(
-                    "warning: {} could not be read and {} not searchable; run `tapes fsck`",
-                    tapes::views::render::plural(report.failed.len(), "session"),
-                    if report.failed.len() == 1 {
-                        "is"
-                    } else {
-                        "are"
-                    }
-                );
-            }
+            warn_failed(&report);
         }
         Err(search::SearchError::Busy(dir)) => {
             eprintln!("note: another tapes is updating the index in {dir}; results may miss its latest sessions");
@@ -144,6 +140,56 @@ pub fn open_index(store: &Store, reindex: bool) -> anyhow::Result<SearchIndex> {
         Err(e) => return Err(e.into()),
     }
     Ok(index)
+}
+
+/// A progress bar for indexing (hidden when stderr is not a terminal), made when there is
+/// something to index.
+fn progress(bar: &mut Option<indicatif::ProgressBar>, p: search::SyncProgress) {
+    if p.total == 0 {
+        return;
+    }
+    let bar = bar.get_or_insert_with(|| {
+        let bar = super::progress_bar(p.total, "indexing");
+        bar.set_message(format!(
+            "sessions ({})",
+            tapes::views::render::plural(p.messages as usize, "message")
+        ));
+        bar
+    });
+    bar.set_position(p.done);
+}
+
+fn warn_failed(report: &search::SyncReport) {
+    if !report.failed.is_empty() {
+        eprintln!(
+            "warning: {} could not be read and {} not searchable; run `tapes fsck`",
+            tapes::views::render::plural(report.failed.len(), "session"),
+            if report.failed.len() == 1 {
+                "is"
+            } else {
+                "are"
+            }
+        );
+    }
+}
+
+/// Brings the search index up to date at the end of a command that wrote sessions (import,
+/// fetch, pull, bundle import), with a progress bar on a terminal, so the next `tapes search`
+/// starts at once. A cache: a failure is a warning, never the command's failure.
+pub fn keep_index_current(store: &Store) {
+    let mut bar = None;
+    let result = search::catch_up(store, &mut |p| progress(&mut bar, p));
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    match result {
+        Ok(report) => warn_failed(&report),
+        // Whoever holds the index is updating it.
+        Err(search::SearchError::Busy(_)) => {}
+        Err(e) => eprintln!(
+            "warning: the search index was not updated ({e}); `tapes search` will catch up"
+        ),
+    }
 }
 
 fn parse_day(text: &str, flag: &str) -> anyhow::Result<i64> {
@@ -241,6 +287,24 @@ pub fn search(args: SearchArgs) -> anyhow::Result<ExitCode> {
                 println!("{id}");
             }
         }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if !(args.json || tty || args.table) {
+        // Piped: ids only, in the same order, without reading the store's records.
+        let ids = index.search_ids(&query, &prices)?;
+        let mut out = String::with_capacity(ids.len() * 33);
+        for id in &ids {
+            let _ = writeln!(out, "{id}");
+        }
+        std::io::Write::write_all(&mut std::io::stdout().lock(), out.as_bytes())
+            .or_else(|e| {
+                if e.kind() == std::io::ErrorKind::BrokenPipe {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            })
+            .context("writing the results")?;
         return Ok(ExitCode::SUCCESS);
     }
     let hits = index.search(&store, &query, &prices)?;

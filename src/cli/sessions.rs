@@ -191,12 +191,19 @@ pub fn show(args: ShowArgs) -> anyhow::Result<ExitCode> {
                 }
             }
             map.insert("title_shown".into(), row.title.clone().into());
+            map.insert(
+                "view_count".into(),
+                tapes::audit::view_count(&store, &id)?.into(),
+            );
             map.insert("visibility_name".into(), row.visibility.label().into());
         }
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         let extra = listing::text::show_lines(&row, now);
         print!("{}", render::transcript_with(&id, &record, &chain, &extra));
+        if let Some(line) = listing::view_count_line(&store, &id)? {
+            println!("{line}");
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -235,7 +242,7 @@ fn load(
     tapes::session::SessionRecord,
     Vec<(tapes::protocol::NodeId, tapes::protocol::Node)>,
 )> {
-    let id = store.resolve_session(input)?;
+    let id = tapes::share::resolve_content(store, input)?;
     let record = store
         .session(&id)?
         .ok_or_else(|| tapes::store::StoreError::SessionNotFound(input.to_string()))?;

@@ -33,6 +33,14 @@ pub struct ShareArgs {
     /// the earlier share's expiry (and title and note).
     #[arg(long)]
     expires: Option<String>,
+    /// Share only a signed summary (title, project, model, messages, tokens, cost, status,
+    /// duration): no message ever leaves this machine. Sharing again without it shares the
+    /// content.
+    #[arg(long)]
+    metadata_only: bool,
+    /// With --metadata-only: include the first prompt in the summary.
+    #[arg(long, requires = "metadata_only")]
+    with_first_prompt: bool,
     #[command(flatten)]
     gate: super::GateArgs,
 }
@@ -73,7 +81,9 @@ pub enum ConfigCommand {
     /// Set a value: `default-visibility.<project> private|team|team:<name>|public`,
     /// `share.paths name|full` (how much of a working directory travels in what you send:
     /// the project's name, the default, or the full path), or `network.relays
-    /// default|none|<url>,…` (iroh's public relays and lookup, LAN only, or your own relays).
+    /// default|none|<url>,…` (iroh's public relays and lookup, LAN only, or your own relays),
+    /// or `sync.content.<project> team|none` (none: the project's content never leaves this
+    /// machine; sharing one of its sessions shares its summary only, push and bundle refuse).
     Set {
         key: String,
         value: String,
@@ -151,6 +161,7 @@ pub fn share(args: ShareArgs) -> anyhow::Result<ExitCode> {
         None => None,
     };
     let mut failed = false;
+    let prices = tapes::session::pricing::PriceTable::load(home.root())?;
     for input in ids_from(&args.ids)? {
         let id = store.resolve_session(&input)?;
         if args.gate.dry_run {
@@ -167,7 +178,38 @@ pub fn share(args: ShareArgs) -> anyhow::Result<ExitCode> {
             expires_ms,
             secrets: args.gate.policy(),
         };
-        match share::share(&store, &me, &id, &options, now) {
+        let result = if args.metadata_only {
+            share::share_metadata_only(
+                &store,
+                &me,
+                &id,
+                &options,
+                args.with_first_prompt,
+                &prices,
+                now,
+            )
+        } else {
+            share::share(&store, &me, &id, &options, now)
+        };
+        match result {
+            Ok(done) if done.metadata_only => {
+                let to = match options.audience {
+                    Audience::Public => "everyone with the link".to_string(),
+                    Audience::Team(t) => format!("team {}", team_name(&store, &t)),
+                };
+                if let Some(policy) = &done.content_policy {
+                    println!(
+                        "project {} keeps its content on this machine (sync.content.{} = none): shared only the summary of {} with {to}; `tapes config set sync.content.{} team` lets its content travel",
+                        policy.project, policy.project, id.short(), policy.project
+                    );
+                } else {
+                    println!(
+                        "shared the summary of {} with {to}: title, project, model, messages, tokens, cost, status, duration{}; no message leaves this machine",
+                        id.short(),
+                        if args.with_first_prompt { ", first prompt" } else { "" }
+                    );
+                }
+            }
             Ok(done) => {
                 let to = match options.audience {
                     Audience::Public => "everyone with the link".to_string(),
@@ -288,6 +330,7 @@ pub fn shared(args: SharedArgs) -> anyhow::Result<ExitCode> {
     }
     let indices = feed.matching(&filter);
     if args.json {
+        let views = tapes::audit::view_counts(&store)?;
         let rows: Vec<serde_json::Value> = indices
             .iter()
             .filter_map(|&i| feed.get(i))
@@ -318,6 +361,11 @@ pub fn shared(args: SharedArgs) -> anyhow::Result<ExitCode> {
                         serde_json::to_value(s.expires_ms).unwrap_or_default(),
                     );
                     map.insert("unread".into(), s.unread.into());
+                    map.insert(
+                        "view_count".into(),
+                        views.get(&row.id).copied().unwrap_or(0).into(),
+                    );
+                    map.insert("content_shared".into(), row.present.into());
                     map.insert(
                         "group".into(),
                         listing::group_of(s.shared_ms, now, listing::local_offset_secs())

@@ -351,6 +351,7 @@ fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     };
     let mut state_line = None;
     let mut state_json = serde_json::Value::Null;
+    let mut retention: Vec<String> = Vec::new();
     if config.relay.is_some() {
         let relay = configured_relay(&store, &config)?;
         let node = relay.addr.id.to_hex();
@@ -369,6 +370,11 @@ fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
                     }
                 }),
         };
+        if let (Some(identity), Ok(_)) = (&identity, &live) {
+            // SPEC §16.14: what the relay keeps, and what it let expire.
+            retention =
+                runtime()?.block_on(tapes::provider_sync::relay_retention(identity, &relay));
+        }
         let counts = match &identity {
             None => None,
             Some(identity) => {
@@ -461,6 +467,7 @@ fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
             "sync": state_json,
             "sync_interval": config.sync_interval,
             "sync_on_close": config.sync_on_close,
+            "retention": retention,
         });
         println!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(ExitCode::SUCCESS);
@@ -472,6 +479,9 @@ fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         if sessions == 1 { "" } else { "s" }
     );
     println!("Remote: {remote_line}");
+    for line in &retention {
+        println!("Relay {line}");
+    }
     if let Some(line) = state_line {
         println!("Last sync: {line}");
     }

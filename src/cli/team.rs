@@ -184,6 +184,16 @@ pub fn run(command: TeamCommand) -> anyhow::Result<ExitCode> {
                 )
             })?;
             let response = team::accept_join(&store, &me, &req, now)?;
+            if matches!(response, JoinResponse::Accepted { .. }) {
+                tapes::audit::membership(
+                    &store,
+                    &me,
+                    &req.body.team,
+                    tapes::audit::AuditAction::Join,
+                    &req.body.member.id,
+                    &req.body.member.name,
+                );
+            }
             let out = out.unwrap_or_else(|| request.with_extension("answer"));
             std::fs::write(&out, join::encode(&response))
                 .with_context(|| format!("writing {}", out.display()))?;
@@ -276,6 +286,14 @@ pub fn run(command: TeamCommand) -> anyhow::Result<ExitCode> {
                 bail!("that is you; use `tapes team leave`");
             }
             team::remove(&store, &me, &mut chain, &target.id, now)?;
+            tapes::audit::membership(
+                &store,
+                &me,
+                &chain.team_id(),
+                tapes::audit::AuditAction::Remove,
+                &target.id,
+                &target.name,
+            );
             println!(
                 "removed {} ({}); team key rotated to epoch {}: they cannot open anything shared from now on",
                 target.name,
@@ -288,6 +306,14 @@ pub fn run(command: TeamCommand) -> anyhow::Result<ExitCode> {
             let mut chain = team::resolve(&store, team.as_deref())?;
             let name = chain.head().manifest.name.clone();
             team::leave(&store, &me, &mut chain, now)?;
+            tapes::audit::membership(
+                &store,
+                &me,
+                &chain.team_id(),
+                tapes::audit::AuditAction::Remove,
+                &tapes::protocol::MemberId(me.verifying_key().to_bytes()),
+                &me.profile.name,
+            );
             println!("left team \"{name}\"; the remaining members rotate its key before sharing anything new");
         }
         TeamCommand::Rotate { team } => {

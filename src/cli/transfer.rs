@@ -96,6 +96,7 @@ pub fn pull(args: PullArgs) -> anyhow::Result<ExitCode> {
         }
         Err(e) => return Err(e.into()),
     };
+    super::search::keep_index_current(&store);
     println!(
         "pulled {} from {remote_name}: {}, {}",
         id.short(),

@@ -36,6 +36,8 @@ pub enum Outcome {
     Branched,
     /// The same history was reached a second time in this run (a copy of the same file).
     Duplicate,
+    /// The session was removed with `tapes rm` (its tombstone, SPEC §3.5): not brought back.
+    Removed,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -147,6 +149,7 @@ pub fn ingest(
             report,
         } = plan(store, incoming, now_ms)?;
         let committed = std::time::Instant::now();
+        let generation = crate::views::search::generation_before_write(store);
         let result = store.commit(&objects, &refs);
         let object_count = objects.len();
         // The encoded nodes are on disk now: free them before the search index reads them
@@ -170,7 +173,7 @@ pub fn ingest(
                 };
                 // The search index is a derived cache: updated after the store is durable,
                 // never able to fail the ingest (SPEC.md, "Search index and analytics").
-                crate::views::search::after_ingest(store, &report.changed());
+                crate::views::search::after_ingest(store, &report.changed(), generation);
                 return Ok(report);
             }
             Err(StoreError::Storage(StorageError::Conflict { .. })) if attempt < ATTEMPTS => {
@@ -329,6 +332,11 @@ fn plan(store: &Store, incoming: &[Incoming], now_ms: i64) -> Result<Plan, Store
             Some(g) => g.target,
             None => SessionId::derive(session.source_kind, &session.source_id),
         };
+        if crate::session::tombstone::is_removed(store, &source_id)? {
+            let removed = outcome(source_id, Outcome::Removed, session, item);
+            report.sessions.push(removed);
+            continue;
+        }
         let Some(head) = chain.last().map(|object| object.id) else {
             report
                 .sessions

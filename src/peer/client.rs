@@ -36,6 +36,7 @@ use crate::identity::Identity;
 use crate::session::SessionRecord;
 use crate::share::access;
 use crate::share::Audience;
+use crate::share::SignedShare;
 use crate::store::Store;
 use crate::team;
 
@@ -331,18 +332,19 @@ impl PeerConn {
         identity: &Arc<Identity>,
     ) -> Result<(FetchReport, Vec<ItemId>), PeerError> {
         let me = MemberId(identity.verifying_key().to_bytes());
-        let (view, hello) = if self.relay {
+        let (kept, hello) = if self.relay {
             let teams = self.hello().await?;
-            let view = block_in_place(|| {
-                access::view_for_teams(store, identity, &teams, crate::now_ms())
+            let kept = block_in_place(|| {
+                access::view_for_teams_kept(store, identity, &teams, crate::now_ms())
             })?;
-            (view, 1)
+            (kept, 1)
         } else {
-            let view =
-                block_in_place(|| access::view_for(store, identity, &self.peer, crate::now_ms()))?;
-            (view, 0)
+            let kept = block_in_place(|| {
+                access::view_for_kept(store, identity, &self.peer, crate::now_ms())
+            })?;
+            (kept, 0)
         };
-        let (have, need, rounds) = self.reconcile(view.ids()).await?;
+        let (have, need, rounds) = self.reconcile(kept.view.ids()).await?;
         let mut report = FetchReport {
             round_trips: rounds + hello,
             ..FetchReport::default()
@@ -457,6 +459,9 @@ impl PeerConn {
             }
         }
         let outcome = block_in_place(|| writer.finish())?;
+        let mut moved: std::collections::BTreeSet<SessionId> =
+            outcome.moved.iter().copied().collect();
+        let mut writes = outcome.moved.len() as u64;
         report.new_sessions = outcome.new;
         report.updated_sessions = outcome.updated;
         report.kept.extend(outcome.kept);
@@ -466,7 +471,13 @@ impl PeerConn {
         block_in_place(|| {
             for bytes in shares {
                 match apply_share(store, &bytes) {
-                    Ok(true) => report.shares += 1,
+                    Ok(true) => {
+                        report.shares += 1;
+                        writes += 1;
+                        if let Ok(share) = SignedShare::decode_stored(&bytes) {
+                            moved.insert(share.record.session);
+                        }
+                    }
                     Ok(false) => {}
                     Err(why) => tracing::warn!(peer = %self.name, "skipped a share record: {why}"),
                 }
@@ -474,6 +485,20 @@ impl PeerConn {
             store.storage().flush()
         })
         .map_err(crate::store::StoreError::from)?;
+        // What this fetch stored goes into the kept view now, so the next fetch does not
+        // rebuild it (only when nothing else wrote meanwhile, and no team chain changed).
+        if report.manifests == 0 {
+            block_in_place(|| {
+                access::keep_after_own_writes(
+                    store,
+                    identity,
+                    &kept,
+                    writes,
+                    &moved,
+                    crate::now_ms(),
+                )
+            })?;
+        }
         if needed_from {
             report.round_trips += 1;
         }

@@ -80,6 +80,8 @@ pub(super) struct WriteOutcome {
     pub(super) new: usize,
     pub(super) updated: usize,
     pub(super) kept: Vec<String>,
+    /// The sessions whose refs moved (one ref transaction each).
+    pub(super) moved: Vec<tapes_protocol::SessionId>,
 }
 
 /// The group-commit writer: objects streamed into a staged pack (so they are on their way to
@@ -146,8 +148,14 @@ fn write_loop(
         for (entry, record) in refs.drain(..) {
             let me_for_check = if own { MemberId([0; 32]) } else { *me };
             match apply_session(store, &me_for_check, &entry, &record, true)? {
-                SessionApplied::New => outcome.new += 1,
-                SessionApplied::Updated => outcome.updated += 1,
+                SessionApplied::New => {
+                    outcome.new += 1;
+                    outcome.moved.push(entry.id);
+                }
+                SessionApplied::Updated => {
+                    outcome.updated += 1;
+                    outcome.moved.push(entry.id);
+                }
                 SessionApplied::Unchanged => {}
                 SessionApplied::Kept => outcome.kept.push(entry.id.short()),
             }

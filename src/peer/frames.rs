@@ -1,23 +1,45 @@
 //! Frames on QUIC streams: `len:u32le | postcard(message)` (SPEC.md §15.1), with byte
-//! counters so a sync can report what it cost.
+//! counters so a sync can report what it cost, and the deadlines and memory bound of
+//! [`super::guard::Limits`] (SPEC.md §15.6): a frame's body must arrive, and a frame we send
+//! must be taken, within [`Limits::frame_deadline`]; the answering side also waits at most
+//! [`Limits::request`] for the head of a peer's next frame. A peer that misses one is cut off:
+//! named as breaking the protocol on the answering side, as a broken connection (to retry) on
+//! the asking side.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use iroh::endpoint::{ReadExactError, RecvStream, SendStream};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tapes_protocol::sync::{decode_payload, encode_frame, frame_len, FRAME_HEAD_LEN};
 
+use super::guard::Limits;
 use super::PeerError;
 
-/// Bytes sent and received on one connection.
+/// Bytes sent and received on one connection, the bytes of frames begun and not yet finished,
+/// and the limits the connection runs under.
 #[derive(Debug, Default)]
 pub struct Counters {
     pub sent: AtomicU64,
     pub received: AtomicU64,
+    /// Bytes of frame bodies received but not yet complete, over all streams.
+    buffered: AtomicUsize,
+    limits: Limits,
+    /// The answering side: waits for a peer's frames are bounded, and a peer that misses a
+    /// deadline broke the protocol.
+    serving: bool,
 }
 
 impl Counters {
+    /// The counters of a connection a peer opened to us, under `limits`.
+    pub fn serving(limits: Limits) -> Counters {
+        Counters {
+            limits,
+            serving: true,
+            ..Counters::default()
+        }
+    }
+
     pub fn sent(&self) -> u64 {
         self.sent.load(Ordering::Relaxed)
     }
@@ -43,15 +65,30 @@ impl Stream<'_> {
         }
     }
 
+    /// A peer that missed a deadline: on the answering side it broke the protocol (it is
+    /// disconnected and named in the log); on the asking side the connection counts as broken.
+    fn stalled(&self, why: String) -> PeerError {
+        if self.counters.serving {
+            self.protocol(why)
+        } else {
+            self.broken(why)
+        }
+    }
+
     pub async fn write<T: Serialize>(&mut self, message: &T) -> Result<(), PeerError> {
         let frame = encode_frame(message);
         self.counters
             .sent
             .fetch_add(frame.len() as u64, Ordering::Relaxed);
-        self.send
-            .write_all(&frame)
-            .await
-            .map_err(|e| self.broken(e))
+        let limit = self.counters.limits.frame_deadline(frame.len());
+        match tokio::time::timeout(limit, self.send.write_all(&frame)).await {
+            Ok(done) => done.map_err(|e| self.broken(e)),
+            Err(_) => Err(self.stalled(format!(
+                "it did not take a frame of {} bytes within {} s",
+                frame.len(),
+                limit.as_secs()
+            ))),
+        }
     }
 
     /// The next frame, or `None` when the other side finished the stream between frames.
@@ -59,23 +96,65 @@ impl Stream<'_> {
         &mut self,
         what: &'static str,
     ) -> Result<Option<T>, PeerError> {
+        let limits = self.counters.limits;
         let mut head = [0u8; FRAME_HEAD_LEN];
-        match self.recv.read_exact(&mut head).await {
+        let got = if self.counters.serving {
+            match tokio::time::timeout(limits.request, self.recv.read_exact(&mut head)).await {
+                Ok(got) => got,
+                Err(_) => {
+                    return Err(self.stalled(format!(
+                        "it sent no {what} for {} s on an open stream",
+                        limits.request.as_secs()
+                    )))
+                }
+            }
+        } else {
+            self.recv.read_exact(&mut head).await
+        };
+        match got {
             Ok(()) => {}
             Err(ReadExactError::FinishedEarly(0)) => return Ok(None),
             Err(e) => return Err(self.broken(e)),
         }
         let len = frame_len(head).map_err(|e| self.protocol(e))?;
+        // The body must keep coming at `min_rate` on average after a grace of `frame`: each
+        // chunk is due by then for the bytes before it, so a trickle is cut off as soon as it
+        // falls behind, whatever length the head announced.
+        let began = tokio::time::Instant::now();
         // Filled chunk by chunk as QUIC hands them over: a zeroed buffer to read into would
         // cost a write of every received byte before the copy.
         let mut body = Body::new(len);
+        let mut held = Held {
+            counters: self.counters,
+            bytes: 0,
+        };
         while body.missing() > 0 {
-            match self.recv.read_chunk(body.missing()).await {
-                Ok(Some(chunk)) => body.push(&chunk),
-                Ok(None) => return Err(self.broken("the stream ended inside a frame")),
-                Err(e) => return Err(self.broken(e)),
+            let due = began + limits.frame_deadline(body.bytes.len());
+            let chunk = tokio::time::timeout_at(due, self.recv.read_chunk(body.missing()));
+            match chunk.await {
+                Ok(Ok(Some(chunk))) => {
+                    let chunk = &chunk[..chunk.len().min(body.missing())];
+                    if !held.add(chunk.len()) {
+                        return Err(self.protocol(format!(
+                            "it keeps more than {} MiB of unfinished frames on one connection",
+                            limits.buffered >> 20
+                        )));
+                    }
+                    body.push(chunk)
+                }
+                Ok(Ok(None)) => return Err(self.broken("the stream ended inside a frame")),
+                Ok(Err(e)) => return Err(self.broken(e)),
+                Err(_) => {
+                    return Err(self.stalled(format!(
+                        "it sent a frame of {len} bytes slower than {} bytes/s ({} bytes in {} s)",
+                        limits.min_rate,
+                        body.bytes.len(),
+                        began.elapsed().as_secs()
+                    )))
+                }
             }
         }
+        drop(held);
         self.counters
             .received
             .fetch_add((FRAME_HEAD_LEN + len) as u64, Ordering::Relaxed);
@@ -104,6 +183,29 @@ impl Stream<'_> {
     /// Ends our side of the stream.
     pub fn finish(&mut self) {
         let _ = self.send.finish();
+    }
+}
+
+/// Bytes of one unfinished frame, counted in the connection's [`Counters`] until dropped.
+struct Held<'a> {
+    counters: &'a Counters,
+    bytes: usize,
+}
+
+impl Held<'_> {
+    /// Counts `n` more bytes; false when the connection would hold more than its limit.
+    fn add(&mut self, n: usize) -> bool {
+        self.bytes += n;
+        let before = self.counters.buffered.fetch_add(n, Ordering::AcqRel);
+        before + n <= self.counters.limits.buffered
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.counters
+            .buffered
+            .fetch_sub(self.bytes, Ordering::AcqRel);
     }
 }
 

@@ -7,16 +7,19 @@
 //! peer sends before anything is stored. What a peer may see is decided in [`crate::share::access`].
 
 pub mod addr;
+pub mod audit_sync;
 pub mod client;
 pub mod endpoint;
 mod fetch_writer;
 pub mod frames;
+pub mod guard;
 pub mod network;
 pub mod peer_remote;
 pub mod receive;
 pub mod relay_client;
 pub mod serve;
 pub mod server;
+pub mod tombstone_sync;
 
 use crate::share::access::AccessError;
 use crate::store::StoreError;

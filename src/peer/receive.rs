@@ -139,6 +139,9 @@ pub fn apply_session(
     record: &SessionRecord,
     forward: bool,
 ) -> Result<SessionApplied, StoreError> {
+    if crate::session::tombstone::is_removed(store, &entry.id)? {
+        return Ok(SessionApplied::Kept); // removed here with `tapes rm` (SPEC §3.5)
+    }
     let current = store.session_raw(&entry.id)?;
     if let Some(raw) = &current {
         if raw == &entry.record {
@@ -177,8 +180,11 @@ pub fn apply_session(
 /// Stores a received share record if it is valid and newer than ours. Returns whether it
 /// changed anything. Like [`apply_session`], the caller flushes.
 pub fn apply_share(store: &Store, bytes: &[u8]) -> Result<bool, String> {
-    let share = SignedShare::decode(bytes)?;
+    let share = SignedShare::decode(bytes).map_err(|e| e.to_string())?;
     let record = &share.record;
+    if crate::session::tombstone::is_removed(store, &record.session).map_err(|e| e.to_string())? {
+        return Ok(false);
+    }
     if let Some(session) = store.session(&record.session).map_err(|e| e.to_string())? {
         if session.owner != Some(record.sharer) {
             return Err("it is signed by someone who does not own the session".into());

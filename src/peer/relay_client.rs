@@ -223,6 +223,12 @@ fn wanted(store: &Store, me: &MemberId, teams: &[TeamId]) -> Result<Vec<Wanted>,
         if session.owner != Some(*me) {
             continue;
         }
+        // Metadata-only shares and projects whose content stays here deposit nothing (§11.4).
+        if crate::share::content_withheld(store, &record.session, &record.audience)
+            .map_err(|e| PeerError::Local(e.to_string()))?
+        {
+            continue;
+        }
         let Some(share_raw) = store
             .storage()
             .get_ref(&share_key(&record.session, &record.audience))
@@ -410,7 +416,22 @@ impl PeerConn {
             }
             let name = request.body.member.name.clone();
             match block_in_place(|| team::accept_join(store, identity, &request, crate::now_ms())) {
-                Ok(response) => answers.push((request.body.member.id, name, response)),
+                Ok(response) => {
+                    if matches!(
+                        response,
+                        tapes_protocol::join::JoinResponse::Accepted { .. }
+                    ) {
+                        crate::audit::membership(
+                            store,
+                            identity,
+                            &team,
+                            crate::audit::AuditAction::Join,
+                            &joiner,
+                            &name,
+                        ); // SPEC §18
+                    }
+                    answers.push((request.body.member.id, name, response))
+                }
                 Err(e) => report.fail(SyncItem::JoinAnswer(team, name), e.into()),
             }
         }

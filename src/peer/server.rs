@@ -71,8 +71,7 @@ impl StoreHandle {
     }
 }
 
-/// What the server tells its operator (`tapes serve` prints these).
-pub type EventLog = Arc<dyn Fn(String) + Send + Sync>;
+pub use super::guard::EventLog;
 
 struct State {
     store: StoreHandle,
@@ -81,6 +80,8 @@ struct State {
     /// The secret gate's verdict on our own shared sessions as they are now, by session and
     /// head: a head is scanned once however often it is fetched (`gate::served`).
     gated: Mutex<HashMap<(SessionId, NodeId), bool>>,
+    /// What one connection may cost (SPEC.md §15.6, `guard`).
+    limits: super::guard::Limits,
 }
 
 /// The `tapes/sync/1` protocol handler.
@@ -130,8 +131,17 @@ impl Server {
                 identity,
                 log,
                 gated: Mutex::new(HashMap::new()),
+                limits: super::guard::Limits::default(),
             }),
         }
+    }
+
+    /// The same server under other per-connection limits (tests shorten the waits).
+    pub fn with_limits(mut self, limits: super::guard::Limits) -> Server {
+        if let Some(state) = Arc::get_mut(&mut self.state) {
+            state.limits = limits;
+        }
+        self
     }
 
     fn log(&self, line: String) {
@@ -155,14 +165,15 @@ impl Server {
             name,
             store,
             view: OnceCell::new(),
-            counters: Counters::default(),
+            counters: Counters::serving(self.state.limits),
             chains: Mutex::new(HashMap::new()),
         });
         tracing::debug!(peer = %conn.name, "connected");
         let this = self.clone();
         let log: EventLog = Arc::new(move |line| this.log(line));
         let name = conn.name.clone();
-        accept_streams(connection, name, log, |send, recv| {
+        let limits = self.state.limits;
+        accept_streams(connection, name, log, limits, |send, recv| {
             let this = self.clone();
             let conn = conn.clone();
             async move {
@@ -182,13 +193,13 @@ impl Server {
         conn.view
             .get_or_try_init(|| async {
                 tokio::task::block_in_place(|| {
-                    access::view_for(
+                    // Kept current across connections: a no-op fetch costs one ref read here.
+                    access::view_for_cached(
                         &conn.store,
                         &self.state.identity,
                         &conn.peer,
                         crate::now_ms(),
                     )
-                    .map(Arc::new)
                 })
             })
             .await
@@ -213,6 +224,34 @@ impl Server {
                     .await
             }
             Request::Join { request } => self.join(conn, stream, request).await,
+            Request::Audit { team, have } => {
+                let answer = tokio::task::block_in_place(|| {
+                    crate::audit::serve(&conn.store, &self.state.identity, &conn.peer, &team, &have)
+                });
+                match answer {
+                    Ok(entries) => stream.write(&Response::Audit(entries)).await?,
+                    Err(reason) => return refuse(stream, &reason).await,
+                }
+                stream.finish();
+                Ok(())
+            }
+            Request::Bury(_) | Request::Retention => refuse(
+                stream,
+                "this is a teammate's node, not a relay: it takes tombstones by asking for them",
+            )
+            .await,
+            Request::Tombstones => {
+                // SPEC §3.5
+                let answer = tokio::task::block_in_place(|| {
+                    super::tombstone_sync::serve(&conn.store, &self.state.identity, &conn.peer)
+                });
+                match answer {
+                    Ok(items) => stream.write(&Response::Tombstones(items)).await?,
+                    Err(reason) => return refuse(stream, &reason).await,
+                }
+                stream.finish();
+                Ok(())
+            }
             Request::From { .. } | Request::Done | Request::Upload(_) => {
                 Err(stream.protocol("a stream began with a continuation frame"))
             }
@@ -294,6 +333,20 @@ impl Server {
                 self.send_session(conn, stream, id, Some(grant), have_head)
                     .await?;
                 self.log(format!("{} fetched session {}", conn.name, id.short()));
+                let team = match grant {
+                    Grant::Team(t) => Some(t),
+                    Grant::Public => None,
+                };
+                tokio::task::block_in_place(|| {
+                    crate::audit::served(
+                        &conn.store,
+                        &self.state.identity,
+                        &conn.peer,
+                        &conn.name,
+                        &id,
+                        team,
+                    )
+                });
             }
         }
         stream.finish();
@@ -503,6 +556,11 @@ impl Server {
             )
             .await;
         }
+        if tokio::task::block_in_place(|| {
+            crate::session::tombstone::is_removed(&conn.store, &entry.id)
+        })? {
+            return refuse(stream, "this session was removed on this node (`tapes rm`); its owner there can restore it with `tapes rm --undo`").await;
+        }
         let record = check_entry(&entry).map_err(|why| PeerError::BadObject {
             peer: conn.name.clone(),
             what: "session record",
@@ -612,6 +670,21 @@ impl Server {
         let response = tokio::task::block_in_place(|| {
             team::accept_join(&conn.store, &self.state.identity, &request, crate::now_ms())
         })?;
+        if matches!(
+            response,
+            tapes_protocol::join::JoinResponse::Accepted { .. }
+        ) {
+            tokio::task::block_in_place(|| {
+                crate::audit::membership(
+                    &conn.store,
+                    &self.state.identity,
+                    &request.body.team,
+                    tapes_protocol::audit::AuditAction::Join,
+                    &conn.peer,
+                    &request.body.member.name,
+                )
+            }); // SPEC §18
+        }
         match &response {
             tapes_protocol::join::JoinResponse::Accepted { .. } => self.log(format!(
                 "{} ({}) joined team {}",
@@ -641,34 +714,7 @@ impl ProtocolHandler for Server {
     }
 }
 
-/// Accepts the streams a peer opens until the connection closes, one task each running
-/// `handle`. A peer that breaks the protocol or sends a bad object is logged (`log`, naming
-/// `name`) and disconnected; a broken connection is only traced.
-pub(crate) async fn accept_streams<F, Fut>(
-    connection: Connection,
-    name: String,
-    log: EventLog,
-    handle: F,
-) where
-    F: Fn(iroh::endpoint::SendStream, iroh::endpoint::RecvStream) -> Fut,
-    Fut: std::future::Future<Output = Result<(), PeerError>> + Send + 'static,
-{
-    while let Ok((send, recv)) = connection.accept_bi().await {
-        let work = handle(send, recv);
-        let (connection, name, log) = (connection.clone(), name.clone(), log.clone());
-        tokio::spawn(async move {
-            match work.await {
-                Ok(()) => {}
-                Err(e @ PeerError::Connection { .. }) => tracing::debug!("{e}"),
-                Err(e @ (PeerError::Protocol { .. } | PeerError::BadObject { .. })) => {
-                    log(format!("disconnected {name}: {e}"));
-                    connection.close(3u32.into(), b"protocol violation");
-                }
-                Err(e) => tracing::warn!("{e}"),
-            }
-        });
-    }
-}
+pub(crate) use super::guard::accept_streams;
 
 /// The answering side of a reconciliation over `ids`, after the client's opening `first`.
 pub(crate) async fn answer_reconcile(

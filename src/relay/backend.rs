@@ -134,6 +134,10 @@ pub trait RelayBackend: Send + Sync {
 
     /// A stored blob.
     fn blob(&self, id: &NodeId) -> Result<Option<Vec<u8>>, RelayError>;
+
+    /// Deletes blobs no record names any more (retention, `relay::retention`); ids not
+    /// stored are skipped.
+    fn delete_blobs(&self, ids: &[NodeId]) -> Result<(), RelayError>;
 }
 
 fn hash_tag(bytes: &[u8]) -> String {
@@ -299,6 +303,13 @@ impl RelayBackend for LocalBackend {
 
     fn blob(&self, id: &NodeId) -> Result<Option<Vec<u8>>, RelayError> {
         Ok(self.storage().get_object(id).map_err(StoreError::from)?)
+    }
+
+    fn delete_blobs(&self, ids: &[NodeId]) -> Result<(), RelayError> {
+        self.storage()
+            .remove_objects(ids)
+            .map_err(StoreError::from)?;
+        Ok(())
     }
 }
 
@@ -809,6 +820,18 @@ impl RelayBackend for BucketBackend {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(self.fail(&format!("removing {key}"), e).into()),
         }
+    }
+
+    fn delete_blobs(&self, ids: &[NodeId]) -> Result<(), RelayError> {
+        for id in ids {
+            let store = self.store.clone();
+            let path = self.path(&format!("blobs/{}", id.to_hex()));
+            match self.block(async move { store.delete(&path).await })? {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(self.fail("removing an expired blob", e).into()),
+            }
+        }
+        Ok(())
     }
 
     fn put_blobs(&self, blobs: &[StoredObject]) -> Result<(), RelayError> {

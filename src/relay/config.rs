@@ -6,9 +6,14 @@
 //! members = 3
 //! bytes = 1073741824       # 1 GiB of sealed objects
 //!
+//! retention = "30d"        # deposits untouched this long are removed (default: kept)
+//!
 //! [teams.<team id hex>]    # any subset of the same keys
 //! sessions_per_month = 1000
+//! retention = "0"          # 0: kept until their owners remove them
 //! ```
+//!
+//! Retention is enforced by `relay::retention` (SPEC.md §16.14).
 //!
 //! A missing file is the default; a file that does not parse stops the relay with the line
 //! at fault, rather than silently running with no limits.
@@ -31,6 +36,9 @@ pub struct Quota {
     pub members: Option<u64>,
     /// Bytes of deposited objects, sealed or public.
     pub bytes: Option<u64>,
+    /// How long a deposit is kept after its last change, in milliseconds (SPEC.md §16.14).
+    #[serde(default)]
+    pub retention_ms: Option<i64>,
 }
 
 impl Quota {
@@ -39,6 +47,7 @@ impl Quota {
         sessions_per_month: Some(100),
         members: Some(3),
         bytes: Some(1 << 30),
+        retention_ms: None,
     };
 }
 
@@ -54,6 +63,7 @@ struct PartialQuota {
     sessions_per_month: Option<u64>,
     members: Option<u64>,
     bytes: Option<u64>,
+    retention: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -92,13 +102,13 @@ impl RelayConfig {
 
     pub fn parse(text: &str) -> Result<RelayConfig, String> {
         let file: File = toml::from_str(text).map_err(|e| e.to_string())?;
-        let default = merge(Quota::FREE, file.default.unwrap_or_default());
+        let default = merge(Quota::FREE, file.default.unwrap_or_default(), "[default]")?;
         let mut teams = BTreeMap::new();
         for (hex, partial) in file.teams {
             let team: TeamId = hex
                 .parse()
                 .map_err(|e| format!("[teams.{hex}] is not a team id: {e}"))?;
-            teams.insert(team, merge(default, partial));
+            teams.insert(team, merge(default, partial, &format!("[teams.{hex}]"))?);
         }
         Ok(RelayConfig { default, teams })
     }
@@ -108,18 +118,27 @@ impl RelayConfig {
     }
 }
 
-fn merge(base: Quota, over: PartialQuota) -> Quota {
+fn merge(base: Quota, over: PartialQuota, table: &str) -> Result<Quota, String> {
     // 0 in the file means "no limit", so a team can be lifted off the free tier explicitly.
     let pick = |o: Option<u64>, b: Option<u64>| match o {
         Some(0) => None,
         Some(v) => Some(v),
         None => b,
     };
-    Quota {
+    let retention_ms = match over.retention.as_deref().map(str::trim) {
+        None => base.retention_ms,
+        Some("0") | Some("forever") => None,
+        Some(text) => Some(
+            crate::duration::parse_duration_ms(text)
+                .map_err(|why| format!("{table} retention: {why}"))?,
+        ),
+    };
+    Ok(Quota {
         sessions_per_month: pick(over.sessions_per_month, base.sessions_per_month),
         members: pick(over.members, base.members),
         bytes: pick(over.bytes, base.bytes),
-    }
+        retention_ms,
+    })
 }
 
 #[cfg(test)]
@@ -141,6 +160,22 @@ mod tests {
         assert_eq!(q.bytes, Some(10));
         assert_eq!(q.members, Some(5));
         assert_eq!(RelayConfig::default().quota(&team), Quota::FREE);
+    }
+
+    #[test]
+    fn retention_is_a_duration_per_team_and_zero_keeps_forever() {
+        let team = TeamId([7; 32]);
+        let other = TeamId([8; 32]);
+        let text = format!(
+            "[default]\nretention = \"30d\"\n\n[teams.{}]\nretention = \"0\"\n",
+            team.to_hex()
+        );
+        let config = RelayConfig::parse(&text).unwrap();
+        assert_eq!(config.quota(&other).retention_ms, Some(30 * 86_400_000));
+        assert_eq!(config.quota(&team).retention_ms, None);
+        assert_eq!(RelayConfig::default().quota(&team).retention_ms, None);
+        let err = RelayConfig::parse("[default]\nretention = \"soon\"\n").unwrap_err();
+        assert!(err.contains("[default] retention"), "{err}");
     }
 
     #[test]

@@ -4,20 +4,24 @@
 //! sealed, and it keeps only what it needs in the clear to decide who may see what (verified
 //! manifest chains, heads, node ids, item ids, expiry).
 //!
-//! * [`config`]: per-team quotas from `relay.toml`.
+//! * [`config`]: per-team quotas and retention from `relay.toml`.
+//! * [`retention`]: removing deposits older than their team's retention.
 //! * [`backend`]: where that state lives: the relay's own store, or a bucket shared by many
 //!   relay processes (SPEC.md §16.13).
 //! * [`state`]: what the relay stores and the rules for changing it.
 //! * [`server`]: the protocol handler.
 //! * [`http`]: the public page, `/s/<session>`.
 
+pub mod audit_log;
 pub mod backend;
 pub mod config;
 pub mod http;
 pub mod iroh_relay;
+pub mod retention;
 pub mod run;
 pub mod server;
 pub mod state;
+pub mod tombstones;
 
 pub use config::{Quota, RelayConfig};
 pub use server::RelayServer;

@@ -113,6 +113,7 @@ pub async fn start_on(
 ) -> Result<RunningRelay, StartError> {
     let identity = relay_identity(data)?;
     let state = Arc::new(tokio::task::block_in_place(|| open_state(data, state))?);
+    state.set_audit_key(identity.signing_key().clone()); // SPEC §18.2: the relay's entries
     let endpoint = bind(
         &identity,
         &EndpointConfig {
@@ -122,6 +123,7 @@ pub async fn start_on(
         },
     )
     .await?;
+    super::retention::spawn(&state, log.clone()); // SPEC §16.14
     let router = Router::builder(endpoint.clone())
         .accept(ALPN, RelayServer::new(state.clone(), log))
         .spawn();

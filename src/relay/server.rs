@@ -15,6 +15,7 @@ use super::state::{DepositOutcome, RelayItem, RelayState};
 use super::RelayError;
 use crate::peer::endpoint::member_of;
 use crate::peer::frames::{Counters, Stream};
+use crate::peer::guard::Limits;
 use crate::peer::server::{accept_streams, answer_reconcile, refuse, EventLog};
 use crate::peer::PeerError;
 
@@ -23,6 +24,8 @@ use crate::peer::PeerError;
 pub struct RelayServer {
     state: Arc<RelayState>,
     log: EventLog,
+    /// What one connection may cost (SPEC.md §15.6, §16.10).
+    limits: Limits,
 }
 
 impl std::fmt::Debug for RelayServer {
@@ -41,7 +44,17 @@ struct Conn {
 
 impl RelayServer {
     pub fn new(state: Arc<RelayState>, log: EventLog) -> RelayServer {
-        RelayServer { state, log }
+        RelayServer {
+            state,
+            log,
+            limits: Limits::default(),
+        }
+    }
+
+    /// The same server under other per-connection limits (tests shorten the waits).
+    pub fn with_limits(mut self, limits: Limits) -> RelayServer {
+        self.limits = limits;
+        self
     }
 
     pub fn state(&self) -> &Arc<RelayState> {
@@ -69,13 +82,13 @@ impl RelayServer {
         let conn = Arc::new(Conn {
             peer,
             name,
-            counters: Counters::default(),
+            counters: Counters::serving(self.limits),
             view: Mutex::new(None),
         });
         let this = self.clone();
         let log: EventLog = Arc::new(move |line| this.log(line));
         let name = conn.name.clone();
-        accept_streams(connection, name, log, |send, recv| {
+        accept_streams(connection, name, log, self.limits, |send, recv| {
             let this = self.clone();
             let conn = conn.clone();
             async move {
@@ -206,6 +219,45 @@ impl RelayServer {
                     "this is a relay: it takes sealed deposits (`tapes sync <relay>` or `tapes storage sync`) and serves them through `tapes fetch <relay>`",
                 )
                 .await
+            }
+            Request::Audit { team, have } => {
+                let answer = tokio::task::block_in_place(|| self.state.audit_entries(&conn.peer, &team, &have));
+                match answer {
+                    Ok(entries) => stream.write(&Response::Audit(entries)).await?,
+                    Err(e) => return refuse(stream, &e.to_string()).await,
+                }
+                Ok(())
+            }
+            Request::Tombstones => {
+                // SPEC §3.5
+                let list = tokio::task::block_in_place(|| {
+                    super::tombstones::published(&self.state, &conn.peer)
+                });
+                match list {
+                    Ok(list) => stream.write(&Response::Tombstones(list)).await?,
+                    Err(e) => return refuse(stream, &e.to_string()).await,
+                }
+                Ok(())
+            }
+            Request::Retention => {
+                let lines = tokio::task::block_in_place(|| {
+                    super::retention::describe_for(&self.state, &conn.peer)
+                });
+                match lines {
+                    Ok(lines) => stream.write(&Response::Retention(lines)).await?,
+                    Err(e) => return refuse(stream, &e.to_string()).await,
+                }
+                Ok(())
+            }
+            Request::Bury(item) => {
+                let buried = tokio::task::block_in_place(|| {
+                    super::tombstones::bury(&self.state, &conn.peer, &item)
+                });
+                match buried {
+                    Ok(_) => stream.write(&Response::Accepted).await?,
+                    Err(e) => return refuse(stream, &e.to_string()).await,
+                }
+                Ok(())
             }
             Request::From { .. } | Request::Done | Request::Upload(_) => {
                 return Err(stream.protocol("a stream began with a continuation frame"))
@@ -343,6 +395,17 @@ impl RelayServer {
         }
         stream.write(&Response::End).await?;
         self.log(format!("{} fetched session {}", conn.name, session.short()));
+        if let Scope::Team(team) = scope {
+            tokio::task::block_in_place(|| {
+                self.state.audit_record(
+                    &team,
+                    tapes_protocol::audit::AuditAction::Fetch,
+                    &conn.peer,
+                    &conn.name,
+                    &session,
+                )
+            });
+        }
         Ok(())
     }
 
@@ -353,6 +416,7 @@ impl RelayServer {
         deposit: tapes_protocol::sync::Deposit,
     ) -> Result<(), PeerError> {
         let session = deposit.session;
+        let scope = deposit.scope;
         let began = tokio::task::block_in_place(|| self.state.begin_deposit(&conn.peer, deposit));
         let mut pending = match began {
             Ok(pending) => pending,
@@ -393,6 +457,17 @@ impl RelayServer {
                         crate::views::render::plural(n as usize, "new node")
                     ),
                 });
+                if let (Scope::Team(team), 1..) = (scope, nodes) {
+                    tokio::task::block_in_place(|| {
+                        self.state.audit_record(
+                            &team,
+                            tapes_protocol::audit::AuditAction::Deposit,
+                            &conn.peer,
+                            &conn.name,
+                            &session,
+                        )
+                    });
+                }
                 Response::Pushed { nodes }
             }
             Ok(DepositOutcome::Conflict { current }) => Response::Conflict { current },

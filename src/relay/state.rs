@@ -170,6 +170,8 @@ pub struct RelayState {
     /// Verified chains by the version of their record: a chain is verified again only when
     /// its record changed (here or in another relay process over the same bucket).
     chains: Mutex<HashMap<TeamId, (String, TeamChain)>>,
+    /// The relay's node key, which signs the relay's own audit entries (`relay::audit_log`).
+    pub(crate) audit_key: std::sync::OnceLock<ed25519_dalek::SigningKey>,
 }
 
 const TEAMS: &str = "team/";
@@ -185,7 +187,13 @@ fn scope_part(scope: &Scope) -> String {
     }
 }
 
-fn deposit_prefix(scope: &Scope) -> String {
+/// `buried/<session>`: the owner's tombstone of a session removed everywhere (SPEC.md §3.5;
+/// `relay::tombstones`).
+pub(crate) fn buried_key(session: &SessionId) -> String {
+    format!("buried/{}", session.to_hex())
+}
+
+pub(crate) fn deposit_prefix(scope: &Scope) -> String {
     format!("s/{}/", scope_part(scope))
 }
 
@@ -206,7 +214,7 @@ fn join_key(team: &TeamId, joiner: &MemberId) -> String {
 }
 
 /// A session's record and ids from its stored document.
-fn open_doc(found: &Versioned) -> Result<(Deposited, Vec<u8>), RelayError> {
+pub(crate) fn open_doc(found: &Versioned) -> Result<(Deposited, Vec<u8>), RelayError> {
     let doc = SessionDoc::decode(&found.bytes)?;
     Ok((Deposited::decode(&doc.record)?, doc.ids))
 }
@@ -245,6 +253,7 @@ impl RelayState {
             backend,
             config,
             chains: Mutex::new(HashMap::new()),
+            audit_key: std::sync::OnceLock::new(),
         };
         state.teams_checked()?;
         Ok(state)
@@ -536,6 +545,12 @@ impl RelayState {
         deposit: Deposit,
     ) -> Result<PendingDeposit, RelayError> {
         let scope = deposit.scope;
+        if self.backend.get(&buried_key(&deposit.session))?.is_some() {
+            return Err(RelayError::Malformed(format!(
+                "session {} was removed everywhere by its owner (`tapes rm --everywhere`); the relay takes it no more",
+                deposit.session.short()
+            )));
+        }
         // A share-only deposit (no entry, no ids) keeps the record's head, entry and nodes and
         // replaces its share: how a revocation or a new expiry lands without any object, so
         // that no quota stands in its way. It needs a record of the caller's at that head.
@@ -571,7 +586,8 @@ impl RelayState {
                     return Err(RelayError::NotOwner(deposit.session.short()));
                 }
             }
-            let share = SignedShare::decode(&deposit.share).map_err(RelayError::Malformed)?;
+            let share = SignedShare::decode(&deposit.share)
+                .map_err(|e| RelayError::Malformed(e.to_string()))?;
             if share.record.sharer != *peer
                 || share.record.session != deposit.session
                 || share.record.audience != Audience::Public
@@ -833,7 +849,7 @@ impl RelayState {
     }
 
     /// One change of a scope's usage, as a compare-and-swap retried while other requests win.
-    fn change_usage(
+    pub(crate) fn change_usage(
         &self,
         scope: &Scope,
         now_ms: i64,
@@ -991,7 +1007,8 @@ impl RelayState {
             .map_err(|e| RelayError::Damaged(format!("public entry: {e}")))?;
         let record =
             SessionRecord::decode(&entry.record).map_err(|e| RelayError::Damaged(e.to_string()))?;
-        let share = SignedShare::decode(&deposited.share).map_err(RelayError::Damaged)?;
+        let share = SignedShare::decode(&deposited.share)
+            .map_err(|e| RelayError::Damaged(e.to_string()))?;
         let mut objects = Vec::with_capacity(ids.len());
         for segment in &deposited.segments {
             for blob in &segment.blobs {

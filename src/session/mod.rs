@@ -9,6 +9,7 @@ pub mod lineage;
 pub mod pricing;
 pub mod sample;
 pub mod status;
+pub mod tombstone;
 
 use tapes_protocol::SessionId;
 

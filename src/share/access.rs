@@ -14,11 +14,17 @@
 //! The same function gives both sides of a sync their item sets: the server computes what
 //! the client may see, the client what it would be shown by the server, so two nodes that agree
 //! on the team manifests reconcile two equal sets when nothing changed.
+//!
+//! Views are kept current on write (SPEC.md §15.2, "Keeping views current"): each is stamped
+//! with the store's access generation, which the backend moves with every ref change a view
+//! depends on, and kept in memory and in `<store>/views/`; a fetch brings its own writes into
+//! the kept view ([`keep_after_own_writes`]). A fetch with nothing new reads one ref per side.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, LazyLock, Mutex};
 
 use tapes_protocol::bundle::SessionEntry;
-use tapes_protocol::sync::{manifest_item, session_item, share_item, ItemId};
+use tapes_protocol::sync::{item_session, manifest_item, session_item, share_item, ItemId};
 use tapes_protocol::team_chain::TeamChain;
 use tapes_protocol::{MemberId, SessionId, TeamId};
 
@@ -40,7 +46,7 @@ pub enum AccessError {
 }
 
 /// Why a peer may see a session, which decides how its nodes travel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Grant {
     /// Through a live share to this team: nodes travel sealed to it.
     Team(TeamId),
@@ -49,7 +55,7 @@ pub enum Grant {
 }
 
 /// One item a peer may see.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ViewItem {
     Session {
         id: SessionId,
@@ -66,9 +72,11 @@ pub enum ViewItem {
 }
 
 /// Everything one peer may see of this store, by item id.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct View {
     pub items: BTreeMap<ItemId, ViewItem>,
+    /// The first time after the build at which a share of the view expires, changing it.
+    pub(crate) horizon: Option<i64>,
 }
 
 impl View {
@@ -138,6 +146,34 @@ pub fn encode_signature(sig: &RefSignature) -> Vec<u8> {
     out
 }
 
+/// The record of session `id` as [`session_entry`] would serve it, and its owner, without
+/// the signature work: our own with the outgoing path policy applied, another's as stored when
+/// its owner's signature is stored beside it.
+fn served_record(
+    store: &Store,
+    me: &MemberId,
+    paths: crate::share::outgoing::PathPolicy,
+    id: &SessionId,
+) -> Result<Option<(Vec<u8>, MemberId)>, StoreError> {
+    let Some(raw) = store.session_raw(id)? else {
+        return Ok(None);
+    };
+    let Ok(record) = SessionRecord::decode(&raw) else {
+        return Ok(None);
+    };
+    let Some(owner) = record.owner else {
+        return Ok(None);
+    };
+    if owner == *me {
+        let record = crate::share::outgoing::record(&record, paths);
+        return Ok(Some((record.encode(), owner)));
+    }
+    Ok(match stored_signature(store, id)? {
+        Some(sig) if sig.signer == owner => Some((raw, owner)),
+        _ => None,
+    })
+}
+
 fn stored_signature(store: &Store, id: &SessionId) -> Result<Option<RefSignature>, StoreError> {
     let raw = store.storage().get_ref(&signature_key(id))?;
     Ok(raw.and_then(|raw| {
@@ -180,6 +216,409 @@ pub fn view_for_teams(
     })
 }
 
+/// [`view_for`], kept between fetches: built once per change of what it depends on, then
+/// served from memory or from the file beside the store (see [`cached`]).
+pub fn view_for_cached(
+    store: &Store,
+    identity: &Identity,
+    peer: &MemberId,
+    now_ms: i64,
+) -> Result<Arc<View>, AccessError> {
+    Ok(view_for_kept(store, identity, peer, now_ms)?.view)
+}
+
+/// [`view_for_teams`], kept between fetches like [`view_for_cached`].
+pub fn view_for_teams_cached(
+    store: &Store,
+    identity: &Identity,
+    teams: &[TeamId],
+    now_ms: i64,
+) -> Result<Arc<View>, AccessError> {
+    Ok(view_for_teams_kept(store, identity, teams, now_ms)?.view)
+}
+
+/// Whose view a [`Kept`] is.
+#[derive(Debug, Clone)]
+enum Who {
+    Peer(MemberId),
+    Teams(Vec<TeamId>),
+}
+
+impl Who {
+    fn key(&self) -> [u8; 32] {
+        match self {
+            Who::Peer(peer) => cache_key(b"peer", peer.as_bytes()),
+            Who::Teams(teams) => {
+                let flat: Vec<u8> = teams.iter().flat_map(|t| t.0).collect();
+                cache_key(b"teams", &flat)
+            }
+        }
+    }
+
+    fn member_of(&self, chain: &TeamChain) -> (bool, bool) {
+        match self {
+            Who::Peer(peer) => {
+                let ever = chain
+                    .versions()
+                    .iter()
+                    .any(|v| v.manifest.member(peer).is_some());
+                (ever, chain.head().manifest.member(peer).is_some())
+            }
+            Who::Teams(teams) => {
+                let listed = teams.contains(&chain.team_id());
+                (listed, listed)
+            }
+        }
+    }
+}
+
+/// A kept view with the access generation it is current at, so that the process that moves
+/// the store on (a fetch) can bring it along ([`keep_after_own_writes`]).
+#[derive(Debug, Clone)]
+pub struct Kept {
+    pub view: Arc<View>,
+    who: Who,
+    generation: Option<Vec<u8>>,
+    built_ms: i64,
+}
+
+/// [`view_for_cached`], with what [`keep_after_own_writes`] needs.
+pub fn view_for_kept(
+    store: &Store,
+    identity: &Identity,
+    peer: &MemberId,
+    now_ms: i64,
+) -> Result<Kept, AccessError> {
+    kept(store, identity, Who::Peer(*peer), now_ms)
+}
+
+/// [`view_for_teams_cached`], with what [`keep_after_own_writes`] needs.
+pub fn view_for_teams_kept(
+    store: &Store,
+    identity: &Identity,
+    teams: &[TeamId],
+    now_ms: i64,
+) -> Result<Kept, AccessError> {
+    let mut sorted = teams.to_vec();
+    sorted.sort();
+    sorted.dedup();
+    kept(store, identity, Who::Teams(sorted), now_ms)
+}
+
+fn kept(store: &Store, identity: &Identity, who: Who, now_ms: i64) -> Result<Kept, AccessError> {
+    let Found {
+        view,
+        generation,
+        built_ms,
+    } = cached(store, identity, who.key(), now_ms, || {
+        view_where(store, identity, now_ms, |chain| who.member_of(chain))
+    })?;
+    Ok(Kept {
+        view,
+        who,
+        generation,
+        built_ms,
+    })
+}
+
+/// Brings a kept view along with this process's own writes since it was returned: `writes`
+/// ref transactions, each of which moved the access generation, that changed only the
+/// session refs, signatures and shares of `sessions` (a fetch's stored sessions and share
+/// records; not team chains). When the generation moved by exactly `writes`, nobody else wrote
+/// in between, so re-deriving those sessions' items is the view; otherwise nothing is done and
+/// the next use rebuilds it. What a fetch stored is then not a rebuild on the next fetch.
+pub fn keep_after_own_writes(
+    store: &Store,
+    identity: &Identity,
+    kept: &Kept,
+    writes: u64,
+    sessions: &std::collections::BTreeSet<SessionId>,
+    now_ms: i64,
+) -> Result<(), AccessError> {
+    use crate::store::generation::Generation;
+    if writes == 0 || !fresh(&kept.view, kept.built_ms, now_ms) {
+        return Ok(());
+    }
+    let Some(before) = kept.generation.as_deref().and_then(Generation::decode) else {
+        return Ok(());
+    };
+    let current = generation(store)?;
+    let Some(after) = current.as_deref().and_then(Generation::decode) else {
+        return Ok(());
+    };
+    if after.epoch != before.epoch || after.count != before.count.wrapping_add(writes) {
+        tracing::debug!(
+            before = before.count,
+            after = after.count,
+            writes,
+            "another writer moved the store: the view rebuilds at its next use"
+        );
+        return Ok(());
+    }
+    let me = MemberId(identity.verifying_key().to_bytes());
+    let mut view = (*kept.view).clone();
+    view.items.retain(|item, entry| {
+        matches!(entry, ViewItem::Manifest { .. }) || !sessions.contains(&item_session(item))
+    });
+    let shared_teams = add_teams(&mut View::default(), store, &me, |c| kept.who.member_of(c))?;
+    let mut derive = Sessions {
+        store,
+        me,
+        paths: crate::share::outgoing::PathPolicy::load(store)?,
+        served: HashMap::new(),
+    };
+    for id in sessions {
+        for entry in store.storage().refs(&crate::store::keys::shares_of(id)) {
+            let (_, raw) = entry.map_err(StoreError::from)?;
+            if let Ok(share) = crate::share::SignedShare::decode_stored(&raw) {
+                derive.add_share(&mut view, &share, &shared_teams, now_ms)?;
+            }
+        }
+    }
+    let key = kept.who.key();
+    let stamp = stamp(identity, current.as_deref());
+    let view = Arc::new(view);
+    let file = store.path().join(CACHE_DIR).join(hex::encode(key));
+    if let Err(e) = save(&file, &stamp, now_ms, &view) {
+        tracing::debug!(file = %file.display(), "cannot keep the view cache: {e}");
+    }
+    remember(store, memory_key(store, &key), stamp, now_ms, view);
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The view cache (SPEC.md §15.2, "Keeping views current").
+//
+// A view depends on the session records and their signatures, the shares, the team chains,
+// the `share.paths` setting, this node's identity and the clock (a share that expires). The
+// store's backend moves the *access generation* (`store::keys::ACCESS_GENERATION`) in the same
+// transaction as any ref change of the first four, so a view built at generation `g`, for
+// identity `i`, is the view as long as the generation is still `g` and no share of it has
+// expired since (`View::horizon`). A no-op fetch then costs one ref read on each side.
+//
+// Entries live in this process's memory (`tapes serve`, the relay client) and in
+// `<store>/views/<key>` (a `tapes fetch` process starts cold): `TVC1`, a BLAKE3 of the rest,
+// then postcard of [`Persisted`]. A file that is damaged, from another identity or another
+// generation is rebuilt and replaced; it holds item ids and share keys, nothing of content.
+
+const CACHE_MAGIC: &[u8; 4] = b"TVC1";
+const CACHE_DIR: &str = "views";
+/// Entries kept in memory (one per peer or relay audience); past it the oldest goes.
+const CACHE_ENTRIES: usize = 64;
+
+struct Entry {
+    store: std::path::PathBuf,
+    stamp: [u8; 32],
+    /// The clock the view was built at: before it (a clock set back) the entry is not used.
+    built_ms: i64,
+    view: Arc<View>,
+    used: u64,
+}
+
+/// The in-memory entries by key, with a use clock for evicting the oldest.
+type Entries = (u64, HashMap<[u8; 32], Entry>);
+
+static CACHE: LazyLock<Mutex<Entries>> = LazyLock::new(|| Mutex::new((0, HashMap::new())));
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Persisted {
+    stamp: [u8; 32],
+    built_ms: i64,
+    horizon: Option<i64>,
+    items: Vec<(ItemId, ViewItem)>,
+}
+
+/// Forgets the views this process keeps in memory (their files stay): what a new `tapes`
+/// process starts with. For tests and benchmarks.
+#[doc(hidden)]
+pub fn forget_cached_views() {
+    CACHE.lock().unwrap_or_else(|p| p.into_inner()).1.clear();
+}
+
+/// Whether the view of `peer` kept in `store`'s file is current now, without building it.
+/// For tests: a fetch leaves it current ([`keep_after_own_writes`]).
+#[doc(hidden)]
+pub fn kept_file_is_current(
+    store: &Store,
+    identity: &Identity,
+    peer: &MemberId,
+    now_ms: i64,
+) -> Result<bool, StoreError> {
+    let stamp = stamp(identity, generation(store)?.as_deref());
+    let key = Who::Peer(*peer).key();
+    let file = store.path().join(CACHE_DIR).join(hex::encode(key));
+    Ok(load(&file, &stamp).is_some_and(|(view, built)| fresh(&view, built, now_ms)))
+}
+
+fn cache_key(kind: &[u8], who: &[u8]) -> [u8; 32] {
+    let mut h = blake3::Hasher::new_derive_key("tapes 2026-12 view cache key v1");
+    h.update(&(kind.len() as u32).to_le_bytes());
+    h.update(kind);
+    h.update(who);
+    *h.finalize().as_bytes()
+}
+
+/// The store's access generation as stored (`None` before the first change).
+fn generation(store: &Store) -> Result<Option<Vec<u8>>, StoreError> {
+    Ok(store
+        .storage()
+        .get_ref(crate::store::keys::ACCESS_GENERATION)?)
+}
+
+/// What a cached view must have been built under: this identity at this access generation.
+fn stamp(identity: &Identity, generation: Option<&[u8]>) -> [u8; 32] {
+    let mut h = blake3::Hasher::new_derive_key("tapes 2026-12 view cache stamp v1");
+    h.update(&identity.verifying_key().to_bytes());
+    match generation {
+        Some(g) => {
+            h.update(&[1]);
+            h.update(g);
+        }
+        None => {
+            h.update(&[0]);
+        }
+    }
+    *h.finalize().as_bytes()
+}
+
+fn fresh(view: &View, built_ms: i64, now_ms: i64) -> bool {
+    built_ms <= now_ms && view.horizon.is_none_or(|h| now_ms < h)
+}
+
+/// The view under `key`: from memory, else from its file, else built by `build` (and kept).
+/// The stamp is read before anything else, so a change that lands during a build leaves an
+/// entry that is stale by its stamp, never one that looks current and is not.
+fn cached(
+    store: &Store,
+    identity: &Identity,
+    key: [u8; 32],
+    now_ms: i64,
+    build: impl FnOnce() -> Result<View, AccessError>,
+) -> Result<Found, AccessError> {
+    let generation = generation(store)?;
+    let stamp = stamp(identity, generation.as_deref());
+    let mem_key = memory_key(store, &key);
+    {
+        let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
+        let (clock, entries) = &mut *cache;
+        *clock += 1;
+        if let Some(entry) = entries.get_mut(&mem_key) {
+            if entry.stamp == stamp
+                && entry.store == store.path()
+                && fresh(&entry.view, entry.built_ms, now_ms)
+            {
+                entry.used = *clock;
+                return Ok(Found {
+                    view: entry.view.clone(),
+                    generation,
+                    built_ms: entry.built_ms,
+                });
+            }
+        }
+    }
+    let file = store.path().join(CACHE_DIR).join(hex::encode(key));
+    let (view, built_ms) = match load(&file, &stamp).filter(|(v, b)| fresh(v, *b, now_ms)) {
+        Some((view, built_ms)) => (Arc::new(view), built_ms),
+        None => {
+            let view = Arc::new(build()?);
+            if let Err(e) = save(&file, &stamp, now_ms, &view) {
+                tracing::debug!(file = %file.display(), "cannot keep the view cache: {e}");
+            }
+            (view, now_ms)
+        }
+    };
+    remember(store, mem_key, stamp, built_ms, view.clone());
+    Ok(Found {
+        view,
+        generation,
+        built_ms,
+    })
+}
+
+/// What [`cached`] found: the view, the access generation it is current at (as stored) and
+/// the clock it was built at.
+struct Found {
+    view: Arc<View>,
+    generation: Option<Vec<u8>>,
+    built_ms: i64,
+}
+
+fn memory_key(store: &Store, key: &[u8; 32]) -> [u8; 32] {
+    let mut h = blake3::Hasher::new();
+    h.update(key);
+    h.update(store.path().as_os_str().as_encoded_bytes());
+    *h.finalize().as_bytes()
+}
+
+fn remember(store: &Store, mem_key: [u8; 32], stamp: [u8; 32], built_ms: i64, view: Arc<View>) {
+    let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
+    let (clock, entries) = &mut *cache;
+    if entries.len() >= CACHE_ENTRIES && !entries.contains_key(&mem_key) {
+        if let Some(oldest) = entries.iter().min_by_key(|(_, e)| e.used).map(|(k, _)| *k) {
+            entries.remove(&oldest);
+        }
+    }
+    entries.insert(
+        mem_key,
+        Entry {
+            store: store.path().to_path_buf(),
+            stamp,
+            built_ms,
+            view,
+            used: *clock,
+        },
+    );
+}
+
+fn load(file: &std::path::Path, stamp: &[u8; 32]) -> Option<(View, i64)> {
+    let bytes = std::fs::read(file).ok()?;
+    let body = bytes.strip_prefix(CACHE_MAGIC)?;
+    let (sum, body) = body.split_at_checked(32)?;
+    if blake3::hash(body).as_bytes() != sum {
+        return None;
+    }
+    let persisted: Persisted = postcard::from_bytes(body).ok()?;
+    if persisted.stamp != *stamp {
+        return None;
+    }
+    let view = View {
+        items: persisted.items.into_iter().collect(),
+        horizon: persisted.horizon,
+    };
+    Some((view, persisted.built_ms))
+}
+
+fn save(
+    file: &std::path::Path,
+    stamp: &[u8; 32],
+    built_ms: i64,
+    view: &View,
+) -> std::io::Result<()> {
+    let persisted = Persisted {
+        stamp: *stamp,
+        built_ms,
+        horizon: view.horizon,
+        items: view
+            .items
+            .iter()
+            .map(|(id, item)| (*id, item.clone()))
+            .collect(),
+    };
+    let body = postcard::to_stdvec(&persisted).map_err(std::io::Error::other)?;
+    let mut bytes = Vec::with_capacity(body.len() + 36);
+    bytes.extend_from_slice(CACHE_MAGIC);
+    bytes.extend_from_slice(blake3::hash(&body).as_bytes());
+    bytes.extend_from_slice(&body);
+    let dir = file.parent().unwrap_or(std::path::Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    // Written aside and renamed over: a reader sees the old file or the new one, whole.
+    let temp = file.with_extension(format!("tmp-{}", std::process::id()));
+    std::fs::write(&temp, &bytes)?;
+    std::fs::rename(&temp, file).inspect_err(|_| {
+        let _ = std::fs::remove_file(&temp);
+    })
+}
+
 /// The view for a peer described by `member_of(chain) = (ever a member, a member now)`.
 fn view_where(
     store: &Store,
@@ -189,12 +628,33 @@ fn view_where(
 ) -> Result<View, AccessError> {
     let me = MemberId(identity.verifying_key().to_bytes());
     let mut view = View::default();
-    // Teams both are in now; teams the peer was ever in (for the manifests).
+    let shared_teams = add_teams(&mut view, store, &me, member_of)?;
+    let paths = crate::share::outgoing::PathPolicy::load(store)?;
+    let mut sessions = Sessions {
+        store,
+        me,
+        paths,
+        served: HashMap::new(),
+    };
+    for share in crate::share::all_shares(store)? {
+        sessions.add_share(&mut view, &share, &shared_teams, now_ms)?;
+    }
+    Ok(view)
+}
+
+/// Adds the manifests of the teams the peer is or was in with us; returns the teams both are
+/// in now.
+fn add_teams(
+    view: &mut View,
+    store: &Store,
+    me: &MemberId,
+    member_of: impl Fn(&TeamChain) -> (bool, bool),
+) -> Result<Vec<TeamId>, AccessError> {
     let mut shared_teams = Vec::new();
     for chain in team::list(store)? {
         let team = chain.team_id();
         let head = &chain.head().manifest;
-        if head.member(&me).is_none() {
+        if head.member(me).is_none() {
             continue;
         }
         let (ever, now) = member_of(&chain);
@@ -214,22 +674,48 @@ fn view_where(
             shared_teams.push(team);
         }
     }
-    for share in crate::share::all_shares(store)? {
+    Ok(shared_teams)
+}
+
+/// Each shared session's record as it would be served, once per session however many shares
+/// it has. No signing or verifying here: the item id hashes the record alone, the stored
+/// signatures were verified before they were stored (`receive::apply_session`, the server's
+/// push) and the entry actually sent is checked again ([`session_entry`]).
+struct Sessions<'a> {
+    store: &'a Store,
+    me: MemberId,
+    paths: crate::share::outgoing::PathPolicy,
+    served: HashMap<SessionId, Option<(Vec<u8>, MemberId)>>,
+}
+
+impl Sessions<'_> {
+    /// Adds a share record and, while it is live, its session.
+    fn add_share(
+        &mut self,
+        view: &mut View,
+        share: &crate::share::SignedShare,
+        shared_teams: &[TeamId],
+        now_ms: i64,
+    ) -> Result<(), AccessError> {
         let record = &share.record;
         let grant = match record.audience {
             Audience::Team(team) if shared_teams.contains(&team) => Grant::Team(team),
-            Audience::Team(_) => continue,
+            Audience::Team(_) => return Ok(()),
             Audience::Public => Grant::Public,
         };
-        // Only the session's owner may share it; anything else is not passed on.
-        let Some(entry) = session_entry(store, identity, &record.session)? else {
-            continue;
+        let entry = match self.served.get(&record.session) {
+            Some(entry) => entry,
+            None => {
+                let entry = served_record(self.store, &self.me, self.paths, &record.session)?;
+                self.served.entry(record.session).or_insert(entry)
+            }
         };
-        let owner = SessionRecord::decode(&entry.record)
-            .ok()
-            .and_then(|r| r.owner);
-        if owner != Some(record.sharer) {
-            continue;
+        // Only the session's owner may share it; anything else is not passed on.
+        let Some((served_raw, owner)) = entry else {
+            return Ok(());
+        };
+        if *owner != record.sharer {
+            return Ok(());
         }
         view.items.insert(
             share_item(&record.session, &share.encode()),
@@ -237,8 +723,16 @@ fn view_where(
                 key: share_key(&record.session, &record.audience),
             },
         );
-        if share.is_live(now_ms) {
-            let item = session_item(&record.session, &entry.record);
+        if let Some(expires) = record.expires_ms.filter(|e| *e > now_ms && !record.revoked) {
+            view.horizon = Some(view.horizon.map_or(expires, |h| h.min(expires)));
+        }
+        // Issue 23 (metadata-only sharing, SPEC.md §11.4) — please keep this check when
+        // editing: a metadata-only share, or a project whose content stays here, puts the
+        // share (and its summary) in the view, never the session.
+        if share.is_live(now_ms)
+            && !crate::share::content_withheld(self.store, &record.session, &record.audience)?
+        {
+            let item = session_item(&record.session, served_raw);
             // A team grant wins over a public one: team content only travels sealed.
             let keep = matches!(
                 view.items.get(&item),
@@ -257,6 +751,6 @@ fn view_where(
                 );
             }
         }
+        Ok(())
     }
-    Ok(view)
 }

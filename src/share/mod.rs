@@ -16,6 +16,7 @@ pub mod access;
 pub mod gate;
 pub mod outgoing;
 pub mod secrets;
+pub mod summary;
 
 use tapes_protocol::{MemberId, SessionId, StoredObject, TeamId};
 
@@ -61,6 +62,14 @@ pub enum ShareError {
     Damaged(String, String),
     #[error("cannot make a new session id: {0}")]
     Random(String),
+    #[error(transparent)]
+    ContentStaysHere(#[from] summary::ContentStaysHere),
+    #[error("{sharer} shared session {session} with {audience} as metadata only: its messages were not shared with you, so there is nothing here to show, fork or check out (`tapes shared` lists its summary). Ask {sharer} to share it with its content: `tapes share {session} --team <team>` without --metadata-only")]
+    ContentNotShared {
+        session: String,
+        sharer: String,
+        audience: String,
+    },
 }
 
 /// Where share records live among the refs.
@@ -203,6 +212,11 @@ pub struct Shared {
     pub redacted_spans: usize,
     /// Secrets redacted in the share's own note and title.
     pub redacted_texts: usize,
+    /// Only the summary was shared (SPEC.md §11.4): asked for, or because the session's
+    /// project keeps its content here (`content_policy` then says so).
+    pub metadata_only: bool,
+    /// Set when the project's `sync.content` setting made the share metadata-only.
+    pub content_policy: Option<summary::ContentStaysHere>,
 }
 
 /// Shares session `id` after the secret gate; writes the signed record and the session's
@@ -219,6 +233,13 @@ pub fn share(
         .ok_or(StoreError::SessionNotFound(id.short()))?;
     if !is_mine(&record, store.local_owner()?.as_ref()) {
         return Err(ShareError::NotYours(id.short()));
+    }
+    // A project whose content stays here is shared as its summary only (SPEC.md §11.4).
+    if let Err(stays) = summary::check_may_leave(store, id, &record)? {
+        let prices = crate::session::pricing::PriceTable::defaults();
+        let mut done = share_metadata_only(store, identity, id, options, false, &prices, now_ms)?;
+        done.content_policy = Some(stays);
+        return Ok(done);
     }
     let findings = gate::scan_session(store, id, None, &share_texts(options))?;
     let mut redacted_texts = 0;
@@ -289,9 +310,43 @@ pub fn share(
         },
         identity.signing_key(),
     );
+    commit_share(
+        store,
+        identity,
+        &record,
+        &signed,
+        signed.encode(),
+        note,
+        expires_ms,
+        "content",
+    )?;
+    Ok(Shared {
+        session,
+        redacted_spans,
+        redacted_texts,
+        metadata_only: false,
+        content_policy: None,
+    })
+}
+
+/// Writes a signed share record (`bytes`: the record, and for a metadata-only share its
+/// summary) and the session's visibility in one ref transaction, then the audit entry.
+#[allow(clippy::too_many_arguments)]
+fn commit_share(
+    store: &Store,
+    identity: &Identity,
+    record: &SessionRecord,
+    signed: &SignedShare,
+    bytes: Vec<u8>,
+    note: Option<String>,
+    expires_ms: Option<i64>,
+    detail: &str,
+) -> Result<(), ShareError> {
+    let session = signed.record.session;
+    let options_audience = signed.record.audience;
     let raw = store.session_raw(&session)?;
     let mut updated = record.clone();
-    updated.visibility = match options.audience {
+    updated.visibility = match options_audience {
         Audience::Public => Visibility::Public,
         Audience::Team(t) if record.visibility != Visibility::Public => Visibility::Team(t),
         Audience::Team(_) => record.visibility,
@@ -300,7 +355,7 @@ pub fn share(
         updated.note = Some(note);
     }
     updated.expires_ms = expires_ms.or(record.expires_ms);
-    let key = share_key(&session, &options.audience);
+    let key = share_key(&session, &options_audience);
     let current = store.storage().get_ref(&key).map_err(StoreError::from)?;
     store.commit(
         &[],
@@ -308,7 +363,7 @@ pub fn share(
             RefUpdate {
                 key,
                 expected: current,
-                new: Some(signed.encode()),
+                new: Some(bytes),
             },
             RefUpdate {
                 key: session_ref_key(&session),
@@ -317,11 +372,257 @@ pub fn share(
             },
         ],
     )?;
+    if let Audience::Team(team) = options_audience {
+        audit_own(
+            store,
+            identity,
+            &team,
+            crate::audit::AuditAction::Share,
+            &session,
+            detail,
+        );
+    }
+    Ok(())
+}
+
+/// Appends an entry about our own action to a team's audit log. The share or unshare is
+/// already stored: a log that cannot be written is reported, not a reason to undo it.
+fn audit_own(
+    store: &Store,
+    identity: &Identity,
+    team: &TeamId,
+    action: crate::audit::AuditAction,
+    session: &SessionId,
+    detail: &str,
+) {
+    let event = crate::audit::Event {
+        action,
+        actor: MemberId(identity.verifying_key().to_bytes()),
+        actor_name: identity.profile.name.clone(),
+        session: Some(*session),
+        detail: detail.to_string(),
+    };
+    if let Err(e) = crate::audit::record(store, identity, team, event, crate::now_ms()) {
+        tracing::warn!(error = %e, "could not append to the audit log");
+    }
+}
+
+/// Shares session `id` as its signed summary only (SPEC.md §11.4): the share record travels
+/// with a summary (counts, tokens, cost at `prices`, status, duration, model, project, title;
+/// the first prompt only with `with_first_prompt`), and no node of the session ever does. The
+/// texts that travel (title, note, first prompt) pass the secret gate like a share's note.
+pub fn share_metadata_only(
+    store: &Store,
+    identity: &Identity,
+    id: &SessionId,
+    options: &ShareOptions,
+    with_first_prompt: bool,
+    prices: &crate::session::pricing::PriceTable,
+    now_ms: i64,
+) -> Result<Shared, ShareError> {
+    let record = store
+        .session(id)?
+        .ok_or(StoreError::SessionNotFound(id.short()))?;
+    if !is_mine(&record, store.local_owner()?.as_ref()) {
+        return Err(ShareError::NotYours(id.short()));
+    }
+    let previous = store
+        .storage()
+        .get_ref(&share_key(id, &options.audience))
+        .map_err(StoreError::from)?
+        .and_then(|raw| SignedShare::decode_stored(&raw).ok());
+    let mut title = options
+        .title
+        .clone()
+        .or_else(|| previous.as_ref().and_then(|p| p.record.title.clone()))
+        .or_else(|| record.title.clone());
+    let mut note = options
+        .note
+        .clone()
+        .or_else(|| previous.as_ref().and_then(|p| p.record.note.clone()));
+    let mut first_prompt = with_first_prompt.then(|| record.summary.first_prompt.clone());
+    let expires_ms = options.expires_ms.or_else(|| {
+        previous
+            .as_ref()
+            .and_then(|p| p.record.expires_ms.filter(|_| p.is_live(now_ms)))
+    });
+    // The secret gate over what travels: the texts, never the nodes (they stay here).
+    let mut hits = Vec::new();
+    for (place, text) in [
+        ("title", &title),
+        ("note", &note),
+        ("first prompt", &first_prompt),
+    ] {
+        if let Some(text) = text {
+            for hit in secrets::scan_text(text) {
+                hits.push(format!("  share {place}: {}", hit.kind));
+            }
+        }
+    }
+    let mut redacted_texts = 0;
+    if !hits.is_empty() {
+        match options.secrets {
+            SecretPolicy::Allow => {}
+            SecretPolicy::Redact => {
+                redacted_texts = hits.len();
+                for text in [&mut title, &mut note, &mut first_prompt] {
+                    if let Some(t) = text.as_mut() {
+                        *t = redact_field(t);
+                    }
+                }
+            }
+            _ => {
+                return Err(ShareError::Secrets {
+                    session: id.short(),
+                    count: hits.len(),
+                    list: hits.join("\n"),
+                })
+            }
+        }
+    }
+    let share_record = ShareRecord {
+        session: *id,
+        head: record.head,
+        audience: options.audience,
+        sharer: MemberId(identity.verifying_key().to_bytes()),
+        sharer_name: identity.profile.name.clone(),
+        title,
+        note: note.clone(),
+        shared_ms: now_ms,
+        expires_ms,
+        revoked: false,
+    };
+    let mut summary_fields = summary::summarize(store, &record, &share_record, prices, false)?;
+    summary_fields.first_prompt = first_prompt;
+    let signed = SignedShare::sign(share_record, identity.signing_key());
+    let signed_summary =
+        tapes_protocol::summary::SignedSummary::sign(summary_fields, identity.signing_key());
+    let bytes = tapes_protocol::summary::attach(&signed.encode(), &signed_summary);
+    commit_share(
+        store,
+        identity,
+        &record,
+        &signed,
+        bytes,
+        note,
+        expires_ms,
+        "metadata only",
+    )?;
     Ok(Shared {
-        session,
-        redacted_spans,
+        session: *id,
+        redacted_spans: 0,
         redacted_texts,
+        metadata_only: true,
+        content_policy: None,
     })
+}
+
+/// A metadata-only share someone shared with this store: the share and its verified summary.
+#[derive(Debug, Clone)]
+pub struct SummaryShare {
+    pub share: SignedShare,
+    pub summary: tapes_protocol::summary::ShareSummary,
+}
+
+/// Every share record in the store that carries a summary (metadata-only shares), the summary
+/// checked against its record and signer. Ones that do not check are skipped with a warning.
+pub fn all_summaries(store: &Store) -> Result<Vec<SummaryShare>, ShareError> {
+    let mut out = Vec::new();
+    for entry in store.storage().refs(SHARE_REF_PREFIX) {
+        let (key, value) = entry.map_err(StoreError::from)?;
+        if !tapes_protocol::summary::has_tail(&value) {
+            continue;
+        }
+        let checked = SignedShare::decode_stored(&value).and_then(|share| {
+            tapes_protocol::summary::of_share_bytes(&value)
+                .map(|s| s.map(|s| (share, s.summary)))
+                .map_err(tapes_protocol::signed::ShareError::from)
+        });
+        match checked {
+            Ok(Some((share, summary))) => out.push(SummaryShare { share, summary }),
+            Ok(None) => {}
+            Err(why) => {
+                tracing::warn!(key = %String::from_utf8_lossy(&key), %why, "skipping a damaged share summary")
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The metadata-only share of session `id` held here, if any (newest first when several
+/// audiences have one): what `show`, `fork` and `checkout` name when the content is not here.
+pub fn summary_of(store: &Store, id: &SessionId) -> Result<Option<SummaryShare>, ShareError> {
+    let mut found: Option<SummaryShare> = None;
+    for entry in store.storage().refs(&crate::store::keys::shares_of(id)) {
+        let (_, value) = entry.map_err(StoreError::from)?;
+        if let (Ok(share), Ok(Some(summary))) = (
+            SignedShare::decode_stored(&value),
+            tapes_protocol::summary::of_share_bytes(&value),
+        ) {
+            if found
+                .as_ref()
+                .is_none_or(|f| f.share.record.shared_ms < share.record.shared_ms)
+            {
+                found = Some(SummaryShare {
+                    share,
+                    summary: summary.summary,
+                });
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// Resolves a session the user names for something that needs its messages (`show`, `fork`,
+/// `checkout`): like [`Store::resolve_session`], but a session shared with this store as
+/// metadata only is named as such ([`ShareError::ContentNotShared`]: who to ask) rather than
+/// "not found".
+pub fn resolve_content(store: &Store, input: &str) -> Result<SessionId, ShareError> {
+    match store.resolve_session(input) {
+        Err(StoreError::SessionNotFound(_)) => {}
+        other => return Ok(other?),
+    }
+    let prefix = input.trim().to_ascii_lowercase();
+    let mut key = SHARE_REF_PREFIX.to_vec();
+    key.extend_from_slice(prefix.as_bytes());
+    if prefix.is_empty() || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(StoreError::SessionNotFound(input.to_string()).into());
+    }
+    for entry in store.storage().refs(&key) {
+        let (_, value) = entry.map_err(StoreError::from)?;
+        if !tapes_protocol::summary::has_tail(&value) {
+            continue;
+        }
+        if let Ok(share) = SignedShare::decode_stored(&value) {
+            let r = &share.record;
+            let audience = match r.audience {
+                Audience::Public => "everyone".to_string(),
+                Audience::Team(t) => match crate::team::load(store, &t) {
+                    Ok(chain) => format!("team \"{}\"", chain.head().manifest.name),
+                    Err(_) => format!("team {}", t.short()),
+                },
+            };
+            return Err(ShareError::ContentNotShared {
+                session: r.session.short(),
+                sharer: if r.sharer_name.is_empty() {
+                    r.sharer.short()
+                } else {
+                    r.sharer_name.clone()
+                },
+                audience,
+            });
+        }
+    }
+    Err(StoreError::SessionNotFound(input.to_string()).into())
+}
+
+/// Whether this node keeps the content of `session` back from `audience` (SPEC.md §11.4).
+pub fn content_withheld(
+    store: &Store,
+    session: &SessionId,
+    audience: &Audience,
+) -> Result<bool, ShareError> {
+    Ok(summary::withheld(store, session, audience)?)
 }
 
 /// Unshares: writes a revoked record (so peers learn of it) and narrows the session's
@@ -337,6 +638,7 @@ pub fn unshare(
     let mut updates = Vec::new();
     let mut still_team = None;
     let mut still_public = false;
+    let mut revoked_teams = Vec::new();
     for (key, share) in shares_of(store, id)? {
         let hit = audience.is_none_or(|a| a == share.record.audience);
         if hit && !share.record.revoked {
@@ -345,10 +647,14 @@ pub fn unshare(
             record.shared_ms = now_ms;
             let signed = SignedShare::sign(record, identity.signing_key());
             updates.push(RefUpdate {
-                key,
-                expected: Some(share.encode()),
+                key: key.clone(),
+                // The bytes as stored (a metadata-only share carries its summary after them).
+                expected: store.storage().get_ref(&key).map_err(StoreError::from)?,
                 new: Some(signed.encode()),
             });
+            if let Audience::Team(team) = share.record.audience {
+                revoked_teams.push(team);
+            }
             revoked += 1;
         } else if share.is_live(now_ms) {
             match share.record.audience {
@@ -379,6 +685,16 @@ pub fn unshare(
         });
     }
     store.commit(&[], &updates)?;
+    for team in revoked_teams {
+        audit_own(
+            store,
+            identity,
+            &team,
+            crate::audit::AuditAction::Unshare,
+            id,
+            "",
+        );
+    }
     Ok(revoked)
 }
 
@@ -387,8 +703,8 @@ pub fn shares_of(store: &Store, id: &SessionId) -> Result<Vec<(Vec<u8>, SignedSh
     let mut out = Vec::new();
     for entry in store.storage().refs(&crate::store::keys::shares_of(id)) {
         let (key, value) = entry.map_err(StoreError::from)?;
-        let share =
-            SignedShare::decode(&value).map_err(|why| ShareError::Damaged(id.short(), why))?;
+        let share = SignedShare::decode(&value)
+            .map_err(|why| ShareError::Damaged(id.short(), why.to_string()))?;
         out.push((key, share));
     }
     Ok(out)

@@ -14,8 +14,12 @@
 //! | settings | `config/<key>` | value text | `outgoing`, `cmd::share` |
 //! | pending joins | `pending-join/<team>` | join request | `cmd::team` |
 //! | relay sync tracking | `relay-sync/<relay>/<scope>/<session>`, `relay-teams/<relay>` | what was deposited | `peer::relay_client` |
-//! | relay state (on a relay) | `relay/team/<team>`, `relay/s/<scope>/<session>`, `relay/ids/<scope>/<session>`, `relay/usage/<scope>`, `relay/join/<team>/<member>` | deposits, quotas, mailbox | `relay::state` |
+//! | relay state (on a relay) | `relay/team/<team>`, `relay/s/<scope>/<session>`, `relay/ids/<scope>/<session>`, `relay/usage/<scope>`, `relay/join/<team>/<member>`, `relay/expired/<scope>`, `relay/buried/<session>` | deposits, quotas, mailbox, retention, tombstones | `relay::state`, `relay::retention`, `relay::tombstones` |
 //! | agent files | `agent-file/<source kind>/<agent session id>` | agent-file record | `resume::mapping` |
+//! | audit log | `audit/<team>/<writer>/<seq, 20 digits>`, `audit-head/<team>/<writer>` | signed audit entry; the writer's newest seq and entry id | `audit` |
+//! | tombstones | `tombstone/<session>` | local tombstone of a removed session | `session::tombstone` |
+//! | session generation | `generation/sessions` | epoch [16] \|\| count u64le, moved by the backend with every session ref change | `store::generation` |
+//! | access generation | `generation/access` | epoch [16] \|\| count u64le, moved by the backend with every session, signature, share, team or setting ref change | `share::access` |
 
 use tapes_protocol::{MemberId, SessionId, TeamId};
 
@@ -33,6 +37,23 @@ pub const RELAY_TEAMS: &str = "relay-teams/";
 pub const RELAY_TEAM: &[u8] = b"relay/team/";
 pub const RELAY_USAGE: &str = "relay/usage/";
 pub const AGENT_FILE: &[u8] = b"agent-file/";
+pub const AUDIT: &str = "audit/";
+pub const AUDIT_HEAD: &str = "audit-head/";
+pub const TOMBSTONE: &[u8] = b"tombstone/";
+/// The session generation (`store::generation`), written only by the backend.
+pub const GENERATION: &[u8] = b"generation/sessions";
+/// The access generation (`share::access`, SPEC.md §15.2): moved by the backend with every
+/// ref change a peer's view may depend on ([`moves_access`]), so a cached view is checked in
+/// one read.
+pub const ACCESS_GENERATION: &[u8] = b"generation/access";
+
+/// Does a change of ref `key` move the [`ACCESS_GENERATION`]? Sessions, their signatures,
+/// shares, team chains and settings (`share.paths` changes what a record looks like outside).
+pub fn moves_access(key: &[u8]) -> bool {
+    [SESSION, SIG, SHARE, TEAM, CONFIG.as_bytes()]
+        .iter()
+        .any(|prefix| key.starts_with(prefix))
+}
 
 fn join(parts: &[&[u8]]) -> Vec<u8> {
     let mut key = Vec::with_capacity(parts.iter().map(|p| p.len() + 1).sum());
@@ -168,6 +189,40 @@ pub fn agent_file(source_kind: &str, source_id: &str) -> Vec<u8> {
     join(&[AGENT_FILE, source_kind.as_bytes(), source_id.as_bytes()])
 }
 
+/// `tombstone/<session>`: a session `tapes rm` removed (SPEC.md §3.5).
+pub fn tombstone(session: &SessionId) -> Vec<u8> {
+    join(&[TOMBSTONE, session.to_hex().as_bytes()])
+}
+
+/// `read/<session>/`: every read mark of one session.
+pub fn reads_of(session: &SessionId) -> Vec<u8> {
+    let mut key = join(&[READ, session.to_hex().as_bytes()]);
+    key.push(b'/');
+    key
+}
+
+/// `audit/<team>/<writer>/<seq>`, zero-padded so a writer's entries sort by seq.
+pub fn audit_entry(team: &TeamId, writer: &MemberId, seq: u64) -> Vec<u8> {
+    let mut key = audit_writer(team, writer);
+    key.extend_from_slice(format!("{seq:020}").as_bytes());
+    key
+}
+
+/// `audit/<team>/<writer>/`: one writer's chain in one team's log.
+pub fn audit_writer(team: &TeamId, writer: &MemberId) -> Vec<u8> {
+    format!("{AUDIT}{}/{}/", team.to_hex(), writer.to_hex()).into_bytes()
+}
+
+/// `audit/<team>/`: one team's log (`audit/` for every team's).
+pub fn audit_team(team: &TeamId) -> Vec<u8> {
+    format!("{AUDIT}{}/", team.to_hex()).into_bytes()
+}
+
+/// `audit-head/<team>/<writer>`: the newest entry of a writer's chain this store has seen.
+pub fn audit_head(team: &TeamId, writer: &MemberId) -> Vec<u8> {
+    format!("{AUDIT_HEAD}{}/{}", team.to_hex(), writer.to_hex()).into_bytes()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -203,6 +258,18 @@ mod tests {
             format!("pending-join/{hex_t}").into_bytes()
         );
         assert_eq!(relay_team(&t), format!("relay/team/{hex_t}").into_bytes());
+        assert_eq!(tombstone(&s), format!("tombstone/{hex_s}").into_bytes());
+        assert_eq!(reads_of(&s), format!("read/{hex_s}/").into_bytes());
+        let m = MemberId([0x33; 32]);
+        let hex_m = "33".repeat(32);
+        assert_eq!(
+            audit_entry(&t, &m, 7),
+            format!("audit/{hex_t}/{hex_m}/00000000000000000007").into_bytes()
+        );
+        assert_eq!(
+            audit_head(&t, &m),
+            format!("audit-head/{hex_t}/{hex_m}").into_bytes()
+        );
         assert_eq!(
             agent_file("claude", "u/agent-1"),
             b"agent-file/claude/u/agent-1".to_vec()

@@ -6,6 +6,8 @@
 
 pub mod backend;
 pub mod fsck;
+pub mod gc;
+pub mod generation;
 pub mod keys;
 pub mod migrate;
 
@@ -255,15 +257,16 @@ impl Store {
         refs: &[RefUpdate],
     ) -> Result<Written, StoreError> {
         let started = std::time::Instant::now();
-        let new = self.storage.put_objects(objects)?;
+        let full = |e| self.disk_full(e);
+        let new = self.storage.put_objects(objects).map_err(full)?;
         let put = started.elapsed();
         if new.objects > 0 {
-            self.storage.flush()?;
+            self.storage.flush().map_err(full)?;
         }
         let flushed = started.elapsed();
         if !refs.is_empty() {
-            self.storage.update_refs(refs)?;
-            self.storage.flush()?;
+            self.storage.update_refs(refs).map_err(full)?;
+            self.storage.flush().map_err(full)?;
         }
         tracing::trace!(
             put_ms = put.as_millis() as u64,
@@ -272,6 +275,20 @@ impl Store {
             "commit"
         );
         Ok(new)
+    }
+
+    /// A write that failed because the disk is full says so, naming the store (SPEC.md §6.3):
+    /// nothing of it is visible (objects before refs, rules 2–4), so freeing space and running
+    /// the command again is all it takes.
+    fn disk_full(&self, e: StorageError) -> StorageError {
+        let text = e.to_string();
+        if text.contains("No space left on device") || text.contains("StorageFull") {
+            return StorageError::Backend(format!(
+                "no space left on the disk of the store at {}; nothing half-written is visible: free some space and run the command again ({text})",
+                self.path.display()
+            ));
+        }
+        e
     }
 }
 

@@ -28,6 +28,9 @@ use crate::sync::remote::{PushPlan, RefSignature, Remote, RemoteError};
 pub enum TransferError {
     #[error(transparent)]
     Remote(#[from] RemoteError),
+    /// The session's project keeps its content on this machine (SPEC.md §11.4).
+    #[error(transparent)]
+    ContentStaysHere(#[from] crate::share::summary::ContentStaysHere),
     #[error(transparent)]
     Store(#[from] StoreError),
     /// The seed's wording for sessions that do not exist or are not yours to pull.
@@ -254,6 +257,10 @@ fn gated(
     policy: SecretPolicy,
     now_ms: i64,
 ) -> Result<GatedPush, TransferError> {
+    // A project whose content never leaves this machine is refused first (SPEC.md §11.4).
+    if let Some(record) = store.session(id)? {
+        crate::share::summary::check_may_leave(store, id, &record)??;
+    }
     let findings = scan_outgoing(store, id, base)?;
     match findings.check(exit, policy)? {
         Verdict::Clean | Verdict::Allowed(_) => Ok(GatedPush {

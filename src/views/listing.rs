@@ -595,6 +595,71 @@ impl Derived {
     }
 }
 
+/// `tapes show`'s line about a shared session's `view_count` (SPEC.md §18.4): how often
+/// teammates fetched it, by the audit logs held here; `None` for a session never shared with a
+/// team and never fetched.
+pub fn view_count_line(store: &Store, id: &SessionId) -> Result<Option<String>, ListingError> {
+    let n = crate::audit::view_count(store, id)?;
+    let shared = share::shares_of(store, id)?
+        .iter()
+        .any(|(_, s)| matches!(s.record.audience, Audience::Team(_)));
+    Ok((shared || n > 0).then(|| {
+        format!(
+            "views: {} by teammates (`tapes audit --session {}` lists who and when)",
+            n,
+            id.short()
+        )
+    }))
+}
+
+/// The row of a session shared with me as metadata only: its fields from the signed summary
+/// (SPEC.md §11.4); `present` is false, since no message of it is here.
+fn summary_row(sum: &tapes_protocol::summary::ShareSummary, info: ShareInfo) -> SessionRow {
+    let prompt = sum.first_prompt.clone().unwrap_or_default();
+    let (title, title_from) = match sum.title.as_deref().map(str::trim) {
+        Some(t) if !t.is_empty() => (t.to_string(), TitleFrom::Share),
+        _ if !prompt.trim().is_empty() => (prompt.clone(), TitleFrom::FirstPrompt),
+        _ => (
+            "(metadata only: content not shared)".to_string(),
+            TitleFrom::Nothing,
+        ),
+    };
+    let started = sum.started_ms.unwrap_or(info.shared_ms);
+    SessionRow {
+        id: sum.session,
+        title,
+        title_from,
+        present: false,
+        project: sum.project.clone(),
+        agent: sum.agent.clone(),
+        model: sum.model.clone(),
+        models: if sum.model.is_empty() {
+            Vec::new()
+        } else {
+            vec![sum.model.clone()]
+        },
+        owner: Some(sum.sharer),
+        owner_name: info.sharer_name.clone(),
+        mine: false,
+        visibility: info.audience.clone(),
+        status: Status::parse(&sum.status).ok(),
+        cost: sum.cost_usd(),
+        unpriced: Vec::new(),
+        tokens: sum.usage.total(),
+        messages: sum.messages,
+        started_ms: started,
+        updated_ms: sum.ended_ms.unwrap_or(started).max(started),
+        duration_ms: sum.duration_ms(),
+        note: info.note.clone(),
+        description: None,
+        tags: Vec::new(),
+        first_prompt: prompt,
+        origin: None,
+        spawned_by: None,
+        share: Some(info),
+    }
+}
+
 /// Everything the views show, read once.
 pub struct Snapshot {
     pub now_ms: i64,
@@ -609,6 +674,8 @@ pub struct Snapshot {
     shares: Vec<SignedShare>,
     /// Read markers of the shares with me.
     read: HashSet<(SessionId, Audience)>,
+    /// Summaries of metadata-only shares (SPEC.md §11.4), by session and audience.
+    summaries: HashMap<(SessionId, Audience), tapes_protocol::summary::ShareSummary>,
 }
 
 impl Snapshot {
@@ -653,6 +720,10 @@ impl Snapshot {
         snapshot.index = index;
         snapshot.derived = derived;
         snapshot.shares = share::all_shares(store)?;
+        snapshot.summaries = share::all_summaries(store)?
+            .into_iter()
+            .map(|s| ((s.summary.session, s.summary.audience), s.summary))
+            .collect();
         let mut read = HashSet::new();
         for s in snapshot.live_shares_with_me() {
             if share::is_read(store, &s.record)? {
@@ -697,6 +768,7 @@ impl Snapshot {
             derived: Vec::new(),
             shares: Vec::new(),
             read: HashSet::new(),
+            summaries: HashMap::new(),
         })
     }
 
@@ -905,6 +977,10 @@ impl Snapshot {
                 row.share = Some(info);
                 row
             }
+            None if self.summaries.contains_key(&(r.session, r.audience)) => {
+                let sum = &self.summaries[&(r.session, r.audience)];
+                summary_row(sum, info)
+            }
             None => {
                 let (title, title_from) = match r.title.as_deref().map(str::trim) {
                     Some(t) if !t.is_empty() => (t.to_string(), TitleFrom::Share),
@@ -941,6 +1017,12 @@ impl Snapshot {
                 }
             }
         }
+    }
+
+    /// Whether `session` reached this store as a metadata-only share (its content was not
+    /// shared; SPEC.md §11.4).
+    pub fn is_metadata_only(&self, session: &SessionId) -> bool {
+        !self.index.contains_key(session) && self.summaries.keys().any(|(id, _)| id == session)
     }
 
     /// Sessions of a team: owned by anyone who was ever its member, or shared with it;

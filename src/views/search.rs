@@ -9,14 +9,18 @@
 //! inputs and tool outputs, tokenized with English stemming (`refactor` finds `refactoring`).
 //! A session's score is the best score of its nodes; its snippet comes from that node.
 //!
-//! Beside the documents, every commit carries a *state* as its payload (atomically with the
-//! documents): per session, the head that was indexed and facts derived from the chain that
-//! listings need without walking it (status, usage per model, node count). [`SearchIndex::sync`]
-//! compares those heads with the store's session refs and indexes only what moved: a session
-//! whose old head is in its new chain gets just the new nodes; any other change re-indexes the
-//! session; a session gone from the store is dropped. `ingest` calls it for the sessions it
-//! wrote ([`after_ingest`]) when an index exists; `tapes search` and `tapes stats` call it for
-//! every session first, which covers writers that do not (branch, fork, pull, bundles).
+//! Beside the documents, every commit names a *state* file in its payload (atomically with the
+//! documents, `state.rs`): per session, the head that was indexed and facts derived from the
+//! chain that listings need without walking it (status, usage per model, node count), and the
+//! store generation (`store::generation`) the index is current with. [`SearchIndex::sync`]
+//! first compares that generation with the store's (one ref read): equal, nothing changed and
+//! nothing else is read. Otherwise it compares the heads with the store's session refs and
+//! indexes only what moved: a session whose old head is in its new chain gets just the new
+//! nodes; any other change re-indexes the session; a session gone from the store is dropped.
+//! `ingest` calls it for the sessions it wrote ([`after_ingest`]) when an index exists, and
+//! advances the generation when its own commit was the only change; import, fetch and bundle
+//! import call [`catch_up`] at their end; `tapes search` and `tapes stats` call it for every
+//! session first, which covers writers that do not (branch, fork, push received).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Range;
@@ -40,11 +44,16 @@ use tapes_protocol::{ContentBlock, Node, NodeId, SessionId, Usage};
 use crate::session::pricing::{self, PriceTable};
 use crate::session::status::{self, Status};
 use crate::session::SessionRecord;
+use crate::store::generation::Generation;
 use crate::store::{Store, StoreError};
+
+mod state;
+use state::State;
 
 /// Bump when the schema, the state layout or a derived fact (status, SPEC §13) changes: an index
 /// of another version is rebuilt. 3: status rules read what the transcript shows.
-const INDEX_VERSION: u32 = 3;
+/// 4: the state moved from the commit payload to a state file, with the store generation.
+const INDEX_VERSION: u32 = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SearchError {
@@ -171,14 +180,6 @@ impl SessionFacts {
     }
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct State {
-    version: u32,
-    /// The next unused ordinal.
-    next_ordinal: u32,
-    sessions: BTreeMap<SessionId, SessionFacts>,
-}
-
 #[derive(Clone, Copy)]
 struct Fields {
     session: Field,
@@ -266,11 +267,33 @@ pub struct SyncReport {
     pub failed: Vec<(SessionId, String)>,
     /// The index was rebuilt from scratch (missing, damaged or of another version).
     pub rebuilt: bool,
+    /// The store's session refs were read. A catch-up with nothing changed reads only the
+    /// store's generation (one ref) and leaves this false.
+    pub scanned: bool,
+}
+
+/// How far a sync is, for a progress bar: sessions indexed of the sessions to index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyncProgress {
+    pub done: u64,
+    pub total: u64,
+    /// Messages to index in all (known when the sync starts).
+    pub messages: u64,
+}
+
+/// Which generation a sync may record as the one the index is current with.
+#[derive(Clone, Copy)]
+enum Stamp {
+    /// Every session was compared with the store as of this generation (read before the scan).
+    Scanned(Generation),
+    /// Only some sessions were looked at: the recorded generation stays.
+    Keep,
+    /// Exactly one ref transaction (`from` → `to`) changed the sessions given: if the index was
+    /// current at `from`, it is current at `to` once they are indexed.
+    Advance { from: Generation, to: Generation },
 }
 
 pub struct SearchIndex {
-    /// Ordinal → session.
-    ordinals: Vec<Option<SessionId>>,
     dir: PathBuf,
     index: Index,
     reader: IndexReader,
@@ -279,10 +302,33 @@ pub struct SearchIndex {
     rebuilt: bool,
 }
 
+/// The commit payload names the state file of the commit.
+const STATE_PREFIX: &str = "tapes-index-state-file:";
+
 impl SearchIndex {
     /// Opens the index in `dir`, creating it, or recreating it when it is damaged or was made
     /// by another version (it is derived data).
     pub fn open(dir: &Path) -> Result<SearchIndex, SearchError> {
+        let started = std::time::Instant::now();
+        let opened = match Self::try_open(dir) {
+            Ok(Some(index)) => Ok(index),
+            // Creating (or recreating) wipes the directory: one process at a time, and only if
+            // no other process made it meanwhile (concurrent readers of a fresh home).
+            _ => Self::create_locked(dir),
+        }?;
+        tracing::debug!(
+            ms = started.elapsed().as_secs_f64() * 1e3,
+            segments = opened.reader.searcher().segment_readers().len(),
+            sessions = opened.state.len(),
+            "search index opened"
+        );
+        Ok(opened)
+    }
+
+    /// Creates the index under an exclusive lock on `<dir>.lock`, unless another process
+    /// created a readable one while this one waited for the lock.
+    fn create_locked(dir: &Path) -> Result<SearchIndex, SearchError> {
+        let _lock = Self::creation_lock(dir)?;
         match Self::try_open(dir) {
             Ok(Some(index)) => Ok(index),
             Ok(None) => Self::create(dir, true),
@@ -293,8 +339,26 @@ impl SearchIndex {
         }
     }
 
+    /// The lock every process takes before it wipes and creates the index (released when the
+    /// file handle is dropped).
+    fn creation_lock(dir: &Path) -> Result<std::fs::File, SearchError> {
+        let reset = |source| SearchError::Reset {
+            dir: dir.display().to_string(),
+            source,
+        };
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.with_extension("lock"))
+            .map_err(reset)?;
+        lock.lock().map_err(reset)?;
+        Ok(lock)
+    }
+
     /// Deletes and recreates the index.
     pub fn rebuild(dir: &Path) -> Result<SearchIndex, SearchError> {
+        let _lock = Self::creation_lock(dir)?;
         Self::create(dir, true)
     }
 
@@ -311,21 +375,39 @@ impl SearchIndex {
         if index.schema() != expected {
             return Ok(None);
         }
-        let metas = index.load_metas().map_err(err)?;
-        let state = match metas.payload.as_deref().map(decode_state) {
-            Some(Some(state)) => state,
-            None => State {
-                version: INDEX_VERSION,
-                ..State::default()
-            },
-            Some(None) => return Ok(None),
+        // A commit by another process between reading the metas and the state file deletes the
+        // file named: read the metas again.
+        let mut state = None;
+        for _ in 0..3 {
+            let metas = index.load_metas().map_err(err)?;
+            let Some(payload) = metas.payload.as_deref() else {
+                // Created, nothing committed yet (perhaps by another process right now).
+                state = Some(Some(State::empty(INDEX_VERSION)));
+                break;
+            };
+            let Some(name) = payload.strip_prefix(STATE_PREFIX) else {
+                return Ok(None);
+            };
+            if name.contains('/') || name.contains("..") {
+                return Ok(None);
+            }
+            match State::read(&dir.join(name)) {
+                Ok(read) => {
+                    state = Some(read);
+                    break;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(_) => return Ok(None),
+            }
+        }
+        let Some(Some(state)) = state else {
+            return Ok(None);
         };
         if state.version != INDEX_VERSION {
             return Ok(None);
         }
         let reader = reader(&index).map_err(err)?;
         Ok(Some(SearchIndex {
-            ordinals: ordinals(&state),
             dir: dir.to_path_buf(),
             index,
             reader,
@@ -355,15 +437,11 @@ impl SearchIndex {
         let index = Index::create_in_dir(dir, schema).map_err(err)?;
         let reader = reader(&index).map_err(err)?;
         Ok(SearchIndex {
-            ordinals: Vec::new(),
             dir: dir.to_path_buf(),
             index,
             reader,
             fields,
-            state: State {
-                version: INDEX_VERSION,
-                ..State::default()
-            },
+            state: State::empty(INDEX_VERSION),
             rebuilt: true,
         })
     }
@@ -383,7 +461,7 @@ impl SearchIndex {
 
     /// The facts indexed for a session.
     pub fn facts(&self, id: &SessionId) -> Option<&SessionFacts> {
-        self.state.sessions.get(id)
+        self.state.facts(self.state.find(id)?)
     }
 
     /// Number of documents (one per indexed message).
@@ -391,19 +469,78 @@ impl SearchIndex {
         self.reader.searcher().num_docs()
     }
 
+    /// Number of tantivy segments (one after a bulk build; a few after small updates).
+    pub fn segments(&self) -> usize {
+        self.reader.searcher().segment_readers().len()
+    }
+
+    /// The store generation the index is current with, if known.
+    pub fn generation(&self) -> Option<Generation> {
+        self.state.generation
+    }
+
     /// Brings the index up to date with the store: every session (`only == None`, which also
-    /// drops sessions gone from the store) or just the given ones.
+    /// drops sessions gone from the store) or just the given ones. With `only == None` and the
+    /// store's generation equal to the one the index recorded, nothing else is read.
     pub fn sync(
         &mut self,
         store: &Store,
         only: Option<&[SessionId]>,
     ) -> Result<SyncReport, SearchError> {
+        self.sync_with_progress(store, only, &mut |_| {})
+    }
+
+    /// [`Self::sync`], reporting progress while it indexes.
+    pub fn sync_with_progress(
+        &mut self,
+        store: &Store,
+        only: Option<&[SessionId]>,
+        progress: &mut dyn FnMut(SyncProgress),
+    ) -> Result<SyncReport, SearchError> {
+        let stamp = match only {
+            None => Stamp::Scanned(store.generation()?),
+            Some(_) => Stamp::Keep,
+        };
+        self.sync_inner(store, only, stamp, progress)
+    }
+
+    fn sync_inner(
+        &mut self,
+        store: &Store,
+        only: Option<&[SessionId]>,
+        stamp: Stamp,
+        progress: &mut dyn FnMut(SyncProgress),
+    ) -> Result<SyncReport, SearchError> {
         let mut report = SyncReport {
             rebuilt: std::mem::take(&mut self.rebuilt),
             ..SyncReport::default()
         };
+        let generation = match stamp {
+            Stamp::Scanned(g) => Some(g),
+            Stamp::Keep => self.state.generation,
+            Stamp::Advance { from, to } => {
+                if self.state.generation == Some(from) {
+                    Some(to)
+                } else {
+                    self.state.generation
+                }
+            }
+        };
+        if let (Stamp::Scanned(g), false) = (stamp, report.rebuilt) {
+            if self.state.generation == Some(g) {
+                tracing::debug!(
+                    generation = g.count,
+                    "search index catch-up: current with the store (one read)"
+                );
+                return Ok(report);
+            }
+        }
+        let scan_started = std::time::Instant::now();
         let records: Vec<(SessionId, SessionRecord)> = match only {
-            None => store.sessions()?,
+            None => {
+                report.scanned = true;
+                store.sessions()?
+            }
             Some(ids) => {
                 let mut out = Vec::new();
                 for id in ids {
@@ -416,24 +553,44 @@ impl SearchIndex {
         };
         let stale: Vec<&(SessionId, SessionRecord)> = records
             .iter()
-            .filter(|(id, r)| self.state.sessions.get(id).is_none_or(|f| f.head != r.head))
+            .filter(|(id, r)| {
+                self.state
+                    .find(id)
+                    .and_then(|e| self.state.head(e))
+                    .is_none_or(|head| head != r.head)
+            })
             .collect();
         let removed: Vec<SessionId> = match only {
             None => {
                 let live: HashSet<&SessionId> = records.iter().map(|(id, _)| id).collect();
-                self.state
-                    .sessions
-                    .keys()
+                (0..self.state.len())
+                    .map(|e| self.state.id(e))
                     .filter(|id| !live.contains(id))
-                    .copied()
                     .collect()
             }
             Some(_) => Vec::new(),
         };
-        if stale.is_empty() && removed.is_empty() && !report.rebuilt {
+        tracing::debug!(
+            sessions = records.len(),
+            stale = stale.len(),
+            removed = removed.len(),
+            ms = scan_started.elapsed().as_secs_f64() * 1e3,
+            "search index catch-up: compared with the store's refs"
+        );
+        if stale.is_empty()
+            && removed.is_empty()
+            && !report.rebuilt
+            && generation == self.state.generation
+        {
             return Ok(report);
         }
         let pending_nodes: u64 = stale.iter().map(|(_, r)| r.summary.messages).sum();
+        let mut done = SyncProgress {
+            done: 0,
+            total: stale.len() as u64,
+            messages: pending_nodes,
+        };
+        progress(done);
         let threads = if pending_nodes > 20_000 {
             std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
         } else {
@@ -446,9 +603,12 @@ impl SearchIndex {
             .writer_with_num_threads(threads, budget)
             .map_err(|e| self.err(e))?;
         let f = self.fields;
+        // What changes in the state; the rest is copied as it is.
+        let mut changes: BTreeMap<SessionId, Option<SessionFacts>> = BTreeMap::new();
+        let mut next_ordinal = self.state.next_ordinal;
         for id in &removed {
             writer.delete_term(Term::from_field_text(f.session, &id.to_hex()));
-            self.state.sessions.remove(id);
+            changes.insert(*id, None);
             report.removed += 1;
         }
         for (id, record) in stale {
@@ -461,9 +621,14 @@ impl SearchIndex {
                 }
             };
             let hex = id.to_hex();
+            // What was indexed of it: its head and ordinal.
+            let old = self
+                .state
+                .find(id)
+                .and_then(|e| Some((self.state.head(e)?, self.state.ordinal(e))));
             // Only the nodes after the indexed head, when the session just grew.
-            let from = match self.state.sessions.get(id) {
-                Some(old) => match chain.iter().position(|(n, _)| *n == old.head) {
+            let from = match old {
+                Some((old_head, _)) => match chain.iter().position(|(n, _)| *n == old_head) {
                     Some(pos) => pos + 1,
                     None => {
                         writer.delete_term(Term::from_field_text(f.session, &hex));
@@ -477,11 +642,11 @@ impl SearchIndex {
                     0
                 }
             };
-            let ordinal = match self.state.sessions.get(id) {
-                Some(old) => old.ordinal,
+            let ordinal = match old {
+                Some((_, ordinal)) => ordinal,
                 None => {
-                    self.state.next_ordinal += 1;
-                    self.state.next_ordinal - 1
+                    next_ordinal += 1;
+                    next_ordinal - 1
                 }
             };
             let key = u64::from(ordinal);
@@ -505,62 +670,153 @@ impl SearchIndex {
             }
             let mut facts = SessionFacts::of_chain(record, &chain);
             facts.ordinal = ordinal;
-            self.state.sessions.insert(*id, facts);
+            changes.insert(*id, Some(facts));
             report.sessions += 1;
+            done.done += 1;
+            if done.done % 64 == 0 || done.done == done.total {
+                progress(done);
+            }
         }
-        let payload = encode_state(&self.state)
-            .map_err(|e| self.err(tantivy::TantivyError::InternalError(e)))?;
+        // Failed sessions were not compared: the index is not current with this generation.
+        let generation = if report.failed.is_empty() {
+            generation
+        } else {
+            self.state.generation
+        };
+        let bytes = self
+            .state
+            .encode_changed(INDEX_VERSION, next_ordinal, generation, &changes);
+        drop(changes);
+        let name = self.write_state_file(&bytes)?;
         let mut prepared = writer.prepare_commit().map_err(|e| self.err(e))?;
-        prepared.set_payload(&payload);
+        prepared.set_payload(&format!("{STATE_PREFIX}{name}"));
         prepared.commit().map_err(|e| self.err(e))?;
+        // A bulk build leaves many segments; one costs less to open and to search.
+        let segments = self
+            .index
+            .searchable_segment_ids()
+            .map_err(|e| self.err(e))?;
+        // A session gone from the store (removed) must leave the index's files too: deleted
+        // documents stay in their segment until a merge rewrites it.
+        let purge = report.removed > 0 && !segments.is_empty();
+        if (report.nodes > 50_000 && segments.len() > 1) || purge {
+            let merge_started = std::time::Instant::now();
+            writer.merge(&segments).wait().map_err(|e| self.err(e))?;
+            tracing::debug!(
+                segments = segments.len(),
+                ms = merge_started.elapsed().as_millis() as u64,
+                "search index: merged segments"
+            );
+        }
         writer.wait_merging_threads().map_err(|e| self.err(e))?;
+        self.remove_old_state_files(&name);
         self.reader.reload().map_err(|e| self.err(e))?;
-        self.ordinals = ordinals(&self.state);
+        self.state = State::from_encoded(bytes).ok_or_else(|| {
+            self.err(tantivy::TantivyError::InternalError(
+                "the index state just written does not parse".into(),
+            ))
+        })?;
         Ok(report)
     }
 
-    /// Runs a search: sessions matching the filters and, when `query.text` is not empty, whose
-    /// messages match it. Filters and sorting use the indexed facts (no store reads); the
-    /// store is read only for the sessions returned. Call [`Self::sync`] first.
-    pub fn search(
+    /// Writes a new state file under a fresh name and returns its name. Not fsynced: it is a
+    /// cache, and a file a crash cut short does not open (`state.rs`), so the index is rebuilt.
+    fn write_state_file(&self, bytes: &[u8]) -> Result<String, SearchError> {
+        use std::io::Write as _;
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let name = format!("state-{nanos:x}-{}.bin", std::process::id());
+        let path = self.dir.join(&name);
+        let io = |e: std::io::Error| {
+            self.err(tantivy::TantivyError::InternalError(format!(
+                "cannot write {}: {e}",
+                path.display()
+            )))
+        };
+        let mut file = std::fs::File::create(&path).map_err(io)?;
+        file.write_all(bytes).map_err(io)?;
+        Ok(name)
+    }
+
+    /// Deletes state files of earlier commits (called with the writer still held).
+    fn remove_old_state_files(&self, keep: &str) {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with("state-") && name.ends_with(".bin") && name != keep {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+
+    /// The sessions matching `query` in result order (with at most `query.limit`), without
+    /// reading the store: what a pipe gets (`tapes search WORD | …`). The same sessions in the
+    /// same order as [`Self::search`] when the index is current.
+    pub fn search_ids(
         &self,
-        store: &Store,
         query: &SearchQuery,
         prices: &PriceTable,
-    ) -> Result<Vec<Hit>, SearchError> {
-        struct Candidate<'a> {
-            id: SessionId,
-            facts: &'a SessionFacts,
-            cost: f64,
-            unpriced: Vec<String>,
-            best: Option<Best>,
-            priced: bool,
-        }
+    ) -> Result<Vec<SessionId>, SearchError> {
         let mut price_cache = HashMap::new();
+        let ranked = self.rank(query, prices, &mut price_cache, false)?;
+        Ok(ranked.into_iter().map(|c| c.id).collect())
+    }
+
+    /// Candidates that match, ordered and cut to the limit.
+    fn rank(
+        &self,
+        query: &SearchQuery,
+        prices: &PriceTable,
+        price_cache: &mut HashMap<String, Option<crate::session::pricing::Price>>,
+        best_docs: bool,
+    ) -> Result<Vec<Candidate>, SearchError> {
         let text = query.text.trim();
         let filtered = query.has_filters();
         let mut found: Vec<Candidate> = Vec::new();
+        let by = query.sort.unwrap_or(if text.is_empty() {
+            Sort::Date
+        } else {
+            Sort::Relevance
+        });
+        let candidate = |e: usize, best: Option<Best>| Candidate {
+            entry: e,
+            id: self.state.id(e),
+            started: self.state.started(e),
+            cost: 0.0,
+            unpriced: Vec::new(),
+            best,
+            priced: false,
+        };
         if text.is_empty() {
-            for (id, facts) in &self.state.sessions {
-                let (cost, unpriced) = facts.cost_cached(prices, &mut price_cache);
-                if query.includes(id) && query.accepts(facts, cost) {
+            for e in 0..self.state.len() {
+                let Some(facts) = self.state.facts(e) else {
+                    continue;
+                };
+                let (cost, unpriced) = facts.cost_cached(prices, price_cache);
+                let id = self.state.id(e);
+                if query.includes(&id) && query.accepts(facts, cost) {
                     found.push(Candidate {
-                        id: *id,
-                        facts,
                         cost,
                         unpriced,
-                        best: None,
                         priced: true,
+                        ..candidate(e, None)
                     });
                 }
             }
         } else {
             // Filters first, as a dense mask over ordinals, so the collector skips the rest.
             let allowed = if filtered {
-                let mut mask = vec![false; self.ordinals.len()];
-                for (id, facts) in &self.state.sessions {
-                    let (cost, _) = facts.cost_cached(prices, &mut price_cache);
-                    if query.includes(id) && query.accepts(facts, cost) {
+                let mut mask = vec![false; self.state.next_ordinal as usize];
+                for e in 0..self.state.len() {
+                    let Some(facts) = self.state.facts(e) else {
+                        continue;
+                    };
+                    let (cost, _) = facts.cost_cached(prices, price_cache);
+                    if query.includes(&self.state.id(e)) && query.accepts(facts, cost) {
                         if let Some(slot) = mask.get_mut(facts.ordinal as usize) {
                             *slot = true;
                         }
@@ -572,12 +828,15 @@ impl SearchIndex {
             };
             let searcher = self.reader.searcher();
             let parsed = self.parse(text);
+            // Scores only order by relevance and pick the snippet's message.
+            let scoring = best_docs || by == Sort::Relevance;
             let best = searcher
                 .search(
                     &*parsed,
                     &BySession {
-                        sessions: self.ordinals.len(),
+                        sessions: self.state.next_ordinal as usize,
                         allowed,
+                        scoring,
                     },
                 )
                 .map_err(|e| self.err(e))?;
@@ -585,36 +844,31 @@ impl SearchIndex {
                 if b.matches == 0 {
                     continue;
                 }
-                let Some(Some(id)) = self.ordinals.get(ordinal) else {
-                    continue;
-                };
-                let Some(facts) = self.state.sessions.get(id) else {
+                let Some(e) = self.state.entry_of_ordinal(ordinal) else {
                     continue;
                 };
                 // Pricing every match is wasted work unless results are ordered by cost.
-                let (cost, unpriced, priced) = if query.sort == Some(Sort::Cost) {
-                    let (c, u) = facts.cost_cached(prices, &mut price_cache);
-                    (c, u, true)
+                if by == Sort::Cost {
+                    let Some(facts) = self.state.facts(e) else {
+                        continue;
+                    };
+                    let (cost, unpriced) = facts.cost_cached(prices, price_cache);
+                    found.push(Candidate {
+                        cost,
+                        unpriced,
+                        priced: true,
+                        ..candidate(e, Some(b))
+                    });
                 } else {
-                    (0.0, Vec::new(), false)
-                };
-                found.push(Candidate {
-                    id: *id,
-                    facts,
-                    cost,
-                    unpriced,
-                    best: Some(b),
-                    priced,
-                });
+                    found.push(candidate(e, Some(b)));
+                }
             }
         }
-        let by = query.sort.unwrap_or(if text.is_empty() {
-            Sort::Date
-        } else {
-            Sort::Relevance
-        });
+        if matches!(by, Sort::Duration | Sort::Tokens) {
+            found.retain(|c| self.state.facts(c.entry).is_some());
+        }
+        let state = &self.state;
         let order = |a: &Candidate, b: &Candidate| {
-            let (fa, fb) = (a.facts, b.facts);
             let primary = match by {
                 Sort::Relevance => {
                     let score = |c: &Candidate| c.best.map_or(0.0, |b| b.score);
@@ -622,11 +876,17 @@ impl SearchIndex {
                 }
                 Sort::Date => std::cmp::Ordering::Equal,
                 Sort::Cost => b.cost.total_cmp(&a.cost),
-                Sort::Duration => fb.duration_ms().cmp(&fa.duration_ms()),
-                Sort::Tokens => fb.tokens().cmp(&fa.tokens()),
+                Sort::Duration => {
+                    let d = |c: &Candidate| state.facts(c.entry).and_then(|f| f.duration_ms());
+                    d(b).cmp(&d(a))
+                }
+                Sort::Tokens => {
+                    let t = |c: &Candidate| state.facts(c.entry).map_or(0, |f| f.tokens());
+                    t(b).cmp(&t(a))
+                }
             };
             primary
-                .then(fb.started().cmp(&fa.started()))
+                .then(b.started.cmp(&a.started))
                 .then(a.id.cmp(&b.id))
         };
         // With a limit, only the best `limit` need ordering.
@@ -635,8 +895,25 @@ impl SearchIndex {
             found.truncate(limit);
         }
         found.sort_by(order);
+        Ok(found)
+    }
+
+    /// Runs a search: sessions matching the filters and, when `query.text` is not empty, whose
+    /// messages match it. Filters and sorting use the indexed facts (no store reads); the
+    /// store is read only for the sessions returned. Call [`Self::sync`] first.
+    pub fn search(
+        &self,
+        store: &Store,
+        query: &SearchQuery,
+        prices: &PriceTable,
+    ) -> Result<Vec<Hit>, SearchError> {
+        let mut price_cache = HashMap::new();
+        let text = query.text.trim();
+        let mut found = self.rank(query, prices, &mut price_cache, true)?;
         for c in found.iter_mut().filter(|c| !c.priced) {
-            (c.cost, c.unpriced) = c.facts.cost_cached(prices, &mut price_cache);
+            if let Some(facts) = self.state.facts(c.entry) {
+                (c.cost, c.unpriced) = facts.cost_cached(prices, &mut price_cache);
+            }
         }
         let mut hits = Vec::with_capacity(found.len());
         // Many results: one scan of the refs beats a lookup each.
@@ -647,6 +924,9 @@ impl SearchIndex {
             HashMap::new()
         };
         for c in found {
+            let Some(facts) = self.state.facts(c.entry) else {
+                continue;
+            };
             // A session removed since the last sync is left out.
             let record = match all.remove(&c.id) {
                 Some(r) => r,
@@ -659,12 +939,11 @@ impl SearchIndex {
             hits.push(Hit {
                 id: c.id,
                 record,
-                status: c.facts.status,
+                status: facts.status,
                 cost: c.cost,
                 unpriced: c.unpriced,
-                tokens: c.facts.tokens(),
-                models: c
-                    .facts
+                tokens: facts.tokens(),
+                models: facts
                     .usage
                     .keys()
                     .filter(|m| !m.is_empty())
@@ -722,35 +1001,16 @@ impl SearchIndex {
     }
 }
 
-/// The state as a commit payload: `tapes-index-state:` + base64(postcard) — compact, because it
-/// is rewritten with every commit and read on every open.
-const STATE_PREFIX: &str = "tapes-index-state:";
-
-fn encode_state(state: &State) -> Result<String, String> {
-    use base64::Engine as _;
-    let bytes = postcard::to_stdvec(state).map_err(|e| e.to_string())?;
-    Ok(format!(
-        "{STATE_PREFIX}{}",
-        base64::engine::general_purpose::STANDARD_NO_PAD.encode(bytes)
-    ))
-}
-
-fn decode_state(payload: &str) -> Option<State> {
-    use base64::Engine as _;
-    let bytes = base64::engine::general_purpose::STANDARD_NO_PAD
-        .decode(payload.strip_prefix(STATE_PREFIX)?)
-        .ok()?;
-    postcard::from_bytes(&bytes).ok()
-}
-
-fn ordinals(state: &State) -> Vec<Option<SessionId>> {
-    let mut out = vec![None; state.next_ordinal as usize];
-    for (id, facts) in &state.sessions {
-        if let Some(slot) = out.get_mut(facts.ordinal as usize) {
-            *slot = Some(*id);
-        }
-    }
-    out
+/// A session that matched, while results are ranked.
+struct Candidate {
+    /// Its entry in the state.
+    entry: usize,
+    id: SessionId,
+    started: i64,
+    cost: f64,
+    unpriced: Vec<String>,
+    best: Option<Best>,
+    priced: bool,
 }
 
 fn reader(index: &Index) -> tantivy::Result<IndexReader> {
@@ -760,18 +1020,121 @@ fn reader(index: &Index) -> tantivy::Result<IndexReader> {
         .try_into()
 }
 
-/// Updates an existing index for the sessions an ingest created or moved (`changed`). Never
-/// fails the ingest: the index is a cache, and the next `tapes search` catches up whatever this
-/// missed.
-pub fn after_ingest(store: &Store, changed: &[SessionId]) {
+/// Updates an existing index for the sessions an ingest created or moved (`changed`), whose
+/// one ref transaction moved the store from generation `before`. Never fails the ingest: the
+/// index is a cache, and the next `tapes search` catches up whatever this missed.
+pub fn after_ingest(store: &Store, changed: &[SessionId], before: Option<Generation>) {
     let dir = index_dir(store);
     if !dir.join("meta.json").exists() || changed.is_empty() {
         return;
     }
-    let result = SearchIndex::open(&dir).and_then(|mut index| index.sync(store, Some(changed)));
+    {
+        let mut deferred = DEFERRED.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(d) = deferred.as_mut() {
+            d.from = d.from.or(before);
+            d.commits += 1;
+            d.changed.extend_from_slice(changed);
+            return;
+        }
+    }
+    let result = (|| {
+        let mut index = SearchIndex::open(&dir)?;
+        // Only when this ingest's commit was the one step the store took.
+        let now = store.generation()?;
+        let stamp = match before {
+            Some(from) if now == from || now == from.successor() => {
+                Stamp::Advance { from, to: now }
+            }
+            _ => Stamp::Keep,
+        };
+        index.sync_inner(store, Some(changed), stamp, &mut |_| {})
+    })();
     if let Err(e) = result {
         tracing::warn!(error = %e, "search index not updated; `tapes search` will catch up");
     }
+}
+
+/// What [`after_ingest`] left for the end of a command ([`defer_updates`]): the generation
+/// before the first commit, how many commits moved sessions since, and which sessions.
+struct Deferred {
+    from: Option<Generation>,
+    commits: u64,
+    changed: Vec<SessionId>,
+}
+
+static DEFERRED: std::sync::Mutex<Option<Deferred>> = std::sync::Mutex::new(None);
+
+/// Makes [`after_ingest`] only note what changed in this process from now on: each batch's
+/// update would rewrite the index's state. The caller promises a [`catch_up`] when it has
+/// written everything (`tapes import` does, after its last batch), which then indexes just the
+/// noted sessions when no other writer came in between (else it compares every session).
+pub fn defer_updates() {
+    let mut deferred = DEFERRED.lock().unwrap_or_else(|e| e.into_inner());
+    deferred.get_or_insert(Deferred {
+        from: None,
+        commits: 0,
+        changed: Vec::new(),
+    });
+}
+
+/// The store's generation before a write, when an index exists to be kept current by
+/// [`after_ingest`] (one ref read; `None` without an index).
+pub fn generation_before_write(store: &Store) -> Option<Generation> {
+    if !index_dir(store).join("meta.json").exists() {
+        return None;
+    }
+    store.generation().ok()
+}
+
+/// Whether the index of `store` exists and is current with the store's generation: two small
+/// file reads and one ref read, without opening the index.
+pub fn is_current(store: &Store) -> Result<bool, SearchError> {
+    match state::peek(&index_dir(store), STATE_PREFIX) {
+        Some((INDEX_VERSION, Some(recorded))) => Ok(recorded == store.generation()?),
+        _ => Ok(false),
+    }
+}
+
+/// Brings the index of `store` up to date after a command wrote sessions (import, fetch,
+/// bundle import), creating it if there is none, so the next search starts at once. Returns
+/// what the sync did; `progress` sees the indexing.
+pub fn catch_up(
+    store: &Store,
+    progress: &mut dyn FnMut(SyncProgress),
+) -> Result<SyncReport, SearchError> {
+    let deferred = DEFERRED.lock().unwrap_or_else(|e| e.into_inner()).take();
+    if is_current(store)? {
+        tracing::debug!("search index catch-up: current with the store (one read)");
+        return Ok(SyncReport::default());
+    }
+    let mut index = SearchIndex::open(&index_dir(store))?;
+    // This process's own commits were the only ones since the index was current: index the
+    // sessions they changed and advance, without reading every session ref.
+    if let Some(Deferred {
+        from: Some(from),
+        commits,
+        mut changed,
+    }) = deferred
+    {
+        let now = store.generation()?;
+        let own = now.epoch == from.epoch && now.count == from.count.wrapping_add(commits);
+        if own && index.generation() == Some(from) {
+            changed.sort();
+            changed.dedup();
+            tracing::debug!(
+                sessions = changed.len(),
+                commits,
+                "search index catch-up: only this command's writes"
+            );
+            return index.sync_inner(
+                store,
+                Some(&changed),
+                Stamp::Advance { from, to: now },
+                progress,
+            );
+        }
+    }
+    index.sync_with_progress(store, None, progress)
 }
 
 /// A snippet on one line, with the byte ranges of the matched words.
@@ -953,6 +1316,9 @@ pub struct Hit {
 struct BySession {
     sessions: usize,
     allowed: Option<std::sync::Arc<Vec<bool>>>,
+    /// Compute scores (relevance order, the snippet's message); without, every match counts
+    /// the same and tantivy skips the scoring.
+    scoring: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -992,7 +1358,7 @@ impl Collector for BySession {
     }
 
     fn requires_scoring(&self) -> bool {
-        true
+        self.scoring
     }
 
     fn merge_fruits(&self, fruits: Vec<Vec<Best>>) -> tantivy::Result<Self::Fruit> {

@@ -321,6 +321,68 @@ pub fn compute(
         add(by_day.entry(day(t)).or_default(), cost, tokens);
     }
 
+    // Metadata-only shares (SPEC.md §11.4): sessions whose content is not here count from
+    // their signed summaries, once per session, in the period of their start.
+    let held: HashSet<SessionId> = sessions.iter().map(|(id, _)| *id).collect();
+    let mut summarized: HashSet<SessionId> = HashSet::new();
+    for s in summaries_in(store, scope)? {
+        if held.contains(&s.session) || !summarized.insert(s.session) {
+            continue;
+        }
+        let t = s.started_ms.unwrap_or(s.shared_ms);
+        if t < previous_from || t >= now_ms {
+            continue;
+        }
+        let cost = s.cost_usd().unwrap_or(0.0);
+        if s.cost_micro_usd.is_none() && !s.usage.is_zero() {
+            unpriced.insert(
+                if s.model.is_empty() {
+                    "(no model)".into()
+                } else {
+                    s.model.clone()
+                },
+                (),
+            );
+        }
+        let tokens = s.usage.total();
+        let bucket = if t >= from {
+            &mut current
+        } else {
+            &mut previous
+        };
+        bucket.sessions += 1;
+        bucket.cost += cost;
+        bucket.tokens += tokens;
+        if t < from {
+            continue;
+        }
+        let add = |acc: &mut Acc| {
+            acc.sessions += 1;
+            acc.cost += cost;
+            acc.tokens += tokens;
+        };
+        let (key, label) = scope.member_label(Some(s.sharer));
+        add(&mut by_member
+            .entry(key)
+            .or_insert_with(|| (label, Acc::default()))
+            .1);
+        let model = pricing::normalize(&s.model);
+        add(by_model
+            .entry(if model.is_empty() {
+                "(no model)".into()
+            } else {
+                model
+            })
+            .or_default());
+        let project = if s.project.is_empty() {
+            "(none)".to_string()
+        } else {
+            s.project.clone()
+        };
+        add(by_project.entry(project).or_default());
+        add(by_day.entry(day(t)).or_default());
+    }
+
     let rows = |map: BTreeMap<String, Acc>| -> Vec<Row> {
         let mut rows: Vec<Row> = map
             .into_iter()
@@ -390,6 +452,33 @@ pub fn compute(
         unpriced: unpriced.into_keys().collect(),
         duplicate_sessions: duplicates,
     })
+}
+
+/// The summaries of metadata-only shares in `scope`: shared with its team or by one of its
+/// members (every one when the scope is the whole store).
+fn summaries_in(
+    store: &Store,
+    scope: &Scope,
+) -> Result<Vec<tapes_protocol::summary::ShareSummary>, StoreError> {
+    let all = match crate::share::all_summaries(store) {
+        Ok(all) => all,
+        Err(crate::share::ShareError::Store(e)) => return Err(e),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the summaries of metadata-only shares");
+            Vec::new()
+        }
+    };
+    Ok(all
+        .into_iter()
+        .filter(|s| match &scope.members {
+            None => true,
+            Some(members) => {
+                members.contains(&s.summary.sharer)
+                    || matches!(s.summary.audience, crate::share::Audience::Team(t) if Some(t) == scope.team)
+            }
+        })
+        .map(|s| s.summary)
+        .collect())
 }
 
 /// `▁▂▃▄▅▆▇█` for a series (all `▁` when everything is 0).

@@ -333,14 +333,23 @@ fn the_deck_in_tmux_filters_switches_tabs_previews_and_quits() {
             "-p",
             "-t",
             "deck",
-            "#{pane_dead} #{pane_dead_status}",
+            "#{pane_dead}|#{pane_dead_status}#{pane_dead_signal}",
         ]);
-        String::from_utf8_lossy(&out.stdout).starts_with('1')
+        // The pane reads dead when its terminal closes; the exit status arrives after (tmux
+        // records it on SIGCHLD), so wait for both.
+        let out = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        out.starts_with("1|") && out.len() > 2
     });
-    let dead = tmux.cmd(&["display-message", "-p", "-t", "deck", "#{pane_dead_status}"]);
+    let dead = tmux.cmd(&[
+        "display-message",
+        "-p",
+        "-t",
+        "deck",
+        "status #{pane_dead_status} signal #{pane_dead_signal}",
+    ]);
     assert_eq!(
         String::from_utf8_lossy(&dead.stdout).trim(),
-        "0",
+        "status 0 signal",
         "the deck exited with a failure; the screen:\n{status}"
     );
     assert!(

@@ -2,7 +2,6 @@
 //! the counts below were checked by hand against the files (see the importer unit tests for
 //! the per-file reasoning), and a second import adds nothing.
 
-
 const FIXTURES: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../shared/fixtures/agent-transcripts"

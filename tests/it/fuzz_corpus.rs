@@ -24,6 +24,7 @@ const TARGETS: &[(&str, fn(&[u8]))] = &[
     ("import_codex", targets::import_codex),
     ("import_gemini", targets::import_gemini),
     ("import_messages_json", targets::import_messages_json),
+    ("privacy_records", targets::privacy_records),
 ];
 
 fn corpus_root() -> PathBuf {

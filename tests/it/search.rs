@@ -19,11 +19,7 @@ const FIXTURES: &str = concat!(
     "/../shared/fixtures/agent-transcripts"
 );
 
-fn tapes(home: &Path) -> Command {
-    let mut cmd = Command::cargo_bin("tapes").unwrap();
-    cmd.env("TAPES_HOME", home).env_remove("RUST_LOG");
-    cmd
-}
+use super::util::tapes;
 
 fn stdout(cmd: &mut Command) -> String {
     String::from_utf8(cmd.assert().success().get_output().stdout.clone()).unwrap()
@@ -462,4 +458,185 @@ fn the_index_follows_imports_and_survives_damage() {
     std::fs::write(index_dir.join("meta.json"), b"{ not json").unwrap();
     assert_eq!(ids(h, &["escrow"]), vec![id.short()]);
     assert_eq!(ids(h, &["escrow", "--reindex"]), vec![id.short()]);
+}
+
+/// A `{"messages":[...]}` transcript whose one user message says `text`.
+fn write_transcript(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
+    let path = dir.join(format!("{name}.json"));
+    let json = serde_json::json!({
+        "messages": [
+            {"role": "user", "content": text},
+            {"role": "assistant", "content": format!("done: {text}")},
+        ]
+    });
+    std::fs::write(&path, json.to_string()).unwrap();
+    path
+}
+
+/// Stderr of `tapes -vv search WORDS` (piped: ids on stdout).
+fn traced_search(home: &Path, words: &[&str]) -> (Vec<String>, String) {
+    let out = tapes(home)
+        .arg("-vv")
+        .arg("search")
+        .args(words)
+        .assert()
+        .success()
+        .get_output()
+        .clone();
+    let ids = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| l[..12].to_string())
+        .collect();
+    (ids, String::from_utf8(out.stderr).unwrap())
+}
+
+const CURRENT: &str = "current with the store (one read)";
+const SCANNED: &str = "compared with the store's refs";
+
+#[test]
+fn import_keeps_the_index_current_so_search_starts_at_once() {
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let files = tempfile::tempdir().unwrap();
+    let first = write_transcript(files.path(), "first", "calibrate the flux capacitor");
+    tapes(h)
+        .args(["import", first.to_str().unwrap()])
+        .assert()
+        .success();
+    // The import built the index: the first search neither builds nor scans.
+    assert!(h.join("index").join("meta.json").exists());
+    let (found, trace) = traced_search(h, &["capacitor"]);
+    assert_eq!(found.len(), 1, "{trace}");
+    assert!(trace.contains(CURRENT), "{trace}");
+    assert!(!trace.contains(SCANNED), "{trace}");
+
+    // A second import: the new session is searchable without a catch-up or rebuild.
+    let second = write_transcript(files.path(), "second", "polish the gyroscope bearings");
+    tapes(h)
+        .args(["import", second.to_str().unwrap()])
+        .assert()
+        .success();
+    let (found, trace) = traced_search(h, &["gyroscope"]);
+    assert_eq!(found.len(), 1, "{trace}");
+    assert_ne!(found, traced_search(h, &["capacitor"]).0);
+    assert!(trace.contains(CURRENT), "{trace}");
+    assert!(!trace.contains(SCANNED), "{trace}");
+    assert!(!trace.contains("rebuilding"), "{trace}");
+    // Table and pipe agree on the sessions and their order.
+    let table = stdout(tapes(h).args(["search", "--table", "done"]));
+    let piped = ids(h, &["done"]);
+    assert_eq!(piped.len(), 2);
+    for id in &piped {
+        assert!(table.contains(id.as_str()), "{table}");
+    }
+}
+
+#[test]
+fn a_catch_up_with_nothing_changed_reads_only_the_generation() {
+    let home = tempfile::tempdir().unwrap();
+    let store = Store::open(&Home::at(home.path()).store_dir()).unwrap();
+    ingest(
+        &store,
+        &[Incoming {
+            session: priced_session(),
+            path: String::new(),
+        }],
+        0,
+    )
+    .unwrap();
+    let dir = search::index_dir(&store);
+    let mut index = SearchIndex::open(&dir).unwrap();
+    let first = index.sync(&store, None).unwrap();
+    assert!(first.scanned && first.rebuilt, "{first:?}");
+    assert_eq!(index.generation(), Some(store.generation().unwrap()));
+    assert!(search::is_current(&store).unwrap());
+    // Nothing changed: no scan of the refs, in this process or the next.
+    let again = index.sync(&store, None).unwrap();
+    assert_eq!(again, search::SyncReport::default());
+    drop(index);
+    let mut reopened = SearchIndex::open(&dir).unwrap();
+    assert!(!reopened.sync(&store, None).unwrap().scanned);
+    // A write that is not a session's (a setting) does not move the generation.
+    let before = store.generation().unwrap();
+    tapes::settings::set(&store, "default-visibility.ledger", "private").unwrap();
+    assert_eq!(store.generation().unwrap(), before);
+    // An ingest through the library advances the index with it.
+    let mut grown = priced_session();
+    grown.messages.push(ParsedMessage {
+        role: Role::User,
+        model: String::new(),
+        blocks: vec![ContentBlock::text("and the escrow")],
+        meta: NodeMeta::default(),
+    });
+    ingest(
+        &store,
+        &[Incoming {
+            session: grown,
+            path: String::new(),
+        }],
+        0,
+    )
+    .unwrap();
+    assert_ne!(store.generation().unwrap(), before);
+    assert!(search::is_current(&store).unwrap());
+    let mut index = SearchIndex::open(&dir).unwrap();
+    assert!(!index.sync(&store, None).unwrap().scanned);
+    let ids = index
+        .search_ids(
+            &search::SearchQuery {
+                text: "escrow".into(),
+                ..Default::default()
+            },
+            &tapes::session::pricing::PriceTable::defaults(),
+        )
+        .unwrap();
+    assert_eq!(ids, vec![SessionId::derive("messages-json", "priced")]);
+}
+
+#[test]
+fn an_index_of_an_older_generation_is_caught_up() {
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let files = tempfile::tempdir().unwrap();
+    let first = write_transcript(files.path(), "first", "tune the theremin");
+    tapes(h)
+        .args(["import", first.to_str().unwrap()])
+        .assert()
+        .success();
+    let index_dir = h.join("index");
+    let old = {
+        let store = Store::open(&Home::at(h).store_dir()).unwrap();
+        let old = SearchIndex::open(&index_dir).unwrap().generation().unwrap();
+        assert_eq!(old, store.generation().unwrap());
+        // A write the index does not see (it is out of the way): the store moves on.
+        std::fs::rename(&index_dir, h.join("index.off")).unwrap();
+        ingest(
+            &store,
+            &[Incoming {
+                session: priced_session(),
+                path: String::new(),
+            }],
+            0,
+        )
+        .unwrap();
+        std::fs::rename(h.join("index.off"), &index_dir).unwrap();
+        assert!(!search::is_current(&store).unwrap());
+        old
+    };
+    let (found, trace) = traced_search(h, &["ledger"]);
+    assert_eq!(
+        found,
+        vec![SessionId::derive("messages-json", "priced").short()],
+        "{trace}"
+    );
+    assert!(trace.contains(SCANNED), "{trace}");
+    assert!(!trace.contains("rebuilding"), "{trace}");
+    let store = Store::open(&Home::at(h).store_dir()).unwrap();
+    let now = SearchIndex::open(&index_dir).unwrap().generation().unwrap();
+    assert_ne!(now, old);
+    assert_eq!(now, store.generation().unwrap());
+    // The old session is still found: caught up, not rebuilt.
+    drop(store);
+    assert_eq!(traced_search(h, &["theremin"]).0.len(), 1);
 }

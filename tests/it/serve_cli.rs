@@ -6,7 +6,6 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command as StdCommand, Stdio};
 
-
 use super::util::output as tapes;
 
 fn ok(home: &Path, args: &[&str]) -> String {

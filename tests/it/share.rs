@@ -967,7 +967,7 @@ fn the_share_record_is_signed_and_carries_everything_and_unshare_revokes_it() {
     forged[at] = b'R';
     assert_eq!(
         SignedShare::decode(&forged).unwrap_err(),
-        "its signature does not verify"
+        tapes::protocol::signed::ShareError::BadSignature
     );
     // A record re-signed by someone else than the sharer it names does not verify either.
     let mallory = Identity::generate(Default::default()).unwrap();

@@ -12,7 +12,6 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-
 const OWN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/status");
 const REAL: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),

@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command as StdCommand, Stdio};
 use std::time::{Duration, Instant};
 
-
 use super::util::output as tapes;
 
 fn ok(home: &Path, args: &[&str]) -> (String, String) {

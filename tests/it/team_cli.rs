@@ -8,7 +8,6 @@
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 
-
 struct World {
     dir: tempfile::TempDir,
     /// Every command run (`who $ tapes args`) and what it printed (stdout and stderr), for the

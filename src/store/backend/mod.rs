@@ -137,4 +137,15 @@ pub trait Storage: Send + Sync {
 
     /// Bytes the database occupies on disk.
     fn size_on_disk(&self) -> Result<u64, StorageError>;
+
+    /// Deletes objects that no ref reaches any more (garbage collection, `store::gc`, SPEC.md
+    /// §6 rule 8): from sled, and from every pack that holds one, by rewriting that pack
+    /// without them; then rewrites the journal so their bytes leave it too. Returns what was
+    /// removed. The caller decides what is unreachable; ids not stored are skipped.
+    fn remove_objects(&self, ids: &[NodeId]) -> Result<Written, StorageError> {
+        let _ = ids;
+        Err(StorageError::Backend(
+            "this store backend cannot delete objects".into(),
+        ))
+    }
 }

@@ -553,6 +553,20 @@ impl Storage for SharedStorage {
         )
         .0
     }
+    fn remove_objects(&self, ids: &[NodeId]) -> Result<Written, StorageError> {
+        self.call(
+            &Request::RemoveObjects(ids.to_vec()),
+            |s| s.remove_objects(ids),
+            |reply| match reply {
+                Reply::Written { objects, bytes } => Some(Written {
+                    objects: objects as usize,
+                    bytes: bytes as usize,
+                }),
+                _ => None,
+            },
+        )
+        .0
+    }
 }
 
 /// `objects` cut into consecutive parts of about `limit` bytes (at least one object each).
@@ -779,6 +793,8 @@ enum Request<'a> {
     },
     Flush,
     SizeOnDisk,
+    /// Garbage collection (`store::gc`); answered by [`Reply::Written`] (what was removed).
+    RemoveObjects(Vec<NodeId>),
 }
 
 impl Request<'_> {
@@ -797,6 +813,7 @@ impl Request<'_> {
             Request::SetSetting { .. } => "set_setting",
             Request::Flush => "flush",
             Request::SizeOnDisk => "size_on_disk",
+            Request::RemoveObjects(_) => "remove_objects",
         }
     }
 }
@@ -924,8 +941,19 @@ fn read_frame(input: &mut impl Read) -> io::Result<Vec<u8>> {
             format!("a frame of {len} bytes, above the limit of {MAX_FRAME}"),
         ));
     }
-    let mut frame = vec![0u8; len];
-    input.read_exact(&mut frame)?;
+    // Memory follows the bytes that arrive, never the announced length: a peer on the socket
+    // that announces 1 GiB and sends nothing costs nothing (a `vec![0; len]` would commit it).
+    let mut frame = Vec::new();
+    input.take(len as u64).read_to_end(&mut frame)?;
+    if frame.len() < len {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!(
+                "the connection ended inside a frame ({} of {len} bytes)",
+                frame.len()
+            ),
+        ));
+    }
     Ok(frame)
 }
 
@@ -1196,6 +1224,10 @@ fn answer(storage: &dyn Storage, request: Request<'_>, out: &mut UnixStream) -> 
         ),
         Request::Flush => reply(storage.flush(), done),
         Request::SizeOnDisk => reply(storage.size_on_disk(), Reply::Number),
+        Request::RemoveObjects(ids) => reply(storage.remove_objects(&ids), |w| Reply::Written {
+            objects: w.objects as u64,
+            bytes: w.bytes as u64,
+        }),
     };
     write_frame(out, &reply)
 }
@@ -1249,6 +1281,44 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("store");
         (dir, path)
+    }
+
+    #[test]
+    fn a_frame_allocates_for_the_bytes_that_arrived_not_the_announced_length() {
+        // A frame that announces 1 GiB and then ends after 10 bytes: an error, and the buffer
+        // never held more than what came.
+        let mut wire = ((MAX_FRAME) as u32).to_le_bytes().to_vec();
+        wire.extend_from_slice(&[7; 10]);
+        let err = read_frame(&mut wire.as_slice()).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+        assert!(err.to_string().contains("10 of"), "{err}");
+        // A reader that counts what the frame buffer asked for: no reservation of the
+        // announced length up front.
+        struct Probe<'a> {
+            bytes: &'a [u8],
+            largest_ask: usize,
+        }
+        impl Read for Probe<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                self.largest_ask = self.largest_ask.max(buf.len());
+                self.bytes.read(buf)
+            }
+        }
+        let mut probe = Probe {
+            bytes: &wire,
+            largest_ask: 0,
+        };
+        assert!(read_frame(&mut probe).is_err());
+        assert!(probe.largest_ask < 1 << 20, "{}", probe.largest_ask);
+        // A whole frame still reads back.
+        let mut good = Vec::new();
+        write_frame(&mut good, &Request::Flush).unwrap();
+        let frame = read_frame(&mut good.as_slice()).unwrap();
+        assert_eq!(frame.len() + 4, good.len());
+        // Longer than the limit: refused before reading the body.
+        let too_long = ((MAX_FRAME + 1) as u32).to_le_bytes();
+        let err = read_frame(&mut too_long.as_slice()).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
     }
 
     #[test]

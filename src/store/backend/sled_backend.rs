@@ -546,6 +546,21 @@ impl Storage for SledStorage {
                     }
                 }
             }
+            // Derived views compare this counter instead of scanning refs (SPEC §13).
+            if crate::store::generation::moves(updates.iter().map(|u| &u.key)) {
+                let key = crate::store::keys::GENERATION;
+                let next = crate::store::generation::next(tx.get(key)?.as_deref());
+                tx.insert(key, next.as_slice())?;
+            }
+            // Cached peer views compare this one (`share::access`, SPEC §15.2).
+            if updates
+                .iter()
+                .any(|u| crate::store::keys::moves_access(&u.key))
+            {
+                let key = crate::store::keys::ACCESS_GENERATION;
+                let next = crate::store::generation::next(tx.get(key)?.as_deref());
+                tx.insert(key, next.as_slice())?;
+            }
             Ok(())
         });
         match result {
@@ -586,6 +601,95 @@ impl Storage for SledStorage {
     fn size_on_disk(&self) -> Result<u64, StorageError> {
         let packs: u64 = self.packs().iter().map(|p| p.disk_size()).sum();
         Ok(self.db.size_on_disk().map_err(backend)? + packs)
+    }
+
+    fn remove_objects(&self, ids: &[NodeId]) -> Result<Written, StorageError> {
+        let removed = {
+            let _writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+            self.remove_under_lock(ids)?
+        };
+        if removed.objects > 0 {
+            // The journal holds copies of sled's objects and of old ref values (a removed
+            // session's record among them): a snapshot of what is current drops them.
+            self.compact_journal()?;
+        }
+        Ok(removed)
+    }
+}
+
+impl SledStorage {
+    /// [`Storage::remove_objects`] with the writer lock held, so no `put_objects` decides an
+    /// object is present while it is being removed. Sled's copies go in one batch; each pack
+    /// holding a removed object is rewritten with only the others (never copying the removed
+    /// bytes), the rewrites registered and the old packs unregistered in one sled batch,
+    /// flushed before any old file is deleted: the same steps as a merge (SPEC.md §6 rule 6),
+    /// so a crash leaves either the old packs or the rewritten ones live, each complete.
+    fn remove_under_lock(&self, ids: &[NodeId]) -> Result<Written, StorageError> {
+        let dead: HashSet<NodeId> = ids.iter().copied().collect();
+        let mut removed = Written::default();
+        let mut batch = sled::Batch::default();
+        for id in &dead {
+            if let Some(bytes) = self.objects.get(id.as_bytes()).map_err(backend)? {
+                batch.remove(id.as_bytes());
+                removed.objects += 1;
+                removed.bytes += bytes.len();
+            }
+        }
+        self.objects.apply_batch(batch).map_err(backend)?;
+        let victims: Vec<Arc<Pack>> = self
+            .packs()
+            .into_iter()
+            .filter(|pack| dead.iter().any(|id| pack.find(id).is_some()))
+            .collect();
+        let mut rewritten = Vec::new();
+        for victim in &victims {
+            let mut builder = self.pack_builder()?;
+            for i in 0..victim.len() {
+                let id = victim.id_at(i);
+                let bytes = victim.object_at(i)?;
+                if dead.contains(&id) {
+                    removed.objects += 1;
+                    removed.bytes += bytes.len();
+                } else {
+                    builder.add(&id, bytes)?;
+                }
+            }
+            victim.release();
+            if let Some((record, _)) = builder.finish(|_| Ok(true))? {
+                rewritten.push((
+                    record.clone(),
+                    Arc::new(Pack::open(&self.packs_dir, record)?),
+                ));
+            }
+        }
+        if !victims.is_empty() {
+            let mut registry = sled::Batch::default();
+            for (record, _) in &rewritten {
+                registry.insert(record.name.as_bytes(), record.encode());
+            }
+            for victim in &victims {
+                registry.remove(victim.name().as_bytes());
+            }
+            self.pack_registry.apply_batch(registry).map_err(backend)?;
+        }
+        self.db.flush().map_err(backend)?;
+        if !victims.is_empty() {
+            {
+                let mut live = self.packs.write().unwrap_or_else(PoisonError::into_inner);
+                live.retain(|p| !victims.iter().any(|v| Arc::ptr_eq(p, v)));
+                live.extend(rewritten.into_iter().map(|(_, pack)| pack));
+            }
+            // Unregistered now; a file that cannot be removed is swept by the next open.
+            for path in victims.iter().flat_map(|v| v.files()) {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+        tracing::debug!(
+            objects = removed.objects,
+            packs = victims.len(),
+            "removed unreachable objects"
+        );
+        Ok(removed)
     }
 }
 

@@ -345,6 +345,10 @@ pub fn create(
     for (id, record) in options.sessions {
         let mut record = record;
         let owner = *record.owner.get_or_insert(me);
+        // A project whose content never leaves this machine (SPEC.md §11.4).
+        if owner == me {
+            crate::share::summary::check_may_leave(store, &id, &record)??;
+        }
         match &team {
             None if owner != me => {
                 return Err(BundleError::NotYours {

@@ -57,6 +57,9 @@ pub const CHUNK_BYTES: usize = 1 << 20;
 pub enum BundleError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The session's project keeps its content on this machine (SPEC.md §11.4).
+    #[error(transparent)]
+    ContentStaysHere(#[from] crate::share::summary::ContentStaysHere),
     #[error(transparent)]
     Team(#[from] TeamError),
     #[error("cannot read or write {path}: {source}")]

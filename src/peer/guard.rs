@@ -1,0 +1,166 @@
+//! What one connection may cost the answering side (SPEC.md §15.6, §7): the limits that a
+//! `tapes serve` and a relay (§16.10) put on every peer, and the loop that accepts a peer's
+//! streams under them.
+//!
+//! A peer that sends garbage, stalls after the handshake (with or without opening a stream),
+//! trickles its bytes, announces frames it never sends, or opens streams by the thousand is
+//! disconnected and named in the operator's log; meanwhile every other connection is served
+//! as usual (each connection and each stream is its own task). What a connection can hold is
+//! bounded: at most [`Limits::streams`] stream tasks, at most [`Limits::buffered`] bytes of
+//! frames begun but not finished ([`super::frames`] counts them), and every wait has a
+//! deadline ([`Limits::request`], [`Limits::idle`], [`Limits::frame_deadline`]).
+//!
+//! Tested by `tests/it/hostile.rs`.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use iroh::endpoint::{Connection, RecvStream, SendStream};
+
+use super::PeerError;
+
+/// What a serving node tells its operator (`tapes serve` and `tapes relay serve` print these).
+pub type EventLog = Arc<dyn Fn(String) + Send + Sync>;
+
+/// The bounds on one connection. [`Limits::default`] is what `tapes serve` and the relay use;
+/// tests shorten the waits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Streams one connection may have open at once; a peer that opens one more is
+    /// disconnected. (A client fetches over 16 at a time.)
+    pub streams: usize,
+    /// How long the answering side waits for the head of a peer's next frame on an open stream
+    /// (its request, or the next message of an exchange it is in).
+    pub request: Duration,
+    /// How long a connection with no open stream is kept.
+    pub idle: Duration,
+    /// The grace a frame gets: once its head has arrived, its body must keep arriving at
+    /// [`Limits::min_rate`] on average after this; a frame we send must be taken within this
+    /// plus one second per `min_rate` bytes of it.
+    pub frame: Duration,
+    /// The slowest transfer rate a frame may take, in bytes per second, beyond [`Limits::frame`].
+    pub min_rate: u64,
+    /// Bytes of frames begun but not finished, over all of a connection's streams.
+    pub buffered: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            streams: 64,
+            request: Duration::from_secs(30),
+            idle: Duration::from_secs(600),
+            frame: Duration::from_secs(30),
+            min_rate: 16 << 10,
+            buffered: 256 << 20,
+        }
+    }
+}
+
+impl Limits {
+    /// How long a frame of `len` bytes may take to arrive or to leave.
+    pub fn frame_deadline(&self, len: usize) -> Duration {
+        self.frame + Duration::from_secs(len as u64 / self.min_rate.max(1))
+    }
+}
+
+/// Decrements the count of open streams when a stream task ends, however it ends.
+struct Open(Arc<AtomicUsize>, Arc<AtomicU64>, Instant);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.1
+            .store(self.2.elapsed().as_millis() as u64, Ordering::Relaxed);
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Accepts the streams a peer opens until the connection closes, one task each running
+/// `handle`, under `limits`. A peer that breaks the protocol, sends a bad object, misses a
+/// deadline, opens more than [`Limits::streams`] streams at once or keeps an idle connection
+/// past [`Limits::idle`] is logged (`log`, naming `name`) and disconnected; a broken
+/// connection is only traced.
+pub(crate) async fn accept_streams<F, Fut>(
+    connection: Connection,
+    name: String,
+    log: EventLog,
+    limits: Limits,
+    handle: F,
+) where
+    F: Fn(SendStream, RecvStream) -> Fut,
+    Fut: std::future::Future<Output = Result<(), PeerError>> + Send + 'static,
+{
+    let open = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    // Milliseconds after `start` when the connection last had something to do.
+    let last = Arc::new(AtomicU64::new(0));
+    loop {
+        let (send, recv) = match tokio::time::timeout(limits.idle, connection.accept_bi()).await {
+            Ok(Ok(pair)) => pair,
+            Ok(Err(e)) => {
+                tracing::debug!(peer = %name, "connection ended: {e}");
+                break;
+            }
+            Err(_) => {
+                let quiet = start
+                    .elapsed()
+                    .saturating_sub(Duration::from_millis(last.load(Ordering::Relaxed)));
+                if open.load(Ordering::Acquire) == 0 && quiet >= limits.idle {
+                    log(format!(
+                        "disconnected {name}: the connection stayed idle for {} s",
+                        limits.idle.as_secs()
+                    ));
+                    connection.close(5u32.into(), b"idle");
+                    break;
+                }
+                continue;
+            }
+        };
+        last.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
+        if open.load(Ordering::Acquire) >= limits.streams {
+            log(format!(
+                "disconnected {name}: opened more than {} streams at once",
+                limits.streams
+            ));
+            connection.close(4u32.into(), b"too many streams");
+            break;
+        }
+        open.fetch_add(1, Ordering::AcqRel);
+        let guard = Open(open.clone(), last.clone(), start);
+        let work = handle(send, recv);
+        let (connection, name, log) = (connection.clone(), name.clone(), log.clone());
+        tokio::spawn(async move {
+            let _guard = guard;
+            match work.await {
+                Ok(()) => {}
+                Err(e @ PeerError::Connection { .. }) => tracing::debug!("{e}"),
+                Err(e @ (PeerError::Protocol { .. } | PeerError::BadObject { .. })) => {
+                    log(format!("disconnected {name}: {e}"));
+                    connection.close(3u32.into(), b"protocol violation");
+                }
+                Err(e) => tracing::warn!("{e}"),
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_frame_gets_a_base_time_and_more_for_each_slice_of_its_length() {
+        let limits = Limits::default();
+        assert_eq!(limits.frame_deadline(0), limits.frame);
+        assert_eq!(
+            limits.frame_deadline(1 << 20),
+            limits.frame + Duration::from_secs(64)
+        );
+        let zero = Limits {
+            min_rate: 0,
+            ..limits
+        };
+        assert!(zero.frame_deadline(10) >= zero.frame);
+    }
+}
