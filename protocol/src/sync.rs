@@ -204,6 +204,15 @@ pub enum Request {
     /// To a relay: its retention (SPEC.md §16.14) for the caller's teams, as lines for the
     /// user. Answered with [`Response::Retention`].
     Retention,
+    /// To a relay: the caller's own entries of `team`'s audit log (SPEC.md §18.3), seq
+    /// `first`, `first + 1`, …, each sealed to the team (`TSEAL1`, one entry each), for the
+    /// members who fetch the log there. Answered with [`Response::Accepted`] or `Refused`.
+    AuditDeposit {
+        team: TeamId,
+        first: u64,
+        #[serde(with = "crate::wire_bytes")]
+        entries: Vec<Vec<u8>>,
+    },
 }
 
 /// Where a deposit at a relay is visible.
@@ -333,6 +342,10 @@ pub enum Response {
     /// A relay's retention for the caller's teams, one line each (none: kept until removed).
     Retention(Vec<String>),
 }
+
+/// Entries one [`Request::AuditDeposit`] may carry (SPEC.md §18.3): a member's chain since its
+/// last sync is a few hundred small entries; more waits for the next sync.
+pub const MAX_AUDIT_DEPOSIT: usize = 4096;
 
 /// Why bytes are not a frame.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -259,6 +259,8 @@ pub struct Merged {
     pub known: usize,
     /// Why a writer's entries were refused, one line per writer.
     pub refused: Vec<String>,
+    /// This node's own entries deposited at the relay (a relay sync only).
+    pub deposited: usize,
 }
 
 /// The hook for team membership changes this node made or witnessed (a join it accepted, a

@@ -261,7 +261,8 @@ impl Server {
             | Request::Deposit(_)
             | Request::JoinSealed { .. }
             | Request::Mailbox { .. }
-            | Request::Answer { .. } => refuse(
+            | Request::Answer { .. }
+            | Request::AuditDeposit { .. } => refuse(
                 stream,
                 "this is a teammate's node, not a relay; use `tapes fetch`/`tapes push` with it",
             )

@@ -5,11 +5,17 @@
 //! only the team's public recipient), so the relay's data says who came, never in the clear.
 //! Members fetch them with `Request::Audit` and merge them (`peer::audit_sync`).
 //!
-//! Backend records: `audit/<team>/<relay>/<seq, 20 digits>` → the sealed entry;
-//! `audit-head/<team>` → `seq u64le ‖ entry id` of the relay's newest entry (plain: a count).
+//! Members deposit their own chains too (`Request::AuditDeposit`, §18.3): sealed, filed under
+//! the depositing connection's node id, create-only.
+//!
+//! Backend records: `audit/<team>/<writer>/<seq, 20 digits>` → the sealed entry (the relay's
+//! own or a member's); `audit-head/<team>` → `seq u64le ‖ entry id` of the relay's newest entry
+//! (plain: a count); `audit-writers/<team>/<member>` → empty, the members who deposited.
 
 use tapes_protocol::audit::{AuditAction, AuditEntry, EntryId, SignedAuditEntry};
 use tapes_protocol::{MemberId, SessionId, TeamId};
+
+use tapes_protocol::sync::MAX_AUDIT_DEPOSIT;
 
 use super::backend::Written;
 use super::state::RelayState;
@@ -110,39 +116,116 @@ impl RelayState {
     }
 
     /// `Request::Audit` from `peer`: the sealed entries of `team`'s log at this relay past what
-    /// the peer holds (`have`), for current members only.
+    /// the peer holds (`have`), for current members only: the relay's own chain and the chains
+    /// members deposited, each writer's in seq order up to its first gap.
     pub fn audit_entries(
         &self,
         peer: &MemberId,
         team: &TeamId,
         have: &[(MemberId, u64)],
     ) -> Result<Vec<Vec<u8>>, RelayError> {
+        self.member_of(peer, team)?;
+        let mut writers = std::collections::BTreeSet::new();
+        if let Some(key) = self.audit_key.get() {
+            writers.insert(MemberId(key.verifying_key().to_bytes()));
+        }
+        let listed = writers_key(team, None);
+        for (key, _) in self.backend().list(&listed)? {
+            if let Some(w) = hex::decode(&key[listed.len()..])
+                .ok()
+                .and_then(|b| MemberId::from_slice(&b))
+            {
+                writers.insert(w);
+            }
+        }
+        let mut out = Vec::new();
+        for writer in writers {
+            let prefix = format!("audit/{}/{}/", team.to_hex(), writer.to_hex());
+            let mut entries: Vec<(u64, Vec<u8>)> = self
+                .backend()
+                .list(&prefix)?
+                .into_iter()
+                .filter_map(|(key, v)| Some((key[prefix.len()..].parse().ok()?, v.bytes)))
+                .collect();
+            let mut next = have
+                .iter()
+                .find(|(w, _)| *w == writer)
+                .map_or(0, |(_, n)| *n);
+            entries.sort_by_key(|(seq, _)| *seq);
+            for (seq, bytes) in entries {
+                if seq < next {
+                    continue;
+                }
+                if seq > next {
+                    break;
+                }
+                out.push(bytes);
+                next += 1;
+            }
+        }
+        Ok(out)
+    }
+
+    /// `Request::AuditDeposit` from `peer`: its own entries `first, first + 1, …` of `team`'s
+    /// log, sealed to the team (the relay cannot read them; members check them on merge).
+    /// Filed under the connection's node id, create-only; a deposit that would leave a gap is
+    /// refused. Returns how many were new.
+    pub fn audit_deposit(
+        &self,
+        peer: &MemberId,
+        team: &TeamId,
+        first: u64,
+        entries: Vec<Vec<u8>>,
+    ) -> Result<usize, RelayError> {
+        self.member_of(peer, team)?;
+        if entries.len() > MAX_AUDIT_DEPOSIT {
+            return Err(RelayError::Malformed(format!(
+                "{} audit entries in one deposit; at most {MAX_AUDIT_DEPOSIT}",
+                entries.len()
+            )));
+        }
+        if first > 0
+            && self
+                .backend()
+                .get(&entry_key(team, peer, first - 1))?
+                .is_none()
+        {
+            return Err(RelayError::Malformed(format!(
+                "audit entries from seq {first} would leave a gap: this relay holds fewer of yours; send them from the first it lacks"
+            )));
+        }
+        let listed = writers_key(team, Some(peer));
+        if self.backend().get(&listed)?.is_none() {
+            // Lost: another deposit of the same member listed it at the same moment.
+            let _ = self.backend().put(&listed, Vec::new(), None)?;
+        }
+        let mut new = 0;
+        for (i, sealed) in entries.into_iter().enumerate() {
+            let key = entry_key(team, peer, first + i as u64);
+            if self.backend().get(&key)?.is_some() {
+                continue;
+            }
+            if self.backend().put(&key, sealed, None)? == Written::Done {
+                new += 1;
+            }
+        }
+        Ok(new)
+    }
+
+    fn member_of(&self, peer: &MemberId, team: &TeamId) -> Result<(), RelayError> {
         let chain = self.team_chain(team)?;
         if chain.head().manifest.member(peer).is_none() {
             return Err(RelayError::NotMember(team.short()));
         }
-        let Some(key) = self.audit_key.get() else {
-            return Ok(Vec::new());
-        };
-        let writer = MemberId(key.verifying_key().to_bytes());
-        let from = have
-            .iter()
-            .find(|(w, _)| *w == writer)
-            .map_or(0, |(_, n)| *n);
-        let head = self
-            .backend()
-            .get(&head_key(team))?
-            .and_then(|v| Some(u64::from_le_bytes(v.bytes.get(..8)?.try_into().ok()?)));
-        let Some(last) = head else {
-            return Ok(Vec::new());
-        };
-        let mut out = Vec::new();
-        for seq in from..=last {
-            match self.backend().get(&entry_key(team, &writer, seq))? {
-                Some(v) => out.push(v.bytes),
-                None => break,
-            }
-        }
-        Ok(out)
+        Ok(())
+    }
+}
+
+/// `audit-writers/<team>/<member>`: the members whose deposited chains the relay keeps for
+/// `team` (its listing is one level deep); `None`: the prefix.
+fn writers_key(team: &TeamId, writer: Option<&MemberId>) -> String {
+    match writer {
+        Some(w) => format!("audit-writers/{}/{}", team.to_hex(), w.to_hex()),
+        None => format!("audit-writers/{}/", team.to_hex()),
     }
 }

@@ -220,6 +220,20 @@ impl RelayServer {
                 )
                 .await
             }
+            Request::AuditDeposit {
+                team,
+                first,
+                entries,
+            } => {
+                let answer = tokio::task::block_in_place(|| {
+                    self.state.audit_deposit(&conn.peer, &team, first, entries)
+                });
+                match answer {
+                    Ok(_) => stream.write(&Response::Accepted).await?,
+                    Err(e) => return refuse(stream, &e.to_string()).await,
+                }
+                Ok(())
+            }
             Request::Audit { team, have } => {
                 let answer = tokio::task::block_in_place(|| self.state.audit_entries(&conn.peer, &team, &have));
                 match answer {

@@ -17,6 +17,7 @@
 //! | relay state (on a relay) | `relay/team/<team>`, `relay/s/<scope>/<session>`, `relay/ids/<scope>/<session>`, `relay/usage/<scope>`, `relay/join/<team>/<member>`, `relay/expired/<scope>`, `relay/buried/<session>` | deposits, quotas, mailbox, retention, tombstones | `relay::state`, `relay::retention`, `relay::tombstones` |
 //! | agent files | `agent-file/<source kind>/<agent session id>` | agent-file record | `resume::mapping` |
 //! | audit log | `audit/<team>/<writer>/<seq, 20 digits>`, `audit-head/<team>/<writer>` | signed audit entry; the writer's newest seq and entry id | `audit` |
+//! | relay audit | `relay-audit/<relay>/<team>` | count u64le of this node's own audit entries the relay took | `peer::audit_sync` |
 //! | tombstones | `tombstone/<session>` | local tombstone of a removed session | `session::tombstone` |
 //! | session generation | `generation/sessions` | epoch [16] \|\| count u64le, moved by the backend with every session ref change | `store::generation` |
 //! | access generation | `generation/access` | epoch [16] \|\| count u64le, moved by the backend with every session, signature, share, team or setting ref change | `share::access` |
@@ -39,6 +40,7 @@ pub const RELAY_USAGE: &str = "relay/usage/";
 pub const AGENT_FILE: &[u8] = b"agent-file/";
 pub const AUDIT: &str = "audit/";
 pub const AUDIT_HEAD: &str = "audit-head/";
+pub const RELAY_AUDIT: &str = "relay-audit/";
 pub const TOMBSTONE: &[u8] = b"tombstone/";
 /// The session generation (`store::generation`), written only by the backend.
 pub const GENERATION: &[u8] = b"generation/sessions";
@@ -221,6 +223,12 @@ pub fn audit_team(team: &TeamId) -> Vec<u8> {
 /// `audit-head/<team>/<writer>`: the newest entry of a writer's chain this store has seen.
 pub fn audit_head(team: &TeamId, writer: &MemberId) -> Vec<u8> {
     format!("{AUDIT_HEAD}{}/{}", team.to_hex(), writer.to_hex()).into_bytes()
+}
+
+/// `relay-audit/<relay>/<team>`: how many of this node's own entries of `team`'s audit log
+/// the relay has taken (u64le).
+pub fn relay_audit(relay: &MemberId, team: &TeamId) -> Vec<u8> {
+    format!("{RELAY_AUDIT}{}/{}", relay.to_hex(), team.to_hex()).into_bytes()
 }
 
 #[cfg(test)]

@@ -227,3 +227,92 @@ async fn forged_foreign_and_out_of_chain_entries_are_refused_and_tampering_is_fo
         "{report:?}"
     );
 }
+
+/// Members' own entries reach the team through the relay (SPEC §18.3): alice deposits her
+/// chain, sealed, when she syncs; carol, who never reaches alice's node, gets alice's entries
+/// from the relay and they verify. The relay takes each entry once, keeps it sealed, and refuses
+/// a stranger's deposit and one that would leave a gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_deposit_their_own_entries_at_the_relay_for_teammates_who_never_meet() {
+    use tapes::peer::audit_sync::send_deposit;
+    use tapes::peer::PeerError;
+
+    let relay_dir = tempfile::tempdir().unwrap();
+    let relay = start(relay_dir.path(), &options(), Arc::new(|_| {}))
+        .await
+        .unwrap();
+    let ticket = relay.ticket.clone();
+    let alice = Member::new("alice").await;
+    let bob = Member::new("bob").await;
+    let carol = Member::new("carol").await;
+    let team = team_on_relay(&alice, &ticket, "core").await;
+    tapes::testing::join(&alice, &bob, &team).await.unwrap();
+    tapes::testing::join(&alice, &carol, &team).await.unwrap();
+    alice.sync(&ticket).await; // the relay learns the manifest with bob and carol
+
+    // Alice shares; bob fetches from her node: both entries are alice's chain.
+    let id = alice.session_with(5, &["looked at by bob"]);
+    alice.share(&id, Audience::Team(team));
+    bob.fetch_from(&alice).await.unwrap();
+    let conn = alice.relay(&ticket).await.unwrap();
+    let pulled = tapes::peer::audit_sync::pull(&conn, &alice.store, &alice.identity)
+        .await
+        .unwrap();
+    let mine = audit::have(&alice.store, &team)
+        .unwrap()
+        .into_iter()
+        .find(|(w, _)| *w == alice.id())
+        .map(|(_, n)| n)
+        .unwrap();
+    assert!(mine >= 3, "joins, share and bob's fetch: {mine}");
+    assert_eq!(pulled.deposited as u64, mine, "{pulled:?}");
+    // The next sync sends nothing again.
+    let again = tapes::peer::audit_sync::pull(&conn, &alice.store, &alice.identity)
+        .await
+        .unwrap();
+    assert_eq!(again.deposited, 0, "{again:?}");
+
+    // Carol never dials alice: she gets alice's entries from the relay, and they verify.
+    let conn = carol.relay(&ticket).await.unwrap();
+    let merged = tapes::peer::audit_sync::pull(&conn, &carol.store, &carol.identity)
+        .await
+        .unwrap();
+    assert!(merged.refused.is_empty(), "{merged:?}");
+    let rows = audit::list(&carol.store, &Filter::default()).unwrap();
+    assert!(
+        rows.iter().any(|r| r.action == "fetch"
+            && r.actor == bob.id()
+            && r.writer == alice.id()
+            && r.session == Some(id)),
+        "{rows:?}"
+    );
+    assert_eq!(audit::view_count(&carol.store, &id).unwrap(), 1);
+    let report = audit::verify(&carol.store).unwrap();
+    assert!(report.is_clean(), "{report:?}");
+
+    // Sealed at the relay: the text of alice's entries is not in its files.
+    assert!(crate::relay::files_containing(relay_dir.path(), "looked at by bob").is_empty());
+    let detail = rows
+        .iter()
+        .find(|r| r.writer == alice.id() && r.action == "share")
+        .map(|r| r.detail.clone())
+        .unwrap();
+    assert!(!detail.is_empty());
+    assert!(crate::relay::files_containing(relay_dir.path(), &detail).is_empty());
+
+    // A deposit that would leave a gap is refused with the reason; so is a stranger's.
+    let conn = bob.relay(&ticket).await.unwrap();
+    let sent = send_deposit(&conn, &team, 7, vec![b"sealed".to_vec()]).await;
+    match sent {
+        Err(PeerError::Refused { reason, .. }) => assert!(reason.contains("gap"), "{reason}"),
+        other => panic!("a gap was accepted: {other:?}"),
+    }
+    let mallory = Member::new("mallory").await;
+    let conn = mallory.relay(&ticket).await.unwrap();
+    match send_deposit(&conn, &team, 0, vec![b"sealed".to_vec()]).await {
+        Err(PeerError::Refused { reason, .. }) => {
+            assert!(reason.contains("not a current member"), "{reason}")
+        }
+        other => panic!("a stranger's deposit was accepted: {other:?}"),
+    }
+}
