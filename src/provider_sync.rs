@@ -252,6 +252,10 @@ pub async fn attempt(
                 .await
                 .map_err(peer_failure);
             crate::peer::audit_sync::pull_quietly(&conn, store, identity).await; // SPEC §18.3
+                                                                                 // Tombstones both ways (SPEC §3.5): ours to the relay, the relay's to us.
+            for line in crate::peer::tombstone_sync::pull_quietly(&conn, store).await {
+                tracing::info!(relay = %conn.name, "{}", line.trim());
+            }
             conn.close();
             endpoint.close().await;
             result

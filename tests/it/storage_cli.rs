@@ -377,6 +377,26 @@ fn hybrid_syncs_through_a_real_relay() {
     assert!(out.contains("(2 sessions)"), "{out}");
     assert!(out.contains("0 pending pull"), "{out}");
 
+    // A removal everywhere travels with the provider's sync too (SPEC §3.5): alice's tombstone
+    // goes to the relay at her sync, and bob's sync drops his copy.
+    let (third, _) = import_sample(&alice, dir.path(), "alice-third");
+    ok(
+        &alice,
+        &["share", &third[..12], "--team", "core", "--allow-secrets"],
+    );
+    let (out, _) = ok(&bob, &["storage", "sync"]);
+    assert!(out.contains("1 new session"), "{out}");
+    ok(&alice, &["rm", &third[..12], "--everywhere"]);
+    ok(&alice, &["storage", "sync"]);
+    ok(&bob, &["storage", "sync"]);
+    let (out, _) = ok(&bob, &["storage", "status"]);
+    assert!(
+        out.contains("(2 sessions)"),
+        "the removed session is gone: {out}"
+    );
+    let (_, _, err) = tapes(&bob, &["show", &third[..12]]);
+    assert!(!err.is_empty(), "bob can no longer open it");
+
     // An unshare reaches the relay as a revocation and is reported as one, not as a deposit.
     let (_, stderr) = ok(&alice, &["unshare", &second[..12], "--team", "core"]);
     assert!(
