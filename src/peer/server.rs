@@ -613,8 +613,25 @@ impl Server {
             signer: conn.peer,
             signature,
         };
+        // The owner's signature over the record moves with the record (so this node can serve
+        // the session on, and no reader sees a record without its signature).
+        let record_sig = RefSignature {
+            signer: entry.signer,
+            signature: entry.signature.as_slice().try_into().unwrap_or([0; 64]),
+        };
         let result = tokio::task::block_in_place(|| {
-            apply_push(
+            let key = signature_key(&entry.id);
+            let current = conn
+                .store
+                .storage()
+                .get_ref(&key)
+                .map_err(StoreError::from)?;
+            let with = [RefUpdate {
+                key,
+                expected: current,
+                new: Some(encode_signature(&record_sig)),
+            }];
+            Ok::<_, PeerError>(apply_push(
                 &conn.store,
                 &conn.name,
                 &entry.id,
@@ -622,16 +639,13 @@ impl Server {
                 &objects,
                 &record,
                 &ref_sig,
-            )
-        });
+                &with,
+            ))
+        })?;
         let answer = match result {
             Ok(()) => {
-                let record_sig = RefSignature {
-                    signer: entry.signer,
-                    signature: entry.signature.as_slice().try_into().unwrap_or([0; 64]),
-                };
                 tokio::task::block_in_place(|| {
-                    store_pushed_extras(&conn.store, &entry.id, &record_sig, &shares)
+                    store_pushed_shares(&conn.store, &entry.id, &entry.signer, &shares)
                 })?;
                 self.log(format!(
                     "{} pushed session {} ({})",
@@ -822,27 +836,16 @@ fn peer_name(store: &Store, peer: &MemberId) -> String {
         .unwrap_or_else(|| format!("node {}", peer.short()))
 }
 
-/// After a push lands: the owner's record signature (so this node can serve the session on)
-/// and the share records that came with it.
-fn store_pushed_extras(
+/// After a push lands: the share records that came with it.
+fn store_pushed_shares(
     store: &Store,
     id: &SessionId,
-    signature: &RefSignature,
+    owner: &MemberId,
     shares: &[Vec<u8>],
 ) -> Result<(), PeerError> {
-    let key = signature_key(id);
-    let current = store.storage().get_ref(&key).map_err(StoreError::from)?;
-    store.commit(
-        &[],
-        &[RefUpdate {
-            key,
-            expected: current,
-            new: Some(encode_signature(signature)),
-        }],
-    )?;
     for share in shares {
         if let Ok(decoded) = SignedShare::decode(share) {
-            if decoded.record.session == *id && decoded.record.sharer == signature.signer {
+            if decoded.record.session == *id && decoded.record.sharer == *owner {
                 let _ = super::receive::apply_share(store, share);
             }
         }

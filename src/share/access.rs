@@ -104,15 +104,40 @@ pub fn session_entry(
     identity: &Identity,
     id: &SessionId,
 ) -> Result<Option<SessionEntry>, StoreError> {
+    // A push writes the record and its signature in one transaction, but they are read one
+    // after the other: a record read just before a push and a signature read just after do
+    // not match. Read again while the record keeps moving.
+    for _ in 0..TORN_READ_RETRIES {
+        match signed_entry(store, identity, id)? {
+            Read::Entry(entry) => return Ok(Some(entry)),
+            Read::Gone => return Ok(None),
+            Read::Moved => continue,
+        }
+    }
+    Ok(None)
+}
+
+/// Reads of a record and its signature that may straddle concurrent pushes before
+/// [`session_entry`] gives up (each retry means another push landed in between).
+const TORN_READ_RETRIES: usize = 64;
+
+enum Read {
+    Entry(SessionEntry),
+    Gone,
+    /// The signature did not match the record read, and the record has changed since.
+    Moved,
+}
+
+fn signed_entry(store: &Store, identity: &Identity, id: &SessionId) -> Result<Read, StoreError> {
     let Some(raw) = store.session_raw(id)? else {
-        return Ok(None);
+        return Ok(Read::Gone);
     };
     let Ok(record) = SessionRecord::decode(&raw) else {
-        return Ok(None);
+        return Ok(Read::Gone);
     };
     let me = MemberId(identity.verifying_key().to_bytes());
     let Some(owner) = record.owner else {
-        return Ok(None);
+        return Ok(Read::Gone);
     };
     let (raw, signature) = if owner == me {
         let paths = crate::share::outgoing::PathPolicy::load(store)?;
@@ -122,10 +147,13 @@ pub fn session_entry(
     } else {
         match stored_signature(store, id)? {
             Some(sig) if sig.signer == owner && sig.verify(id, None, &record) => (raw, sig),
-            _ => return Ok(None),
+            _ if store.session_raw(id)?.as_deref() != Some(raw.as_slice()) => {
+                return Ok(Read::Moved)
+            }
+            _ => return Ok(Read::Gone),
         }
     };
-    Ok(Some(SessionEntry {
+    Ok(Read::Entry(SessionEntry {
         id: *id,
         record: raw,
         signer: signature.signer,

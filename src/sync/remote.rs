@@ -181,13 +181,16 @@ impl Remote for PathRemote {
             &plan.objects,
             &plan.record,
             &plan.signature,
+            &[],
         )
     }
 }
 
 /// The receiving side of a push, for any remote that is a store (a path remote, a peer's
 /// `tapes serve`): checks the owner's signature over the update and every object, then moves
-/// the ref by compare-and-swap. `name` is how errors name the store.
+/// the ref by compare-and-swap. `name` is how errors name the store. `with` are refs that
+/// must move in the same transaction (a peer stores the owner's record signature beside the
+/// record, so no reader ever sees one without the other).
 pub fn apply_push(
     store: &Store,
     name: &str,
@@ -196,6 +199,7 @@ pub fn apply_push(
     objects: &[StoredObject],
     record: &SessionRecord,
     signature: &RefSignature,
+    with: &[RefUpdate],
 ) -> Result<(), RemoteError> {
     let err = |source: StoreError| RemoteError::Store {
         name: name.to_string(),
@@ -287,12 +291,13 @@ pub fn apply_push(
             ));
         }
     }
-    let update = RefUpdate {
+    let mut updates = vec![RefUpdate {
         key: session_ref_key(id),
         expected: raw,
         new: Some(record.encode()),
-    };
-    match store.commit(objects, &[update]) {
+    }];
+    updates.extend_from_slice(with);
+    match store.commit(objects, &updates) {
         Ok(_) => Ok(()),
         // Someone else's push landed between our read and our write: same answer.
         Err(StoreError::Storage(StorageError::Conflict { current, .. })) => {

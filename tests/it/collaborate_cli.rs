@@ -761,6 +761,7 @@ fn a_push_that_would_rewind_the_remote_is_refused_by_the_remote() {
         &[],
         &rewound,
         &signature,
+        &[],
     )
     .unwrap_err()
     .to_string();
