@@ -208,7 +208,10 @@ impl SignedAuditEntry {
 
     pub fn decode(bytes: &[u8]) -> Result<SignedAuditEntry, AuditError> {
         match postcard::take_from_bytes::<SignedAuditEntry>(bytes) {
-            Ok((entry, [])) => Ok(entry),
+            // One entry, one encoding: postcard also reads overlong varints, which would let a
+            // relay re-encode an entry into bytes a merge refuses as "another entry".
+            Ok((entry, [])) if entry.encode() == bytes => Ok(entry),
+            Ok((_, [])) => Err(AuditError::Malformed("not in canonical encoding".into())),
             Ok(_) => Err(AuditError::Malformed("trailing bytes".into())),
             Err(e) => Err(AuditError::Malformed(e.to_string())),
         }

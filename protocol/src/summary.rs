@@ -106,7 +106,9 @@ impl SignedSummary {
 
     pub fn decode(bytes: &[u8]) -> Result<SignedSummary, SummaryError> {
         match postcard::take_from_bytes::<SignedSummary>(bytes) {
-            Ok((summary, [])) => Ok(summary),
+            // One summary, one encoding (postcard also reads overlong varints).
+            Ok((summary, [])) if summary.encode() == bytes => Ok(summary),
+            Ok((_, [])) => Err(SummaryError::Malformed("not in canonical encoding".into())),
             Ok(_) => Err(SummaryError::Trailing),
             Err(e) => Err(SummaryError::Malformed(e.to_string())),
         }
