@@ -9,9 +9,8 @@
 //! for 50. A kill that comes after the process already finished is not counted.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tapes::protocol::{NodeId, SessionId};
@@ -107,43 +106,7 @@ fn kill_during(mut cmd: Command, rng: &mut Rng, window: &mut Duration) -> bool {
     landed
 }
 
-/// A running `tapes serve` on a fixed address, killed on drop.
-struct Serve {
-    child: Child,
-    ticket: String,
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn serve(home: &Path, bind: &str) -> Serve {
-    let mut child = tapes(home)
-        .args(["serve", "--bind", bind, "--no-mdns"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut ticket = None;
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        if let Some(t) = line.strip_prefix("ticket: ") {
-            ticket = Some(t.to_string());
-        }
-        if line.starts_with("Ctrl-C") {
-            break;
-        }
-    }
-    std::thread::spawn(move || for _ in lines {});
-    Serve {
-        child,
-        ticket: ticket.expect("serve prints its ticket"),
-    }
-}
+use super::util::{serve, Serve};
 
 /// The port a ticket's first address names (`<id>@127.0.0.1:<port>…`).
 fn port_of(ticket: &str) -> u16 {

@@ -6,9 +6,8 @@
 //! Mounting needs root (CI runs as root); elsewhere each test says so in one line and passes.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 
 use tapes::protocol::{NodeId, SessionId};
 use tapes::session::sample::{self, Shape};
@@ -201,36 +200,7 @@ fn bundle_import_on_a_full_disk_is_all_or_nothing() {
 }
 
 /// A running `tapes serve`, killed on drop.
-struct Serve(Child, String);
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn serve(home: &Path) -> Serve {
-    let mut child = tapes(home)
-        .args(["serve", "--bind", "127.0.0.1:0", "--no-mdns"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut ticket = None;
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        if let Some(t) = line.strip_prefix("ticket: ") {
-            ticket = Some(t.to_string());
-        }
-        if line.starts_with("Ctrl-C") {
-            break;
-        }
-    }
-    std::thread::spawn(move || for _ in lines {});
-    Serve(child, ticket.expect("serve prints its ticket"))
-}
+use super::util::serve;
 
 #[test]
 fn fetch_on_a_full_disk_fails_clearly_and_converges_after_space_is_freed() {
@@ -245,12 +215,12 @@ fn fetch_on_a_full_disk_fails_clearly_and_converges_after_space_is_freed() {
     let ids: Vec<String> = whole.keys().map(|id| id.to_hex()).collect();
     args.extend(ids.iter().map(String::as_str));
     ok(&alice, &args);
-    let server = serve(&alice);
+    let server = serve(&alice, "127.0.0.1:0");
     let home = fs.path.join("home");
     ok(&home, &["init", "--name", "bob"]);
     let code = ok(&alice, &["team", "invite"]).trim().to_string();
     ok(&home, &["team", "join", &code]);
-    ok(&home, &["remote", "add", "alice", &server.1]);
+    ok(&home, &["remote", "add", "alice", &server.ticket]);
     let out = run(&home, &["fetch", "alice"]);
     full(&out, &home.join("store"), "fetch");
     fs.grow(BIG_MIB);

@@ -43,3 +43,44 @@ fn existing_dir(home: &Path) -> &Path {
     }
     home.parent().filter(|p| p.is_dir()).unwrap_or(home)
 }
+
+/// A running `tapes serve` (no mDNS) of `home` bound to `bind`, with the ticket it printed;
+/// killed on drop.
+pub(crate) struct Serve {
+    pub(crate) child: std::process::Child,
+    pub(crate) ticket: String,
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `tapes serve --bind BIND --no-mdns` in `home` and waits for its ticket.
+pub(crate) fn serve(home: &Path, bind: &str) -> Serve {
+    use std::io::{BufRead, BufReader};
+    let mut child = std_tapes(home)
+        .args(["serve", "--bind", bind, "--no-mdns"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut ticket = None;
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Some(t) = line.strip_prefix("ticket: ") {
+            ticket = Some(t.to_string());
+        }
+        if line.starts_with("Ctrl-C") {
+            break;
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    Serve {
+        child,
+        ticket: ticket.expect("serve prints its ticket"),
+    }
+}
