@@ -19,7 +19,7 @@ use std::net::Shutdown;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -993,12 +993,56 @@ impl Conn {
 // ---- The holder's server --------------------------------------------------------------------
 
 /// The holder's socket server: an accept thread and a thread per connection. Dropping it stops
-/// the accepting, removes the socket and closes every connection, so clients fail over at once.
+/// the accepting, removes the socket, closes every connection, so clients fail over at once, and
+/// then waits until no connection thread is left: a request that was being carried out finishes
+/// first (a write is applied *and flushed*), so the store is never let go of with a write that
+/// readers may have seen but that is not durable (SPEC.md §6.1, "Letting go").
 struct Server {
     socket: PathBuf,
     stop: Arc<AtomicBool>,
     /// A handle on each open connection, to close it on drop.
     connections: Arc<Mutex<HashMap<u64, UnixStream>>>,
+    /// Connection threads still running (or about to be started).
+    active: Arc<Active>,
+}
+
+/// A count of running connection threads that [`Server::drop`] can wait to reach zero.
+#[derive(Default)]
+struct Active {
+    count: Mutex<usize>,
+    zero: Condvar,
+}
+
+impl Active {
+    /// Counts one connection thread until the returned guard is dropped.
+    fn enter(self: &Arc<Self>) -> ActiveGuard {
+        *self.count.lock().unwrap_or_else(PoisonError::into_inner) += 1;
+        ActiveGuard(self.clone())
+    }
+
+    /// Blocks until every counted connection thread has ended.
+    fn wait_for_none(&self) {
+        let mut count = self.count.lock().unwrap_or_else(PoisonError::into_inner);
+        while *count > 0 {
+            count = self
+                .zero
+                .wait(count)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+}
+
+/// One counted connection thread; dropping it (the thread ended, or never started) uncounts it.
+struct ActiveGuard(Arc<Active>);
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        let mut count = self.0.count.lock().unwrap_or_else(PoisonError::into_inner);
+        *count -= 1;
+        if *count == 0 {
+            self.0.zero.notify_all();
+        }
+    }
 }
 
 impl Server {
@@ -1048,11 +1092,16 @@ impl Server {
             socket,
             stop: Arc::new(AtomicBool::new(false)),
             connections: Arc::new(Mutex::new(HashMap::new())),
+            active: Arc::new(Active::default()),
         };
-        let (stop, connections) = (server.stop.clone(), server.connections.clone());
+        let (stop, connections, active) = (
+            server.stop.clone(),
+            server.connections.clone(),
+            server.active.clone(),
+        );
         std::thread::Builder::new()
             .name("tapes-store-server".into())
-            .spawn(move || accept_loop(listener, storage, stop, connections))?;
+            .spawn(move || accept_loop(listener, storage, stop, connections, active))?;
         Ok(server)
     }
 }
@@ -1072,7 +1121,18 @@ impl Drop for Server {
         for stream in connections.values() {
             let _ = stream.shutdown(Shutdown::Both);
         }
-        tracing::debug!(socket = %self.socket.display(), "stopped serving the store");
+        // A connection thread may be carrying out a request: sled has applied a client's ref
+        // update, other clients may already have listed it, and its flush is still running.
+        // Letting go now (the process exits right after, killing that thread) would lose a
+        // write that readers saw, and the next holder would show fewer sessions than they did.
+        // The shut-down sockets end every other thread at its next read or write.
+        let started = Instant::now();
+        self.active.wait_for_none();
+        tracing::debug!(
+            socket = %self.socket.display(),
+            waited_ms = started.elapsed().as_millis() as u64,
+            "stopped serving the store"
+        );
     }
 }
 
@@ -1081,6 +1141,7 @@ fn accept_loop(
     storage: Arc<dyn Storage>,
     stop: Arc<AtomicBool>,
     connections: Arc<Mutex<HashMap<u64, UnixStream>>>,
+    active: Arc<Active>,
 ) {
     let mut next_id = 0u64;
     for stream in listener.incoming() {
@@ -1099,13 +1160,22 @@ fn accept_loop(
         };
         let id = next_id;
         next_id += 1;
-        // Registered before the flag is read, so that `Server::drop` either sees this
-        // connection or this loop sees the flag.
-        if let Ok(handle) = stream.try_clone() {
-            connections
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .insert(id, handle);
+        // Counted and registered before the flag is read, so that `Server::drop` either waits
+        // for and closes this connection or this loop sees the flag. A connection that cannot
+        // be registered could not be closed on drop, so it is not served: the client retries.
+        let guard = active.enter();
+        match stream.try_clone() {
+            Ok(handle) => {
+                connections
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(id, handle);
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot keep a handle on a store connection; closing it");
+                let _ = stream.shutdown(Shutdown::Both);
+                continue;
+            }
         }
         if stop.load(Ordering::SeqCst) {
             let _ = stream.shutdown(Shutdown::Both);
@@ -1120,6 +1190,7 @@ fn accept_loop(
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
                     .remove(&id);
+                drop(guard);
             });
         if let Err(e) = spawned {
             // The stream went with the closure and is closed: the client retries.
@@ -1489,6 +1560,113 @@ mod tests {
             Err(StorageError::Conflict { .. })
         ));
         drop(server.join().unwrap());
+    }
+
+    /// A store whose ref updates take a while, and which records whether a flush followed the
+    /// last one.
+    struct SlowRefs {
+        inner: Arc<SledStorage>,
+        entered: Mutex<std::sync::mpsc::Sender<()>>,
+        flushed_after_update: AtomicBool,
+    }
+
+    impl Storage for SlowRefs {
+        fn get_object(&self, id: &NodeId) -> Result<Option<Vec<u8>>, StorageError> {
+            self.inner.get_object(id)
+        }
+        fn contains_object(&self, id: &NodeId) -> Result<bool, StorageError> {
+            self.inner.contains_object(id)
+        }
+        fn put_objects(&self, objects: &[StoredObject]) -> Result<Written, StorageError> {
+            self.inner.put_objects(objects)
+        }
+        fn objects(
+            &self,
+        ) -> Box<dyn Iterator<Item = Result<(NodeId, Vec<u8>), StorageError>> + '_> {
+            self.inner.objects()
+        }
+        fn object_count(&self) -> usize {
+            self.inner.object_count()
+        }
+        fn get_ref(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+            self.inner.get_ref(key)
+        }
+        fn update_refs(&self, updates: &[RefUpdate]) -> Result<(), StorageError> {
+            let _ = self
+                .entered
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .send(());
+            std::thread::sleep(Duration::from_millis(300));
+            self.flushed_after_update.store(false, Ordering::SeqCst);
+            self.inner.update_refs(updates)
+        }
+        fn refs(
+            &self,
+            prefix: &[u8],
+        ) -> Box<dyn Iterator<Item = Result<(Vec<u8>, Vec<u8>), StorageError>> + '_> {
+            self.inner.refs(prefix)
+        }
+        fn get_setting(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
+            self.inner.get_setting(key)
+        }
+        fn set_setting(&self, key: &str, value: &[u8]) -> Result<(), StorageError> {
+            self.inner.set_setting(key, value)
+        }
+        fn flush(&self) -> Result<(), StorageError> {
+            self.inner.flush()?;
+            self.flushed_after_update.store(true, Ordering::SeqCst);
+            Ok(())
+        }
+        fn size_on_disk(&self) -> Result<u64, StorageError> {
+            self.inner.size_on_disk()
+        }
+    }
+
+    /// The holder lets go while it is carrying out a client's ref update (SPEC.md §6.1,
+    /// "Letting go"): it waits until the update is applied and flushed, because other clients
+    /// may have listed it already; a process that exited at once would lose it. The client,
+    /// cut off before the answer, sends it again to the next holder and is told it is done.
+    #[test]
+    fn letting_go_waits_for_a_write_in_flight() {
+        let (_dir, path) = store();
+        let inner = Arc::new(SledStorage::open(&path).unwrap());
+        let (entered, in_flight) = std::sync::mpsc::channel();
+        let slow = Arc::new(SlowRefs {
+            inner: inner.clone(),
+            entered: Mutex::new(entered),
+            flushed_after_update: AtomicBool::new(false),
+        });
+        let socket = path.join(SOCKET_NAME);
+        let listener = UnixListener::bind(&socket).unwrap();
+        let served: Arc<dyn Storage> = slow.clone();
+        let server = Server::run(listener, socket, served).unwrap();
+
+        let client_path = path.clone();
+        let client = std::thread::spawn(move || {
+            let client = SharedStorage::open(&client_path)?;
+            assert!(!client.is_holder());
+            client.update_refs(&[upd("session/x", None, Some("mine"))])?;
+            client.get_ref(b"session/x")
+        });
+        in_flight
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the holder received the update");
+        drop(server);
+        assert_eq!(
+            inner.get_ref(b"session/x").unwrap().as_deref(),
+            Some(&b"mine"[..]),
+            "the update in flight was carried out before the holder let go"
+        );
+        assert!(
+            slow.flushed_after_update.load(Ordering::SeqCst),
+            "and flushed"
+        );
+        // Let go of sled too: the client becomes the holder and finishes its call.
+        drop(slow);
+        drop(inner);
+        let seen = client.join().unwrap().unwrap();
+        assert_eq!(seen.as_deref(), Some(&b"mine"[..]));
     }
 
     #[test]
