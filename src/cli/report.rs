@@ -80,6 +80,11 @@ pub fn print_relay_sync(name: &str, report: &tapes::peer::relay_client::RelaySyn
                 id.short(),
                 scope_name(scope)
             ),
+            None if report.summaries.contains(&(*id, *scope)) => println!(
+                "  shared {} for {} as its summary only (metadata only): the relay holds no message of it",
+                id.short(),
+                scope_name(scope)
+            ),
             None => println!(
                 "  deposited {} for {}: {}",
                 id.short(),

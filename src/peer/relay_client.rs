@@ -11,7 +11,10 @@
 //! A relay that refuses one item refuses that item (§16.4): the sync reports it
 //! ([`RelaySyncReport::failures`]) and goes on with the others; only a broken connection ends
 //! it. A revoked or expired share travels as a *share-only* deposit (§16.3), which carries no
-//! objects, so no quota stands between an unshare and the relay's public page.
+//! objects, so no quota stands between an unshare and the relay's public page. A
+//! metadata-only share travels as a *summary deposit* (§11.4, §16.3): the share and its signed
+//! summary, never a node; it replaces content the relay held for that scope (tracked with an
+//! all-zero head, so a later share with content deposits the whole chain).
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -44,6 +47,9 @@ pub struct RelaySyncReport {
     /// Those of `deposited` that carried an ended share (records only): (session, scope,
     /// true when revoked by an unshare, false when it expired).
     pub ended: Vec<(SessionId, Scope, bool)>,
+    /// Those of `deposited` that were summary deposits (a metadata-only share, §11.4): the
+    /// relay holds the share and its summary, no node, and removed any content it held.
+    pub summaries: Vec<(SessionId, Scope)>,
     /// Deposits that did not, with why. They stay pending and the next sync tries them again.
     pub failed: Vec<(SessionId, Scope, PeerError)>,
     /// Every other item that failed (the fetch, a team's manifests, a join answer), each
@@ -168,15 +174,27 @@ struct Wanted {
     head: NodeId,
     share_raw: Vec<u8>,
     share: SignedShare,
+    /// A metadata-only share (SPEC.md §11.4): the relay gets the share and its summary only
+    /// (a summary deposit, §16.3), never a node.
+    summary: bool,
 }
+
+/// The head a tracking ref names for a summary deposit: the relay holds no node of it.
+const NO_CONTENT: NodeId = NodeId([0; 32]);
 
 impl Wanted {
     fn share_item(&self) -> ItemId {
-        share_item(&self.session, &self.share_raw)
+        if self.summary {
+            // The item of a metadata-only share is over the record alone (§11.4).
+            share_item(&self.session, &self.share.encode())
+        } else {
+            share_item(&self.session, &self.share_raw)
+        }
     }
 
     fn tracking_value(&self) -> Vec<u8> {
-        tracking_value(&self.head, &self.share_item())
+        let head = if self.summary { NO_CONTENT } else { self.head };
+        tracking_value(&head, &self.share_item())
     }
 
     /// Revoked or expired: the relay serves nothing of it, so it needs the share record only,
@@ -223,16 +241,14 @@ fn wanted(store: &Store, me: &MemberId, teams: &[TeamId]) -> Result<Vec<Wanted>,
         if session.owner != Some(*me) {
             continue;
         }
-        // Metadata-only shares and projects whose content stays here deposit nothing (§11.4).
-        if crate::share::content_withheld(store, &record.session, &record.audience)
-            .map_err(|e| PeerError::Local(e.to_string()))?
-        {
-            continue;
-        }
         let Some(share_raw) = store
             .storage()
             .get_ref(&share_key(&record.session, &record.audience))
             .map_err(StoreError::from)?
+        else {
+            continue;
+        };
+        let Some(summary) = deposit_kind(store, &record.session, &record.audience, &share_raw)?
         else {
             continue;
         };
@@ -242,9 +258,27 @@ fn wanted(store: &Store, me: &MemberId, teams: &[TeamId]) -> Result<Vec<Wanted>,
             head: session.head,
             share_raw,
             share,
+            summary,
         });
     }
     Ok(out)
+}
+
+/// What a relay gets of a share of ours (SPEC.md §11.4): `Some(true)` the summary only (a
+/// metadata-only share), `Some(false)` the content, `None` nothing (an ordinary share of a
+/// project whose content stays here: it has no summary to send).
+fn deposit_kind(
+    store: &Store,
+    session: &SessionId,
+    audience: &Audience,
+    share_raw: &[u8],
+) -> Result<Option<bool>, PeerError> {
+    if tapes_protocol::summary::has_tail(share_raw) {
+        return Ok(Some(true));
+    }
+    let withheld = crate::share::content_withheld(store, session, audience)
+        .map_err(|e| PeerError::Local(e.to_string()))?;
+    Ok((!withheld).then_some(false))
 }
 
 /// Counts our shared sessions against what we last deposited at `relay` (no network).
@@ -520,8 +554,13 @@ impl PeerConn {
                 _ => Ok(None),
             };
         }
+        if wanted.summary {
+            return self.deposit_summary(store, identity, wanted, chains).await;
+        }
+        // After a summary deposit the relay holds no node: the content goes whole.
+        let from = tracked_head.filter(|h| *h != NO_CONTENT);
         match self
-            .deposit_nodes(store, identity, wanted, tracked_head, chains)
+            .deposit_nodes(store, identity, wanted, from, chains)
             .await
         {
             Ok(nodes) => {
@@ -633,6 +672,35 @@ impl PeerConn {
         Err(self.conflict(&wanted.session, Some(at)))
     }
 
+    /// A summary deposit (§11.4, §16.3): the relay replaces its record of the session for
+    /// this scope with our metadata-only share and its summary, and removes any content it
+    /// held. No node depends on it, so a lost race is simply sent again.
+    async fn deposit_summary(
+        &self,
+        store: &Store,
+        identity: &Identity,
+        wanted: &Wanted,
+        chains: &Chains,
+    ) -> Result<Option<u64>, PeerError> {
+        let key = tracking_key(&self.peer, &wanted.scope, &wanted.session);
+        for _ in 0..3 {
+            match self
+                .send_deposit(store, identity, wanted, Payload::Summary, chains)
+                .await?
+            {
+                Ok(_) => {
+                    block_in_place(|| set_tracking(store, &key, Some(wanted.tracking_value())))?;
+                    return Ok(Some(0));
+                }
+                Err(current) => tracing::debug!(
+                    "summary deposit of {} raced another change (relay at {current:?}); again",
+                    wanted.session.short()
+                ),
+            }
+        }
+        Err(self.conflict(&wanted.session, None))
+    }
+
     fn conflict(&self, session: &SessionId, current: Option<NodeId>) -> PeerError {
         PeerError::Conflict {
             peer: self.name.to_string(),
@@ -701,6 +769,8 @@ impl PeerConn {
                 (expected, wanted.head, objects, Some((plain, item)))
             }
             Payload::ShareOnly { at } => (Some(at), at, Vec::new(), None),
+            // A summary deposit: no entry, no ids, no expected head (§16.3).
+            Payload::Summary => (None, NO_CONTENT, Vec::new(), None),
         };
         let mut chain = match wanted.scope {
             Scope::Team(team) => {
@@ -895,6 +965,8 @@ impl PeerConn {
                         report
                             .ended
                             .push((w.session, w.scope, w.share.record.revoked));
+                    } else if w.summary {
+                        report.summaries.push((w.session, w.scope));
                     }
                     report.deposited.push((w.session, w.scope, nodes))
                 }
@@ -950,6 +1022,8 @@ enum Payload {
     },
     /// Only the share record, at the relay's head `at` (§16.3, share-only deposits).
     ShareOnly { at: NodeId },
+    /// A metadata-only share and its summary, replacing the relay's record (§16.3).
+    Summary,
 }
 
 /// Writes (or, with `None`, removes) a tracking ref.
@@ -1007,12 +1081,16 @@ fn wanted_one(
     if share.record.sharer != *me || record.owner != Some(*me) {
         return Ok(None);
     }
+    let Some(summary) = deposit_kind(store, &session, &audience, &share_raw)? else {
+        return Ok(None);
+    };
     Ok(Some(Wanted {
         scope,
         session,
         head: record.head,
         share_raw,
         share,
+        summary,
     }))
 }
 

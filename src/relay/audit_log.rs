@@ -117,7 +117,10 @@ impl RelayState {
 
     /// `Request::Audit` from `peer`: the sealed entries of `team`'s log at this relay past what
     /// the peer holds (`have`), for current members only: the relay's own chain and the chains
-    /// members deposited, each writer's in seq order up to its first gap.
+    /// members deposited, each writer's in seq order up to its first gap. The relay's own chain
+    /// is served up to its head only: an entry past the head is what a crash between writing
+    /// the entry and its head leaves, and the next append replaces it; served, it would fork
+    /// the chain at every member who took it (found by `tests/it/crash_relay.rs`).
     pub fn audit_entries(
         &self,
         peer: &MemberId,
@@ -126,9 +129,20 @@ impl RelayState {
     ) -> Result<Vec<Vec<u8>>, RelayError> {
         self.member_of(peer, team)?;
         let mut writers = std::collections::BTreeSet::new();
-        if let Some(key) = self.audit_key.get() {
-            writers.insert(MemberId(key.verifying_key().to_bytes()));
-        }
+        let own = self
+            .audit_key
+            .get()
+            .map(|key| MemberId(key.verifying_key().to_bytes()));
+        writers.extend(own);
+        // How many entries of the relay's own chain are committed (its head's seq + 1).
+        let committed = match self.backend().get(&head_key(team))? {
+            Some(v) => v
+                .bytes
+                .get(..8)
+                .and_then(|b| b.try_into().ok())
+                .map_or(0, |b| u64::from_le_bytes(b) + 1),
+            None => 0,
+        };
         let listed = writers_key(team, None);
         for (key, _) in self.backend().list(&listed)? {
             if let Some(w) = hex::decode(&key[listed.len()..])
@@ -156,7 +170,7 @@ impl RelayState {
                 if seq < next {
                     continue;
                 }
-                if seq > next {
+                if seq > next || (Some(writer) == own && seq >= committed) {
                     break;
                 }
                 out.push(bytes);

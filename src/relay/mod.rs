@@ -11,6 +11,7 @@
 //! * [`state`]: what the relay stores and the rules for changing it.
 //! * [`server`]: the protocol handler.
 //! * [`http`]: the public page, `/s/<session>`.
+//! * [`withdraw`]: a metadata-only share replacing content the relay held (SPEC.md §16.3).
 
 pub mod audit_log;
 pub mod backend;
@@ -22,6 +23,7 @@ pub mod run;
 pub mod server;
 pub mod state;
 pub mod tombstones;
+pub mod withdraw;
 
 pub use config::{Quota, RelayConfig};
 pub use server::RelayServer;

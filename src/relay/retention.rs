@@ -230,10 +230,18 @@ fn describe_scopes(
     scopes: Vec<(Scope, i64)>,
 ) -> Result<Vec<String>, RelayError> {
     let mut lines = Vec::new();
+    let names: std::collections::HashMap<tapes_protocol::TeamId, String> = state
+        .teams()
+        .iter()
+        .map(|c| (c.team_id(), c.head().manifest.name.clone()))
+        .collect();
     for (scope, ms) in scopes {
         let e = expired(state, &scope)?;
         let name = match &scope {
-            Scope::Team(t) => format!("team {}", t.short()),
+            Scope::Team(t) => match names.get(t) {
+                Some(n) => format!("team {n} ({})", t.short()),
+                None => format!("team {}", t.short()),
+            },
             Scope::Public => "public shares".into(),
         };
         lines.push(format!(

@@ -193,6 +193,7 @@ fn open_state(data: &Path, state: &StateStore) -> Result<RelayState, RelayError>
             let config = RelayConfig::load(&data.join("relay.toml"))?;
             let store = Arc::new(Store::open(&Home::at(data).store_dir())?);
             RelayState::open(store, config)
+                .map_err(|e| config_at(e, data.join("relay.toml").display().to_string()))
         }
         StateStore::Bucket(options) => {
             let backend = BucketBackend::open(options, data)?;
@@ -211,8 +212,18 @@ fn open_state(data: &Path, state: &StateStore) -> Result<RelayState, RelayError>
                 );
             }
             tracing::info!("relay state in {}", backend.settings_url());
-            RelayState::with_backend(Arc::new(backend), config)
+            let url = backend.settings_url();
+            RelayState::with_backend(Arc::new(backend), config).map_err(|e| config_at(e, url))
         }
+    }
+}
+
+/// A configuration error found while opening the state (a table naming an unknown team, §16.14)
+/// names the file it came from.
+fn config_at(e: RelayError, path: String) -> RelayError {
+    match e {
+        RelayError::Config { why, .. } => RelayError::Config { path, why },
+        e => e,
     }
 }
 

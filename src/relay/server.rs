@@ -26,6 +26,8 @@ pub struct RelayServer {
     log: EventLog,
     /// What one connection may cost (SPEC.md §15.6, §16.10).
     limits: Limits,
+    /// What all connections together hold (§15.6, `guard::Connections`); clones share it.
+    connections: crate::peer::guard::Connections,
 }
 
 impl std::fmt::Debug for RelayServer {
@@ -48,6 +50,7 @@ impl RelayServer {
             state,
             log,
             limits: Limits::default(),
+            connections: Default::default(),
         }
     }
 
@@ -87,6 +90,15 @@ impl RelayServer {
         });
         let this = self.clone();
         let log: EventLog = Arc::new(move |line| this.log(line));
+        // Bounded however many identities connect (§15.6): non-members share the strangers'
+        // places.
+        let stranger = conn.name == format!("node {}", conn.peer.short());
+        let Some(_slot) = self
+            .connections
+            .admit(&connection, &conn.name, stranger, &log)
+        else {
+            return;
+        };
         let name = conn.name.clone();
         accept_streams(connection, name, log, self.limits, |send, recv| {
             let this = self.clone();
@@ -360,6 +372,14 @@ impl RelayServer {
         let Ok(Some((deposited, ids))) = found else {
             return refuse(stream, "that session is gone").await;
         };
+        if deposited.is_summary() {
+            // A view computed before the owner's metadata-only share replaced the content.
+            return refuse(
+                stream,
+                "its owner shares only its summary now (metadata only); its content is not at this relay",
+            )
+            .await;
+        }
         let at = have_head.and_then(|h| ids.iter().position(|id| *id == h));
         let from_head = at.is_some();
         let response = match scope {
@@ -483,6 +503,21 @@ impl RelayServer {
                     });
                 }
                 Response::Pushed { nodes }
+            }
+            Ok(DepositOutcome::Summary { withdrawn }) => {
+                self.log(match withdrawn {
+                    0 => format!(
+                        "{} shared session {} as its summary only (metadata only)",
+                        conn.name,
+                        session.short()
+                    ),
+                    n => format!(
+                        "{} shared session {} as its summary only (metadata only); its content ({n} bytes) was removed from this relay",
+                        conn.name,
+                        session.short()
+                    ),
+                });
+                Response::Pushed { nodes: 0 }
             }
             Ok(DepositOutcome::Conflict { current }) => Response::Conflict { current },
             Err(e) => {

@@ -83,6 +83,18 @@ impl Deposited {
         !self.revoked && self.expires_ms.is_none_or(|e| now_ms < e)
     }
 
+    /// A metadata-only share's record (SPEC.md §11.4, §16.3 summary deposits): the share and
+    /// its signed summary, no entry, no node. The relay lists its share item only and serves
+    /// no content of it.
+    pub fn is_summary(&self) -> bool {
+        self.entry.is_empty()
+    }
+
+    /// The head a content deposit builds on: none for a summary record (it holds no node).
+    pub fn content_head(&self) -> Option<NodeId> {
+        (!self.is_summary()).then_some(self.head)
+    }
+
     fn encode(&self) -> Vec<u8> {
         postcard::to_stdvec(self).expect("postcard encoding to a Vec cannot fail")
     }
@@ -151,8 +163,17 @@ impl Charge {
 /// What a deposit did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DepositOutcome {
-    Stored { nodes: u64 },
-    Conflict { current: Option<NodeId> },
+    Stored {
+        nodes: u64,
+    },
+    /// A summary deposit landed (SPEC.md §16.3): `withdrawn` bytes of content the record held
+    /// before were removed from the relay.
+    Summary {
+        withdrawn: u64,
+    },
+    Conflict {
+        current: Option<NodeId>,
+    },
 }
 
 /// A session as the public page shows it.
@@ -249,13 +270,28 @@ impl RelayState {
         backend: Arc<dyn RelayBackend>,
         config: RelayConfig,
     ) -> Result<RelayState, RelayError> {
-        let state = RelayState {
+        let mut state = RelayState {
             backend,
             config,
             chains: Mutex::new(HashMap::new()),
             audit_key: std::sync::OnceLock::new(),
         };
-        state.teams_checked()?;
+        let teams = state.teams_checked()?;
+        // Tables of relay.toml that name a team by its name are bound to its id now (§16.14).
+        if !state.config.named.is_empty() {
+            let registered: Vec<(TeamId, String)> = teams
+                .iter()
+                .map(|c| (c.team_id(), c.head().manifest.name.clone()))
+                .collect();
+            state.config =
+                state
+                    .config
+                    .resolve_names(&registered)
+                    .map_err(|why| RelayError::Config {
+                        path: "relay.toml".into(),
+                        why,
+                    })?;
+        }
         Ok(state)
     }
 
@@ -507,7 +543,8 @@ impl RelayState {
                 };
                 let (deposited, _) = open_doc(&found)?;
                 items.insert(deposited.share_item, RelayItem::Share { scope, session });
-                if deposited.is_live(now_ms) {
+                // A summary record (a metadata-only share) has no content to list (§11.4).
+                if deposited.is_live(now_ms) && !deposited.is_summary() {
                     items.insert(
                         deposited.session_item,
                         RelayItem::Session { scope, session },
@@ -555,9 +592,12 @@ impl RelayState {
         // replaces its share: how a revocation or a new expiry lands without any object, so
         // that no quota stands in its way. It needs a record of the caller's at that head.
         let share_only = is_share_only(&deposit);
+        // A summary deposit (no entry, no ids, no expected head) replaces the record with the
+        // share and its summary alone, withdrawing any content held (§11.4, §16.3).
+        let summary = is_summary_deposit(&deposit);
         if let Scope::Team(team) = &scope {
             self.require_member(team, peer)?;
-            let sealed_records = if share_only {
+            let sealed_records = if share_only || summary {
                 vec![&deposit.share]
             } else {
                 vec![&deposit.entry, &deposit.share]
@@ -573,7 +613,7 @@ impl RelayState {
             }
         } else {
             // Public content is plain, so the relay checks it like a peer would.
-            if !share_only {
+            if !share_only && !summary {
                 let entry: tapes_protocol::bundle::SessionEntry =
                     postcard::from_bytes(&deposit.entry)
                         .map_err(|e| RelayError::Malformed(format!("session entry: {e}")))?;
@@ -598,9 +638,13 @@ impl RelayState {
                     "the public share record does not match the deposit".into(),
                 ));
             }
+            if summary {
+                super::withdraw::check_public_summary(&deposit.share)?;
+            }
         }
-        if deposit.ids.last().is_some_and(|last| *last != deposit.head)
-            || (deposit.ids.is_empty() && deposit.expected != Some(deposit.head))
+        if !summary
+            && (deposit.ids.last().is_some_and(|last| *last != deposit.head)
+                || (deposit.ids.is_empty() && deposit.expected != Some(deposit.head)))
         {
             return Err(RelayError::Malformed(
                 "the deposited ids do not end at its head".into(),
@@ -616,7 +660,7 @@ impl RelayState {
                 return Err(RelayError::NotOwner(deposit.session.short()));
             }
         }
-        let check = (scope == Scope::Public)
+        let check = (scope == Scope::Public && !summary)
             .then(|| ChainCheck::new(deposit.ids.clone(), 0, deposit.expected));
         let quota = match scope {
             Scope::Team(team) => self.config.quota(&team),
@@ -646,6 +690,11 @@ impl RelayState {
         objects: tapes_protocol::sync::Objects,
     ) -> Result<(), RelayError> {
         use tapes_protocol::sync::Objects;
+        if is_summary_deposit(&pending.deposit) {
+            return Err(RelayError::Malformed(
+                "a summary deposit (a metadata-only share) carries no objects".into(),
+            ));
+        }
         let bytes = match (&pending.deposit.scope, objects) {
             (
                 Scope::Team(team),
@@ -715,6 +764,9 @@ impl RelayState {
             blobs,
             room: _,
         } = pending;
+        if is_summary_deposit(&deposit) {
+            return self.finish_summary(deposit, owner, current, previous, now_ms);
+        }
         if check.as_ref().is_some_and(|c| !c.is_complete()) {
             return Err(RelayError::Malformed("fewer objects than announced".into()));
         }
@@ -723,7 +775,14 @@ impl RelayState {
                 "a deposit with ids but no objects".into(),
             ));
         }
-        let relay_head = previous.as_ref().map(|p| p.head);
+        // A share-only deposit lands at the record's head (a summary record's is all zeros);
+        // a content deposit builds on the nodes held, none for a summary record.
+        let share_only = is_share_only(&deposit);
+        let relay_head = match &previous {
+            Some(p) if share_only => Some(p.head),
+            Some(p) => p.content_head(),
+            None => None,
+        };
         if relay_head != deposit.expected {
             return Ok(DepositOutcome::Conflict {
                 current: relay_head,
@@ -745,7 +804,7 @@ impl RelayState {
                 blobs: blobs.iter().map(|b| b.id).collect(),
             });
         }
-        let record = match (&previous, is_share_only(&deposit)) {
+        let record = match (&previous, share_only) {
             // Share-only (the compare-and-swap above put `previous` at `expected`): the
             // record's head, entry, segments and size stay; the share and its facts change.
             (Some(previous), true) => Deposited {
@@ -803,7 +862,78 @@ impl RelayState {
                 }
                 let now = self
                     .deposited(&scope, &deposit.session)?
-                    .map(|(d, _)| d.head);
+                    .and_then(|(d, _)| {
+                        if share_only {
+                            Some(d.head)
+                        } else {
+                            d.content_head()
+                        }
+                    });
+                Ok(DepositOutcome::Conflict { current: now })
+            }
+        }
+    }
+
+    /// Lands a summary deposit (SPEC.md §16.3): one compare-and-swap replaces the record read
+    /// at the start with the share and its summary alone (no entry, no ids, no segment), then
+    /// the content that record held is withdrawn (`relay::withdraw`). A new record counts as a
+    /// session against `sessions_per_month`; no bytes are charged.
+    fn finish_summary(
+        &self,
+        deposit: Deposit,
+        owner: MemberId,
+        current: Option<Versioned>,
+        previous: Option<Deposited>,
+        now_ms: i64,
+    ) -> Result<DepositOutcome, RelayError> {
+        let scope = deposit.scope;
+        let record = Deposited {
+            owner,
+            head: NodeId([0; 32]),
+            entry: Vec::new(),
+            session_item: NodeId([0; 32]),
+            share: deposit.share,
+            share_item: deposit.share_item,
+            expires_ms: deposit.expires_ms,
+            revoked: deposit.revoked,
+            segments: Vec::new(),
+            bytes: 0,
+            updated_ms: now_ms,
+        };
+        let quota = match scope {
+            Scope::Team(team) => self.config.quota(&team),
+            Scope::Public => self.config.default,
+        };
+        let charge = Charge {
+            new_session: previous.is_none(),
+            bytes: 0,
+        };
+        self.charge(&scope, Some(&quota), &charge, now_ms)?;
+        let doc = SessionDoc {
+            record: record.encode(),
+            ids: Vec::new(),
+        };
+        let key = deposit_key(&scope, &deposit.session);
+        match self.backend.put(&key, doc.encode(), current.as_ref())? {
+            Written::Done => {
+                let withdrawn = match &previous {
+                    Some(previous) => {
+                        super::withdraw::content(self, &scope, &key, previous, now_ms)?
+                    }
+                    None => 0,
+                };
+                Ok(DepositOutcome::Summary { withdrawn })
+            }
+            Written::Lost => {
+                if let Err(e) = self.refund(&scope, &charge, now_ms) {
+                    tracing::warn!(
+                        "a summary deposit that lost its race could not give back its usage: {e}"
+                    );
+                }
+                // The member sends it again: no node depends on it.
+                let now = self
+                    .deposited(&scope, &deposit.session)?
+                    .and_then(|(d, _)| d.content_head());
                 Ok(DepositOutcome::Conflict { current: now })
             }
         }
@@ -1000,7 +1130,7 @@ impl RelayState {
         let Some((deposited, ids)) = self.deposited(&Scope::Public, session)? else {
             return Ok(None);
         };
-        if !deposited.is_live(now_ms) {
+        if !deposited.is_live(now_ms) || deposited.is_summary() {
             return Ok(None);
         }
         let entry: tapes_protocol::bundle::SessionEntry = postcard::from_bytes(&deposited.entry)
@@ -1046,7 +1176,13 @@ impl RelayState {
 /// A deposit of the share record alone (SPEC.md §16.3): no entry and no ids, at the relay's
 /// head (`expected = head`, checked like every deposit's).
 fn is_share_only(deposit: &Deposit) -> bool {
-    deposit.entry.is_empty() && deposit.ids.is_empty()
+    deposit.entry.is_empty() && deposit.ids.is_empty() && deposit.expected.is_some()
+}
+
+/// A summary deposit (SPEC.md §11.4, §16.3): a metadata-only share and its summary, with no
+/// entry, no ids and no expected head. It replaces whatever record the caller has there.
+pub(crate) fn is_summary_deposit(deposit: &Deposit) -> bool {
+    deposit.entry.is_empty() && deposit.ids.is_empty() && deposit.expected.is_none()
 }
 
 fn check_quota(

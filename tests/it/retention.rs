@@ -1,7 +1,8 @@
 //! Retention on a relay (SPEC.md §16.14): a team whose `relay.toml` table sets `retention`
 //! loses its deposits at the relay once they are that old (record, blobs and usage), while a
 //! team without one keeps them, and members' own stores keep everything. The relay reports
-//! what expired.
+//! what expired. A table may name the team by its name; an unknown or ambiguous name stops
+//! the relay's start.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -135,5 +136,106 @@ async fn expired_deposits_leave_the_relay_but_not_the_members() {
     assert!(alice.has(&gone) && alice.has(&stays));
     alice.fsck_clean();
     bob.fsck_clean();
+    relay.shutdown().await;
+}
+
+/// `[teams.<name>]` in relay.toml (SPEC.md §16.14): the table is bound at start to the team
+/// registered under that name, whose deposits then expire; a name no registered team has, or
+/// that two have, stops the start with the reason and the way out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retention_table_may_name_the_team() {
+    let alice = Member::new("alice").await;
+    let bob = Member::new("bob").await;
+    let short = create_team(&alice, "short");
+    let kept = create_team(&alice, "kept");
+    let data = tempfile::tempdir().unwrap();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let relay = start_with(data.path(), "", log.clone()).await;
+    register(&alice, &relay, &short).await;
+    register(&alice, &relay, &kept).await;
+    let gone = alice.session_with(11, &["NAMED-RETENTION-gone"]);
+    let stays = alice.session_with(12, &["NAMED-RETENTION-stays"]);
+    alice.share(&gone, Audience::Team(short));
+    alice.share(&stays, Audience::Team(kept));
+    alice.sync(&relay.ticket).await;
+    relay.shutdown().await;
+
+    // A name no registered team has: the relay does not start, and says which exist.
+    std::fs::write(
+        data.path().join("relay.toml"),
+        "[teams.shrt]\nretention = \"3s\"\n",
+    )
+    .unwrap();
+    let err = start(data.path(), &options(), Arc::new(|_| {}))
+        .await
+        .err()
+        .expect("an unknown team name stops the relay")
+        .to_string();
+    assert!(
+        err.contains("[teams.shrt]") && err.contains("kept, short") && err.contains("relay.toml"),
+        "{err}"
+    );
+
+    // By its name: the team's deposit expires, the other team's stays.
+    let relay = start_with(
+        data.path(),
+        "[teams.short]\nretention = \"3s\"\n",
+        log.clone(),
+    )
+    .await;
+    let state = relay.state.clone();
+    assert_eq!(
+        state.config().quota(&short).retention_ms,
+        Some(3_000),
+        "the table is bound to the team's id"
+    );
+    assert_eq!(state.config().quota(&kept).retention_ms, None);
+    let mut waited = 0;
+    while retention::expired(&state, &Scope::Team(short))
+        .unwrap()
+        .sessions
+        == 0
+    {
+        assert!(waited < 600, "the deposit never expired");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        waited += 1;
+    }
+    assert!(state
+        .deposited(&Scope::Team(short), &gone)
+        .unwrap()
+        .is_none());
+    assert!(state
+        .deposited(&Scope::Team(kept), &stays)
+        .unwrap()
+        .is_some());
+    let lines = retention::describe(&state).unwrap();
+    assert!(
+        lines.len() == 1 && lines[0].contains("team short"),
+        "{lines:?}"
+    );
+    assert!(alice.has(&gone));
+
+    // Bob registers a team of the same name: the name is ambiguous from the next start on.
+    let twin = create_team(&bob, "short");
+    register(&bob, &relay, &twin).await;
+    relay.shutdown().await;
+    drop(state);
+    let err = start(data.path(), &options(), Arc::new(|_| {}))
+        .await
+        .err()
+        .expect("an ambiguous team name stops the relay")
+        .to_string();
+    assert!(
+        err.contains("ambiguous") && err.contains(&short.to_hex()) && err.contains(&twin.to_hex()),
+        "{err}"
+    );
+    // The id still says which one.
+    let relay = start_with(
+        data.path(),
+        &format!("[teams.{}]\nretention = \"3s\"\n", short.to_hex()),
+        log,
+    )
+    .await;
+    assert_eq!(relay.state.config().quota(&twin).retention_ms, None);
     relay.shutdown().await;
 }
