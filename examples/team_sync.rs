@@ -300,7 +300,9 @@ async fn main() -> anyhow::Result<()> {
     conn.push(&alice.store, &alice.identity, branch, base)
         .await?;
     println!("   laptop: pushed");
-    // The desktop still thinks the node is at `base`.
+    // The desktop still thinks the node is at `base`, and continued it otherwise. (The
+    // laptop's own push again would find its update there and succeed: SPEC.md §10.)
+    append(&alice, &branch, "continued on the desktop")?;
     match conn.push(&alice.store, &alice.identity, branch, base).await {
         Err(e @ PeerError::Conflict { .. }) => println!("   desktop: refused: {e}"),
         other => anyhow::bail!("the stale push should conflict: {other:?}"),

@@ -246,6 +246,11 @@ pub fn apply_push(
         ),
         None => None,
     };
+    // The remote already holds exactly this record (a push retried after its answer was lost,
+    // or run twice): nothing to move and nothing to report as a conflict (SPEC.md §10).
+    if raw.as_deref() == Some(record.encode().as_slice()) {
+        return Ok(());
+    }
     if current.as_ref() != expected {
         return Err(conflict(current));
     }

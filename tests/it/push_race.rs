@@ -89,12 +89,35 @@ fn pull_then_push_appends_only_the_delta() {
         )
         .unwrap();
 
+    // A second machine of mine continues from the same base, differently.
+    let (_other_dir, other) = local(&me);
+    transfer::pull(&other, &remote, &id).unwrap();
+    let elsewhere = reply(base, "no, refactor it first");
+    let mut diverged = pulled.record.clone();
+    diverged.head = elsewhere.id;
+    diverged.summary.messages += 1;
+    other
+        .commit(
+            &[elsewhere],
+            &[tapes::store::backend::RefUpdate {
+                key: tapes::session::session_ref_key(&id),
+                expected: other.session_raw(&id).unwrap(),
+                new: Some(diverged.encode()),
+            }],
+        )
+        .unwrap();
+
     let pushed = transfer::push(&store, &me, &remote, &id, Some(&base)).unwrap();
     assert_eq!(pushed.nodes, 1, "only the node after the base travels");
     assert_eq!(remote.session(&id).unwrap().unwrap().head, next.id);
 
-    // Pushing again from the old base is the seed's 409.
-    let err = transfer::push(&store, &me, &remote, &id, Some(&base)).unwrap_err();
+    // The same push again (a retry whose answer was lost) finds its update there: no
+    // conflict, nothing moves (SPEC.md §10).
+    transfer::push(&store, &me, &remote, &id, Some(&base)).unwrap();
+    assert_eq!(remote.session(&id).unwrap().unwrap().head, next.id);
+
+    // Another update from the old base is the seed's 409.
+    let err = transfer::push(&other, &me, &remote, &id, Some(&base)).unwrap_err();
     assert!(
         matches!(err, TransferError::Remote(RemoteError::Conflict { .. })),
         "{err}"

@@ -782,3 +782,133 @@ impl Drop for Daemon {
         let _ = self.child.wait();
     }
 }
+
+/// One router namespace with hosts around it, each on its own /24 (issue 21, the hostile
+/// network): host `i` (0-based, in the order given) is `10.91.<i+1>.2` on its `eth0`, with a
+/// default route via `10.91.<i+1>.1`, the router's end, which the router calls by the host's
+/// role. Everything between two hosts crosses the router's FORWARD chain, where a test drops,
+/// cuts or partitions (iptables), and the router's egress toward a host, where it can shape
+/// (`tc … tbf`). Nothing is masqueraded and nothing leaves 10.91.0.0/16.
+pub struct Star {
+    pub router: String,
+    /// (role, namespace, address), in the order given.
+    pub hosts: Vec<(String, String, Ipv4Addr)>,
+    /// Last: dropped after the names above are no longer needed.
+    pub net: Netns,
+}
+
+impl Star {
+    pub fn build(roles: &[&str]) -> Result<Star, String> {
+        let mut net = Netns::new()?;
+        let router = net.add("router")?;
+        let mut hosts = Vec::new();
+        for (i, role) in roles.iter().enumerate() {
+            let ns = net.add(role)?;
+            let subnet = i + 1;
+            net.veth(&router, role, &ns, "eth0")?;
+            net.ip(
+                &router,
+                &["addr", "add", &format!("10.91.{subnet}.1/24"), "dev", role],
+            )?;
+            net.ip(
+                &ns,
+                &[
+                    "addr",
+                    "add",
+                    &format!("10.91.{subnet}.2/24"),
+                    "dev",
+                    "eth0",
+                ],
+            )?;
+            net.ip(
+                &ns,
+                &[
+                    "route",
+                    "add",
+                    "default",
+                    "via",
+                    &format!("10.91.{subnet}.1"),
+                ],
+            )?;
+            hosts.push((role.to_string(), ns, Ipv4Addr::new(10, 91, subnet as u8, 2)));
+        }
+        net.forward(&router)?;
+        Ok(Star { router, hosts, net })
+    }
+
+    /// The namespace of the host called `role`.
+    pub fn ns(&self, role: &str) -> &str {
+        &self.host(role).1
+    }
+
+    /// The address of the host called `role`.
+    pub fn ip(&self, role: &str) -> Ipv4Addr {
+        self.host(role).2
+    }
+
+    /// The router's address on the link to `role` (its gateway).
+    pub fn gateway(&self, role: &str) -> Ipv4Addr {
+        let [a, b, c, _] = self.ip(role).octets();
+        Ipv4Addr::new(a, b, c, 1)
+    }
+
+    fn host(&self, role: &str) -> &(String, String, Ipv4Addr) {
+        self.hosts
+            .iter()
+            .find(|(r, _, _)| r == role)
+            .unwrap_or_else(|| panic!("no host called {role} in this star"))
+    }
+
+    /// `iptables <args>` in the router.
+    pub fn router_iptables(&self, args: &[&str]) -> Result<(), String> {
+        self.net.iptables(&self.router, args)
+    }
+
+    /// Bytes the router has sent toward `role` so far (its egress on that link).
+    pub fn bytes_toward(&self, role: &str) -> Result<u64, String> {
+        let out = self.net.exec(
+            &self.router,
+            &["ip", "-j", "-s", "link", "show", "dev", role],
+        )?;
+        let value: serde_json::Value =
+            serde_json::from_str(&out).map_err(|e| format!("`ip -j -s link`: {e}: {out}"))?;
+        value[0]["stats64"]["tx"]["bytes"]
+            .as_u64()
+            .ok_or_else(|| format!("`ip -j -s link` shows no tx bytes: {out}"))
+    }
+
+    /// Packets matched so far by the first rule of the router's FORWARD chain (e.g. the DROP a
+    /// test inserted), from `iptables -L FORWARD -v -x -n`.
+    pub fn dropped_by_first_rule(&self) -> Result<u64, String> {
+        let out = self.net.exec(
+            &self.router,
+            &["iptables", "-w", "-L", "FORWARD", "-v", "-x", "-n"],
+        )?;
+        // Two header lines, then one line per rule: pkts bytes target ...
+        out.lines()
+            .nth(2)
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| format!("no first rule in the FORWARD chain:\n{out}"))
+    }
+
+    /// Packets the router has received so far on its links to the hosts.
+    pub fn packets_in(&self) -> Result<u64, String> {
+        let out = self
+            .net
+            .exec(&self.router, &["ip", "-j", "-s", "link", "show"])?;
+        let value: serde_json::Value =
+            serde_json::from_str(&out).map_err(|e| format!("`ip -j -s link`: {e}: {out}"))?;
+        Ok(value
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|link| {
+                self.hosts
+                    .iter()
+                    .any(|(role, _, _)| link["ifname"] == *role)
+            })
+            .filter_map(|link| link["stats64"]["rx"]["packets"].as_u64())
+            .sum())
+    }
+}
