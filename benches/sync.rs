@@ -38,6 +38,7 @@ use tapes::peer::addr::PeerAddr;
 use tapes::peer::client::{connect, FetchReport};
 use tapes::peer::endpoint::{bind, EndpointConfig};
 use tapes::peer::server::{Server, StoreHandle, BATCH_BYTES};
+use tapes::protocol::batch_key::{ContentKey, NONCE_LEN};
 use tapes::protocol::sync::{decode_batch, encode_batch, ALPN};
 use tapes::protocol::{ContentBlock, MemberId, SessionId, StoredObject, ToolResultPart};
 use tapes::session::sample::{self, Rng, Shape};
@@ -255,29 +256,35 @@ fn orchestrate() -> Result<()> {
         "   10 new nodes < 150 ms: {ten_ms:.1} ms [{}]",
         check(ten_ms < 150.0)
     );
-    println!(
-        "   sealed fetch >= 60% of raw stream: {sealed_mbs:.0} of {raw_mbs:.0} MB/s = {:.0}% [{}]",
-        sealed_mbs / raw_mbs * 100.0,
-        check(sealed_mbs >= 0.6 * raw_mbs)
-    );
-    if let Some(p) = plain_mbs {
-        println!(
-            "   plain fetch >= 60% of raw stream: {p:.0} of {raw_mbs:.0} MB/s = {:.0}% [{}]",
-            p / raw_mbs * 100.0,
-            check(p >= 0.6 * raw_mbs)
-        );
-    }
+    // The targets of issue "Speed", against iroh-blobs' verified fetch of the same bytes in
+    // this run (the raw stream is printed above for the transport's ceiling).
     if let Some(b) = blobs_mbs {
         println!(
-            "   sealed fetch faster than iroh-blobs: {sealed_mbs:.0} vs {b:.0} MB/s [{}]",
-            check(sealed_mbs > b)
+            "   sealed fetch >= 50% of iroh-blobs: {sealed_mbs:.0} of {b:.0} MB/s = {:.0}% [{}]",
+            sealed_mbs / b * 100.0,
+            check(sealed_mbs >= 0.5 * b)
         );
+        if let Some(p) = plain_mbs {
+            println!(
+                "   plain fetch >= 75% of iroh-blobs: {p:.0} of {b:.0} MB/s = {:.0}% [{}]",
+                p / b * 100.0,
+                check(p >= 0.75 * b)
+            );
+        }
     }
-    let peak = sealed["hwm_kb"].as_u64().unwrap_or(0);
     println!(
-        "   client peak memory under 256 MB: {} [{}]",
+        "   fetch vs raw iroh stream ({raw_mbs:.0} MB/s): sealed {:.0}%{}",
+        sealed_mbs / raw_mbs * 100.0,
+        plain_mbs.map_or(String::new(), |p| format!(", plain {:.0}%", p / raw_mbs * 100.0))
+    );
+    let peak = sealed["hwm_kb"].as_u64().unwrap_or(0);
+    let server_anon = server_after["anon_kb"].as_u64().unwrap_or(0);
+    println!(
+        "   peak memory under 256 MB: client {} [{}], server {} anonymous [{}]",
         kb(peak),
-        check(peak * 1024 < 256 << 20)
+        check(peak * 1024 < 256 << 20),
+        kb(server_anon),
+        check(server_anon * 1024 < 256 << 20)
     );
     Ok(())
 }
@@ -327,6 +334,11 @@ fn print_fetch(got: &Value, before: &Value, after: &Value, bytes: u64, nodes: u6
         kb(got["anon_kb"].as_u64().unwrap_or(0)),
         kb(got["file_kb"].as_u64().unwrap_or(0)),
         got["threads"].as_u64().unwrap_or(0),
+    );
+    println!(
+        "   server peaks sampled every 5 ms: anonymous {}, file-backed (mapped packs and indexes) {}",
+        kb(after["anon_kb"].as_u64().unwrap_or(0)),
+        kb(after["file_kb"].as_u64().unwrap_or(0)),
     );
     if stored < nodes {
         println!("   WARNING: alice has {nodes} objects, the client stored {stored}");
@@ -606,6 +618,7 @@ fn alice_main() -> Result<()> {
     let ticket = PeerAddr::of_endpoint(router.endpoint()).ticket();
     reply(json!({ "ticket": ticket }));
     let mut ids: Vec<SessionId> = Vec::new();
+    let mut sampler: Option<Sampler> = None;
     serve_commands(|words| {
         Ok(match words {
             ["setup", target] => {
@@ -660,8 +673,12 @@ fn alice_main() -> Result<()> {
             }
             ["mark"] => {
                 // CPU so far and the peak since the last mark; then a fresh peak.
-                let v = json!({ "usage": Usage::now().json(), "hwm_kb": status_kb("VmHWM"), "rss_kb": status_kb("VmRSS") });
+                let peaks = sampler.take().map(|s| s.stop());
+                let v = json!({ "usage": Usage::now().json(), "hwm_kb": status_kb("VmHWM"), "rss_kb": status_kb("VmRSS"),
+                    "anon_kb": peaks.as_ref().map_or(0, |p| p.anon_kb),
+                    "file_kb": peaks.as_ref().map_or(0, |p| p.file_kb) });
                 reset_hwm();
+                sampler = Some(Sampler::start());
                 v
             }
             ["append", n] => {
@@ -759,6 +776,10 @@ fn components(
     let ring = KeyRing::for_member(&chain, &member(identity), identity.age_identity())?;
     let write_limit: u64 = env_or("TAPES_BENCH_WRITE_MB", 256.0) as u64 * 1_000_000;
     let scratch = Store::open(&dir.join("scratch"))?;
+    // The connection's content key, wrapped to the team and unwrapped once, as a fetch does.
+    let wrapped = keyring::seal(&chain, &[3u8; 32])?.encode();
+    let raw = keyring::open(&ring, team, &Sealed::decode(&wrapped)?)?;
+    let content_key = ContentKey::new(&raw, &wrapped)?;
     let (mut read, mut seal, mut open, mut verify, mut write) = (
         Duration::ZERO,
         Duration::ZERO,
@@ -784,6 +805,7 @@ fn components(
         read += t.elapsed();
         // Seal and open, in the server's batches.
         let mut from = 0;
+        let mut batch_index = 0u64;
         while from < objects.len() {
             let mut to = from;
             let mut size = 0;
@@ -792,13 +814,17 @@ fn components(
                 to += 1;
             }
             let list: Vec<Vec<u8>> = objects[from..to].iter().map(|(_, b)| b.clone()).collect();
+            // As a direct fetch seals (SPEC.md §15.3 keyed batches): one AEAD pass per batch
+            // under the connection's content key, unwrapped once per run above.
             let t = Instant::now();
-            let wire = keyring::seal(&chain, &encode_batch(&list))?.encode();
+            let nonce = [batch_index as u8; NONCE_LEN];
+            let wire = content_key.seal(team, id, batch_index, &nonce, &encode_batch(&list));
             seal += t.elapsed();
             sealed_bytes += wire.len() as u64;
             let t = Instant::now();
-            let opened = decode_batch(&keyring::open(&ring, team, &Sealed::decode(&wire)?)?)?;
+            let opened = decode_batch(&content_key.open(team, id, batch_index, &nonce, &wire)?)?;
             open += t.elapsed();
+            batch_index += 1;
             if opened.len() != list.len() {
                 bail!("a batch did not survive sealing");
             }
@@ -808,8 +834,7 @@ fn components(
         let t = Instant::now();
         let mut parent = None;
         for (node, b) in &objects {
-            let decoded = StoredObject::verify(node, b)?;
-            if decoded.body.parent != parent {
+            if StoredObject::verify_link(node, b)? != parent {
                 bail!("broken chain");
             }
             parent = Some(*node);
@@ -857,9 +882,9 @@ fn components(
     Ok(
         json!({ "write_io": write_io, "written": written, "stages": [
             stage("server: walk chains, read objects (get_object)", read, bytes),
-            stage("server: seal 1 MB batches (postcard + age)", seal, bytes),
-            stage("client: open sealed batches (age + postcard)", open, sealed_bytes),
-            stage("client: verify objects (BLAKE3 + strict decode)", verify, bytes),
+            stage("server: seal 1 MB batches (postcard + XChaCha20-Poly1305)", seal, bytes),
+            stage("client: open keyed batches (XChaCha20-Poly1305 + postcard)", open, sealed_bytes),
+            stage("client: verify objects (BLAKE3 + parent link + metadata)", verify, bytes),
             stage("client: store writes (put_objects + flush)", write, written),
             stage("server: per session, load the team chain", load, bytes),
             stage("client: per session, load the chain + unwrap the key", load_unwrap, bytes),

@@ -68,13 +68,13 @@ impl ChainCheck {
         let Some(expected) = self.ids.get(self.next).copied() else {
             return Err(("an object".into(), "more objects than announced".into()));
         };
-        let node = StoredObject::verify(&expected, &bytes).map_err(|e| {
+        let parent = StoredObject::verify_link(&expected, &bytes).map_err(|e| {
             (
                 expected.short(),
                 format!("its id does not match its bytes ({e})"),
             )
         })?;
-        if node.body.parent != self.parent {
+        if parent != self.parent {
             return Err((
                 expected.short(),
                 "its parent is not the node before it".into(),

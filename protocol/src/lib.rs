@@ -6,6 +6,7 @@
 //! at the repository root and pinned by the conformance vectors in `protocol/vectors/`.
 
 pub mod audit;
+pub mod batch_key;
 pub mod bundle;
 pub mod bytes;
 pub mod canonical;

@@ -1,4 +1,4 @@
-//! The sync protocol `tapes/sync/1` (SPEC.md §15): what two peers say to each other over one
+//! The sync protocol `tapes/sync/2` (SPEC.md §15): what two peers say to each other over one
 //! QUIC connection, sans-IO.
 //!
 //! A client opens one bi-directional stream per request. Every message on a stream is a frame,
@@ -21,7 +21,7 @@ use crate::bundle::SessionEntry;
 use crate::{MemberId, NodeId, SessionId, TeamId};
 
 /// The ALPN of this protocol. A peer speaking a later version uses a different one.
-pub const ALPN: &[u8] = b"tapes/sync/1";
+pub const ALPN: &[u8] = b"tapes/sync/2";
 
 /// The largest frame either side accepts (a batch of objects, or one sealed batch).
 pub const MAX_FRAME: usize = 64 << 20;
@@ -264,6 +264,14 @@ pub enum Objects {
         #[serde(with = "serde_bytes")]
         sealed: Vec<u8>,
     },
+    /// The same, sealed with the stream's content key (SPEC.md §15.3 "Keyed batches",
+    /// [`crate::batch_key`]): the plaintext is `postcard(Vec<Vec<u8>>)`. Follows a
+    /// [`Response::ContentKey`] on the same stream.
+    Keyed {
+        nonce: [u8; crate::batch_key::NONCE_LEN],
+        #[serde(with = "serde_bytes")]
+        ciphertext: Vec<u8>,
+    },
 }
 
 /// The server's frames.
@@ -341,6 +349,14 @@ pub enum Response {
     Tombstones(Vec<crate::tombstone::Published>),
     /// A relay's retention for the caller's teams, one line each (none: kept until removed).
     Retention(Vec<String>),
+    /// The content key of the [`Objects::Keyed`] batches that follow on this stream, sealed
+    /// (`TSEAL1`, SPEC.md §9.6) to `team`'s epoch key. One key serves a whole connection, so a
+    /// receiver unwraps it once ([`crate::batch_key::KeyId`]).
+    ContentKey {
+        team: TeamId,
+        #[serde(with = "serde_bytes")]
+        wrapped: Vec<u8>,
+    },
 }
 
 /// Entries one [`Request::AuditDeposit`] may carry (SPEC.md §18.3): a member's chain since its

@@ -1,4 +1,4 @@
-//! The dialling side of `tapes/sync/1`: fetch (reconcile, then fetch what is missing),
+//! The dialling side of `tapes/sync/2`: fetch (reconcile, then fetch what is missing),
 //! push, pull and join against one peer.
 //!
 //! Fetch runs in phases (SPEC.md §15.3): reconcile the item sets; fetch new manifests (so keys
@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use iroh::endpoint::Connection;
 use iroh::Endpoint;
+use tapes_protocol::batch_key::ContentKey;
 use tapes_protocol::bundle::SessionEntry;
 use tapes_protocol::join::{JoinRequest, JoinResponse};
 use tapes_protocol::manifest::SignedManifest;
@@ -653,14 +654,35 @@ impl PeerConn {
             check = check.aligning();
         }
         let mut nodes = 0;
+        // The stream's content key and the index of its next keyed batch (SPEC.md §15.3).
+        let mut keyed: Option<(Arc<ContentKey>, TeamId, u64)> = None;
         loop {
             match stream.expect::<Response>("objects").await? {
+                Response::ContentKey { team, wrapped } => {
+                    // Not handed to a blocking thread: after the first stream of a connection
+                    // this is a lookup, and the first unwrap is one X25519 agreement.
+                    let key = rings
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .content_key(store, identity, &team, &wrapped)
+                        .map_err(|why| bad("content key of session", entry.id.short(), why))?;
+                    keyed = Some((key, team, 0));
+                }
                 Response::Objects(objects) => {
+                    let is_keyed = matches!(objects, Objects::Keyed { .. });
                     // Opened and checked on this task: a batch is a few ms of CPU, and handing
                     // the runtime thread over for it (`block_in_place`) per batch spread the
                     // fetch over dozens of threads, each keeping freed memory of its own.
-                    let list = open_batch(rings, store, identity, objects)
+                    let with = keyed
+                        .as_ref()
+                        .map(|(key, team, index)| (&**key, team, &entry.id, *index));
+                    let list = open_batch(rings, store, identity, objects, with)
                         .map_err(|why| bad("sealed batch of session", entry.id.short(), why))?;
+                    if is_keyed {
+                        if let Some((_, _, index)) = keyed.as_mut() {
+                            *index += 1;
+                        }
+                    }
                     let mut batch = Vec::with_capacity(list.len());
                     for bytes in list {
                         batch.push(

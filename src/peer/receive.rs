@@ -13,6 +13,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use tapes_protocol::batch_key::{ContentKey, KeyId};
 use tapes_protocol::bundle::SessionEntry;
 use tapes_protocol::manifest::SignedManifest;
 use tapes_protocol::sync::{decode_batch, Objects};
@@ -33,10 +34,14 @@ use crate::sync::remote::RefSignature;
 use crate::team;
 use crate::team::keyring::{self, KeyRing};
 
+const KEYED_HERE: &str = "a batch sealed with a content key that was not sent before it on its stream (SPEC.md §15.3)";
+
 /// Team key rings, opened once per team per sync.
 #[derive(Default)]
 pub struct Rings {
     rings: HashMap<TeamId, Arc<KeyRing>>,
+    /// Content keys of keyed batches (SPEC.md §15.3), unwrapped once per connection.
+    keys: HashMap<KeyId, Arc<ContentKey>>,
 }
 
 impl Rings {
@@ -72,7 +77,27 @@ impl Rings {
                 let plain = self.open_sealed(store, identity, &team, &sealed)?;
                 decode_batch(&plain).map_err(|e| e.to_string())
             }
+            Objects::Keyed { .. } => Err(KEYED_HERE.into()),
         }
+    }
+
+    /// The content key that travelled as `wrapped`, sealed to `team` (SPEC.md §15.3): opened
+    /// with the team's ring the first time, then taken from memory.
+    pub fn content_key(
+        &mut self,
+        store: &Store,
+        identity: &Identity,
+        team: &TeamId,
+        wrapped: &[u8],
+    ) -> Result<Arc<ContentKey>, String> {
+        let id = KeyId::of_wrapped(wrapped);
+        if let Some(key) = self.keys.get(&id) {
+            return Ok(key.clone());
+        }
+        let raw = self.open_sealed(store, identity, team, wrapped)?;
+        let key = Arc::new(ContentKey::new(&raw, wrapped).map_err(|e| e.to_string())?);
+        self.keys.insert(id, key.clone());
+        Ok(key)
     }
 
     /// Opens bytes sealed to `team` (a batch, or a record a relay keeps sealed).
@@ -94,14 +119,28 @@ fn open_with(ring: &KeyRing, team: &TeamId, sealed: &[u8]) -> Result<Vec<u8>, St
 
 /// [`Rings::open`] for streams sharing one set of rings: the lock is held only to look the
 /// ring up, so that streams decrypt their batches at the same time.
+///
+/// `keyed` is the stream's content key and where its next keyed batch belongs (team, session,
+/// index), after a `Response::ContentKey`; a keyed batch without one is refused.
 pub fn open_batch(
     rings: &Mutex<Rings>,
     store: &Store,
     identity: &Identity,
     objects: Objects,
+    keyed: Option<(&ContentKey, &TeamId, &SessionId, u64)>,
 ) -> Result<Vec<Vec<u8>>, String> {
     match objects {
         Objects::Plain(list) => Ok(list),
+        Objects::Keyed { nonce, ciphertext } => {
+            let Some((key, team, session, index)) = keyed else {
+                return Err(KEYED_HERE.into());
+            };
+            let plain = key
+                .open(team, session, index, &nonce, &ciphertext)
+                .map_err(|e| e.to_string())?;
+            drop(ciphertext);
+            decode_batch(&plain).map_err(|e| e.to_string())
+        }
         Objects::Sealed { team, sealed } => {
             let ring = rings
                 .lock()

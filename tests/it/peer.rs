@@ -511,7 +511,7 @@ async fn a_peer_speaking_another_protocol_version_is_named_as_such() {
     .unwrap();
     let endpoint = iroh::Endpoint::builder(iroh::endpoint::presets::Minimal)
         .secret_key(tapes::peer::endpoint::secret_key(&future))
-        .alpns(vec![b"tapes/sync/2".to_vec()])
+        .alpns(vec![b"tapes/sync/9".to_vec()])
         .portmapper_config(iroh::endpoint::PortmapperConfig::Disabled)
         .clear_ip_transports()
         .bind_addr("127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap())
@@ -520,7 +520,7 @@ async fn a_peer_speaking_another_protocol_version_is_named_as_such() {
         .await
         .unwrap();
     let router = Router::builder(endpoint.clone())
-        .accept(b"tapes/sync/2".to_vec(), Nothing)
+        .accept(b"tapes/sync/9".to_vec(), Nothing)
         .spawn();
     let me = TestNode::new("me").await.unwrap();
     let addr = PeerAddr::of_endpoint(router.endpoint());
@@ -529,7 +529,7 @@ async fn a_peer_speaking_another_protocol_version_is_named_as_such() {
         Err(e) => e.to_string(),
     };
     assert!(
-        err.contains("tapes/sync/1") && err.contains("another version of the tapes protocol"),
+        err.contains("tapes/sync/2") && err.contains("another version of the tapes protocol"),
         "{err}"
     );
     router.shutdown().await.unwrap();

@@ -37,6 +37,9 @@ pub struct SledStorage {
     /// is walked node after node, and a session's nodes sit in one pack, so this turns a
     /// search of every pack per node (up to [`MAX_PACKS`]) into one.
     last_pack: AtomicUsize,
+    /// Pack bytes read by lookups since the packs' mapped pages were last dropped
+    /// ([`RELEASE_AFTER_BYTES`]).
+    read_since_release: AtomicUsize,
     /// Held by `put_objects` from its presence checks to its last write, so two writers never
     /// both store one object: `Written` stays exact and an object lands in one place.
     writer: Mutex<()>,
@@ -53,6 +56,17 @@ pub struct SledStorage {
 /// fetch: tens of MB per batch) make few, large ones.
 const PACK_MIN_OBJECTS: usize = 4096;
 const PACK_MIN_BYTES: usize = 4 << 20;
+/// sled's page cache, an upper bound, not an allocation. Below ~1.3x the live data sled's
+/// cache thrashes (measured when every object lived in sled: lookups 4x slower at 1M objects
+/// with 512 MiB), but bulk objects now live in packs and sled holds refs and small batches, so
+/// 1 GiB only let a serving process keep everything an ingest had touched (1.1 GB RSS before a
+/// fetch began, issue "Speed"). 192 MiB holds the refs of a million-node store several times.
+const SLED_CACHE_BYTES: u64 = 192 << 20;
+/// Pack bytes a process reads before it drops the packs' mapped pages ([`Pack::release`]).
+/// Pages of a mapped file count as the process's memory while mapped: serving a 268 MB fetch
+/// added 264 MB to the server's peak RSS, and 1 GB would add 1 GB. Dropping them every 64 MiB
+/// bounds that, and costs one minor fault per page read again (index pages of a lookup).
+const RELEASE_AFTER_BYTES: usize = 64 << 20;
 /// Live packs at most: registering one more merges the [`MERGE_PACKS`] smallest into one. Every
 /// lookup miss searches every pack, so their number must stay bounded however small the
 /// batches are (a fetch in 4 MiB batches would otherwise make 250 packs per GB); merging the
@@ -80,9 +94,7 @@ impl SledStorage {
         let db = loop {
             let config = sled::Config::new()
                 .path(path)
-                // Below ~1.3x the live data sled's page cache thrashes (measured: lookups 4x
-                // slower at 1M objects with 512 MiB); this is an upper bound, not an allocation.
-                .cache_capacity(1 << 30)
+                .cache_capacity(SLED_CACHE_BYTES)
                 // Durability comes from our explicit flush per batch, not from a timer.
                 .flush_every_ms(None);
             match config.open() {
@@ -128,6 +140,7 @@ impl SledStorage {
             packs_dir,
             packs: RwLock::new(packs),
             last_pack: AtomicUsize::new(0),
+            read_since_release: AtomicUsize::new(0),
             writer: Mutex::new(()),
             journal: Journal::open(path)?,
             db,
@@ -440,6 +453,28 @@ fn backend(e: sled::Error) -> StorageError {
     StorageError::Backend(e.to_string())
 }
 
+impl SledStorage {
+    /// Copies an object out of its pack, dropping the packs' mapped pages every
+    /// [`RELEASE_AFTER_BYTES`] read.
+    fn read_packed(
+        &self,
+        packs: &[Arc<Pack>],
+        pack: &Pack,
+        entry: usize,
+    ) -> Result<Vec<u8>, StorageError> {
+        let bytes = pack.object_at(entry)?.to_vec();
+        let read = self
+            .read_since_release
+            .fetch_add(bytes.len(), Ordering::Relaxed)
+            + bytes.len();
+        if read >= RELEASE_AFTER_BYTES {
+            self.read_since_release.store(0, Ordering::Relaxed);
+            packs.iter().for_each(|p| p.release());
+        }
+        Ok(bytes)
+    }
+}
+
 impl Storage for SledStorage {
     fn get_object(&self, id: &NodeId) -> Result<Option<Vec<u8>>, StorageError> {
         let packs = self.packs.read().unwrap_or_else(PoisonError::into_inner);
@@ -447,14 +482,14 @@ impl Storage for SledStorage {
         // node with one index search instead of a sled miss (about a microsecond) first.
         if let Some(pack) = packs.get(self.last_pack.load(Ordering::Relaxed)) {
             if let Some(entry) = pack.find(id) {
-                return Ok(Some(pack.object_at(entry)?.to_vec()));
+                return Ok(Some(self.read_packed(&packs, pack, entry)?));
             }
         }
         if let Some(v) = self.objects.get(id.as_bytes()).map_err(backend)? {
             return Ok(Some(v.to_vec()));
         }
         match self.find_in_packs(&packs, id) {
-            Some((pack, entry)) => Ok(Some(pack.object_at(entry)?.to_vec())),
+            Some((pack, entry)) => Ok(Some(self.read_packed(&packs, pack, entry)?)),
             None => Ok(None),
         }
     }
