@@ -99,13 +99,13 @@ impl Remote for PeerRemote {
             .map_err(|e| remote_error(self.name(), e))
     }
 
-    fn push(&self, plan: &crate::sync::remote::PushPlan) -> Result<(), RemoteError> {
+    fn push(&self, plan: &crate::sync::remote::PushPlan) -> Result<u64, RemoteError> {
         let id = plan.session;
         match self.runtime.block_on(
             self.conn
                 .push_plan(&self.store, &self.identity, plan.clone()),
         ) {
-            Ok(_) => Ok(()),
+            Ok(nodes) => Ok(nodes),
             Err(PeerError::Conflict { .. }) => Err(RemoteError::Conflict {
                 id: id.short(),
                 expected: plan.base,

@@ -96,7 +96,7 @@ pub trait Remote: Send + Sync {
     /// `expected` (`None`: the session must not exist there yet). `signature` must be the
     /// owner's over exactly this update.
     /// Sends a push built by `transfer::plan_push`.
-    fn push(&self, plan: &PushPlan) -> Result<(), RemoteError>;
+    fn push(&self, plan: &PushPlan) -> Result<u64, RemoteError>;
 }
 
 /// Another tapes home reachable as a path.
@@ -172,8 +172,8 @@ impl Remote for PathRemote {
         Ok(out)
     }
 
-    fn push(&self, plan: &PushPlan) -> Result<(), RemoteError> {
-        apply_push(
+    fn push(&self, plan: &PushPlan) -> Result<u64, RemoteError> {
+        let moved = apply_push(
             &self.store,
             &self.name,
             &plan.session,
@@ -182,7 +182,8 @@ impl Remote for PathRemote {
             &plan.record,
             &plan.signature,
             &[],
-        )
+        )?;
+        Ok(if moved { plan.objects.len() as u64 } else { 0 })
     }
 }
 
@@ -190,7 +191,8 @@ impl Remote for PathRemote {
 /// `tapes serve`): checks the owner's signature over the update and every object, then moves
 /// the ref by compare-and-swap. `name` is how errors name the store. `with` are refs that
 /// must move in the same transaction (a peer stores the owner's record signature beside the
-/// record, so no reader ever sees one without the other).
+/// record, so no reader ever sees one without the other). True when the ref moved; false when
+/// the remote already held exactly this record (a retried push: nothing changed).
 pub fn apply_push(
     store: &Store,
     name: &str,
@@ -200,7 +202,7 @@ pub fn apply_push(
     record: &SessionRecord,
     signature: &RefSignature,
     with: &[RefUpdate],
-) -> Result<(), RemoteError> {
+) -> Result<bool, RemoteError> {
     let err = |source: StoreError| RemoteError::Store {
         name: name.to_string(),
         source,
@@ -249,7 +251,7 @@ pub fn apply_push(
     // The remote already holds exactly this record (a push retried after its answer was lost,
     // or run twice): nothing to move and nothing to report as a conflict (SPEC.md §10).
     if raw.as_deref() == Some(record.encode().as_slice()) {
-        return Ok(());
+        return Ok(false);
     }
     if current.as_ref() != expected {
         return Err(conflict(current));
@@ -303,7 +305,7 @@ pub fn apply_push(
     }];
     updates.extend_from_slice(with);
     match store.commit(objects, &updates) {
-        Ok(_) => Ok(()),
+        Ok(_) => Ok(true),
         // Someone else's push landed between our read and our write: same answer.
         Err(StoreError::Storage(StorageError::Conflict { current, .. })) => {
             let head = current

@@ -346,9 +346,10 @@ pub fn push(
     base: Option<&NodeId>,
 ) -> Result<Pushed, TransferError> {
     let plan = plan_push(store, identity, id, base)?;
-    remote.push(&plan)?;
+    // What the remote stored: 0 when it already held this very update (a retried push).
+    let nodes = remote.push(&plan)?;
     Ok(Pushed {
-        nodes: plan.objects.len(),
+        nodes: nodes as usize,
         head: plan.record.head,
     })
 }

@@ -258,12 +258,30 @@ async fn an_interrupted_fetch_resumes_without_resending_and_converges() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_whose_id_does_not_match_is_rejected_and_nothing_is_stored() {
+    forged_node_is_rejected(false).await;
+}
+
+/// The same through a team share: the batch travels keyed (SPEC.md §15.3) and is checked
+/// after it is opened exactly as a plain one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_node_in_a_keyed_team_batch_is_rejected_and_nothing_is_stored() {
+    forged_node_is_rejected(true).await;
+}
+
+async fn forged_node_is_rejected(team_share: bool) {
     let alice = TestNode::new("alice").await.unwrap();
     let bob = TestNode::new("bob").await.unwrap();
     let id = alice.import(8, 1).unwrap();
-    alice
-        .share(&id, Audience::Public, SecretPolicy::Allow)
-        .unwrap();
+    let audience = if team_share {
+        let team = team::create(&alice.store, &alice.identity, "core", tapes::now_ms())
+            .unwrap()
+            .team_id();
+        join(&alice, &bob, &team).await.unwrap();
+        Audience::Team(team)
+    } else {
+        Audience::Public
+    };
+    alice.share(&id, audience, SecretPolicy::Allow).unwrap();
     // Alice's store is tampered with: a node stored under an id that is not its hash ends
     // the session (written past verification, as a broken or hostile peer would serve it).
     let mut record = alice.store.session(&id).unwrap().unwrap();

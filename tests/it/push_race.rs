@@ -113,7 +113,8 @@ fn pull_then_push_appends_only_the_delta() {
 
     // The same push again (a retry whose answer was lost) finds its update there: no
     // conflict, nothing moves (SPEC.md §10).
-    transfer::push(&store, &me, &remote, &id, Some(&base)).unwrap();
+    let again = transfer::push(&store, &me, &remote, &id, Some(&base)).unwrap();
+    assert_eq!(again.nodes, 0, "a retried push stores nothing new");
     assert_eq!(remote.session(&id).unwrap().unwrap().head, next.id);
 
     // Another update from the old base is the seed's 409.
@@ -151,7 +152,7 @@ fn thirty_two_writers_race_one_push_and_exactly_one_wins() {
     let start = remote.session(&id).unwrap().unwrap();
     let base = start.head;
 
-    let results: Vec<(StoredObject, Result<(), RemoteError>)> = std::thread::scope(|scope| {
+    let results: Vec<(StoredObject, Result<u64, RemoteError>)> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..32)
             .map(|i| {
                 let remote = remote.clone();

@@ -1012,6 +1012,50 @@ mod tests {
         assert_eq!(listed.len(), batches * per);
     }
 
+    /// Reading a store much larger than [`RELEASE_AFTER_BYTES`] (a server answering a big
+    /// fetch) keeps this process's mapped pack pages bounded: they are dropped as it goes.
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn reading_every_object_keeps_mapped_pages_bounded() {
+        fn rss_file_kb() -> u64 {
+            let status = std::fs::read_to_string("/proc/self/status").unwrap();
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("RssFile:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                .unwrap()
+        }
+        let (_dir, s) = open();
+        // ~200 MB in packs of ~8 MB: three times the release threshold.
+        let body = "y".repeat(8 << 10);
+        let make = |n: usize| {
+            let bytes = format!("object {n} {body}").into_bytes();
+            StoredObject {
+                id: NodeId(*blake3::hash(&bytes).as_bytes()),
+                bytes,
+            }
+        };
+        let total = 24_000;
+        for start in (0..total).step_by(1000) {
+            let batch: Vec<StoredObject> = (start..start + 1000).map(make).collect();
+            s.put_objects(&batch).unwrap();
+        }
+        s.flush().unwrap();
+        let before = rss_file_kb();
+        let mut peak = before;
+        for n in 0..total {
+            assert!(s.get_object(&make(n).id).unwrap().is_some());
+            if n % 500 == 0 {
+                peak = peak.max(rss_file_kb());
+            }
+        }
+        let grown_mb = (peak.saturating_sub(before)) / 1024;
+        assert!(
+            grown_mb < 128,
+            "reading ~200 MB of packs grew the mapped pages by {grown_mb} MB"
+        );
+    }
+
     #[test]
     fn concurrent_writers_of_one_batch_store_it_once() {
         let (dir, s) = open();
