@@ -212,6 +212,10 @@ pub fn serve(
         ));
     }
     let held: BTreeMap<MemberId, u64> = have.iter().copied().collect();
+    // Only durable entries leave this machine: a fetch's entry is appended without a flush,
+    // and one served, then lost in a crash, would be written again differently under the
+    // same number, forking this writer's chain at the peer (SPEC.md §18.3).
+    store.storage().flush().map_err(|e| e.to_string())?;
     let mut out = Vec::new();
     for (key, value) in entries(store, Some(team)).map_err(|e| e.to_string())? {
         let text = String::from_utf8_lossy(&key[keys::audit_team(team).len()..]).into_owned();

@@ -87,6 +87,11 @@ async fn deposit(
     me: &MemberId,
 ) -> Result<usize, PeerError> {
     let team = chain.team_id();
+    // Only durable entries leave: a served fetch appends its entry without a flush, and an
+    // entry sent, then lost in a crash, would be written again differently under the same
+    // number, forking this writer's chain at the relay (found by killing `tapes serve` and
+    // `tapes sync` in `crash_relay`).
+    store.storage().flush().map_err(StoreError::from)?;
     let marker = keys::relay_audit(&conn.peer, &team);
     let raw = store.storage().get_ref(&marker).map_err(StoreError::from)?;
     let first = raw

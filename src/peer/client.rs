@@ -850,22 +850,18 @@ impl PeerConn {
             // is still on the stream and says why, which the broken write would hide.
             return match stream.expect::<Response>("push answer").await {
                 Ok(Response::Refused { reason }) => Err(self.refused(reason)),
-                Ok(Response::Conflict { current }) => Err(PeerError::Conflict {
-                    peer: self.name.to_string(),
-                    session: id.short(),
-                    current: current.map_or("nothing".into(), |c| c.short()),
-                }),
+                Ok(Response::Conflict { current }) => {
+                    Err(PeerError::conflict_at_peer(&self.name, &id, current))
+                }
                 _ => Err(e),
             };
         }
         sent?;
         match stream.expect::<Response>("push answer").await? {
             Response::Pushed { nodes } => Ok(nodes),
-            Response::Conflict { current } => Err(PeerError::Conflict {
-                peer: self.name.to_string(),
-                session: id.short(),
-                current: current.map_or("nothing".into(), |c| c.short()),
-            }),
+            Response::Conflict { current } => {
+                Err(PeerError::conflict_at_peer(&self.name, &id, current))
+            }
             Response::Refused { reason } => Err(self.refused(reason)),
             _ => Err(stream.protocol("expected a push answer")),
         }

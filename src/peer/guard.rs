@@ -10,7 +10,14 @@
 //! frames begun but not finished ([`super::frames`] counts them), and every wait has a
 //! deadline ([`Limits::request`], [`Limits::idle`], [`Limits::frame_deadline`]).
 //!
-//! Tested by `tests/it/hostile.rs`.
+//! What all connections together can hold is bounded too ([`Connections`]): a node id costs
+//! nothing to make, so a peer could otherwise open connections under fresh identities without
+//! end. Nodes outside the serving node's teams share [`MAX_STRANGER_CONNECTIONS`] at once;
+//! teammates (and the owner's own machines) are never crowded out by them, up to
+//! [`MAX_CONNECTIONS`] in all. A connection over a bound is closed at once as *busy* and named
+//! in the log.
+//!
+//! Tested by `tests/it/hostile.rs` and `tests/it/conn_cap.rs`.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -63,6 +70,83 @@ impl Limits {
     pub fn frame_deadline(&self, len: usize) -> Duration {
         self.frame + Duration::from_secs(len as u64 / self.min_rate.max(1))
     }
+}
+
+/// Connections from nodes that are not members of any of the serving node's teams, held at
+/// once. A stranger may only fetch public shares or ask to join, which a handful of
+/// connections serve; its node id costs nothing to make, so without this bound connections
+/// under fresh identities would each hold a task, buffers and an idle timer (up to
+/// [`Limits::idle`]) without end.
+pub const MAX_STRANGER_CONNECTIONS: usize = 128;
+
+/// Connections held at once in all, teammates included: each is bounded by [`Limits`], and
+/// this bounds their sum (a team of a few hundred machines syncing at once fits).
+pub const MAX_CONNECTIONS: usize = 1024;
+
+/// The connections a serving node holds, counted against [`MAX_CONNECTIONS`] and
+/// [`MAX_STRANGER_CONNECTIONS`]. One per server; clones share the counts.
+#[derive(Debug, Clone, Default)]
+pub struct Connections {
+    all: Arc<AtomicUsize>,
+    strangers: Arc<AtomicUsize>,
+}
+
+/// A connection's place in [`Connections`], given back when dropped.
+#[derive(Debug)]
+pub struct Slot {
+    all: Arc<AtomicUsize>,
+    stranger: Option<Arc<AtomicUsize>>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.all.fetch_sub(1, Ordering::AcqRel);
+        if let Some(strangers) = &self.stranger {
+            strangers.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+impl Connections {
+    /// Counts one more connection from `name` (a `stranger` or not) and returns its place, or
+    /// closes the connection as busy, says so in `log` and returns `None` when a bound is
+    /// reached.
+    pub(crate) fn admit(
+        &self,
+        connection: &Connection,
+        name: &str,
+        stranger: bool,
+        log: &EventLog,
+    ) -> Option<Slot> {
+        let refused = if !take(&self.all, MAX_CONNECTIONS) {
+            Some(format!("{MAX_CONNECTIONS} connections are open"))
+        } else if stranger && !take(&self.strangers, MAX_STRANGER_CONNECTIONS) {
+            self.all.fetch_sub(1, Ordering::AcqRel);
+            Some(format!(
+                "{MAX_STRANGER_CONNECTIONS} connections from nodes outside your teams are open"
+            ))
+        } else {
+            None
+        };
+        if let Some(why) = refused {
+            log(format!("refused {name}: busy, {why}"));
+            connection.close(6u32.into(), b"busy: too many connections; try again later");
+            return None;
+        }
+        Some(Slot {
+            all: self.all.clone(),
+            stranger: stranger.then(|| self.strangers.clone()),
+        })
+    }
+}
+
+/// Adds one to `count` if it is below `bound`; false (and no change) otherwise.
+fn take(count: &AtomicUsize, bound: usize) -> bool {
+    count
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < bound).then_some(n + 1)
+        })
+        .is_ok()
 }
 
 /// Decrements the count of open streams when a stream task ends, however it ends.
@@ -148,6 +232,16 @@ pub(crate) async fn accept_streams<F, Fut>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bound_is_never_passed_and_a_freed_place_is_reused() {
+        let count = AtomicUsize::new(0);
+        assert!((0..3).all(|_| take(&count, 3)));
+        assert!(!take(&count, 3));
+        assert_eq!(count.load(Ordering::Acquire), 3);
+        count.fetch_sub(1, Ordering::AcqRel);
+        assert!(take(&count, 3));
+    }
 
     #[test]
     fn a_frame_gets_a_base_time_and_more_for_each_slice_of_its_length() {

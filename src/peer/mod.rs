@@ -25,6 +25,7 @@ use crate::share::access::AccessError;
 use crate::store::StoreError;
 use crate::team::keyring::KeyError;
 use crate::team::TeamError;
+use tapes_protocol::{NodeId, SessionId};
 
 /// Errors of peer-to-peer sync.
 #[derive(Debug, thiserror::Error)]
@@ -59,11 +60,14 @@ pub enum PeerError {
         id: String,
         why: String,
     },
-    #[error("conflict: session {session} on peer {peer} moved on (it is at {current}); run `tapes pull {session}` to refresh your base, or `tapes branch`/`tapes fork` to keep your work as a new session")]
+    #[error("conflict: session {session} on {peer} moved on (it is at {current}); {next}")]
     Conflict {
+        /// "peer alice", "relay home".
         peer: String,
         session: String,
         current: String,
+        /// What to do now: [`PeerError::conflict_at_peer`] or [`PeerError::conflict_at_relay`].
+        next: String,
     },
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -98,6 +102,40 @@ impl PeerError {
                 why,
             },
             other => other,
+        }
+    }
+}
+
+impl PeerError {
+    /// A push to a peer lost its compare-and-swap: the peer's session is at `current`.
+    pub fn conflict_at_peer(peer: &str, session: &SessionId, current: Option<NodeId>) -> PeerError {
+        PeerError::Conflict {
+            peer: format!("peer {peer}"),
+            session: session.short(),
+            current: current.map_or("nothing".into(), |c| c.short()),
+            next: format!(
+                "run `tapes pull {}` to refresh your base, or `tapes branch`/`tapes fork` to keep your work as a new session",
+                session.short()
+            ),
+        }
+    }
+
+    /// A deposit at a relay lost its compare-and-swap: another machine of yours deposited a
+    /// newer version. `tapes pull` does not take from a relay and a fetch never replaces your
+    /// own work, so the way on is to keep this machine's work as a new session.
+    pub fn conflict_at_relay(
+        relay: &str,
+        session: &SessionId,
+        current: Option<NodeId>,
+    ) -> PeerError {
+        PeerError::Conflict {
+            peer: format!("relay {relay}"),
+            session: session.short(),
+            current: current.map_or("nothing".into(), |c| c.short()),
+            next: format!(
+                "another machine of yours deposited a newer version; keep this machine's work as a new session with `tapes branch {0}` (or `tapes fork {0}`) and sync again",
+                session.short()
+            ),
         }
     }
 }

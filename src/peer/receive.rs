@@ -34,7 +34,8 @@ use crate::sync::remote::RefSignature;
 use crate::team;
 use crate::team::keyring::{self, KeyRing};
 
-const KEYED_HERE: &str = "a batch sealed with a content key that was not sent before it on its stream (SPEC.md §15.3)";
+const KEYED_HERE: &str =
+    "a batch sealed with a content key that was not sent before it on its stream (SPEC.md §15.3)";
 
 /// Team key rings, opened once per team per sync.
 #[derive(Default)]

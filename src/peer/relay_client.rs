@@ -702,11 +702,7 @@ impl PeerConn {
     }
 
     fn conflict(&self, session: &SessionId, current: Option<NodeId>) -> PeerError {
-        PeerError::Conflict {
-            peer: self.name.to_string(),
-            session: session.short(),
-            current: current.map_or("nothing".into(), |c| c.short()),
-        }
+        PeerError::conflict_at_relay(&self.name, session, current)
     }
 
     async fn deposit_once(

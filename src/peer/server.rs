@@ -1,4 +1,4 @@
-//! The answering side of `tapes/sync/1` (`tapes serve`): one task per connection, one per
+//! The answering side of `tapes/sync/2` (`tapes serve`): one task per connection, one per
 //! stream. The peer is who the QUIC handshake proved; what it may see is
 //! [`crate::share::access::view_for`] under this node's current verified team manifests.
 //!
@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, Weak};
 
 use iroh::endpoint::Connection;
 use iroh::protocol::{AcceptError, ProtocolHandler};
+use tapes_protocol::batch_key::{ContentKey, KEY_LEN, NONCE_LEN};
 use tapes_protocol::join::JoinRequest;
 use tapes_protocol::reconcile::{Message, Reconciler, SortedIds};
 use tapes_protocol::sync::{encode_batch, ItemId, Objects, Request, Response};
@@ -30,6 +31,9 @@ use crate::store::backend::RefUpdate;
 use crate::store::{Store, StoreError};
 use crate::sync::remote::{apply_push, RefSignature, RemoteError};
 use crate::team;
+
+/// Why one of our own sessions is not served as it is now (SPEC.md §11.2).
+const GATED: &str = "its owner's messages added since it was shared wait for the secret gate; ask them to share it again";
 
 /// Plaintext bytes per object batch on the wire (sealed batches are sealed one by one).
 pub const BATCH_BYTES: usize = 1 << 20;
@@ -82,9 +86,11 @@ struct State {
     gated: Mutex<HashMap<(SessionId, NodeId), bool>>,
     /// What one connection may cost (SPEC.md §15.6, `guard`).
     limits: super::guard::Limits,
+    /// What all connections together hold (SPEC.md §15.6, `guard::Connections`).
+    connections: super::guard::Connections,
 }
 
-/// The `tapes/sync/1` protocol handler.
+/// The `tapes/sync/2` protocol handler.
 #[derive(Clone)]
 pub struct Server {
     state: Arc<State>,
@@ -106,6 +112,17 @@ struct Conn {
     /// Team chains loaded for sealing, with the stamp they were loaded at: verifying a chain
     /// costs as much as sending a small session, and it only changes with its stamp.
     chains: Mutex<HashMap<TeamId, (Vec<u8>, TeamChain)>>,
+    /// The content key of this connection per team, with the epoch it is wrapped to (SPEC.md
+    /// §15.3 "Keyed batches"): drawn and sealed once, so sealing a batch is one AEAD pass.
+    content_keys: Mutex<HashMap<TeamId, ConnKey>>,
+}
+
+/// A connection's content key for one team.
+#[derive(Clone)]
+struct ConnKey {
+    epoch: u64,
+    key: Arc<ContentKey>,
+    wrapped: Arc<Vec<u8>>,
 }
 
 impl Conn {
@@ -132,6 +149,7 @@ impl Server {
                 log,
                 gated: Mutex::new(HashMap::new()),
                 limits: super::guard::Limits::default(),
+                connections: super::guard::Connections::default(),
             }),
         }
     }
@@ -167,10 +185,22 @@ impl Server {
             view: OnceCell::new(),
             counters: Counters::serving(self.state.limits),
             chains: Mutex::new(HashMap::new()),
+            content_keys: Mutex::new(HashMap::new()),
         });
         tracing::debug!(peer = %conn.name, "connected");
         let this = self.clone();
         let log: EventLog = Arc::new(move |line| this.log(line));
+        // Bounded however many identities connect (SPEC.md §15.6): `peer_name` names members of
+        // our teams; anyone else but our own machines counts as a stranger.
+        let own = MemberId(self.state.identity.verifying_key().to_bytes());
+        let stranger = conn.peer != own && conn.name == format!("node {}", conn.peer.short());
+        let Some(_slot) = self
+            .state
+            .connections
+            .admit(&connection, &conn.name, stranger, &log)
+        else {
+            return;
+        };
         let name = conn.name.clone();
         let limits = self.state.limits;
         accept_streams(connection, name, log, limits, |send, recv| {
@@ -324,30 +354,26 @@ impl Server {
                 stream.write(&Response::Share(raw)).await?;
             }
             ViewItem::Session { id, grant } => {
-                if !tokio::task::block_in_place(|| self.passes_gate(conn, &id, &grant))? {
-                    return refuse(
-                        stream,
-                        "its owner's messages added since it was shared wait for the secret gate; ask them to share it again",
-                    )
-                    .await;
+                if !self
+                    .send_session(conn, stream, id, Some(grant), have_head)
+                    .await?
+                {
+                    return refuse(stream, GATED).await;
                 }
-                self.send_session(conn, stream, id, Some(grant), have_head)
-                    .await?;
                 self.log(format!("{} fetched session {}", conn.name, id.short()));
                 let team = match grant {
                     Grant::Team(t) => Some(t),
                     Grant::Public => None,
                 };
-                tokio::task::block_in_place(|| {
-                    crate::audit::served(
-                        &conn.store,
-                        &self.state.identity,
-                        &conn.peer,
-                        &conn.name,
-                        &id,
-                        team,
-                    )
-                });
+                // On this thread: one small ref update, cheaper than handing the thread over.
+                crate::audit::served(
+                    &conn.store,
+                    &self.state.identity,
+                    &conn.peer,
+                    &conn.name,
+                    &id,
+                    team,
+                );
             }
         }
         stream.finish();
@@ -411,7 +437,8 @@ impl Server {
     }
 
     /// Sends a session's entry and the missing part of its chain. `grant: None` is the peer's
-    /// own session (plain).
+    /// own session (plain, and not gated); otherwise false, and nothing sent, when our own
+    /// session does not pass the secret gate as it is now.
     async fn send_session(
         &self,
         conn: &Conn,
@@ -419,20 +446,40 @@ impl Server {
         id: SessionId,
         grant: Option<Grant>,
         have_head: Option<NodeId>,
-    ) -> Result<(), PeerError> {
+    ) -> Result<bool, PeerError> {
         let store = &conn.store;
-        let entry = tokio::task::block_in_place(|| {
-            access::session_entry(store, &self.state.identity, &id)
+        // Everything this stream needs from the store, read in one go: handing the runtime
+        // thread over (`block_in_place`) once per read cost more than the reads on small
+        // sessions (the serving side spent a fifth of its time switching threads).
+        let prepared = tokio::task::block_in_place(|| -> Result<_, PeerError> {
+            if let Some(grant) = &grant {
+                if !self.passes_gate(conn, &id, grant)? {
+                    return Ok(Err(()));
+                }
+            }
+            let Some(entry) = access::session_entry(store, &self.state.identity, &id)? else {
+                return Ok(Ok(None));
+            };
+            // Our own store's entry: its signature was checked when it was stored, and the
+            // receiver checks it again; here only the head is needed.
+            let record = SessionRecord::decode(&entry.record)
+                .map_err(|e| PeerError::Local(format!("the stored session record: {e}")))?;
+            let (chain, from_head) = walk(store, &record.head, have_head.as_ref())?;
+            let key = match grant {
+                Some(Grant::Team(team)) => Some((team, self.content_key(conn, &team)?)),
+                _ => None,
+            };
+            // Node metadata leaves with the project's name, not the working directory (§11.3).
+            let paths = crate::share::outgoing::PathPolicy::load(store)?;
+            Ok(Ok(Some((entry, chain, from_head, key, paths))))
         })?;
-        let Some(entry) = entry else {
-            return refuse(stream, "that session is gone").await;
+        let Ok(prepared) = prepared else {
+            return Ok(false);
         };
-        // Our own store's entry: its signature was checked when it was stored, and the
-        // receiver checks it again; here only the head is needed.
-        let record = SessionRecord::decode(&entry.record)
-            .map_err(|e| stream.protocol(format!("the stored session record: {e}")))?;
-        let (chain, from_head) =
-            tokio::task::block_in_place(|| walk(store, &record.head, have_head.as_ref()))?;
+        let Some((entry, chain, from_head, key, paths)) = prepared else {
+            refuse(stream, "that session is gone").await?;
+            return Ok(true);
+        };
         let ids: Vec<NodeId> = chain.iter().map(|(id, _)| *id).collect();
         stream
             .write(&Response::Session {
@@ -446,17 +493,17 @@ impl Server {
         } else {
             match stream.read::<Request>("from").await? {
                 Some(Request::From { index }) => (index as usize).min(ids.len()),
-                None => return Ok(()),
+                None => return Ok(true),
                 Some(_) => return Err(stream.protocol("expected `from`")),
             }
         };
-        let mut sealer = match grant {
-            Some(Grant::Team(team)) => Some(tokio::task::block_in_place(|| conn.chain(&team))?),
-            _ => None,
-        };
-        // Node metadata leaves with the project's name, not the working directory (§11.3).
-        let paths =
-            tokio::task::block_in_place(|| crate::share::outgoing::PathPolicy::load(store))?;
+        let mut sealer = key.map(|(team, key)| Keyed {
+            team,
+            session: id,
+            key,
+            sent_key: false,
+            index: 0,
+        });
         let mut batch = Vec::new();
         let mut batch_bytes = 0;
         for (id, held) in chain.into_iter().skip(start) {
@@ -470,41 +517,84 @@ impl Server {
             batch_bytes += bytes.len();
             batch.push(bytes);
             if batch_bytes >= BATCH_BYTES {
-                self.send_batch(conn, stream, &mut sealer, std::mem::take(&mut batch))
+                self.send_batch(stream, &mut sealer, std::mem::take(&mut batch))
                     .await?;
                 batch_bytes = 0;
             }
         }
         if !batch.is_empty() {
-            self.send_batch(conn, stream, &mut sealer, batch).await?;
+            self.send_batch(stream, &mut sealer, batch).await?;
         }
-        stream.write(&Response::End).await
+        stream.write(&Response::End).await?;
+        Ok(true)
     }
 
     async fn send_batch(
         &self,
-        conn: &Conn,
         stream: &mut Stream<'_>,
-        sealer: &mut Option<tapes_protocol::team_chain::TeamChain>,
+        sealer: &mut Option<Keyed>,
         batch: Vec<Vec<u8>>,
     ) -> Result<(), PeerError> {
         let objects = match sealer {
             None => Objects::Plain(batch),
-            Some(chain) => {
-                let team = chain.team_id();
-                let sealed = tokio::task::block_in_place(|| {
-                    team::seal_encoded_for(
-                        &conn.store,
-                        &self.state.identity,
-                        chain,
-                        &encode_batch(&batch),
-                        crate::now_ms(),
-                    )
-                })?;
-                Objects::Sealed { team, sealed }
+            Some(keyed) => {
+                if !keyed.sent_key {
+                    stream
+                        .write(&Response::ContentKey {
+                            team: keyed.team,
+                            wrapped: keyed.key.wrapped.to_vec(),
+                        })
+                        .await?;
+                    keyed.sent_key = true;
+                }
+                let mut nonce = [0u8; NONCE_LEN];
+                getrandom::fill(&mut nonce)
+                    .map_err(|e| PeerError::Local(format!("no randomness for a nonce: {e}")))?;
+                let ciphertext = keyed.key.key.seal(
+                    &keyed.team,
+                    &keyed.session,
+                    keyed.index,
+                    &nonce,
+                    &encode_batch(&batch),
+                );
+                keyed.index += 1;
+                Objects::Keyed { nonce, ciphertext }
             }
         };
         stream.write(&Response::Objects(objects)).await
+    }
+
+    /// This connection's content key for `team`: drawn and sealed to the team's current epoch
+    /// on first use, and again when the epoch moved (a rotation owed is made first, as any
+    /// sealing does, SPEC.md §9.6).
+    fn content_key(&self, conn: &Conn, team: &TeamId) -> Result<ConnKey, PeerError> {
+        let mut chain = conn.chain(team)?;
+        let epoch = chain.head().manifest.epoch;
+        let mut keys = conn.content_keys.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(held) = keys.get(team) {
+            if held.epoch == epoch && chain.rotation_owed().is_empty() {
+                return Ok(held.clone());
+            }
+        }
+        let mut raw = [0u8; KEY_LEN];
+        getrandom::fill(&mut raw)
+            .map_err(|e| PeerError::Local(format!("no randomness for a content key: {e}")))?;
+        let wrapped = team::seal_encoded_for(
+            &conn.store,
+            &self.state.identity,
+            &mut chain,
+            &raw,
+            crate::now_ms(),
+        )?;
+        let key = ContentKey::new(&raw, &wrapped)
+            .map_err(|e| PeerError::Local(format!("a content key: {e}")))?;
+        let held = ConnKey {
+            epoch: chain.head().manifest.epoch,
+            key: Arc::new(key),
+            wrapped: Arc::new(wrapped),
+        };
+        keys.insert(*team, held.clone());
+        Ok(held)
     }
 
     async fn session(
@@ -528,8 +618,12 @@ impl Server {
             if let Some(Request::Fetch { have_head, .. }) = stream.read("fetch").await? {
                 // Team content stays sealed even on a pull; anything else is the peer's own.
                 let grant = view.grant_for(&id).filter(|g| matches!(g, Grant::Team(_)));
-                self.send_session(conn, stream, id, grant, have_head)
-                    .await?;
+                if !self
+                    .send_session(conn, stream, id, grant, have_head)
+                    .await?
+                {
+                    return refuse(stream, GATED).await;
+                }
             }
         }
         stream.finish();
@@ -643,18 +737,20 @@ impl Server {
             ))
         })?;
         let answer = match result {
-            Ok(()) => {
+            Ok(moved) => {
                 tokio::task::block_in_place(|| {
                     store_pushed_shares(&conn.store, &entry.id, &entry.signer, &shares)
                 })?;
+                // A retried push of what is already here stored nothing new.
+                let nodes = if moved { objects.len() } else { 0 };
                 self.log(format!(
                     "{} pushed session {} ({})",
                     conn.name,
                     entry.id.short(),
-                    crate::views::render::plural(objects.len(), "new node")
+                    crate::views::render::plural(nodes, "new node")
                 ));
                 Response::Pushed {
-                    nodes: objects.len() as u64,
+                    nodes: nodes as u64,
                 }
             }
             Err(RemoteError::Conflict { current, .. }) => Response::Conflict { current },
@@ -852,4 +948,14 @@ fn store_pushed_shares(
     }
     store.storage().flush().map_err(StoreError::from)?;
     Ok(())
+}
+
+/// The state of one stream's keyed batches (SPEC.md §15.3): the key is sent before the first
+/// batch, and batches are numbered from 0.
+struct Keyed {
+    team: TeamId,
+    session: SessionId,
+    key: ConnKey,
+    sent_key: bool,
+    index: u64,
 }

@@ -120,7 +120,7 @@ impl RelayState {
     /// members deposited, each writer's in seq order up to its first gap. The relay's own chain
     /// is served up to its head only: an entry past the head is what a crash between writing
     /// the entry and its head leaves, and the next append replaces it; served, it would fork
-    /// the chain at every member who took it (found by `tests/it/crash_relay.rs`).
+    /// the chain at every member who took it.
     pub fn audit_entries(
         &self,
         peer: &MemberId,

@@ -639,7 +639,7 @@ impl RelayState {
                 ));
             }
             if summary {
-                super::withdraw::check_public_summary(&deposit.share)?;
+                check_public_summary(&deposit.share)?;
             }
         }
         if !summary
@@ -917,9 +917,7 @@ impl RelayState {
         match self.backend.put(&key, doc.encode(), current.as_ref())? {
             Written::Done => {
                 let withdrawn = match &previous {
-                    Some(previous) => {
-                        super::withdraw::content(self, &scope, &key, previous, now_ms)?
-                    }
+                    Some(previous) => self.withdraw_content(&scope, &key, previous, now_ms)?,
                     None => 0,
                 };
                 Ok(DepositOutcome::Summary { withdrawn })
@@ -1243,4 +1241,18 @@ fn decode_chain(bytes: &[u8]) -> Result<TeamChain, RelayError> {
         .map_err(|e| RelayError::Damaged(format!("team chain: {e}")))?;
     TeamChain::from_versions(versions, None)
         .map_err(|e| RelayError::Damaged(format!("team chain: {e}")))
+}
+
+/// A public summary deposit must carry what it claims: a share record followed by a summary
+/// that its sharer signed about that share (the relay can read public shares, so it checks).
+fn check_public_summary(share: &[u8]) -> Result<(), RelayError> {
+    match tapes_protocol::summary::of_share_bytes(share) {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err(RelayError::Malformed(
+            "a summary deposit whose share record carries no summary; deposit the session's content instead".into(),
+        )),
+        Err(e) => Err(RelayError::Malformed(format!(
+            "the summary of the public share: {e}"
+        ))),
+    }
 }

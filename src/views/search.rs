@@ -423,6 +423,13 @@ impl SearchIndex {
             source,
         };
         if wipe && dir.exists() {
+            // `meta.json` first: without it the directory is no index at all, so a process
+            // killed while the rest is deleted leaves what the next command rebuilds, never
+            // an index whose metas name segment files already gone (crash_ops found one).
+            match std::fs::remove_file(dir.join("meta.json")) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(reset(e)),
+                _ => {}
+            }
             std::fs::remove_dir_all(dir).map_err(reset)?;
         }
         crate::home::create_private_dir(dir).map_err(|e| match e {
@@ -1049,8 +1056,16 @@ pub fn after_ingest(store: &Store, changed: &[SessionId], before: Option<Generat
         };
         index.sync_inner(store, Some(changed), stamp, &mut |_| {})
     })();
-    if let Err(e) = result {
-        tracing::warn!(error = %e, "search index not updated; `tapes search` will catch up");
+    match result {
+        Ok(_) => {}
+        // Another process (a `tapes search`, a second watcher) is updating it right now and
+        // takes these sessions along, or the next command does: nothing for the user to do.
+        Err(e @ SearchError::Busy(_)) => {
+            tracing::debug!(error = %e, "search index busy; the process updating it, or the next command, catches up")
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "search index not updated; `tapes search` will catch up")
+        }
     }
 }
 

@@ -463,7 +463,7 @@ async fn one_owner_on_two_machines_conflicts_and_quotas_refuse_clearly() {
     assert_eq!(second.failed.len(), 1, "{second:?}");
     let message = second.failed[0].2.to_string();
     assert!(
-        message.contains("conflict") && message.contains("tapes pull"),
+        message.contains("conflict") && message.contains("tapes branch"),
         "{message}"
     );
 

@@ -84,3 +84,110 @@ pub(crate) fn serve(home: &Path, bind: &str) -> Serve {
         ticket: ticket.expect("serve prints its ticket"),
     }
 }
+
+/// Runs `tapes ARGS` in `home` and returns its stdout; fails the test with both streams when
+/// the command fails.
+pub(crate) fn ok(home: &Path, args: &[&str]) -> String {
+    let (code, stdout, stderr) = output(home, args);
+    assert_eq!(
+        code,
+        0,
+        "tapes {args:?} in {}:\nstdout: {stdout}\nstderr: {stderr}",
+        home.display()
+    );
+    stdout
+}
+
+/// Copies the directory `from` to `to` (regular files and directories only: a store's socket
+/// is its holder's, never copied). Used to give a test a second machine of one person (the
+/// same keys, a copy of the store) in one step.
+pub(crate) fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let kind = entry.file_type().unwrap();
+        let target = to.join(entry.file_name());
+        if kind.is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else if kind.is_file() {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// A running `tapes relay --data DATA` on loopback, with the ticket it wrote; killed (SIGKILL)
+/// on drop. [`Relay::restart`] brings it back at the same address after a kill.
+pub(crate) struct Relay {
+    pub(crate) child: std::process::Child,
+    /// `<node id>@127.0.0.1:<port>`.
+    pub(crate) ticket: String,
+    pub(crate) data: std::path::PathBuf,
+    bind: String,
+}
+
+impl Relay {
+    /// Starts a relay in `data` on a free loopback port.
+    pub(crate) fn start(data: &Path) -> Relay {
+        std::fs::create_dir_all(data).unwrap();
+        let (child, ticket) = Relay::spawn(data, "127.0.0.1:0");
+        let port = ticket.rsplit(':').next().unwrap().to_string();
+        Relay {
+            child,
+            ticket,
+            data: data.to_path_buf(),
+            bind: format!("127.0.0.1:{port}"),
+        }
+    }
+
+    /// The remote target members add: `relay:<ticket>`.
+    pub(crate) fn remote(&self) -> String {
+        format!("relay:{}", self.ticket)
+    }
+
+    fn spawn(data: &Path, bind: &str) -> (std::process::Child, String) {
+        let file = data.join("relay-ticket");
+        let _ = std::fs::remove_file(&file);
+        let mut child = std_tapes(data.join("unused-home"))
+            .arg("relay")
+            .arg("--data")
+            .arg(data)
+            .args(["--bind", bind])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        for _ in 0..1200 {
+            if let Ok(text) = std::fs::read_to_string(&file) {
+                if !text.trim().is_empty() {
+                    return (child, text.trim().to_string());
+                }
+            }
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("tapes relay in {} exited early: {status}", data.display());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(25));
+        }
+        let _ = child.kill();
+        panic!("tapes relay in {} wrote no ticket", data.display());
+    }
+
+    /// Kills the relay with SIGKILL and reaps it.
+    pub(crate) fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the relay again on its port (after [`Relay::kill`]); it keeps its ticket.
+    pub(crate) fn restart(&mut self) {
+        self.kill();
+        let (child, ticket) = Relay::spawn(&self.data, &self.bind);
+        assert_eq!(ticket, self.ticket, "the relay came back at its address");
+        self.child = child;
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
