@@ -451,8 +451,8 @@ fn merge_killed(wanted: usize) {
     // (before the merge began, or after it ended).
     let (mut lo, mut hi) = (0u64, full.as_millis() as u64 * 11 / 10);
     // Kills while the merge ran (the merged pack being written, or written and the victims not
-    // yet removed); the loop goes on until `wanted` of them landed (or 4x as many kills).
-    while in_merge < wanted && kills < wanted * 4 {
+    // yet removed); the loop goes on until `wanted` of them landed (or 8x as many kills).
+    while in_merge < wanted && kills < wanted * 8 {
         epochs += 1;
         let home = tmp.path().join(format!("store{epochs}"));
         copy_dir(&template, &home);
