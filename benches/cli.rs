@@ -102,7 +102,10 @@ fn main() {
     // The search index, built once as a user's first search (or import) would.
     let started = Instant::now();
     run(&bin, &alice, &["search", "error", "--limit", "1"]);
-    println!("setup: search index built in {:.1?} (not measured)", started.elapsed());
+    println!(
+        "setup: search index built in {:.1?} (not measured)",
+        started.elapsed()
+    );
 
     let serve = Serve::start(&bin, &alice);
     run(&bin, &bob, &["init", "--name", "bob"]);
@@ -129,7 +132,12 @@ fn main() {
             vec!["search", "error", "--limit", "20"],
             50.0,
         ),
-        ("tapes fetch alice (nothing new)", &bob, vec!["fetch", "alice"], 100.0),
+        (
+            "tapes fetch alice (nothing new)",
+            &bob,
+            vec!["fetch", "alice"],
+            100.0,
+        ),
     ];
     for (name, home, words, target_ms) in cases {
         run(&bin, home, &words); // warm the page cache, as a user's second command

@@ -275,7 +275,10 @@ fn orchestrate() -> Result<()> {
     println!(
         "   fetch vs raw iroh stream ({raw_mbs:.0} MB/s): sealed {:.0}%{}",
         sealed_mbs / raw_mbs * 100.0,
-        plain_mbs.map_or(String::new(), |p| format!(", plain {:.0}%", p / raw_mbs * 100.0))
+        plain_mbs.map_or(String::new(), |p| format!(
+            ", plain {:.0}%",
+            p / raw_mbs * 100.0
+        ))
     );
     let peak = sealed["hwm_kb"].as_u64().unwrap_or(0);
     let server_anon = server_after["anon_kb"].as_u64().unwrap_or(0);

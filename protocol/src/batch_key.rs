@@ -150,19 +150,34 @@ mod tests {
         let (team, a, b) = (TeamId([1; 32]), SessionId([2; 16]), SessionId([3; 16]));
         let nonce = [9u8; NONCE_LEN];
         let sealed = key().seal(&team, &a, 0, &nonce, b"objects");
-        assert_eq!(key().open(&team, &a, 0, &nonce, &sealed).unwrap(), b"objects");
+        assert_eq!(
+            key().open(&team, &a, 0, &nonce, &sealed).unwrap(),
+            b"objects"
+        );
         // Another session, another position, another team, another key, a flipped bit.
-        assert_eq!(key().open(&team, &b, 0, &nonce, &sealed), Err(BatchKeyError::Open));
-        assert_eq!(key().open(&team, &a, 1, &nonce, &sealed), Err(BatchKeyError::Open));
+        assert_eq!(
+            key().open(&team, &b, 0, &nonce, &sealed),
+            Err(BatchKeyError::Open)
+        );
+        assert_eq!(
+            key().open(&team, &a, 1, &nonce, &sealed),
+            Err(BatchKeyError::Open)
+        );
         assert_eq!(
             key().open(&TeamId([4; 32]), &a, 0, &nonce, &sealed),
             Err(BatchKeyError::Open)
         );
         let other = ContentKey::new(&[7u8; 32], b"other wrapped bytes").unwrap();
-        assert_eq!(other.open(&team, &a, 0, &nonce, &sealed), Err(BatchKeyError::Open));
+        assert_eq!(
+            other.open(&team, &a, 0, &nonce, &sealed),
+            Err(BatchKeyError::Open)
+        );
         let mut flipped = sealed.clone();
         flipped[0] ^= 1;
-        assert_eq!(key().open(&team, &a, 0, &nonce, &flipped), Err(BatchKeyError::Open));
+        assert_eq!(
+            key().open(&team, &a, 0, &nonce, &flipped),
+            Err(BatchKeyError::Open)
+        );
     }
 
     #[test]

@@ -41,18 +41,23 @@ fn keyed_batches_match_the_vectors() {
     for v in &file.batch {
         let wrapped = hex::decode(&v.wrapped).unwrap();
         let key = ContentKey::new(&hex::decode(&v.key).unwrap(), &wrapped).unwrap();
-        assert_eq!(hex::encode(KeyId::of_wrapped(&wrapped).0), v.key_id, "{}", v.name);
+        assert_eq!(
+            hex::encode(KeyId::of_wrapped(&wrapped).0),
+            v.key_id,
+            "{}",
+            v.name
+        );
         assert_eq!(key.id().0, bytes::<16>(&v.key_id), "{}", v.name);
         let (team, session) = (TeamId(bytes(&v.team)), SessionId(bytes(&v.session)));
         let nonce = bytes::<24>(&v.nonce);
         let plaintext = hex::decode(&v.plaintext).unwrap();
         let sealed = key.seal(&team, &session, v.index, &nonce, &plaintext);
         assert_eq!(hex::encode(&sealed), v.ciphertext, "{}: ciphertext", v.name);
-        let opened = key
-            .open(&team, &session, v.index, &nonce, &sealed)
-            .unwrap();
+        let opened = key.open(&team, &session, v.index, &nonce, &sealed).unwrap();
         assert_eq!(opened, plaintext, "{}", v.name);
-        assert!(key.open(&team, &session, v.index + 1, &nonce, &sealed).is_err());
+        assert!(key
+            .open(&team, &session, v.index + 1, &nonce, &sealed)
+            .is_err());
     }
 }
 
@@ -64,7 +69,10 @@ fn spec_names_the_batch_contexts() {
     .unwrap();
     let prefix = std::str::from_utf8(BATCH_AAD_PREFIX).unwrap();
     for context in [KEY_ID_CONTEXT, prefix] {
-        assert!(spec.contains(&format!("\"{context}\"")), "SPEC.md does not name {context:?}");
+        assert!(
+            spec.contains(&format!("\"{context}\"")),
+            "SPEC.md does not name {context:?}"
+        );
     }
     assert!(spec.contains("protocol/vectors/batch_key.toml"));
 }

@@ -155,7 +155,10 @@ impl SledStorage {
         // over the bound) leaves one pack too many, and a store that then only reads would keep
         // it: merge now (found by `crash_relay::pack_merge_killed_long`).
         if storage.packs().len() > MAX_PACKS {
-            let _writer = storage.writer.lock().unwrap_or_else(PoisonError::into_inner);
+            let _writer = storage
+                .writer
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
             storage.merge_if_many();
         }
 
@@ -1084,7 +1087,10 @@ mod tests {
         let s = reopen(dir.path());
         assert!(s.packs().len() <= MAX_PACKS, "{} packs", s.packs().len());
         for n in 0..(MAX_PACKS + 1) * 10 {
-            assert_eq!(s.get_object(&object(n).id).unwrap().unwrap(), object(n).bytes);
+            assert_eq!(
+                s.get_object(&object(n).id).unwrap().unwrap(),
+                object(n).bytes
+            );
         }
     }
 
