@@ -18,7 +18,7 @@ use tapes::session::sample::{self, Rng, Shape};
 use tapes::store::Store;
 
 /// A delay between `lo` and `hi` milliseconds.
-fn pick(rng: &mut Rng, lo: u64, hi: u64) -> Duration {
+pub(super) fn pick(rng: &mut Rng, lo: u64, hi: u64) -> Duration {
     Duration::from_millis(lo + rng.below(hi.max(lo + 1) - lo))
 }
 
@@ -29,23 +29,11 @@ fn kills_wanted() -> usize {
         .unwrap_or(8)
 }
 
-use super::util::std_tapes as tapes;
-
-fn ok(home: &Path, args: &[&str]) -> String {
-    let out = tapes(home).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "tapes {args:?}: {}\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use super::util::{ok, std_tapes as tapes};
 
 /// Every session of the store in `home`: head and message count. The store is opened in this
 /// process (through its holder if one runs) and closed again before returning.
-fn sessions(home: &Path) -> BTreeMap<SessionId, (NodeId, u64)> {
+pub(super) fn sessions(home: &Path) -> BTreeMap<SessionId, (NodeId, u64)> {
     let store = Store::open(&home.join("store")).unwrap();
     store
         .sessions()
@@ -55,7 +43,7 @@ fn sessions(home: &Path) -> BTreeMap<SessionId, (NodeId, u64)> {
         .collect()
 }
 
-fn fsck_clean(home: &Path, after: &str) {
+pub(super) fn fsck_clean(home: &Path, after: &str) {
     let out = tapes(home).arg("fsck").output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -68,7 +56,7 @@ fn fsck_clean(home: &Path, after: &str) {
 }
 
 /// Every session of `got` is one of `source`'s, whole, at the source's head.
-fn whole_or_absent(
+pub(super) fn whole_or_absent(
     got: &BTreeMap<SessionId, (NodeId, u64)>,
     source: &BTreeMap<SessionId, (NodeId, u64)>,
     after: &str,
@@ -123,7 +111,7 @@ fn port_of(ticket: &str) -> u16 {
 }
 
 /// Writes `count` sample transcripts (seed `seed`) into `dir`.
-fn transcripts(dir: &Path, seed: u64, from: usize, count: usize, rounds: usize) {
+pub(super) fn transcripts(dir: &Path, seed: u64, from: usize, count: usize, rounds: usize) {
     std::fs::create_dir_all(dir).unwrap();
     for i in from..from + count {
         let session = sample::session(

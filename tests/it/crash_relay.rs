@@ -24,9 +24,10 @@ use std::time::{Duration, Instant};
 use tapes::protocol::{
     ContentBlock, Node, NodeBody, NodeId, NodeMeta, Role, SessionId, StoredObject,
 };
-use tapes::session::sample::{self, Rng, Shape};
+use tapes::session::sample::Rng;
 use tapes::store::Store;
 
+use super::crash_ops::{fsck_clean, pick, sessions, transcripts, whole_or_absent};
 use super::util::{copy_dir, ok, serve, std_tapes as tapes, Relay};
 
 /// Kills per loop in the CI run.
@@ -39,67 +40,6 @@ fn long() -> usize {
         .and_then(|v| v.parse().ok())
         .unwrap_or(50)
         .max(50)
-}
-
-/// A delay between `lo` and `hi` milliseconds.
-fn pick(rng: &mut Rng, lo: u64, hi: u64) -> Duration {
-    Duration::from_millis(lo + rng.below(hi.max(lo + 1) - lo))
-}
-
-/// Every session of the store in `home`: head and message count.
-fn sessions(home: &Path) -> BTreeMap<SessionId, (NodeId, u64)> {
-    let store = Store::open(&home.join("store")).unwrap();
-    store
-        .sessions()
-        .unwrap()
-        .into_iter()
-        .map(|(id, record)| (id, (record.head, record.summary.messages)))
-        .collect()
-}
-
-fn fsck_clean(home: &Path, after: &str) {
-    let out = tapes(home).arg("fsck").output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.lines().any(|l| l.starts_with("ok: ")),
-        "fsck of {} after {after}: {}\n{stdout}{}",
-        home.display(),
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Every session of `got` that `source` has is whole, at the source's head.
-fn whole_or_absent(
-    got: &BTreeMap<SessionId, (NodeId, u64)>,
-    source: &BTreeMap<SessionId, (NodeId, u64)>,
-    after: &str,
-) {
-    for (id, have) in got {
-        if let Some(want) = source.get(id) {
-            assert_eq!(have, want, "session {} after {after}", id.short());
-        }
-    }
-}
-
-/// Writes `count` sample transcripts (seed `seed`, from index `from`) into `dir`.
-fn transcripts(dir: &Path, seed: u64, from: usize, count: usize, rounds: usize) {
-    std::fs::create_dir_all(dir).unwrap();
-    for i in from..from + count {
-        let session = sample::session(
-            seed,
-            i,
-            Shape {
-                tool_rounds: rounds,
-                ..Shape::default()
-            },
-        );
-        std::fs::write(
-            dir.join(format!("{}.jsonl", session.source_id)),
-            sample::claude_jsonl(&session),
-        )
-        .unwrap();
-    }
 }
 
 /// Runs `tapes sync relay` in `home` in the background.

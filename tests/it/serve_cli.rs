@@ -2,61 +2,9 @@
 //! 127.0.0.1 without mDNS: `tapes serve`, `tapes team join <code>` against it, `tapes remote
 //! add` with the ticket, `tapes fetch`, `tapes sync`, and the refusal a stranger gets.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command as StdCommand, Stdio};
 
-use super::util::output as tapes;
-
-fn ok(home: &Path, args: &[&str]) -> String {
-    let (code, stdout, stderr) = tapes(home, args);
-    assert_eq!(
-        code, 0,
-        "tapes {args:?}\nstdout: {stdout}\nstderr: {stderr}"
-    );
-    stdout
-}
-
-/// A running `tapes serve`, stopped on drop.
-struct Serve {
-    child: Child,
-    ticket: String,
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn serve(home: &Path) -> Serve {
-    let mut child = StdCommand::new(assert_cmd::cargo::cargo_bin("tapes"))
-        .env("TAPES_HOME", home)
-        .env_remove("RUST_LOG")
-        .args(["serve", "--bind", "127.0.0.1:0", "--no-mdns"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut ticket = None;
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        if let Some(t) = line.strip_prefix("ticket: ") {
-            ticket = Some(t.to_string());
-        }
-        if line.starts_with("Ctrl-C") {
-            break;
-        }
-    }
-    // Keep draining what it prints so it never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    Serve {
-        child,
-        ticket: ticket.expect("serve prints its ticket"),
-    }
-}
+use super::util::{ok, output as tapes, serve};
 
 fn person(dir: &Path, name: &str) -> PathBuf {
     let home = dir.join(name);
@@ -84,7 +32,7 @@ fn join_share_fetch_and_sync_through_the_cli() {
     let bob = person(dir.path(), "bob");
     let stranger = person(dir.path(), "eve");
     ok(&alice, &["team", "create", "core"]);
-    let server = serve(&alice);
+    let server = serve(&alice, "127.0.0.1:0");
     assert!(
         ok(&alice, &["id"]).contains(&server.ticket),
         "`tapes id` shows the ticket"
@@ -124,7 +72,7 @@ fn join_share_fetch_and_sync_through_the_cli() {
     assert!(on_alice.contains(&bobs[..8]), "{on_alice}");
 
     // A stranger is refused with a reason.
-    let server = serve(&alice);
+    let server = serve(&alice, "127.0.0.1:0");
     ok(&stranger, &["remote", "add", "alice", &server.ticket]);
     let (code, _, stderr) = tapes(&stranger, &["fetch"]);
     assert_eq!(code, 1);

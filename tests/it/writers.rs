@@ -24,26 +24,34 @@ use tapes::testing::{add_member, member, Node as TestNode};
 const WRITERS: usize = 32;
 const ROUNDS: usize = 3;
 
-/// One push attempt as the checker sees it.
+/// One push attempt as the checker sees it (also `writers_procs`' processes).
 #[derive(Debug, Clone)]
-struct Op {
-    writer: usize,
-    base: NodeId,
-    head: NodeId,
-    invoked: Instant,
-    answered: Instant,
+pub(super) struct Op {
+    pub(super) writer: usize,
+    pub(super) base: NodeId,
+    pub(super) head: NodeId,
+    /// Before the push began (for a process: before it was started).
+    pub(super) invoked: Instant,
+    /// After it was answered (for a process: after it exited).
+    pub(super) answered: Instant,
     /// `Ok` when acknowledged; the error's text otherwise.
-    result: Result<(), String>,
+    pub(super) result: Result<(), String>,
 }
 
-/// Checks a history of compare-and-swap pushes against the register's final value and chain.
+/// Checks a history of compare-and-swap pushes against the register's final value and chain;
+/// every failure must be the conflict with `hint` (what its message tells the user to run).
 /// Returns the acknowledged heads in their linear order.
-fn check_linearizable(start: NodeId, ops: &[Op], final_head: NodeId) -> Vec<NodeId> {
+pub(super) fn check_linearizable(
+    start: NodeId,
+    ops: &[Op],
+    final_head: NodeId,
+    hint: &str,
+) -> Vec<NodeId> {
     // Every failure is the conflict, with its hint.
     for op in ops {
         if let Err(e) = &op.result {
             assert!(
-                e.starts_with("conflict:") && e.contains("tapes pull"),
+                e.contains("conflict:") && e.contains(hint),
                 "writer {} got {e} instead of the conflict",
                 op.writer
             );
@@ -192,7 +200,7 @@ async fn thirty_two_machines_push_at_once_and_the_history_is_linearizable() {
     }
 
     let final_head = bob.store.session(&id).unwrap().unwrap().head;
-    let acknowledged = check_linearizable(start, &ops, final_head);
+    let acknowledged = check_linearizable(start, &ops, final_head, "tapes pull");
     // Every acknowledged head is in the session's history, in that order, with its node.
     let mut chain = Vec::new();
     let mut next = Some(final_head);
@@ -374,11 +382,18 @@ fn the_checker_refuses_a_history_that_is_not_linear() {
     };
     // Linear: 1 -> 2 -> 3, one loser.
     let good = [op(0, 1, 2, true), op(1, 1, 9, false), op(2, 2, 3, true)];
-    assert_eq!(check_linearizable(n(1), &good, n(3)), vec![n(2), n(3)]);
+    assert_eq!(
+        check_linearizable(n(1), &good, n(3), "tapes pull"),
+        vec![n(2), n(3)]
+    );
     // Two wins from one base (a lost update).
     let lost = [op(0, 1, 2, true), op(1, 1, 4, true)];
-    assert!(std::panic::catch_unwind(|| check_linearizable(n(1), &lost, n(4))).is_err());
+    assert!(
+        std::panic::catch_unwind(|| check_linearizable(n(1), &lost, n(4), "tapes pull")).is_err()
+    );
     // A win that does not extend the history.
     let fork = [op(0, 1, 2, true), op(1, 7, 8, true)];
-    assert!(std::panic::catch_unwind(|| check_linearizable(n(1), &fork, n(2))).is_err());
+    assert!(
+        std::panic::catch_unwind(|| check_linearizable(n(1), &fork, n(2), "tapes pull")).is_err()
+    );
 }

@@ -13,7 +13,6 @@
 //! session; for the relay, a machine of the owner's with an empty store that restores it with
 //! `tapes sync` (a fetch never replaces one's own session, SPEC.md §16.4).
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Instant;
@@ -23,77 +22,10 @@ use tapes::session::sample::{self, Shape};
 use tapes::store::Store;
 
 use super::util::{copy_dir, ok, serve, std_tapes as tapes, Relay};
+use super::writers::{check_linearizable, Op};
 
 const WRITERS: usize = 32;
 const ROUNDS: usize = 3;
-
-/// One push attempt as the checker sees it.
-#[derive(Debug, Clone)]
-struct Op {
-    writer: usize,
-    base: NodeId,
-    head: NodeId,
-    /// Before the process was started.
-    invoked: Instant,
-    /// After it exited.
-    answered: Instant,
-    /// `Ok` when acknowledged (exit 0, the success line printed); stderr otherwise.
-    result: Result<(), String>,
-}
-
-/// Checks a history of compare-and-swap pushes against the register's final value. Returns the
-/// acknowledged heads in their linear order. (The same rules as `writers.rs`, for processes.)
-fn check_linearizable(start: NodeId, ops: &[Op], final_head: NodeId) -> Vec<NodeId> {
-    for op in ops {
-        if let Err(e) = &op.result {
-            assert!(
-                e.contains("conflict:") && (e.contains("tapes pull") || e.contains("tapes branch")),
-                "writer {} got {e} instead of the conflict",
-                op.writer
-            );
-        }
-    }
-    let wins: Vec<&Op> = ops.iter().filter(|o| o.result.is_ok()).collect();
-    let mut by_base: HashMap<NodeId, &Op> = HashMap::new();
-    for op in &wins {
-        if let Some(other) = by_base.insert(op.base, op) {
-            panic!(
-                "two pushes from base {} both won: writers {} and {}",
-                op.base.short(),
-                other.writer,
-                op.writer
-            );
-        }
-    }
-    let mut order = Vec::new();
-    let mut at = start;
-    while let Some(op) = by_base.get(&at) {
-        order.push(*op);
-        at = op.head;
-    }
-    assert_eq!(
-        order.len(),
-        wins.len(),
-        "{} acknowledged pushes do not extend the history from {}",
-        wins.len() - order.len(),
-        start.short()
-    );
-    assert_eq!(
-        at, final_head,
-        "the last acknowledged head is the session's head"
-    );
-    for (i, earlier) in order.iter().enumerate() {
-        for later in &order[..i] {
-            assert!(
-                earlier.answered >= later.invoked,
-                "writer {}'s push was acknowledged before writer {}'s began, but is ordered after it",
-                earlier.writer,
-                later.writer
-            );
-        }
-    }
-    order.iter().map(|o| o.head).collect()
-}
 
 /// The head of `id` in the store of `home`.
 fn head(home: &Path, id: &SessionId) -> NodeId {
@@ -287,7 +219,7 @@ fn thirty_two_push_processes_to_a_peer_are_linearizable() {
     let (start, ops) = rounds(Via::Peer, tmp.path(), &alice, &id, &refresh);
     let store = Store::open(&bob.join("store")).unwrap();
     let final_head = store.session(&id).unwrap().unwrap().head;
-    let acknowledged = check_linearizable(start, &ops, final_head);
+    let acknowledged = check_linearizable(start, &ops, final_head, "tapes pull");
     history_holds(&store, start, final_head, &acknowledged);
     drop(store);
     report("to a peer", &ops, &acknowledged);
@@ -343,7 +275,7 @@ fn thirty_two_sync_processes_to_a_relay_are_linearizable() {
     ok(&bob, &["sync", "relay"]);
     let store = Store::open(&bob.join("store")).unwrap();
     let final_head = store.session(&id).unwrap().unwrap().head;
-    let acknowledged = check_linearizable(start, &ops, final_head);
+    let acknowledged = check_linearizable(start, &ops, final_head, "tapes branch");
     history_holds(&store, start, final_head, &acknowledged);
     drop(store);
     report("through a relay", &ops, &acknowledged);
