@@ -357,15 +357,22 @@ impl PeerConn {
             report.round_trips += 1;
             let mut by_team: BTreeMap<TeamId, Vec<SignedManifest>> = BTreeMap::new();
             let mut tasks = JoinSet::new();
-            for item in manifests {
-                let this = self.clone();
-                let (store, identity) = (store.clone(), identity.clone());
-                tasks.spawn(async move {
-                    this.fetch_small(item, &store, &identity, &Mutex::new(Rings::default()))
-                        .await
-                });
-            }
-            while let Some(joined) = tasks.join_next().await {
+            let mut pending = manifests.into_iter();
+            loop {
+                // As many streams at once as the fetch below: a team with a long history has a
+                // manifest per version, and a server cuts a peer that holds too many open.
+                while tasks.len() < PARALLEL {
+                    let Some(item) = pending.next() else { break };
+                    let this = self.clone();
+                    let (store, identity) = (store.clone(), identity.clone());
+                    tasks.spawn(async move {
+                        this.fetch_small(item, &store, &identity, &Mutex::new(Rings::default()))
+                            .await
+                    });
+                }
+                let Some(joined) = tasks.join_next().await else {
+                    break;
+                };
                 if let Got::Manifest(team, bytes) =
                     joined.map_err(|e| self.refused(e.to_string()))??
                 {

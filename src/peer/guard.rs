@@ -24,6 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use iroh::endpoint::{Connection, RecvStream, SendStream};
+use tokio::sync::Notify;
 
 use super::PeerError;
 
@@ -34,9 +35,17 @@ pub type EventLog = Arc<dyn Fn(String) + Send + Sync>;
 /// tests shorten the waits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// Streams one connection may have open at once; a peer that opens one more is
-    /// disconnected. (A client fetches over 16 at a time.)
+    /// Streams one connection may have open at once; a peer that opens one more while
+    /// all of them stay busy for [`Limits::stream_grace`] is disconnected. (A client fetches
+    /// over 16 at a time.)
     pub streams: usize,
+    /// How long a stream over [`Limits::streams`] waits, unanswered, for a place. A stream
+    /// counts as open until its task ends, which can be after the peer has read the whole
+    /// answer (a fetch's audit entry is written after it is served): a well-behaved client
+    /// that opens its next stream on reading an answer can then be a few streams ahead of the
+    /// count for a moment. A peer that really holds too many streams open keeps them busy past
+    /// this and is cut.
+    pub stream_grace: Duration,
     /// How long the answering side waits for the head of a peer's next frame on an open stream
     /// (its request, or the next message of an exchange it is in).
     pub request: Duration,
@@ -56,6 +65,7 @@ impl Default for Limits {
     fn default() -> Limits {
         Limits {
             streams: 64,
+            stream_grace: Duration::from_secs(5),
             request: Duration::from_secs(30),
             idle: Duration::from_secs(600),
             frame: Duration::from_secs(30),
@@ -149,20 +159,40 @@ fn take(count: &AtomicUsize, bound: usize) -> bool {
         .is_ok()
 }
 
-/// Decrements the count of open streams when a stream task ends, however it ends.
-struct Open(Arc<AtomicUsize>, Arc<AtomicU64>, Instant);
+/// Decrements the count of open streams when a stream task ends, however it ends, and wakes
+/// a stream waiting for a place.
+struct Open(Arc<AtomicUsize>, Arc<AtomicU64>, Instant, Arc<Notify>);
 
 impl Drop for Open {
     fn drop(&mut self) {
         self.1
             .store(self.2.elapsed().as_millis() as u64, Ordering::Relaxed);
         self.0.fetch_sub(1, Ordering::AcqRel);
+        self.3.notify_one();
+    }
+}
+
+/// Waits up to `grace` for `open` to fall below `bound`, then counts one more; false when no
+/// place was freed in time.
+async fn wait_for_place(open: &AtomicUsize, freed: &Notify, bound: usize, grace: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + grace;
+    loop {
+        // Registered before the check, so a place freed between the check and the wait is not
+        // missed.
+        let notified = freed.notified();
+        if take(open, bound) {
+            return true;
+        }
+        if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            return take(open, bound);
+        }
     }
 }
 
 /// Accepts the streams a peer opens until the connection closes, one task each running
 /// `handle`, under `limits`. A peer that breaks the protocol, sends a bad object, misses a
-/// deadline, opens more than [`Limits::streams`] streams at once or keeps an idle connection
+/// deadline, holds more than [`Limits::streams`] streams open at once (for longer than
+/// [`Limits::stream_grace`]) or keeps an idle connection
 /// past [`Limits::idle`] is logged (`log`, naming `name`) and disconnected; a broken
 /// connection is only traced.
 pub(crate) async fn accept_streams<F, Fut>(
@@ -176,6 +206,7 @@ pub(crate) async fn accept_streams<F, Fut>(
     Fut: std::future::Future<Output = Result<(), PeerError>> + Send + 'static,
 {
     let open = Arc::new(AtomicUsize::new(0));
+    let freed = Arc::new(Notify::new());
     let start = Instant::now();
     // Milliseconds after `start` when the connection last had something to do.
     let last = Arc::new(AtomicU64::new(0));
@@ -202,16 +233,16 @@ pub(crate) async fn accept_streams<F, Fut>(
             }
         };
         last.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
-        if open.load(Ordering::Acquire) >= limits.streams {
+        if !wait_for_place(&open, &freed, limits.streams, limits.stream_grace).await {
             log(format!(
-                "disconnected {name}: opened more than {} streams at once",
-                limits.streams
+                "disconnected {name}: opened more than {} streams at once and kept them busy for {} s",
+                limits.streams,
+                limits.stream_grace.as_secs_f64()
             ));
             connection.close(4u32.into(), b"too many streams");
             break;
         }
-        open.fetch_add(1, Ordering::AcqRel);
-        let guard = Open(open.clone(), last.clone(), start);
+        let guard = Open(open.clone(), last.clone(), start, freed.clone());
         let work = handle(send, recv);
         let (connection, name, log) = (connection.clone(), name.clone(), log.clone());
         tokio::spawn(async move {
@@ -241,6 +272,116 @@ mod tests {
         assert_eq!(count.load(Ordering::Acquire), 3);
         count.fetch_sub(1, Ordering::AcqRel);
         assert!(take(&count, 3));
+    }
+
+    #[tokio::test]
+    async fn a_stream_over_the_bound_waits_for_a_place_freed_within_the_grace() {
+        let open = Arc::new(AtomicUsize::new(2));
+        let freed = Arc::new(Notify::new());
+        let (o, f) = (open.clone(), freed.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            o.fetch_sub(1, Ordering::AcqRel);
+            f.notify_one();
+        });
+        assert!(wait_for_place(&open, &freed, 2, Duration::from_secs(5)).await);
+        assert_eq!(open.load(Ordering::Acquire), 2);
+        // Nobody frees a place: refused once the grace is over, and nothing counted.
+        assert!(!wait_for_place(&open, &freed, 2, Duration::from_millis(50)).await);
+        assert_eq!(open.load(Ordering::Acquire), 2);
+    }
+
+    /// A server whose streams answer at once and then keep their task for a while (as a fetch
+    /// writes its audit entry), and a client that keeps well under the bound in flight.
+    #[derive(Debug, Clone)]
+    struct Lingering(Arc<std::sync::Mutex<Vec<String>>>);
+
+    const LINGERING_ALPN: &[u8] = b"tapes/test-lingering";
+
+    impl iroh::protocol::ProtocolHandler for Lingering {
+        async fn accept(&self, connection: Connection) -> Result<(), iroh::protocol::AcceptError> {
+            let lines = self.0.clone();
+            let log: EventLog = Arc::new(move |line| lines.lock().unwrap().push(line));
+            let limits = Limits {
+                streams: 8,
+                ..Limits::default()
+            };
+            accept_streams(
+                connection,
+                "client".into(),
+                log,
+                limits,
+                |mut send, mut recv| async move {
+                    let broke = |e: String| PeerError::Connection {
+                        peer: "client".into(),
+                        why: e,
+                    };
+                    recv.read_to_end(16)
+                        .await
+                        .map_err(|e| broke(e.to_string()))?;
+                    send.write_all(b"k")
+                        .await
+                        .map_err(|e| broke(e.to_string()))?;
+                    send.finish().map_err(|e| broke(e.to_string()))?;
+                    tokio::time::sleep(Duration::from_millis(40)).await;
+                    Ok(())
+                },
+            )
+            .await;
+            Ok(())
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_client_that_reads_each_answer_before_its_next_stream_is_never_cut() {
+        use crate::identity::{Identity, Profile};
+        use crate::peer::endpoint::{bind, EndpointConfig};
+        let identity = |name: &str| {
+            Identity::generate(Profile {
+                name: name.into(),
+                email: None,
+            })
+            .unwrap()
+        };
+        let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let server = bind(&identity("server"), &EndpointConfig::loopback())
+            .await
+            .unwrap();
+        let router = iroh::protocol::Router::builder(server)
+            .accept(LINGERING_ALPN, Lingering(log.clone()))
+            .spawn();
+        let client = bind(&identity("client"), &EndpointConfig::loopback())
+            .await
+            .unwrap();
+        let conn = client
+            .connect(router.endpoint().addr(), LINGERING_ALPN)
+            .await
+            .unwrap();
+        // 4 in flight against a bound of 8, each opened as soon as an answer is read: the
+        // server's count runs ahead of what the client holds while its tasks linger.
+        let mut tasks: tokio::task::JoinSet<Result<Vec<u8>, String>> = tokio::task::JoinSet::new();
+        let mut answered = 0;
+        for _ in 0..120 {
+            while tasks.len() >= 4 {
+                tasks.join_next().await.unwrap().unwrap().unwrap();
+                answered += 1;
+            }
+            let conn = conn.clone();
+            tasks.spawn(async move {
+                let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
+                send.write_all(b"q").await.map_err(|e| e.to_string())?;
+                send.finish().map_err(|e| e.to_string())?;
+                recv.read_to_end(16).await.map_err(|e| e.to_string())
+            });
+        }
+        while let Some(done) = tasks.join_next().await {
+            done.unwrap().unwrap();
+            answered += 1;
+        }
+        assert_eq!(answered, 120);
+        assert!(log.lock().unwrap().is_empty(), "{:?}", log.lock().unwrap());
+        conn.close(0u32.into(), b"done");
+        router.shutdown().await.unwrap();
     }
 
     #[test]

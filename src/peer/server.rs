@@ -355,25 +355,11 @@ impl Server {
             }
             ViewItem::Session { id, grant } => {
                 if !self
-                    .send_session(conn, stream, id, Some(grant), have_head)
+                    .send_session(conn, stream, id, Some(grant), have_head, true)
                     .await?
                 {
                     return refuse(stream, GATED).await;
                 }
-                self.log(format!("{} fetched session {}", conn.name, id.short()));
-                let team = match grant {
-                    Grant::Team(t) => Some(t),
-                    Grant::Public => None,
-                };
-                // On this thread: one small ref update, cheaper than handing the thread over.
-                crate::audit::served(
-                    &conn.store,
-                    &self.state.identity,
-                    &conn.peer,
-                    &conn.name,
-                    &id,
-                    team,
-                );
             }
         }
         stream.finish();
@@ -446,6 +432,7 @@ impl Server {
         id: SessionId,
         grant: Option<Grant>,
         have_head: Option<NodeId>,
+        served: bool,
     ) -> Result<bool, PeerError> {
         let store = &conn.store;
         // Everything this stream needs from the store, read in one go: handing the runtime
@@ -524,6 +511,26 @@ impl Server {
         }
         if !batch.is_empty() {
             self.send_batch(stream, &mut sealer, batch).await?;
+        }
+        // Logged before `End`, so the stream's task ends when the peer has its answer: a
+        // client opens its next stream on reading `End`, and work after it would keep this
+        // stream counted as open meanwhile (SPEC §15.6). A pull of one's own session is not
+        // a fetch by someone else and is not recorded.
+        if served {
+            self.log(format!("{} fetched session {}", conn.name, id.short()));
+            let team = match grant {
+                Some(Grant::Team(t)) => Some(t),
+                _ => None,
+            };
+            // On this thread: one small ref update, cheaper than handing the thread over.
+            crate::audit::served(
+                &conn.store,
+                &self.state.identity,
+                &conn.peer,
+                &conn.name,
+                &id,
+                team,
+            );
         }
         stream.write(&Response::End).await?;
         Ok(true)
@@ -619,7 +626,7 @@ impl Server {
                 // Team content stays sealed even on a pull; anything else is the peer's own.
                 let grant = view.grant_for(&id).filter(|g| matches!(g, Grant::Team(_)));
                 if !self
-                    .send_session(conn, stream, id, grant, have_head)
+                    .send_session(conn, stream, id, grant, have_head, false)
                     .await?
                 {
                     return refuse(stream, GATED).await;

@@ -427,7 +427,8 @@ impl RelayServer {
             };
             stream.write(&Response::Objects(objects)).await?;
         }
-        stream.write(&Response::End).await?;
+        // Logged before `End`, so the stream's task ends when the peer has its answer (a client
+        // opens its next stream on reading `End`; SPEC §15.6).
         self.log(format!("{} fetched session {}", conn.name, session.short()));
         if let Scope::Team(team) = scope {
             tokio::task::block_in_place(|| {
@@ -440,6 +441,7 @@ impl RelayServer {
                 )
             });
         }
+        stream.write(&Response::End).await?;
         Ok(())
     }
 

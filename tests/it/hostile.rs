@@ -33,6 +33,7 @@ const SESSIONS: usize = 12;
 fn limits() -> Limits {
     Limits {
         streams: 64,
+        stream_grace: Duration::from_secs(1),
         request: Duration::from_secs(3),
         idle: Duration::from_secs(4),
         frame: Duration::from_secs(3),

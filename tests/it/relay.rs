@@ -907,3 +907,63 @@ async fn a_relay_killed_mid_deposit_restarts_and_the_client_converges() {
     bob.fsck_clean();
     drop(process2);
 }
+
+/// A member's sync of a few hundred team sessions in one go: the relay writes an audit entry
+/// for each session it serves, and a client opens its next stream as soon as it reads an
+/// answer; the relay must not count the two as one peer holding too many streams (the long
+/// relay-deposit kill loop found a final sync cut off as "too many streams").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_of_three_hundred_team_sessions_through_a_relay_completes() {
+    const SESSIONS: u64 = 300;
+    let data = tempfile::tempdir().unwrap();
+    std::fs::write(
+        data.path().join("relay.toml"),
+        "[default]\nsessions_per_month = 100000\n",
+    )
+    .unwrap();
+    let log = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let lines = log.clone();
+    let relay = start(
+        data.path(),
+        &options(),
+        Arc::new(move |line| lines.lock().unwrap().push(line)),
+    )
+    .await
+    .unwrap();
+    let alice = Member::new("alice").await;
+    let bob = Member::new("bob").await;
+    let team = team_on_relay(&alice, &relay.ticket, "core").await;
+    add_member(&alice, &bob, &team);
+    let ids: Vec<SessionId> = (0..SESSIONS)
+        .map(|i| {
+            let id = alice.session_with(1000 + i, &["a question", "an answer"]);
+            alice.share(&id, Audience::Team(team));
+            id
+        })
+        .collect();
+    let report = alice.sync(&relay.ticket).await;
+    assert_eq!(
+        report.deposited.len(),
+        SESSIONS as usize,
+        "{:?}",
+        report.failed
+    );
+
+    let report = bob.sync(&relay.ticket).await;
+    assert_eq!(
+        report.fetched.new_sessions, SESSIONS as usize,
+        "{:?}",
+        report.fetched
+    );
+    assert!(ids.iter().all(|id| bob.has(id)));
+    bob.fsck_clean();
+    let cut: Vec<String> = log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.contains("disconnected"))
+        .cloned()
+        .collect();
+    assert!(cut.is_empty(), "{cut:?}");
+    relay.shutdown().await;
+}
