@@ -417,6 +417,13 @@ impl Message {
         })
     }
 
+    /// True when every range is skipped: the sender found no difference anywhere, so the
+    /// receiver learns nothing and owes no answer (what a peer in sync answers an opening of
+    /// fingerprints). A receiver may then end without looking at its own set.
+    pub fn is_settled(&self) -> bool {
+        self.items.iter().all(|i| matches!(i, Item::Skip { .. }))
+    }
+
     /// True when the message asks nothing of its receiver except possibly answers to lists.
     fn has_fingerprints(&self) -> bool {
         self.items

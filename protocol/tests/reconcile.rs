@@ -479,3 +479,42 @@ fn malformed_messages_are_refused() {
     ])
     .is_err());
 }
+
+/// The answer of a peer in sync to an opening of fingerprints is settled (every range
+/// skipped), so the opener may end without its set; any difference, however small, is not.
+#[test]
+fn an_answer_in_sync_is_settled_and_one_difference_is_not() {
+    let set = SortedIds::new(ids(7, 5_000));
+    let mut opener = Reconciler::new(&set);
+    let opening = opener.initiate();
+    let mut same = Reconciler::new(&set);
+    let answer = same
+        .respond(&opening)
+        .unwrap()
+        .reply
+        .expect("fingerprints are answered");
+    assert!(answer.is_settled(), "{answer:?}");
+    let step = opener.respond(&answer).unwrap();
+    assert!(step.have.is_empty() && step.need.is_empty() && step.reply.is_none());
+
+    let mut one_more = ids(7, 5_000);
+    one_more.push(id(8, 0));
+    let other = SortedIds::new(one_more);
+    let answer = Reconciler::new(&other)
+        .respond(&opening)
+        .unwrap()
+        .reply
+        .unwrap();
+    assert!(!answer.is_settled());
+    // A short set opens with its id list, which is never answered as settled by a peer that
+    // has something the opener lacks.
+    let short = SortedIds::new(ids(9, 3));
+    let opening = Reconciler::new(&short).initiate();
+    let mut more = ids(9, 3);
+    more.push(id(9, 99));
+    let answer = Reconciler::new(&SortedIds::new(more))
+        .respond(&opening)
+        .unwrap()
+        .reply;
+    assert!(answer.is_some_and(|a| !a.is_settled()));
+}

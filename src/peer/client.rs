@@ -193,7 +193,7 @@ impl PeerConn {
             .await
             .map_err(|e| PeerError::Connection {
                 peer: self.name.to_string(),
-                why: e.to_string(),
+                why: super::frames::lost(&e),
             })?;
         Ok(Stream {
             send,
@@ -249,15 +249,49 @@ impl PeerConn {
         &self,
         ids: Vec<ItemId>,
     ) -> Result<(Vec<ItemId>, Vec<ItemId>, usize), PeerError> {
-        let mut stream = self.stream().await?;
         let mut reconciler = Reconciler::new(SortedIds::new(ids));
+        let opening = reconciler.initiate().encode();
+        self.reconcile_from(opening, || Ok(reconciler)).await
+    }
+
+    /// Reconciles a kept view: its opening message is sent as read from the cache file's
+    /// header, and the items are loaded only when the peer does not answer "in sync" (SPEC
+    /// §15.2). A no-op fetch then never decodes its view.
+    async fn reconcile_kept(
+        &self,
+        kept: &access::Kept,
+        store: &Store,
+        identity: &Identity,
+    ) -> Result<(Vec<ItemId>, Vec<ItemId>, usize), PeerError> {
+        let now = crate::now_ms();
+        let Some(opening) = kept.opening().map(<[u8]>::to_vec) else {
+            let view = block_in_place(|| kept.view(store, identity, now))?;
+            return self.reconcile(view.ids()).await;
+        };
+        self.reconcile_from(opening, || {
+            let view = block_in_place(|| kept.view(store, identity, now))?;
+            let mut reconciler = Reconciler::new(SortedIds::new(view.ids()));
+            // Puts the reconciler in the state of having sent the opening (the same message:
+            // the header was written from these items).
+            reconciler.initiate();
+            Ok(reconciler)
+        })
+        .await
+    }
+
+    /// Sends `opening`, then goes on with the reconciler `make` returns, called only if the
+    /// peer's answer is not "in sync".
+    async fn reconcile_from(
+        &self,
+        opening: Vec<u8>,
+        make: impl FnOnce() -> Result<Reconciler<SortedIds>, PeerError>,
+    ) -> Result<(Vec<ItemId>, Vec<ItemId>, usize), PeerError> {
+        let mut stream = self.stream().await?;
         let (mut have, mut need) = (Vec::new(), Vec::new());
         let mut round_trips = 0;
-        stream
-            .write(&Request::Reconcile {
-                first: reconciler.initiate().encode(),
-            })
-            .await?;
+        stream.write(&Request::Reconcile { first: opening }).await?;
+        let mut make = Some(make);
+        let mut reconciler = None;
         loop {
             round_trips += 1;
             let message = match stream.expect::<Response>("reconcile answer").await? {
@@ -269,6 +303,15 @@ impl PeerConn {
                 break;
             }
             let message = Message::decode(&message).map_err(|e| stream.protocol(e))?;
+            if reconciler.is_none() && message.is_settled() {
+                // In sync: the peer found no difference in any range of the opening.
+                break;
+            }
+            let reconciler = match (&mut reconciler, make.take()) {
+                (Some(r), _) => r,
+                (None, Some(make)) => reconciler.insert(make()?),
+                (None, None) => return Err(stream.protocol("reconciliation without a set")),
+            };
             let step = reconciler
                 .respond(&message)
                 .map_err(|e| stream.protocol(e))?;
@@ -345,7 +388,7 @@ impl PeerConn {
             })?;
             (kept, 0)
         };
-        let (have, need, rounds) = self.reconcile(kept.view.ids()).await?;
+        let (have, need, rounds) = self.reconcile_kept(&kept, store, identity).await?;
         let mut report = FetchReport {
             round_trips: rounds + hello,
             ..FetchReport::default()

@@ -4,17 +4,44 @@
 //! must be taken, within [`Limits::frame_deadline`]; the answering side also waits at most
 //! [`Limits::request`] for the head of a peer's next frame. A peer that misses one is cut off:
 //! named as breaking the protocol on the answering side, as a broken connection (to retry) on
-//! the asking side.
+//! the asking side. A connection that went silent (QUIC's idle timeout, or a frame whose bytes
+//! stopped coming) is reported as nothing having arrived from the peer for so many seconds.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use iroh::endpoint::{ReadExactError, RecvStream, SendStream};
+use iroh::endpoint::{ConnectionError, ReadExactError, RecvStream, SendStream};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tapes_protocol::sync::{decode_payload, encode_frame, frame_len, FRAME_HEAD_LEN};
 
 use super::guard::Limits;
 use super::PeerError;
+
+/// How long QUIC waits with nothing at all from the peer before it gives the connection up
+/// (its `max_idle_timeout`: noq's default, which neither iroh nor tapes changes).
+const QUIC_IDLE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// A frame whose bytes stopped for at least this long (and half the frame's grace) when its
+/// deadline passed was cut off, not slow: a trickle pauses for less.
+const SILENT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// What a user is told when nothing arrived from a peer for `secs` seconds (`during`: where).
+fn silent(secs: u64, during: &str) -> String {
+    format!("nothing arrived from it for {secs} s{during} (the connection may be cut)")
+}
+
+/// Why a connection broke, in words: QUIC giving it up because nothing arrived from the peer
+/// for its idle timeout says so (a cut link, a peer gone), where QUIC says "connection lost".
+pub(crate) fn lost(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = Some(e);
+    while let Some(err) = cause {
+        if let Some(ConnectionError::TimedOut) = err.downcast_ref::<ConnectionError>() {
+            return silent(QUIC_IDLE.as_secs(), "");
+        }
+        cause = err.source();
+    }
+    e.to_string()
+}
 
 /// Bytes sent and received on one connection, the bytes of frames begun and not yet finished,
 /// and the limits the connection runs under.
@@ -65,6 +92,11 @@ impl Stream<'_> {
         }
     }
 
+    /// A connection QUIC reports broken ([`lost`]).
+    fn cut(&self, e: impl std::error::Error + 'static) -> PeerError {
+        self.broken(lost(&e))
+    }
+
     /// A peer that missed a deadline: on the answering side it broke the protocol (it is
     /// disconnected and named in the log); on the asking side the connection counts as broken.
     fn stalled(&self, why: String) -> PeerError {
@@ -82,7 +114,7 @@ impl Stream<'_> {
             .fetch_add(frame.len() as u64, Ordering::Relaxed);
         let limit = self.counters.limits.frame_deadline(frame.len());
         match tokio::time::timeout(limit, self.send.write_all(&frame)).await {
-            Ok(done) => done.map_err(|e| self.broken(e)),
+            Ok(done) => done.map_err(|e| self.cut(e)),
             Err(_) => Err(self.stalled(format!(
                 "it did not take a frame of {} bytes within {} s",
                 frame.len(),
@@ -114,13 +146,16 @@ impl Stream<'_> {
         match got {
             Ok(()) => {}
             Err(ReadExactError::FinishedEarly(0)) => return Ok(None),
-            Err(e) => return Err(self.broken(e)),
+            Err(e) => return Err(self.cut(e)),
         }
         let len = frame_len(head).map_err(|e| self.protocol(e))?;
         // The body must keep coming at `min_rate` on average after a grace of `frame`: each
         // chunk is due by then for the bytes before it, so a trickle is cut off as soon as it
         // falls behind, whatever length the head announced.
         let began = tokio::time::Instant::now();
+        // When the last bytes of it arrived: a deadline missed after a long silence is a cut
+        // link (or a peer gone), not a slow one.
+        let mut last = began;
         // Filled chunk by chunk as QUIC hands them over: a zeroed buffer to read into would
         // cost a write of every received byte before the copy.
         let mut body = Body::new(len);
@@ -133,6 +168,7 @@ impl Stream<'_> {
             let chunk = tokio::time::timeout_at(due, self.recv.read_chunk(body.missing()));
             match chunk.await {
                 Ok(Ok(Some(chunk))) => {
+                    last = tokio::time::Instant::now();
                     let chunk = &chunk[..chunk.len().min(body.missing())];
                     if !held.add(chunk.len()) {
                         return Err(self.protocol(format!(
@@ -143,7 +179,11 @@ impl Stream<'_> {
                     body.push(chunk)
                 }
                 Ok(Ok(None)) => return Err(self.broken("the stream ended inside a frame")),
-                Ok(Err(e)) => return Err(self.broken(e)),
+                Ok(Err(e)) => return Err(self.cut(e)),
+                Err(_) if last.elapsed() >= SILENT.max(limits.frame / 2) => {
+                    let during = format!(" in the middle of a frame of {len} bytes");
+                    return Err(self.stalled(silent(last.elapsed().as_secs(), &during)));
+                }
                 Err(_) => {
                     return Err(self.stalled(format!(
                         "it sent a frame of {len} bytes slower than {} bytes/s ({} bytes in {} s)",
@@ -245,6 +285,32 @@ impl Body {
 mod tests {
     use super::*;
     use tapes_protocol::sync::MAX_FRAME;
+
+    #[test]
+    fn the_idle_timeout_users_are_told_of_is_quics() {
+        // The connection's config (iroh's default, which `endpoint::bind` keeps).
+        let config = format!("{:?}", iroh::endpoint::QuicTransportConfig::default());
+        let idle = format!("max_idle_timeout: Some({}),", QUIC_IDLE.as_millis());
+        assert!(config.contains(&idle), "{config}");
+    }
+
+    #[test]
+    fn a_connection_quic_gave_up_on_says_nothing_arrived() {
+        use iroh::endpoint::{ReadError, WriteError};
+        let plain = "nothing arrived from it for 30 s (the connection may be cut)";
+        let read = ReadExactError::ReadError(ReadError::ConnectionLost(ConnectionError::TimedOut));
+        assert_eq!(lost(&read), plain);
+        assert_eq!(
+            lost(&WriteError::ConnectionLost(ConnectionError::TimedOut)),
+            plain
+        );
+        assert_eq!(lost(&ConnectionError::TimedOut), plain);
+        // Other ends keep their own words.
+        assert_eq!(
+            lost(&ConnectionError::LocallyClosed),
+            ConnectionError::LocallyClosed.to_string()
+        );
+    }
 
     #[test]
     fn a_frame_body_allocates_for_what_arrived_not_what_was_announced() {

@@ -115,15 +115,36 @@ pub fn cut(s: &str, max: usize) -> String {
     out
 }
 
+/// The widest cell of each column (its header included): what [`Layout::fit`] starts from.
+/// A table streamed row by row keeps these maxima instead of its cells.
+pub fn natural_widths<'a, R, C>(columns: &[Column], rows: R) -> Vec<usize>
+where
+    R: IntoIterator<Item = C>,
+    C: IntoIterator<Item = &'a str>,
+{
+    let mut w: Vec<usize> = columns.iter().map(|c| width(c.header)).collect();
+    for row in rows {
+        widen(&mut w, row);
+    }
+    w
+}
+
+/// Raises each of `w` to the width of the cell of `row` in its column.
+pub fn widen<'a>(w: &mut [usize], row: impl IntoIterator<Item = &'a str>) {
+    for (slot, cell) in w.iter_mut().zip(row) {
+        *slot = (*slot).max(width(cell));
+    }
+}
+
 /// The widths of each column so the table fits `total` (when given): the widest cuttable
 /// column shrinks first, down to its minimum, then the next.
 pub fn widths(columns: &[Column], rows: &[Vec<String>], total: Option<usize>) -> Vec<usize> {
-    let mut w: Vec<usize> = columns.iter().map(|c| width(c.header)).collect();
-    for row in rows {
-        for (i, cell) in row.iter().enumerate().take(w.len()) {
-            w[i] = w[i].max(width(cell));
-        }
-    }
+    let natural = natural_widths(columns, rows.iter().map(|r| r.iter().map(String::as_str)));
+    fit(columns, natural, total)
+}
+
+/// `natural` (each column's widest cell) shrunk to fit `total`, see [`widths`].
+fn fit(columns: &[Column], mut w: Vec<usize>, total: Option<usize>) -> Vec<usize> {
     let Some(total) = total else {
         return w;
     };
@@ -150,15 +171,14 @@ pub fn widths(columns: &[Column], rows: &[Vec<String>], total: Option<usize>) ->
     w
 }
 
-/// Which columns to show at `total`: all of them, unless they do not fit with every column at
-/// least at its comfortable width (or whole, when narrower); then the optional ones go, highest
-/// `drop` first.
-fn shown(columns: &[Column], rows: &[Vec<String>], total: Option<usize>) -> Vec<usize> {
+/// Which columns to show at `total` given their natural widths: all of them, unless they do
+/// not fit with every column at least at its comfortable width (or whole, when narrower); then
+/// the optional ones go, highest `drop` first.
+fn shown(columns: &[Column], natural: &[usize], total: Option<usize>) -> Vec<usize> {
     let mut keep: Vec<usize> = (0..columns.len()).collect();
     let Some(total) = total else {
         return keep;
     };
-    let natural = widths(columns, rows, None);
     loop {
         let line = keep
             .iter()
@@ -185,16 +205,86 @@ fn shown(columns: &[Column], rows: &[Vec<String>], total: Option<usize>) -> Vec<
     }
 }
 
-fn pick(row: &[String], keep: &[usize]) -> Vec<String> {
-    keep.iter()
-        .map(|&i| row.get(i).cloned().unwrap_or_default())
-        .collect()
+/// Which columns a table shows and how wide each is: decided once from the widest cell of
+/// each column, then used to write the header and each row (so a long table can be written
+/// row by row without holding its cells).
+#[derive(Debug, Clone)]
+pub struct Layout {
+    /// The shown columns, as indices into the columns given.
+    keep: Vec<usize>,
+    columns: Vec<Column>,
+    /// The width of each shown column.
+    widths: Vec<usize>,
+}
+
+impl Layout {
+    /// The layout of `columns` whose widest cells are `natural` wide, fitted to `total`
+    /// columns (cut the widest first, leave optional columns out when that is not enough).
+    pub fn fit(columns: &[Column], natural: &[usize], total: Option<usize>) -> Layout {
+        let keep = shown(columns, natural, total);
+        let kept: Vec<Column> = keep.iter().map(|&i| columns[i]).collect();
+        let natural: Vec<usize> = keep.iter().map(|&i| natural[i]).collect();
+        let widths = fit(&kept, natural, total);
+        Layout {
+            keep,
+            columns: kept,
+            widths,
+        }
+    }
+
+    /// Appends the header line.
+    pub fn header_into(&self, out: &mut String) {
+        let headers: Vec<&str> = self.columns.iter().map(|c| c.header).collect();
+        self.put(out, |i| headers[i]);
+    }
+
+    /// Appends one row (its cells in the order of all the columns, shown or not), padded to
+    /// the widths, without trailing spaces, ending in a newline.
+    pub fn row_into(&self, out: &mut String, cells: &[&str]) {
+        self.put(out, |i| cells.get(self.keep[i]).copied().unwrap_or(""));
+    }
+
+    fn put<'a>(&self, out: &mut String, cell: impl Fn(usize) -> &'a str) {
+        let start = out.len();
+        for (i, column) in self.columns.iter().enumerate() {
+            let w = self.widths[i];
+            let raw = cell(i);
+            let cut_cell;
+            let text = if raw.contains(['\n', '\r', '\t']) || width(raw) > w {
+                cut_cell = cut(raw, w);
+                cut_cell.as_str()
+            } else {
+                raw
+            };
+            let pad = w.saturating_sub(width(text));
+            if i > 0 {
+                out.push_str("  ");
+            }
+            match column.align {
+                Align::Right => {
+                    spaces(out, pad);
+                    out.push_str(text);
+                }
+                Align::Left => {
+                    out.push_str(text);
+                    spaces(out, pad);
+                }
+            }
+        }
+        let kept = out[start..].trim_end().len();
+        out.truncate(start + kept);
+        out.push('\n');
+    }
+}
+
+fn spaces(out: &mut String, n: usize) {
+    out.extend(std::iter::repeat_n(' ', n));
 }
 
 /// The table as text, one line per row plus the header, fitted to `total` columns (cut the
 /// widest first, leave optional columns out when that is not enough; never wrap).
 pub fn render(columns: &[Column], rows: &[Vec<String>], total: Option<usize>) -> String {
-    render_grouped(columns, &[(String::new(), rows.to_vec())], total)
+    render_rows(columns, &[(String::new(), rows)], total)
 }
 
 /// Rows in groups under a label line each (`TODAY`, …), one header on top; the columns have
@@ -204,51 +294,40 @@ pub fn render_grouped(
     groups: &[(String, Vec<Vec<String>>)],
     total: Option<usize>,
 ) -> String {
-    let all: Vec<Vec<String>> = groups.iter().flat_map(|(_, rows)| rows.clone()).collect();
-    let keep = shown(columns, &all, total);
-    let columns: Vec<Column> = keep.iter().map(|&i| columns[i]).collect();
-    let all: Vec<Vec<String>> = all.iter().map(|r| pick(r, &keep)).collect();
-    let w = widths(&columns, &all, total);
-    let mut out = header_line(&columns, &w);
+    let groups: Vec<(String, &[Vec<String>])> = groups
+        .iter()
+        .map(|(label, rows)| (label.clone(), rows.as_slice()))
+        .collect();
+    render_rows(columns, &groups, total)
+}
+
+fn render_rows(
+    columns: &[Column],
+    groups: &[(String, &[Vec<String>])],
+    total: Option<usize>,
+) -> String {
+    let natural = natural_widths(
+        columns,
+        groups
+            .iter()
+            .flat_map(|(_, rows)| rows.iter())
+            .map(|r| r.iter().map(String::as_str)),
+    );
+    let layout = Layout::fit(columns, &natural, total);
+    let mut out = String::new();
+    layout.header_into(&mut out);
+    let mut cells: Vec<&str> = Vec::with_capacity(columns.len());
     for (label, rows) in groups {
         if !label.is_empty() {
             out.push_str(&cut(label, total.unwrap_or(usize::MAX)));
             out.push('\n');
         }
-        for row in rows {
-            out.push_str(&line(&columns, &w, &pick(row, &keep)));
+        for row in rows.iter() {
+            cells.clear();
+            cells.extend(row.iter().map(String::as_str));
+            layout.row_into(&mut out, &cells);
         }
     }
-    out
-}
-
-fn header_line(columns: &[Column], w: &[usize]) -> String {
-    let header: Vec<String> = columns.iter().map(|c| c.header.to_string()).collect();
-    line(columns, w, &header)
-}
-
-/// One row padded to the widths `w`, without trailing spaces, ending in a newline.
-fn line(columns: &[Column], w: &[usize], row: &[String]) -> String {
-    let mut line = String::new();
-    for (i, column) in columns.iter().enumerate() {
-        let cell = cut(row.get(i).map_or("", String::as_str), w[i]);
-        let pad = w[i].saturating_sub(width(&cell));
-        if i > 0 {
-            line.push_str("  ");
-        }
-        match column.align {
-            Align::Right => {
-                line.push_str(&" ".repeat(pad));
-                line.push_str(&cell);
-            }
-            Align::Left => {
-                line.push_str(&cell);
-                line.push_str(&" ".repeat(pad));
-            }
-        }
-    }
-    let mut out = line.trim_end().to_string();
-    out.push('\n');
     out
 }
 

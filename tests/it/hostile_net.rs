@@ -10,12 +10,15 @@
 //!   delay; iroh speaks QUIC over UDP, so pointing the dialer at the forwarder's address (a
 //!   remote `<node id>@<forwarder>`) is enough, and direct UDP through the router is dropped
 //!   meanwhile so the forwarder is the only path;
-//! - the link to bob cut for 10 s in the middle of a fetch of a 4 MiB session (a DROP inserted
-//!   then removed; the router's egress toward bob is shaped to 8 Mbit/s with `tc … tbf` so the
-//!   transfer lasts long enough to be cut);
+//! - the link to bob cut for 10 s (a DROP each way inserted then removed) in the middle of a
+//!   4 MiB transfer: a fetch from alice, a push to her, a `tapes sync` with her (cut while it
+//!   pushes) and a deposit at the relay (`tapes sync <relay>`); the router's egress toward the
+//!   receiving side (bob, alice or the relay) is shaped to 8 Mbit/s with `tc … tbf` so the
+//!   transfer lasts long enough to be cut, and the cut waits until part of it went through;
 //! - a one-way partition, each direction in turn (only bob's packets dropped, then only those
 //!   toward him), before the commands start and in the middle of a fetch (left in place until
-//!   the command gives up).
+//!   the command gives up, which must say that nothing arrived from alice and to run it
+//!   again).
 //!
 //! Under each fault `tapes fetch`, `tapes push`, `tapes sync` with alice and `tapes sync` with
 //! the relay (alice depositing, bob fetching and depositing) either succeed or exit non-zero
@@ -259,18 +262,17 @@ impl World {
             .unwrap_or_else(|e| panic!("{e}"));
     }
 
-    /// Shapes the router's egress toward bob to 8 Mbit/s (None: removes it).
-    fn shape_toward_bob(&self, on: bool) {
-        let mut cmd = vec!["tc", "qdisc"];
-        cmd.extend(if on {
-            [
-                "add", "dev", "bob", "root", "tbf", "rate", "8mbit", "burst", "32kb", "latency",
-                "400ms",
+    /// Shapes the router's egress toward `role` (its link to that host: bob for a download,
+    /// alice or the relay for bob's uploads) to 8 Mbit/s (false: removes it).
+    fn shape_toward(&self, role: &str, on: bool) {
+        let cmd: Vec<&str> = if on {
+            vec![
+                "tc", "qdisc", "add", "dev", role, "root", "tbf", "rate", "8mbit", "burst", "32kb",
+                "latency", "400ms",
             ]
-            .as_slice()
         } else {
-            ["del", "dev", "bob", "root"].as_slice()
-        });
+            vec!["tc", "qdisc", "del", "dev", role, "root"]
+        };
         self.star
             .net
             .exec(&self.star.router, &cmd)
@@ -562,6 +564,72 @@ fn delay_jitter_reordering_and_duplicates() {
     }
 }
 
+/// Runs `tapes <args>` as bob while the router's egress toward `toward` is shaped to 8 Mbit/s
+/// (bob for a download, alice or the relay for his uploads: the transfer lasts long enough to
+/// be cut), calls `cut` once `after` more bytes went toward `toward`, and `mend` after `hold`
+/// (None: when the command has exited); the command's outcome and whether it was still
+/// running when the cut came.
+#[allow(clippy::too_many_arguments)]
+fn cut_mid(
+    w: &World,
+    fault: &str,
+    args: &[&str],
+    toward: &str,
+    after: u64,
+    cut: &dyn Fn(),
+    mend: &dyn Fn(),
+    hold: Option<Duration>,
+) -> (Out, bool) {
+    w.shape_toward(toward, true);
+    let before = w.star.bytes_toward(toward).unwrap();
+    let (tx, rx) = mpsc::channel();
+    let bob = w.bob.clone();
+    let label = fault.to_string();
+    let owned: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let command = std::thread::spawn(move || {
+        let args: Vec<&str> = owned.iter().map(String::as_str).collect();
+        let out = under(&bob, &label, &args);
+        let _ = tx.send(());
+        out
+    });
+    let start = Instant::now();
+    while w.star.bytes_toward(toward).unwrap() < before + after
+        && start.elapsed() < HANG
+        && rx.try_recv().is_err()
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let running = !command.is_finished();
+    cut();
+    let at_cut = w.star.bytes_toward(toward).unwrap();
+    println!(
+        "[{fault}] cut after {:.1} s, {} KiB toward {toward}; `tapes {}` {}",
+        start.elapsed().as_secs_f64(),
+        (w.star.bytes_toward(toward).unwrap() - before) >> 10,
+        args.join(" "),
+        if running {
+            "is running"
+        } else {
+            "had already ended"
+        }
+    );
+    match hold {
+        Some(hold) => std::thread::sleep(hold),
+        None => {
+            let _ = rx.recv();
+        }
+    }
+    // Only what the shaper still held when the cut came goes out while it lasts.
+    println!(
+        "[{fault}] {} KiB went toward {toward} during the cut",
+        (w.star.bytes_toward(toward).unwrap() - at_cut) >> 10
+    );
+    mend();
+    let out = command.join().unwrap();
+    w.shape_toward(toward, false);
+    (out, running)
+}
+
 /// Runs a fetch of a 4 MiB session while the router's egress toward bob is shaped, calls
 /// `cut` once `after` bytes went toward bob, and `mend` after `hold` (None: when the fetch
 /// has exited); the fetch's outcome, whether it was still running when the cut came, and the
@@ -575,79 +643,152 @@ fn fetch_cut(
     hold: Option<Duration>,
 ) -> (Out, bool, Out) {
     let big = w.new_shared(&w.alice, &fault.replace(' ', "-"), 1, 4096);
-    w.shape_toward_bob(true);
-    let before = w.star.bytes_toward("bob").unwrap();
-    let (tx, rx) = mpsc::channel();
-    let bob = w.bob.clone();
-    let label = fault.to_string();
-    let fetch = std::thread::spawn(move || {
-        let out = under(&bob, &label, &["fetch", "alice"]);
-        let _ = tx.send(());
-        out
-    });
-    let start = Instant::now();
-    while w.star.bytes_toward("bob").unwrap() < before + after
-        && start.elapsed() < HANG
-        && rx.try_recv().is_err()
-    {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let running = !fetch.is_finished();
-    cut();
-    println!(
-        "[{fault}] cut after {:.1} s, {} KiB toward bob; the fetch {}",
-        start.elapsed().as_secs_f64(),
-        (w.star.bytes_toward("bob").unwrap() - before) >> 10,
-        if running {
-            "is running"
-        } else {
-            "had already ended"
-        }
-    );
-    match hold {
-        Some(hold) => {
-            std::thread::sleep(hold);
-            mend();
-        }
-        None => {
-            let _ = rx.recv();
-            mend();
-        }
-    }
-    let out = fetch.join().unwrap();
-    w.shape_toward_bob(false);
+    let (out, running) = cut_mid(w, fault, &["fetch", "alice"], "bob", after, cut, mend, hold);
     let again = converge(&w.bob, fault, &["fetch", "alice"]);
     assert_converged(w, fault, &[&big[0]]);
     (out, running, again)
+}
+
+/// Cuts bob's link at the router (`-I`: every packet from him and to him dropped) or mends it
+/// (`-D`).
+fn bob_link(w: &World, op: &str) {
+    for dir in ["-i", "-o"] {
+        w.iptables(&[op, "FORWARD", dir, "bob", "-j", "DROP"]);
+    }
+}
+
+/// Bob's link cut for 10 s once `after` bytes of `tapes <args>` went toward `toward` (shaped,
+/// [`cut_mid`]); the command's outcome, which [`under`] checked (success, or exit 1 with an
+/// `error:` line). The cut must land while the command runs.
+fn ten_second_cut(w: &World, fault: &str, args: &[&str], toward: &str, after: u64) -> Out {
+    let (out, running) = cut_mid(
+        w,
+        fault,
+        args,
+        toward,
+        after,
+        &|| bob_link(w, "-I"),
+        &|| bob_link(w, "-D"),
+        Some(Duration::from_secs(10)),
+    );
+    assert!(
+        running,
+        "`tapes {}` ended before the cut: the test cut nothing",
+        args.join(" ")
+    );
+    // A failure (already checked by `under`: exit 1, an `error:` line) says what to do.
+    assert!(
+        out.code == 0 || out.stderr.contains("again"),
+        "`tapes {}` cut mid-transfer fails without saying to run it again: {out:?}",
+        args.join(" ")
+    );
+    out
+}
+
+/// [`converge`], and how long it took until the command succeeded.
+fn timed_converge(person: &Person, fault: &str, args: &[&str]) -> (Out, Duration) {
+    let start = Instant::now();
+    let out = converge(person, fault, args);
+    (out, start.elapsed())
+}
+
+/// One row of the figures: what the user saw under the fault, how long the command ran, and
+/// how long the rerun took to converge once the fault was gone.
+fn row(fault: &str, args: &[&str], out: &Out, retry: Duration) {
+    let said = if out.code == 0 {
+        out.stdout.trim().replace('\n', " | ")
+    } else {
+        out.stderr
+            .lines()
+            .find(|l| l.trim_start().starts_with("error"))
+            .unwrap_or("")
+            .trim()
+            .to_string()
+    };
+    println!(
+        "[{fault}] row: `tapes {}` | exit {} after {:.1} s | {said} | retry converged after {:.1} s",
+        args.join(" "),
+        out.code,
+        out.took.as_secs_f64(),
+        retry.as_secs_f64()
+    );
 }
 
 #[test]
 fn a_link_cut_for_ten_seconds_mid_fetch() {
     let Some(w) = world() else { return };
     let fault = "link cut 10 s";
-    let rules = [
-        ["FORWARD", "-i", "bob", "-j", "DROP"],
-        ["FORWARD", "-o", "bob", "-j", "DROP"],
-    ];
-    let switch = |op: &str| {
-        for rule in &rules {
-            let mut args = vec![op];
-            args.extend_from_slice(rule);
-            w.iptables(&args);
-        }
-    };
-    let (_, running, _) = fetch_cut(
+    let (out, running, again) = fetch_cut(
         &w,
         fault,
         512 << 10,
-        &|| switch("-I"),
-        &|| switch("-D"),
+        &|| bob_link(&w, "-I"),
+        &|| bob_link(&w, "-D"),
         Some(Duration::from_secs(10)),
     );
     assert!(
         running,
         "the fetch ended before the cut: the test cut nothing"
     );
+    row(fault, &["fetch", "alice"], &out, again.took);
+}
+
+/// Bob pushes a 4 MiB session of his own to alice; his link is cut for 10 s once 512 KiB of
+/// it went toward her. Whatever the push did (rode it out, or failed with an error), pushing
+/// again lands it once, at bob's head (a push whose answer was lost succeeds again, SPEC.md
+/// §10).
+#[test]
+fn a_link_cut_for_ten_seconds_mid_push() {
+    let Some(w) = world() else { return };
+    let fault = "link cut 10 s mid-push";
+    let big = w.new_shared(&w.bob, "push-cut", 1, 4096);
+    let push = ["push", "alice", big[0].as_str()];
+    let out = ten_second_cut(&w, fault, &push, "alice", 512 << 10);
+    let (_, retry) = timed_converge(&w.bob, fault, &push);
+    assert_converged(&w, fault, &[&big[0]]);
+    row(fault, &push, &out, retry);
+}
+
+/// `tapes sync alice` with a 1 MiB session to fetch and a 4 MiB one of bob's to push; bob's
+/// link is cut for 10 s once 1 MiB went toward alice (his upload: only acknowledgements go
+/// her way while he fetches). Syncing again converges both ways.
+#[test]
+fn a_link_cut_for_ten_seconds_mid_sync() {
+    let Some(w) = world() else { return };
+    let fault = "link cut 10 s mid-sync";
+    let theirs = w.new_shared(&w.alice, "sync-cut", 1, 1024);
+    let ours = w.new_shared(&w.bob, "sync-cut", 1, 4096);
+    let sync = ["sync", "alice"];
+    let out = ten_second_cut(&w, fault, &sync, "alice", 1 << 20);
+    let (_, retry) = timed_converge(&w.bob, fault, &sync);
+    assert_converged(&w, fault, &[&theirs[0], &ours[0]]);
+    row(fault, &sync, &out, retry);
+}
+
+/// `tapes sync relay` depositing a 4 MiB team session of bob's; his link is cut for 10 s once
+/// 1 MiB went toward the relay. Once bob's sync converges, alice (another member, another
+/// machine) takes the session from the relay whole, at bob's head, and bob's next sync has
+/// nothing left to deposit.
+#[test]
+fn a_link_cut_for_ten_seconds_mid_relay_deposit() {
+    let Some(w) = world() else { return };
+    let fault = "link cut 10 s mid-deposit";
+    let big = w.new_shared(&w.bob, "deposit-cut", 1, 4096);
+    let sync = ["sync", "relay"];
+    let out = ten_second_cut(&w, fault, &sync, "relay", 1 << 20);
+    let (_, retry) = timed_converge(&w.bob, fault, &sync);
+    let got = converge(&w.alice, fault, &sync);
+    assert!(
+        got.stdout.contains("1 new session"),
+        "alice's sync with the relay after bob's deposit: {got:?}"
+    );
+    assert_converged(&w, fault, &[&big[0]]);
+    let again = w.bob.ok(&sync).unwrap();
+    assert!(
+        !again.contains("deposited"),
+        "after {fault}: bob's next sync deposits again: {again}"
+    );
+    row(fault, &sync, &out, retry);
 }
 
 #[test]
@@ -686,6 +827,20 @@ fn a_one_way_partition_each_way() {
         out.code, 1,
         "a fetch whose answers stopped arriving does not succeed: {out:?}"
     );
+    // It says plainly what happened and what to do: nothing came from alice for a while, the
+    // link may be cut, run it again (not that alice sends slowly, nor only "connection lost").
+    let said = out.stderr.trim();
+    for plain in [
+        "the connection to peer alice broke: nothing arrived from it for ",
+        "(the connection may be cut)",
+        "run the command again, it resumes where it stopped",
+    ] {
+        assert!(
+            said.contains(plain),
+            "the fetch cut off by a one-way partition does not say `{plain}`: {said}"
+        );
+    }
+    row(fault, &["fetch", "alice"], &out, again.took);
     // The rerun resumes: the nodes verified before the cut are not sent again.
     let nodes: usize = again
         .stdout

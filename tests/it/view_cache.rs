@@ -173,3 +173,65 @@ async fn a_cached_view_ends_a_share_at_its_expiry_and_survives_a_damaged_file() 
     let report = carol.fetch_from(&alice).await.unwrap();
     assert_eq!(report.new_sessions, 1, "{report:?}");
 }
+
+/// A `tapes fetch` process starts with only the head of its kept view's file (the opening
+/// reconciliation message): a peer that answers "in sync" never has the items read, and a
+/// peer with something new has them read, or rebuilt when the file's body is damaged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_no_op_fetch_reads_only_the_head_of_its_kept_view() {
+    let alice = TestNode::new("alice").await.unwrap();
+    let bob = TestNode::new("bob").await.unwrap();
+    // More items than one reconciliation leaf (16): the opening is fingerprints, which a
+    // peer in sync answers with "in sync" (a short set is sent as its id list instead).
+    for seed in 1..=10 {
+        let id = alice.import(seed, 1).unwrap();
+        alice
+            .share(&id, Audience::Public, SecretPolicy::Allow)
+            .unwrap();
+    }
+    assert_eq!(bob.fetch_from(&alice).await.unwrap().new_sessions, 10);
+    // (A process that finds its kept file stale rebuilds it.)
+    forget_cached_views();
+    assert!(bob.fetch_from(&alice).await.unwrap().is_empty());
+    assert!(kept_file_is_current(&bob.store, &bob.identity, &alice.id(), tapes::now_ms()).unwrap());
+    let file = bob.store.path().join("views").join(
+        std::fs::read_dir(bob.store.path().join("views"))
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .file_name(),
+    );
+    let damage_body = || {
+        let mut bytes = std::fs::read(&file).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0x55;
+        std::fs::write(&file, &bytes).unwrap();
+        bytes
+    };
+
+    // A new process, a damaged body, nothing new: in sync after one round trip, and the file
+    // is as it was (its items were never read, so never found damaged and rewritten).
+    let damaged = damage_body();
+    forget_cached_views();
+    let noop = bob.fetch_from(&alice).await.unwrap();
+    assert!(noop.is_empty(), "{noop:?}");
+    assert_eq!(noop.round_trips, 1);
+    assert_eq!(std::fs::read(&file).unwrap(), damaged);
+
+    // Something new: the items are needed, the damaged body is not believed, the view is
+    // rebuilt and the fetch gets exactly the new session.
+    let second = alice.import(20, 1).unwrap();
+    alice
+        .share(&second, Audience::Public, SecretPolicy::Allow)
+        .unwrap();
+    forget_cached_views();
+    let report = bob.fetch_from(&alice).await.unwrap();
+    assert_eq!(report.new_sessions, 1, "{report:?}");
+    assert!(bob.has(&second).unwrap());
+    cached_is_current(&bob, &alice, tapes::now_ms());
+    forget_cached_views();
+    let noop = bob.fetch_from(&alice).await.unwrap();
+    assert!(noop.is_empty(), "{noop:?}");
+    bob.fsck_clean().unwrap();
+}
