@@ -13,6 +13,9 @@
 //!   [`dashboard::team_dashboard`] adds the totals, trends and breakdowns of
 //!   [`crate::views::stats`].
 //!
+//! `tapes sessions` itself does not build a [`Listing`]: [`sessions`] streams its table from
+//! compact rows, reading the facts of the rows it shows only.
+//!
 //! Each is a [`Listing`]: rows plus, per row, a lowercase haystack of its words and its
 //! lowercase fields, so a [`Filter`] (the filter bar, [`filter`]) is applied with no store read
 //! and no allocation per row — typing stays under a frame at 100,000 sessions, and
@@ -28,6 +31,7 @@
 pub mod dashboard;
 pub mod filter;
 pub mod graph;
+pub mod sessions;
 pub mod text;
 pub mod when;
 
@@ -61,6 +65,12 @@ pub enum ListingError {
     Share(#[from] ShareError),
     #[error(transparent)]
     Filter(#[from] FilterError),
+    #[error(transparent)]
+    Agent(#[from] crate::session::AgentFilterError),
+    #[error(
+        "cannot write the list: {0}; check where the output goes (a full disk, a closed pipe)"
+    )]
+    Write(#[source] std::io::Error),
     #[error("session {id} is no longer in this store (it was removed or replaced after the list was read); reload the list")]
     Gone { id: String },
     #[error("session {id} is shared with you but not in this store yet; `tapes storage sync` fetches what your teams share")]
@@ -569,15 +579,20 @@ impl Derived {
 
     fn of_summary(record: &SessionRecord, prices: &PriceTable) -> Derived {
         let s = &record.summary;
-        let (cost, unpriced) = match prices.cost(&s.model, &s.usage) {
+        Derived::of_usage(&s.model, &s.usage, prices)
+    }
+
+    /// From a summary's last model and summed usage (see [`Derived::of_summary`]).
+    fn of_usage(model: &str, usage: &tapes_protocol::Usage, prices: &PriceTable) -> Derived {
+        let (cost, unpriced) = match prices.cost(model, usage) {
             Some(c) => (c, Vec::new()),
-            None if s.usage.is_zero() => (0.0, Vec::new()),
+            None if usage.is_zero() => (0.0, Vec::new()),
             None => (
                 0.0,
-                vec![if s.model.is_empty() {
+                vec![if model.is_empty() {
                     "(no model)".into()
                 } else {
-                    s.model.clone()
+                    model.to_string()
                 }],
             ),
         };
@@ -585,11 +600,11 @@ impl Derived {
             status: None,
             cost,
             unpriced,
-            tokens: s.usage.total(),
-            models: if s.model.is_empty() {
+            tokens: usage.total(),
+            models: if model.is_empty() {
                 Vec::new()
             } else {
-                vec![s.model.clone()]
+                vec![model.to_string()]
             },
         }
     }
@@ -856,8 +871,12 @@ impl Snapshot {
     }
 
     fn row_at(&self, i: usize) -> SessionRow {
+        self.row_with(i, &self.derived[i])
+    }
+
+    /// The row of session `i` with `d` as its status, cost and usage.
+    fn row_with(&self, i: usize, d: &Derived) -> SessionRow {
         let (id, r) = &self.sessions[i];
-        let d = &self.derived[i];
         let s = &r.summary;
         let (title, title_from) = title_of(r, None);
         let origin = r.lineage.parent.map(|parent| {
@@ -1083,9 +1102,18 @@ impl Snapshot {
 
 /// A row's title and where it came from (see the module documentation).
 pub fn title_of(record: &SessionRecord, share_title: Option<&str>) -> (String, TitleFrom) {
+    // Runs of whitespace become one space (one allocation: every record of a big store
+    // passes here when it is listed).
     let clean = |s: Option<&str>| {
-        s.map(|s| s.split_whitespace().collect::<Vec<_>>().join(" "))
-            .filter(|s| !s.is_empty())
+        let s = s?;
+        let mut out = String::with_capacity(s.len());
+        for word in s.split_whitespace() {
+            if !out.is_empty() {
+                out.push(' ');
+            }
+            out.push_str(word);
+        }
+        (!out.is_empty()).then_some(out)
     };
     if let Some(t) = clean(record.title.as_deref()) {
         return (t, TitleFrom::Title);

@@ -92,9 +92,33 @@ pub fn terminal_width() -> Option<usize> {
     None
 }
 
+/// The height to fill when stdout is a terminal: `$LINES` when set, else the terminal's;
+/// `None` when stdout is not a terminal or its height is not known.
+pub fn terminal_height() -> Option<usize> {
+    use std::io::IsTerminal;
+    if !std::io::stdout().is_terminal() {
+        return None;
+    }
+    if let Some(lines) = std::env::var("LINES")
+        .ok()
+        .and_then(|c| c.trim().parse::<usize>().ok())
+        .filter(|c| *c > 0)
+    {
+        return Some(lines);
+    }
+    match crossterm::terminal::size() {
+        Ok((_, rows)) if rows > 0 => Some(usize::from(rows)),
+        _ => None,
+    }
+}
+
 /// Display width of a cell (characters; cells are one line).
 fn width(s: &str) -> usize {
-    s.chars().count()
+    if s.is_ascii() {
+        s.len()
+    } else {
+        s.chars().count()
+    }
 }
 
 /// `s` on one line in at most `max` characters, ending in `…` when cut.
@@ -249,14 +273,15 @@ impl Layout {
         for (i, column) in self.columns.iter().enumerate() {
             let w = self.widths[i];
             let raw = cell(i);
+            let raw_width = width(raw);
             let cut_cell;
-            let text = if raw.contains(['\n', '\r', '\t']) || width(raw) > w {
+            let (text, text_width) = if raw_width > w || raw.contains(['\n', '\r', '\t']) {
                 cut_cell = cut(raw, w);
-                cut_cell.as_str()
+                (cut_cell.as_str(), width(&cut_cell))
             } else {
-                raw
+                (raw, raw_width)
             };
-            let pad = w.saturating_sub(width(text));
+            let pad = w.saturating_sub(text_width);
             if i > 0 {
                 out.push_str("  ");
             }

@@ -41,6 +41,7 @@ mod relay_s3;
 mod retention;
 mod search;
 mod serve_cli;
+mod sessions_list;
 mod share;
 mod stats;
 mod status;

@@ -18,13 +18,36 @@ fn or_dash(s: &str) -> String {
 }
 
 fn cost(row: &SessionRow) -> String {
-    match row.cost {
+    cost_cell(row.cost, !row.unpriced.is_empty())
+}
+
+/// `$1.20`, `$1.20+?` when some usage has no price, `?` when none has, `-` when unknown.
+pub(super) fn cost_cell(cost: Option<f64>, unpriced: bool) -> String {
+    match cost {
         None => "-".into(),
-        Some(c) if !row.unpriced.is_empty() && c == 0.0 => "?".into(),
-        Some(c) if !row.unpriced.is_empty() => format!("{}+?", render::usd(c)),
+        Some(c) if unpriced && c == 0.0 => "?".into(),
+        Some(c) if unpriced => format!("{}+?", render::usd(c)),
         Some(c) => render::usd(c),
     }
 }
+
+/// The columns of the `tapes sessions` table (the title gives way first).
+pub(super) const SESSION_COLUMNS: [Column; 14] = [
+    Column::fixed("ID"),
+    Column::fixed("STARTED").optional(3),
+    Column::right("DURATION").optional(6),
+    Column::left("PROJECT", 8).comfort(14),
+    Column::left("AGENT", 6).optional(7).comfort(11),
+    Column::left("MODEL", 10).comfort(16),
+    Column::left("OWNER", 6).comfort(10),
+    Column::left("VISIBILITY", 10).optional(1).comfort(14),
+    Column::fixed("STATUS"),
+    Column::right("COST"),
+    Column::right("MSGS").optional(4),
+    Column::right("TOKENS").optional(5),
+    Column::left("FROM", 8).optional(2).comfort(24),
+    Column::left("TITLE", 12).comfort(30),
+];
 
 /// `fork of 3f2a1b0c9d8e #5`: where a branch or fork comes from, or `-`.
 pub fn origin(row: &SessionRow) -> String {
@@ -41,22 +64,7 @@ pub fn origin(row: &SessionRow) -> String {
 
 /// The `tapes sessions` table, fitted to `width` (the title gives way first).
 pub fn sessions_table(rows: &[&SessionRow], width: Option<usize>) -> String {
-    let columns = [
-        Column::fixed("ID"),
-        Column::fixed("STARTED").optional(3),
-        Column::right("DURATION").optional(6),
-        Column::left("PROJECT", 8).comfort(14),
-        Column::left("AGENT", 6).optional(7).comfort(11),
-        Column::left("MODEL", 10).comfort(16),
-        Column::left("OWNER", 6).comfort(10),
-        Column::left("VISIBILITY", 10).optional(1).comfort(14),
-        Column::fixed("STATUS"),
-        Column::right("COST"),
-        Column::right("MSGS").optional(4),
-        Column::right("TOKENS").optional(5),
-        Column::left("FROM", 8).optional(2).comfort(24),
-        Column::left("TITLE", 12).comfort(30),
-    ];
+    let columns = SESSION_COLUMNS;
     let cells: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
