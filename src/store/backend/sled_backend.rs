@@ -60,8 +60,11 @@ const PACK_MIN_BYTES: usize = 4 << 20;
 /// cache thrashes (measured when every object lived in sled: lookups 4x slower at 1M objects
 /// with 512 MiB), but bulk objects now live in packs and sled holds refs and small batches, so
 /// 1 GiB only let a serving process keep everything an ingest had touched (1.1 GB RSS before a
-/// fetch began, issue "Speed"). 192 MiB holds the refs of a million-node store several times.
-const SLED_CACHE_BYTES: u64 = 192 << 20;
+/// fetch began, issue "Speed"). 128 MiB holds the refs of a million-node store twice over:
+/// serving a 1 GB fetch peaked at 230–251 MB of anonymous memory with it against 264–279 MB
+/// with 192 MiB, and the CLI at 1M nodes did not slow (no-op fetch p50 70.5 ms against 69.7,
+/// `tapes sessions` 653 ms against 635).
+const SLED_CACHE_BYTES: u64 = 128 << 20;
 /// Pack bytes a process reads before it drops the packs' mapped pages ([`Pack::release`]).
 /// Pages of a mapped file count as the process's memory while mapped: serving a 268 MB fetch
 /// added 264 MB to the server's peak RSS, and 1 GB would add 1 GB. Dropping them every 64 MiB
