@@ -29,7 +29,7 @@ fn kills_wanted() -> usize {
         .unwrap_or(8)
 }
 
-use super::util::{ok, std_tapes as tapes};
+use super::util::{ok, plain_bundle, std_tapes as tapes};
 
 /// Every session of the store in `home`: head and message count. The store is opened in this
 /// process (through its holder if one runs) and closed again before returning.
@@ -301,7 +301,7 @@ fn push_killed_never_loses_an_acknowledged_push() {
         }
         fsck_clean(&alice, "a kill during push");
         fsck_clean(&bob, "a kill during push");
-        let at_alice = sessions_of(&alice);
+        let at_alice = sessions(&alice);
         for (id, head) in &acknowledged {
             assert_eq!(
                 at_alice.get(id),
@@ -314,7 +314,7 @@ fn push_killed_never_loses_an_acknowledged_push() {
     }
     // The next sync converges: every session of bob's at alice, whole.
     ok(&bob, &["sync", "alice"]);
-    let at_alice = sessions_of(&alice);
+    let at_alice = sessions(&alice);
     for (id, head) in sessions(&bob) {
         if !acknowledged.contains_key(&id) && !at_alice.contains_key(&id) {
             continue;
@@ -328,11 +328,6 @@ fn push_killed_never_loses_an_acknowledged_push() {
     drop(server);
 }
 
-/// `sessions` of a home whose store a running `tapes serve` holds (read through it).
-fn sessions_of(home: &Path) -> BTreeMap<SessionId, (NodeId, u64)> {
-    sessions(home)
-}
-
 #[test]
 fn bundle_import_killed_is_all_or_nothing() {
     let tmp = tempfile::tempdir().unwrap();
@@ -344,18 +339,7 @@ fn bundle_import_killed_is_all_or_nothing() {
         &["import", tmp.path().join("agent").to_str().unwrap()],
     );
     let bundle = tmp.path().join("all.tape");
-    ok(
-        &alice,
-        &[
-            "bundle",
-            "create",
-            "--all",
-            "--plain",
-            "--allow-secrets",
-            "-o",
-            bundle.to_str().unwrap(),
-        ],
-    );
+    plain_bundle(&alice, &bundle);
     let source = sessions(&alice);
     let mut rng = Rng::new(0xb0d1);
     let wanted = kills_wanted();

@@ -28,7 +28,7 @@ use tapes::session::sample::Rng;
 use tapes::store::Store;
 
 use super::crash_ops::{fsck_clean, pick, sessions, transcripts, whole_or_absent};
-use super::util::{copy_dir, ok, serve, std_tapes as tapes, Relay};
+use super::util::{copy_dir, ok, plain_bundle, relay_team, std_tapes as tapes, Relay};
 
 /// Kills per loop in the CI run.
 const SHORT: usize = 3;
@@ -88,24 +88,7 @@ fn team(tmp: &Path) -> Team {
     )
     .unwrap();
     let relay = Relay::start(&data);
-    let alice = tmp.join("alice");
-    let bob = tmp.join("bob");
-    ok(&alice, &["init", "--name", "alice"]);
-    ok(&alice, &["team", "create", "core"]);
-    ok(&bob, &["init", "--name", "bob"]);
-    {
-        // Joining talks to the inviter once.
-        let _server = serve(&alice, "127.0.0.1:0");
-        let code = ok(&alice, &["team", "invite"]).trim().to_string();
-        ok(&bob, &["team", "join", &code]);
-    }
-    ok(
-        &alice,
-        &["relay", "register", "--team", "core", &relay.ticket],
-    );
-    for home in [&alice, &bob] {
-        ok(home, &["remote", "add", "relay", &relay.remote()]);
-    }
+    let (alice, bob) = relay_team(tmp, &relay);
     Team { relay, alice, bob }
 }
 
@@ -357,18 +340,7 @@ fn merge_killed(wanted: usize) {
         &["import", tmp.path().join("agent").to_str().unwrap()],
     );
     let bundle = tmp.path().join("all.tape");
-    ok(
-        &author,
-        &[
-            "bundle",
-            "create",
-            "--all",
-            "--plain",
-            "--allow-secrets",
-            "-o",
-            bundle.to_str().unwrap(),
-        ],
-    );
+    plain_bundle(&author, &bundle);
     let source = sessions(&author);
     let template = tmp.path().join("template");
     let fillers = full_of_packs(&template);

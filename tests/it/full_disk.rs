@@ -56,7 +56,7 @@ impl Drop for Tmpfs {
     }
 }
 
-use super::util::std_tapes as tapes;
+use super::util::{plain_bundle, std_tapes as tapes};
 
 fn run(home: &Path, args: &[&str]) -> Output {
     tapes(home).args(args).output().unwrap()
@@ -173,18 +173,7 @@ fn bundle_import_on_a_full_disk_is_all_or_nothing() {
     let (alice, _) = source(tmp.path(), 40);
     let whole = sessions(&alice);
     let bundle = tmp.path().join("all.tape");
-    ok(
-        &alice,
-        &[
-            "bundle",
-            "create",
-            "--all",
-            "--plain",
-            "--allow-secrets",
-            "-o",
-            bundle.to_str().unwrap(),
-        ],
-    );
+    plain_bundle(&alice, &bundle);
     let home = fs.path.join("home");
     ok(&home, &["init", "--name", "x"]);
     let out = run(&home, &["bundle", "import", bundle.to_str().unwrap()]);

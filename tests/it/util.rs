@@ -115,6 +115,48 @@ pub(crate) fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// Writes every session of `home` to the plain bundle `out` (`tapes bundle create --all
+/// --plain --allow-secrets -o OUT`).
+pub(crate) fn plain_bundle(home: &Path, out: &Path) {
+    ok(
+        home,
+        &[
+            "bundle",
+            "create",
+            "--all",
+            "--plain",
+            "--allow-secrets",
+            "-o",
+            out.to_str().unwrap(),
+        ],
+    );
+}
+
+/// Alice and bob in `tmp`: alice creates team `core`, bob joins it (through alice's `tapes
+/// serve`, stopped afterwards), alice registers the team on `relay`, and both add it as the
+/// remote `relay`. Returns their homes.
+pub(crate) fn relay_team(tmp: &Path, relay: &Relay) -> (std::path::PathBuf, std::path::PathBuf) {
+    let alice = tmp.join("alice");
+    let bob = tmp.join("bob");
+    ok(&alice, &["init", "--name", "alice"]);
+    ok(&alice, &["team", "create", "core"]);
+    ok(&bob, &["init", "--name", "bob"]);
+    {
+        // Joining talks to the inviter once.
+        let _server = serve(&alice, "127.0.0.1:0");
+        let code = ok(&alice, &["team", "invite"]).trim().to_string();
+        ok(&bob, &["team", "join", &code]);
+    }
+    ok(
+        &alice,
+        &["relay", "register", "--team", "core", &relay.ticket],
+    );
+    for home in [&alice, &bob] {
+        ok(home, &["remote", "add", "relay", &relay.remote()]);
+    }
+    (alice, bob)
+}
+
 /// A running `tapes relay --data DATA` on loopback, with the ticket it wrote; killed (SIGKILL)
 /// on drop. [`Relay::restart`] brings it back at the same address after a kill.
 pub(crate) struct Relay {

@@ -21,7 +21,7 @@ use tapes::protocol::{NodeId, SessionId, StoredObject};
 use tapes::session::sample::{self, Shape};
 use tapes::store::Store;
 
-use super::util::{copy_dir, ok, serve, std_tapes as tapes, Relay};
+use super::util::{copy_dir, ok, relay_team, serve, std_tapes as tapes, Relay};
 use super::writers::{check_linearizable, Op};
 
 const WRITERS: usize = 32;
@@ -232,23 +232,7 @@ fn thirty_two_push_processes_to_a_peer_are_linearizable() {
 fn thirty_two_sync_processes_to_a_relay_are_linearizable() {
     let tmp = tempfile::tempdir().unwrap();
     let relay = Relay::start(&tmp.path().join("relay-data"));
-    let alice = tmp.path().join("alice");
-    let bob = tmp.path().join("bob");
-    ok(&alice, &["init", "--name", "alice"]);
-    ok(&alice, &["team", "create", "core"]);
-    ok(&bob, &["init", "--name", "bob"]);
-    {
-        let _server = serve(&alice, "127.0.0.1:0");
-        let code = ok(&alice, &["team", "invite"]).trim().to_string();
-        ok(&bob, &["team", "join", &code]);
-    }
-    ok(
-        &alice,
-        &["relay", "register", "--team", "core", &relay.ticket],
-    );
-    for home in [&alice, &bob] {
-        ok(home, &["remote", "add", "relay", &relay.remote()]);
-    }
+    let (alice, bob) = relay_team(tmp.path(), &relay);
     // Alice's machine as it was before the session: a fresh machine of hers.
     let empty = tmp.path().join("alice-empty");
     copy_dir(&alice, &empty);
