@@ -107,40 +107,67 @@ fn append(
     now_ms: i64,
     flush: bool,
 ) -> Result<SignedAuditEntry, AuditLogError> {
+    let mut written = append_all(store, identity, team, &[event], now_ms, flush)?;
+    written
+        .pop()
+        .ok_or_else(|| AuditLogError::Busy { team: team.short() })
+}
+
+/// Appends `events`, in order, to this node's chain in `team`'s log as one atomic update
+/// (every entry and the moved head, or nothing): what a server answering many fetches writes
+/// in one go instead of one ref transaction per fetched session.
+fn append_all(
+    store: &Store,
+    identity: &Identity,
+    team: &TeamId,
+    events: &[Event],
+    now_ms: i64,
+    flush: bool,
+) -> Result<Vec<SignedAuditEntry>, AuditLogError> {
     let writer = MemberId(identity.verifying_key().to_bytes());
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
     for _ in 0..64 {
-        let (raw, current) = head(store, team, &writer)?;
-        let entry = AuditEntry {
-            team: *team,
-            writer,
-            seq: current.map_or(0, |(seq, _)| seq + 1),
-            prev: current.map(|(_, id)| id),
-            at_ms: now_ms,
-            action: event.action,
-            actor: event.actor,
-            actor_name: event.actor_name.clone(),
-            session: event.session,
-            detail: event.detail.clone(),
-        };
-        let signed = SignedAuditEntry::sign(entry, identity.signing_key());
-        let updates = [
-            RefUpdate {
+        let (raw, mut current) = head(store, team, &writer)?;
+        let mut signed_all = Vec::with_capacity(events.len());
+        let mut updates = Vec::with_capacity(events.len() + 1);
+        for event in events {
+            let entry = AuditEntry {
+                team: *team,
+                writer,
+                seq: current.map_or(0, |(seq, _)| seq + 1),
+                prev: current.map(|(_, id)| id),
+                at_ms: now_ms,
+                action: event.action,
+                actor: event.actor,
+                actor_name: event.actor_name.clone(),
+                session: event.session,
+                detail: event.detail.clone(),
+            };
+            let signed = SignedAuditEntry::sign(entry, identity.signing_key());
+            current = Some((signed.entry.seq, signed.id()));
+            updates.push(RefUpdate {
                 key: keys::audit_entry(team, &writer, signed.entry.seq),
                 expected: None,
                 new: Some(signed.encode()),
-            },
-            RefUpdate {
-                key: keys::audit_head(team, &writer),
-                expected: raw,
-                new: Some(encode_head(signed.entry.seq, &signed.id())),
-            },
-        ];
+            });
+            signed_all.push(signed);
+        }
+        let Some((seq, id)) = current else {
+            return Ok(Vec::new());
+        };
+        updates.push(RefUpdate {
+            key: keys::audit_head(team, &writer),
+            expected: raw,
+            new: Some(encode_head(seq, &id)),
+        });
         match store.storage().update_refs(&updates) {
             Ok(()) => {
                 if flush {
                     store.storage().flush()?;
                 }
-                return Ok(signed);
+                return Ok(signed_all);
             }
             Err(StorageError::Conflict { .. }) => continue,
             Err(e) => return Err(e.into()),
@@ -150,30 +177,33 @@ fn append(
 }
 
 /// The hook of a serving node (`tapes serve`, SPEC.md §18.2): `peer` (named `peer_name`)
-/// fetched `session`, visible to it through a share to `team` (`None`: a public share, which
-/// no team's log records). Best effort: a log that cannot be written is reported on the log,
-/// never a reason to fail the fetch. The entry is not flushed on its own (the store's next
-/// flush carries it; entry and head are one atomic update, so a crash loses both or neither).
+/// fetched each of `sessions`, visible to it through a share to the paired team (`None`: a
+/// public share, which no team's log records). One atomic update per team, however many
+/// sessions. Best effort: a log that cannot be written is reported on the log, never a reason
+/// to fail the fetch. The entries are not flushed on their own (the store's next flush carries
+/// them; entries and head are one atomic update, so a crash loses all of them or none).
 pub fn served(
     store: &Store,
     identity: &Identity,
     peer: &MemberId,
     peer_name: &str,
-    session: &SessionId,
-    team: Option<TeamId>,
+    sessions: &[(SessionId, Option<TeamId>)],
 ) {
-    let Some(team) = team else {
-        return;
-    };
-    let event = Event {
-        action: AuditAction::Fetch,
-        actor: *peer,
-        actor_name: peer_name.to_string(),
-        session: Some(*session),
-        detail: String::new(),
-    };
-    if let Err(e) = append(store, identity, &team, event, crate::now_ms(), false) {
-        tracing::warn!(error = %e, session = %session.short(), "could not append a fetch to the audit log");
+    let mut by_team: BTreeMap<TeamId, Vec<Event>> = BTreeMap::new();
+    for (session, team) in sessions {
+        let Some(team) = team else { continue };
+        by_team.entry(*team).or_default().push(Event {
+            action: AuditAction::Fetch,
+            actor: *peer,
+            actor_name: peer_name.to_string(),
+            session: Some(*session),
+            detail: String::new(),
+        });
+    }
+    for (team, events) in by_team {
+        if let Err(e) = append_all(store, identity, &team, &events, crate::now_ms(), false) {
+            tracing::warn!(error = %e, team = %team.short(), sessions = events.len(), "could not append fetches to the audit log");
+        }
     }
 }
 

@@ -463,12 +463,13 @@ pub fn deposit(
     if !findings.is_empty() {
         return Err(findings.refusal(Exit::Deposit));
     }
-    let paths = crate::share::outgoing::PathPolicy::load(store)?;
+    let mut leaving =
+        crate::share::outgoing::Outgoing::new(crate::share::outgoing::PathPolicy::load(store)?);
     Ok(objects
         .into_iter()
         .map(|o| tapes_protocol::StoredObject {
             id: o.id,
-            bytes: crate::share::outgoing::object(o.bytes, paths),
+            bytes: leaving.object(o.bytes),
         })
         .collect())
 }

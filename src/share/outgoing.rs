@@ -124,6 +124,58 @@ pub fn object(bytes: Vec<u8>, policy: PathPolicy) -> Vec<u8> {
     }
 }
 
+/// [`object`] for a stream of objects, remembering the last rewrite: nodes of one session
+/// carry the same provider, agent, project and working directory, so after the first node
+/// the rewrite is a splice of remembered bytes instead of a decode and re-encode of the
+/// metadata (that was a tenth of a serving node's CPU in a 1 GB fetch).
+#[derive(Debug)]
+pub struct Outgoing {
+    policy: PathPolicy,
+    /// The path fields as stored and as they leave, of the last object rewritten.
+    last: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl Outgoing {
+    pub fn new(policy: PathPolicy) -> Outgoing {
+        Outgoing { policy, last: None }
+    }
+
+    /// `bytes` as they may leave the machine; the same as [`object`].
+    pub fn object(&mut self, bytes: Vec<u8>) -> Vec<u8> {
+        if self.policy == PathPolicy::Full {
+            return bytes;
+        }
+        let Ok((head, meta_bytes)) = StoredObject::split_meta(&bytes) else {
+            return bytes;
+        };
+        let Some(n) = StoredObject::path_fields_len(meta_bytes) else {
+            return object(bytes, self.policy);
+        };
+        if let Some((stored, leaving)) = &self.last {
+            if stored.as_slice() == &meta_bytes[..n] {
+                if stored == leaving {
+                    return bytes;
+                }
+                let mut out = Vec::with_capacity(bytes.len());
+                out.extend_from_slice(head);
+                out.extend_from_slice(leaving);
+                out.extend_from_slice(&meta_bytes[n..]);
+                return out;
+            }
+        }
+        let stored = meta_bytes[..n].to_vec();
+        let out = object(bytes, self.policy);
+        let leaving = StoredObject::split_meta(&out)
+            .ok()
+            .and_then(|(_, m)| StoredObject::path_fields_len(m).map(|k| m[..k].to_vec()));
+        match leaving {
+            Some(leaving) => self.last = Some((stored, leaving)),
+            None => self.last = None,
+        }
+        out
+    }
+}
+
 /// A decoded node as it may leave the machine (for exports).
 pub fn node(node: &Node, policy: PathPolicy) -> Node {
     match meta(&node.meta, policy) {
@@ -168,6 +220,36 @@ mod tests {
             super::object(object.bytes.clone(), PathPolicy::Full),
             object.bytes
         );
+    }
+
+    #[test]
+    fn a_stream_of_objects_leaves_as_each_would_alone() {
+        let mut out = Outgoing::new(PathPolicy::Name);
+        let mut nodes = Vec::new();
+        for (i, cwd) in [
+            "/home/alice/work/tapes",
+            "/home/alice/work/tapes",
+            "/srv/x",
+            "x",
+            "/srv/x",
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut node = with_paths();
+            node.meta.cwd = Some(cwd.into());
+            node.meta.project = (i % 2 == 0).then(|| "/home/alice/proj".into());
+            node.meta.timestamp_ms = Some(i as i64);
+            node.meta.origin_id = Some(format!("uuid-{i}"));
+            nodes.push(node);
+        }
+        for node in &nodes {
+            let object = StoredObject::encode(node);
+            let alone = super::object(object.bytes.clone(), PathPolicy::Name);
+            assert_eq!(out.object(object.bytes.clone()), alone);
+            let mut full = Outgoing::new(PathPolicy::Full);
+            assert_eq!(full.object(object.bytes.clone()), object.bytes);
+        }
     }
 
     #[test]

@@ -312,6 +312,7 @@ pub fn plan_push(
     let chain = store.chain(&record.head)?;
     let start = delta_start(&chain, id, base)?;
     let paths = PathPolicy::load(store)?;
+    let mut leaving = outgoing::Outgoing::new(paths);
     let mut objects = Vec::with_capacity(chain.len() - start);
     for (node, _) in &chain[start..] {
         let bytes = store
@@ -321,7 +322,7 @@ pub fn plan_push(
             .ok_or(StoreError::MissingNode(*node))?;
         objects.push(StoredObject {
             id: *node,
-            bytes: outgoing::object(bytes, paths),
+            bytes: leaving.object(bytes),
         });
     }
     // Signed as it travels: without the local source path.

@@ -467,15 +467,15 @@ fn backend(e: sled::Error) -> StorageError {
 }
 
 impl SledStorage {
-    /// Copies an object out of its pack, dropping the packs' mapped pages every
-    /// [`RELEASE_AFTER_BYTES`] read.
+    /// Reads an object out of its pack ([`Pack::read_at`]), dropping the packs' mapped index
+    /// pages every [`RELEASE_AFTER_BYTES`] read.
     fn read_packed(
         &self,
         packs: &[Arc<Pack>],
         pack: &Pack,
         entry: usize,
     ) -> Result<Vec<u8>, StorageError> {
-        let bytes = pack.object_at(entry)?.to_vec();
+        let bytes = pack.read_at(entry)?;
         let read = self
             .read_since_release
             .fetch_add(bytes.len(), Ordering::Relaxed)

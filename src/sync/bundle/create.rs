@@ -496,12 +496,13 @@ fn write_bundle(
             }
             ids.push(id);
         }
+        let mut leaving = outgoing::Outgoing::new(paths);
         for id in ids.iter().rev() {
             let bytes = storage
                 .get_object(id)
                 .map_err(StoreError::from)?
                 .ok_or(StoreError::MissingNode(*id))?;
-            let bytes = outgoing::object(bytes, paths);
+            let bytes = leaving.object(bytes);
             sink.object(id, &bytes)?;
             list.add(id);
             written.insert(*id);
