@@ -412,7 +412,11 @@ pub fn decode_payload<T: serde::de::DeserializeOwned>(
 
 /// Encodes a batch of objects for sealing.
 pub fn encode_batch(objects: &[Vec<u8>]) -> Vec<u8> {
-    postcard::to_stdvec(&BatchRef(objects)).expect("postcard encoding to a Vec cannot fail")
+    // Sized up front (each length is a varint of at most 5 bytes): growing the Vec by
+    // doubling copied a 1 MiB batch about twice more.
+    let size = 5 + objects.iter().map(|o| o.len() + 5).sum::<usize>();
+    postcard::to_extend(&BatchRef(objects), Vec::with_capacity(size))
+        .expect("postcard encoding to a Vec cannot fail")
 }
 
 /// Decodes an opened sealed batch.

@@ -28,7 +28,7 @@ use super::addr::PeerAddr;
 use super::fetch_writer::{WriteMsg, Writer, WriterTx};
 use super::frames::{Counters, Stream};
 use super::receive::{
-    apply_manifests, apply_share, check_entry, first_missing, local_head, open_batch, ChainCheck,
+    apply_manifests, apply_shares, check_entry, first_missing, local_head, open_batch, ChainCheck,
     Rings,
 };
 use super::server::BATCH_BYTES;
@@ -512,7 +512,7 @@ impl PeerConn {
         let outcome = block_in_place(|| writer.finish())?;
         let mut moved: std::collections::BTreeSet<SessionId> =
             outcome.moved.iter().copied().collect();
-        let mut writes = outcome.moved.len() as u64;
+        let mut writes = outcome.writes;
         report.new_sessions = outcome.new;
         report.updated_sessions = outcome.updated;
         report.kept.extend(outcome.kept);
@@ -520,12 +520,13 @@ impl PeerConn {
             return Err(e);
         }
         block_in_place(|| {
-            for bytes in shares {
-                match apply_share(store, &bytes) {
+            let (applied, share_writes) = apply_shares(store, &shares);
+            writes += share_writes;
+            for (bytes, applied) in shares.iter().zip(applied) {
+                match applied {
                     Ok(true) => {
                         report.shares += 1;
-                        writes += 1;
-                        if let Ok(share) = SignedShare::decode_stored(&bytes) {
+                        if let Ok(share) = SignedShare::decode_stored(bytes) {
                             moved.insert(share.record.session);
                         }
                     }

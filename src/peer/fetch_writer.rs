@@ -11,7 +11,7 @@ use tapes_protocol::bundle::SessionEntry;
 use tapes_protocol::{MemberId, StoredObject};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::receive::{apply_session, SessionApplied};
+use super::receive::{apply_sessions, SessionApplied};
 use super::PeerError;
 use crate::session::SessionRecord;
 use crate::store::backend::Staging;
@@ -80,8 +80,11 @@ pub(super) struct WriteOutcome {
     pub(super) new: usize,
     pub(super) updated: usize,
     pub(super) kept: Vec<String>,
-    /// The sessions whose refs moved (one ref transaction each).
+    /// The sessions whose refs moved.
     pub(super) moved: Vec<tapes_protocol::SessionId>,
+    /// Ref updates committed to move them (one per group, or one per session when another
+    /// writer interfered): what the kept view compares against the store's counter.
+    pub(super) writes: u64,
 }
 
 /// The group-commit writer: objects streamed into a staged pack (so they are on their way to
@@ -145,9 +148,13 @@ fn write_loop(
             staged.commit()?;
         }
         store.storage().flush()?;
-        for (entry, record) in refs.drain(..) {
-            let me_for_check = if own { MemberId([0; 32]) } else { *me };
-            match apply_session(store, &me_for_check, &entry, &record, true)? {
+        let me_for_check = if own { MemberId([0; 32]) } else { *me };
+        let group: Vec<(&SessionEntry, &SessionRecord)> =
+            refs.iter().map(|(e, r)| (&**e, &**r)).collect();
+        let (applied, writes) = apply_sessions(store, &me_for_check, &group)?;
+        outcome.writes += writes;
+        for ((entry, _), applied) in refs.drain(..).zip(applied) {
+            match applied {
                 SessionApplied::New => {
                     outcome.new += 1;
                     outcome.moved.push(entry.id);

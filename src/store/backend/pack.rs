@@ -120,6 +120,13 @@ fn le_u64(bytes: &[u8]) -> u64 {
     u64::from_le_bytes(bytes.try_into().unwrap_or([0; 8]))
 }
 
+/// The first 8 bytes of an id as a number in id order (big-endian).
+fn id_key(bytes: &[u8]) -> u64 {
+    let mut key = [0u8; 8];
+    key.copy_from_slice(&bytes[..8]);
+    u64::from_be_bytes(key)
+}
+
 fn le_u32(bytes: &[u8]) -> u32 {
     u32::from_le_bytes(bytes.try_into().unwrap_or([0; 4]))
 }
@@ -250,7 +257,39 @@ impl Pack {
     /// (1/256 of the entries), then a binary search.
     pub fn find(&self, id: &NodeId) -> Option<usize> {
         let (lo, hi) = self.bucket(id);
-        self.search(lo, hi, id).ok()
+        self.interpolate(lo, hi, id).ok()
+    }
+
+    /// [`Pack::search`] that first guesses where `id` is from its value: ids are BLAKE3
+    /// hashes, uniform over the bucket, so a guess from the first 8 bytes lands within a few
+    /// entries, and two or three guesses replace the ~10 probes of a binary search (each a
+    /// cache miss in a large index: lookups were 7 % of a serving node's CPU).
+    fn interpolate(&self, mut lo: usize, mut hi: usize, id: &NodeId) -> Result<usize, usize> {
+        let key = |i: usize| id_key(&self.entry(i)[..8]);
+        let target = id_key(&id.0[..8]);
+        // Every id in the bucket shares the first byte with `id`.
+        let first = u64::from(id.0[0]) << 56;
+        let (mut low_key, mut high_key) = (first, first | (u64::MAX >> 8));
+        for _ in 0..4 {
+            if hi - lo <= 8 {
+                break;
+            }
+            let span = u128::from(high_key.saturating_sub(low_key)) + 1;
+            let offset = u128::from(target.saturating_sub(low_key)) * (hi - lo) as u128 / span;
+            let guess = (lo + offset as usize).min(hi - 1);
+            match self.entry(guess)[..32].cmp(&id.0[..]) {
+                std::cmp::Ordering::Less => {
+                    lo = guess + 1;
+                    low_key = key(guess);
+                }
+                std::cmp::Ordering::Greater => {
+                    hi = guess;
+                    high_key = key(guess);
+                }
+                std::cmp::Ordering::Equal => return Ok(guess),
+            }
+        }
+        self.search(lo, hi, id)
     }
 
     /// The entries whose id starts with the same byte as `id`.
@@ -855,6 +894,39 @@ mod tests {
         assert_eq!(pack.get(&object(5000).id).unwrap(), None);
         let decoded = PackRecord::decode(record.name.as_bytes(), &record.encode()).unwrap();
         assert_eq!(decoded, record);
+    }
+
+    /// The guessing search finds what a binary search finds, for members and for ids that
+    /// are not in the pack (including ones that fall between, before and after members),
+    /// and `read_at` returns the same bytes as the mapping.
+    #[test]
+    fn guessed_lookups_agree_with_a_binary_search() {
+        let dir = tempfile::tempdir().unwrap();
+        let objects = sorted(20_000);
+        let (stored, absent): (Vec<_>, Vec<_>) =
+            objects.iter().enumerate().partition(|(i, _)| i % 4 != 0);
+        let refs: Vec<&StoredObject> = stored.iter().map(|(_, o)| *o).collect();
+        let pack = Pack::open(dir.path(), write_all(dir.path(), &refs).unwrap()).unwrap();
+        let binary = |id: &NodeId| {
+            let (lo, hi) = pack.bucket(id);
+            pack.search(lo, hi, id).ok()
+        };
+        for (i, o) in refs.iter().enumerate() {
+            assert_eq!(pack.find(&o.id), Some(i));
+            assert_eq!(pack.read_at(i).unwrap(), o.bytes);
+        }
+        let mut edges = vec![NodeId([0; 32]), NodeId([0xff; 32])];
+        for b in [0u8, 0x7f, 0xff] {
+            let mut low = [0u8; 32];
+            low[0] = b;
+            let mut high = [0xffu8; 32];
+            high[0] = b;
+            edges.extend([NodeId(low), NodeId(high)]);
+        }
+        for id in absent.iter().map(|(_, o)| o.id).chain(edges) {
+            assert_eq!(pack.find(&id), None);
+            assert_eq!(binary(&id), None);
+        }
     }
 
     #[test]
