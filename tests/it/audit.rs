@@ -316,3 +316,38 @@ async fn members_deposit_their_own_entries_at_the_relay_for_teammates_who_never_
         other => panic!("a stranger's deposit was accepted: {other:?}"),
     }
 }
+
+/// A fetch of many team sessions from a member's node: the node writes its `fetch` entries in
+/// batches (SPEC.md §18.2), and by the time the fetch returns every session is in the log,
+/// once, as fetched by bob, in a chain that verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_session_of_a_large_fetch_is_in_the_serving_nodes_log_when_it_returns() {
+    let alice = Node::new("alice").await.unwrap();
+    let bob = Node::new("bob").await.unwrap();
+    let team = team::create(&alice.store, &alice.identity, "core", tapes::now_ms())
+        .unwrap()
+        .team_id();
+    tapes::testing::join(&alice, &bob, &team).await.unwrap();
+    // More than one batch of entries (64), and not a multiple of it.
+    let shared = alice
+        .import_shared(Audience::Team(team), 11, 0, 150, 1)
+        .unwrap();
+    let report = bob.fetch_from(&alice).await.unwrap();
+    assert_eq!(report.new_sessions, 150, "{report:?}");
+
+    let fetched: Vec<SessionId> = audit::list(&alice.store, &Filter::default())
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.action == "fetch" && r.actor == bob.id())
+        .filter_map(|r| r.session)
+        .collect();
+    let mut unique = fetched.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), fetched.len(), "a session logged twice");
+    let mut expected: Vec<SessionId> = shared.iter().map(|m| m.id).collect();
+    expected.sort();
+    assert_eq!(unique, expected);
+    let check = audit::verify(&alice.store).unwrap();
+    assert!(check.is_clean(), "{check:?}");
+}
