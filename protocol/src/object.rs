@@ -136,22 +136,14 @@ impl StoredObject {
     /// encoded metadata, or `None` when they do not parse. A sender that strips paths (SPEC.md
     /// §11.3) rewrites only these bytes, and nodes of one session mostly share them.
     pub fn path_fields_len(meta: &[u8]) -> Option<usize> {
-        let mut at = 0usize;
-        for _ in 0..4 {
-            match *meta.get(at)? {
-                0 => at += 1,
-                1 => {
-                    at += 1;
-                    let (len, used) = read_varint(meta.get(at..)?)?;
-                    at = at.checked_add(used)?.checked_add(len)?;
-                    if at > meta.len() {
-                        return None;
-                    }
-                }
-                _ => return None,
-            }
-        }
-        Some(at)
+        type PathFields<'a> = (
+            Option<&'a str>,
+            Option<&'a str>,
+            Option<&'a str>,
+            Option<&'a str>,
+        );
+        let (_, rest) = postcard::take_from_bytes::<PathFields<'_>>(meta).ok()?;
+        Some(meta.len() - rest.len())
     }
 
     /// The parent id, read from the body without decoding the rest (for walking chains fast).
@@ -166,18 +158,6 @@ impl StoredObject {
             })),
         }
     }
-}
-
-/// A postcard varint (LEB128, at most 10 bytes): its value and how many bytes it took.
-fn read_varint(bytes: &[u8]) -> Option<(usize, usize)> {
-    let mut value = 0u64;
-    for (i, byte) in bytes.iter().take(10).enumerate() {
-        value |= u64::from(byte & 0x7f) << (7 * i);
-        if byte & 0x80 == 0 {
-            return Some((usize::try_from(value).ok()?, i + 1));
-        }
-    }
-    None
 }
 
 fn split(bytes: &[u8]) -> Result<(&[u8], &[u8]), ObjectError> {

@@ -125,9 +125,6 @@ fn append_all(
     flush: bool,
 ) -> Result<Vec<SignedAuditEntry>, AuditLogError> {
     let writer = MemberId(identity.verifying_key().to_bytes());
-    if events.is_empty() {
-        return Ok(Vec::new());
-    }
     for _ in 0..64 {
         let (raw, mut current) = head(store, team, &writer)?;
         let mut signed_all = Vec::with_capacity(events.len());
@@ -177,9 +174,9 @@ fn append_all(
 }
 
 /// The hook of a serving node (`tapes serve`, SPEC.md §18.2): `peer` (named `peer_name`)
-/// fetched each of `sessions`, visible to it through a share to the paired team (`None`: a
-/// public share, which no team's log records). One atomic update per team, however many
-/// sessions. Best effort: a log that cannot be written is reported on the log, never a reason
+/// fetched each of `sessions`, visible to it through a share to the paired team (a public
+/// share belongs to no team's log and is not passed here). One atomic update per team, however
+/// many sessions. Best effort: a log that cannot be written is reported on the log, never a reason
 /// to fail the fetch. The entries are not flushed on their own (the store's next flush carries
 /// them; entries and head are one atomic update, so a crash loses all of them or none).
 pub fn served(
@@ -187,11 +184,10 @@ pub fn served(
     identity: &Identity,
     peer: &MemberId,
     peer_name: &str,
-    sessions: &[(SessionId, Option<TeamId>)],
+    sessions: &[(SessionId, TeamId)],
 ) {
     let mut by_team: BTreeMap<TeamId, Vec<Event>> = BTreeMap::new();
     for (session, team) in sessions {
-        let Some(team) = team else { continue };
         by_team.entry(*team).or_default().push(Event {
             action: AuditAction::Fetch,
             actor: *peer,

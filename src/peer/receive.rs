@@ -203,32 +203,38 @@ pub fn apply_sessions(
     me: &MemberId,
     group: &[(&SessionEntry, &SessionRecord)],
 ) -> Result<(Vec<SessionApplied>, u64), StoreError> {
-    let one_by_one = || -> Result<(Vec<SessionApplied>, u64), StoreError> {
-        let applied = group
-            .iter()
-            .map(|(e, r)| apply_session(store, me, e, r, true))
-            .collect::<Result<Vec<_>, _>>()?;
-        let writes = applied.iter().filter(|a| a.moved()).count() as u64;
-        Ok((applied, writes))
-    };
     let mut outcome = Vec::with_capacity(group.len());
     let mut updates = Vec::new();
-    let mut seen = std::collections::HashSet::new();
     for (entry, record) in group {
-        if !seen.insert(entry.id) {
-            // The same session twice: the plans would conflict with each other.
-            return one_by_one();
-        }
         let (applied, planned) = plan_session(store, me, entry, record, true)?;
         outcome.push(applied);
         updates.extend(planned);
     }
-    if updates.is_empty() {
-        return Ok((outcome, 0));
+    if let Some(writes) = commit_together(store, &updates)? {
+        return Ok((outcome, writes));
     }
-    match store.storage().update_refs(&updates) {
-        Ok(()) => Ok((outcome, 1)),
-        Err(crate::store::backend::StorageError::Conflict { .. }) => one_by_one(),
+    let applied = group
+        .iter()
+        .map(|(e, r)| apply_session(store, me, e, r, true))
+        .collect::<Result<Vec<_>, _>>()?;
+    let writes = applied.iter().filter(|a| a.moved()).count() as u64;
+    Ok((applied, writes))
+}
+
+/// Commits ref updates planned one by one as one atomic update: how many updates that took
+/// (0 or 1), or `None` when they cannot go together (two plans for one key, or another writer
+/// moved a ref since they were planned) and must be applied on their own.
+fn commit_together(store: &Store, updates: &[RefUpdate]) -> Result<Option<u64>, StoreError> {
+    if updates.is_empty() {
+        return Ok(Some(0));
+    }
+    let mut keys = std::collections::HashSet::new();
+    if !updates.iter().all(|u| keys.insert(&u.key)) {
+        return Ok(None);
+    }
+    match store.storage().update_refs(updates) {
+        Ok(()) => Ok(Some(1)),
+        Err(crate::store::backend::StorageError::Conflict { .. }) => Ok(None),
         Err(e) => Err(e.into()),
     }
 }
@@ -300,36 +306,22 @@ pub fn apply_share(store: &Store, bytes: &[u8]) -> Result<bool, String> {
 /// its own when another writer moved one meanwhile). Per record: whether it changed anything,
 /// or why it was skipped; and how many ref updates were committed.
 pub fn apply_shares(store: &Store, list: &[Vec<u8>]) -> (Vec<Result<bool, String>>, u64) {
-    let one_by_one = || {
-        let applied: Vec<Result<bool, String>> =
-            list.iter().map(|b| apply_share(store, b)).collect();
-        let writes = applied.iter().filter(|a| matches!(a, Ok(true))).count() as u64;
-        (applied, writes)
-    };
     let mut outcome = Vec::with_capacity(list.len());
-    let mut updates: Vec<RefUpdate> = Vec::new();
-    let mut keys = std::collections::HashSet::new();
+    let mut updates = Vec::new();
     for bytes in list {
-        match plan_share(store, bytes) {
-            Ok(Some(update)) => {
-                if !keys.insert(update.key.clone()) {
-                    // A record for the same share twice: apply them one by one.
-                    return one_by_one();
-                }
-                updates.push(update);
-                outcome.push(Ok(true));
-            }
-            Ok(None) => outcome.push(Ok(false)),
-            Err(why) => outcome.push(Err(why)),
-        }
+        outcome.push(plan_share(store, bytes).map(|planned| {
+            let changes = planned.is_some();
+            updates.extend(planned);
+            changes
+        }));
     }
-    if updates.is_empty() {
-        return (outcome, 0);
+    if let Ok(Some(writes)) = commit_together(store, &updates) {
+        return (outcome, writes);
     }
-    match store.storage().update_refs(&updates) {
-        Ok(()) => (outcome, 1),
-        Err(_) => one_by_one(),
-    }
+    // One by one: a storage error is then reported by each record it stops.
+    let applied: Vec<Result<bool, String>> = list.iter().map(|b| apply_share(store, b)).collect();
+    let writes = applied.iter().filter(|a| matches!(a, Ok(true))).count() as u64;
+    (applied, writes)
 }
 
 /// The ref update that stores a received share record, or `None` when ours is as new.

@@ -111,6 +111,7 @@ pub fn meta(meta: &NodeMeta, policy: PathPolicy) -> Option<NodeMeta> {
 
 /// An encoded node as it may leave the machine (same id, see the module doc). Bytes whose
 /// metadata does not decode are passed on unchanged: the receiver verifies and refuses them.
+/// Senders of many objects use [`Outgoing`], which calls this for the first node of a run.
 pub fn object(bytes: Vec<u8>, policy: PathPolicy) -> Vec<u8> {
     if policy == PathPolicy::Full {
         return bytes;

@@ -66,9 +66,10 @@ const PACK_MIN_BYTES: usize = 4 << 20;
 /// `tapes sessions` 653 ms against 635).
 const SLED_CACHE_BYTES: u64 = 128 << 20;
 /// Pack bytes a process reads before it drops the packs' mapped pages ([`Pack::release`]).
-/// Pages of a mapped file count as the process's memory while mapped: serving a 268 MB fetch
-/// added 264 MB to the server's peak RSS, and 1 GB would add 1 GB. Dropping them every 64 MiB
-/// bounds that, and costs one minor fault per page read again (index pages of a lookup).
+/// Objects are read with positioned reads ([`Pack::read_at`]), so what stays mapped is the
+/// index pages lookups touch (~44 MB at a million objects, all of it over a large fetch);
+/// dropping them every 64 MiB read bounds that, and costs one minor fault per index page
+/// read again.
 const RELEASE_AFTER_BYTES: usize = 64 << 20;
 /// Live packs at most: registering one more merges the [`MERGE_PACKS`] smallest into one. Every
 /// lookup miss searches every pack, so their number must stay bounded however small the
