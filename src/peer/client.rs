@@ -251,7 +251,7 @@ impl PeerConn {
     ) -> Result<(Vec<ItemId>, Vec<ItemId>, usize), PeerError> {
         let mut reconciler = Reconciler::new(SortedIds::new(ids));
         let opening = reconciler.initiate().encode();
-        self.reconcile_from(opening, || Ok(reconciler)).await
+        self.reconcile_from(opening, || Ok(Ok(reconciler))).await
     }
 
     /// Reconciles a kept view: its opening message is sent as read from the cache file's
@@ -268,68 +268,88 @@ impl PeerConn {
             let view = block_in_place(|| kept.view(store, identity, now))?;
             return self.reconcile(view.ids()).await;
         };
-        self.reconcile_from(opening, || {
+        let sent = opening.clone();
+        self.reconcile_from(opening, move || {
             let view = block_in_place(|| kept.view(store, identity, now))?;
             let mut reconciler = Reconciler::new(SortedIds::new(view.ids()));
-            // Puts the reconciler in the state of having sent the opening (the same message:
-            // the header was written from these items).
-            reconciler.initiate();
-            Ok(reconciler)
+            // The view loaded now is rebuilt when the store moved since the header was read;
+            // its opening is then another message than the one the peer answered.
+            if reconciler.initiate().encode() == sent {
+                Ok(Ok(reconciler))
+            } else {
+                Ok(Err(view.ids()))
+            }
         })
         .await
     }
 
-    /// Sends `opening`, then goes on with the reconciler `make` returns, called only if the
-    /// peer's answer is not "in sync".
+    /// Sends `opening`, then goes on with the reconciler `make` returns (in the state of having
+    /// sent that opening), called only if the peer's answer is not "in sync". When `make`
+    /// returns a set instead (the one the opening was made from moved), reconciliation starts
+    /// over with that set.
     async fn reconcile_from(
         &self,
         opening: Vec<u8>,
-        make: impl FnOnce() -> Result<Reconciler<SortedIds>, PeerError>,
+        make: impl FnOnce() -> Result<Result<Reconciler<SortedIds>, Vec<ItemId>>, PeerError>,
     ) -> Result<(Vec<ItemId>, Vec<ItemId>, usize), PeerError> {
         let mut stream = self.stream().await?;
-        let (mut have, mut need) = (Vec::new(), Vec::new());
-        let mut round_trips = 0;
         stream.write(&Request::Reconcile { first: opening }).await?;
-        let mut make = Some(make);
-        let mut reconciler = None;
+        let mut round_trips = 1;
+        let mut message = match self.reconcile_answer(&mut stream).await? {
+            // No answer, or every range of the opening the same on both sides: in sync.
+            Some(message) if !message.is_settled() => message,
+            _ => {
+                stream.finish();
+                return Ok((Vec::new(), Vec::new(), round_trips));
+            }
+        };
+        let mut reconciler = match make()? {
+            Ok(reconciler) => reconciler,
+            Err(ids) => {
+                stream.finish();
+                let (have, need, rounds) = Box::pin(self.reconcile(ids)).await?;
+                return Ok((have, need, rounds + round_trips));
+            }
+        };
+        let (mut have, mut need) = (Vec::new(), Vec::new());
         loop {
-            round_trips += 1;
-            let message = match stream.expect::<Response>("reconcile answer").await? {
-                Response::Reconcile { message, .. } => message,
-                Response::Refused { reason } => return Err(self.refused(reason)),
-                _ => return Err(stream.protocol("expected a reconcile message")),
-            };
-            if message.is_empty() {
-                break;
-            }
-            let message = Message::decode(&message).map_err(|e| stream.protocol(e))?;
-            if reconciler.is_none() && message.is_settled() {
-                // In sync: the peer found no difference in any range of the opening.
-                break;
-            }
-            let reconciler = match (&mut reconciler, make.take()) {
-                (Some(r), _) => r,
-                (None, Some(make)) => reconciler.insert(make()?),
-                (None, None) => return Err(stream.protocol("reconciliation without a set")),
-            };
             let step = reconciler
                 .respond(&message)
                 .map_err(|e| stream.protocol(e))?;
             have.extend(step.have);
             need.extend(step.need);
-            match step.reply {
-                Some(reply) => {
-                    stream
-                        .write(&Request::Reconcile {
-                            first: reply.encode(),
-                        })
-                        .await?
-                }
+            let Some(reply) = step.reply else { break };
+            stream
+                .write(&Request::Reconcile {
+                    first: reply.encode(),
+                })
+                .await?;
+            round_trips += 1;
+            match self.reconcile_answer(&mut stream).await? {
+                Some(next) => message = next,
                 None => break,
             }
         }
         stream.finish();
         Ok((have, need, round_trips))
+    }
+
+    /// The peer's next reconciliation message; `None` when it has nothing more to say.
+    async fn reconcile_answer(
+        &self,
+        stream: &mut Stream<'_>,
+    ) -> Result<Option<Message>, PeerError> {
+        let message = match stream.expect::<Response>("reconcile answer").await? {
+            Response::Reconcile { message, .. } => message,
+            Response::Refused { reason } => return Err(self.refused(reason)),
+            _ => return Err(stream.protocol("expected a reconcile message")),
+        };
+        if message.is_empty() {
+            return Ok(None);
+        }
+        Message::decode(&message)
+            .map(Some)
+            .map_err(|e| stream.protocol(e))
     }
 
     /// Fetches everything the peer may show us that we lack, verifies it and stores it.

@@ -379,31 +379,33 @@ fn kept(store: &Store, identity: &Identity, who: Who, now_ms: i64) -> Result<Kep
     let key = who.key();
     let generation = generation(store)?;
     let stamp = stamp(identity, generation.as_deref());
-    if from_memory(store, &key, &stamp, now_ms).is_none() {
-        let file = store.path().join(CACHE_DIR).join(hex::encode(key));
-        let header = load_header(&file, &stamp)
-            .filter(|h| h.built_ms <= now_ms && h.horizon.is_none_or(|x| now_ms < x));
-        if let Some(header) = header {
-            return Ok(Kept {
-                view: std::sync::OnceLock::new(),
-                opening: Some(header.opening),
-                who,
-                generation,
-                built_ms: header.built_ms,
-            });
+    let found = match from_memory(store, &key, &stamp, now_ms) {
+        Some((view, built_ms)) => Found {
+            view,
+            generation,
+            built_ms,
+        },
+        None => {
+            let header = load_header(&cache_file(store, &key), &stamp)
+                .filter(|h| fresh(h.horizon, h.built_ms, now_ms));
+            if let Some(header) = header {
+                return Ok(Kept {
+                    view: std::sync::OnceLock::new(),
+                    opening: Some(header.opening),
+                    who,
+                    generation,
+                    built_ms: header.built_ms,
+                });
+            }
+            whole(store, identity, &who, now_ms)?
         }
-    }
-    let Found {
-        view,
-        generation,
-        built_ms,
-    } = whole(store, identity, &who, now_ms)?;
+    };
     Ok(Kept {
-        view: view.into(),
+        view: found.view.into(),
         opening: None,
         who,
-        generation,
-        built_ms,
+        generation: found.generation,
+        built_ms: found.built_ms,
     })
 }
 
@@ -426,7 +428,7 @@ pub fn keep_after_own_writes(
     let Some(kept_view) = kept.view.get() else {
         return Ok(());
     };
-    if writes == 0 || !fresh(kept_view, kept.built_ms, now_ms) {
+    if writes == 0 || !fresh(kept_view.horizon, kept.built_ms, now_ms) {
         return Ok(());
     }
     let Some(before) = kept.generation.as_deref().and_then(Generation::decode) else {
@@ -468,7 +470,7 @@ pub fn keep_after_own_writes(
     let key = kept.who.key();
     let stamp = stamp(identity, current.as_deref());
     let view = Arc::new(view);
-    let file = store.path().join(CACHE_DIR).join(hex::encode(key));
+    let file = cache_file(store, &key);
     if let Err(e) = save(&file, &stamp, now_ms, &view) {
         tracing::debug!(file = %file.display(), "cannot keep the view cache: {e}");
     }
@@ -532,7 +534,7 @@ struct Header {
 }
 
 /// The opening reconciliation message of `view`'s items, encoded.
-pub fn opening_of(view: &View) -> Vec<u8> {
+fn opening_of(view: &View) -> Vec<u8> {
     Reconciler::new(SortedIds::new(view.ids()))
         .initiate()
         .encode()
@@ -555,9 +557,12 @@ pub fn kept_file_is_current(
     now_ms: i64,
 ) -> Result<bool, StoreError> {
     let stamp = stamp(identity, generation(store)?.as_deref());
-    let key = Who::Peer(*peer).key();
-    let file = store.path().join(CACHE_DIR).join(hex::encode(key));
-    Ok(load(&file, &stamp).is_some_and(|(view, built)| fresh(&view, built, now_ms)))
+    Ok(load(&cache_file(store, &Who::Peer(*peer).key()), &stamp, now_ms).is_some())
+}
+
+/// Where the view under `key` is kept.
+fn cache_file(store: &Store, key: &[u8; 32]) -> std::path::PathBuf {
+    store.path().join(CACHE_DIR).join(hex::encode(key))
 }
 
 fn cache_key(kind: &[u8], who: &[u8]) -> [u8; 32] {
@@ -591,8 +596,9 @@ fn stamp(identity: &Identity, generation: Option<&[u8]>) -> [u8; 32] {
     *h.finalize().as_bytes()
 }
 
-fn fresh(view: &View, built_ms: i64, now_ms: i64) -> bool {
-    built_ms <= now_ms && view.horizon.is_none_or(|h| now_ms < h)
+/// Whether a view built at `built_ms`, whose grants change at `horizon`, still holds now.
+fn fresh(horizon: Option<i64>, built_ms: i64, now_ms: i64) -> bool {
+    built_ms <= now_ms && horizon.is_none_or(|h| now_ms < h)
 }
 
 /// The view under `key`: from memory, else from its file, else built by `build` (and kept).
@@ -614,8 +620,8 @@ fn cached(
             built_ms,
         });
     }
-    let file = store.path().join(CACHE_DIR).join(hex::encode(key));
-    let (view, built_ms) = match load(&file, &stamp).filter(|(v, b)| fresh(v, *b, now_ms)) {
+    let file = cache_file(store, &key);
+    let (view, built_ms) = match load(&file, &stamp, now_ms) {
         Some((view, built_ms)) => (Arc::new(view), built_ms),
         None => {
             let view = Arc::new(build()?);
@@ -654,7 +660,7 @@ fn from_memory(
     let entry = entries.get_mut(&mem_key)?;
     if entry.stamp == *stamp
         && entry.store == store.path()
-        && fresh(&entry.view, entry.built_ms, now_ms)
+        && fresh(entry.view.horizon, entry.built_ms, now_ms)
     {
         entry.used = *clock;
         return Some((entry.view.clone(), entry.built_ms));
@@ -717,6 +723,12 @@ fn parse_header<'b>(bytes: &'b [u8], stamp: &[u8; 32]) -> Option<(Header, &'b [u
 /// The header of the cache file `file` if it was written under `stamp`, reading only the
 /// head of the file.
 fn load_header(file: &std::path::Path, stamp: &[u8; 32]) -> Option<Header> {
+    open_header(file, stamp).map(|(_, header)| header)
+}
+
+/// The cache file `file`, read up to the end of its header, and the header, if it was written
+/// under `stamp`.
+fn open_header(file: &std::path::Path, stamp: &[u8; 32]) -> Option<(std::fs::File, Header)> {
     use std::io::Read;
     let mut f = std::fs::File::open(file).ok()?;
     let mut head = [0u8; 8];
@@ -728,16 +740,23 @@ fn load_header(file: &std::path::Path, stamp: &[u8; 32]) -> Option<Header> {
     let mut bytes = head.to_vec();
     bytes.resize(8 + 32 + len, 0);
     f.read_exact(&mut bytes[8..]).ok()?;
-    parse_header(&bytes, stamp).map(|(header, _)| header)
+    parse_header(&bytes, stamp).map(|(header, _)| (f, header))
 }
 
-fn load(file: &std::path::Path, stamp: &[u8; 32]) -> Option<(View, i64)> {
-    let bytes = std::fs::read(file).ok()?;
-    let (header, body) = parse_header(&bytes, stamp)?;
-    if blake3::hash(body).as_bytes() != &header.body_sum {
+/// The view kept in `file` if it was written under `stamp` and still holds at `now_ms`; the
+/// body is read only then.
+fn load(file: &std::path::Path, stamp: &[u8; 32], now_ms: i64) -> Option<(View, i64)> {
+    use std::io::Read;
+    let (mut f, header) = open_header(file, stamp)?;
+    if !fresh(header.horizon, header.built_ms, now_ms) {
         return None;
     }
-    let items: Vec<(ItemId, ViewItem)> = postcard::from_bytes(body).ok()?;
+    let mut body = Vec::new();
+    f.read_to_end(&mut body).ok()?;
+    if blake3::hash(&body).as_bytes() != &header.body_sum {
+        return None;
+    }
+    let items: Vec<(ItemId, ViewItem)> = postcard::from_bytes(&body).ok()?;
     let view = View {
         items: items.into_iter().collect(),
         horizon: header.horizon,

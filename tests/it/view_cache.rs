@@ -181,8 +181,8 @@ async fn a_cached_view_ends_a_share_at_its_expiry_and_survives_a_damaged_file() 
 async fn a_no_op_fetch_reads_only_the_head_of_its_kept_view() {
     let alice = TestNode::new("alice").await.unwrap();
     let bob = TestNode::new("bob").await.unwrap();
-    // More items than one reconciliation leaf (16): the opening is fingerprints, which a
-    // peer in sync answers with "in sync" (a short set is sent as its id list instead).
+    // More items than one reconciliation leaf (16), so that the opening is fingerprints, as
+    // in any store of some size.
     for seed in 1..=10 {
         let id = alice.import(seed, 1).unwrap();
         alice
@@ -233,5 +233,32 @@ async fn a_no_op_fetch_reads_only_the_head_of_its_kept_view() {
     forget_cached_views();
     let noop = bob.fetch_from(&alice).await.unwrap();
     assert!(noop.is_empty(), "{noop:?}");
+
+    // A damaged head (its checksum, a length past the bound, the file cut short) is not
+    // believed either: the fetch rebuilds the view, finds nothing new and keeps it again.
+    type Damage = fn(&mut Vec<u8>);
+    let damages: [(&str, Damage); 3] = [
+        ("checksum", |b| b[12] ^= 0x55),
+        ("length", |b| {
+            b[4..8].copy_from_slice(&u32::MAX.to_le_bytes())
+        }),
+        ("cut short", |b| b.truncate(20)),
+    ];
+    for (what, damage) in damages {
+        let mut bytes = std::fs::read(&file).unwrap();
+        damage(&mut bytes);
+        std::fs::write(&file, &bytes).unwrap();
+        forget_cached_views();
+        assert!(
+            !kept_file_is_current(&bob.store, &bob.identity, &alice.id(), tapes::now_ms()).unwrap(),
+            "{what}"
+        );
+        let noop = bob.fetch_from(&alice).await.unwrap();
+        assert!(noop.is_empty(), "{what}: {noop:?}");
+        assert!(
+            kept_file_is_current(&bob.store, &bob.identity, &alice.id(), tapes::now_ms()).unwrap(),
+            "{what}: the view was not kept again"
+        );
+    }
     bob.fsck_clean().unwrap();
 }
