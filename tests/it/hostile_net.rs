@@ -360,8 +360,11 @@ fn assert_clear(out: &Out, what: &str) {
     assert_eq!(out.code, 1, "{what}: a failure exits 1: {out:?}");
 }
 
+/// What a command cut off by a broken link tells the user to do.
+const RERUN: &str = "run the command again, it resumes where it stopped";
+
 /// `tapes <args>` again and again once the fault is gone, until it succeeds (within
-/// [`CONVERGE`]).
+/// [`CONVERGE`]); the successful run, its `took` counted from the first try.
 fn converge(person: &Person, fault: &str, args: &[&str]) -> Out {
     let start = Instant::now();
     let out = person
@@ -374,11 +377,15 @@ fn converge(person: &Person, fault: &str, args: &[&str]) -> Out {
         person.name,
         args.join(" ")
     );
+    let out = Out {
+        took: start.elapsed(),
+        ..out
+    };
     println!(
         "[{fault}] removed; {}: tapes {} converged after {:.1} s: {}",
         person.name,
         args.join(" "),
-        start.elapsed().as_secs_f64(),
+        out.took.as_secs_f64(),
         out.stdout.trim().replace('\n', " | ")
     );
     out
@@ -678,18 +685,11 @@ fn ten_second_cut(w: &World, fault: &str, args: &[&str], toward: &str, after: u6
     );
     // A failure (already checked by `under`: exit 1, an `error:` line) says what to do.
     assert!(
-        out.code == 0 || out.stderr.contains("again"),
+        out.code == 0 || out.stderr.contains(RERUN),
         "`tapes {}` cut mid-transfer fails without saying to run it again: {out:?}",
         args.join(" ")
     );
     out
-}
-
-/// [`converge`], and how long it took until the command succeeded.
-fn timed_converge(person: &Person, fault: &str, args: &[&str]) -> (Out, Duration) {
-    let start = Instant::now();
-    let out = converge(person, fault, args);
-    (out, start.elapsed())
 }
 
 /// One row of the figures: what the user saw under the fault, how long the command ran, and
@@ -744,7 +744,7 @@ fn a_link_cut_for_ten_seconds_mid_push() {
     let big = w.new_shared(&w.bob, "push-cut", 1, 4096);
     let push = ["push", "alice", big[0].as_str()];
     let out = ten_second_cut(&w, fault, &push, "alice", 512 << 10);
-    let (_, retry) = timed_converge(&w.bob, fault, &push);
+    let retry = converge(&w.bob, fault, &push).took;
     assert_converged(&w, fault, &[&big[0]]);
     row(fault, &push, &out, retry);
 }
@@ -760,7 +760,7 @@ fn a_link_cut_for_ten_seconds_mid_sync() {
     let ours = w.new_shared(&w.bob, "sync-cut", 1, 4096);
     let sync = ["sync", "alice"];
     let out = ten_second_cut(&w, fault, &sync, "alice", 1 << 20);
-    let (_, retry) = timed_converge(&w.bob, fault, &sync);
+    let retry = converge(&w.bob, fault, &sync).took;
     assert_converged(&w, fault, &[&theirs[0], &ours[0]]);
     row(fault, &sync, &out, retry);
 }
@@ -776,7 +776,7 @@ fn a_link_cut_for_ten_seconds_mid_relay_deposit() {
     let big = w.new_shared(&w.bob, "deposit-cut", 1, 4096);
     let sync = ["sync", "relay"];
     let out = ten_second_cut(&w, fault, &sync, "relay", 1 << 20);
-    let (_, retry) = timed_converge(&w.bob, fault, &sync);
+    let retry = converge(&w.bob, fault, &sync).took;
     let got = converge(&w.alice, fault, &sync);
     assert!(
         got.stdout.contains("1 new session"),
@@ -833,7 +833,7 @@ fn a_one_way_partition_each_way() {
     for plain in [
         "the connection to peer alice broke: nothing arrived from it for ",
         "(the connection may be cut)",
-        "run the command again, it resumes where it stopped",
+        RERUN,
     ] {
         assert!(
             said.contains(plain),
