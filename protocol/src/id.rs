@@ -64,11 +64,9 @@ macro_rules! hex_id {
                 hex::encode(self.0)
             }
 
-            /// The first `n` hex digits, for display (git's abbreviated ids).
+            /// The first 12 hex digits, for display (git's abbreviated ids).
             pub fn short(&self) -> String {
-                let mut s = self.to_hex();
-                s.truncate(12);
-                s
+                hex::encode(&self.0[..6])
             }
         }
 
@@ -87,13 +85,23 @@ macro_rules! hex_id {
         impl FromStr for $name {
             type Err = IdParseError;
             fn from_str(s: &str) -> Result<Self, Self::Err> {
-                let bytes = parse_hex(s)?;
-                Self::from_slice(&bytes).ok_or_else(|| IdParseError::WrongLength {
-                    input: s.to_string(),
-                    kind: $kind,
-                    len: s.len(),
-                    expected: $len * 2,
-                })
+                // Decoded in place, either case: every session ref of a store is read through
+                // here when it is listed.
+                if s.is_empty() || s.len() % 2 == 1 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err(IdParseError::NotHex(s.to_string()));
+                }
+                if s.len() != $len * 2 {
+                    return Err(IdParseError::WrongLength {
+                        input: s.to_string(),
+                        kind: $kind,
+                        len: s.len(),
+                        expected: $len * 2,
+                    });
+                }
+                let mut bytes = [0u8; $len];
+                hex::decode_to_slice(s, &mut bytes)
+                    .map_err(|_| IdParseError::NotHex(s.to_string()))?;
+                Ok(Self(bytes))
             }
         }
     };
@@ -119,13 +127,6 @@ impl SessionId {
         id.copy_from_slice(&digest.as_bytes()[..16]);
         SessionId(id)
     }
-}
-
-fn parse_hex(s: &str) -> Result<Vec<u8>, IdParseError> {
-    if !s.bytes().all(|b| b.is_ascii_hexdigit()) || s.is_empty() {
-        return Err(IdParseError::NotHex(s.to_string()));
-    }
-    hex::decode(s.to_ascii_lowercase()).map_err(|_| IdParseError::NotHex(s.to_string()))
 }
 
 /// Checks that `s` could be a prefix of a hex id (non-empty, hex digits only) and lowercases it.

@@ -211,17 +211,23 @@ impl Store {
 
     /// Every session, in id order.
     pub fn sessions(&self) -> Result<Vec<(SessionId, SessionRecord)>, StoreError> {
-        let mut out = Vec::new();
-        for entry in self.storage.refs(SESSION_REF_PREFIX) {
+        self.session_records().collect()
+    }
+
+    /// Every session, in id order, one at a time (a listing of 100k sessions keeps only what
+    /// it needs of each).
+    pub fn session_records(
+        &self,
+    ) -> impl Iterator<Item = Result<(SessionId, SessionRecord), StoreError>> + '_ {
+        self.storage.refs(SESSION_REF_PREFIX).map(|entry| {
             let (key, value) = entry?;
             let id = parse_session_key(&key)?;
             let record = SessionRecord::decode(&value).map_err(|source| StoreError::BadRecord {
                 id: id.to_hex(),
                 source,
             })?;
-            out.push((id, record));
-        }
-        Ok(out)
+            Ok((id, record))
+        })
     }
 
     /// Resolves a full id or a unique prefix to a session id.

@@ -557,11 +557,7 @@ struct Derived {
 }
 
 impl Derived {
-    fn of_facts(
-        facts: &SessionFacts,
-        prices: &PriceTable,
-        cache: &mut HashMap<String, Option<crate::session::pricing::Price>>,
-    ) -> Derived {
+    fn of_facts(facts: &SessionFacts, prices: &PriceTable, cache: &mut PriceCache) -> Derived {
         let (cost, unpriced) = facts.cost_cached(prices, cache);
         Derived {
             status: Some(facts.status),
@@ -574,6 +570,35 @@ impl Derived {
                 .filter(|m| !m.is_empty())
                 .cloned()
                 .collect(),
+        }
+    }
+
+    /// Status, cost and usage of session `id` (its `record`) as `facts` give them: from the
+    /// index when it holds the record's head, from the chain, or from the record's summary
+    /// (also when the chain cannot be read, which is logged).
+    pub(crate) fn derive(
+        facts: Facts<'_>,
+        store: &Store,
+        id: &SessionId,
+        record: &SessionRecord,
+        prices: &PriceTable,
+        cache: &mut PriceCache,
+    ) -> Derived {
+        match facts {
+            Facts::Index(index) => match index.facts(id) {
+                Some(f) if f.head == record.head => Derived::of_facts(f, prices, cache),
+                _ => Derived::of_summary(record, prices),
+            },
+            Facts::Chains => match store.chain(&record.head) {
+                Ok(chain) => {
+                    Derived::of_facts(&SessionFacts::of_chain(record, &chain), prices, cache)
+                }
+                Err(e) => {
+                    tracing::warn!(session = %id, error = %e, "cannot read the chain; showing the summary");
+                    Derived::of_summary(record, prices)
+                }
+            },
+            Facts::Summaries => Derived::of_summary(record, prices),
         }
     }
 
@@ -693,7 +718,20 @@ pub struct Snapshot {
     summaries: HashMap<(SessionId, Audience), tapes_protocol::summary::ShareSummary>,
 }
 
+/// Prices looked up so far, by model: a listing prices each model once.
+pub(crate) type PriceCache = HashMap<String, Option<crate::session::pricing::Price>>;
+
 impl Snapshot {
+    /// Rebuilds the index of `sessions` by id (after they were set or added to).
+    pub(crate) fn reindex(&mut self) {
+        self.index = self
+            .sessions
+            .iter()
+            .enumerate()
+            .map(|(i, (id, _))| (*id, i))
+            .collect();
+    }
+
     /// Reads every session, share and team of `store`.
     pub fn load(
         store: &Store,
@@ -706,33 +744,12 @@ impl Snapshot {
         let mut derived = Vec::with_capacity(sessions.len());
         let mut cache = HashMap::new();
         for (id, record) in &sessions {
-            let d = match facts {
-                Facts::Index(index) => match index.facts(id) {
-                    Some(f) if f.head == record.head => Derived::of_facts(f, prices, &mut cache),
-                    _ => Derived::of_summary(record, prices),
-                },
-                Facts::Chains => match store.chain(&record.head) {
-                    Ok(chain) => Derived::of_facts(
-                        &SessionFacts::of_chain(record, &chain),
-                        prices,
-                        &mut cache,
-                    ),
-                    Err(e) => {
-                        tracing::warn!(session = %id, error = %e, "cannot read the chain; showing the summary");
-                        Derived::of_summary(record, prices)
-                    }
-                },
-                Facts::Summaries => Derived::of_summary(record, prices),
-            };
-            derived.push(d);
+            derived.push(Derived::derive(
+                facts, store, id, record, prices, &mut cache,
+            ));
         }
-        let index = sessions
-            .iter()
-            .enumerate()
-            .map(|(i, (id, _))| (*id, i))
-            .collect();
         snapshot.sessions = sessions;
-        snapshot.index = index;
+        snapshot.reindex();
         snapshot.derived = derived;
         snapshot.shares = share::all_shares(store)?;
         snapshot.summaries = share::all_summaries(store)?
@@ -1158,12 +1175,7 @@ pub fn describe(
             snapshot.derived.push(Derived::default());
         }
     }
-    snapshot.index = snapshot
-        .sessions
-        .iter()
-        .enumerate()
-        .map(|(i, (sid, _))| (*sid, i))
-        .collect();
+    snapshot.reindex();
     snapshot.shares = share::shares_of(store, id)?
         .into_iter()
         .map(|(_, s)| s)

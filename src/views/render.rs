@@ -13,9 +13,31 @@ use crate::session::SessionRecord;
 
 /// `2025-09-18 10:00` in UTC (stable across machines; the JSON forms carry milliseconds).
 pub fn time(ms: Option<i64>) -> String {
+    let mut out = String::with_capacity(16);
+    write_time(&mut out, ms);
+    out
+}
+
+/// [`time`] appended to `out` (a listing writes one per row, without a `String` each).
+pub fn write_time(out: &mut String, ms: Option<i64>) {
+    use chrono::{Datelike, Timelike};
     match ms.and_then(|ms| Utc.timestamp_millis_opt(ms).single()) {
-        Some(t) => t.format("%Y-%m-%d %H:%M").to_string(),
-        None => "-".into(),
+        // Written field by field: `format` parses its pattern on every call.
+        Some(t) if (0..=9999).contains(&t.year()) => {
+            let _ = write!(
+                out,
+                "{:04}-{:02}-{:02} {:02}:{:02}",
+                t.year(),
+                t.month(),
+                t.day(),
+                t.hour(),
+                t.minute()
+            );
+        }
+        Some(t) => {
+            let _ = write!(out, "{}", t.format("%Y-%m-%d %H:%M"));
+        }
+        None => out.push('-'),
     }
 }
 
@@ -66,7 +88,7 @@ fn cut(s: &str, max: usize) -> String {
     out
 }
 
-fn or_dash(s: &str) -> &str {
+pub(crate) fn or_dash(s: &str) -> &str {
     if s.is_empty() {
         "-"
     } else {

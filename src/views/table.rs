@@ -160,14 +160,8 @@ pub fn widen<'a>(w: &mut [usize], row: impl IntoIterator<Item = &'a str>) {
     }
 }
 
-/// The widths of each column so the table fits `total` (when given): the widest cuttable
-/// column shrinks first, down to its minimum, then the next.
-pub fn widths(columns: &[Column], rows: &[Vec<String>], total: Option<usize>) -> Vec<usize> {
-    let natural = natural_widths(columns, rows.iter().map(|r| r.iter().map(String::as_str)));
-    fit(columns, natural, total)
-}
-
-/// `natural` (each column's widest cell) shrunk to fit `total`, see [`widths`].
+/// `natural` (each column's widest cell) shrunk to fit `total` (when given): the widest
+/// cuttable column shrinks first, down to its minimum, then the next.
 fn fit(columns: &[Column], mut w: Vec<usize>, total: Option<usize>) -> Vec<usize> {
     let Some(total) = total else {
         return w;

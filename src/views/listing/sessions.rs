@@ -21,16 +21,14 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::io::Write;
 
-use chrono::{Datelike, TimeZone, Timelike, Utc};
 use tapes_protocol::{MemberId, NodeId, SessionId, TeamId, Usage};
 
 use super::text::{cost_cell, SESSION_COLUMNS};
-use super::{title_of, Derived, Facts, ListingError, OriginKind, Snapshot};
-use crate::session::pricing::{Price, PriceTable};
-use crate::session::{RecordError, SessionRecord, Visibility, SESSION_REF_PREFIX};
-use crate::store::{Store, StoreError};
+use super::{title_of, Derived, Facts, ListingError, OriginKind, PriceCache, Snapshot};
+use crate::session::pricing::PriceTable;
+use crate::session::{SessionRecord, Visibility};
+use crate::store::Store;
 use crate::views::render;
-use crate::views::search::SessionFacts;
 use crate::views::table::{self, Layout};
 
 /// Which sessions to list.
@@ -208,34 +206,6 @@ struct Compact {
     title: Box<str>,
 }
 
-/// The session of a ref key `session/<32 hex digits>` (either case, as `SessionId`'s
-/// `FromStr` reads them), parsed in place: every session of the store passes here.
-fn session_of_key(key: &[u8]) -> Result<SessionId, StoreError> {
-    let hex = key.get(SESSION_REF_PREFIX.len()..).unwrap_or_default();
-    let nibble = |c: u8| {
-        char::from(c)
-            .to_digit(16)
-            .and_then(|d| u8::try_from(d).ok())
-    };
-    let mut raw = [0u8; 16];
-    let parsed = hex.len() == 32
-        && hex.chunks_exact(2).zip(raw.iter_mut()).all(|(pair, out)| {
-            match (nibble(pair[0]), nibble(pair[1])) {
-                (Some(high), Some(low)) => {
-                    *out = high << 4 | low;
-                    true
-                }
-                _ => false,
-            }
-        });
-    parsed
-        .then_some(SessionId(raw))
-        .ok_or_else(|| StoreError::BadRecord {
-            id: String::from_utf8_lossy(key).into_owned(),
-            source: RecordError::Decode("ref key is not session/<32 hex digits>".into()),
-        })
-}
-
 /// Every session of the store as a compact row, in id order, with the strings they share.
 fn read_compact(store: &Store, snap: &Snapshot) -> Result<(Vec<Compact>, Strings), ListingError> {
     let mut strings = Strings::default();
@@ -244,13 +214,8 @@ fn read_compact(store: &Store, snap: &Snapshot) -> Result<(Vec<Compact>, Strings
     let private = strings.id("private");
     let public = strings.id("public");
     let mut rows = Vec::new();
-    for entry in store.storage().refs(SESSION_REF_PREFIX) {
-        let (key, value) = entry.map_err(StoreError::from)?;
-        let id = session_of_key(&key)?;
-        let r = SessionRecord::decode(&value).map_err(|source| StoreError::BadRecord {
-            id: id.to_hex(),
-            source,
-        })?;
+    for entry in store.session_records() {
+        let (id, r) = entry?;
         let s = &r.summary;
         let owner_name = match names.get(&r.owner) {
             Some(&n) => n,
@@ -348,9 +313,8 @@ fn first_sorted<T>(
     rows.sort_unstable_by(order);
 }
 
-type PriceCache = HashMap<String, Option<Price>>;
-
-/// Status, cost and usage of a listed session.
+/// Status, cost and usage of a listed session. From the index or the summary the row holds;
+/// only [`Facts::Chains`] needs the whole record ([`Derived::derive`]).
 fn derived_of(
     c: &Compact,
     model: &str,
@@ -365,53 +329,11 @@ fn derived_of(
             _ => Derived::of_usage(model, &c.usage, prices),
         },
         Facts::Chains => match store.session(&c.id)? {
-            Some(r) => match store.chain(&r.head) {
-                Ok(chain) => Derived::of_facts(&SessionFacts::of_chain(&r, &chain), prices, cache),
-                Err(e) => {
-                    tracing::warn!(session = %c.id, error = %e, "cannot read the chain; showing the summary");
-                    Derived::of_usage(model, &c.usage, prices)
-                }
-            },
+            Some(r) => Derived::derive(facts, store, &c.id, &r, prices, cache),
             None => Derived::of_usage(model, &c.usage, prices),
         },
         Facts::Summaries => Derived::of_usage(model, &c.usage, prices),
     })
-}
-
-const HEX: &[u8; 16] = b"0123456789abcdef";
-
-/// The id's short form (its first 12 hex digits, as [`SessionId::short`]).
-fn push_short(buf: &mut String, id: &SessionId) {
-    for b in &id.as_bytes()[..6] {
-        buf.push(HEX[usize::from(b >> 4)] as char);
-        buf.push(HEX[usize::from(b & 15)] as char);
-    }
-}
-
-/// `2026-03-01 14:05`, as [`render::time`] writes it, without parsing a format per row.
-fn push_time(buf: &mut String, ms: i64) {
-    match Utc.timestamp_millis_opt(ms).single() {
-        Some(t) if (0..=9999).contains(&t.year()) => {
-            let _ = write!(
-                buf,
-                "{:04}-{:02}-{:02} {:02}:{:02}",
-                t.year(),
-                t.month(),
-                t.day(),
-                t.hour(),
-                t.minute()
-            );
-        }
-        _ => buf.push_str(&render::time(Some(ms))),
-    }
-}
-
-fn or_dash(s: &str) -> &str {
-    if s.is_empty() {
-        "-"
-    } else {
-        s
-    }
 }
 
 fn write_table(
@@ -470,14 +392,14 @@ fn write_table(
         let d = derived_of(c, strings.get(c.model), store, facts, prices, &mut cache)?;
         let first = ends.len();
         let start = text.len();
-        push_short(&mut text, &c.id);
+        text.push_str(&c.id.short());
         ends.push(text.len());
-        push_time(&mut text, c.started_ms);
+        render::write_time(&mut text, Some(c.started_ms));
         ends.push(text.len());
         text.push_str(&render::duration(c.duration_ms));
         ends.push(text.len());
         for s in [c.project, c.agent, c.model] {
-            text.push_str(or_dash(strings.get(s)));
+            text.push_str(render::or_dash(strings.get(s)));
             ends.push(text.len());
         }
         text.push_str(strings.get(c.owner_name));
@@ -495,7 +417,7 @@ fn write_table(
         match (c.origin, c.parent) {
             (Some(kind), Some((parent, base))) => {
                 let _ = write!(text, "{} of ", kind.as_str());
-                push_short(&mut text, &parent);
+                text.push_str(&parent.short());
                 let _ = write!(text, " #{base}");
             }
             _ => text.push('-'),
@@ -580,12 +502,7 @@ fn write_json(
 ) -> Result<Outcome, ListingError> {
     let mut snap = Snapshot::empty(store, now_ms)?;
     snap.sessions = store.sessions()?;
-    snap.index = snap
-        .sessions
-        .iter()
-        .enumerate()
-        .map(|(i, (id, _))| (*id, i))
-        .collect();
+    snap.reindex();
     let stored = snap.sessions.len();
     let agent = match &query.agent {
         Some(input) => {
@@ -621,22 +538,7 @@ fn write_json(
     let mut cache = PriceCache::new();
     for (k, &i) in order.iter().enumerate() {
         let (id, record) = &snap.sessions[i];
-        let d = match facts {
-            Facts::Index(index) => match index.facts(id) {
-                Some(f) if f.head == record.head => Derived::of_facts(f, prices, &mut cache),
-                _ => Derived::of_summary(record, prices),
-            },
-            Facts::Chains => match store.chain(&record.head) {
-                Ok(chain) => {
-                    Derived::of_facts(&SessionFacts::of_chain(record, &chain), prices, &mut cache)
-                }
-                Err(e) => {
-                    tracing::warn!(session = %id, error = %e, "cannot read the chain; showing the summary");
-                    Derived::of_summary(record, prices)
-                }
-            },
-            Facts::Summaries => Derived::of_summary(record, prices),
-        };
+        let d = Derived::derive(facts, store, id, record, prices, &mut cache);
         let element = serde_json::to_string_pretty(&row_json(&snap, i, &d))
             .map_err(|e| io(std::io::Error::other(e)))?;
         out.write_all(if k == 0 { b"[\n" } else { b",\n" })
@@ -694,25 +596,6 @@ mod tests {
         assert_eq!(thousands(999), "999");
         assert_eq!(thousands(1_000), "1,000");
         assert_eq!(thousands(1_234_567), "1,234,567");
-    }
-
-    #[test]
-    fn times_and_ids_are_written_as_everywhere_else() {
-        for ms in [
-            0,
-            1_772_323_200_000,
-            1_772_323_259_999,
-            -1,
-            253_402_300_799_000,
-        ] {
-            let mut buf = String::new();
-            push_time(&mut buf, ms);
-            assert_eq!(buf, render::time(Some(ms)), "{ms}");
-        }
-        let id = SessionId([0xab; 16]);
-        let mut buf = String::new();
-        push_short(&mut buf, &id);
-        assert_eq!(buf, id.short());
     }
 
     /// A store of `n` sample sessions in a temporary directory.
@@ -802,9 +685,19 @@ mod tests {
         );
     }
 
+    /// The projects of `store`'s sessions with how many sessions each, by name.
+    fn counted_projects(store: &Store) -> Vec<(String, usize)> {
+        let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+        for (_, r) in store.sessions().unwrap() {
+            *counts.entry(r.summary.project).or_default() += 1;
+        }
+        counts.into_iter().filter(|(p, _)| !p.is_empty()).collect()
+    }
+
     #[test]
     fn filters_that_match_nothing_say_what_is_here() {
         let (_dir, store) = store_of(2);
+        assert!(!counted_projects(&store).is_empty());
         let query = Query {
             agent: Some("gemini".into()),
             ..Query::default()
@@ -817,37 +710,11 @@ mod tests {
                 stored: 2,
                 agent: Some("gemini-cli".into()),
                 agents: vec![("claude-code".into(), 2)],
-                projects: match outcome {
-                    Outcome::NoMatch { ref projects, .. } => projects.clone(),
-                    _ => Vec::new(),
-                },
+                projects: counted_projects(&store),
             }
         );
         let (_empty_dir, empty) = store_of(0);
         assert_eq!(table(&empty, &Query::default(), None).1, Outcome::Empty);
-    }
-
-    #[test]
-    fn ref_keys_parse_as_session_ids_do() {
-        let id = SessionId([
-            0x3f, 0xa0, 0x9b, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0xfe, 0xdc, 0xba,
-        ]);
-        let key = |hex: &str| [SESSION_REF_PREFIX, hex.as_bytes()].concat();
-        assert_eq!(session_of_key(&key(&id.to_hex())).unwrap(), id);
-        assert_eq!(
-            session_of_key(&key(&id.to_hex().to_uppercase())).unwrap(),
-            id
-        );
-        for bad in [
-            "",
-            "3fa0",
-            "zz",
-            &"g".repeat(32),
-            &format!("{}0", id.to_hex()),
-        ] {
-            assert!(session_of_key(&key(bad)).is_err(), "{bad:?}");
-            assert!(bad.parse::<SessionId>().is_err(), "{bad:?}");
-        }
     }
 
     #[test]
