@@ -37,7 +37,6 @@ use crate::identity::Identity;
 use crate::session::SessionRecord;
 use crate::share::access;
 use crate::share::Audience;
-use crate::share::SignedShare;
 use crate::store::Store;
 use crate::team;
 
@@ -542,15 +541,13 @@ impl PeerConn {
         block_in_place(|| {
             let (applied, share_writes) = apply_shares(store, &shares);
             writes += share_writes;
-            for (bytes, applied) in shares.iter().zip(applied) {
+            for applied in applied {
                 match applied {
-                    Ok(true) => {
+                    Ok(Some(session)) => {
                         report.shares += 1;
-                        if let Ok(share) = SignedShare::decode_stored(bytes) {
-                            moved.insert(share.record.session);
-                        }
+                        moved.insert(session);
                     }
-                    Ok(false) => {}
+                    Ok(None) => {}
                     Err(why) => tracing::warn!(peer = %self.name, "skipped a share record: {why}"),
                 }
             }

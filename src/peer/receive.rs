@@ -291,7 +291,7 @@ fn plan_session(
 /// changed anything. Like [`apply_session`], the caller flushes.
 pub fn apply_share(store: &Store, bytes: &[u8]) -> Result<bool, String> {
     match plan_share(store, bytes)? {
-        Some(update) => {
+        Some((update, _)) => {
             store
                 .storage()
                 .update_refs(&[update])
@@ -303,29 +303,49 @@ pub fn apply_share(store: &Store, bytes: &[u8]) -> Result<bool, String> {
 }
 
 /// [`apply_share`] for every share record a fetch received, in one atomic ref update (each on
-/// its own when another writer moved one meanwhile). Per record: whether it changed anything,
-/// or why it was skipped; and how many ref updates were committed.
-pub fn apply_shares(store: &Store, list: &[Vec<u8>]) -> (Vec<Result<bool, String>>, u64) {
+/// its own when another writer moved one meanwhile). Per record: the session whose share it
+/// stored (`None`: ours was as new), or why it was skipped; and how many ref updates were
+/// committed.
+pub fn apply_shares(
+    store: &Store,
+    list: &[Vec<u8>],
+) -> (Vec<Result<Option<SessionId>, String>>, u64) {
     let mut outcome = Vec::with_capacity(list.len());
     let mut updates = Vec::new();
-    for bytes in list {
-        outcome.push(plan_share(store, bytes).map(|planned| {
-            let changes = planned.is_some();
-            updates.extend(planned);
-            changes
+    let planned: Vec<_> = list.iter().map(|bytes| plan_share(store, bytes)).collect();
+    for plan in planned {
+        outcome.push(plan.map(|planned| {
+            planned.map(|(update, session)| {
+                updates.push(update);
+                session
+            })
         }));
     }
     if let Ok(Some(writes)) = commit_together(store, &updates) {
         return (outcome, writes);
     }
     // One by one: a storage error is then reported by each record it stops.
-    let applied: Vec<Result<bool, String>> = list.iter().map(|b| apply_share(store, b)).collect();
-    let writes = applied.iter().filter(|a| matches!(a, Ok(true))).count() as u64;
+    let mut writes = 0;
+    let applied = list
+        .iter()
+        .map(|bytes| {
+            let Some((update, session)) = plan_share(store, bytes)? else {
+                return Ok(None);
+            };
+            store
+                .storage()
+                .update_refs(&[update])
+                .map_err(|e| e.to_string())?;
+            writes += 1;
+            Ok(Some(session))
+        })
+        .collect();
     (applied, writes)
 }
 
-/// The ref update that stores a received share record, or `None` when ours is as new.
-fn plan_share(store: &Store, bytes: &[u8]) -> Result<Option<RefUpdate>, String> {
+/// The ref update that stores a received share record and its session, or `None` when ours
+/// is as new.
+fn plan_share(store: &Store, bytes: &[u8]) -> Result<Option<(RefUpdate, SessionId)>, String> {
     let share = SignedShare::decode(bytes).map_err(|e| e.to_string())?;
     let record = &share.record;
     if crate::session::tombstone::is_removed(store, &record.session).map_err(|e| e.to_string())? {
@@ -339,17 +359,22 @@ fn plan_share(store: &Store, bytes: &[u8]) -> Result<Option<RefUpdate>, String> 
     let key = share_key(&record.session, &record.audience);
     let current = store.storage().get_ref(&key).map_err(|e| e.to_string())?;
     if let Some(raw) = &current {
-        if let Ok(ours) = SignedShare::decode(raw) {
+        // Ours was verified when it was stored (`decode_stored`).
+        if let Ok(ours) = SignedShare::decode_stored(raw) {
             if ours.record.shared_ms >= record.shared_ms {
                 return Ok(None);
             }
         }
     }
-    Ok(Some(RefUpdate {
-        key,
-        expected: current,
-        new: Some(bytes.to_vec()),
-    }))
+    let session = record.session;
+    Ok(Some((
+        RefUpdate {
+            key,
+            expected: current,
+            new: Some(bytes.to_vec()),
+        },
+        session,
+    )))
 }
 
 /// Applies a team's received manifests: extends a known chain, or stores a new chain when it
