@@ -225,11 +225,10 @@ impl Node {
             let head = self.store.session(&id)?.ok_or(Error::Missing(id))?.head;
             let (mut nodes, mut bytes) = (0, 0);
             let mut next = Some(head);
+            let mut reader = self.store.storage().chain_reader();
             while let Some(node) = next {
-                let raw = self
-                    .store
-                    .storage()
-                    .get_object(&node)
+                let raw = reader
+                    .get(&node)
                     .map_err(crate::store::StoreError::from)?
                     .ok_or(Error::Missing(id))?;
                 next = StoredObject::parent_of(&raw).map_err(|_| Error::Missing(id))?;

@@ -1099,15 +1099,13 @@ fn chain_after(
 ) -> Result<Option<Vec<StoredObject>>, StoreError> {
     let mut out = Vec::new();
     let mut next = Some(*head);
+    let mut reader = store.storage().chain_reader();
     while let Some(id) = next {
         if Some(&id) == stop {
             out.reverse();
             return Ok(Some(out));
         }
-        let bytes = store
-            .storage()
-            .get_object(&id)?
-            .ok_or(StoreError::MissingNode(id))?;
+        let bytes = reader.get(&id)?.ok_or(StoreError::MissingNode(id))?;
         next = StoredObject::parent_of(&bytes).map_err(|_| StoreError::MissingNode(id))?;
         out.push(StoredObject { id, bytes });
     }

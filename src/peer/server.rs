@@ -963,15 +963,13 @@ fn walk(
     let mut held = 0usize;
     let mut next = Some(*head);
     let mut found = false;
+    let mut reader = store.storage().chain_reader();
     while let Some(id) = next {
         if Some(&id) == stop {
             found = true;
             break;
         }
-        let bytes = store
-            .storage()
-            .get_object(&id)?
-            .ok_or(StoreError::MissingNode(id))?;
+        let bytes = reader.get(&id)?.ok_or(StoreError::MissingNode(id))?;
         next = StoredObject::parent_of(&bytes).map_err(|_| StoreError::MissingNode(id))?;
         held += bytes.len();
         out.push((id, (held <= HOLD_BYTES).then_some(bytes)));

@@ -269,9 +269,10 @@ pub fn view_for_teams_cached(
     Ok(whole(store, identity, &Who::Teams(sorted), now_ms)?.view)
 }
 
-/// The whole view of `who`: from memory, its file or built (see [`cached`]).
+/// The whole view of `who`: from memory, brought forward from an older one in memory, from
+/// its file or built (see [`cached`]).
 fn whole(store: &Store, identity: &Identity, who: &Who, now_ms: i64) -> Result<Found, AccessError> {
-    cached(store, identity, who.key(), now_ms, || {
+    cached(store, identity, who, now_ms, || {
         view_where(store, identity, now_ms, |chain| who.member_of(chain))
     })
 }
@@ -447,12 +448,34 @@ pub fn keep_after_own_writes(
         );
         return Ok(());
     }
+    let view = rederive(store, identity, &kept.who, kept_view, sessions, now_ms)?;
+    let key = kept.who.key();
+    let stamp = stamp(identity, current.as_deref());
+    let view = Arc::new(view);
+    let file = cache_file(store, &key);
+    if let Err(e) = save(&file, &stamp, now_ms, &view) {
+        tracing::debug!(file = %file.display(), "cannot keep the view cache: {e}");
+    }
+    remember(store, memory_key(store, &key), stamp, current, now_ms, view);
+    Ok(())
+}
+
+/// `view` (of `who`) with the items of `sessions` derived again from the store as it is now:
+/// their records, signatures and shares; the manifests and every other session as they were.
+fn rederive(
+    store: &Store,
+    identity: &Identity,
+    who: &Who,
+    view: &View,
+    sessions: &std::collections::BTreeSet<SessionId>,
+    now_ms: i64,
+) -> Result<View, AccessError> {
     let me = MemberId(identity.verifying_key().to_bytes());
-    let mut view = (**kept_view).clone();
+    let mut view = view.clone();
     view.items.retain(|item, entry| {
         matches!(entry, ViewItem::Manifest { .. }) || !sessions.contains(&item_session(item))
     });
-    let shared_teams = add_teams(&mut View::default(), store, &me, |c| kept.who.member_of(c))?;
+    let shared_teams = add_teams(&mut View::default(), store, &me, |c| who.member_of(c))?;
     let mut derive = Sessions {
         store,
         me,
@@ -467,15 +490,57 @@ pub fn keep_after_own_writes(
             }
         }
     }
-    let key = kept.who.key();
-    let stamp = stamp(identity, current.as_deref());
-    let view = Arc::new(view);
-    let file = cache_file(store, &key);
-    if let Err(e) = save(&file, &stamp, now_ms, &view) {
-        tracing::debug!(file = %file.display(), "cannot keep the view cache: {e}");
+    Ok(view)
+}
+
+/// The view kept in memory at an older access generation, brought to `current` through the
+/// access log (`store::generation`, SPEC.md §15.2): when every change since touched only
+/// sessions' records, signatures and shares, those sessions are derived again and the rest
+/// of the view stands. `None` (rebuild) when the log no longer reaches back that far, a
+/// change touched a team chain or a setting, or the epoch changed.
+fn brought_forward(
+    store: &Store,
+    identity: &Identity,
+    who: &Who,
+    current: Option<&[u8]>,
+    now_ms: i64,
+) -> Result<Option<Arc<View>>, AccessError> {
+    use crate::store::generation::{self, Generation, Touched};
+    let Some((view, old, built_ms)) = from_memory_any(store, identity, &who.key()) else {
+        return Ok(None);
+    };
+    if !fresh(view.horizon, built_ms, now_ms) {
+        return Ok(None);
     }
-    remember(store, memory_key(store, &key), stamp, now_ms, view);
-    Ok(())
+    let (Some(old), Some(now)) = (
+        old.as_deref().and_then(Generation::decode),
+        current.and_then(Generation::decode),
+    ) else {
+        return Ok(None);
+    };
+    let behind = now.count.wrapping_sub(old.count);
+    if old.epoch != now.epoch || behind == 0 || behind > generation::ACCESS_LOG_KEEP {
+        return Ok(None);
+    }
+    let mut sessions = std::collections::BTreeSet::new();
+    for count in old.count + 1..=now.count {
+        let entry = store
+            .storage()
+            .get_ref(&generation::access_log_key(count))
+            .map_err(StoreError::from)?;
+        match entry.and_then(|e| generation::decode_access_log(&e, &now.epoch)) {
+            Some(Touched::Sessions(touched)) => sessions.extend(touched),
+            Some(Touched::Everything) | None => return Ok(None),
+        }
+    }
+    tracing::debug!(
+        changes = behind,
+        sessions = sessions.len(),
+        "bringing a kept view forward instead of rebuilding it"
+    );
+    Ok(Some(Arc::new(rederive(
+        store, identity, who, &view, &sessions, now_ms,
+    )?)))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -509,6 +574,8 @@ const CACHE_ENTRIES: usize = 64;
 struct Entry {
     store: std::path::PathBuf,
     stamp: [u8; 32],
+    /// The access generation the view is current at (what the stamp was made from).
+    generation: Option<Vec<u8>>,
     /// The clock the view was built at: before it (a clock set back) the entry is not used.
     built_ms: i64,
     view: Arc<View>,
@@ -607,10 +674,11 @@ fn fresh(horizon: Option<i64>, built_ms: i64, now_ms: i64) -> bool {
 fn cached(
     store: &Store,
     identity: &Identity,
-    key: [u8; 32],
+    who: &Who,
     now_ms: i64,
     build: impl FnOnce() -> Result<View, AccessError>,
 ) -> Result<Found, AccessError> {
+    let key = who.key();
     let generation = generation(store)?;
     let stamp = stamp(identity, generation.as_deref());
     if let Some((view, built_ms)) = from_memory(store, &key, &stamp, now_ms) {
@@ -621,20 +689,30 @@ fn cached(
         });
     }
     let file = cache_file(store, &key);
-    let (view, built_ms) = match load(&file, &stamp, now_ms) {
-        Some((view, built_ms)) => (Arc::new(view), built_ms),
-        None => {
-            let view = Arc::new(build()?);
-            if let Err(e) = save(&file, &stamp, now_ms, &view) {
-                tracing::debug!(file = %file.display(), "cannot keep the view cache: {e}");
+    let (view, built_ms) =
+        match brought_forward(store, identity, who, generation.as_deref(), now_ms)? {
+            Some(view) => {
+                if let Err(e) = save(&file, &stamp, now_ms, &view) {
+                    tracing::debug!(file = %file.display(), "cannot keep the view cache: {e}");
+                }
+                (view, now_ms)
             }
-            (view, now_ms)
-        }
-    };
+            None => match load(&file, &stamp, now_ms) {
+                Some((view, built_ms)) => (Arc::new(view), built_ms),
+                None => {
+                    let view = Arc::new(build()?);
+                    if let Err(e) = save(&file, &stamp, now_ms, &view) {
+                        tracing::debug!(file = %file.display(), "cannot keep the view cache: {e}");
+                    }
+                    (view, now_ms)
+                }
+            },
+        };
     remember(
         store,
         memory_key(store, &key),
         stamp,
+        generation.clone(),
         built_ms,
         view.clone(),
     );
@@ -683,7 +761,27 @@ fn memory_key(store: &Store, key: &[u8; 32]) -> [u8; 32] {
     *h.finalize().as_bytes()
 }
 
-fn remember(store: &Store, mem_key: [u8; 32], stamp: [u8; 32], built_ms: i64, view: Arc<View>) {
+/// The view under `key` kept in this process's memory for this identity, whatever access
+/// generation it is current at: the view, that generation and the clock it was built at.
+fn from_memory_any(
+    store: &Store,
+    identity: &Identity,
+    key: &[u8; 32],
+) -> Option<(Arc<View>, Option<Vec<u8>>, i64)> {
+    let cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
+    let entry = cache.1.get(&memory_key(store, key))?;
+    (entry.store == store.path() && entry.stamp == stamp(identity, entry.generation.as_deref()))
+        .then(|| (entry.view.clone(), entry.generation.clone(), entry.built_ms))
+}
+
+fn remember(
+    store: &Store,
+    mem_key: [u8; 32],
+    stamp: [u8; 32],
+    generation: Option<Vec<u8>>,
+    built_ms: i64,
+    view: Arc<View>,
+) {
     let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
     let (clock, entries) = &mut *cache;
     if entries.len() >= CACHE_ENTRIES && !entries.contains_key(&mem_key) {
@@ -696,6 +794,7 @@ fn remember(store: &Store, mem_key: [u8; 32], stamp: [u8; 32], built_ms: i64, vi
         Entry {
             store: store.path().to_path_buf(),
             stamp,
+            generation,
             built_ms,
             view,
             used: *clock,

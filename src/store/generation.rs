@@ -9,6 +9,10 @@
 //! a repair): a count from another epoch never matches, so an index can never mistake a
 //! recreated store's small count for the one it saw.
 
+use std::collections::BTreeSet;
+
+use tapes_protocol::SessionId;
+
 use crate::store::{keys, Store, StoreError};
 
 /// The session generation of a store.
@@ -79,6 +83,70 @@ fn fresh_epoch() -> [u8; 16] {
     epoch
 }
 
+/// Access-generation changes kept in the access log ([`access_log_entry`]): a view kept at a
+/// generation at most this many changes old is brought up to date by re-deriving the sessions
+/// the changes touched instead of being rebuilt (`share::access`, SPEC.md §15.2). An import
+/// or a fetch moves the generation once per batch, so this covers a serving node's view over
+/// any ordinary pause between two fetches; each entry is a few dozen bytes per session.
+pub const ACCESS_LOG_KEEP: u64 = 256;
+
+/// What one change of the access generation touched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Touched {
+    /// Only these sessions' records, signatures and shares.
+    Sessions(BTreeSet<SessionId>),
+    /// Something every view may depend on (a team chain, a setting): views are rebuilt.
+    Everything,
+}
+
+/// The ref key of the access log entry of change `count` (big-endian, so the log is in order).
+pub fn access_log_key(count: u64) -> Vec<u8> {
+    let mut key = keys::ACCESS_LOG.to_vec();
+    key.extend_from_slice(&count.to_be_bytes());
+    key
+}
+
+/// The access log entry of a transaction of ref `keys` that moved the access generation to
+/// `at`: `epoch [16] || session id [16]…`, or `epoch || "*"` when a key is not a session's
+/// record, signature or share.
+pub fn access_log_entry<'k>(at: &Generation, keys: impl IntoIterator<Item = &'k [u8]>) -> Vec<u8> {
+    let mut out = at.epoch.to_vec();
+    let mut sessions = BTreeSet::new();
+    for key in keys {
+        if !keys::moves_access(key) {
+            continue;
+        }
+        match keys::session_of(key) {
+            Some(id) => {
+                sessions.insert(id);
+            }
+            None => {
+                out.push(b'*');
+                return out;
+            }
+        }
+    }
+    sessions.iter().for_each(|id| out.extend_from_slice(&id.0));
+    out
+}
+
+/// Reads an access log entry written in `epoch`; `None` when it is from another epoch or
+/// damaged (the caller then rebuilds).
+pub fn decode_access_log(bytes: &[u8], epoch: &[u8; 16]) -> Option<Touched> {
+    let rest = bytes.strip_prefix(epoch.as_slice())?;
+    if rest == b"*" {
+        return Some(Touched::Everything);
+    }
+    if rest.len() % SessionId::LEN != 0 {
+        return None;
+    }
+    Some(Touched::Sessions(
+        rest.chunks_exact(SessionId::LEN)
+            .map(|c| SessionId(c.try_into().unwrap_or([0; SessionId::LEN])))
+            .collect(),
+    ))
+}
+
 impl Store {
     /// The store's session generation: one ref read ([`Generation::NONE`] before the first
     /// session is written).
@@ -107,5 +175,33 @@ mod tests {
         assert_ne!(other.epoch, first.epoch);
         assert!(moves([b"session/ab".as_slice()]));
         assert!(!moves([b"share/ab/x".as_slice(), b"sig/ab"]));
+    }
+
+    #[test]
+    fn the_access_log_names_the_sessions_a_change_touched_or_everything() {
+        let at = Generation::decode(&next(None)).unwrap();
+        let (a, b) = (SessionId([1; 16]), SessionId([2; 16]));
+        let touched = [
+            keys::session(&a),
+            keys::sig(&a),
+            keys::share(&b, "team-x"),
+            b"audit/whatever".to_vec(),
+        ];
+        let entry = access_log_entry(&at, touched.iter().map(Vec::as_slice));
+        assert_eq!(
+            decode_access_log(&entry, &at.epoch),
+            Some(Touched::Sessions([a, b].into()))
+        );
+        assert_eq!(decode_access_log(&entry, &[9; 16]), None, "another epoch");
+        let team = [
+            keys::session(&a),
+            keys::team_head(&tapes_protocol::TeamId([3; 32])),
+        ];
+        let entry = access_log_entry(&at, team.iter().map(Vec::as_slice));
+        assert_eq!(
+            decode_access_log(&entry, &at.epoch),
+            Some(Touched::Everything)
+        );
+        assert!(access_log_key(1) < access_log_key(256));
     }
 }

@@ -49,6 +49,23 @@ pub const GENERATION: &[u8] = b"generation/sessions";
 /// one read.
 pub const ACCESS_GENERATION: &[u8] = b"generation/access";
 
+/// The access log (`store::generation::access_log_entry`): what each recent change of the
+/// [`ACCESS_GENERATION`] touched, written by the backend in the same transaction.
+pub const ACCESS_LOG: &[u8] = b"generation/access-log/";
+
+/// The session whose record (`session/<id>`), signature (`sig/<id>`) or share
+/// (`share/<id>/…`) ref `key` is.
+pub fn session_of(key: &[u8]) -> Option<SessionId> {
+    let rest = [SESSION, SIG, SHARE]
+        .iter()
+        .find_map(|prefix| key.strip_prefix(*prefix))?;
+    let hex = rest.get(..2 * SessionId::LEN)?;
+    if rest.len() > hex.len() && rest[hex.len()] != b'/' {
+        return None;
+    }
+    std::str::from_utf8(hex).ok()?.parse().ok()
+}
+
 /// Does a change of ref `key` move the [`ACCESS_GENERATION`]? Sessions, their signatures,
 /// shares, team chains and settings (`share.paths` changes what a record looks like outside).
 pub fn moves_access(key: &[u8]) -> bool {

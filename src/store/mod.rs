@@ -174,14 +174,12 @@ impl Store {
         let mut out = Vec::new();
         let mut next = Some(*head);
         let mut seen = std::collections::HashSet::new();
+        let mut reader = self.storage.chain_reader();
         while let Some(id) = next {
             if !seen.insert(id) {
                 return Err(StoreError::Cycle(*head));
             }
-            let bytes = self
-                .storage
-                .get_object(&id)?
-                .ok_or(StoreError::MissingNode(id))?;
+            let bytes = reader.get(&id)?.ok_or(StoreError::MissingNode(id))?;
             next = StoredObject::parent_of(&bytes)
                 .map_err(|source| StoreError::BadNode { id, source })?;
             out.push(id);

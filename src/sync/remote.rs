@@ -148,14 +148,13 @@ impl Remote for PathRemote {
         // A store walks from the head itself; the session only names what is asked for.
         let mut out = Vec::new();
         let mut next = Some(*head);
+        let mut reader = self.store.storage().chain_reader();
         while let Some(id) = next {
             if have(&id) {
                 break;
             }
-            let bytes = self
-                .store
-                .storage()
-                .get_object(&id)
+            let bytes = reader
+                .get(&id)
                 .map_err(|e| self.err(e.into()))?
                 .ok_or_else(|| RemoteError::Missing {
                     name: self.name.clone(),

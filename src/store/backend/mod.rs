@@ -89,9 +89,31 @@ impl<S: Storage + ?Sized> Staging for MemoryStaging<'_, S> {
     }
 }
 
+/// Reads the nodes of a chain one after the other, head first (see [`Storage::chain_reader`]).
+pub trait ChainReader {
+    fn get(&mut self, id: &NodeId) -> Result<Option<Vec<u8>>, StorageError>;
+}
+
+/// A [`ChainReader`] that reads each object on its own.
+pub(crate) struct EachOnItsOwn<'s, S: ?Sized>(pub(crate) &'s S);
+
+impl<S: Storage + ?Sized> ChainReader for EachOnItsOwn<'_, S> {
+    fn get(&mut self, id: &NodeId) -> Result<Option<Vec<u8>>, StorageError> {
+        self.0.get_object(id)
+    }
+}
+
 /// What the rest of tapes needs from a database.
 pub trait Storage: Send + Sync {
     fn get_object(&self, id: &NodeId) -> Result<Option<Vec<u8>>, StorageError>;
+
+    /// A reader for walking a chain from its head, each object read being the parent of the
+    /// one before. Packs keep a batch's objects in the order they were written, root first
+    /// (SPEC.md §6), so the sled backend reads a window of the pack ending at the object and
+    /// serves the parents that follow from it: one read per window instead of one per node.
+    fn chain_reader(&self) -> Box<dyn ChainReader + '_> {
+        Box::new(EachOnItsOwn(self))
+    }
 
     fn contains_object(&self, id: &NodeId) -> Result<bool, StorageError>;
 

@@ -17,9 +17,12 @@
 //! ```
 //!
 //! `<name>` is the hex of the first 16 bytes of the index checksum. Objects sit in the pack in
-//! the order they were added (id order for a batch from `put_objects`, file order for a staged
-//! bundle); bytes no index entry points at (a duplicate, an object stored meanwhile by another
-//! writer) are dead weight, never read.
+//! the order they were added: the caller's order for a batch from `put_objects` (an import or
+//! a fetch hands over each chain root first), arrival order for a staged fetch or bundle, and
+//! the victims' file orders one after the other for a merge. A chain therefore sits in one run
+//! of bytes, which a server walking it reads a window at a time (SPEC.md §6). Bytes no index
+//! entry points at (a duplicate, an object stored meanwhile by another writer) are dead
+//! weight, never read.
 //!
 //! Why packs: sled manages about 90k inserts/s, while a pack is one sequential write and three
 //! fsyncs (pack, index, directory), limited by the disk.
@@ -364,17 +367,67 @@ impl Pack {
     /// 1 GB fetch). A read costs a system call instead of a page fault.
     pub fn read_at(&self, i: usize) -> Result<Vec<u8>, StorageError> {
         let range = self.range_of(i)?;
+        let mut bytes = Vec::new();
+        self.read_range(range, &mut bytes)?;
+        Ok(bytes)
+    }
+
+    /// Where entry `i`'s bytes are in the pack file.
+    pub fn range(&self, i: usize) -> Result<std::ops::Range<usize>, StorageError> {
+        self.range_of(i)
+    }
+
+    /// Reads up to `len` bytes of the object area ending at `end` (an object's end, from
+    /// [`Pack::range`]) into `into` with one positioned read; returns where they start in the
+    /// file. A chain's nodes sit one after the other in a pack written from a fetch or an
+    /// import, so this reads a node and the parents before it at once.
+    pub fn read_before(
+        &self,
+        end: usize,
+        len: usize,
+        into: &mut Vec<u8>,
+    ) -> Result<usize, StorageError> {
+        let start = end.saturating_sub(len).max(PACK_HEADER).min(end);
+        self.read_range(start..end, into)?;
+        Ok(start)
+    }
+
+    /// Bytes `range` of the pack file (inside the object area) into `into`, which it replaces.
+    fn read_range(
+        &self,
+        range: std::ops::Range<usize>,
+        into: &mut Vec<u8>,
+    ) -> Result<(), StorageError> {
+        if range.start < PACK_HEADER || range.end > self.pack.len() || range.start > range.end {
+            return Err(self.damaged(&format!(
+                "a read of bytes {}..{}, outside the pack",
+                range.start, range.end
+            )));
+        }
+        into.clear();
+        into.resize(range.len(), 0);
         #[cfg(unix)]
         {
             use std::os::unix::fs::FileExt;
-            let mut bytes = vec![0u8; range.len()];
             self.file
-                .read_exact_at(&mut bytes, range.start as u64)
-                .map_err(|e| io_err("read", &self.path, e))?;
-            Ok(bytes)
+                .read_exact_at(into, range.start as u64)
+                .map_err(|e| io_err("read", &self.path, e))
         }
         #[cfg(not(unix))]
-        Ok(self.pack[range].to_vec())
+        {
+            into.copy_from_slice(&self.pack[range]);
+            Ok(())
+        }
+    }
+
+    /// The entries in the order their bytes sit in the file (the order they were added): a
+    /// merge copies packs in this order, so a chain written together stays together.
+    pub fn file_order(&self) -> Result<Vec<usize>, StorageError> {
+        let mut order: Vec<(usize, usize)> = (0..self.len())
+            .map(|i| Ok((self.range_of(i)?.start, i)))
+            .collect::<Result<_, StorageError>>()?;
+        order.sort_unstable();
+        Ok(order.into_iter().map(|(_, i)| i).collect())
     }
 
     pub fn get(&self, id: &NodeId) -> Result<Option<&[u8]>, StorageError> {

@@ -376,6 +376,14 @@ fn unexpected_reply(request: &str) -> StorageError {
 }
 
 impl Storage for SharedStorage {
+    fn chain_reader(&self) -> Box<dyn super::ChainReader + '_> {
+        match self.local.get() {
+            Some(holder) => holder.storage.chain_reader(),
+            // Through the holder each object is a request of its own.
+            None => Box::new(super::EachOnItsOwn(self)),
+        }
+    }
+
     fn get_object(&self, id: &NodeId) -> Result<Option<Vec<u8>>, StorageError> {
         self.call(
             &Request::GetObject(*id),

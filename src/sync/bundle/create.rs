@@ -477,6 +477,7 @@ fn write_bundle(
         // too), then write root first so every parent precedes its child.
         let mut ids = Vec::new();
         let mut next = Some(record.head);
+        let mut reader = storage.chain_reader();
         while let Some(id) = next {
             if written.contains(&id) {
                 break;
@@ -485,8 +486,8 @@ fn write_bundle(
                 counts.basis_objects += 1;
                 break;
             }
-            let bytes = storage
-                .get_object(&id)
+            let bytes = reader
+                .get(&id)
                 .map_err(StoreError::from)?
                 .ok_or(StoreError::MissingNode(id))?;
             next = StoredObject::parent_of(&bytes)
