@@ -19,7 +19,7 @@ use tapes::sync::bundle::{self, CreateOptions};
 use tapes::team;
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: tapes::allocator::MiMalloc = tapes::allocator::MiMalloc;
 
 /// A sample session whose tool results are `kb` KiB each (so size grows fast).
 fn big_session(index: usize, kb: usize) -> ParsedSession {
@@ -51,6 +51,8 @@ fn big_session(index: usize, kb: usize) -> ParsedSession {
 }
 
 fn main() {
+    // As the `tapes` binary does, so the memory figures are the ones a user sees.
+    tapes::allocator::purge_freed_memory_at_once();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)

@@ -30,9 +30,11 @@ use tapes::share::{self, Audience, SecretPolicy, ShareOptions};
 use tapes::store::Store;
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: tapes::allocator::MiMalloc = tapes::allocator::MiMalloc;
 
 fn main() {
+    // As the `tapes` binary does, so the memory figures are the ones a user sees.
+    tapes::allocator::purge_freed_memory_at_once();
     let args: Vec<String> = std::env::args().collect();
     let nodes: usize = flag(&args, "--nodes").unwrap_or(1_000_000);
     let runs: usize = flag(&args, "--runs").unwrap_or(21);

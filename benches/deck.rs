@@ -24,7 +24,7 @@ use tapes::views::deck::{ui, Context};
 use tapes::views::search::{self, SearchIndex};
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: tapes::allocator::MiMalloc = tapes::allocator::MiMalloc;
 
 const ANCHOR_MS: f64 = 50.0;
 
@@ -47,6 +47,8 @@ fn line(what: &str, d: f64) {
 }
 
 fn main() {
+    // As the `tapes` binary does, so the memory figures are the ones a user sees.
+    tapes::allocator::purge_freed_memory_at_once();
     let args: Vec<String> = std::env::args().collect();
     let sessions = flag(&args, "--sessions").unwrap_or(100_000);
     let use_index = args.iter().any(|a| a == "--index");

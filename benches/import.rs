@@ -16,9 +16,11 @@ use tapes::session::sample::{self, Shape};
 use tapes::store::Store;
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: tapes::allocator::MiMalloc = tapes::allocator::MiMalloc;
 
 fn main() {
+    // As the `tapes` binary does, so the memory figures are the ones a user sees.
+    tapes::allocator::purge_freed_memory_at_once();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)

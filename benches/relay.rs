@@ -51,12 +51,14 @@ use tapes::testing::{Made, Node as Member};
 use tokio::sync::Barrier;
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: tapes::allocator::MiMalloc = tapes::allocator::MiMalloc;
 
 const RELAY_THREADS: &str = "relay-rt";
 const CLIENT_THREADS: &str = "client-rt";
 
 fn main() -> Result<()> {
+    // As the `tapes` binary does, so the memory figures are the ones a user sees.
+    tapes::allocator::purge_freed_memory_at_once();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)

@@ -17,8 +17,9 @@
 //! `/proc/self/clear_refs` before a fetch) and CPU time are its own. The raw stream and
 //! iroh-blobs run both sides in the parent process.
 //!
-//! Environment: `TAPES_BENCH_GB` (default 1.0) scales everything; `TAPES_BENCH_PLAIN=0` skips
-//! the plain path; `TAPES_BENCH_PERF=<dir>` records `perf` profiles of both sides during the
+//! Environment: `TAPES_BENCH_GB` (default 1.0) scales everything; `TAPES_BENCH_NODE_KB=8`
+//! makes tool-heavy sessions of ~8 KB nodes instead of today's ~1 KB mix; `TAPES_BENCH_PLAIN=0`
+//! skips the plain path; `TAPES_BENCH_PERF=<dir>` records `perf` profiles of both sides during the
 //! sealed fetch (`perf report -i <dir>/alice.data`; `TAPES_BENCH_PERF_ARGS` replaces the default
 //! `-F 499 -g`, e.g. `-e page-faults --call-graph dwarf` to see what touches new memory).
 
@@ -48,11 +49,13 @@ use tapes::team::keyring::{self, KeyRing, Sealed};
 use tapes::team::{self, InviteOptions};
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: tapes::allocator::MiMalloc = tapes::allocator::MiMalloc;
 
 const ROLE: &str = "TAPES_SYNC_BENCH_ROLE";
 
 fn main() -> Result<()> {
+    // As the `tapes` binary does, so the memory figures are the ones a user sees.
+    tapes::allocator::purge_freed_memory_at_once();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)
@@ -704,8 +707,11 @@ fn alice_main() -> Result<()> {
 }
 
 /// A session of the data set: 5–95 tool rounds (mean ~50, ~100 nodes); about one tool result
-/// in three is a file read or test log of 0.5–4.5 KB, so a node averages ~1 KB.
+/// in three is a file read or test log of 0.5–4.5 KB, so a node averages ~1 KB. With
+/// `TAPES_BENCH_NODE_KB=<k>` above 1 (tool-heavy sessions) every tool result is a file read of
+/// k–3k KB, so a node averages about k KB.
 fn dataset_session(i: usize) -> ParsedSession {
+    let node_kb: usize = env_or("TAPES_BENCH_NODE_KB", 1.0) as usize;
     let mut rng = Rng::new(0x5eed_0000 ^ i as u64);
     let rounds = 5 + rng.below(91) as usize;
     let mut session = sample::session(
@@ -719,10 +725,13 @@ fn dataset_session(i: usize) -> ParsedSession {
     for m in &mut session.messages {
         for block in &mut m.blocks {
             if let ContentBlock::ToolResult { content, .. } = block {
-                if rng.below(3) != 0 {
+                let extra = if node_kb > 1 {
+                    (node_kb << 10) + rng.below(2 * (node_kb as u64) << 10) as usize
+                } else if rng.below(3) != 0 {
                     continue;
-                }
-                let extra = 512 + rng.below(4096) as usize;
+                } else {
+                    512 + rng.below(4096) as usize
+                };
                 let mut text = String::with_capacity(extra + 80);
                 let mut line = 0;
                 while text.len() < extra {

@@ -21,6 +21,7 @@
 //! A module only imports modules of its own or a lower layer (a test, `tests/it/layering.rs`,
 //! refuses two modules that import each other).
 
+pub mod allocator;
 pub mod audit;
 pub mod duration;
 #[doc(hidden)]
