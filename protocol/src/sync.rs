@@ -374,10 +374,18 @@ pub enum FrameError {
 
 /// Encodes `message` as one frame.
 pub fn encode_frame<T: Serialize>(message: &T) -> Vec<u8> {
+    encode_frame_into(message, Vec::new())
+}
+
+/// [`encode_frame`] into `buffer` (emptied first), so a sender can reuse one allocation for
+/// frame after frame.
+pub fn encode_frame_into<T: Serialize>(message: &T, mut buffer: Vec<u8>) -> Vec<u8> {
     // Encoded behind a placeholder head, patched after: a batch frame is about 1 MB, and
     // encoding it apart and copying it behind the head was a second copy of every byte sent.
-    let mut out = postcard::to_extend(message, vec![0u8; FRAME_HEAD_LEN])
-        .expect("postcard encoding to a Vec cannot fail");
+    buffer.clear();
+    buffer.extend_from_slice(&[0u8; FRAME_HEAD_LEN]);
+    let mut out =
+        postcard::to_extend(message, buffer).expect("postcard encoding to a Vec cannot fail");
     let len = (out.len() - FRAME_HEAD_LEN) as u32;
     out[..FRAME_HEAD_LEN].copy_from_slice(&len.to_le_bytes());
     out
