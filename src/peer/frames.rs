@@ -55,47 +55,35 @@ pub struct Counters {
     /// The answering side: waits for a peer's frames are bounded, and a peer that misses a
     /// deadline broke the protocol.
     serving: bool,
-    /// Frame buffers given back after decoding, for the next frames of this connection.
-    spare: Spare,
 }
 
-#[derive(Default)]
-struct Spare(std::sync::Mutex<Vec<Vec<u8>>>);
-
-impl std::fmt::Debug for Spare {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let held = self.0.lock().map_or(0, |s| s.len());
-        write!(f, "{held} spare frame buffers")
-    }
-}
-
-/// Frame buffers a connection keeps for its next frames, read or written ([`Counters::spare`]),
-/// and the largest one it keeps. A buffer freed after each 1 MiB object batch was fresh memory
-/// for the next (the allocator gives freed memory back to the system at once,
-/// `tapes::allocator`), and growing it by doubling copied it again: a third of a fetching
-/// node's page faults (`perf -e page-faults`, `cargo bench --bench sync`). Eight cover the
-/// batches in flight on the streams of a fetch; the memory kept is at most 8 × 2 MiB per
-/// connection.
+/// Frame buffers this process keeps for its next frames, read or written ([`SPARE`]), and the
+/// largest one it keeps. A buffer freed after each 1 MiB object batch was fresh memory for the
+/// next (the allocator gives freed memory back to the system at once, `tapes::allocator`), and
+/// growing it by doubling copied it again: a third of a fetching node's page faults (`perf -e
+/// page-faults`, `cargo bench --bench sync`). Eight cover the batches in flight on the streams
+/// of a fetch. They are kept for the whole process, not per connection, so what they hold is
+/// at most 16 MiB however many connections a node serves.
 const SPARE_BUFFERS: usize = 8;
 const SPARE_MAX: usize = 2 << 20;
 
-impl Counters {
-    /// A kept buffer, emptied, or a new one (see [`SPARE_BUFFERS`]).
-    fn take_buffer(&self) -> Vec<u8> {
-        let mut spare = self.spare.0.lock().unwrap_or_else(|p| p.into_inner());
-        spare.pop().unwrap_or_default()
-    }
+static SPARE: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
 
-    /// Keeps `buffer` for a next frame, if it is not too large and there is room.
-    fn give_back(&self, mut buffer: Vec<u8>) {
-        if buffer.capacity() == 0 || buffer.capacity() > SPARE_MAX {
-            return;
-        }
-        buffer.clear();
-        let mut spare = self.spare.0.lock().unwrap_or_else(|p| p.into_inner());
-        if spare.len() < SPARE_BUFFERS {
-            spare.push(buffer);
-        }
+/// A kept buffer, emptied, or a new one (see [`SPARE_BUFFERS`]).
+fn take_buffer() -> Vec<u8> {
+    let mut spare = SPARE.lock().unwrap_or_else(|p| p.into_inner());
+    spare.pop().unwrap_or_default()
+}
+
+/// Keeps `buffer` for a next frame, if it is not too large and there is room.
+fn give_back(mut buffer: Vec<u8>) {
+    if buffer.capacity() == 0 || buffer.capacity() > SPARE_MAX {
+        return;
+    }
+    buffer.clear();
+    let mut spare = SPARE.lock().unwrap_or_else(|p| p.into_inner());
+    if spare.len() < SPARE_BUFFERS {
+        spare.push(buffer);
     }
 }
 
@@ -150,9 +138,9 @@ impl Stream<'_> {
     }
 
     pub async fn write<T: Serialize>(&mut self, message: &T) -> Result<(), PeerError> {
-        let frame = encode_frame_into(message, self.counters.take_buffer());
+        let frame = encode_frame_into(message, take_buffer());
         let written = self.write_frame(&frame).await;
-        self.counters.give_back(frame);
+        give_back(frame);
         written
     }
 
@@ -206,10 +194,10 @@ impl Stream<'_> {
         let mut last = began;
         // Filled chunk by chunk as QUIC hands them over: a zeroed buffer to read into would
         // cost a write of every received byte before the copy. A buffer kept from an earlier
-        // frame of this connection is reused (its capacity, at most `SPARE_MAX`, is memory
-        // the connection already held).
+        // frame is reused (its capacity, at most `SPARE_MAX`, is memory the process already
+        // held).
         let mut body = Body::new(len);
-        body.bytes = self.counters.take_buffer();
+        body.bytes = take_buffer();
         let mut held = Held {
             counters: self.counters,
             bytes: 0,
@@ -250,7 +238,7 @@ impl Stream<'_> {
             .received
             .fetch_add((FRAME_HEAD_LEN + len) as u64, Ordering::Relaxed);
         let decoded = decode_payload(&body.bytes, what);
-        self.counters.give_back(body.bytes);
+        give_back(body.bytes);
         decoded.map(Some).map_err(|e| self.protocol(e))
     }
 
