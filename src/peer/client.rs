@@ -529,9 +529,6 @@ impl PeerConn {
             }
         }
         let outcome = block_in_place(|| writer.finish())?;
-        let mut moved: std::collections::BTreeSet<SessionId> =
-            outcome.moved.iter().copied().collect();
-        let mut writes = outcome.writes;
         report.new_sessions = outcome.new;
         report.updated_sessions = outcome.updated;
         report.kept.extend(outcome.kept);
@@ -539,14 +536,9 @@ impl PeerConn {
             return Err(e);
         }
         block_in_place(|| {
-            let (applied, share_writes) = apply_shares(store, &shares);
-            writes += share_writes;
-            for applied in applied {
+            for applied in apply_shares(store, &shares) {
                 match applied {
-                    Ok(Some(session)) => {
-                        report.shares += 1;
-                        moved.insert(session);
-                    }
+                    Ok(Some(_)) => report.shares += 1,
                     Ok(None) => {}
                     Err(why) => tracing::warn!(peer = %self.name, "skipped a share record: {why}"),
                 }
@@ -555,19 +547,8 @@ impl PeerConn {
         })
         .map_err(crate::store::StoreError::from)?;
         // What this fetch stored goes into the kept view now, so the next fetch does not
-        // rebuild it (only when nothing else wrote meanwhile, and no team chain changed).
-        if report.manifests == 0 {
-            block_in_place(|| {
-                access::keep_after_own_writes(
-                    store,
-                    identity,
-                    &kept,
-                    writes,
-                    &moved,
-                    crate::now_ms(),
-                )
-            })?;
-        }
+        // rebuild it (unless a team chain changed).
+        block_in_place(|| access::keep_after_own_writes(store, identity, &kept, crate::now_ms()))?;
         if needed_from {
             report.round_trips += 1;
         }

@@ -80,11 +80,6 @@ pub(super) struct WriteOutcome {
     pub(super) new: usize,
     pub(super) updated: usize,
     pub(super) kept: Vec<String>,
-    /// The sessions whose refs moved.
-    pub(super) moved: Vec<tapes_protocol::SessionId>,
-    /// Ref updates committed to move them (one per group, or one per session when another
-    /// writer interfered): what the kept view compares against the store's counter.
-    pub(super) writes: u64,
 }
 
 /// The group-commit writer: objects streamed into a staged pack (so they are on their way to
@@ -151,18 +146,11 @@ fn write_loop(
         let me_for_check = if own { MemberId([0; 32]) } else { *me };
         let group: Vec<(&SessionEntry, &SessionRecord)> =
             refs.iter().map(|(e, r)| (&**e, &**r)).collect();
-        let (applied, writes) = apply_sessions(store, &me_for_check, &group)?;
-        outcome.writes += writes;
+        let applied = apply_sessions(store, &me_for_check, &group)?;
         for ((entry, _), applied) in refs.drain(..).zip(applied) {
             match applied {
-                SessionApplied::New => {
-                    outcome.new += 1;
-                    outcome.moved.push(entry.id);
-                }
-                SessionApplied::Updated => {
-                    outcome.updated += 1;
-                    outcome.moved.push(entry.id);
-                }
+                SessionApplied::New => outcome.new += 1,
+                SessionApplied::Updated => outcome.updated += 1,
                 SessionApplied::Unchanged => {}
                 SessionApplied::Kept => outcome.kept.push(entry.id.short()),
             }

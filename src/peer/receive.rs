@@ -164,13 +164,6 @@ pub enum SessionApplied {
     Kept,
 }
 
-impl SessionApplied {
-    /// The session's ref moved.
-    pub fn moved(&self) -> bool {
-        matches!(self, SessionApplied::New | SessionApplied::Updated)
-    }
-}
-
 /// Moves the local ref of a received session to `entry` (after its nodes were stored and
 /// flushed): only forward, and only for sessions that are not ours. `forward` says the new
 /// chain contains the head we had.
@@ -197,12 +190,11 @@ pub fn apply_session(
 /// update for the whole group instead of one per session (a fetch of ~3,000 sessions spent a
 /// sixth of its CPU in sled's transactions and their log writes). When another writer moved
 /// one of the refs meanwhile, each session is applied on its own, as [`apply_session`] does.
-/// Also returns how many ref updates it committed (what a kept view counts, `access`).
 pub fn apply_sessions(
     store: &Store,
     me: &MemberId,
     group: &[(&SessionEntry, &SessionRecord)],
-) -> Result<(Vec<SessionApplied>, u64), StoreError> {
+) -> Result<Vec<SessionApplied>, StoreError> {
     let mut outcome = Vec::with_capacity(group.len());
     let mut updates = Vec::new();
     for (entry, record) in group {
@@ -210,31 +202,29 @@ pub fn apply_sessions(
         outcome.push(applied);
         updates.extend(planned);
     }
-    if let Some(writes) = commit_together(store, &updates)? {
-        return Ok((outcome, writes));
+    if commit_together(store, &updates)? {
+        return Ok(outcome);
     }
-    let applied = group
+    group
         .iter()
         .map(|(e, r)| apply_session(store, me, e, r, true))
-        .collect::<Result<Vec<_>, _>>()?;
-    let writes = applied.iter().filter(|a| a.moved()).count() as u64;
-    Ok((applied, writes))
+        .collect()
 }
 
-/// Commits ref updates planned one by one as one atomic update: how many updates that took
-/// (0 or 1), or `None` when they cannot go together (two plans for one key, or another writer
-/// moved a ref since they were planned) and must be applied on their own.
-fn commit_together(store: &Store, updates: &[RefUpdate]) -> Result<Option<u64>, StoreError> {
+/// Commits ref updates planned one by one as one atomic update; false when they cannot go
+/// together (two plans for one key, or another writer moved a ref since they were planned)
+/// and must be applied on their own.
+fn commit_together(store: &Store, updates: &[RefUpdate]) -> Result<bool, StoreError> {
     if updates.is_empty() {
-        return Ok(Some(0));
+        return Ok(true);
     }
     let mut keys = std::collections::HashSet::new();
     if !updates.iter().all(|u| keys.insert(&u.key)) {
-        return Ok(None);
+        return Ok(false);
     }
     match store.storage().update_refs(updates) {
-        Ok(()) => Ok(Some(1)),
-        Err(crate::store::backend::StorageError::Conflict { .. }) => Ok(None),
+        Ok(()) => Ok(true),
+        Err(crate::store::backend::StorageError::Conflict { .. }) => Ok(false),
         Err(e) => Err(e.into()),
     }
 }
@@ -304,12 +294,8 @@ pub fn apply_share(store: &Store, bytes: &[u8]) -> Result<bool, String> {
 
 /// [`apply_share`] for every share record a fetch received, in one atomic ref update (each on
 /// its own when another writer moved one meanwhile). Per record: the session whose share it
-/// stored (`None`: ours was as new), or why it was skipped; and how many ref updates were
-/// committed.
-pub fn apply_shares(
-    store: &Store,
-    list: &[Vec<u8>],
-) -> (Vec<Result<Option<SessionId>, String>>, u64) {
+/// stored (`None`: ours was as new), or why it was skipped.
+pub fn apply_shares(store: &Store, list: &[Vec<u8>]) -> Vec<Result<Option<SessionId>, String>> {
     let mut outcome = Vec::with_capacity(list.len());
     let mut updates = Vec::new();
     let planned: Vec<_> = list.iter().map(|bytes| plan_share(store, bytes)).collect();
@@ -321,13 +307,11 @@ pub fn apply_shares(
             })
         }));
     }
-    if let Ok(Some(writes)) = commit_together(store, &updates) {
-        return (outcome, writes);
+    if let Ok(true) = commit_together(store, &updates) {
+        return outcome;
     }
     // One by one: a storage error is then reported by each record it stops.
-    let mut writes = 0;
-    let applied = list
-        .iter()
+    list.iter()
         .map(|bytes| {
             let Some((update, session)) = plan_share(store, bytes)? else {
                 return Ok(None);
@@ -336,11 +320,9 @@ pub fn apply_shares(
                 .storage()
                 .update_refs(&[update])
                 .map_err(|e| e.to_string())?;
-            writes += 1;
             Ok(Some(session))
         })
-        .collect();
-    (applied, writes)
+        .collect()
 }
 
 /// The ref update that stores a received share record and its session, or `None` when ours

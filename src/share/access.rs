@@ -410,52 +410,42 @@ fn kept(store: &Store, identity: &Identity, who: Who, now_ms: i64) -> Result<Kep
     })
 }
 
-/// Brings a kept view along with this process's own writes since it was returned: `writes`
-/// ref transactions, each of which moved the access generation, that changed only the
-/// session refs, signatures and shares of `sessions` (a fetch's stored sessions and share
-/// records; not team chains). When the generation moved by exactly `writes`, nobody else wrote
-/// in between, so re-deriving those sessions' items is the view; otherwise nothing is done and
-/// the next use rebuilds it. What a fetch stored is then not a rebuild on the next fetch.
+/// Brings a kept view along with what was written since it was returned (a fetch's own
+/// sessions and share records, and whatever another writer did meanwhile), through the access
+/// log (see [`forward`]), and keeps it: what a fetch stored is then not a rebuild on the next
+/// fetch. When the log cannot say (a team chain changed, or it does not reach back) nothing is
+/// kept and the next use rebuilds it.
 pub fn keep_after_own_writes(
     store: &Store,
     identity: &Identity,
     kept: &Kept,
-    writes: u64,
-    sessions: &std::collections::BTreeSet<SessionId>,
     now_ms: i64,
 ) -> Result<(), AccessError> {
-    use crate::store::generation::Generation;
     // A view never loaded (the peer had nothing new) has nothing to bring along.
     let Some(kept_view) = kept.view.get() else {
         return Ok(());
     };
-    if writes == 0 || !fresh(kept_view.horizon, kept.built_ms, now_ms) {
-        return Ok(());
-    }
-    let Some(before) = kept.generation.as_deref().and_then(Generation::decode) else {
-        return Ok(());
-    };
     let current = generation(store)?;
-    let Some(after) = current.as_deref().and_then(Generation::decode) else {
-        return Ok(());
-    };
-    if after.epoch != before.epoch || after.count != before.count.wrapping_add(writes) {
-        tracing::debug!(
-            before = before.count,
-            after = after.count,
-            writes,
-            "another writer moved the store: the view rebuilds at its next use"
-        );
+    if current == kept.generation {
         return Ok(());
     }
-    let view = rederive(store, identity, &kept.who, kept_view, sessions, now_ms)?;
+    let old = (kept.generation.as_deref(), kept.built_ms);
+    let Some(view) = forward(
+        store,
+        identity,
+        &kept.who,
+        kept_view,
+        old,
+        current.as_deref(),
+        now_ms,
+    )?
+    else {
+        return Ok(());
+    };
     let key = kept.who.key();
     let stamp = stamp(identity, current.as_deref());
     let view = Arc::new(view);
-    let file = cache_file(store, &key);
-    if let Err(e) = save(&file, &stamp, now_ms, &view) {
-        tracing::debug!(file = %file.display(), "cannot keep the view cache: {e}");
-    }
+    keep_file(&cache_file(store, &key), &stamp, now_ms, &view);
     remember(store, memory_key(store, &key), stamp, current, now_ms, view);
     Ok(())
 }
@@ -493,11 +483,8 @@ fn rederive(
     Ok(view)
 }
 
-/// The view kept in memory at an older access generation, brought to `current` through the
-/// access log (`store::generation`, SPEC.md §15.2): when every change since touched only
-/// sessions' records, signatures and shares, those sessions are derived again and the rest
-/// of the view stands. `None` (rebuild) when the log no longer reaches back that far, a
-/// change touched a team chain or a setting, or the epoch changed.
+/// The view of `who` kept in this process's memory at an older access generation, brought to
+/// `current` (see [`forward`]).
 fn brought_forward(
     store: &Store,
     identity: &Identity,
@@ -505,15 +492,43 @@ fn brought_forward(
     current: Option<&[u8]>,
     now_ms: i64,
 ) -> Result<Option<Arc<View>>, AccessError> {
-    use crate::store::generation::{self, Generation, Touched};
     let Some((view, old, built_ms)) = from_memory_any(store, identity, &who.key()) else {
         return Ok(None);
     };
+    let view = forward(
+        store,
+        identity,
+        who,
+        &view,
+        (old.as_deref(), built_ms),
+        current,
+        now_ms,
+    )?;
+    Ok(view.map(Arc::new))
+}
+
+/// `view` of `who`, current at access generation `old.0` and built at clock `old.1`, brought
+/// to generation `current` through the access log (`store::generation`, SPEC.md §15.2): when
+/// every change since touched only sessions' records, signatures and shares, those sessions
+/// are derived again and the rest of the view stands. `None` (rebuild) when the view expired,
+/// the log no longer reaches back that far, a change touched a team chain or a setting, or the
+/// epoch changed.
+fn forward(
+    store: &Store,
+    identity: &Identity,
+    who: &Who,
+    view: &View,
+    old: (Option<&[u8]>, i64),
+    current: Option<&[u8]>,
+    now_ms: i64,
+) -> Result<Option<View>, AccessError> {
+    use crate::store::generation::{self, Generation, Touched};
+    let (old, built_ms) = old;
     if !fresh(view.horizon, built_ms, now_ms) {
         return Ok(None);
     }
     let (Some(old), Some(now)) = (
-        old.as_deref().and_then(Generation::decode),
+        old.and_then(Generation::decode),
         current.and_then(Generation::decode),
     ) else {
         return Ok(None);
@@ -538,9 +553,7 @@ fn brought_forward(
         sessions = sessions.len(),
         "bringing a kept view forward instead of rebuilding it"
     );
-    Ok(Some(Arc::new(rederive(
-        store, identity, who, &view, &sessions, now_ms,
-    )?)))
+    rederive(store, identity, who, view, &sessions, now_ms).map(Some)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -692,18 +705,14 @@ fn cached(
     let (view, built_ms) =
         match brought_forward(store, identity, who, generation.as_deref(), now_ms)? {
             Some(view) => {
-                if let Err(e) = save(&file, &stamp, now_ms, &view) {
-                    tracing::debug!(file = %file.display(), "cannot keep the view cache: {e}");
-                }
+                keep_file(&file, &stamp, now_ms, &view);
                 (view, now_ms)
             }
             None => match load(&file, &stamp, now_ms) {
                 Some((view, built_ms)) => (Arc::new(view), built_ms),
                 None => {
                     let view = Arc::new(build()?);
-                    if let Err(e) = save(&file, &stamp, now_ms, &view) {
-                        tracing::debug!(file = %file.display(), "cannot keep the view cache: {e}");
-                    }
+                    keep_file(&file, &stamp, now_ms, &view);
                     (view, now_ms)
                 }
             },
@@ -861,6 +870,13 @@ fn load(file: &std::path::Path, stamp: &[u8; 32], now_ms: i64) -> Option<(View, 
         horizon: header.horizon,
     };
     Some((view, header.built_ms))
+}
+
+/// [`save`], where a failure only costs a rebuild in the next process (logged, not an error).
+fn keep_file(file: &std::path::Path, stamp: &[u8; 32], now_ms: i64, view: &View) {
+    if let Err(e) = save(file, stamp, now_ms, view) {
+        tracing::debug!(file = %file.display(), "cannot keep the view cache: {e}");
+    }
 }
 
 fn save(
