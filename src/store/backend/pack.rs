@@ -341,7 +341,7 @@ impl Pack {
 
     /// Where entry `i`'s bytes are, bounds-checked against the pack (a damaged index must give
     /// an error, not a panic or bytes from outside the object area).
-    fn range_of(&self, i: usize) -> Result<std::ops::Range<usize>, StorageError> {
+    pub fn range(&self, i: usize) -> Result<std::ops::Range<usize>, StorageError> {
         let entry = self.entry(i);
         let offset = le_u64(&entry[32..40]);
         let len = le_u32(&entry[40..44]) as u64;
@@ -357,7 +357,7 @@ impl Pack {
 
     /// The bytes of entry `i`, in the mapping (for reading whole packs in order: merges, fsck).
     pub fn object_at(&self, i: usize) -> Result<&[u8], StorageError> {
-        Ok(&self.pack[self.range_of(i)?])
+        Ok(&self.pack[self.range(i)?])
     }
 
     /// A copy of entry `i`'s bytes read with one positioned read, not through the mapping: the
@@ -366,15 +366,10 @@ impl Pack {
     /// here and there by a server mapped nearly all of a 1 GB store (1,074 MB of RSS serving a
     /// 1 GB fetch). A read costs a system call instead of a page fault.
     pub fn read_at(&self, i: usize) -> Result<Vec<u8>, StorageError> {
-        let range = self.range_of(i)?;
+        let range = self.range(i)?;
         let mut bytes = Vec::new();
         self.read_range(range, &mut bytes)?;
         Ok(bytes)
-    }
-
-    /// Where entry `i`'s bytes are in the pack file.
-    pub fn range(&self, i: usize) -> Result<std::ops::Range<usize>, StorageError> {
-        self.range_of(i)
     }
 
     /// Reads up to `len` bytes of the object area ending at `end` (an object's end, from
@@ -424,7 +419,7 @@ impl Pack {
     /// merge copies packs in this order, so a chain written together stays together.
     pub fn file_order(&self) -> Result<Vec<usize>, StorageError> {
         let mut order: Vec<(usize, usize)> = (0..self.len())
-            .map(|i| Ok((self.range_of(i)?.start, i)))
+            .map(|i| Ok((self.range(i)?.start, i)))
             .collect::<Result<_, StorageError>>()?;
         order.sort_unstable();
         Ok(order.into_iter().map(|(_, i)| i).collect())

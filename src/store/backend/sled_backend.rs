@@ -524,25 +524,33 @@ impl ChainReader for PackChainReader<'_> {
             .as_ref()
             .is_some_and(|(p, start)| Arc::ptr_eq(p, pack) && *start == range.end);
         self.last = Some((pack.clone(), range.start));
-        if !self.window.as_ref().is_some_and(in_window) {
-            if !follows || range.len() > CHAIN_WINDOW {
+        let (window_pack, start, bytes) = match self.window.take() {
+            Some(window) if in_window(&window) => window,
+            other if follows && range.len() <= CHAIN_WINDOW => {
+                let mut bytes = other.map(|(_, _, bytes)| bytes).unwrap_or_default();
+                let start = pack.read_before(range.end, CHAIN_WINDOW, &mut bytes)?;
+                self.storage.count_read(&packs, bytes.len());
+                (pack.clone(), start, bytes)
+            }
+            other => {
+                self.window = other;
                 return Ok(Some(self.storage.read_packed(&packs, pack, entry)?));
             }
-            let (_, _, mut bytes) = self
-                .window
-                .take()
-                .unwrap_or_else(|| (pack.clone(), 0, Vec::new()));
-            let start = pack.read_before(range.end, CHAIN_WINDOW, &mut bytes)?;
-            self.storage.count_read(&packs, bytes.len());
-            self.window = Some((pack.clone(), start, bytes));
-        }
-        match &self.window {
-            // The window ends at this object's end and is at least its length.
-            Some((_, start, bytes)) => Ok(bytes
-                .get(range.start - start..range.end - start)
-                .map(<[u8]>::to_vec)),
-            None => Ok(None),
-        }
+        };
+        // The window holds the object: it was checked to, or it ends at the object's end and
+        // is at least its length.
+        let object = range
+            .start
+            .checked_sub(start)
+            .and_then(|at| bytes.get(at..at + range.len()))
+            .map(<[u8]>::to_vec)
+            .ok_or_else(|| {
+                StorageError::Backend(format!(
+                    "object {id} is not where its pack's window was read; run `tapes fsck`"
+                ))
+            })?;
+        self.window = Some((window_pack, start, bytes));
+        Ok(Some(object))
     }
 }
 
@@ -1137,6 +1145,30 @@ mod tests {
         assert_eq!(s.object_count(), batches * per);
         let listed: Vec<(NodeId, Vec<u8>)> = s.objects().collect::<Result<_, _>>().unwrap();
         assert_eq!(listed.len(), batches * per);
+    }
+
+    /// The access log keeps the last [`ACCESS_LOG_KEEP`] changes: each ref change a view
+    /// depends on adds its entry and drops the one that many changes older, in one step.
+    #[test]
+    fn the_access_log_keeps_its_last_entries_only() {
+        use crate::store::generation::{access_log_key, ACCESS_LOG_KEEP};
+        use crate::store::keys;
+        let (_dir, s) = open();
+        let changes = ACCESS_LOG_KEEP + 20;
+        for n in 0..changes {
+            let id = tapes_protocol::SessionId([n as u8; 16]);
+            let key = String::from_utf8(keys::session(&id)).unwrap();
+            let before = (n >= 256).then(|| format!("{}", n - 256));
+            s.update_refs(&[upd(&key, before.as_deref(), Some(&n.to_string()))])
+                .unwrap();
+        }
+        // Not counted: a ref no view depends on.
+        s.update_refs(&[upd("audit/x", None, Some("1"))]).unwrap();
+        let kept: Vec<Vec<u8>> = s.refs(keys::ACCESS_LOG).map(|r| r.unwrap().0).collect();
+        let expected: Vec<Vec<u8>> = (changes - ACCESS_LOG_KEEP + 1..=changes)
+            .map(access_log_key)
+            .collect();
+        assert_eq!(kept, expected);
     }
 
     /// Ids of the objects of `pack` in the order their bytes sit in its file.
