@@ -20,7 +20,7 @@
 //! Environment: `TAPES_BENCH_GB` (default 1.0) scales everything; `TAPES_BENCH_NODE_KB=8`
 //! makes tool-heavy sessions of ~8 KB nodes instead of today's ~1 KB mix; `TAPES_BENCH_PLAIN=0`
 //! skips the plain path; `TAPES_BENCH_PERF=<dir>` records `perf` profiles of both sides during the
-//! sealed fetch (`perf report -i <dir>/alice.data`; `TAPES_BENCH_PERF_ARGS` replaces the default
+//! sealed and the plain fetch (`perf report -i <dir>/alice.data`, `alice-plain.data`, `bob.data`, `carol.data`; `TAPES_BENCH_PERF_ARGS` replaces the default
 //! `-F 499 -g`, e.g. `-e page-faults --call-graph dwarf` to see what touches new memory).
 
 use std::io::{BufRead, BufReader, Write};
@@ -203,9 +203,19 @@ fn orchestrate() -> Result<()> {
             public["secs"].as_f64().unwrap_or(0.0)
         );
         let mut carol = Peer::spawn("carol")?;
+        let perf = match &perf_dir {
+            Some(dir) => Some(Perf::start(
+                dir,
+                &[("alice-plain", alice.pid()), ("carol", carol.pid())],
+            )?),
+            None => None,
+        };
         let before = alice.ask("mark")?;
         let got = carol.ask(&format!("fetch {ticket}"))?;
         let after = alice.ask("mark")?;
+        if let Some(perf) = perf {
+            perf.stop();
+        }
         plain_mbs = Some(print_fetch(&got, &before, &after, bytes, nodes));
         carol.quit();
     }

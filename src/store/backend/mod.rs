@@ -13,6 +13,7 @@
 //! Only one process can open the database; [`shared`] lets every other process use the store
 //! through the one that holds it (SPEC.md §6.1, "Sharing the store between processes").
 
+mod direct;
 pub mod journal;
 mod merge;
 pub(crate) mod pack;

@@ -39,6 +39,7 @@ use std::path::{Path, PathBuf};
 use memmap2::Mmap;
 use tapes_protocol::NodeId;
 
+use super::direct::Out;
 use super::StorageError;
 
 const PACK_MAGIC: &[u8; 8] = b"TAPESPAK";
@@ -527,7 +528,7 @@ impl PackBuilder {
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let tmp = dir.join(format!("staging-{}-{n}.pack{TMP}", std::process::id()));
-        let file = File::create(&tmp).map_err(|e| io_err("create", &tmp, e))?;
+        let file = Out::create(&tmp, BUFFER).map_err(|e| io_err("create", &tmp, e))?;
         let mut builder = PackBuilder {
             dir: dir.to_path_buf(),
             writer: Some(PackWriter::spawn(file)),
@@ -677,24 +678,25 @@ struct PackWriter {
 }
 
 impl PackWriter {
-    fn spawn(file: File) -> PackWriter {
+    fn spawn(out: Out) -> PackWriter {
         let (full, full_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(BUFFERS);
         let (spare_tx, spare) = std::sync::mpsc::sync_channel::<Vec<u8>>(BUFFERS + 1);
         let thread = std::thread::spawn(move || {
-            let mut file = file;
+            let mut out = out;
             let (mut written, mut kicked) = (0u64, 0u64);
             for mut buffer in full_rx {
-                file.write_all(&buffer)?;
+                out.write(&buffer)?;
                 written += buffer.len() as u64;
-                if written - kicked >= WRITEBACK_EVERY {
-                    start_writeback(&file, kicked, written - kicked);
+                // Direct writes are on the disk already; only buffered ones wait for writeback.
+                if !out.is_direct() && written - kicked >= WRITEBACK_EVERY {
+                    start_writeback(out.file(), kicked, written - kicked);
                     kicked = written;
                 }
                 buffer.clear();
                 // The builder may have enough buffers already; then this one is freed.
                 let _ = spare_tx.try_send(buffer);
             }
-            Ok(file)
+            out.finish()
         });
         PackWriter {
             full: Some(full),
