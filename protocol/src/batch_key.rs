@@ -16,7 +16,7 @@
 //! [`KeyId`]) and each batch with one AEAD pass. This module is sans-IO: the caller supplies
 //! the key and nonce bytes from its random source.
 
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::aead::{Aead, AeadInPlace, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 
 use crate::{SessionId, TeamId};
@@ -29,6 +29,8 @@ pub const BATCH_AAD_PREFIX: &[u8] = b"tapes 2026-12 sync batch v1";
 pub const KEY_LEN: usize = 32;
 /// Bytes of a batch nonce (XChaCha20).
 pub const NONCE_LEN: usize = 24;
+/// Bytes of the Poly1305 tag that ends a sealed batch.
+pub const TAG_LEN: usize = 16;
 
 /// Names a content key by the bytes it travelled as, so a receiver unwraps each key once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -124,6 +126,45 @@ impl ContentKey {
                 },
             )
             .map_err(|_| BatchKeyError::Open)
+    }
+
+    /// [`ContentKey::seal`] in place: `buffer` becomes the ciphertext and the 16-byte tag is
+    /// returned, to follow it (the same bytes `seal` returns, without a second buffer).
+    pub fn seal_in_place(
+        &self,
+        team: &TeamId,
+        session: &SessionId,
+        index: u64,
+        nonce: &[u8; NONCE_LEN],
+        buffer: &mut [u8],
+    ) -> [u8; TAG_LEN] {
+        let aad = self.aad(team, session, index);
+        self.cipher
+            .encrypt_in_place_detached(XNonce::from_slice(nonce), &aad, buffer)
+            .expect("XChaCha20-Poly1305 encrypts any length a frame can carry")
+            .into()
+    }
+
+    /// [`ContentKey::open`] in place: `sealed` is the ciphertext followed by its tag; on
+    /// success its first `len - TAG_LEN` bytes are the plaintext, which is returned.
+    pub fn open_in_place<'b>(
+        &self,
+        team: &TeamId,
+        session: &SessionId,
+        index: u64,
+        nonce: &[u8; NONCE_LEN],
+        sealed: &'b mut [u8],
+    ) -> Result<&'b mut [u8], BatchKeyError> {
+        let split = sealed
+            .len()
+            .checked_sub(TAG_LEN)
+            .ok_or(BatchKeyError::Open)?;
+        let (text, tag) = sealed.split_at_mut(split);
+        let aad = self.aad(team, session, index);
+        self.cipher
+            .decrypt_in_place_detached(XNonce::from_slice(nonce), &aad, text, (&*tag).into())
+            .map_err(|_| BatchKeyError::Open)?;
+        Ok(text)
     }
 
     fn aad(&self, team: &TeamId, session: &SessionId, index: u64) -> Vec<u8> {

@@ -62,13 +62,20 @@ impl ChainCheck {
 
     /// Checks the next object of the chain.
     pub fn check(&mut self, bytes: Vec<u8>) -> Result<StoredObject, (String, String)> {
+        let id = self.check_in_place(&bytes)?;
+        Ok(StoredObject { id, bytes })
+    }
+
+    /// [`ChainCheck::check`] of bytes the caller keeps where they are (a batch read in place):
+    /// the id they were checked to have.
+    pub fn check_in_place(&mut self, bytes: &[u8]) -> Result<NodeId, (String, String)> {
         if self.align {
-            self.align_on(&bytes)?;
+            self.align_on(bytes)?;
         }
         let Some(expected) = self.ids.get(self.next).copied() else {
             return Err(("an object".into(), "more objects than announced".into()));
         };
-        let parent = StoredObject::verify_link(&expected, &bytes).map_err(|e| {
+        let parent = StoredObject::verify_link(&expected, bytes).map_err(|e| {
             (
                 expected.short(),
                 format!("its id does not match its bytes ({e})"),
@@ -82,10 +89,7 @@ impl ChainCheck {
         }
         self.parent = Some(expected);
         self.next += 1;
-        Ok(StoredObject {
-            id: expected,
-            bytes,
-        })
+        Ok(expected)
     }
 
     /// Checks only that the next object's bytes hash to the announced id (the caller checks

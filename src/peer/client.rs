@@ -26,10 +26,10 @@ use tokio::task::{block_in_place, JoinSet};
 
 use super::addr::PeerAddr;
 use super::fetch_writer::{WriteMsg, Writer, WriterTx};
-use super::frames::{Counters, Stream};
+use super::frames::{Counters, Incoming, Stream};
 use super::receive::{
     apply_manifests, apply_shares, check_entry, first_missing, local_head, open_batch, ChainCheck,
-    Rings,
+    Received, Rings,
 };
 use super::server::BATCH_BYTES;
 use super::PeerError;
@@ -706,8 +706,40 @@ impl PeerConn {
         // The stream's content key and the index of its next keyed batch (SPEC.md §15.3).
         let mut keyed: Option<(Arc<ContentKey>, TeamId, u64)> = None;
         loop {
-            match stream.expect::<Response>("objects").await? {
-                Response::ContentKey { team, wrapped } => {
+            let objects = match stream.expect_objects("objects").await? {
+                Incoming::PlainBatch(payload) => Received::plain_frame(payload)
+                    .map_err(|why| bad("batch of session", entry.id.short(), why.to_string()))?,
+                Incoming::KeyedBatch(payload) => {
+                    let Some((key, team, index)) = keyed.as_mut() else {
+                        return Err(bad(
+                            "sealed batch of session",
+                            entry.id.short(),
+                            super::receive::KEYED_HERE.into(),
+                        ));
+                    };
+                    let opened = Received::keyed_frame(payload, key, team, &entry.id, *index)
+                        .map_err(|why| bad("sealed batch of session", entry.id.short(), why))?;
+                    *index += 1;
+                    opened
+                }
+                Incoming::Other(Response::Objects(objects)) => {
+                    let is_keyed = matches!(objects, Objects::Keyed { .. });
+                    // Opened and checked on this task: a batch is a few ms of CPU, and handing
+                    // the runtime thread over for it (`block_in_place`) per batch spread the
+                    // fetch over dozens of threads, each keeping freed memory of its own.
+                    let with = keyed
+                        .as_ref()
+                        .map(|(key, team, index)| (&**key, team, &entry.id, *index));
+                    let opened = open_batch(rings, store, identity, objects, with)
+                        .map_err(|why| bad("sealed batch of session", entry.id.short(), why))?;
+                    if is_keyed {
+                        if let Some((_, _, index)) = keyed.as_mut() {
+                            *index += 1;
+                        }
+                    }
+                    opened
+                }
+                Incoming::Other(Response::ContentKey { team, wrapped }) => {
                     // Not handed to a blocking thread: after the first stream of a connection
                     // this is a lookup, and the first unwrap is one X25519 agreement.
                     let key = rings
@@ -716,37 +748,19 @@ impl PeerConn {
                         .content_key(store, identity, &team, &wrapped)
                         .map_err(|why| bad("content key of session", entry.id.short(), why))?;
                     keyed = Some((key, team, 0));
+                    continue;
                 }
-                Response::Objects(objects) => {
-                    let is_keyed = matches!(objects, Objects::Keyed { .. });
-                    // Opened and checked on this task: a batch is a few ms of CPU, and handing
-                    // the runtime thread over for it (`block_in_place`) per batch spread the
-                    // fetch over dozens of threads, each keeping freed memory of its own.
-                    let with = keyed
-                        .as_ref()
-                        .map(|(key, team, index)| (&**key, team, &entry.id, *index));
-                    let list = open_batch(rings, store, identity, objects, with)
-                        .map_err(|why| bad("sealed batch of session", entry.id.short(), why))?;
-                    if is_keyed {
-                        if let Some((_, _, index)) = keyed.as_mut() {
-                            *index += 1;
-                        }
-                    }
-                    let mut batch = Vec::with_capacity(list.len());
-                    for bytes in list {
-                        batch.push(
-                            check
-                                .check(bytes)
-                                .map_err(|(id, why)| bad("node", id, why))?,
-                        );
-                    }
-                    nodes += batch.len();
-                    writer.objects(batch).await?;
-                }
-                Response::End => break,
-                Response::Refused { reason } => return Err(self.refused(reason)),
-                _ => return Err(stream.protocol("expected objects")),
-            }
+                Incoming::Other(Response::End) => break,
+                Incoming::Other(Response::Refused { reason }) => return Err(self.refused(reason)),
+                Incoming::Other(_) => return Err(stream.protocol("expected objects")),
+            };
+            // Each object is checked where it lies in the frame (or the opened plaintext),
+            // and the writer stores it from there.
+            let batch = objects
+                .check(&mut check)
+                .map_err(|(id, why)| bad("node", id, why))?;
+            nodes += batch.len();
+            writer.objects(batch).await?;
         }
         if !check.is_complete() {
             return Err(stream.protocol("the chain ended before its head"));

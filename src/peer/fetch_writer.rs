@@ -8,10 +8,10 @@ use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Arc;
 
 use tapes_protocol::bundle::SessionEntry;
-use tapes_protocol::{MemberId, StoredObject};
+use tapes_protocol::MemberId;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::receive::{apply_sessions, SessionApplied};
+use super::receive::{apply_sessions, SessionApplied, Verified};
 use super::PeerError;
 use crate::session::SessionRecord;
 use crate::store::backend::Staging;
@@ -45,8 +45,8 @@ fn writer_stopped() -> PeerError {
 
 impl WriterTx {
     /// Queues a verified batch, waiting while the queue holds [`QUEUE_BYTES`].
-    pub(super) async fn objects(&self, batch: Vec<StoredObject>) -> Result<(), PeerError> {
-        let bytes: usize = batch.iter().map(|o| o.bytes.len()).sum();
+    pub(super) async fn objects(&self, batch: Verified) -> Result<(), PeerError> {
+        let bytes = batch.size();
         let units = (bytes >> 10).clamp(1, QUEUE_UNITS) as u32;
         let permit = self
             .budget
@@ -67,7 +67,7 @@ impl WriterTx {
 /// Messages to the writer thread.
 pub(super) enum WriteMsg {
     /// A verified batch and its share of the queue budget (returned once it is staged).
-    Objects(Vec<StoredObject>, OwnedSemaphorePermit),
+    Objects(Verified, OwnedSemaphorePermit),
     /// All objects of this session were sent before this message.
     Ref {
         entry: Box<SessionEntry>,
@@ -166,11 +166,12 @@ fn write_loop(
                     Some(stage) => stage,
                     None => staging.insert(store.storage().stage()?),
                 };
-                for object in &batch {
-                    stage.add(&object.id, &object.bytes)?;
-                    bytes += object.bytes.len();
+                for (id, object) in batch.iter() {
+                    stage.add(id, object)?;
+                    bytes += object.len();
                 }
-                drop(batch);
+                // The frame it arrived in goes back to the frame reader.
+                super::frames::give_back(batch.into_buffer());
                 drop(permit);
                 if bytes >= WRITE_BATCH_BYTES {
                     flush(&mut staging, &mut refs, &mut outcome)?;

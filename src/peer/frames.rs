@@ -69,14 +69,24 @@ const SPARE_MAX: usize = 2 << 20;
 
 static SPARE: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
 
+/// A frame of a run of object batches ([`Stream::expect_objects`]).
+pub enum Incoming {
+    /// The payload of a `Response::Objects(Objects::Plain(..))` frame, as received.
+    PlainBatch(Vec<u8>),
+    /// The payload of a `Response::Objects(Objects::Keyed { .. })` frame, as received, to be
+    /// opened in place.
+    KeyedBatch(Vec<u8>),
+    Other(tapes_protocol::sync::Response),
+}
+
 /// A kept buffer, emptied, or a new one (see [`SPARE_BUFFERS`]).
-fn take_buffer() -> Vec<u8> {
+pub(crate) fn take_buffer() -> Vec<u8> {
     let mut spare = SPARE.lock().unwrap_or_else(|p| p.into_inner());
     spare.pop().unwrap_or_default()
 }
 
 /// Keeps `buffer` for a next frame, if it is not too large and there is room.
-fn give_back(mut buffer: Vec<u8>) {
+pub(crate) fn give_back(mut buffer: Vec<u8>) {
     if buffer.capacity() == 0 || buffer.capacity() > SPARE_MAX {
         return;
     }
@@ -144,7 +154,8 @@ impl Stream<'_> {
         written
     }
 
-    async fn write_frame(&mut self, frame: &[u8]) -> Result<(), PeerError> {
+    /// Writes a frame encoded by the caller, head included ([`tapes_protocol::sync::BatchFrame`]).
+    pub async fn write_frame(&mut self, frame: &[u8]) -> Result<(), PeerError> {
         self.counters
             .sent
             .fetch_add(frame.len() as u64, Ordering::Relaxed);
@@ -164,6 +175,35 @@ impl Stream<'_> {
         &mut self,
         what: &'static str,
     ) -> Result<Option<T>, PeerError> {
+        let Some(payload) = self.read_payload(what).await? else {
+            return Ok(None);
+        };
+        let decoded = decode_payload(&payload, what);
+        give_back(payload);
+        decoded.map(Some).map_err(|e| self.protocol(e))
+    }
+
+    /// The next frame of a run of object batches: a plain batch as it arrived, to be read in
+    /// place ([`tapes_protocol::sync::batch_spans`]; the caller gives the buffer back with
+    /// [`give_back`] when done), or any other frame decoded.
+    pub async fn expect_objects(&mut self, what: &'static str) -> Result<Incoming, PeerError> {
+        let payload = self
+            .read_payload(what)
+            .await?
+            .ok_or_else(|| self.protocol(format!("the stream ended where {what} was expected")))?;
+        if tapes_protocol::sync::plain_batch_of(&payload).is_some() {
+            return Ok(Incoming::PlainBatch(payload));
+        }
+        if tapes_protocol::sync::keyed_batch_of(&payload).is_some() {
+            return Ok(Incoming::KeyedBatch(payload));
+        }
+        let decoded = decode_payload(&payload, what);
+        give_back(payload);
+        decoded.map(Incoming::Other).map_err(|e| self.protocol(e))
+    }
+
+    /// The payload of the next frame, undecoded, in a kept buffer (see [`give_back`]).
+    async fn read_payload(&mut self, what: &'static str) -> Result<Option<Vec<u8>>, PeerError> {
         let limits = self.counters.limits;
         let mut head = [0u8; FRAME_HEAD_LEN];
         let got = if self.counters.serving {
@@ -237,9 +277,7 @@ impl Stream<'_> {
         self.counters
             .received
             .fetch_add((FRAME_HEAD_LEN + len) as u64, Ordering::Relaxed);
-        let decoded = decode_payload(&body.bytes, what);
-        give_back(body.bytes);
-        decoded.map(Some).map_err(|e| self.protocol(e))
+        Ok(Some(body.bytes))
     }
 
     /// Like [`Stream::read`], but the end of the stream is an error.

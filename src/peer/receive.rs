@@ -11,12 +11,15 @@
 //! * Manifests extend a team chain only through the verified chain rules of `teams`.
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::{Arc, Mutex};
 
 use tapes_protocol::batch_key::{ContentKey, KeyId};
 use tapes_protocol::bundle::SessionEntry;
 use tapes_protocol::manifest::SignedManifest;
-use tapes_protocol::sync::{decode_batch, Objects};
+use tapes_protocol::sync::{
+    batch_spans, decode_batch, keyed_batch_of, plain_batch_of, FrameError, Objects,
+};
 use tapes_protocol::team_chain::TeamChain;
 use tapes_protocol::{MemberId, NodeId, SessionId, TeamId};
 
@@ -34,7 +37,7 @@ use crate::sync::remote::RefSignature;
 use crate::team;
 use crate::team::keyring::{self, KeyRing};
 
-const KEYED_HERE: &str =
+pub(super) const KEYED_HERE: &str =
     "a batch sealed with a content key that was not sent before it on its stream (SPEC.md §15.3)";
 
 /// Team key rings, opened once per team per sync.
@@ -129,28 +132,129 @@ pub fn open_batch(
     identity: &Identity,
     objects: Objects,
     keyed: Option<(&ContentKey, &TeamId, &SessionId, u64)>,
-) -> Result<Vec<Vec<u8>>, String> {
-    match objects {
-        Objects::Plain(list) => Ok(list),
+) -> Result<Received, String> {
+    let plain = match objects {
+        Objects::Plain(list) => return Ok(Received::from_list(list)),
         Objects::Keyed { nonce, ciphertext } => {
             let Some((key, team, session, index)) = keyed else {
                 return Err(KEYED_HERE.into());
             };
-            let plain = key
-                .open(team, session, index, &nonce, &ciphertext)
-                .map_err(|e| e.to_string())?;
-            drop(ciphertext);
-            decode_batch(&plain).map_err(|e| e.to_string())
+            key.open(team, session, index, &nonce, &ciphertext)
+                .map_err(|e| e.to_string())?
         }
         Objects::Sealed { team, sealed } => {
             let ring = rings
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .ring(store, identity, &team)?;
-            let plain = open_with(&ring, &team, &sealed)?;
-            drop(sealed);
-            decode_batch(&plain).map_err(|e| e.to_string())
+            open_with(&ring, &team, &sealed)?
         }
+    };
+    let end = plain.len();
+    Received::in_place(plain, 0..end).map_err(|e| e.to_string())
+}
+
+/// A batch of objects as it was received: one buffer (a plain batch frame as it arrived, or an
+/// opened batch's plaintext) and where each object lies in it. Objects are checked and stored
+/// from there, with no buffer of their own (SPEC.md §15.4).
+pub struct Received {
+    bytes: Vec<u8>,
+    spans: Vec<Range<usize>>,
+}
+
+impl Received {
+    /// The batch encoded in `bytes[within]` (`postcard(Vec<Vec<u8>>)`).
+    pub fn in_place(bytes: Vec<u8>, within: Range<usize>) -> Result<Received, FrameError> {
+        let from = within.start;
+        let mut spans = batch_spans(bytes.get(within).unwrap_or_default())?;
+        if from > 0 {
+            spans
+                .iter_mut()
+                .for_each(|s| *s = s.start + from..s.end + from);
+        }
+        Ok(Received { bytes, spans })
+    }
+
+    /// A plain batch frame's payload ([`crate::peer::frames::Incoming::PlainBatch`]).
+    pub fn plain_frame(payload: Vec<u8>) -> Result<Received, FrameError> {
+        let from = payload.len() - plain_batch_of(&payload).map_or(0, <[u8]>::len);
+        let end = payload.len();
+        Received::in_place(payload, from..end)
+    }
+
+    /// A keyed batch frame's payload ([`crate::peer::frames::Incoming::KeyedBatch`]), opened
+    /// in place with the stream's content key as batch `index` of `session`'s stream.
+    pub fn keyed_frame(
+        mut payload: Vec<u8>,
+        key: &ContentKey,
+        team: &TeamId,
+        session: &SessionId,
+        index: u64,
+    ) -> Result<Received, String> {
+        let (nonce, range) = keyed_batch_of(&payload).ok_or("not a keyed batch")?;
+        let plain = key
+            .open_in_place(team, session, index, &nonce, &mut payload[range.clone()])
+            .map_err(|e| e.to_string())?
+            .len();
+        Received::in_place(payload, range.start..range.start + plain).map_err(|e| e.to_string())
+    }
+
+    /// A batch that arrived decoded, one buffer per object.
+    pub fn from_list(list: Vec<Vec<u8>>) -> Received {
+        let mut bytes = Vec::with_capacity(list.iter().map(Vec::len).sum());
+        let spans = list
+            .iter()
+            .map(|o| {
+                bytes.extend_from_slice(o);
+                bytes.len() - o.len()..bytes.len()
+            })
+            .collect();
+        Received { bytes, spans }
+    }
+
+    /// Checks every object as the next of `check`'s chain, in order; the first that fails is
+    /// named (its id, why) and the batch is refused whole.
+    pub fn check(self, check: &mut ChainCheck) -> Result<Verified, (String, String)> {
+        let mut objects = Vec::with_capacity(self.spans.len());
+        for span in self.spans {
+            objects.push((check.check_in_place(&self.bytes[span.clone()])?, span));
+        }
+        Ok(Verified {
+            bytes: self.bytes,
+            objects,
+        })
+    }
+}
+
+/// A [`Received`] batch whose objects all passed: each object's id and where it lies.
+pub struct Verified {
+    bytes: Vec<u8>,
+    objects: Vec<(NodeId, Range<usize>)>,
+}
+
+impl Verified {
+    pub fn len(&self) -> usize {
+        self.objects.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.objects.is_empty()
+    }
+
+    /// Bytes of the objects.
+    pub fn size(&self) -> usize {
+        self.objects.iter().map(|(_, r)| r.len()).sum()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&NodeId, &[u8])> {
+        self.objects
+            .iter()
+            .map(|(id, range)| (id, &self.bytes[range.clone()]))
+    }
+
+    /// The buffer, for reuse.
+    pub fn into_buffer(self) -> Vec<u8> {
+        self.bytes
     }
 }
 

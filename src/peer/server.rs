@@ -14,13 +14,13 @@ use iroh::protocol::{AcceptError, ProtocolHandler};
 use tapes_protocol::batch_key::{ContentKey, KEY_LEN, NONCE_LEN};
 use tapes_protocol::join::JoinRequest;
 use tapes_protocol::reconcile::{Message, Reconciler, SortedIds};
-use tapes_protocol::sync::{encode_batch, ItemId, Objects, Request, Response};
+use tapes_protocol::sync::{BatchFrame, ItemId, Request, Response};
 use tapes_protocol::team_chain::TeamChain;
 use tapes_protocol::{MemberId, NodeId, SessionId, StoredObject, TeamId};
 use tokio::sync::OnceCell;
 
 use super::endpoint::member_of;
-use super::frames::{Counters, Stream};
+use super::frames::{give_back, take_buffer, Counters, Stream};
 use super::receive::{check_entry, ChainCheck, Rings};
 use super::PeerError;
 use crate::identity::Identity;
@@ -531,7 +531,7 @@ impl Server {
             refuse(stream, "that session is gone").await?;
             return Ok(true);
         };
-        let ids: Vec<NodeId> = chain.iter().map(|(id, _)| *id).collect();
+        let ids: Vec<NodeId> = chain.items.iter().map(|(id, _)| *id).collect();
         stream
             .write(&Response::Session {
                 entry,
@@ -555,27 +555,28 @@ impl Server {
             sent_key: false,
             index: 0,
         });
-        let mut batch = Vec::new();
-        let mut batch_bytes = 0;
-        for (id, held) in chain.into_iter().skip(start) {
+        // Each object is written once, into the frame that is sent (SPEC.md §15.2).
+        let mut frame = BatchFrame::new(take_buffer());
+        for (id, held) in chain.items.into_iter().skip(start) {
+            let read;
             let bytes = match held {
-                Some(bytes) => bytes,
-                None => tokio::task::block_in_place(|| store.storage().get_object(&id))
-                    .map_err(StoreError::from)?
-                    .ok_or(StoreError::MissingNode(id))?,
+                Some(range) => &chain.bytes[range],
+                None => {
+                    read = tokio::task::block_in_place(|| store.storage().get_object(&id))
+                        .map_err(StoreError::from)?
+                        .ok_or(StoreError::MissingNode(id))?;
+                    &read[..]
+                }
             };
-            let bytes = paths.object(bytes);
-            batch_bytes += bytes.len();
-            batch.push(bytes);
-            if batch_bytes >= BATCH_BYTES {
-                self.send_batch(stream, &mut sealer, std::mem::take(&mut batch))
-                    .await?;
-                batch_bytes = 0;
+            paths.push_into(bytes, &mut frame);
+            if frame.size() >= BATCH_BYTES {
+                self.send_batch(stream, &mut sealer, &mut frame).await?;
             }
         }
-        if !batch.is_empty() {
-            self.send_batch(stream, &mut sealer, batch).await?;
+        if !frame.is_empty() {
+            self.send_batch(stream, &mut sealer, &mut frame).await?;
         }
+        give_back(frame.into_buffer());
         // Logged before `End`, so the stream's task ends when the peer has its answer: a
         // client opens its next stream on reading `End`, and work after it would keep this
         // stream counted as open meanwhile (SPEC §15.6). A pull of one's own session is not
@@ -605,10 +606,10 @@ impl Server {
         &self,
         stream: &mut Stream<'_>,
         sealer: &mut Option<Keyed>,
-        batch: Vec<Vec<u8>>,
+        frame: &mut BatchFrame,
     ) -> Result<(), PeerError> {
-        let objects = match sealer {
-            None => Objects::Plain(batch),
+        let written = match sealer {
+            None => stream.write_frame(frame.plain()).await,
             Some(keyed) => {
                 if !keyed.sent_key {
                     stream
@@ -622,18 +623,19 @@ impl Server {
                 let mut nonce = [0u8; NONCE_LEN];
                 getrandom::fill(&mut nonce)
                     .map_err(|e| PeerError::Local(format!("no randomness for a nonce: {e}")))?;
-                let ciphertext = keyed.key.key.seal(
+                let sealed = frame.keyed(
+                    &keyed.key.key,
                     &keyed.team,
                     &keyed.session,
                     keyed.index,
                     &nonce,
-                    &encode_batch(&batch),
                 );
                 keyed.index += 1;
-                Objects::Keyed { nonce, ciphertext }
+                stream.write_frame(sealed).await
             }
         };
-        stream.write(&Response::Objects(objects)).await
+        frame.clear();
+        written
     }
 
     /// This connection's content key for `team`: drawn and sealed to the team's current epoch
@@ -954,13 +956,18 @@ pub(crate) async fn refuse(stream: &mut Stream<'_>, reason: &str) -> Result<(), 
 /// Walks the chain back from `head` until `stop` (exclusive) or the root. Returns it root
 /// first, with the bytes held while the total stays small, and whether `stop` was found.
 #[allow(clippy::type_complexity)]
-fn walk(
-    store: &Store,
-    head: &NodeId,
-    stop: Option<&NodeId>,
-) -> Result<(Vec<(NodeId, Option<Vec<u8>>)>, bool), StoreError> {
-    let mut out = Vec::new();
-    let mut held = 0usize;
+/// A chain read for sending: its ids root first, each with where its bytes lie in `bytes`
+/// (the first [`HOLD_BYTES`] of them; the rest are read again when sent).
+struct Walked {
+    bytes: Vec<u8>,
+    items: Vec<(NodeId, Option<std::ops::Range<usize>>)>,
+}
+
+fn walk(store: &Store, head: &NodeId, stop: Option<&NodeId>) -> Result<(Walked, bool), StoreError> {
+    let mut walked = Walked {
+        bytes: Vec::new(),
+        items: Vec::new(),
+    };
     let mut next = Some(*head);
     let mut found = false;
     let mut reader = store.storage().chain_reader();
@@ -969,13 +976,20 @@ fn walk(
             found = true;
             break;
         }
-        let bytes = reader.get(&id)?.ok_or(StoreError::MissingNode(id))?;
-        next = StoredObject::parent_of(&bytes).map_err(|_| StoreError::MissingNode(id))?;
-        held += bytes.len();
-        out.push((id, (held <= HOLD_BYTES).then_some(bytes)));
+        let at = walked.bytes.len();
+        if !reader.read_into(&id, &mut walked.bytes)? {
+            return Err(StoreError::MissingNode(id));
+        }
+        next = StoredObject::parent_of(&walked.bytes[at..])
+            .map_err(|_| StoreError::MissingNode(id))?;
+        let held = (walked.bytes.len() <= HOLD_BYTES).then_some(at..walked.bytes.len());
+        if held.is_none() {
+            walked.bytes.truncate(at);
+        }
+        walked.items.push((id, held));
     }
-    out.reverse();
-    Ok((out, found))
+    walked.items.reverse();
+    Ok((walked, found))
 }
 
 /// True when the peer is a current member of a team this node is in.

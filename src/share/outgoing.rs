@@ -13,6 +13,7 @@
 //!
 //! The store here keeps everything as imported; only copies on their way out are changed.
 
+use tapes_protocol::sync::BatchFrame;
 use tapes_protocol::{Node, NodeMeta, StoredObject};
 
 use crate::session::SessionRecord;
@@ -139,6 +140,26 @@ pub struct Outgoing {
 impl Outgoing {
     pub fn new(policy: PathPolicy) -> Outgoing {
         Outgoing { policy, last: None }
+    }
+
+    /// Adds `bytes`, as they may leave the machine, to a batch frame: the same bytes as
+    /// [`Outgoing::object`], written once, straight into the frame (a splice is written in its
+    /// three parts).
+    pub fn push_into(&mut self, bytes: &[u8], frame: &mut BatchFrame) {
+        if self.policy == PathPolicy::Full {
+            return frame.push(&[bytes]);
+        }
+        if let Ok((head, meta_bytes)) = StoredObject::split_meta(bytes) {
+            if let (Some(n), Some((stored, leaving))) =
+                (StoredObject::path_fields_len(meta_bytes), &self.last)
+            {
+                if stored.as_slice() == &meta_bytes[..n] {
+                    return frame.push(&[head, leaving, &meta_bytes[n..]]);
+                }
+            }
+        }
+        let out = self.object(bytes.to_vec());
+        frame.push(&[&out]);
     }
 
     /// `bytes` as they may leave the machine; the same as [`object`].

@@ -93,6 +93,15 @@ impl<S: Storage + ?Sized> Staging for MemoryStaging<'_, S> {
 /// Reads the nodes of a chain one after the other, head first (see [`Storage::chain_reader`]).
 pub trait ChainReader {
     fn get(&mut self, id: &NodeId) -> Result<Option<Vec<u8>>, StorageError>;
+
+    /// Appends the object's bytes to `out` (false, nothing appended, when it is absent): a
+    /// walk gathers a chain in one buffer instead of one per object.
+    fn read_into(&mut self, id: &NodeId, out: &mut Vec<u8>) -> Result<bool, StorageError> {
+        Ok(self
+            .get(id)?
+            .map(|bytes| out.extend_from_slice(&bytes))
+            .is_some())
+    }
 }
 
 /// A [`ChainReader`] that reads each object on its own.

@@ -505,14 +505,22 @@ struct PackChainReader<'s> {
 
 impl ChainReader for PackChainReader<'_> {
     fn get(&mut self, id: &NodeId) -> Result<Option<Vec<u8>>, StorageError> {
+        let mut out = Vec::new();
+        Ok(self.read_into(id, &mut out)?.then_some(out))
+    }
+
+    fn read_into(&mut self, id: &NodeId, out: &mut Vec<u8>) -> Result<bool, StorageError> {
         let packs = self
             .storage
             .packs
             .read()
             .unwrap_or_else(PoisonError::into_inner);
         let (pack, entry) = match self.storage.locate(&packs, id)? {
-            None => return Ok(None),
-            Some(Located::Sled(bytes)) => return Ok(Some(bytes.to_vec())),
+            None => return Ok(false),
+            Some(Located::Sled(bytes)) => {
+                out.extend_from_slice(&bytes);
+                return Ok(true);
+            }
             Some(Located::Pack(pack, entry)) => (pack, entry),
         };
         let range = pack.range(entry)?;
@@ -534,7 +542,8 @@ impl ChainReader for PackChainReader<'_> {
             }
             other => {
                 self.window = other;
-                return Ok(Some(self.storage.read_packed(&packs, pack, entry)?));
+                out.extend_from_slice(&self.storage.read_packed(&packs, pack, entry)?);
+                return Ok(true);
             }
         };
         // The window holds the object: it was checked to, or it ends at the object's end and
@@ -543,14 +552,14 @@ impl ChainReader for PackChainReader<'_> {
             .start
             .checked_sub(start)
             .and_then(|at| bytes.get(at..at + range.len()))
-            .map(<[u8]>::to_vec)
             .ok_or_else(|| {
                 StorageError::Backend(format!(
                     "object {id} is not where its pack's window was read; run `tapes fsck`"
                 ))
             })?;
+        out.extend_from_slice(object);
         self.window = Some((window_pack, start, bytes));
-        Ok(Some(object))
+        Ok(true)
     }
 }
 
