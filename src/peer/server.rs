@@ -527,7 +527,7 @@ impl Server {
         let Ok(prepared) = prepared else {
             return Ok(false);
         };
-        let Some((entry, chain, from_head, key, mut paths)) = prepared else {
+        let Some((entry, mut chain, from_head, key, mut paths)) = prepared else {
             refuse(stream, "that session is gone").await?;
             return Ok(true);
         };
@@ -557,10 +557,10 @@ impl Server {
         });
         // Each object is written once, into the frame that is sent (SPEC.md §15.2).
         let mut frame = BatchFrame::new(take_buffer());
-        for (id, held) in chain.items.into_iter().skip(start) {
+        for (id, held) in std::mem::take(&mut chain.items).into_iter().skip(start) {
             let read;
             let bytes = match held {
-                Some(range) => &chain.bytes[range],
+                Some(at) => chain.bytes(&at),
                 None => {
                     read = tokio::task::block_in_place(|| store.storage().get_object(&id))
                         .map_err(StoreError::from)?
@@ -956,37 +956,72 @@ pub(crate) async fn refuse(stream: &mut Stream<'_>, reason: &str) -> Result<(), 
 /// Walks the chain back from `head` until `stop` (exclusive) or the root. Returns it root
 /// first, with the bytes held while the total stays small, and whether `stop` was found.
 #[allow(clippy::type_complexity)]
-/// A chain read for sending: its ids root first, each with where its bytes lie in `bytes`
-/// (the first [`HOLD_BYTES`] of them; the rest are read again when sent).
+/// Bytes of one chunk of a [`Walked`] chain: objects are gathered in chunks of this size (an
+/// object larger gets a chunk of its own), so that holding a chain costs its size and at most
+/// one chunk more, with no copy as it grows (one buffer grown by doubling held up to twice a
+/// large session, and serving ones at once took the serving node past 250 MB).
+const WALK_CHUNK: usize = 1 << 20;
+
+/// A chain read for sending: its ids root first, each with where its bytes lie (chunk, range),
+/// for the first [`HOLD_BYTES`] of them; the rest are read again when sent.
 struct Walked {
-    bytes: Vec<u8>,
-    items: Vec<(NodeId, Option<std::ops::Range<usize>>)>,
+    chunks: Vec<Vec<u8>>,
+    items: Vec<(NodeId, Option<(usize, std::ops::Range<usize>)>)>,
+}
+
+impl Drop for Walked {
+    fn drop(&mut self) {
+        self.chunks.drain(..).for_each(give_back);
+    }
+}
+
+impl Walked {
+    fn bytes(&self, (chunk, range): &(usize, std::ops::Range<usize>)) -> &[u8] {
+        &self.chunks[*chunk][range.clone()]
+    }
+
+    /// Keeps `object`; where it lies.
+    fn hold(&mut self, object: &[u8]) -> (usize, std::ops::Range<usize>) {
+        let fits = self
+            .chunks
+            .last()
+            .is_some_and(|c| c.capacity() - c.len() >= object.len());
+        if !fits {
+            // A buffer kept from earlier frames or chains when there is one (fresh memory is
+            // a page fault per 4 KiB, the most of a serving node's system time).
+            let mut chunk = take_buffer();
+            chunk.reserve(object.len().max(WALK_CHUNK));
+            self.chunks.push(chunk);
+        }
+        let chunk = self.chunks.len() - 1;
+        let bytes = &mut self.chunks[chunk];
+        bytes.extend_from_slice(object);
+        (chunk, bytes.len() - object.len()..bytes.len())
+    }
 }
 
 fn walk(store: &Store, head: &NodeId, stop: Option<&NodeId>) -> Result<(Walked, bool), StoreError> {
     let mut walked = Walked {
-        bytes: Vec::new(),
+        chunks: Vec::new(),
         items: Vec::new(),
     };
     let mut next = Some(*head);
     let mut found = false;
     let mut reader = store.storage().chain_reader();
+    let (mut object, mut held) = (Vec::new(), 0usize);
     while let Some(id) = next {
         if Some(&id) == stop {
             found = true;
             break;
         }
-        let at = walked.bytes.len();
-        if !reader.read_into(&id, &mut walked.bytes)? {
+        object.clear();
+        if !reader.read_into(&id, &mut object)? {
             return Err(StoreError::MissingNode(id));
         }
-        next = StoredObject::parent_of(&walked.bytes[at..])
-            .map_err(|_| StoreError::MissingNode(id))?;
-        let held = (walked.bytes.len() <= HOLD_BYTES).then_some(at..walked.bytes.len());
-        if held.is_none() {
-            walked.bytes.truncate(at);
-        }
-        walked.items.push((id, held));
+        next = StoredObject::parent_of(&object).map_err(|_| StoreError::MissingNode(id))?;
+        held += object.len();
+        let at = (held <= HOLD_BYTES).then(|| walked.hold(&object));
+        walked.items.push((id, at));
     }
     walked.items.reverse();
     Ok((walked, found))

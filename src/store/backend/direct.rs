@@ -190,10 +190,20 @@ mod tests {
     use super::*;
 
     /// Whatever the sizes of the writes, the file holds exactly the bytes written, in order:
-    /// direct where the file system allows it (ext4 here), buffered elsewhere.
+    /// direct where the file system allows it (ext4 here), buffered where it refuses (tmpfs,
+    /// `/dev/shm` on Linux).
     #[test]
     fn a_file_written_directly_holds_exactly_what_was_written() {
-        let dir = tempfile::tempdir().unwrap();
+        let mut dirs = vec![tempfile::tempdir().unwrap()];
+        if let Ok(shm) = tempfile::tempdir_in("/dev/shm") {
+            dirs.push(shm);
+        }
+        for dir in &dirs {
+            written_in(dir.path());
+        }
+    }
+
+    fn written_in(dir: &Path) {
         for (n, sizes) in [
             vec![],
             vec![1],
@@ -204,7 +214,7 @@ mod tests {
         .into_iter()
         .enumerate()
         {
-            let path = dir.path().join(format!("f{n}"));
+            let path = dir.join(format!("f{n}"));
             let mut out = Out::create(&path, 64 << 10).unwrap();
             let mut expected = Vec::new();
             for (i, size) in sizes.iter().enumerate() {
