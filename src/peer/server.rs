@@ -966,8 +966,11 @@ const WALK_CHUNK: usize = 1 << 20;
 /// for the first [`HOLD_BYTES`] of them; the rest are read again when sent.
 struct Walked {
     chunks: Vec<Vec<u8>>,
-    items: Vec<(NodeId, Option<(usize, std::ops::Range<usize>)>)>,
+    items: Vec<(NodeId, Option<HeldAt>)>,
 }
+
+/// Where a held object lies in a [`Walked`] chain: its chunk and range.
+type HeldAt = (usize, std::ops::Range<usize>);
 
 impl Drop for Walked {
     fn drop(&mut self) {
@@ -976,12 +979,12 @@ impl Drop for Walked {
 }
 
 impl Walked {
-    fn bytes(&self, (chunk, range): &(usize, std::ops::Range<usize>)) -> &[u8] {
+    fn bytes(&self, (chunk, range): &HeldAt) -> &[u8] {
         &self.chunks[*chunk][range.clone()]
     }
 
     /// Keeps `object`; where it lies.
-    fn hold(&mut self, object: &[u8]) -> (usize, std::ops::Range<usize>) {
+    fn hold(&mut self, object: &[u8]) -> HeldAt {
         let fits = self
             .chunks
             .last()
