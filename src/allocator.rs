@@ -2,6 +2,10 @@
 //! as the global allocator (sled's page cache allocates and frees heavily; mimalloc measured
 //! 1.5–2x faster ingest than the system allocator) and call [`purge_freed_memory_at_once`]
 //! first thing, so a bench measures the memory the binary would hold.
+//!
+//! Because freed memory goes back at once, a buffer freed and allocated again is fresh pages,
+//! a page fault per 4 KiB; [`take_buffer`] and [`give_back`] keep a few large buffers for the
+//! hot paths that need one again and again (frames, chains being sent, pack windows).
 
 /// The allocator to install: `#[global_allocator] static A: tapes::allocator::MiMalloc = MiMalloc;`.
 pub use mimalloc::MiMalloc;
@@ -29,4 +33,63 @@ pub fn purge_freed_memory_at_once() {
             mi_option_set(MI_OPTION_PURGE_DELAY, 0);
         }
     }
+}
+
+/// Buffers the process keeps for reuse, up to `buffers` of them of at most `largest` bytes
+/// each: what they hold is bounded however many connections, chains or packs are in flight.
+pub struct Pool {
+    buffers: usize,
+    largest: usize,
+    spare: std::sync::Mutex<Vec<Vec<u8>>>,
+}
+
+impl Pool {
+    pub const fn new(buffers: usize, largest: usize) -> Pool {
+        Pool {
+            buffers,
+            largest,
+            spare: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// A kept buffer, emptied, or a new one.
+    pub fn take(&self) -> Vec<u8> {
+        let mut spare = self.spare.lock().unwrap_or_else(|p| p.into_inner());
+        spare.pop().unwrap_or_default()
+    }
+
+    /// Keeps `buffer` for a next use, if it is not too large and there is room.
+    pub fn give_back(&self, mut buffer: Vec<u8>) {
+        if buffer.capacity() == 0 || buffer.capacity() > self.largest {
+            return;
+        }
+        buffer.clear();
+        let mut spare = self.spare.lock().unwrap_or_else(|p| p.into_inner());
+        if spare.len() < self.buffers {
+            spare.push(buffer);
+        }
+    }
+}
+
+/// Buffers of up to 2 MiB ([`take_buffer`], [`give_back`]). A frame buffer freed after each
+/// 1 MiB object batch was fresh memory for the next, and growing it by doubling copied it
+/// again: a third of a fetching node's page faults (`perf -e page-faults`, `cargo bench
+/// --bench sync`); a serving node's 256 KiB pack window and the chunks of a chain being sent
+/// were the same. Sixteen cover the batches, chains and windows in flight on the streams of a
+/// fetch: at most 32 MiB.
+static SMALL: Pool = Pool::new(16, 2 << 20);
+
+/// Pack writing buffers (4 MiB, a few per pack being written): a fetch writes a new pack every
+/// 32 MiB, and each took its buffers fresh, three quarters of a page fault per byte fetched.
+/// Four kept: at most 17 MiB.
+pub static PACK_BUFFERS: Pool = Pool::new(4, (4 << 20) + (8 << 10));
+
+/// A kept buffer of up to 2 MiB, emptied, or a new one.
+pub fn take_buffer() -> Vec<u8> {
+    SMALL.take()
+}
+
+/// Keeps `buffer` for a next use of [`take_buffer`], if it is at most 2 MiB and there is room.
+pub fn give_back(buffer: Vec<u8>) {
+    SMALL.give_back(buffer)
 }

@@ -57,17 +57,7 @@ pub struct Counters {
     serving: bool,
 }
 
-/// Frame buffers this process keeps for its next frames, read or written ([`SPARE`]), and the
-/// largest one it keeps. A buffer freed after each 1 MiB object batch was fresh memory for the
-/// next (the allocator gives freed memory back to the system at once, `tapes::allocator`), and
-/// growing it by doubling copied it again: a third of a fetching node's page faults (`perf -e
-/// page-faults`, `cargo bench --bench sync`). Eight cover the batches in flight on the streams
-/// of a fetch. They are kept for the whole process, not per connection, so what they hold is
-/// at most 16 MiB however many connections a node serves.
-const SPARE_BUFFERS: usize = 8;
-const SPARE_MAX: usize = 2 << 20;
-
-static SPARE: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
+pub(crate) use crate::allocator::{give_back, take_buffer};
 
 /// A frame of a run of object batches ([`Stream::expect_objects`]).
 pub enum Incoming {
@@ -77,24 +67,6 @@ pub enum Incoming {
     /// opened in place.
     KeyedBatch(Vec<u8>),
     Other(tapes_protocol::sync::Response),
-}
-
-/// A kept buffer, emptied, or a new one (see [`SPARE_BUFFERS`]).
-pub(crate) fn take_buffer() -> Vec<u8> {
-    let mut spare = SPARE.lock().unwrap_or_else(|p| p.into_inner());
-    spare.pop().unwrap_or_default()
-}
-
-/// Keeps `buffer` for a next frame, if it is not too large and there is room.
-pub(crate) fn give_back(mut buffer: Vec<u8>) {
-    if buffer.capacity() == 0 || buffer.capacity() > SPARE_MAX {
-        return;
-    }
-    buffer.clear();
-    let mut spare = SPARE.lock().unwrap_or_else(|p| p.into_inner());
-    if spare.len() < SPARE_BUFFERS {
-        spare.push(buffer);
-    }
 }
 
 impl Counters {
@@ -234,7 +206,7 @@ impl Stream<'_> {
         let mut last = began;
         // Filled chunk by chunk as QUIC hands them over: a zeroed buffer to read into would
         // cost a write of every received byte before the copy. A buffer kept from an earlier
-        // frame is reused (its capacity, at most `SPARE_MAX`, is memory the process already
+        // frame is reused (its capacity, at most 2 MiB, `tapes::allocator`, is memory the process already
         // held).
         let mut body = Body::new(len);
         body.bytes = take_buffer();

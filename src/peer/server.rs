@@ -115,7 +115,7 @@ struct Conn {
     counters: Counters,
     /// Team chains loaded for sealing, with the stamp they were loaded at: verifying a chain
     /// costs as much as sending a small session, and it only changes with its stamp.
-    chains: Mutex<HashMap<TeamId, (Vec<u8>, TeamChain)>>,
+    chains: Mutex<HashMap<TeamId, (Vec<u8>, Arc<TeamChain>)>>,
     /// The content key of this connection per team, with the epoch it is wrapped to (SPEC.md
     /// §15.3 "Keyed batches"): drawn and sealed once, so sealing a batch is one AEAD pass.
     content_keys: Mutex<HashMap<TeamId, ConnKey>>,
@@ -169,7 +169,9 @@ struct ConnKey {
 }
 
 impl Conn {
-    fn chain(&self, team: &TeamId) -> Result<TeamChain, PeerError> {
+    /// The team's verified chain: loaded when its stamp moved, else the one kept, shared (a
+    /// clone per served session was most of a serving node's per-session cost).
+    fn chain(&self, team: &TeamId) -> Result<Arc<TeamChain>, PeerError> {
         let stamp = team::chain_stamp(&self.store, team)?;
         let mut cache = self.chains.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((seen, chain)) = cache.get(team) {
@@ -177,7 +179,7 @@ impl Conn {
                 return Ok(chain.clone());
             }
         }
-        let chain = team::load(&self.store, team)?;
+        let chain = Arc::new(team::load(&self.store, team)?);
         cache.insert(*team, (stamp, chain.clone()));
         Ok(chain)
     }
@@ -642,7 +644,7 @@ impl Server {
     /// on first use, and again when the epoch moved (a rotation owed is made first, as any
     /// sealing does, SPEC.md §9.6).
     fn content_key(&self, conn: &Conn, team: &TeamId) -> Result<ConnKey, PeerError> {
-        let mut chain = conn.chain(team)?;
+        let chain = conn.chain(team)?;
         let epoch = chain.head().manifest.epoch;
         let mut keys = conn.content_keys.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(held) = keys.get(team) {
@@ -650,6 +652,8 @@ impl Server {
                 return Ok(held.clone());
             }
         }
+        // Sealing may make a rotation that is owed first, which moves the chain.
+        let mut chain = TeamChain::clone(&chain);
         let mut raw = [0u8; KEY_LEN];
         getrandom::fill(&mut raw)
             .map_err(|e| PeerError::Local(format!("no randomness for a content key: {e}")))?;

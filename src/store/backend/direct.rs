@@ -21,6 +21,8 @@ use std::fs::File;
 use std::io::Write;
 use std::path::Path;
 
+use crate::allocator::PACK_BUFFERS;
+
 /// Alignment of a direct write: address, offset and length.
 pub const ALIGN: usize = 4096;
 
@@ -47,7 +49,10 @@ impl Out {
     pub fn create(path: &Path, chunk: usize) -> std::io::Result<Out> {
         if let Some(file) = open_direct(path) {
             let room = chunk.max(ALIGN).div_ceil(ALIGN) * ALIGN;
-            let mut bytes = Vec::<u8>::with_capacity(room + ALIGN);
+            // Kept from an earlier pack when there is one (fresh memory is a page fault per
+            // 4 KiB).
+            let mut bytes = PACK_BUFFERS.take();
+            bytes.reserve_exact(room + ALIGN);
             let start = bytes.as_ptr().align_offset(ALIGN);
             if start <= ALIGN {
                 bytes.resize(start, 0);
@@ -129,6 +134,7 @@ impl Out {
             set_direct(&self.file, false)?;
             self.file
                 .write_all(&stage.bytes[stage.start..stage.start + stage.filled])?;
+            PACK_BUFFERS.give_back(stage.bytes);
         }
         Ok(self.file)
     }

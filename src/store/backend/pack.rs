@@ -41,6 +41,7 @@ use tapes_protocol::NodeId;
 
 use super::direct::Out;
 use super::StorageError;
+use crate::allocator::PACK_BUFFERS;
 
 const PACK_MAGIC: &[u8; 8] = b"TAPESPAK";
 const IDX_MAGIC: &[u8; 8] = b"TAPESIDX";
@@ -533,7 +534,7 @@ impl PackBuilder {
             dir: dir.to_path_buf(),
             writer: Some(PackWriter::spawn(file)),
             tmp: Some(tmp),
-            buffer: Vec::with_capacity(BUFFER),
+            buffer: pack_buffer(),
             entries: Vec::new(),
             len: 0,
         };
@@ -655,8 +656,16 @@ impl PackBuilder {
     }
 }
 
+/// An empty buffer of [`BUFFER`] bytes, kept from an earlier pack when there is one.
+fn pack_buffer() -> Vec<u8> {
+    let mut buffer = PACK_BUFFERS.take();
+    buffer.reserve_exact(BUFFER);
+    buffer
+}
+
 impl Drop for PackBuilder {
     fn drop(&mut self) {
+        PACK_BUFFERS.give_back(std::mem::take(&mut self.buffer));
         // The thread first, so that nothing writes to the file once it is deleted.
         if let Some(writer) = self.writer.take() {
             let _ = writer.finish();
@@ -693,8 +702,12 @@ impl PackWriter {
                     kicked = written;
                 }
                 buffer.clear();
-                // The builder may have enough buffers already; then this one is freed.
-                let _ = spare_tx.try_send(buffer);
+                // The builder may have enough buffers already; then this one is kept for the
+                // next pack.
+                if let Err(std::sync::mpsc::TrySendError::Full(buffer)) = spare_tx.try_send(buffer)
+                {
+                    PACK_BUFFERS.give_back(buffer);
+                }
             }
             out.finish()
         });
@@ -707,9 +720,7 @@ impl PackWriter {
 
     /// An empty buffer: a used one if the thread gave one back, else a new one.
     fn spare(&self) -> Vec<u8> {
-        self.spare
-            .try_recv()
-            .unwrap_or_else(|_| Vec::with_capacity(BUFFER))
+        self.spare.try_recv().unwrap_or_else(|_| pack_buffer())
     }
 
     /// Hands a buffer over (waits while [`BUFFERS`] are in flight); an error means the thread
@@ -724,9 +735,14 @@ impl PackWriter {
     /// Waits for everything handed over to be written; the file, or the thread's I/O error.
     fn finish(mut self) -> std::io::Result<File> {
         drop(self.full.take());
-        self.thread
+        let file = self
+            .thread
             .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        self.spare
+            .try_iter()
+            .for_each(|b| PACK_BUFFERS.give_back(b));
+        file
     }
 }
 

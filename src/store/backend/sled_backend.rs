@@ -503,6 +503,14 @@ struct PackChainReader<'s> {
     last: Option<(Arc<Pack>, usize)>,
 }
 
+impl Drop for PackChainReader<'_> {
+    fn drop(&mut self) {
+        if let Some((_, _, bytes)) = self.window.take() {
+            crate::allocator::give_back(bytes);
+        }
+    }
+}
+
 impl ChainReader for PackChainReader<'_> {
     fn get(&mut self, id: &NodeId) -> Result<Option<Vec<u8>>, StorageError> {
         let mut out = Vec::new();
@@ -535,7 +543,11 @@ impl ChainReader for PackChainReader<'_> {
         let (window_pack, start, bytes) = match self.window.take() {
             Some(window) if in_window(&window) => window,
             other if follows && range.len() <= CHAIN_WINDOW => {
-                let mut bytes = other.map(|(_, _, bytes)| bytes).unwrap_or_default();
+                // The last window's buffer, or one the process kept (fresh memory is a page
+                // fault per 4 KiB, and a reader per served session would take a fresh one).
+                let mut bytes = other
+                    .map(|(_, _, bytes)| bytes)
+                    .unwrap_or_else(crate::allocator::take_buffer);
                 let start = pack.read_before(range.end, CHAIN_WINDOW, &mut bytes)?;
                 self.storage.count_read(&packs, bytes.len());
                 (pack.clone(), start, bytes)
