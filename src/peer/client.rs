@@ -722,22 +722,12 @@ impl PeerConn {
                     *index += 1;
                     opened
                 }
+                // A batch sealed to the team (a relay's): opened and checked on this task, as
+                // every batch is (a few ms of CPU; handing the runtime thread over for it per
+                // batch spread the fetch over dozens of threads, each keeping freed memory).
                 Incoming::Other(Response::Objects(objects)) => {
-                    let is_keyed = matches!(objects, Objects::Keyed { .. });
-                    // Opened and checked on this task: a batch is a few ms of CPU, and handing
-                    // the runtime thread over for it (`block_in_place`) per batch spread the
-                    // fetch over dozens of threads, each keeping freed memory of its own.
-                    let with = keyed
-                        .as_ref()
-                        .map(|(key, team, index)| (&**key, team, &entry.id, *index));
-                    let opened = open_batch(rings, store, identity, objects, with)
-                        .map_err(|why| bad("sealed batch of session", entry.id.short(), why))?;
-                    if is_keyed {
-                        if let Some((_, _, index)) = keyed.as_mut() {
-                            *index += 1;
-                        }
-                    }
-                    opened
+                    open_batch(rings, store, identity, objects)
+                        .map_err(|why| bad("sealed batch of session", entry.id.short(), why))?
                 }
                 Incoming::Other(Response::ContentKey { team, wrapped }) => {
                     // Not handed to a blocking thread: after the first stream of a connection

@@ -155,9 +155,9 @@ impl Stream<'_> {
         decoded.map(Some).map_err(|e| self.protocol(e))
     }
 
-    /// The next frame of a run of object batches: a plain batch as it arrived, to be read in
-    /// place ([`tapes_protocol::sync::batch_spans`]; the caller gives the buffer back with
-    /// [`give_back`] when done), or any other frame decoded.
+    /// The next frame of a run of object batches: a plain or keyed batch as it arrived, to be
+    /// opened and read in place ([`tapes_protocol::sync::batch_spans`]; the caller gives the
+    /// buffer back with [`give_back`] when done), or any other frame decoded.
     pub async fn expect_objects(&mut self, what: &'static str) -> Result<Incoming, PeerError> {
         let payload = self
             .read_payload(what)
@@ -205,9 +205,8 @@ impl Stream<'_> {
         // link (or a peer gone), not a slow one.
         let mut last = began;
         // Filled chunk by chunk as QUIC hands them over: a zeroed buffer to read into would
-        // cost a write of every received byte before the copy. A buffer kept from an earlier
-        // frame is reused (its capacity, at most 2 MiB, `tapes::allocator`, is memory the process already
-        // held).
+        // cost a write of every received byte before the copy. A buffer the process kept is
+        // reused (`tapes::allocator::take_buffer`: memory it already held).
         let mut body = Body::new(len);
         body.bytes = take_buffer();
         let mut held = Held {

@@ -122,26 +122,17 @@ fn open_with(ring: &KeyRing, team: &TeamId, sealed: &[u8]) -> Result<Vec<u8>, St
 }
 
 /// [`Rings::open`] for streams sharing one set of rings: the lock is held only to look the
-/// ring up, so that streams decrypt their batches at the same time.
-///
-/// `keyed` is the stream's content key and where its next keyed batch belongs (team, session,
-/// index), after a `Response::ContentKey`; a keyed batch without one is refused.
+/// ring up, so that streams decrypt their batches at the same time. Keyed batches are opened
+/// in place where they arrive ([`Received::keyed_frame`]), never here.
 pub fn open_batch(
     rings: &Mutex<Rings>,
     store: &Store,
     identity: &Identity,
     objects: Objects,
-    keyed: Option<(&ContentKey, &TeamId, &SessionId, u64)>,
 ) -> Result<Received, String> {
     let plain = match objects {
         Objects::Plain(list) => return Ok(Received::from_list(list)),
-        Objects::Keyed { nonce, ciphertext } => {
-            let Some((key, team, session, index)) = keyed else {
-                return Err(KEYED_HERE.into());
-            };
-            key.open(team, session, index, &nonce, &ciphertext)
-                .map_err(|e| e.to_string())?
-        }
+        Objects::Keyed { .. } => return Err(KEYED_HERE.into()),
         Objects::Sealed { team, sealed } => {
             let ring = rings
                 .lock()

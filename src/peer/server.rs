@@ -115,7 +115,7 @@ struct Conn {
     counters: Counters,
     /// Team chains loaded for sealing, with the stamp they were loaded at: verifying a chain
     /// costs as much as sending a small session, and it only changes with its stamp.
-    chains: Mutex<HashMap<TeamId, (Vec<u8>, Arc<TeamChain>)>>,
+    chains: Mutex<HashMap<TeamId, StampedChain>>,
     /// The content key of this connection per team, with the epoch it is wrapped to (SPEC.md
     /// §15.3 "Keyed batches"): drawn and sealed once, so sealing a batch is one AEAD pass.
     content_keys: Mutex<HashMap<TeamId, ConnKey>>,
@@ -159,6 +159,9 @@ impl Drop for Fetching<'_> {
         }
     }
 }
+
+/// A verified team chain and the stamp it was loaded at.
+type StampedChain = (Vec<u8>, Arc<TeamChain>);
 
 /// A connection's content key for one team.
 #[derive(Clone)]
@@ -957,9 +960,6 @@ pub(crate) async fn refuse(stream: &mut Stream<'_>, reason: &str) -> Result<(), 
     Ok(())
 }
 
-/// Walks the chain back from `head` until `stop` (exclusive) or the root. Returns it root
-/// first, with the bytes held while the total stays small, and whether `stop` was found.
-#[allow(clippy::type_complexity)]
 /// Bytes of one chunk of a [`Walked`] chain: objects are gathered in chunks of this size (an
 /// object larger gets a chunk of its own), so that holding a chain costs its size and at most
 /// one chunk more, with no copy as it grows (one buffer grown by doubling held up to twice a
@@ -1007,6 +1007,8 @@ impl Walked {
     }
 }
 
+/// Walks the chain back from `head` until `stop` (exclusive) or the root. Returns it root
+/// first, with the bytes held while the total stays small, and whether `stop` was found.
 fn walk(store: &Store, head: &NodeId, stop: Option<&NodeId>) -> Result<(Walked, bool), StoreError> {
     let mut walked = Walked {
         chunks: Vec::new(),

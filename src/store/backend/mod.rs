@@ -95,7 +95,7 @@ pub trait ChainReader {
     fn get(&mut self, id: &NodeId) -> Result<Option<Vec<u8>>, StorageError>;
 
     /// Appends the object's bytes to `out` (false, nothing appended, when it is absent): a
-    /// walk gathers a chain in one buffer instead of one per object.
+    /// walk reads every object into one buffer it reuses instead of a new one per object.
     fn read_into(&mut self, id: &NodeId, out: &mut Vec<u8>) -> Result<bool, StorageError> {
         Ok(self
             .get(id)?
