@@ -920,8 +920,8 @@ fn components(
     Ok(
         json!({ "write_io": write_io, "written": written, "stages": [
             stage("server: walk chains, read objects (get_object)", read, bytes),
-            stage("server: build and seal 1 MB batch frames in place (XChaCha20-Poly1305)", seal, bytes),
-            stage("client: open keyed batches in place (XChaCha20-Poly1305 + batch_spans)", open, sealed_bytes),
+            stage("server: build and seal 1 MB batch frames in place (AES-256-GCM)", seal, bytes),
+            stage("client: open keyed batches in place (AES-256-GCM + batch_spans)", open, sealed_bytes),
             stage("client: verify objects (BLAKE3 + parent link + metadata)", verify, bytes),
             stage("client: store writes (put_objects + flush)", write, written),
             stage("server: per session, the team chain's stamp", load, bytes),

@@ -4,7 +4,7 @@
 //! One function per decoder, each taking arbitrary bytes and never panicking: the `fuzz/`
 //! crate's libFuzzer targets call these, and `tests/it/fuzz_corpus.rs` replays every file of
 //! `fuzz/corpus/<target>/` through them under `cargo test`. The protocol's own decoders
-//! (`tapes/sync/2` frames, reconciliation, manifests, joins, bundle frames) have theirs in
+//! (`tapes/sync/3` frames, reconciliation, manifests, joins, bundle frames) have theirs in
 //! `tapes_protocol::fuzz_targets`, re-exported here. The formats: session records (SPEC.md
 //! §3.2), share records (§11.1), team-sealed content (§9.6), bundle files as `bundle verify`
 //! and `bundle import` read them (§12.1–§12.4), pack files and indexes (§4, the layout in

@@ -14,7 +14,7 @@
 //! | audit | [`audit`] | the per-team access log: signed, hash-chained entries per writer, merge and verify (SPEC §18) |
 //! | sharing | [`share`] | share records, the secret gate ([`share::gate`], [`share::secrets`]), what leaves the machine ([`share::outgoing`]) and who may see what ([`share::access`]) |
 //! | moving | [`sync`] | the [`sync::remote::Remote`] trait, pull/push plans, bundles, storage providers, tracking |
-//! | network | [`peer`], [`relay`] | `tapes/sync/2` over iroh between teammates, and the relay that keeps sealed copies |
+//! | network | [`peer`], [`relay`] | `tapes/sync/3` over iroh between teammates, and the relay that keeps sealed copies |
 //! | remotes | [`remotes`], [`provider_sync`] | configured remotes by name and opening one as a transport (path, peer); the storage providers' sync with their relay |
 //! | views | [`views`] | search, stats, rendering and export |
 //!

@@ -3,7 +3,7 @@
 //! an identity and a `tapes serve` on 127.0.0.1" is written once.
 //!
 //! A [`Node`] is a real node: a store in a temporary directory, a fresh identity that owns it,
-//! and the `tapes/sync/2` server (SPEC.md §15) on a loopback iroh endpoint (no relays, no
+//! and the `tapes/sync/3` server (SPEC.md §15) on a loopback iroh endpoint (no relays, no
 //! discovery). Teams are joined the way users join them ([`join`] over the connection,
 //! [`add_member`] without the network, SPEC.md §9.4).
 

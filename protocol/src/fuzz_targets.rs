@@ -5,7 +5,7 @@
 //! `fuzz/` crate's libFuzzer targets call these, and `tests/it/fuzz_corpus.rs` replays every
 //! corpus file through them under `cargo test`. The formats are those of SPEC.md §2.2–§2.5
 //! (node bodies and stored objects), §9.1 and §9.4 (manifests, invites, joins), §12.1–§12.2
-//! (bundles), §14 (reconciliation messages), §15.1–§15.2 (`tapes/sync/2` frames), §3.5
+//! (bundles), §14 (reconciliation messages), §15.1–§15.2 (`tapes/sync/3` frames), §3.5
 //! (tombstones), §11.4 (share summaries) and §18 (audit entries).
 //!
 //! Besides "does not panic", each checks what a strict decoder promises: whatever decodes
@@ -21,7 +21,7 @@ use crate::team_chain::TeamChain;
 use crate::{NodeId, StoredObject};
 use std::sync::OnceLock;
 
-/// `tapes/sync/2` (SPEC.md §15.1): `data` is a byte stream of frames as a peer would send
+/// `tapes/sync/3` (SPEC.md §15.1): `data` is a byte stream of frames as a peer would send
 /// them; each frame is read the way `tapes::peer` reads it (head, limit, body) and decoded as
 /// a request, a response and a sealed batch's plaintext.
 pub fn sync_frames(data: &[u8]) {
@@ -40,7 +40,7 @@ pub fn sync_frames(data: &[u8]) {
     sync_message(rest);
 }
 
-/// One frame payload of `tapes/sync/2`, decoded as every message type the peers read.
+/// One frame payload of `tapes/sync/3`, decoded as every message type the peers read.
 pub fn sync_message(body: &[u8]) {
     if let Ok(request) = sync::decode_payload::<Request>(body, "request") {
         let frame = sync::encode_frame(&request);

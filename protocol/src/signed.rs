@@ -5,7 +5,7 @@
 //! - [`SignedShare`]: a share record (who shared which head with whom, until when) signed by
 //!   the sharer.
 //! - [`check_entry`] / [`verify_entry_signature`]: the one check of a signed session entry
-//!   (`tapes/sync/2` and bundles carry the same [`SessionEntry`]).
+//!   (`tapes/sync/3` and bundles carry the same [`SessionEntry`]).
 //!
 //! Each signature is ed25519 over a BLAKE3 `derive_key` hash with its own context string, so a
 //! signature for one purpose never verifies for another. Pinned by `protocol/vectors/signed.toml`.

@@ -1,4 +1,4 @@
-//! The sync protocol `tapes/sync/2` (SPEC.md §15): what two peers say to each other over one
+//! The sync protocol `tapes/sync/3` (SPEC.md §15): what two peers say to each other over one
 //! QUIC connection, sans-IO.
 //!
 //! A client opens one bi-directional stream per request. Every message on a stream is a frame,
@@ -22,7 +22,7 @@ use crate::bundle::SessionEntry;
 use crate::{MemberId, NodeId, SessionId, TeamId};
 
 /// The ALPN of this protocol. A peer speaking a later version uses a different one.
-pub const ALPN: &[u8] = b"tapes/sync/2";
+pub const ALPN: &[u8] = b"tapes/sync/3";
 
 /// The largest frame either side accepts (a batch of objects, or one sealed batch).
 pub const MAX_FRAME: usize = 64 << 20;
@@ -511,7 +511,7 @@ pub fn keyed_batch_of(payload: &[u8]) -> Option<([u8; NONCE_LEN], std::ops::Rang
 }
 
 /// Room kept in front of a [`BatchFrame`]'s objects for what goes before them (frame head,
-/// tags, nonce, counts: at most 4 + 2 + 24 + 3 × 10 bytes).
+/// tags, nonce, counts: at most 4 + 2 + 12 + 3 × 10 bytes).
 const FRONT: usize = 64;
 
 /// A batch frame built in place: objects are written once, into the buffer that is sent, and
@@ -530,13 +530,6 @@ impl BatchFrame {
         buf.clear();
         buf.resize(FRONT, 0);
         BatchFrame { buf, count: 0 }
-    }
-
-    /// Empties the batch for the next frame, keeping the buffer.
-    pub fn clear(&mut self) {
-        self.buf.truncate(FRONT);
-        self.buf[..FRONT].fill(0);
-        self.count = 0;
     }
 
     /// Objects added.

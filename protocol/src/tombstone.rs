@@ -164,7 +164,7 @@ impl SignedTombstone {
     }
 }
 
-/// A tombstone as it travels in `tapes/sync/2` (`Response::Tombstones`, SPEC.md §3.5): the
+/// A tombstone as it travels in `tapes/sync/3` (`Response::Tombstones`, SPEC.md §3.5): the
 /// session the sender says it is for, and the encoded [`SignedTombstone`].
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Published {

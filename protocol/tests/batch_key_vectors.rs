@@ -49,7 +49,7 @@ fn keyed_batches_match_the_vectors() {
         );
         assert_eq!(key.id().0, bytes::<16>(&v.key_id), "{}", v.name);
         let (team, session) = (TeamId(bytes(&v.team)), SessionId(bytes(&v.session)));
-        let nonce = bytes::<24>(&v.nonce);
+        let nonce = bytes::<12>(&v.nonce);
         let plaintext = hex::decode(&v.plaintext).unwrap();
         let sealed = key.seal(&team, &session, v.index, &nonce, &plaintext);
         assert_eq!(hex::encode(&sealed), v.ciphertext, "{}: ciphertext", v.name);

@@ -1,4 +1,4 @@
-//! The dialling side of `tapes/sync/2`: fetch (reconcile, then fetch what is missing),
+//! The dialling side of `tapes/sync/3`: fetch (reconcile, then fetch what is missing),
 //! push, pull and join against one peer.
 //!
 //! Fetch runs in phases (SPEC.md §15.3): reconcile the item sets; fetch new manifests (so keys

@@ -98,7 +98,7 @@ pub fn mdns() -> iroh_mdns_address_lookup::MdnsAddressLookupBuilder {
     iroh_mdns_address_lookup::MdnsAddressLookup::builder().service_name(MDNS_SERVICE)
 }
 
-/// Binds an endpoint for `identity` that speaks `tapes/sync/2`.
+/// Binds an endpoint for `identity` that speaks `tapes/sync/3`.
 pub async fn bind(identity: &Identity, config: &EndpointConfig) -> Result<Endpoint, PeerError> {
     let builder = match &config.network {
         NetworkMode::Local => {

@@ -121,22 +121,19 @@ impl Stream<'_> {
 
     pub async fn write<T: Serialize>(&mut self, message: &T) -> Result<(), PeerError> {
         let frame = encode_frame_into(message, take_buffer());
-        let written = self.write_frame(&frame).await;
-        give_back(frame);
-        written
+        self.write_lent(crate::allocator::lend(frame, 0)).await
     }
 
-    /// Writes a frame encoded by the caller, head included ([`tapes_protocol::sync::BatchFrame`]).
-    pub async fn write_frame(&mut self, frame: &[u8]) -> Result<(), PeerError> {
-        self.counters
-            .sent
-            .fetch_add(frame.len() as u64, Ordering::Relaxed);
-        let limit = self.counters.limits.frame_deadline(frame.len());
-        match tokio::time::timeout(limit, self.send.write_all(frame)).await {
+    /// Writes a frame the caller hands over ([`crate::allocator::lend`]): QUIC keeps it until
+    /// the peer acknowledged it, without copying it into a send buffer of its own.
+    pub async fn write_lent(&mut self, frame: bytes::Bytes) -> Result<(), PeerError> {
+        let len = frame.len();
+        self.counters.sent.fetch_add(len as u64, Ordering::Relaxed);
+        let limit = self.counters.limits.frame_deadline(len);
+        match tokio::time::timeout(limit, self.send.write_chunk(frame)).await {
             Ok(done) => done.map_err(|e| self.cut(e)),
             Err(_) => Err(self.stalled(format!(
-                "it did not take a frame of {} bytes within {} s",
-                frame.len(),
+                "it did not take a frame of {len} bytes within {} s",
                 limit.as_secs()
             ))),
         }

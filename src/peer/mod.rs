@@ -1,5 +1,5 @@
 //! Peers: replication between teammates' machines over iroh (QUIC, dialled by node id), the
-//! `tapes/sync/2` protocol of SPEC.md §15.
+//! `tapes/sync/3` protocol of SPEC.md §15.
 //!
 //! [`endpoint`] binds an iroh endpoint with this node's identity key; [`frames`] reads and
 //! writes protocol frames on QUIC streams; [`server`] answers teammates (`tapes serve`);

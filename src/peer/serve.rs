@@ -1,4 +1,4 @@
-//! `tapes serve` assembled (SPEC.md §15.1, §15.7): bind the endpoint, mount the `tapes/sync/2`
+//! `tapes serve` assembled (SPEC.md §15.1, §15.7): bind the endpoint, mount the `tapes/sync/3`
 //! [`Server`] on it, wait for the home relay so the ticket carries it, and record the ticket in
 //! the home (`serve-ticket`) for `tapes id` and invite codes. The CLI prints and waits for
 //! Ctrl-C; tests and examples start the same thing.

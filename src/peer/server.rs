@@ -1,4 +1,4 @@
-//! The answering side of `tapes/sync/2` (`tapes serve`): one task per connection, one per
+//! The answering side of `tapes/sync/3` (`tapes serve`): one task per connection, one per
 //! stream. The peer is who the QUIC handshake proved; what it may see is
 //! [`crate::share::access::view_for`] under this node's current verified team manifests.
 //!
@@ -23,6 +23,7 @@ use super::endpoint::member_of;
 use super::frames::{give_back, take_buffer, Counters, Stream};
 use super::receive::{check_entry, ChainCheck, Rings};
 use super::PeerError;
+use crate::allocator::lend;
 use crate::identity::Identity;
 use crate::session::SessionRecord;
 use crate::share::access::{self, encode_signature, signature_key, Grant, View, ViewItem};
@@ -94,7 +95,7 @@ struct State {
     connections: super::guard::Connections,
 }
 
-/// The `tapes/sync/2` protocol handler.
+/// The `tapes/sync/3` protocol handler.
 #[derive(Clone)]
 pub struct Server {
     state: Arc<State>,
@@ -613,8 +614,8 @@ impl Server {
         sealer: &mut Option<Keyed>,
         frame: &mut BatchFrame,
     ) -> Result<(), PeerError> {
-        let written = match sealer {
-            None => stream.write_frame(frame.plain()).await,
+        let len = match sealer {
+            None => frame.plain().len(),
             Some(keyed) => {
                 if !keyed.sent_key {
                     stream
@@ -635,12 +636,15 @@ impl Server {
                     keyed.index,
                     &nonce,
                 );
+                let len = sealed.len();
                 keyed.index += 1;
-                stream.write_frame(sealed).await
+                len
             }
         };
-        frame.clear();
-        written
+        // The frame ends its buffer; the buffer is lent to QUIC until the peer has it.
+        let buffer = std::mem::replace(frame, BatchFrame::new(take_buffer())).into_buffer();
+        let start = buffer.len() - len;
+        stream.write_lent(lend(buffer, start)).await
     }
 
     /// This connection's content key for `team`: drawn and sealed to the team's current epoch

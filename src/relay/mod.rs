@@ -1,5 +1,5 @@
 //! The relay (`tapes relay`, SPEC.md §16): an always-on peer that keeps a team's shared
-//! sessions available while laptops are closed. It speaks the same `tapes/sync/2` protocol as
+//! sessions available while laptops are closed. It speaks the same `tapes/sync/3` protocol as
 //! a teammate's node, but it holds no team key: team content reaches it sealed and leaves it
 //! sealed, and it keeps only what it needs in the clear to decide who may see what (verified
 //! manifest chains, heads, node ids, item ids, expiry).

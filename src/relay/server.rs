@@ -1,4 +1,4 @@
-//! The relay's side of `tapes/sync/2` (SPEC.md §16.4): the same framing, reconciliation and
+//! The relay's side of `tapes/sync/3` (SPEC.md §16.4): the same framing, reconciliation and
 //! fetch as a teammate's node, plus registration, manifests, deposits and the join mailbox.
 //! Every state change goes through [`RelayState`], which holds the rules; this module only
 //! moves frames.

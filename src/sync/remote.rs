@@ -62,7 +62,7 @@ fn short(id: &Option<NodeId>) -> String {
 }
 
 /// Everything a push sends, built once by `transfer::plan_push` and sent as is by every transport: a
-/// path remote applies it, a peer's `tapes serve` and a relay receive it over `tapes/sync/2`
+/// path remote applies it, a peer's `tapes serve` and a relay receive it over `tapes/sync/3`
 /// (which adds the signed entry and share records around it).
 #[derive(Debug, Clone)]
 pub struct PushPlan {

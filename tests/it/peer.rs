@@ -547,7 +547,7 @@ async fn a_peer_speaking_another_protocol_version_is_named_as_such() {
         Err(e) => e.to_string(),
     };
     assert!(
-        err.contains("tapes/sync/2") && err.contains("another version of the tapes protocol"),
+        err.contains("tapes/sync/3") && err.contains("another version of the tapes protocol"),
         "{err}"
     );
     router.shutdown().await.unwrap();
