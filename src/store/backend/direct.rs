@@ -78,8 +78,30 @@ impl Out {
         self.stage.is_some()
     }
 
-    /// Appends `bytes`.
+    /// Appends `bytes`. Whole blocks of a block-aligned `bytes` (a pack builder's 4 MiB
+    /// buffers, which mimalloc places on 64 KiB boundaries) are written from where they are,
+    /// without the copy into the staging area (4 % of a fetching node's CPU, `perf`).
     pub fn write(&mut self, mut bytes: &[u8]) -> std::io::Result<()> {
+        if let Some(stage) = &self.stage {
+            let whole = bytes.len() / ALIGN * ALIGN;
+            // Nothing staged: everything written so far is whole blocks, so the file offset is
+            // aligned too.
+            if stage.filled == 0 && whole > 0 && (bytes.as_ptr() as usize) % ALIGN == 0 {
+                let blocks = &bytes[..whole];
+                match self.file.write_all(blocks) {
+                    Ok(()) => {}
+                    Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                        set_direct(&self.file, false)?;
+                        if let Some(stage) = self.stage.take() {
+                            PACK_BUFFERS.give_back(stage.bytes);
+                        }
+                        return self.file.write_all(bytes);
+                    }
+                    Err(e) => return Err(e),
+                }
+                bytes = &bytes[whole..];
+            }
+        }
         while !bytes.is_empty() {
             let Some(stage) = self.stage.as_mut() else {
                 return self.file.write_all(bytes);
@@ -210,12 +232,18 @@ mod tests {
     }
 
     fn written_in(dir: &Path) {
-        for (n, sizes) in [
+        // (size, whether the bytes start on a block boundary): aligned writes go straight to
+        // the file when nothing is staged, through the staging area otherwise.
+        let unaligned = |sizes: &[usize]| sizes.iter().map(|s| (*s, false)).collect::<Vec<_>>();
+        for (n, writes) in [
             vec![],
-            vec![1],
-            vec![ALIGN],
-            vec![5000, 3, 70_000, ALIGN * 3 + 7, 1],
-            vec![64 << 10; 9],
+            unaligned(&[1]),
+            unaligned(&[ALIGN]),
+            unaligned(&[5000, 3, 70_000, ALIGN * 3 + 7, 1]),
+            unaligned(&[64 << 10; 9]),
+            vec![(ALIGN * 2, true), (ALIGN * 3 + 7, true), (100, false)],
+            vec![(100, false), (ALIGN * 4, true), (ALIGN * 2, true)],
+            vec![(ALIGN * 16, true), (ALIGN * 16, true), (5, true)],
         ]
         .into_iter()
         .enumerate()
@@ -223,14 +251,24 @@ mod tests {
             let path = dir.join(format!("f{n}"));
             let mut out = Out::create(&path, 64 << 10).unwrap();
             let mut expected = Vec::new();
-            for (i, size) in sizes.iter().enumerate() {
-                let chunk: Vec<u8> = (0..*size).map(|b| (b * 7 + i) as u8).collect();
-                out.write(&chunk).unwrap();
-                expected.extend_from_slice(&chunk);
+            for (i, (size, aligned)) in writes.iter().enumerate() {
+                let mut room = vec![0u8; size + ALIGN + 1];
+                let at = if *aligned {
+                    room.as_ptr().align_offset(ALIGN)
+                } else {
+                    (room.as_ptr().align_offset(ALIGN) + 1) % ALIGN
+                };
+                let chunk = &mut room[at..at + size];
+                chunk
+                    .iter_mut()
+                    .enumerate()
+                    .for_each(|(b, byte)| *byte = (b * 7 + i) as u8);
+                out.write(chunk).unwrap();
+                expected.extend_from_slice(chunk);
             }
             out.finish().unwrap().sync_all().unwrap();
             let got = std::fs::read(&path).unwrap();
-            assert!(got == expected, "writes {sizes:?}: the file differs");
+            assert!(got == expected, "writes {writes:?}: the file differs");
         }
     }
 }
