@@ -17,6 +17,52 @@ use crate::bundle::SessionEntry;
 use crate::record::{RecordError, SessionRecord};
 use crate::{MemberId, NodeId, SessionId, TeamId};
 
+/// One signature to check with [`verify_many`].
+pub struct SignatureCheck<'a> {
+    pub signer: &'a MemberId,
+    pub message: &'a [u8],
+    pub signature: &'a [u8],
+}
+
+/// Signatures checked in one batch at most: a batch that fails is checked again one by one to
+/// find which; 64 amortises the batch's shared work (ed25519-dalek's `verify_batch`, one
+/// multiscalar multiplication) while a bad signature costs at most 64 single checks more.
+const BATCH: usize = 64;
+
+/// Whether each signature is valid, checked in batches of [`BATCH`] (SPEC.md §15.3, step 4): a
+/// batch costs about half as much per signature as single checks, which were a tenth of a
+/// fetching node's CPU with ~100 small sessions per MB. A batch that does not verify is checked
+/// one by one, so each answer is that of a single check, with one documented difference:
+/// besides every signature a single check accepts, a batch may accept one whose `R` or key has
+/// a small-order component, a signature only the signer's own key can make (SPEC.md §15.3).
+pub fn verify_many(checks: &[SignatureCheck<'_>]) -> Vec<bool> {
+    let mut valid = Vec::with_capacity(checks.len());
+    for chunk in checks.chunks(BATCH) {
+        let parsed: Vec<Option<(VerifyingKey, Signature)>> = chunk
+            .iter()
+            .map(|c| {
+                let signature = <[u8; 64]>::try_from(c.signature).ok()?;
+                let key = VerifyingKey::from_bytes(c.signer.as_bytes()).ok()?;
+                Some((key, Signature::from_bytes(&signature)))
+            })
+            .collect();
+        if parsed.iter().all(Option::is_some) && chunk.len() > 1 {
+            let (keys, signatures): (Vec<VerifyingKey>, Vec<Signature>) =
+                parsed.iter().flatten().cloned().unzip();
+            let messages: Vec<&[u8]> = chunk.iter().map(|c| c.message).collect();
+            if ed25519_dalek::verify_batch(&messages, &signatures, &keys).is_ok() {
+                valid.extend(std::iter::repeat_n(true, chunk.len()));
+                continue;
+            }
+        }
+        valid.extend(chunk.iter().zip(&parsed).map(|(c, p)| {
+            p.as_ref()
+                .is_some_and(|(key, signature)| key.verify(c.message, signature).is_ok())
+        }));
+    }
+    valid
+}
+
 pub const REF_UPDATE_CONTEXT: &str = "tapes 2026-11 session ref update signature v1";
 
 /// The owner's signature over one ref update: the session, the head it expects the remote to
@@ -153,7 +199,52 @@ impl SignedShare {
         if !share.verify() {
             return Err(ShareError::BadSignature);
         }
-        // A metadata-only share's summary must be the sharer's, about this share (§11.4).
+        SignedShare::check_summary(share, bytes)
+    }
+
+    /// [`SignedShare::decode`] of many records (a fetch's share records), their signatures
+    /// checked in batches ([`verify_many`]).
+    pub fn decode_many(list: &[Vec<u8>]) -> Vec<Result<SignedShare, ShareError>> {
+        let decoded: Vec<Result<SignedShare, ShareError>> = list
+            .iter()
+            .map(|bytes| SignedShare::decode_stored(bytes))
+            .collect();
+        let messages: Vec<[u8; 32]> = decoded
+            .iter()
+            .map(|d| {
+                d.as_ref()
+                    .map(|s| share_message(&s.record))
+                    .unwrap_or([0; 32])
+            })
+            .collect();
+        let checks: Vec<SignatureCheck> = decoded
+            .iter()
+            .zip(&messages)
+            .filter_map(|(d, message)| {
+                let share = d.as_ref().ok()?;
+                Some(SignatureCheck {
+                    signer: &share.record.sharer,
+                    message,
+                    signature: &share.signature,
+                })
+            })
+            .collect();
+        let mut valid = verify_many(&checks).into_iter();
+        decoded
+            .into_iter()
+            .zip(list)
+            .map(|(d, bytes)| {
+                let share = d?;
+                if !valid.next().unwrap_or(false) {
+                    return Err(ShareError::BadSignature);
+                }
+                SignedShare::check_summary(share, bytes)
+            })
+            .collect()
+    }
+
+    /// A metadata-only share's summary must be the sharer's, about this share (§11.4).
+    fn check_summary(share: SignedShare, bytes: &[u8]) -> Result<SignedShare, ShareError> {
         if let Some(summary) = crate::summary::of_share_bytes(bytes)? {
             crate::summary::check_tail(&share.record, &summary)?;
         }
@@ -238,4 +329,62 @@ pub fn check_entry(entry: &SessionEntry) -> Result<SessionRecord, EntryError> {
     }
     verify_entry_signature(entry, &record)?;
     Ok(record)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn share(n: u8, key: &SigningKey) -> SignedShare {
+        SignedShare::sign(
+            ShareRecord {
+                session: SessionId([n; 16]),
+                head: NodeId([n; 32]),
+                audience: Audience::Public,
+                sharer: MemberId(key.verifying_key().to_bytes()),
+                sharer_name: format!("sharer {n}"),
+                title: None,
+                note: None,
+                shared_ms: i64::from(n),
+                expires_ms: None,
+                revoked: false,
+            },
+            key,
+        )
+    }
+
+    /// Checked in batches, each share gets the answer a single check gives: a batch with a
+    /// bad signature (altered, too short, signed by someone else, a key that is not a point)
+    /// names exactly the bad ones, across batch boundaries.
+    #[test]
+    fn shares_checked_in_batches_get_the_answers_of_single_checks() {
+        let key = SigningKey::from_bytes(&[5; 32]);
+        let other = SigningKey::from_bytes(&[6; 32]);
+        let mut shares: Vec<SignedShare> = (0..150).map(|n| share(n, &key)).collect();
+        shares[3].signature[10] ^= 1;
+        shares[64].signature.truncate(63);
+        shares[100] = SignedShare {
+            record: shares[100].record.clone(),
+            signature: share(100, &other).signature,
+        };
+        // Not a curve point (y = 2 does not decompress).
+        shares[149].record.sharer = MemberId({
+            let mut b = [0u8; 32];
+            b[0] = 2;
+            b
+        });
+        let mut list: Vec<Vec<u8>> = shares.iter().map(SignedShare::encode).collect();
+        list.push(b"not a share".to_vec());
+        let batched = SignedShare::decode_many(&list);
+        assert_eq!(batched.len(), list.len());
+        for (i, (got, bytes)) in batched.iter().zip(&list).enumerate() {
+            let single = SignedShare::decode(bytes);
+            assert_eq!(got, &single, "share {i}");
+            let bad = [3, 64, 100, 149, 150].contains(&i);
+            assert_eq!(got.is_err(), bad, "share {i}");
+        }
+        // Alone, and none at all.
+        assert!(SignedShare::decode_many(&list[..1])[0].is_ok());
+        assert!(SignedShare::decode_many(&[]).is_empty());
+    }
 }

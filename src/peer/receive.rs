@@ -375,7 +375,7 @@ fn plan_session(
 /// Stores a received share record if it is valid and newer than ours. Returns whether it
 /// changed anything. Like [`apply_session`], the caller flushes.
 pub fn apply_share(store: &Store, bytes: &[u8]) -> Result<bool, String> {
-    match plan_share(store, bytes)? {
+    match plan_share(store, SignedShare::decode(bytes), bytes)? {
         Some((update, _)) => {
             store
                 .storage()
@@ -393,7 +393,13 @@ pub fn apply_share(store: &Store, bytes: &[u8]) -> Result<bool, String> {
 pub fn apply_shares(store: &Store, list: &[Vec<u8>]) -> Vec<Result<Option<SessionId>, String>> {
     let mut outcome = Vec::with_capacity(list.len());
     let mut updates = Vec::new();
-    let planned: Vec<_> = list.iter().map(|bytes| plan_share(store, bytes)).collect();
+    // Their signatures checked in batches.
+    let decoded = SignedShare::decode_many(list);
+    let planned: Vec<_> = decoded
+        .into_iter()
+        .zip(list)
+        .map(|(share, bytes)| plan_share(store, share, bytes))
+        .collect();
     for plan in planned {
         outcome.push(plan.map(|planned| {
             planned.map(|(update, session)| {
@@ -408,7 +414,8 @@ pub fn apply_shares(store: &Store, list: &[Vec<u8>]) -> Vec<Result<Option<Sessio
     // One by one: a storage error is then reported by each record it stops.
     list.iter()
         .map(|bytes| {
-            let Some((update, session)) = plan_share(store, bytes)? else {
+            let Some((update, session)) = plan_share(store, SignedShare::decode(bytes), bytes)?
+            else {
                 return Ok(None);
             };
             store
@@ -422,8 +429,12 @@ pub fn apply_shares(store: &Store, list: &[Vec<u8>]) -> Vec<Result<Option<Sessio
 
 /// The ref update that stores a received share record and its session, or `None` when ours
 /// is as new.
-fn plan_share(store: &Store, bytes: &[u8]) -> Result<Option<(RefUpdate, SessionId)>, String> {
-    let share = SignedShare::decode(bytes).map_err(|e| e.to_string())?;
+fn plan_share(
+    store: &Store,
+    share: Result<SignedShare, tapes_protocol::signed::ShareError>,
+    bytes: &[u8],
+) -> Result<Option<(RefUpdate, SessionId)>, String> {
+    let share = share.map_err(|e| e.to_string())?;
     let record = &share.record;
     if crate::session::tombstone::is_removed(store, &record.session).map_err(|e| e.to_string())? {
         return Ok(None);

@@ -513,7 +513,15 @@ struct PackChainReader<'s> {
     window: Option<(Arc<Pack>, usize, Vec<u8>)>,
     /// The pack of the object read last and where that object starts in its file.
     last: Option<(Arc<Pack>, usize)>,
+    /// The pack and entry of the object [`ChainReader::map_or_read`] found last, and how many
+    /// it found in a row in that pack.
+    mapped_last: Option<(Arc<Pack>, usize, usize)>,
 }
+
+/// Objects a walk finds in one pack before it looks for the next one just before the last
+/// ([`Pack::before`]) instead of searching the index: a short walk (a few new nodes) should
+/// not pay for building the pack's table.
+const NEIGHBOURS_AFTER: usize = 32;
 
 impl Drop for PackChainReader<'_> {
     fn drop(&mut self) {
@@ -536,6 +544,20 @@ impl ChainReader for PackChainReader<'_> {
             .packs
             .read()
             .unwrap_or_else(PoisonError::into_inner);
+        if let Some((pack, last, run)) = &mut self.mapped_last {
+            if *run >= NEIGHBOURS_AFTER {
+                if let Some(entry) = pack.before(*last).filter(|&e| pack.id_at(e) == *id) {
+                    let range = pack.range(entry)?;
+                    self.storage.count_mapped(&packs, range.len());
+                    *last = entry;
+                    *run += 1;
+                    return Ok(ChainObject::Mapped(MappedObject {
+                        pack: pack.clone(),
+                        range,
+                    }));
+                }
+            }
+        }
         Ok(match self.storage.locate(&packs, id)? {
             None => ChainObject::Absent,
             Some(Located::Sled(bytes)) => {
@@ -545,6 +567,11 @@ impl ChainReader for PackChainReader<'_> {
             Some(Located::Pack(pack, entry)) => {
                 let range = pack.range(entry)?;
                 self.storage.count_mapped(&packs, range.len());
+                let run = match &self.mapped_last {
+                    Some((last, _, run)) if Arc::ptr_eq(last, pack) => run + 1,
+                    _ => 1,
+                };
+                self.mapped_last = Some((pack.clone(), entry, run));
                 ChainObject::Mapped(MappedObject {
                     pack: pack.clone(),
                     range,
@@ -651,7 +678,10 @@ impl SledStorage {
     /// Counts `bytes` of packs touched in their mappings, dropping the packs' mapped object
     /// pages every [`RELEASE_MAPPED_BYTES`].
     fn count_mapped(&self, packs: &[Arc<Pack>], bytes: usize) {
-        let mapped = self.mapped_since_release.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        let mapped = self
+            .mapped_since_release
+            .fetch_add(bytes, Ordering::Relaxed)
+            + bytes;
         if mapped >= RELEASE_MAPPED_BYTES {
             self.mapped_since_release.store(0, Ordering::Relaxed);
             packs.iter().for_each(|p| p.release_objects());
@@ -687,6 +717,7 @@ impl Storage for SledStorage {
             storage: self,
             window: None,
             last: None,
+            mapped_last: None,
         })
     }
 
@@ -1321,6 +1352,35 @@ mod tests {
         for o in walk.iter().rev().step_by(3) {
             assert_eq!(reader.get(&o.id).unwrap(), s.get_object(&o.id).unwrap());
         }
+        // Found where they lie (packed ones in the mapping, found after the first ones as the
+        // neighbour of the last), in the walk's order and in others.
+        let orders: [Vec<&StoredObject>; 3] = [
+            walk.clone(),
+            walk.iter().rev().copied().collect(),
+            walk.iter().step_by(2).copied().collect(),
+        ];
+        for order in orders {
+            let mut reader = s.chain_reader();
+            let mut mapped = 0;
+            for o in order {
+                let mut out = Vec::new();
+                let got = match reader.map_or_read(&o.id, &mut out).unwrap() {
+                    ChainObject::Mapped(m) => {
+                        mapped += 1;
+                        m.bytes().to_vec()
+                    }
+                    ChainObject::Read => out,
+                    ChainObject::Absent => panic!("{} is in the store", o.id),
+                };
+                assert_eq!(got, o.bytes);
+            }
+            assert!(mapped > 0);
+        }
+        let mut out = Vec::new();
+        assert!(matches!(
+            reader.map_or_read(&object(999_999).id, &mut out).unwrap(),
+            ChainObject::Absent
+        ));
     }
 
     /// Reading a store much larger than [`RELEASE_AFTER_BYTES`] (a server answering a big
