@@ -28,7 +28,7 @@ use crate::identity::Identity;
 use crate::session::SessionRecord;
 use crate::share::access::{self, encode_signature, signature_key, Grant, View, ViewItem};
 use crate::share::SignedShare;
-use crate::store::backend::{ChainObject, MappedObject, RefUpdate};
+use crate::store::backend::RefUpdate;
 use crate::store::{Store, StoreError};
 use crate::sync::remote::{apply_push, RefSignature, RemoteError};
 use crate::team;
@@ -565,8 +565,8 @@ impl Server {
         let mut frame = BatchFrame::new(take_buffer());
         for (id, held) in std::mem::take(&mut chain.items).into_iter().skip(start) {
             let read;
-            let bytes = match &held {
-                Some(at) => chain.bytes(at),
+            let bytes = match held {
+                Some(at) => chain.bytes(&at),
                 None => {
                     read = tokio::task::block_in_place(|| store.storage().get_object(&id))
                         .map_err(StoreError::from)?
@@ -970,21 +970,15 @@ pub(crate) async fn refuse(stream: &mut Stream<'_>, reason: &str) -> Result<(), 
 /// large session, and serving ones at once took the serving node past 250 MB).
 const WALK_CHUNK: usize = 1 << 20;
 
-/// A chain read for sending: its ids root first, each with where its bytes lie (in a mapped
-/// pack, or copied into a chunk), for the first [`HOLD_BYTES`] of the copied ones; the rest are
-/// read again when sent.
+/// A chain read for sending: its ids root first, each with where its bytes lie (chunk, range),
+/// for the first [`HOLD_BYTES`] of them; the rest are read again when sent.
 struct Walked {
     chunks: Vec<Vec<u8>>,
     items: Vec<(NodeId, Option<HeldAt>)>,
 }
 
-/// Where a walked object lies.
-enum HeldAt {
-    /// In its pack's mapping.
-    Mapped(MappedObject),
-    /// Copied into a chunk (an object sled holds): the chunk and the range.
-    Chunk(usize, std::ops::Range<usize>),
-}
+/// Where a held object lies in a [`Walked`] chain: its chunk and range.
+type HeldAt = (usize, std::ops::Range<usize>);
 
 impl Drop for Walked {
     fn drop(&mut self) {
@@ -993,14 +987,11 @@ impl Drop for Walked {
 }
 
 impl Walked {
-    fn bytes<'a>(&'a self, at: &'a HeldAt) -> &'a [u8] {
-        match at {
-            HeldAt::Mapped(object) => object.bytes(),
-            HeldAt::Chunk(chunk, range) => &self.chunks[*chunk][range.clone()],
-        }
+    fn bytes(&self, (chunk, range): &HeldAt) -> &[u8] {
+        &self.chunks[*chunk][range.clone()]
     }
 
-    /// Keeps a copy of `object`; where it lies.
+    /// Keeps `object`; where it lies.
     fn hold(&mut self, object: &[u8]) -> HeldAt {
         let fits = self
             .chunks
@@ -1016,13 +1007,12 @@ impl Walked {
         let chunk = self.chunks.len() - 1;
         let bytes = &mut self.chunks[chunk];
         bytes.extend_from_slice(object);
-        HeldAt::Chunk(chunk, bytes.len() - object.len()..bytes.len())
+        (chunk, bytes.len() - object.len()..bytes.len())
     }
 }
 
 /// Walks the chain back from `head` until `stop` (exclusive) or the root. Returns it root
-/// first, each object where it lies in its pack or, for what sled holds, copied while the total
-/// stays small, and whether `stop` was found.
+/// first, with the bytes held while the total stays small, and whether `stop` was found.
 fn walk(store: &Store, head: &NodeId, stop: Option<&NodeId>) -> Result<(Walked, bool), StoreError> {
     let mut walked = Walked {
         chunks: Vec::new(),
@@ -1038,19 +1028,12 @@ fn walk(store: &Store, head: &NodeId, stop: Option<&NodeId>) -> Result<(Walked, 
             break;
         }
         object.clear();
-        let at = match reader.map_or_read(&id, &mut object)? {
-            ChainObject::Absent => return Err(StoreError::MissingNode(id)),
-            ChainObject::Mapped(mapped) => {
-                next = StoredObject::parent_of(mapped.bytes())
-                    .map_err(|_| StoreError::MissingNode(id))?;
-                Some(HeldAt::Mapped(mapped))
-            }
-            ChainObject::Read => {
-                next = StoredObject::parent_of(&object).map_err(|_| StoreError::MissingNode(id))?;
-                held += object.len();
-                (held <= HOLD_BYTES).then(|| walked.hold(&object))
-            }
-        };
+        if !reader.read_into(&id, &mut object)? {
+            return Err(StoreError::MissingNode(id));
+        }
+        next = StoredObject::parent_of(&object).map_err(|_| StoreError::MissingNode(id))?;
+        held += object.len();
+        let at = (held <= HOLD_BYTES).then(|| walked.hold(&object));
         walked.items.push((id, at));
     }
     walked.items.reverse();

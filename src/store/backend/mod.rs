@@ -90,42 +90,8 @@ impl<S: Storage + ?Sized> Staging for MemoryStaging<'_, S> {
     }
 }
 
-/// An object's bytes where they lie in a mapped pack file: a serving node reads a chain's
-/// objects there and copies each once, into the frame it sends (SPEC.md §15.4). Packs are
-/// immutable and a mapping outlives a pack deleted meanwhile, so the bytes stay valid.
-pub struct MappedObject {
-    pack: std::sync::Arc<pack::Pack>,
-    range: std::ops::Range<usize>,
-}
-
-impl MappedObject {
-    pub fn bytes(&self) -> &[u8] {
-        self.pack.mapped(self.range.clone())
-    }
-}
-
-/// What [`ChainReader::map_or_read`] found.
-pub enum ChainObject {
-    /// Not in the store.
-    Absent,
-    /// In a pack, mapped.
-    Mapped(MappedObject),
-    /// Appended to the caller's buffer.
-    Read,
-}
-
 /// Reads the nodes of a chain one after the other, head first (see [`Storage::chain_reader`]).
 pub trait ChainReader {
-    /// The object where it lies in a mapped pack, or else appended to `out`. A reader without
-    /// packs reads.
-    fn map_or_read(&mut self, id: &NodeId, out: &mut Vec<u8>) -> Result<ChainObject, StorageError> {
-        Ok(if self.read_into(id, out)? {
-            ChainObject::Read
-        } else {
-            ChainObject::Absent
-        })
-    }
-
     fn get(&mut self, id: &NodeId) -> Result<Option<Vec<u8>>, StorageError>;
 
     /// Appends the object's bytes to `out` (false, nothing appended, when it is absent): a

@@ -391,12 +391,6 @@ impl Pack {
             .map(|&e| e as usize)
     }
 
-    /// Bytes `range` of the mapping, a range [`Pack::range`] gave (checked against the pack
-    /// there).
-    pub fn mapped(&self, range: std::ops::Range<usize>) -> &[u8] {
-        &self.pack[range]
-    }
-
     /// The bytes of entry `i`, in the mapping (for reading whole packs in order: merges, fsck).
     pub fn object_at(&self, i: usize) -> Result<&[u8], StorageError> {
         Ok(&self.pack[self.range(i)?])
@@ -474,13 +468,6 @@ impl Pack {
     pub fn release(&self) {
         unmap_pages(&self.pack);
         unmap_pages(&self.idx);
-    }
-
-    /// Drops this process's mapped pages of the pack file only (see [`Pack::release`]): a
-    /// serving node's walks read objects in the mapping, and its index pages, which every
-    /// lookup needs again, stay mapped.
-    pub fn release_objects(&self) {
-        unmap_pages(&self.pack);
     }
 
     /// Recomputes the index checksum (reads the whole index: fsck, not open).

@@ -20,9 +20,7 @@ use tapes_protocol::{NodeId, StoredObject};
 use super::journal::Journal;
 use super::merge::{Merge, Source};
 use super::pack::{self, Pack, PackBuilder, PackRecord};
-use super::{
-    ChainObject, ChainReader, MappedObject, RefUpdate, Staging, Storage, StorageError, Written,
-};
+use super::{ChainReader, RefUpdate, Staging, Storage, StorageError, Written};
 
 pub struct SledStorage {
     db: sled::Db,
@@ -42,9 +40,6 @@ pub struct SledStorage {
     /// Pack bytes read by lookups since the packs' mapped pages were last dropped
     /// ([`RELEASE_AFTER_BYTES`]).
     read_since_release: AtomicUsize,
-    /// Pack bytes walks touched in the mappings since the packs' object pages were last
-    /// dropped ([`RELEASE_MAPPED_BYTES`]).
-    mapped_since_release: AtomicUsize,
     /// Held by `put_objects` from its presence checks to its last write, so two writers never
     /// both store one object: `Written` stays exact and an object lands in one place.
     writer: Mutex<()>,
@@ -76,12 +71,6 @@ const SLED_CACHE_BYTES: u64 = 128 << 20;
 /// dropping them every 64 MiB read bounds that, and costs one minor fault per index page
 /// read again.
 const RELEASE_AFTER_BYTES: usize = 64 << 20;
-/// Pack bytes a walk touches in the mappings ([`ChainReader::map_or_read`]) before the packs'
-/// mapped object pages are dropped ([`Pack::release_objects`]; their index pages stay). A fault
-/// maps a whole folio of the page cache, up to 2 MiB, so the mapped bytes run ahead of those
-/// counted: with 64 MiB a serving node mapped 136–197 MB of packs (`cargo bench --bench sync`,
-/// file-backed peak); 16 MiB is about 64 drops per GB, each a few `madvise` calls.
-const RELEASE_MAPPED_BYTES: usize = 16 << 20;
 /// Live packs at most: registering one more merges the [`MERGE_PACKS`] smallest into one. Every
 /// lookup miss searches every pack, so their number must stay bounded however small the
 /// batches are (a fetch in 4 MiB batches would otherwise make 250 packs per GB); merging the
@@ -157,7 +146,6 @@ impl SledStorage {
             packs: RwLock::new(packs),
             last_pack: AtomicUsize::new(0),
             read_since_release: AtomicUsize::new(0),
-            mapped_since_release: AtomicUsize::new(0),
             writer: Mutex::new(()),
             journal: Journal::open(path)?,
             db,
@@ -513,9 +501,9 @@ struct PackChainReader<'s> {
     window: Option<(Arc<Pack>, usize, Vec<u8>)>,
     /// The pack of the object read last and where that object starts in its file.
     last: Option<(Arc<Pack>, usize)>,
-    /// The pack and entry of the object [`ChainReader::map_or_read`] found last, and how many
-    /// it found in a row in that pack.
-    mapped_last: Option<(Arc<Pack>, usize, usize)>,
+    /// The pack and entry of the object found last, and how many were found in a row in
+    /// that pack.
+    found: Option<(Arc<Pack>, usize, usize)>,
 }
 
 /// Objects a walk finds in one pack before it looks for the next one just before the last
@@ -532,54 +520,6 @@ impl Drop for PackChainReader<'_> {
 }
 
 impl ChainReader for PackChainReader<'_> {
-    /// A packed object where it lies: the pages a walk touches are mapped from the page cache
-    /// without a copy, and counted, so every [`RELEASE_MAPPED_BYTES`] the packs' mapped object
-    /// pages are dropped and a serving node's memory stays bounded. (Reading windows
-    /// with `pread` copied each byte into a window and then twice more before it reached a
-    /// frame, and a 256 KiB window read for a 100 KB session read 2.5 times its bytes: a
-    /// serving node's kernel copy alone was 12 % of its CPU with ~1 KB nodes.)
-    fn map_or_read(&mut self, id: &NodeId, out: &mut Vec<u8>) -> Result<ChainObject, StorageError> {
-        let packs = self
-            .storage
-            .packs
-            .read()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some((pack, last, run)) = &mut self.mapped_last {
-            if *run >= NEIGHBOURS_AFTER {
-                if let Some(entry) = pack.before(*last).filter(|&e| pack.id_at(e) == *id) {
-                    let range = pack.range(entry)?;
-                    self.storage.count_mapped(&packs, range.len());
-                    *last = entry;
-                    *run += 1;
-                    return Ok(ChainObject::Mapped(MappedObject {
-                        pack: pack.clone(),
-                        range,
-                    }));
-                }
-            }
-        }
-        Ok(match self.storage.locate(&packs, id)? {
-            None => ChainObject::Absent,
-            Some(Located::Sled(bytes)) => {
-                out.extend_from_slice(&bytes);
-                ChainObject::Read
-            }
-            Some(Located::Pack(pack, entry)) => {
-                let range = pack.range(entry)?;
-                self.storage.count_mapped(&packs, range.len());
-                let run = match &self.mapped_last {
-                    Some((last, _, run)) if Arc::ptr_eq(last, pack) => run + 1,
-                    _ => 1,
-                };
-                self.mapped_last = Some((pack.clone(), entry, run));
-                ChainObject::Mapped(MappedObject {
-                    pack: pack.clone(),
-                    range,
-                })
-            }
-        })
-    }
-
     fn get(&mut self, id: &NodeId) -> Result<Option<Vec<u8>>, StorageError> {
         let mut out = Vec::new();
         Ok(self.read_into(id, &mut out)?.then_some(out))
@@ -591,14 +531,33 @@ impl ChainReader for PackChainReader<'_> {
             .packs
             .read()
             .unwrap_or_else(PoisonError::into_inner);
-        let (pack, entry) = match self.storage.locate(&packs, id)? {
-            None => return Ok(false),
-            Some(Located::Sled(bytes)) => {
-                out.extend_from_slice(&bytes);
-                return Ok(true);
+        let neighbour = self.found.as_ref().and_then(|(pack, last, run)| {
+            (*run >= NEIGHBOURS_AFTER)
+                .then(|| pack.before(*last))
+                .flatten()
+                .filter(|&e| pack.id_at(e) == *id)
+                .map(|e| (pack.clone(), e))
+        });
+        let located;
+        let (pack, entry) = match neighbour {
+            Some((pack, entry)) => {
+                located = pack;
+                (&located, entry)
             }
-            Some(Located::Pack(pack, entry)) => (pack, entry),
+            None => match self.storage.locate(&packs, id)? {
+                None => return Ok(false),
+                Some(Located::Sled(bytes)) => {
+                    out.extend_from_slice(&bytes);
+                    return Ok(true);
+                }
+                Some(Located::Pack(pack, entry)) => (pack, entry),
+            },
         };
+        let run = match &self.found {
+            Some((last, _, run)) if Arc::ptr_eq(last, pack) => run + 1,
+            _ => 1,
+        };
+        self.found = Some((pack.clone(), entry, run));
         let range = pack.range(entry)?;
         let in_window = |w: &(Arc<Pack>, usize, Vec<u8>)| {
             Arc::ptr_eq(&w.0, pack) && w.1 <= range.start && range.end <= w.1 + w.2.len()
@@ -675,19 +634,6 @@ impl SledStorage {
         }
     }
 
-    /// Counts `bytes` of packs touched in their mappings, dropping the packs' mapped object
-    /// pages every [`RELEASE_MAPPED_BYTES`].
-    fn count_mapped(&self, packs: &[Arc<Pack>], bytes: usize) {
-        let mapped = self
-            .mapped_since_release
-            .fetch_add(bytes, Ordering::Relaxed)
-            + bytes;
-        if mapped >= RELEASE_MAPPED_BYTES {
-            self.mapped_since_release.store(0, Ordering::Relaxed);
-            packs.iter().for_each(|p| p.release_objects());
-        }
-    }
-
     /// Reads an object out of its pack ([`Pack::read_at`]), dropping the packs' mapped index
     /// pages every [`RELEASE_AFTER_BYTES`] read.
     fn read_packed(
@@ -717,7 +663,7 @@ impl Storage for SledStorage {
             storage: self,
             window: None,
             last: None,
-            mapped_last: None,
+            found: None,
         })
     }
 
@@ -1352,35 +1298,6 @@ mod tests {
         for o in walk.iter().rev().step_by(3) {
             assert_eq!(reader.get(&o.id).unwrap(), s.get_object(&o.id).unwrap());
         }
-        // Found where they lie (packed ones in the mapping, found after the first ones as the
-        // neighbour of the last), in the walk's order and in others.
-        let orders: [Vec<&StoredObject>; 3] = [
-            walk.clone(),
-            walk.iter().rev().copied().collect(),
-            walk.iter().step_by(2).copied().collect(),
-        ];
-        for order in orders {
-            let mut reader = s.chain_reader();
-            let mut mapped = 0;
-            for o in order {
-                let mut out = Vec::new();
-                let got = match reader.map_or_read(&o.id, &mut out).unwrap() {
-                    ChainObject::Mapped(m) => {
-                        mapped += 1;
-                        m.bytes().to_vec()
-                    }
-                    ChainObject::Read => out,
-                    ChainObject::Absent => panic!("{} is in the store", o.id),
-                };
-                assert_eq!(got, o.bytes);
-            }
-            assert!(mapped > 0);
-        }
-        let mut out = Vec::new();
-        assert!(matches!(
-            reader.map_or_read(&object(999_999).id, &mut out).unwrap(),
-            ChainObject::Absent
-        ));
     }
 
     /// Reading a store much larger than [`RELEASE_AFTER_BYTES`] (a server answering a big
