@@ -156,9 +156,6 @@ pub struct Pack {
     pack: Mmap,
     idx: Mmap,
     file: File,
-    /// For each entry, the entry whose bytes end where its bytes start ([`Pack::before`]),
-    /// built on first use.
-    before: std::sync::OnceLock<Box<[u32]>>,
 }
 
 impl Pack {
@@ -176,7 +173,6 @@ impl Pack {
             pack,
             idx,
             file,
-            before: std::sync::OnceLock::new(),
         };
         pack.check()?;
         // The header check mapped the start of the pack, and a file just written sits in the
@@ -359,36 +355,6 @@ impl Pack {
             )));
         }
         Ok(offset as usize..end as usize)
-    }
-
-    /// The entry whose bytes end where entry `i`'s start, if any: in a pack written from a
-    /// fetch or an import a chain's nodes lie root first one after the other, so walking a
-    /// chain back from its head, this is the parent, found without a search (the index search
-    /// per node was a tenth of a serving node's CPU with ~1 KB nodes, `cargo bench --bench
-    /// sync`). The caller checks the id. The table (4 bytes per entry) is built on first use,
-    /// from the index: one sort of the entries by offset.
-    pub fn before(&self, i: usize) -> Option<usize> {
-        let table = self.before.get_or_init(|| {
-            let mut by_offset: Vec<(u64, u64, u32)> = (0..self.len())
-                .map(|e| {
-                    let entry = self.entry(e);
-                    let offset = le_u64(&entry[32..40]);
-                    (offset, offset + u64::from(le_u32(&entry[40..44])), e as u32)
-                })
-                .collect();
-            by_offset.sort_unstable();
-            let mut table = vec![u32::MAX; self.len()].into_boxed_slice();
-            for pair in by_offset.windows(2) {
-                if pair[0].1 == pair[1].0 {
-                    table[pair[1].2 as usize] = pair[0].2;
-                }
-            }
-            table
-        });
-        table
-            .get(i)
-            .filter(|&&e| e != u32::MAX)
-            .map(|&e| e as usize)
     }
 
     /// The bytes of entry `i`, in the mapping (for reading whole packs in order: merges, fsck).
@@ -1036,21 +1002,6 @@ mod tests {
         assert_eq!(pack.get(&object(5000).id).unwrap(), None);
         let decoded = PackRecord::decode(record.name.as_bytes(), &record.encode()).unwrap();
         assert_eq!(decoded, record);
-    }
-
-    /// Each entry's neighbour is the entry whose bytes end where its start: here, written in
-    /// id order, the entry before it; the first has none.
-    #[test]
-    fn the_entry_before_is_the_one_written_just_before() {
-        let dir = tempfile::tempdir().unwrap();
-        let objects = sorted(500);
-        let refs: Vec<&StoredObject> = objects.iter().collect();
-        let pack = Pack::open(dir.path(), write_all(dir.path(), &refs).unwrap()).unwrap();
-        assert_eq!(pack.before(0), None);
-        for i in 1..objects.len() {
-            assert_eq!(pack.before(i), Some(i - 1));
-        }
-        assert_eq!(pack.before(objects.len()), None);
     }
 
     /// The guessing search finds what a binary search finds, for members and for ids that

@@ -501,15 +501,7 @@ struct PackChainReader<'s> {
     window: Option<(Arc<Pack>, usize, Vec<u8>)>,
     /// The pack of the object read last and where that object starts in its file.
     last: Option<(Arc<Pack>, usize)>,
-    /// The pack and entry of the object found last, and how many were found in a row in
-    /// that pack.
-    found: Option<(Arc<Pack>, usize, usize)>,
 }
-
-/// Objects a walk finds in one pack before it looks for the next one just before the last
-/// ([`Pack::before`]) instead of searching the index: a short walk (a few new nodes) should
-/// not pay for building the pack's table.
-const NEIGHBOURS_AFTER: usize = 32;
 
 impl Drop for PackChainReader<'_> {
     fn drop(&mut self) {
@@ -531,33 +523,14 @@ impl ChainReader for PackChainReader<'_> {
             .packs
             .read()
             .unwrap_or_else(PoisonError::into_inner);
-        let neighbour = self.found.as_ref().and_then(|(pack, last, run)| {
-            (*run >= NEIGHBOURS_AFTER)
-                .then(|| pack.before(*last))
-                .flatten()
-                .filter(|&e| pack.id_at(e) == *id)
-                .map(|e| (pack.clone(), e))
-        });
-        let located;
-        let (pack, entry) = match neighbour {
-            Some((pack, entry)) => {
-                located = pack;
-                (&located, entry)
+        let (pack, entry) = match self.storage.locate(&packs, id)? {
+            None => return Ok(false),
+            Some(Located::Sled(bytes)) => {
+                out.extend_from_slice(&bytes);
+                return Ok(true);
             }
-            None => match self.storage.locate(&packs, id)? {
-                None => return Ok(false),
-                Some(Located::Sled(bytes)) => {
-                    out.extend_from_slice(&bytes);
-                    return Ok(true);
-                }
-                Some(Located::Pack(pack, entry)) => (pack, entry),
-            },
+            Some(Located::Pack(pack, entry)) => (pack, entry),
         };
-        let run = match &self.found {
-            Some((last, _, run)) if Arc::ptr_eq(last, pack) => run + 1,
-            _ => 1,
-        };
-        self.found = Some((pack.clone(), entry, run));
         let range = pack.range(entry)?;
         let in_window = |w: &(Arc<Pack>, usize, Vec<u8>)| {
             Arc::ptr_eq(&w.0, pack) && w.1 <= range.start && range.end <= w.1 + w.2.len()
@@ -663,7 +636,6 @@ impl Storage for SledStorage {
             storage: self,
             window: None,
             last: None,
-            found: None,
         })
     }
 
