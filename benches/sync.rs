@@ -3,7 +3,9 @@
 //!
 //! `cargo bench --bench sync` prints:
 //!
-//! 1. raw iroh stream: one bi-stream copying ~1 GiB between two endpoints;
+//! 1. raw iroh stream: one bi-stream copying ~1 GiB between two endpoints, in one process and
+//!    between two (as a fetch runs: the same 700 MB/s here, so the process boundary is not
+//!    what a fetch loses to the raw stream);
 //! 2. tapes fetch of ~1 GB of generated sessions (~1M nodes, ~10k sessions of 5–95 tool
 //!    rounds) shared with a team bob joined over the network: sealed, verified and stored;
 //!    then the plain path (public shares) to a stranger; MB/s = object bytes stored / wall time,
@@ -14,8 +16,8 @@
 //!
 //! alice (server) and bob/carol (clients) are separate processes (this binary re-run with
 //! `TAPES_SYNC_BENCH_ROLE`), so each side's peak RSS (`VmHWM`, reset through
-//! `/proc/self/clear_refs` before a fetch) and CPU time are its own. The raw stream and
-//! iroh-blobs run both sides in the parent process.
+//! `/proc/self/clear_refs` before a fetch) and CPU time are its own. iroh-blobs and the first
+//! raw stream run both sides in the parent process; the second raw stream's sink is a child.
 //!
 //! Environment: `TAPES_BENCH_GB` (default 1.0) scales everything; `TAPES_BENCH_NODE_KB=8`
 //! makes tool-heavy sessions of ~8 KB nodes instead of today's ~1 KB mix; `TAPES_BENCH_PLAIN=0`
@@ -63,6 +65,7 @@ fn main() -> Result<()> {
         .init();
     match std::env::var(ROLE).as_deref() {
         Ok("alice") => alice_main(),
+        Ok("sink") => sink_main(),
         Ok(name) => client_main(name),
         Err(_) => orchestrate(),
     }
@@ -110,6 +113,17 @@ fn orchestrate() -> Result<()> {
         kb(raw.hwm_kb)
     );
     let raw_mbs = raw_bytes as f64 / raw.secs / 1e6;
+    // The same stream between two processes, as a fetch runs: each side has its own runtime
+    // and threads, and every wake-up between them crosses processes (and, here, vCPUs).
+    let sink = Peer::spawn("sink")?;
+    let to = PeerAddr::parse(sink.hello["ticket"].as_str().context("ticket")?)?;
+    let apart = rt.block_on(raw_stream_to(raw_bytes, Some(to)))?;
+    sink.quit();
+    let apart_mbs = raw_bytes as f64 / apart.secs / 1e6;
+    println!(
+        "   the same between two processes: {:.2} s = {apart_mbs:.0} MB/s",
+        apart.secs
+    );
 
     // 3 (run before the tapes fetch so the disk is quiet): iroh-blobs.
     let blobs = rt.block_on(iroh_blobs_fetch(bytes));
@@ -511,10 +525,21 @@ impl ProtocolHandler for Sink {
 const RAW_ALPN: &[u8] = b"tapes-bench/raw/0";
 
 async fn raw_stream(bytes: u64) -> Result<Timed> {
+    raw_stream_to(bytes, None).await
+}
+
+/// Streams `bytes` to a sink: one in this process (`to: None`), or another process's.
+async fn raw_stream_to(bytes: u64, to: Option<PeerAddr>) -> Result<Timed> {
     let a = bind(&throwaway("raw-a")?, &EndpointConfig::loopback()).await?;
-    let b = bind(&throwaway("raw-b")?, &EndpointConfig::loopback()).await?;
-    let router = Router::builder(b).accept(RAW_ALPN, Sink).spawn();
-    let target = PeerAddr::of_endpoint(router.endpoint()).endpoint_addr()?;
+    let (router, target) = match to {
+        Some(to) => (None, to.endpoint_addr()?),
+        None => {
+            let b = bind(&throwaway("raw-b")?, &EndpointConfig::loopback()).await?;
+            let router = Router::builder(b).accept(RAW_ALPN, Sink).spawn();
+            let target = PeerAddr::of_endpoint(router.endpoint()).endpoint_addr()?;
+            (Some(router), target)
+        }
+    };
     let conn = a.connect(target, RAW_ALPN).await?;
     let chunk = vec![0x5au8; 1 << 20];
     reset_hwm();
@@ -534,7 +559,9 @@ async fn raw_stream(bytes: u64) -> Result<Timed> {
         bail!("the sink counted {} of {bytes}", u64::from_le_bytes(echo));
     }
     conn.close(0u32.into(), b"done");
-    router.shutdown().await?;
+    if let Some(router) = router {
+        router.shutdown().await?;
+    }
     a.close().await;
     Ok(Timed {
         secs,
@@ -614,6 +641,19 @@ async fn iroh_blobs_fetch(bytes: u64) -> Result<Timed> {
 
 // ---------------------------------------------------------------------------------------------
 // alice: generates and shares the sessions, serves them.
+
+/// A sink for the raw stream in its own process.
+fn sink_main() -> Result<()> {
+    let rt = runtime()?;
+    let router = rt.block_on(async {
+        let endpoint = bind(&throwaway("raw-b")?, &EndpointConfig::loopback()).await?;
+        anyhow::Ok(Router::builder(endpoint).accept(RAW_ALPN, Sink).spawn())
+    })?;
+    reply(json!({ "ticket": PeerAddr::of_endpoint(router.endpoint()).ticket() }));
+    serve_commands(|_| Ok(json!({})))?;
+    rt.block_on(router.shutdown())?;
+    Ok(())
+}
 
 fn alice_main() -> Result<()> {
     let rt = runtime()?;
