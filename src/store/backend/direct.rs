@@ -86,20 +86,13 @@ impl Out {
             let whole = bytes.len() / ALIGN * ALIGN;
             // Nothing staged: everything written so far is whole blocks, so the file offset is
             // aligned too.
-            if stage.filled == 0 && whole > 0 && (bytes.as_ptr() as usize) % ALIGN == 0 {
-                let blocks = &bytes[..whole];
-                match self.file.write_all(blocks) {
-                    Ok(()) => {}
-                    Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                        set_direct(&self.file, false)?;
-                        if let Some(stage) = self.stage.take() {
-                            PACK_BUFFERS.give_back(stage.bytes);
-                        }
-                        return self.file.write_all(bytes);
-                    }
-                    Err(e) => return Err(e),
+            if stage.filled == 0 && whole > 0 && (bytes.as_ptr() as usize).is_multiple_of(ALIGN) {
+                let (blocks, rest) = bytes.split_at(whole);
+                if !write_blocks_or_fall_back(&self.file, blocks)? {
+                    self.stop_direct();
+                    return self.file.write_all(rest);
                 }
-                bytes = &bytes[whole..];
+                bytes = rest;
             }
         }
         while !bytes.is_empty() {
@@ -126,22 +119,12 @@ impl Out {
         if whole == 0 {
             return Ok(());
         }
-        let blocks = &stage.bytes[stage.start..stage.start + whole];
-        match self.file.write_all(blocks) {
-            Ok(()) => {}
-            // Refused after all (a file system that accepts the flag but not this write):
-            // the same bytes through the page cache, and buffered from now on. A direct
-            // write that fails writes nothing, so the offset is where it was.
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                set_direct(&self.file, false)?;
-                self.file.write_all(blocks)?;
-                let rest = stage.bytes[stage.start + whole..stage.start + stage.filled].to_vec();
-                self.stage = None;
-                return self.file.write_all(&rest);
-            }
-            Err(e) => return Err(e),
-        }
         let (from, to) = (stage.start + whole, stage.start + stage.filled);
+        if !write_blocks_or_fall_back(&self.file, &stage.bytes[stage.start..from])? {
+            self.file.write_all(&stage.bytes[from..to])?;
+            self.stop_direct();
+            return Ok(());
+        }
         stage.bytes.copy_within(from..to, stage.start);
         stage.filled -= whole;
         stage.bytes.truncate(stage.start + stage.filled);
@@ -161,9 +144,32 @@ impl Out {
         Ok(self.file)
     }
 
+    /// Writes go through the page cache from now on; the staging area goes back to the pool.
+    fn stop_direct(&mut self) {
+        if let Some(stage) = self.stage.take() {
+            PACK_BUFFERS.give_back(stage.bytes);
+        }
+    }
+
     /// The file, for hints such as writeback requests; writes go through [`Out::write`].
     pub fn file(&self) -> &File {
         &self.file
+    }
+}
+
+/// Writes whole `blocks` directly; true unless the file system refused after all (one that
+/// accepts the flag but not this write): then the same bytes went through the page cache, the
+/// file is buffered from now on, and the caller stops staging. A direct write that fails
+/// writes nothing, so the offset is where it was.
+fn write_blocks_or_fall_back(mut file: &File, blocks: &[u8]) -> std::io::Result<bool> {
+    match file.write_all(blocks) {
+        Ok(()) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            set_direct(file, false)?;
+            file.write_all(blocks)?;
+            Ok(false)
+        }
+        Err(e) => Err(e),
     }
 }
 
