@@ -51,7 +51,7 @@ const PARALLEL: usize = 16;
 /// stream receiving at once, QUIC interleaves them packet by packet, each stream's 1 MB batches
 /// complete late and together, and both sides stall between the bursts (a third of 2 cores
 /// sat idle). Measured at 1 GB on 2 cores (`cargo bench --bench sync`, ratio to iroh-blobs,
-/// sealed / plain): with ~8.7 KB nodes (~0.9 MB sessions) 16 at once 55-59 % / 55-64 %, 8
+/// sealed / plain): with ~8.7 KB nodes (~0.9 MB sessions) 16 at once 50-57 % / 55-64 %, 8
 /// 59 / 67, 6 71 / 74, 4 76 / 83, 3 75 / 81, 2 76 / 83; with ~1 KB nodes (~0.1 MB sessions)
 /// the same within noise (16: 33 / 36, 8: 35 / 37, 4: 32 / 36).
 const BULK: usize = 4;
