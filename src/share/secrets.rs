@@ -671,8 +671,10 @@ fn scan_prefixed(text: &str, breaks: &[usize], out: &mut Vec<Span>) {
     let mut blocked = Blocked::default();
     let mut i = 0;
     while i < b.len() {
+        // A removed break (`breaks`, in a joined text) was a line start: a token starts there
+        // whatever the line before ended with.
         let candidate = matches!(b[i], b's' | b'r' | b'A' | b'g' | b'x' | b'h' | b'e' | b'-')
-            && (i == 0 || !is_alnum(b[i - 1]));
+            && (i == 0 || !is_alnum(b[i - 1]) || breaks.binary_search(&i).is_ok());
         if candidate {
             if let Some((end, kind)) = match_prefixed(text, i, &mut blocked, breaks) {
                 debug_assert!(end > i);
@@ -1984,6 +1986,22 @@ mod tests {
         let findings = scan_text(&json);
         assert_eq!(findings.len(), 1, "{findings:?}");
         assert_eq!(findings[0].kind, SecretKind::AwsAccessKey);
+    }
+
+    /// A key whose prefix starts a line is found when the line before ends in a token too
+    /// (proptest `redact_blocks_matches_scan_blocks` found it: joined, the two lines read as
+    /// one word, so `sk-` did not start a token, and only the redacted copy showed the key).
+    #[test]
+    fn a_split_key_after_a_line_ending_in_a_token_is_found() {
+        let text = "_0aa0aa45-M_-mCD1A_Ebcnbda0_2_o6\nsk-\nAaAA_a-aAA--AaA--0_a";
+        let findings = scan_text(text);
+        assert!(
+            findings.iter().any(|f| f.kind == SecretKind::OpenAiKey
+                && &text[f.start..f.end] == "sk-\nAaAA_a-aAA--AaA--0_a"),
+            "{findings:?}"
+        );
+        let redacted = redact_text(text, &findings);
+        assert!(scan_text(&redacted).is_empty(), "{redacted}");
     }
 
     #[test]
