@@ -253,6 +253,7 @@ impl SledStorage {
         let packs = self.packs();
         SortedLookup {
             objects: &self.objects,
+            next_loose: None,
             cursors: vec![0; packs.len()],
             packs,
         }
@@ -408,13 +409,27 @@ impl SledStorage {
 /// packs of millions costs about a pass over their indexes, not 200,000 random searches each.
 struct SortedLookup<'s> {
     objects: &'s sled::Tree,
+    /// The smallest loose (sled) key not below the last id looked up: `None` before the
+    /// first lookup, `Some(None)` when there is none. Ids come in increasing order, so sled
+    /// is sought only when an id passes this key, once per loose object in the range instead
+    /// of once per id (a sled miss per id was 4 % of a fetching node's CPU).
+    next_loose: Option<Option<sled::IVec>>,
     packs: Vec<Arc<Pack>>,
     cursors: Vec<usize>,
 }
 
 impl SortedLookup<'_> {
     fn contains(&mut self, id: &NodeId) -> Result<bool, StorageError> {
-        if self.objects.contains_key(id.as_bytes()).map_err(backend)? {
+        let passed = match &self.next_loose {
+            None => true,
+            Some(None) => false,
+            Some(Some(key)) => key.as_ref() < id.as_bytes().as_slice(),
+        };
+        if passed {
+            let next = self.objects.range(id.as_bytes().as_slice()..).keys().next();
+            self.next_loose = Some(next.transpose().map_err(backend)?);
+        }
+        if matches!(&self.next_loose, Some(Some(key)) if key.as_ref() == id.as_bytes().as_slice()) {
             return Ok(true);
         }
         // Every pack is searched so that each cursor keeps up (a cursor left behind would
