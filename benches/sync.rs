@@ -860,8 +860,10 @@ fn components(
         let t = Instant::now();
         let mut next = Some(store.session(id)?.context("session")?.head);
         let mut objects = Vec::new();
+        // As a serving node walks a chain: one reader per session, reading windows of a pack.
+        let mut reader = store.storage().chain_reader();
         while let Some(node) = next {
-            let b = store.storage().get_object(&node)?.context("object")?;
+            let b = reader.get(&node)?.context("object")?;
             next = StoredObject::parent_of(&b)?;
             objects.push((node, b));
         }
@@ -959,7 +961,7 @@ fn components(
     let stage = |name: &str, d: Duration, over: u64| json!({ "name": name, "secs": d.as_secs_f64(), "bytes": over });
     Ok(
         json!({ "write_io": write_io, "written": written, "stages": [
-            stage("server: walk chains, read objects (get_object)", read, bytes),
+            stage("server: walk chains, read objects (chain reader)", read, bytes),
             stage("server: build and seal 1 MB batch frames in place (AES-256-GCM)", seal, bytes),
             stage("client: open keyed batches in place (AES-256-GCM + batch_spans)", open, sealed_bytes),
             stage("client: verify objects (BLAKE3 + parent link + metadata)", verify, bytes),
