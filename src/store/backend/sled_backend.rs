@@ -496,15 +496,13 @@ fn backend(e: sled::Error) -> StorageError {
 }
 
 /// Bytes a [`PackChainReader`] reads at once when the chain it walks runs backwards through a
-/// pack: the first window of a walk, each next one twice the last up to [`CHAIN_WINDOW_MAX`].
-/// One read serves many nodes where each used to cost a system call (`pread` was 12 % of a
-/// serving node's CPU), and a short chain does not pay for a long window: with one fixed
-/// window of 256 KiB, a session of the bench's ~100 KB copied 2.5 times its bytes out of the
-/// page cache (the copy was 9 % of a serving node's CPU, ~1 KB nodes).
-const CHAIN_WINDOW: usize = 64 << 10;
-/// The largest window: within the buffers the process keeps (2 MiB), and few enough reads
-/// for a long chain (a ~1 MB session of ~8 KB nodes takes 64 + 128 + 256 + 512 KiB).
-const CHAIN_WINDOW_MAX: usize = 1 << 20;
+/// pack: about two sessions of the bench's ~100 KB, so one read serves ~250 nodes of ~1 KB
+/// where each used to cost a system call (`pread` was 12 % of a serving node's CPU), while a
+/// window read for nothing (a chain that leaves the run) costs little. A first window of
+/// 64 KiB doubling up to 1 MiB along a chain (less copied for a short session) measured the
+/// same with ~1 KB nodes and cost a serving node 7 % more CPU with ~8 KB nodes (more fresh
+/// buffers; `cargo bench --bench sync`, 2026-12-08).
+const CHAIN_WINDOW: usize = 256 << 10;
 
 /// Where an object is.
 enum Located<'p> {
@@ -521,8 +519,6 @@ struct PackChainReader<'s> {
     window: Option<(Arc<Pack>, usize, Vec<u8>)>,
     /// The pack of the object read last and where that object starts in its file.
     last: Option<(Arc<Pack>, usize)>,
-    /// The length of the next window read ([`CHAIN_WINDOW`]).
-    next_window: usize,
 }
 
 impl Drop for PackChainReader<'_> {
@@ -562,20 +558,15 @@ impl ChainReader for PackChainReader<'_> {
             .as_ref()
             .is_some_and(|(p, start)| Arc::ptr_eq(p, pack) && *start == range.end);
         self.last = Some((pack.clone(), range.start));
-        if !follows {
-            // A jump: another chain, or this one left its run. Its run may be short.
-            self.next_window = CHAIN_WINDOW;
-        }
         let (window_pack, start, bytes) = match self.window.take() {
             Some(window) if in_window(&window) => window,
-            other if follows && range.len() <= self.next_window => {
+            other if follows && range.len() <= CHAIN_WINDOW => {
                 // The last window's buffer, or one the process kept (fresh memory is a page
                 // fault per 4 KiB, and a reader per served session would take a fresh one).
                 let mut bytes = other
                     .map(|(_, _, bytes)| bytes)
                     .unwrap_or_else(crate::allocator::take_buffer);
-                let start = pack.read_before(range.end, self.next_window, &mut bytes)?;
-                self.next_window = (self.next_window * 2).min(CHAIN_WINDOW_MAX);
+                let start = pack.read_before(range.end, CHAIN_WINDOW, &mut bytes)?;
                 self.storage.count_read(&packs, bytes.len());
                 (pack.clone(), start, bytes)
             }
@@ -663,7 +654,6 @@ impl Storage for SledStorage {
             storage: self,
             window: None,
             last: None,
-            next_window: CHAIN_WINDOW,
         })
     }
 
@@ -1267,7 +1257,7 @@ mod tests {
     fn a_chain_reader_reads_what_get_object_reads() {
         let (_dir, s) = open();
         let big = |n: usize| {
-            let bytes = format!("big {n} {}", "y".repeat(CHAIN_WINDOW_MAX + 10)).into_bytes();
+            let bytes = format!("big {n} {}", "y".repeat(CHAIN_WINDOW + 10)).into_bytes();
             StoredObject {
                 id: NodeId(*blake3::hash(&bytes).as_bytes()),
                 bytes,
