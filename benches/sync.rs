@@ -777,7 +777,7 @@ fn dataset_session(i: usize) -> ParsedSession {
         for block in &mut m.blocks {
             if let ContentBlock::ToolResult { content, .. } = block {
                 let extra = if node_kb > 1 {
-                    (node_kb << 10) + rng.below(2 * (node_kb as u64) << 10) as usize
+                    (node_kb << 10) + rng.below((2 * (node_kb as u64)) << 10) as usize
                 } else if rng.below(3) != 0 {
                     continue;
                 } else {
