@@ -80,7 +80,7 @@ impl Pool {
 static SMALL: Pool = Pool::new(16, 2 << 20);
 
 /// Pack writing buffers (4 MiB, a few per pack being written): a fetch writes a new pack every
-/// 32 MiB, and each took its buffers fresh, three quarters of a page fault per byte fetched.
+/// 64 MiB, and each took its buffers fresh, three quarters of a page fault per byte fetched.
 /// Four kept: at most 17 MiB.
 pub static PACK_BUFFERS: Pool = Pool::new(4, (4 << 20) + (8 << 10));
 

@@ -18,8 +18,12 @@ use crate::store::backend::Staging;
 use crate::store::Store;
 
 /// Bytes of verified objects the writer stages (into one pack) before committing and flushing
-/// them and moving the refs of the sessions they complete.
-const WRITE_BATCH_BYTES: usize = 32 << 20;
+/// them and moving the refs of the sessions they complete. Each commit checks its objects
+/// against every older pack and each new session's first id is looked up in every pack, so
+/// fewer, larger packs cost less: 64 MiB instead of 32 took those checks from 6.2 % to 3.5 % of
+/// a fetching node's CPU (1 GB, ~1 KB nodes, `cargo bench --bench sync`). Memory does not
+/// follow, as the objects stream to disk as they are staged.
+const WRITE_BATCH_BYTES: usize = 64 << 20;
 
 /// Verified bytes waiting for the writer at most: a fetch then holds about this much, the
 /// writer's pack buffers and one batch per stream, however much it fetches and however slow the

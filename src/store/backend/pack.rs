@@ -556,11 +556,11 @@ const WRITEBACK_EVERY: u64 = 32 << 20;
 /// objects may wait for the page cache while the caller goes on (writes to it are quick; more
 /// buffers only added to a fetch's peak memory).
 const BUFFER: usize = 4 << 20;
-/// Index entries a new pack reserves room for: the ~32,600 objects of the 32 MiB a fetch
+/// Index entries a new pack reserves room for: the ~65,000 objects of the 64 MiB a fetch
 /// stages per pack at ~1 KB each, with room to spare. Growing the list by doubling copied it and touched fresh memory
 /// each time (1.4 % of a fetching node's CPU, `cargo bench --bench sync`); the reservation
 /// is address space until used.
-const ENTRIES_AHEAD: usize = 40 << 10;
+const ENTRIES_AHEAD: usize = 80 << 10;
 const BUFFERS: usize = 4;
 
 /// Where one object sits in a pack being built.
