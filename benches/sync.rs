@@ -104,7 +104,7 @@ fn orchestrate() -> Result<()> {
 
     // 1. Raw stream.
     let raw_bytes = (gb * (1u64 << 30) as f64) as u64;
-    let raw = rt.block_on(raw_stream(raw_bytes))?;
+    let raw = rt.block_on(raw_stream_to(raw_bytes, None))?;
     println!(
         "\n1. raw iroh stream, one bi-stream: {} in {:.2} s = {:.0} MB/s (both sides in one process, peak RSS {})",
         mb(raw_bytes),
@@ -524,18 +524,13 @@ impl ProtocolHandler for Sink {
 
 const RAW_ALPN: &[u8] = b"tapes-bench/raw/0";
 
-async fn raw_stream(bytes: u64) -> Result<Timed> {
-    raw_stream_to(bytes, None).await
-}
-
 /// Streams `bytes` to a sink: one in this process (`to: None`), or another process's.
 async fn raw_stream_to(bytes: u64, to: Option<PeerAddr>) -> Result<Timed> {
     let a = bind(&throwaway("raw-a")?, &EndpointConfig::loopback()).await?;
     let (router, target) = match to {
         Some(to) => (None, to.endpoint_addr()?),
         None => {
-            let b = bind(&throwaway("raw-b")?, &EndpointConfig::loopback()).await?;
-            let router = Router::builder(b).accept(RAW_ALPN, Sink).spawn();
+            let router = sink_router().await?;
             let target = PeerAddr::of_endpoint(router.endpoint()).endpoint_addr()?;
             (Some(router), target)
         }
@@ -642,13 +637,16 @@ async fn iroh_blobs_fetch(bytes: u64) -> Result<Timed> {
 // ---------------------------------------------------------------------------------------------
 // alice: generates and shares the sessions, serves them.
 
+/// An endpoint that counts what the raw stream sends it.
+async fn sink_router() -> Result<Router> {
+    let endpoint = bind(&throwaway("raw-b")?, &EndpointConfig::loopback()).await?;
+    Ok(Router::builder(endpoint).accept(RAW_ALPN, Sink).spawn())
+}
+
 /// A sink for the raw stream in its own process.
 fn sink_main() -> Result<()> {
     let rt = runtime()?;
-    let router = rt.block_on(async {
-        let endpoint = bind(&throwaway("raw-b")?, &EndpointConfig::loopback()).await?;
-        anyhow::Ok(Router::builder(endpoint).accept(RAW_ALPN, Sink).spawn())
-    })?;
+    let router = rt.block_on(sink_router())?;
     reply(json!({ "ticket": PeerAddr::of_endpoint(router.endpoint()).ticket() }));
     serve_commands(|_| Ok(json!({})))?;
     rt.block_on(router.shutdown())?;
